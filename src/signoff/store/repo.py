@@ -1,0 +1,174 @@
+"""Repository: the queries use-cases need, behind plain methods (no SQL in use-cases)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from signoff.domain import chain
+from signoff.store.tables import (
+    BudgetRow,
+    DecisionRow,
+    EventRow,
+    IdempotencyRow,
+    LedgerRow,
+    OutboxRow,
+    RequestRow,
+    SeenEventRow,
+    SlackMessageRow,
+)
+
+LIVE_STATUSES = ("pending", "approved", "executing")
+
+
+class Repo:
+    def __init__(self, session: Session):
+        self.session = session
+
+    # requests -----------------------------------------------------------------------
+    def get(self, request_id: str) -> RequestRow | None:
+        return self.session.get(RequestRow, request_id)
+
+    def add_request(self, row: RequestRow) -> None:
+        self.session.add(row)
+
+    def claim_due(self, now: datetime, limit: int) -> list[RequestRow]:
+        """Requests owed something at ``now``, locked for this transaction.
+
+        PostgreSQL: FOR UPDATE SKIP LOCKED, so replicas split the work. SQLite: the
+        transaction already holds the write lock (BEGIN IMMEDIATE), so one sweep at a time.
+        """
+        q = (
+            select(RequestRow)
+            .where(RequestRow.due_at <= now)
+            .order_by(RequestRow.due_at)
+            .limit(limit)
+        )
+        if self.session.bind.dialect.name == "postgresql":
+            q = q.with_for_update(skip_locked=True)
+        return list(self.session.scalars(q))
+
+    def requests_where(self, *, status: list[str] | None = None, workflow: list[str] | None = None,
+                       limit: int = 100) -> list[RequestRow]:
+        q = select(RequestRow).order_by(RequestRow.created_at.desc()).limit(limit)
+        if status:
+            q = q.where(RequestRow.status.in_(status))
+        if workflow:
+            q = q.where(RequestRow.workflow.in_(workflow))
+        return list(self.session.scalars(q))
+
+    def unreviewed_exceptions(self, workflows: list[str], limit: int = 100) -> list[RequestRow]:
+        q = (
+            select(RequestRow)
+            .where(RequestRow.workflow.in_(workflows), RequestRow.reviewed_at.is_(None))
+            .order_by(RequestRow.created_at.desc())
+            .limit(limit * 5)
+        )
+        return [r for r in self.session.scalars(q) if r.exceptions][:limit]
+
+    # decisions ----------------------------------------------------------------------
+    def decisions(self, request_id: str) -> list[DecisionRow]:
+        q = select(DecisionRow).where(DecisionRow.request_id == request_id).order_by(DecisionRow.id)
+        return list(self.session.scalars(q))
+
+    def add_decision(self, request_id: str, by: str, decision: str, at: datetime) -> None:
+        self.session.add(DecisionRow(request_id=request_id, by=by, decision=decision, at=at))
+
+    # evidence -----------------------------------------------------------------------
+    def append_event(self, req: RequestRow, type_: str, actor: str, data: dict[str, Any],
+                     at: datetime) -> EventRow:
+        """Append one event to the request's chain; the request row carries the head."""
+        seq = (req.event_count or 0) + 1
+        prev = req.head_hash or chain.GENESIS
+        body = chain.event_body(req.id, seq, at, type_, actor, data)
+        digest = chain.link(prev, body)
+        row = EventRow(request_id=req.id, seq=seq, at=body["at"], type=type_, actor=actor,
+                       data=data, prev_hash=prev, hash=digest)
+        self.session.add(row)
+        req.event_count = seq
+        req.head_hash = digest
+        return row
+
+    def events(self, request_id: str) -> list[EventRow]:
+        q = select(EventRow).where(EventRow.request_id == request_id).order_by(EventRow.seq)
+        return list(self.session.scalars(q))
+
+    def ledger_append(self, request_id: str, at: datetime) -> None:
+        head = self.session.scalars(select(LedgerRow).order_by(LedgerRow.seq.desc()).limit(1)).first()
+        seq = head.seq + 1 if head else 1
+        prev = head.hash if head else chain.GENESIS
+        body = {"seq": seq, "request_id": request_id, "at": chain.iso(at)}
+        self.session.add(LedgerRow(seq=seq, request_id=request_id, at=body["at"], prev_hash=prev,
+                                   hash=chain.link(prev, body)))
+
+    # outbox -------------------------------------------------------------------------
+    def enqueue(self, kind: str, payload: dict[str, Any], now: datetime, *, request_id: str | None = None,
+                dedupe_key: str | None = None, delay: timedelta | None = None) -> None:
+        if dedupe_key is not None:
+            exists = self.session.scalar(select(OutboxRow.id).where(OutboxRow.dedupe_key == dedupe_key))
+            if exists:
+                return
+        self.session.add(OutboxRow(kind=kind, payload=payload, request_id=request_id, dedupe_key=dedupe_key,
+                                   state="pending", attempts=0, created_at=now,
+                                   next_attempt_at=now + (delay or timedelta(0))))
+
+    # slack messages -----------------------------------------------------------------
+    def messages(self, request_id: str, role: str | None = None) -> list[SlackMessageRow]:
+        q = select(SlackMessageRow).where(SlackMessageRow.request_id == request_id)
+        if role:
+            q = q.where(SlackMessageRow.role == role)
+        return list(self.session.scalars(q.order_by(SlackMessageRow.id)))
+
+    def message(self, message_id: int) -> SlackMessageRow | None:
+        return self.session.get(SlackMessageRow, message_id)
+
+    def message_by_ts(self, channel: str | None, ts: str) -> SlackMessageRow | None:
+        q = select(SlackMessageRow).where(SlackMessageRow.ts == ts)
+        rows = list(self.session.scalars(q))
+        if channel:
+            exact = [r for r in rows if r.channel == channel]
+            if exact:
+                return exact[0]
+        return rows[0] if rows else None
+
+    def add_message(self, request_id: str, role: str, target: str, now: datetime) -> tuple[SlackMessageRow, bool]:
+        """The message row for (request, role, target); created when new (second value)."""
+        q = select(SlackMessageRow).where(SlackMessageRow.request_id == request_id,
+                                          SlackMessageRow.role == role, SlackMessageRow.target == target)
+        existing = self.session.scalars(q).first()
+        if existing:
+            return existing, False
+        row = SlackMessageRow(request_id=request_id, role=role, target=target, created_at=now)
+        self.session.add(row)
+        self.session.flush()
+        return row, True
+
+    # idempotency --------------------------------------------------------------------
+    def idempotency(self, agent: str, key: str) -> IdempotencyRow | None:
+        return self.session.get(IdempotencyRow, (agent, key))
+
+    def remember_idempotency(self, agent: str, key: str, body_sha256: str, request_id: str, now: datetime) -> None:
+        self.session.add(IdempotencyRow(agent=agent, key=key, body_sha256=body_sha256, request_id=request_id,
+                                        created_at=now))
+
+    def forget_idempotency_before(self, cutoff: datetime) -> int:
+        return self.session.execute(delete(IdempotencyRow).where(IdempotencyRow.created_at < cutoff)).rowcount
+
+    # slack event dedupe -------------------------------------------------------------
+    def first_sighting(self, event_id: str, now: datetime) -> bool:
+        if self.session.get(SeenEventRow, event_id):
+            return False
+        self.session.add(SeenEventRow(event_id=event_id, at=now))
+        self.session.flush()
+        return True
+
+    # budgets ------------------------------------------------------------------------
+    def budget_used(self, scope: str, since: datetime) -> int:
+        q = select(func.count()).select_from(BudgetRow).where(BudgetRow.scope == scope, BudgetRow.at >= since)
+        return int(self.session.scalar(q) or 0)
+
+    def spend_budget(self, scope: str, request_id: str, now: datetime) -> None:
+        self.session.add(BudgetRow(scope=scope, request_id=request_id, at=now))

@@ -1,0 +1,1 @@
+"""Use-cases: each loads state, asks the domain, and commits one transaction."""

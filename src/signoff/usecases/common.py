@@ -1,0 +1,105 @@
+"""Steps shared by several use-cases, always inside the caller's transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from signoff.config import Workflow
+from signoff.domain.model import ExceptionKind, Status, can_move
+from signoff.store.repo import Repo
+from signoff.store.tables import RequestRow
+
+
+class IllegalTransition(Exception):
+    pass
+
+
+def workflow_snapshot(req: RequestRow) -> Workflow:
+    """The workflow definition the request started under (policy versioning)."""
+    return Workflow.model_validate(req.policy)
+
+
+def move(repo: Repo, req: RequestRow, new: Status, *, actor: str, now: datetime,
+         data: dict[str, Any] | None = None) -> None:
+    """Change status (the version column makes it a compare-and-set) and record it."""
+    if not can_move(req.status, new):
+        raise IllegalTransition(f"{req.status} → {new}")
+    old = req.status
+    req.status = new.value
+    if old == Status.PENDING:
+        req.decided_at = now
+    repo.append_event(req, f"request.{new.value}", actor, {"from": old, "to": new.value, **(data or {})}, now)
+
+
+def refresh_messages(repo: Repo, req: RequestRow, now: datetime) -> None:
+    """Every Slack copy of the request is re-rendered from its current state."""
+    for msg in repo.messages(req.id):
+        repo.enqueue("slack.update", {"message_id": msg.id}, now, request_id=req.id)
+
+
+def thread_note(repo: Repo, req: RequestRow, text: str, now: datetime) -> None:
+    """A note in the thread of the request's root message(s)."""
+    for msg in repo.messages(req.id, role="request"):
+        repo.enqueue("slack.thread", {"message_id": msg.id, "text": text}, now, request_id=req.id)
+
+
+def raise_exception(repo: Repo, req: RequestRow, kind: ExceptionKind, now: datetime, *,
+                    detail: str = "") -> None:
+    """Record an exception for security review: one thread per request, notes after the first."""
+    kinds = list(req.exceptions or [])
+    kinds.append({"kind": kind.value, "at": now.isoformat(), "detail": detail})
+    req.exceptions = kinds
+    # a new exception re-opens review
+    req.reviewed_at = None
+    req.reviewed_by = None
+    repo.append_event(req, "exception.raised", "signoff", {"kind": kind.value, "detail": detail}, now)
+    wf = workflow_snapshot(req)
+    target = wf.security_channel or wf.security_owner
+    msg, created = repo.add_message(req.id, "exception", target, now)
+    if created:
+        repo.enqueue("slack.post", {"message_id": msg.id}, now, request_id=req.id)
+    else:
+        repo.enqueue("slack.update", {"message_id": msg.id}, now, request_id=req.id)
+        repo.enqueue("slack.thread", {"message_id": msg.id, "text": f"New exception: {kind.value}"
+                                      + (f" — {detail}" if detail else "")}, now, request_id=req.id)
+
+
+def request_view(repo: Repo, req: RequestRow, *, viewer: str | None = None) -> dict[str, Any]:
+    """The request object of contract §3. The grant appears only in the executor's view."""
+    decisions = [
+        {"by": d.by, "decision": d.decision, "at": d.at.isoformat().replace("+00:00", "Z")}
+        for d in repo.decisions(req.id)
+    ]
+    grant = None
+    if (viewer is not None and viewer == req.executor and req.grant_token
+            and req.status in (Status.APPROVED, Status.EXECUTING)):
+        grant = req.grant_token
+    return {
+        "id": req.id,
+        "status": req.status,
+        "workflow": req.workflow,
+        "title": req.title,
+        "action": req.action,
+        "action_sha256": req.action_sha256,
+        "risk": req.risk,
+        "justification": req.justification,
+        "rollback": req.rollback,
+        "parent_id": req.parent_id,
+        "rollback_of": req.rollback_of,
+        "submitted_by": req.submitted_by,
+        "executor": req.executor,
+        "sponsor": req.sponsor,
+        "created_at": _z(req.created_at),
+        "deadline": _z(req.deadline),
+        "not_before": _z(req.not_before),
+        "policy_sha256": req.policy_hash,
+        "decisions": decisions,
+        "grant": grant,
+        "grant_expires_at": _z(req.grant_expires_at) if grant else None,
+        "outcome": req.outcome,
+    }
+
+
+def _z(dt: datetime | None) -> str | None:
+    return dt.isoformat().replace("+00:00", "Z") if dt else None

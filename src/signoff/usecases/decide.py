@@ -1,0 +1,119 @@
+"""decide: an approver clicks Approve or Reject in Slack."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from signoff.config import CHANNEL_RE, GROUP_RE, Workflow
+from signoff.domain.approval import may_decide, tally
+from signoff.domain.model import Decision, ExceptionKind, Status
+from signoff.store.repo import Repo
+from signoff.store.tables import RequestRow
+from signoff.usecases.common import move, raise_exception, refresh_messages, thread_note, workflow_snapshot
+from signoff.usecases.grant import issue_grant
+from signoff.usecases.ports import Context
+
+
+@dataclass(frozen=True)
+class DecideResult:
+    outcome: str  # recorded | approved | rejected | refused | already | unknown
+    message: str
+    status: str | None = None
+
+
+def eligible_refs(wf: Workflow, steps_fired: int) -> list[str]:
+    """Approver references (users, groups, channels) at this moment: the approvers plus
+    everyone the escalation steps fired so far brought in."""
+    refs = list(wf.approver_ids)
+    n = len(wf.escalation)
+    for k in range(steps_fired if n else 0):
+        refs.extend(wf.escalation[k % n].to)
+    return list(dict.fromkeys(refs))
+
+
+def resolve(ctx: Context, refs: list[str]) -> set[str]:
+    users = set()
+    for ref in refs:
+        if GROUP_RE.match(ref) or CHANNEL_RE.match(ref):
+            users |= ctx.directory.members(ref)
+        else:
+            users.add(ref)
+    return users
+
+
+def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: str | None = None) -> DecideResult:
+    """Record a click. Exactly one decision wins however clicks race (compare-and-set)."""
+    d = Decision(decision)
+    pre = ctx.store.read(lambda s: _snapshot(Repo(s), request_id))
+    if pre is None:
+        return DecideResult("unknown", "This request no longer exists.")
+    wf, steps_fired = pre
+    # Directory look-ups (Slack calls) happen before the transaction opens.
+    eligible = resolve(ctx, eligible_refs(wf, steps_fired))
+
+    def tx(session) -> DecideResult:
+        repo = Repo(session)
+        now = ctx.clock()
+        req = repo.get(request_id)
+        if req is None:
+            return DecideResult("unknown", "This request no longer exists.")
+        if req.steps_fired != steps_fired:
+            raise _Retry()
+        if req.status != Status.PENDING:
+            repo.append_event(req, "click.repeated", user,
+                              {"decision": d.value, "status": req.status, "channel": channel}, now)
+            return DecideResult("already", f"This request is already {req.status}.", req.status)
+        prior = repo.decisions(req.id)
+        verdict = may_decide(clicker=user, decision=d, eligible=eligible, sponsor=req.sponsor,
+                             already_decided_by=[p.by for p in prior])
+        if not verdict.allowed:
+            repo.append_event(req, "click.refused", user,
+                              {"decision": d.value, "reason": verdict.reason, "channel": channel}, now)
+            if channel:
+                repo.enqueue("slack.ephemeral", {"channel": channel, "user": user,
+                                                 "text": f"Not recorded: {verdict.reason}."}, now,
+                             request_id=req.id)
+            raise_exception(repo, req, ExceptionKind.REFUSED_CLICK, now, detail=f"{user}: {verdict.reason}")
+            return DecideResult("refused", f"Not recorded: {verdict.reason}.", req.status)
+        repo.add_decision(req.id, user, d.value, now)
+        repo.append_event(req, "decision.recorded", user, {"decision": d.value, "channel": channel}, now)
+        result = tally([(p.by, p.decision) for p in prior] + [(user, d.value)], wf.required_approvals)
+        if result is None:
+            have = len({p.by for p in prior if p.decision == "approve"}) + 1
+            refresh_messages(repo, req, now)
+            thread_note(repo, req, f"<@{user}> approved ({have} of {wf.required_approvals}).", now)
+            return DecideResult("recorded", f"Approval recorded: {have} of {wf.required_approvals}.", req.status)
+        req.due_at = None
+        if result == "rejected":
+            move(repo, req, Status.REJECTED, actor=user, now=now)
+            raise_exception(repo, req, ExceptionKind.REJECTED, now, detail=f"rejected by {user}")
+            refresh_messages(repo, req, now)
+            return DecideResult("rejected", "You rejected this request.", req.status)
+        move(repo, req, Status.APPROVED, actor=user, now=now)
+        issue_grant(ctx, repo, req, now)
+        refresh_messages(repo, req, now)
+        return DecideResult("approved", "You approved this request.", req.status)
+
+    for _ in range(3):
+        try:
+            result = ctx.store.transaction(tx)
+            break
+        except _Retry:
+            pre = ctx.store.read(lambda s: _snapshot(Repo(s), request_id))
+            wf, steps_fired = pre
+            eligible = resolve(ctx, eligible_refs(wf, steps_fired))
+    else:
+        return DecideResult("refused", "The request changed while you clicked; please try again.")
+    ctx.notify()
+    return result
+
+
+class _Retry(Exception):
+    pass
+
+
+def _snapshot(repo: Repo, request_id: str) -> tuple[Workflow, int] | None:
+    req: RequestRow | None = repo.get(request_id)
+    if req is None:
+        return None
+    return workflow_snapshot(req), req.steps_fired

@@ -1,0 +1,84 @@
+"""Issuing a grant: re-check runtime policy, then sign a single-action EdDSA JWT.
+
+Called inside the transaction that approved the request (or the sweep that finds a
+change window open). Never issues a grant for a request that is not ``approved``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import jwt
+
+from signoff.domain.model import ExceptionKind, Status
+from signoff.store.repo import Repo
+from signoff.store.tables import RequestRow
+from signoff.usecases.common import move, raise_exception, refresh_messages, workflow_snapshot
+from signoff.usecases.ports import Context
+
+
+def runtime_check(ctx: Context, req: RequestRow, now: datetime) -> tuple[bool, str, datetime | None]:
+    """(allowed, reason, not_before). The current configuration is what counts at run time."""
+    config = ctx.config()
+    wf = config.workflow(req.workflow)
+    if wf is None:
+        return False, "workflow_removed", None
+    if req.executor not in wf.agents or config.agent(req.executor) is None:
+        return False, "executor_not_allowed", None
+    if req.status != Status.APPROVED:
+        return False, "not_approved", None
+    from signoff.usecases import windows  # change windows and freezes (optional)
+
+    return windows.check(ctx, req, wf, now)
+
+
+def issue_grant(ctx: Context, repo: Repo, req: RequestRow, now: datetime) -> bool:
+    """Try to issue the grant; True when issued. Refusal rejects the request by policy."""
+    if req.status != Status.APPROVED or req.grant_token:
+        return False
+    allowed, reason, not_before = runtime_check(ctx, req, now)
+    repo.append_event(req, "policy.checked", "signoff",
+                      {"allowed": allowed, "reason": reason,
+                       "not_before": not_before.isoformat() if not_before else None}, now)
+    if not allowed and not_before is not None:
+        # Approved outside a change window: wait for it, unless the approval lapses first.
+        req.not_before = not_before
+        req.due_at = min(x for x in (not_before, req.approval_expires_at) if x is not None)
+        refresh_messages(repo, req, now)
+        return False
+    if not allowed:
+        repo.add_decision(req.id, f"policy:{reason}", "reject", now)
+        move(repo, req, Status.REJECTED, actor=f"policy:{reason}", now=now, data={"reason": reason})
+        req.due_at = None
+        raise_exception(repo, req, ExceptionKind.POLICY_REFUSED, now, detail=reason)
+        refresh_messages(repo, req, now)
+        return False
+    wf = workflow_snapshot(req)
+    ttl = wf.execution.grant_ttl
+    iat = int(now.timestamp())
+    claims = {
+        "iss": "signoff",
+        "sub": req.executor,
+        "jti": req.id,
+        "iat": iat,
+        "nbf": iat,
+        "exp": iat + int(ttl.total_seconds()),
+        "action_sha256": req.action_sha256,
+        "workflow": req.workflow,
+    }
+    key = ctx.keys.active
+    token = jwt.encode(claims, key.private, algorithm="EdDSA", headers={"kid": key.kid})
+    req.grant_token = token
+    req.grant_claims = claims
+    req.grant_expires_at = datetime.fromtimestamp(claims["exp"], now.tzinfo)
+    req.not_before = None
+    # The sweep looks again when the grant runs out without an outcome.
+    req.due_at = req.grant_expires_at
+    repo.append_event(req, "grant.issued", "signoff", {"claims": claims, "kid": key.kid}, now)
+    current = ctx.config().workflow(req.workflow)
+    webhook = (current.execution.webhook if current else None) or wf.execution.webhook
+    if webhook:
+        repo.enqueue("webhook.execute", {"request_id": req.id, "url": webhook}, now, request_id=req.id,
+                     dedupe_key=f"webhook:{req.id}")
+    refresh_messages(repo, req, now)
+    return True

@@ -1,0 +1,48 @@
+"""What use-cases depend on, injected by bootstrap (and by tests, with fakes)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Protocol
+
+from signoff.config import Config
+from signoff.keys import KeyRing
+from signoff.store.db import Store
+
+
+class Clock(Protocol):
+    def __call__(self) -> datetime: ...
+
+
+def system_clock() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Directory(Protocol):
+    """Who is in a Slack user group or channel (the adapter caches briefly)."""
+
+    def members(self, ref: str) -> set[str]: ...
+
+
+class NoDirectory:
+    """A directory that knows no groups: only listed user ids may approve."""
+
+    def members(self, ref: str) -> set[str]:
+        return set()
+
+
+@dataclass
+class Context:
+    """Everything use-cases need. Built by ``bootstrap``; tests build their own."""
+
+    store: Store
+    config: Callable[[], Config]
+    keys: KeyRing
+    clock: Clock = system_clock
+    directory: Directory = field(default_factory=NoDirectory)
+    public_url: str = "http://127.0.0.1:8080"
+    evidence_link_seconds: int = 7 * 86400
+    # Called after a commit that enqueued side effects, so the dispatcher runs at once.
+    notify: Callable[[], None] = lambda: None
