@@ -62,6 +62,10 @@ def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: 
         if req.status != Status.PENDING:
             repo.append_event(req, "click.repeated", user,
                               {"decision": d.value, "status": req.status, "channel": channel}, now)
+            if channel:
+                repo.enqueue("slack.ephemeral", {"channel": channel, "user": user,
+                                                 "text": f"This request is already {req.status}; nothing changed."},
+                             now, request_id=req.id)
             return DecideResult("already", f"This request is already {req.status}.", req.status)
         prior = repo.decisions(req.id)
         verdict = may_decide(clicker=user, decision=d, eligible=eligible, sponsor=req.sponsor,

@@ -1,0 +1,1 @@
+"""HTTP adapters: the agent API, health, metrics, JWKS, evidence links, Slack endpoint."""

@@ -1,0 +1,111 @@
+"""The FastAPI application: agent API, health, metrics, JWKS, evidence pages, Slack."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from signoff.api import agents
+from signoff.api.metrics import Metrics
+from signoff.domain.errors import DomainError
+from signoff.store.db import Conflicted
+from signoff.usecases.ports import Context
+
+log = logging.getLogger(__name__)
+
+
+def error_body(code: str, message: str, fields: list[str] | None = None) -> dict:
+    err = {"code": code, "message": message}
+    if fields:
+        err["fields"] = fields
+    return {"error": err}
+
+
+def create_app(ctx: Context, *, slack_endpoint=None) -> FastAPI:
+    app = FastAPI(title="signoff", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
+    metrics = Metrics(ctx)
+    app.state.metrics = metrics
+
+    @app.exception_handler(DomainError)
+    async def _domain(_req: Request, exc: DomainError):
+        metrics.http_errors.labels(status=str(exc.http_status)).inc()
+        return JSONResponse(error_body(exc.code, exc.message, exc.fields), status_code=exc.http_status)
+
+    @app.exception_handler(Conflicted)
+    async def _conflict(_req: Request, exc: Conflicted):
+        return JSONResponse(error_body("busy", "the request raced another change; retry"), status_code=503,
+                            headers={"Retry-After": "1"})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_req: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_req: Request, exc: RequestValidationError):
+        return JSONResponse(error_body("invalid_request", "invalid request"), status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_req: Request, exc: Exception):
+        log.exception("unexpected error")
+        metrics.http_errors.labels(status="500").inc()
+        return JSONResponse(error_body("internal", "internal error; nothing was changed"), status_code=500)
+
+    app.include_router(agents.router(ctx, metrics))
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz():
+        def ping():
+            with ctx.store.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+
+        try:
+            await run_in_threadpool(ping)
+        except Exception as exc:
+            return JSONResponse({"status": "unavailable", "reason": type(exc).__name__}, status_code=503)
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def metrics_endpoint():
+        body = await run_in_threadpool(metrics.render)
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/.well-known/jwks.json")
+    async def jwks():
+        return JSONResponse(ctx.keys.jwks(), headers={"Cache-Control": "public, max-age=300"})
+
+    @app.get("/evidence/{request_id}")
+    async def evidence_page(request_id: str, exp: str = "", sig: str = ""):
+        from signoff.evidence.export import build_bundle, render_html
+        from signoff.evidence.links import check_link
+
+        try:
+            exp_int = int(exp)
+        except ValueError:
+            exp_int = 0
+        if not sig or not check_link(ctx.keys.active, request_id, exp_int, sig, int(ctx.clock().timestamp())):
+            return JSONResponse(error_body("forbidden", "missing, altered or expired evidence link"), status_code=403)
+        try:
+            bundle = await run_in_threadpool(build_bundle, ctx.store, ctx.keys, request_id, ctx.clock())
+        except LookupError:
+            return JSONResponse(error_body("not_found", "no such request"), status_code=404)
+        return HTMLResponse(render_html(bundle))
+
+    if slack_endpoint is not None:
+        app.add_api_route("/slack/events", slack_endpoint, methods=["POST"])
+    else:
+        @app.post("/slack/events")
+        async def slack_disabled():
+            return JSONResponse(error_body("slack_disabled", "Slack is not configured"), status_code=404)
+
+    return app

@@ -1,0 +1,229 @@
+"""The ``signoff`` command. Each subcommand parses, calls into the package, prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _settings():
+    from signoff.settings import SettingsError, load_settings
+
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        _fail(str(exc), 2)
+
+
+def _fail(message: str, code: int = 1):
+    print(f"signoff: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _runtime(settings, *, upgrade: bool = True):
+    from signoff.bootstrap import build
+    from signoff.config import ConfigError
+
+    try:
+        return build(settings, upgrade=upgrade)
+    except ConfigError as exc:
+        _fail(f"invalid workflow file {exc.source}:\n  " + "\n  ".join(exc.errors), 1)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+
+
+def cmd_serve(args) -> int:
+    settings = _settings()
+    missing = []
+    if not settings.slack_bot_token:
+        missing.append("SLACK_BOT_TOKEN (the bot token, xoxb-…)")
+    if args.socket_mode:
+        if not settings.slack_app_token:
+            missing.append("SLACK_APP_TOKEN (an app-level token, xapp-…, required by --socket-mode)")
+    elif not settings.slack_signing_secret:
+        missing.append("SLACK_SIGNING_SECRET (required in HTTP mode; or use --socket-mode)")
+    if missing:
+        _fail("cannot serve, missing environment:\n  " + "\n  ".join(missing) +
+              "\nTry `signoff demo` to see the whole flow without Slack.", 2)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    runtime = _runtime(settings)
+    from signoff.server import serve
+
+    serve(runtime, host=args.host, port=args.port, socket_mode=args.socket_mode)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from signoff.demo import run_demo
+
+    return run_demo(verbose=args.verbose)
+
+
+def cmd_check_config(args) -> int:
+    from signoff.config import ConfigError, load_config
+
+    path = args.path or _settings().config_path
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"{exc.source}: {len(exc.errors)} error(s)", file=sys.stderr)
+        for err in exc.errors:
+            print(f"  {err}", file=sys.stderr)
+        return 1
+    print(f"{path}: OK — {len(config.agents)} agent(s), {len(config.workflows)} workflow(s)")
+    return 0
+
+
+def cmd_db_upgrade(args) -> int:
+    from signoff.store import migrate
+    from signoff.store.db import Store
+
+    store = Store(_settings().database_url)
+    before, after = migrate.upgrade(store.engine)
+    print(f"database at {after}" + (f" (upgraded from {before or 'empty'})" if before != after else " (already current)"))
+    return 0
+
+
+def _evidence_runtime():
+    settings = _settings()
+    from signoff.bootstrap import load_keyring
+    from signoff.store import migrate
+    from signoff.store.db import Store
+
+    store = Store(settings.database_url)
+    migrate.upgrade(store.engine)
+    return store, load_keyring(store, settings.signing_key)
+
+
+def cmd_evidence_export(args) -> int:
+    from datetime import datetime, timezone
+
+    from signoff.evidence.export import build_bundle, render_html
+
+    store, keys = _evidence_runtime()
+    try:
+        bundle = build_bundle(store, keys, args.id, datetime.now(timezone.utc))
+    except LookupError:
+        _fail(f"no request {args.id}", 1)
+    out = render_html(bundle) if args.format == "html" else json.dumps(bundle, indent=2, ensure_ascii=False)
+    if args.output:
+        Path(args.output).write_text(out, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(out + "\n")
+    return 0
+
+
+def cmd_evidence_verify(args) -> int:
+    from signoff.evidence.verify import verify_store
+
+    store, keys = _evidence_runtime()
+
+    def progress(n: int) -> None:
+        print(f"  … {n:,} events checked", file=sys.stderr)
+
+    result = verify_store(store, keys, progress=progress)
+    if result.ok:
+        print(f"OK: {result.checked_requests:,} request(s), {result.checked_events:,} event(s), every chain intact")
+        return 0
+    print(f"FAILED: {result.failure}", file=sys.stderr)
+    return 1
+
+
+def cmd_evidence_verify_bundle(args) -> int:
+    from signoff.evidence.export import verify_bundle
+
+    try:
+        bundle = json.loads(Path(args.file).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot read bundle {args.file}: {exc}", 2)
+    if args.jwks:
+        jwks = _load_jwks(args.jwks)
+    else:
+        store, keys = _evidence_runtime()
+        jwks = keys.jwks()
+    ok, reason = verify_bundle(bundle, jwks)
+    if ok:
+        print(f"OK: bundle for request {bundle.get('request', {}).get('id')} — signature and chain verify")
+        return 0
+    print(f"FAILED: {reason}", file=sys.stderr)
+    return 1
+
+
+def _load_jwks(ref: str) -> dict:
+    try:
+        if ref.startswith(("http://", "https://")):
+            import httpx
+
+            return httpx.get(ref, timeout=10).json()
+        return json.loads(Path(ref).read_text(encoding="utf-8"))
+    except Exception as exc:
+        _fail(f"cannot load JWKS from {ref}: {exc}", 2)
+
+
+def cmd_policy_explain(args) -> int:
+    from signoff.policy_explain import explain
+
+    return explain(args.file, at=args.at, config_path=args.config)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="signoff", description="Chat-ops approvals for AI agents' production actions.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the bot (HTTP API, Slack, sweeps)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--socket-mode", action="store_true", help="connect to Slack over Socket Mode")
+    s.set_defaults(fn=cmd_serve)
+
+    d = sub.add_parser("demo", help="the whole flow offline, with a stand-in Slack")
+    d.add_argument("-v", "--verbose", action="store_true")
+    d.set_defaults(fn=cmd_demo)
+
+    c = sub.add_parser("check-config", help="validate the workflow file")
+    c.add_argument("path", nargs="?")
+    c.set_defaults(fn=cmd_check_config)
+
+    db = sub.add_parser("db", help="database schema")
+    dbs = db.add_subparsers(dest="db_command", required=True)
+    up = dbs.add_parser("upgrade", help="apply migrations")
+    up.set_defaults(fn=cmd_db_upgrade)
+
+    ev = sub.add_parser("evidence", help="export and verify evidence")
+    evs = ev.add_subparsers(dest="evidence_command", required=True)
+    ex = evs.add_parser("export", help="one request's signed evidence bundle")
+    ex.add_argument("id")
+    ex.add_argument("--format", choices=["json", "html"], default="json")
+    ex.add_argument("-o", "--output")
+    ex.set_defaults(fn=cmd_evidence_export)
+    ve = evs.add_parser("verify", help="check every hash chain and the signed checkpoint")
+    ve.set_defaults(fn=cmd_evidence_verify)
+    vb = evs.add_parser("verify-bundle", help="check an exported bundle offline")
+    vb.add_argument("file")
+    vb.add_argument("--jwks", help="JWKS URL or file (default: this installation's keys)")
+    vb.set_defaults(fn=cmd_evidence_verify_bundle)
+
+    po = sub.add_parser("policy", help="workflow policy")
+    pos = po.add_subparsers(dest="policy_command", required=True)
+    pe = pos.add_parser("explain", help="dry-run a submission against the workflow file")
+    pe.add_argument("file")
+    pe.add_argument("--at", help="ISO time to evaluate at (default now)")
+    pe.add_argument("--config", help="workflow file (default $SIGNOFF_CONFIG)")
+    pe.set_defaults(fn=cmd_policy_explain)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args) or 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Outbox handlers that talk to Slack's Web API."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+
+from signoff.outbox.dispatcher import Defer, GiveUp, Job, Retry
+from signoff.slack import blocks
+from signoff.usecases.ports import Context
+from signoff.usecases.slack_ops import message_context, record_posted
+from signoff.usecases.sweep import expand_group
+
+log = logging.getLogger(__name__)
+
+METADATA_TYPE = "signoff_message"
+# Errors that retrying cannot fix.
+PERMANENT = {"channel_not_found", "not_in_channel", "is_archived", "invalid_auth", "account_inactive",
+             "user_not_found", "cant_update_message", "msg_too_long", "invalid_blocks", "no_text",
+             "not_authed", "missing_scope", "no_such_subteam", "message_not_found", "restricted_action",
+             "cannot_dm_bot", "user_disabled"}
+
+
+def _call(fn, **kwargs) -> Any:
+    """Call the Web API; turn failures into Retry (transient) or GiveUp (permanent)."""
+    try:
+        return fn(**kwargs)
+    except SlackApiError as exc:
+        resp = exc.response
+        status = getattr(resp, "status_code", None)
+        error = (resp.data or {}).get("error") if isinstance(getattr(resp, "data", None), dict) else None
+        if status == 429:
+            after = float((resp.headers or {}).get("Retry-After") or (resp.headers or {}).get("retry-after") or 1)
+            raise Retry("rate limited by Slack", after=after) from None
+        if error in PERMANENT:
+            raise GiveUp(f"Slack refused: {error}") from None
+        raise Retry(f"Slack error {status}: {error}") from None
+    except (SlackClientError, OSError) as exc:
+        raise Retry(f"Slack unreachable: {exc}") from None
+
+
+def render(ctx_data: dict[str, Any]) -> tuple[str, list[dict]]:
+    role = ctx_data["message"]["role"]
+    r = ctx_data["request"]
+    if role == "exception":
+        return blocks.exception_message(r)
+    return blocks.request_message(r, role=role)
+
+
+class SlackDelivery:
+    def __init__(self, ctx: Context, client: WebClient):
+        self.ctx = ctx
+        self.client = client
+
+    def handlers(self) -> dict:
+        return {
+            "slack.post": self.post,
+            "slack.update": self.update,
+            "slack.thread": self.thread,
+            "slack.ephemeral": self.ephemeral,
+            "slack.expand": self.expand,
+        }
+
+    def post(self, job: Job) -> None:
+        data = message_context(self.ctx, job.payload["message_id"])
+        if data is None:
+            raise GiveUp("message or request no longer exists")
+        msg = data["message"]
+        if msg["ts"]:
+            return  # already posted (a redelivery after the post was recorded)
+        metadata = {"event_type": METADATA_TYPE,
+                    "event_payload": {"request_id": msg["request_id"], "message_id": str(msg["id"])}}
+        if job.was_in_flight:
+            # A previous attempt may have reached Slack before this process died: look first.
+            found = self._find_posted(msg["target"], metadata["event_payload"])
+            if found:
+                record_posted(self.ctx, message_id=msg["id"], channel=found[0], ts=found[1])
+                return
+        text, blks = render(data)
+        resp = _call(self.client.chat_postMessage, channel=msg["target"], text=text, blocks=blks,
+                     metadata=metadata, unfurl_links=False, unfurl_media=False)
+        record_posted(self.ctx, message_id=msg["id"], channel=resp["channel"], ts=resp["ts"])
+
+    def _find_posted(self, target: str, payload: dict) -> tuple[str, str] | None:
+        channel = target
+        try:
+            if target.startswith(("U", "W")):
+                channel = self.client.conversations_open(users=target)["channel"]["id"]
+            history = self.client.conversations_history(channel=channel, limit=100, include_all_metadata=True)
+        except (SlackApiError, SlackClientError, OSError, KeyError, TypeError):
+            return None
+        for m in history.get("messages", []) or []:
+            meta = m.get("metadata") or {}
+            if meta.get("event_type") == METADATA_TYPE and \
+                    (meta.get("event_payload") or {}).get("message_id") == payload["message_id"]:
+                return channel, m["ts"]
+        return None
+
+    def update(self, job: Job) -> None:
+        data = message_context(self.ctx, job.payload["message_id"])
+        if data is None:
+            raise GiveUp("message or request no longer exists")
+        msg = data["message"]
+        if not msg["ts"]:
+            raise Defer("message not posted yet")
+        text, blks = render(data)
+        _call(self.client.chat_update, channel=msg["channel"], ts=msg["ts"], text=text, blocks=blks)
+
+    def thread(self, job: Job) -> None:
+        data = message_context(self.ctx, job.payload["message_id"])
+        if data is None:
+            raise GiveUp("message or request no longer exists")
+        msg = data["message"]
+        if not msg["ts"]:
+            raise Defer("parent message not posted yet")
+        _call(self.client.chat_postMessage, channel=msg["channel"], thread_ts=msg["ts"],
+              text=job.payload["text"], unfurl_links=False)
+
+    def ephemeral(self, job: Job) -> None:
+        p = job.payload
+        _call(self.client.chat_postEphemeral, channel=p["channel"], user=p["user"], text=p["text"])
+
+    def expand(self, job: Job) -> None:
+        p = job.payload
+        resp = _call(self.client.usergroups_users_list, usergroup=p["group"])
+        expand_group(self.ctx, request_id=p["request_id"], group=p["group"], members=list(resp.get("users") or []))

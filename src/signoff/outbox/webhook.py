@@ -1,0 +1,69 @@
+"""Executor webhook delivery (contract §4): signed POST, retried until 2xx or grant expiry."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+
+import httpx
+
+from signoff.outbox.dispatcher import GiveUp, Job, Retry
+from signoff.store.repo import Repo
+from signoff.usecases.agent_ops import mark_delivered, record_delivery_failure
+from signoff.usecases.ports import Context
+
+
+def sign(secret: bytes, timestamp: str, body: bytes) -> str:
+    mac = hmac.new(secret, b"v1:" + timestamp.encode() + b":" + body, hashlib.sha256)
+    return "v1=" + mac.hexdigest()
+
+
+class WebhookDelivery:
+    def __init__(self, ctx: Context, http: httpx.Client | None = None):
+        self.ctx = ctx
+        self.http = http or httpx.Client(timeout=5.0)
+
+    def handlers(self) -> dict:
+        return {"webhook.execute": self.execute}
+
+    def execute(self, job: Job) -> None:
+        rid = job.payload["request_id"]
+
+        def read(session):
+            req = Repo(session).get(rid)
+            if req is None:
+                return None
+            return {"id": req.id, "action": req.action, "action_sha256": req.action_sha256,
+                    "grant": req.grant_token, "executor": req.executor, "status": req.status,
+                    "expires": req.grant_expires_at, "delivered": req.grant_delivered_at}
+
+        r = self.ctx.store.read(read)
+        if r is None or not r["grant"]:
+            raise GiveUp("request or grant gone")
+        if r["delivered"] is not None:
+            return
+        now = self.ctx.clock()
+        if r["expires"] and now >= r["expires"]:
+            record_delivery_failure(self.ctx, request_id=rid, reason="grant expired before the executor answered 2xx")
+            raise GiveUp("grant expired before delivery")
+        body = json.dumps({"id": r["id"], "action": r["action"], "action_sha256": r["action_sha256"],
+                           "grant": r["grant"]}, separators=(",", ":")).encode()
+        secret = self.ctx.config().agent_secret(r["executor"]) or b""
+        ts = str(int(time.time()))
+        headers = {"Content-Type": "application/json", "X-Signoff-Agent": "signoff",
+                   "X-Signoff-Timestamp": ts, "X-Signoff-Signature": sign(secret, ts, body),
+                   "Idempotency-Key": r["id"]}
+        try:
+            resp = self.http.post(job.payload["url"], content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise Retry(f"executor unreachable: {exc}") from None
+        if 200 <= resp.status_code < 300:
+            mark_delivered(self.ctx, request_id=rid, detail={"http_status": resp.status_code,
+                                                              "attempts": job.attempts + 1})
+            return
+        after = None
+        if resp.status_code == 429 and resp.headers.get("Retry-After", "").isdigit():
+            after = float(resp.headers["Retry-After"])
+        raise Retry(f"executor answered {resp.status_code}", after=after)

@@ -1,0 +1,108 @@
+"""``signoff serve``: HTTP (agents + Slack), the outbox dispatcher, and the sweep ticks."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from signoff.api.app import create_app
+from signoff.bootstrap import Runtime
+from signoff.outbox.dispatcher import Dispatcher
+from signoff.outbox.slack_delivery import SlackDelivery
+from signoff.outbox.webhook import WebhookDelivery
+from signoff.slack.app import bolt_app, web_client
+from signoff.slack.directory import SlackDirectory
+from signoff.slack.endpoint import SlackEndpoint
+from signoff.usecases.sweep import sweep
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Service:
+    runtime: Runtime
+    app: object
+    dispatcher: Dispatcher
+    scheduler: BackgroundScheduler
+    bolt: object
+
+    def start(self) -> None:
+        self.dispatcher.start(idle_interval=self.runtime.settings.sweep_interval)
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        try:
+            self.scheduler.shutdown(wait=False)
+        except Exception:
+            pass
+        self.dispatcher.stop()
+
+
+def build_service(runtime: Runtime, *, with_slack: bool = True) -> Service:
+    settings, ctx = runtime.settings, runtime.context
+    client = web_client(settings.slack_bot_token or "xoxb-unset", settings.slack_api_url)
+    ctx.directory = SlackDirectory(client)
+    handlers = {}
+    handlers.update(SlackDelivery(ctx, client).handlers())
+    handlers.update(WebhookDelivery(ctx).handlers())
+    dispatcher = Dispatcher(ctx, handlers)
+    ctx.notify = dispatcher.wake
+    bolt = endpoint = None
+    if with_slack:
+        bolt = bolt_app(ctx, token=settings.slack_bot_token, signing_secret=settings.slack_signing_secret or "unset",
+                        client=client)
+        if settings.slack_signing_secret:
+            endpoint = SlackEndpoint(bolt, settings.slack_signing_secret)
+    app = create_app(ctx, slack_endpoint=endpoint)
+
+    scheduler = BackgroundScheduler(timezone="UTC")
+    interval = settings.sweep_interval
+
+    def tick_sweep():
+        try:
+            sweep(ctx)
+        except Exception:
+            log.exception("sweep failed; the rows stay due")
+
+    def tick_checkpoint():
+        try:
+            from signoff.evidence.checkpoint import write_checkpoint
+
+            write_checkpoint(ctx.store, ctx.keys, ctx.clock())
+        except Exception:
+            log.exception("evidence checkpoint failed")
+
+    # In-memory job store only: each replica ticks; the rows decide who does the work.
+    scheduler.add_job(tick_sweep, "interval", seconds=interval, id="sweep", max_instances=1, coalesce=True)
+    scheduler.add_job(dispatcher.wake, "interval", seconds=interval, id="outbox", max_instances=1, coalesce=True)
+    scheduler.add_job(tick_checkpoint, "interval", seconds=max(interval, 5.0), id="checkpoint",
+                      max_instances=1, coalesce=True)
+    return Service(runtime, app, dispatcher, scheduler, bolt)
+
+
+def serve(runtime: Runtime, *, host: str, port: int, socket_mode: bool = False) -> None:
+    import uvicorn
+
+    service = build_service(runtime)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=runtime.config.reload, daemon=True).start())
+    socket_handler = None
+    if socket_mode:
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+        socket_handler = SocketModeHandler(service.bolt, runtime.settings.slack_app_token)
+        socket_handler.connect()
+        log.info("connected to Slack in Socket Mode")
+    service.start()
+    # A first sweep at once: work that fell due while we were down is done now, in order.
+    threading.Thread(target=lambda: sweep(runtime.context), daemon=True).start()
+    try:
+        uvicorn.run(service.app, host=host, port=port, log_level="info", access_log=False)
+    finally:
+        service.stop()
+        if socket_handler:
+            socket_handler.close()

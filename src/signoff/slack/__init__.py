@@ -1,0 +1,1 @@
+"""Slack adapter: Bolt listeners, the verified endpoint, rendering, the directory."""

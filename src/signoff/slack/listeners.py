@@ -1,0 +1,103 @@
+"""Bolt listeners: ack first, then one use-case. No SQL, no policy here."""
+
+from __future__ import annotations
+
+import logging
+
+from slack_bolt import App
+
+from signoff.slack import blocks
+from signoff.slack.ids import ActionId
+from signoff.usecases import queries
+from signoff.usecases.decide import decide
+from signoff.usecases.ports import Context
+from signoff.usecases.reply import record_thread_message
+from signoff.usecases.review import review
+
+log = logging.getLogger(__name__)
+REVIEW_MODAL = "signoff.review_modal"
+
+
+def _click(body: dict) -> tuple[str, str, str | None]:
+    action = (body.get("actions") or [{}])[0]
+    user = (body.get("user") or {}).get("id")
+    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+    return str(action.get("value") or ""), user, channel
+
+
+def register(app: App, ctx: Context) -> None:
+    @app.action(ActionId.APPROVE.value)
+    def on_approve(ack, body):
+        ack()
+        request_id, user, channel = _click(body)
+        if request_id and user:
+            decide(ctx, request_id=request_id, user=user, decision="approve", channel=channel)
+
+    @app.action(ActionId.REJECT.value)
+    def on_reject(ack, body):
+        ack()
+        request_id, user, channel = _click(body)
+        if request_id and user:
+            decide(ctx, request_id=request_id, user=user, decision="reject", channel=channel)
+
+    @app.action(ActionId.REVIEW.value)
+    def on_review(ack, body, client):
+        ack()
+        request_id, user, channel = _click(body)
+        if not (request_id and user):
+            return
+        result = review(ctx, request_id=request_id, user=user, channel=channel)
+        trigger = body.get("trigger_id")
+        if result.ok and trigger:
+            try:
+                client.views_open(trigger_id=trigger, view=blocks.review_modal(request_id))
+            except Exception:  # the review is recorded; the optional comment modal is a nicety
+                log.info("could not open the review modal", exc_info=True)
+
+    @app.view(REVIEW_MODAL)
+    def on_review_comment(ack, body, view):
+        ack()
+        request_id = view.get("private_metadata") or ""
+        user = (body.get("user") or {}).get("id")
+        values = (view.get("state") or {}).get("values") or {}
+        comment = ((values.get("comment") or {}).get("comment") or {}).get("value")
+        if request_id and user and comment:
+            review(ctx, request_id=request_id, user=user, comment=comment)
+
+    @app.event("message")
+    def on_message(body, event):
+        record_thread_message(ctx, event=event, event_id=body.get("event_id"))
+
+    @app.event("app_home_opened")
+    def on_home(event, client):
+        user = event.get("user")
+        if not user or event.get("tab", "home") != "home":
+            return
+        view = blocks.home_view(queries.pending_for(ctx, user), queries.exceptions_for(ctx, user))
+        client.views_publish(user_id=user, view=view)
+
+    @app.command("/signoff")
+    def on_command(ack, command):
+        user = command.get("user_id")
+        words = (command.get("text") or "").split()
+        verb = words[0].lower() if words else "help"
+        if verb == "pending":
+            ack(response_type="ephemeral", text=blocks.request_summary_lines(queries.pending_for(ctx, user))
+                or "Nothing is waiting for your decision.")
+        elif verb == "show" and len(words) > 1:
+            r = queries.show(ctx, words[1])
+            ack(response_type="ephemeral", text=blocks.request_detail_text(r) if r else f"No request {words[1][:60]}.")
+        elif verb == "exceptions":
+            items = queries.exceptions_for(ctx, user)
+            if items is None:
+                ack(response_type="ephemeral", text="Only a workflow's security owner can list its exceptions.")
+            else:
+                ack(response_type="ephemeral",
+                    text=blocks.request_summary_lines(items) or "No unreviewed exceptions.")
+        else:
+            ack(response_type="ephemeral",
+                text="Usage: `/signoff pending` · `/signoff show ID` · `/signoff exceptions`")
+
+    @app.error
+    def on_error(error, body):
+        log.error("Slack listener failed: %s", error, exc_info=error)

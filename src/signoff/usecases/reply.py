@@ -1,0 +1,54 @@
+"""record_reply: human messages in a request's thread become evidence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from signoff.store.repo import Repo
+from signoff.usecases.ports import Context
+
+
+def record_thread_message(ctx: Context, *, event: dict[str, Any], event_id: str | None,
+                          found_late: bool = False) -> bool:
+    """Record a thread reply, edit or deletion once (Slack retries share ``event_id``).
+
+    Returns True when it was recorded (False: not a request thread, or seen before).
+    """
+    subtype = event.get("subtype")
+    channel = event.get("channel")
+    if subtype == "message_changed":
+        msg = event.get("message") or {}
+        prev = event.get("previous_message") or {}
+        kind, user, ts, thread_ts = "thread.edited", msg.get("user"), msg.get("ts"), msg.get("thread_ts")
+        data = {"user": user, "ts": ts, "text": msg.get("text", ""), "previous_text": prev.get("text")}
+    elif subtype == "message_deleted":
+        prev = event.get("previous_message") or {}
+        kind, user, ts, thread_ts = "thread.deleted", prev.get("user"), event.get("deleted_ts"), prev.get("thread_ts")
+        data = {"user": user, "ts": ts}
+    elif subtype in (None, "thread_broadcast", "file_share"):
+        kind, user, ts, thread_ts = "thread.reply", event.get("user"), event.get("ts"), event.get("thread_ts")
+        data = {"user": user, "ts": ts, "text": event.get("text", "")}
+    else:
+        return False
+    if event.get("bot_id") or not user or not thread_ts or thread_ts == ts:
+        return False
+    data.update(channel=channel, thread_ts=thread_ts)
+    if found_late:
+        data["found_late"] = True
+
+    def tx(session) -> bool:
+        repo = Repo(session)
+        now = ctx.clock()
+        msg = repo.message_by_ts(channel, thread_ts)
+        if msg is None:
+            return False
+        dedupe = event_id or f"{kind}:{channel}:{ts}:{data.get('text', '')}"
+        if not repo.first_sighting(dedupe, now):
+            return False
+        req = repo.get(msg.request_id)
+        if req is None:
+            return False
+        repo.append_event(req, kind, user, data, now)
+        return True
+
+    return ctx.store.transaction(tx)

@@ -1,0 +1,85 @@
+"""Use-cases behind Slack delivery and Slack-originated events other than clicks."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from signoff.domain.model import Status
+from signoff.store.repo import Repo
+from signoff.usecases.common import request_view, workflow_snapshot
+from signoff.usecases.ports import Context
+
+
+def message_context(ctx: Context, message_id: int) -> dict[str, Any] | None:
+    """Everything needed to render one Slack message of a request, as plain data."""
+
+    def read(session):
+        repo = Repo(session)
+        msg = repo.message(message_id)
+        if msg is None:
+            return None
+        req = repo.get(msg.request_id)
+        if req is None:
+            return None
+        root = next((m for m in repo.messages(req.id, role="request")), None)
+        return {
+            "message": {"id": msg.id, "role": msg.role, "target": msg.target, "channel": msg.channel,
+                        "ts": msg.ts, "request_id": msg.request_id},
+            "root": {"channel": root.channel, "ts": root.ts} if root else None,
+            "request": render_data(ctx, repo, req),
+        }
+
+    return ctx.store.read(read)
+
+
+def render_data(ctx: Context, repo: Repo, req) -> dict[str, Any]:
+    """request_view plus what a Slack rendering shows beyond the agent's view."""
+    wf = workflow_snapshot(req)
+    data = request_view(repo, req, viewer=None)
+    data.update(
+        prompt=req.prompt,
+        owners={"owner": wf.owner, "platform_owner": wf.platform_owner, "security_owner": wf.security_owner},
+        required_approvals=wf.required_approvals,
+        approvers=wf.approver_ids,
+        steps_fired=req.steps_fired,
+        exceptions=list(req.exceptions or []),
+        reviewed_by=req.reviewed_by,
+        reviewed_at=req.reviewed_at.isoformat().replace("+00:00", "Z") if req.reviewed_at else None,
+        grant_expires_at=req.grant_expires_at.isoformat().replace("+00:00", "Z") if req.grant_expires_at else None,
+        evidence_url=evidence_url(ctx, req.id),
+    )
+    return data
+
+
+def evidence_url(ctx: Context, request_id: str) -> str:
+    from signoff.evidence.links import sign_link
+
+    exp = int(ctx.clock().timestamp()) + ctx.evidence_link_seconds
+    return f"{ctx.public_url}/evidence/{request_id}?{sign_link(ctx.keys.active, request_id, exp)}"
+
+
+def record_posted(ctx: Context, *, message_id: int, channel: str, ts: str) -> None:
+    """Slack accepted a post: keep where it is so later updates find it."""
+
+    def tx(session) -> None:
+        repo = Repo(session)
+        now = ctx.clock()
+        msg = repo.message(message_id)
+        if msg is None or msg.ts:
+            return
+        msg.channel, msg.ts, msg.posted_at = channel, ts, now
+        req = repo.get(msg.request_id)
+        if req is not None:
+            repo.append_event(req, "slack.posted", "signoff",
+                              {"role": msg.role, "target": msg.target, "channel": channel, "ts": ts}, now)
+
+    ctx.store.transaction(tx)
+
+
+def is_open(status: str) -> bool:
+    return status == Status.PENDING
+
+
+def now_iso(now: datetime) -> str:
+    return now.isoformat().replace("+00:00", "Z")
