@@ -1,0 +1,1 @@
+"""Test doubles for the services signoff talks to (a fake Slack Web API, ...)."""
