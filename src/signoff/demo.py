@@ -127,7 +127,6 @@ def run_demo(verbose: bool = False) -> int:
     os.environ["SIGNOFF_DEMO_AGENT_SECRET"] = AGENT_SECRET
     executor = _Executor()
     slack = SlackStandIn()
-    slack.start()
     server = None
     service = None
     try:
@@ -185,7 +184,7 @@ def run_demo(verbose: bool = False) -> int:
 
         post = _wait(lambda: [c for c in slack.calls_to("chat.postMessage") if c.params.get("channel") == "C0APPROVALS"],
                      what="the Slack post")[0]
-        root = slack.messages_in("C0APPROVALS")[0]
+        root = slack.messages("C0APPROVALS")[0]
         buttons = [e["action_id"] for b in post.params["blocks"] if b.get("type") == "actions" for e in b["elements"]]
         _say("2. the owner sees it in #C0APPROVALS",
              f"chat.postMessage → channel C0APPROVALS, ts {root['ts']}, buttons {buttons}\n"
@@ -216,7 +215,7 @@ def run_demo(verbose: bool = False) -> int:
         _say("6. the executor reports the outcome", f"POST …/outcome → {resp.status_code}; status {resp.json()['status']}")
 
         _wait(lambda: len(slack.calls_to("chat.update")) >= 1, what="the message update")
-        final = slack.messages_in("C0APPROVALS")[0]
+        final = slack.messages("C0APPROVALS")[0]
         live = any(b.get("type") == "actions" for b in final.get("blocks") or [])
         _say("7. every copy of the message is updated", f"chat.update × {len(slack.calls_to('chat.update'))}; "
              f"live buttons left: {live}")
