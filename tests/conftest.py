@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 PG_ENV = "SIGNOFF_TEST_POSTGRES_URL"
+pytest_plugins = ["fakes.fixtures"]
 
 
 def _pg_base() -> str | None:

@@ -11,6 +11,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from signoff.outbox.dispatcher import Defer, GiveUp, Job, Retry
 from signoff.slack import blocks
 from signoff.usecases.ports import Context
+from signoff.usecases.reply import reconcile_thread
 from signoff.usecases.slack_ops import message_context, record_posted
 from signoff.usecases.sweep import expand_group
 
@@ -62,6 +63,7 @@ class SlackDelivery:
             "slack.thread": self.thread,
             "slack.ephemeral": self.ephemeral,
             "slack.expand": self.expand,
+            "slack.reconcile": self.reconcile,
         }
 
     def post(self, job: Job) -> None:
@@ -127,3 +129,20 @@ class SlackDelivery:
         p = job.payload
         resp = _call(self.client.usergroups_users_list, usergroup=p["group"])
         expand_group(self.ctx, request_id=p["request_id"], group=p["group"], members=list(resp.get("users") or []))
+
+    def reconcile(self, job: Job) -> None:
+        data = message_context(self.ctx, job.payload["message_id"])
+        if data is None:
+            raise GiveUp("message or request no longer exists")
+        msg = data["message"]
+        if not msg["ts"]:
+            raise Defer("message not posted yet", after=1.0)
+        replies, cursor = [], None
+        while True:
+            resp = _call(self.client.conversations_replies, channel=msg["channel"], ts=msg["ts"], cursor=cursor,
+                         limit=200)
+            replies.extend(resp.get("messages") or [])
+            cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                break
+        reconcile_thread(self.ctx, channel=msg["channel"], thread_ts=msg["ts"], replies=replies)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from signoff.config import Workflow
-from signoff.domain.model import ExceptionKind, Status, can_move
+from signoff.domain.model import TERMINAL, ExceptionKind, Status, can_move
 from signoff.store.repo import Repo
 from signoff.store.tables import RequestRow
 
@@ -30,6 +30,10 @@ def move(repo: Repo, req: RequestRow, new: Status, *, actor: str, now: datetime,
     if old == Status.PENDING:
         req.decided_at = now
     repo.append_event(req, f"request.{new.value}", actor, {"from": old, "to": new.value, **(data or {})}, now)
+    if new in TERMINAL:
+        # Capture thread replies the Events API may have missed, once the request is closed.
+        for msg in repo.messages(req.id, role="request"):
+            repo.enqueue("slack.reconcile", {"message_id": msg.id}, now, request_id=req.id, delay=timedelta(seconds=2))
 
 
 def refresh_messages(repo: Repo, req: RequestRow, now: datetime) -> None:

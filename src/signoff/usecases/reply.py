@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from signoff.store.repo import Repo
@@ -42,8 +43,10 @@ def record_thread_message(ctx: Context, *, event: dict[str, Any], event_id: str 
         msg = repo.message_by_ts(channel, thread_ts)
         if msg is None:
             return False
-        dedupe = event_id or f"{kind}:{channel}:{ts}:{data.get('text', '')}"
-        if not repo.first_sighting(dedupe, now):
+        # Keyed by what the message is, not by event_id: Slack's retries and the
+        # reconciliation after close (conversations.replies) must not record it twice.
+        text_hash = hashlib.sha256((data.get("text") or "").encode()).hexdigest()[:16]
+        if not repo.first_sighting(f"{kind}:{channel}:{ts}:{text_hash}", now):
             return False
         req = repo.get(msg.request_id)
         if req is None:
@@ -52,3 +55,17 @@ def record_thread_message(ctx: Context, *, event: dict[str, Any], event_id: str 
         return True
 
     return ctx.store.transaction(tx)
+
+
+def reconcile_thread(ctx: Context, *, channel: str, thread_ts: str, replies: list[dict[str, Any]]) -> int:
+    """After a request closes: record thread messages the Events API never delivered."""
+    found = 0
+    for m in replies:
+        if m.get("ts") == thread_ts:
+            continue
+        event = {"type": "message", "channel": channel, "user": m.get("user"), "text": m.get("text", ""),
+                 "ts": m.get("ts"), "thread_ts": m.get("thread_ts") or thread_ts, "bot_id": m.get("bot_id"),
+                 "subtype": m.get("subtype")}
+        if record_thread_message(ctx, event=event, event_id=None, found_late=True):
+            found += 1
+    return found
