@@ -12,6 +12,7 @@ from signoff.store.tables import RequestRow
 from signoff.usecases.common import move, raise_exception, refresh_messages, thread_note, workflow_snapshot
 from signoff.usecases.grant import issue_grant
 from signoff.usecases.ports import Context
+from signoff.usecases.sweep import expire_if_overdue
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,9 @@ def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: 
         req = repo.get(request_id)
         if req is None:
             return DecideResult("unknown", "This request no longer exists.")
-        if req.steps_fired != steps_fired:
+        # A click after the deadline loses to the expiry, whatever the sweep's lag.
+        expire_if_overdue(repo, req, now)
+        if req.steps_fired != steps_fired and req.status == Status.PENDING:
             raise _Retry()
         if req.status != Status.PENDING:
             repo.append_event(req, "click.repeated", user,
