@@ -372,8 +372,10 @@ def test_group_targets_are_expanded_through_the_outbox(make):
     assert len(outbox(ctx, rid, "slack.expand")) == 1
 
     # The outbox handler looks the group up in Slack, then each member gets a DM.
-    expand_group(ctx, request_id=rid, group="S0ONCALL", members=["U0ON1", "U0ON2"])
-    expand_group(ctx, request_id=rid, group="S0ONCALL", members=["U0ON1", "U0ON2"])  # redelivery
+    expand_group(ctx, request_id=rid, group="S0ONCALL", members=["U0ON1", "U0ON2"], step=0)
+    before = snapshot(ctx, rid)
+    expand_group(ctx, request_id=rid, group="S0ONCALL", members=["U0ON1", "U0ON2"], step=0)  # redelivery
+    assert snapshot(ctx, rid) == before
     assert sorted(m.target for m in messages(ctx, rid, "escalation")) == ["C0WIDER", "U0ON1", "U0ON2"]
     posted = {o.payload["message_id"] for o in outbox(ctx, rid, "slack.post")}
     assert {m.id for m in messages(ctx, rid, "escalation")} <= posted
@@ -386,10 +388,30 @@ def test_a_group_expanded_after_expiry_asks_nobody(make):
     rid = new_request(ctx)
     clock.now = T0 + 30 * MIN
     sweep(ctx)
-    expand_group(ctx, request_id=rid, group="S0ONCALL", members=["U0ON1"])
+    expand_group(ctx, request_id=rid, group="S0ONCALL", members=["U0ON1"], step=0)
     assert "U0ON1" not in {m.target for m in messages(ctx, rid)}
     last = events(ctx, rid)[-1]
     assert last.type == "escalation.expanded" and last.data["asked"] == []
+
+
+def test_a_repeated_group_step_reminds_members_with_a_copy_and_asks_new_ones(make):
+    ctx, clock = make(GROUP_YAML.replace("timeout: 30m", "timeout: 45m\n    repeat: true"), FakeDirectory())
+    rid = new_request(ctx)
+    clock.now = T0 + 10 * MIN
+    sweep(ctx)
+    expand_group(ctx, request_id=rid, group="S0ONCALL", members=["U0ON1"], step=0)
+    [first] = [m for m in messages(ctx, rid, "escalation") if m.target == "U0ON1"]
+    clock.now = T0 + 30 * MIN  # round two, rung one
+    sweep(ctx)
+    assert [o.payload["step"] for o in outbox(ctx, rid, "slack.expand")] == [0, 2]
+    expand_group(ctx, request_id=rid, group="S0ONCALL", members=["U0ON1", "U0ON3"], step=2)
+    assert sorted(m.target for m in messages(ctx, rid, "escalation")) == ["C0WIDER", "U0ON1", "U0ON3", "U0PLAT"]
+    reminders = [o for o in outbox(ctx, rid, "slack.thread") if o.payload["message_id"] == first.id]
+    assert len(reminders) == 1
+    # the channel copy from round one was reminded too, not posted again
+    [wider] = [m for m in messages(ctx, rid, "escalation") if m.target == "C0WIDER"]
+    assert len([o for o in outbox(ctx, rid, "slack.post") if o.payload["message_id"] == wider.id]) == 1
+    assert len([o for o in outbox(ctx, rid, "slack.thread") if o.payload["message_id"] == wider.id]) == 1
 
 
 def test_remind_re_pings_everyone_asked_so_far(make):

@@ -128,7 +128,8 @@ class SlackDelivery:
     def expand(self, job: Job) -> None:
         p = job.payload
         resp = _call(self.client.usergroups_users_list, usergroup=p["group"])
-        expand_group(self.ctx, request_id=p["request_id"], group=p["group"], members=list(resp.get("users") or []))
+        expand_group(self.ctx, request_id=p["request_id"], group=p["group"], members=list(resp.get("users") or []),
+                     step=p.get("step"))
 
     def reconcile(self, job: Job) -> None:
         data = message_context(self.ctx, job.payload["message_id"])

@@ -275,10 +275,12 @@ def _mention(ref: str) -> str:
     return f"<#{ref}>"
 
 
-def expand_group(ctx: Context, *, request_id: str, group: str, members: list[str]) -> None:
-    """A user group named by an escalation step: a DM to each member (each posted once).
+def expand_group(ctx: Context, *, request_id: str, group: str, members: list[str], step: int | None = None) -> None:
+    """A user group named by escalation step ``step``: a DM to each member.
 
-    Once the request is no longer pending nobody new is asked; the expansion is recorded.
+    A member who already has a copy of the request gets a reminder in its thread instead
+    of a second copy. Once the request is no longer pending nobody is asked. Idempotent:
+    a redelivered expansion of the same (group, step) does nothing more.
     """
 
     def tx(session) -> None:
@@ -287,19 +289,23 @@ def expand_group(ctx: Context, *, request_id: str, group: str, members: list[str
         req = repo.get(request_id)
         if req is None:
             return
+        if any(e.type == "escalation.expanded" and e.data.get("group") == group and e.data.get("step") == step
+               for e in repo.events(req.id)):
+            return
         if req.status != Status.PENDING:
             repo.append_event(req, "escalation.expanded", "signoff",
-                              {"group": group, "members": members, "asked": [], "status": req.status}, now)
+                              {"group": group, "step": step, "members": members, "asked": [],
+                               "status": req.status}, now)
             return
         copies = {m.target: m for m in repo.messages(req.id) if m.role in ("request", "escalation")}
-        asked = [u for u in dict.fromkeys(members) if u not in copies]
-        for user in asked:
-            msg, created = repo.add_message(req.id, "escalation", user, now)
-            if created:
-                repo.enqueue("slack.post", {"message_id": msg.id}, now, request_id=req.id)
+        unique = list(dict.fromkeys(members))
+        asked = [u for u in unique if u not in copies]
+        reminder = "Reminder: this request still needs a decision" + (
+            f" (escalation step {step + 1})." if step is not None else ".")
+        for user in unique:
+            _ask(repo, req, user, copies, reminder, now)
         repo.append_event(req, "escalation.expanded", "signoff",
-                          {"group": group, "members": members, "asked": asked}, now)
+                          {"group": group, "step": step, "members": members, "asked": asked}, now)
 
     ctx.store.transaction(tx)
     ctx.notify()
-
