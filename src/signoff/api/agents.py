@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -10,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from signoff.api.auth import authenticate
-from signoff.domain.errors import DomainError, Invalid
+from signoff.domain.errors import DomainError, Invalid, NotFound
 from signoff.usecases import agent_ops
 from signoff.usecases.ports import Context
 from signoff.usecases.submit import submit
@@ -21,15 +22,79 @@ class BadBody(DomainError):
     http_status = 400
 
 
+MAX_DEPTH = 64
+SAFE_INT = 2**53 - 1  # RFC 8785 / I-JSON: integers beyond this have no exact JSON number
+REQUEST_ID = re.compile(r"^[A-Za-z0-9-]{1,40}$")
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def parse_json(body: bytes) -> Any:
+    """The parsed body: 400 when it is not UTF-8 JSON, 422 when it is JSON that cannot be
+    kept exactly (non-finite or out-of-range numbers, lone surrogates, NUL characters, too deep)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise BadBody("body is not UTF-8") from None
     try:
-        return json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise Invalid(f"the body is nested more than {MAX_DEPTH} levels deep", fields=["body"]) from None
     except ValueError as exc:
         raise BadBody(f"body is not JSON: {exc}") from None
+    problem = _ijson_problem(value)
+    if problem:
+        raise Invalid(problem[1], fields=[problem[0]])
+    return value
+
+
+def _ijson_problem(value: Any) -> tuple[str, str] | None:
+    """(field path, message) of the first value the store and RFC 8785 cannot keep exactly."""
+    stack: list[tuple[str, Any, int]] = [("", value, 0)]
+    while stack:
+        path, v, depth = stack.pop()
+        where = path or "body"
+        if depth > MAX_DEPTH:
+            return ".".join(where.split(".")[:3]), f"the body is nested more than {MAX_DEPTH} levels deep"
+        if isinstance(v, bool) or v is None:
+            continue
+        if isinstance(v, int):
+            if abs(v) > SAFE_INT:
+                return where, f"{where}: integers must be within ±(2^53 - 1)"
+        elif isinstance(v, float):
+            if v != v or v in (float("inf"), float("-inf")):
+                return where, f"{where}: numbers must be finite"
+        elif isinstance(v, str):
+            if _bad_text(v):
+                return where, f"{where}: text must be valid Unicode without NUL characters"
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                if _bad_text(k):
+                    return where, f"{where}: keys must be valid Unicode without NUL characters"
+                stack.append((f"{path}.{k}" if path else k, item, depth + 1))
+        elif isinstance(v, list):
+            for i, item in enumerate(v):
+                stack.append((f"{path}.{i}" if path else str(i), item, depth + 1))
+    return None
+
+
+def _bad_text(s: str) -> bool:
+    if "\x00" in s:
+        return True
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a \ud800-style escape
+        return True
+    return False
+
+
+def checked_id(request_id: str) -> str:
+    """Request ids are UUIDs; anything else names no request (and never reaches the store)."""
+    if not REQUEST_ID.match(request_id):
+        raise NotFound("no such request")
+    return request_id
 
 
 def router(ctx: Context, metrics) -> APIRouter:
@@ -42,8 +107,8 @@ def router(ctx: Context, metrics) -> APIRouter:
         if not isinstance(body, dict):
             raise Invalid("the body must be a JSON object", fields=["body"])
         key = request.headers.get("idempotency-key")
-        if key is not None and not (1 <= len(key) <= 200):
-            raise Invalid("Idempotency-Key must be 1–200 characters", fields=["Idempotency-Key"])
+        if key is not None and not (1 <= len(key) <= 200 and key.isprintable()):
+            raise Invalid("Idempotency-Key must be 1–200 printable characters", fields=["Idempotency-Key"])
         result = await run_in_threadpool(submit, ctx, agent_id=caller.agent_id, body=body, idempotency_key=key)
         if result.created:
             metrics.submitted.labels(workflow=result.request["workflow"]).inc()
@@ -52,18 +117,21 @@ def router(ctx: Context, metrics) -> APIRouter:
     @r.get("/v1/actions/{request_id}")
     async def get_action(request_id: str, request: Request):
         caller = await authenticate(ctx, request)
+        request_id = checked_id(request_id)
         view = await run_in_threadpool(agent_ops.get_request, ctx, agent_id=caller.agent_id, request_id=request_id)
         return JSONResponse(view)
 
     @r.post("/v1/actions/{request_id}/cancel")
     async def cancel_action(request_id: str, request: Request):
         caller = await authenticate(ctx, request)
+        request_id = checked_id(request_id)
         view = await run_in_threadpool(agent_ops.cancel, ctx, agent_id=caller.agent_id, request_id=request_id)
         return JSONResponse(view)
 
     @r.post("/v1/actions/{request_id}/outcome")
     async def post_outcome(request_id: str, request: Request):
         caller = await authenticate(ctx, request)
+        request_id = checked_id(request_id)
         body = parse_json(caller.body)
         view = await run_in_threadpool(agent_ops.record_outcome, ctx, agent_id=caller.agent_id,
                                        request_id=request_id, body=body)

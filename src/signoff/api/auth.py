@@ -65,7 +65,10 @@ def verify_hmac(ctx: Context, headers, body: bytes) -> str:
     if secret is None:
         # Same answer for an unknown agent and a bad signature: nothing to enumerate.
         raise Unauthorized("unknown agent or bad signature")
-    if not hmac.compare_digest(expected_signature(secret, ts, body), sig.strip()):
+    # Compare bytes: header text may hold any Latin-1 character, and compare_digest
+    # refuses non-ASCII str.
+    given = sig.strip().encode("utf-8", "surrogateescape")
+    if not hmac.compare_digest(expected_signature(secret, ts, body).encode(), given):
         raise Unauthorized("unknown agent or bad signature")
     return agent_id
 
