@@ -1,0 +1,659 @@
+"""Block Kit rendering: request state → Slack blocks. Pure: no I/O, no Slack SDK.
+
+The input ``r`` is the plain dict of ``request_view()`` plus what the Slack delivery adds
+(``prompt``, ``owners``, ``required_approvals``, ``approvers``, ``steps_fired``,
+``exceptions``, ``reviewed_by``/``reviewed_at``, ``evidence_url``, ``grant_expires_at``).
+
+Trust boundary. Ids from the workflow file (owners, sponsor, approvers) and timestamps we
+wrote ourselves are trusted and may become mentions and date tokens. Everything an agent
+supplied — title, justification, prompt, the action, the rollback plan, an outcome's
+detail, and, to be safe, exception details and policy reasons — is untrusted: it is
+escaped (``& < >``, Slack's documented escaping), ``@channel``/``@here``/``@everyone`` are
+broken with a zero-width joiner, bidi controls are made visible, and it is shown either
+in a code block (backtick runs broken so it cannot close the fence), in inline code
+(backticks replaced), as ``plain_text``, or with its formatting characters replaced by
+look-alikes. So it can neither mention, nor link, nor dress itself up as our own lines.
+
+Every text is kept within Slack's limits; a cut is always announced with a visible
+"… (truncated, N more characters)".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+from signoff.slack.ids import COMMENT_INPUT, DECISION_BLOCK, REVIEW_BLOCK, REVIEW_MODAL, ActionId
+
+# Slack's limits (Block Kit reference).
+MAX_SECTION = 3000
+MAX_HEADER = 150
+MAX_FIELD = 2000
+MAX_FIELDS = 10
+MAX_CONTEXT = 2000
+MAX_BLOCKS = 50
+MAX_BUTTON_VALUE = 2000
+MAX_BUTTON_TEXT = 75
+MAX_FALLBACK = 4000
+MAX_CONFIRM_TITLE = 100
+MAX_CONFIRM_TEXT = 300
+MAX_METADATA = 3000
+
+PROMPT_EXCERPT = 500
+LIST_LIMIT = 20
+
+USER_RE = re.compile(r"^[UW][A-Z0-9]{2,}$")
+GROUP_RE = re.compile(r"^S[A-Z0-9]{2,}$")
+
+RISK_EMOJI = {"low": "🟢", "medium": "🟡", "high": "🟠", "critical": "🔴"}
+
+# ---------------------------------------------------------------------------------------
+# Sanitising untrusted text
+
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_BROADCAST = re.compile(r"@(channel|here|everyone)", re.IGNORECASE)
+_ZWJ = "\u200d"
+_LOOKALIKE = str.maketrans({"*": "∗", "_": "ˍ", "~": "∼", "`": "ˋ"})
+
+
+def _clean(value: Any) -> str:
+    """Untrusted text made inert before any other step: no controls, no bidi tricks, no broadcasts."""
+    s = "" if value is None else str(value)
+    s = s.replace("\r\n", "\n").replace("\r", "\n")
+    s = _BIDI.sub("\ufffd", s)
+    s = _CONTROL.sub("", s)
+    return _BROADCAST.sub("@" + _ZWJ + r"\1", s)
+
+
+def _esc(s: str) -> str:
+    """Slack's mrkdwn escaping of the three control characters."""
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _notice(n: int) -> str:
+    return f"… (truncated, {n} more character{'s' if n != 1 else ''})"
+
+
+def _fit(raw: str, budget: int, render: Callable[[str, str], str]) -> str:
+    """``render(text, notice)`` with as much of ``raw`` as fits in ``budget`` characters.
+
+    ``raw`` is already cleaned; ``render`` escapes, so a cut never splits an entity."""
+    out = render(raw, "")
+    if len(out) <= budget:
+        return out
+    lo, hi = 0, len(raw)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(render(raw[:mid], _notice(len(raw) - mid))) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    out = render(raw[:lo], _notice(len(raw) - lo))
+    return out if len(out) <= budget else _cap(out, budget)
+
+
+def _flat_render(s: str, notice: str) -> str:
+    s = _esc(" ".join(s.split())).translate(_LOOKALIKE)
+    return f"{s} {notice}" if notice else s
+
+
+def _flat(value: Any, budget: int = 300) -> str:
+    """Untrusted prose on one line of mrkdwn: escaped, formatting characters replaced."""
+    return _fit(_clean(value), budget, _flat_render) or "—"
+
+
+def _inline_render(s: str, notice: str) -> str:
+    body = _esc(s.replace("\n", " ↵ ").replace("\t", " ")).replace("`", "ˋ")
+    body = body if body.strip() else "(blank)"
+    return f"`{body}`" + (f" {notice}" if notice else "")
+
+
+def _inline(value: Any, budget: int = 300) -> str:
+    """Untrusted short value as inline code (no formatting applies inside it)."""
+    if value is None or value == "":
+        return "—"
+    return _fit(_clean(value), budget, _inline_render)
+
+
+def _block_body(s: str) -> str:
+    body = _esc(s)
+    # No two backticks in a row: the text cannot close (or open) a ``` fence.
+    body = re.sub("`(?=`)", "`\u200b", body)
+    return body if body.strip() else "(blank)"
+
+
+def _code_render(prefix: str) -> Callable[[str, str], str]:
+    def render(s: str, notice: str) -> str:
+        out = f"{prefix}```\n{_block_body(s)}\n```"
+        return out + (f"\n_{notice}_" if notice else "")
+
+    return render
+
+
+def _code(value: Any, budget: int, prefix: str = "") -> str:
+    """``prefix`` (trusted mrkdwn) followed by untrusted text in a code block."""
+    return _fit(_clean(value), budget, _code_render(prefix))
+
+
+def _plain(value: Any, budget: int) -> str:
+    """Untrusted text for a plain_text object: never parsed, but angle brackets swapped anyway."""
+    raw = _clean(value).replace("<", "‹").replace(">", "›")
+    return _fit(raw, budget, lambda s, n: f"{s} {n}" if n else s) or "—"
+
+
+def _cap(text: str, limit: int) -> str:
+    """Last-resort cut of finished mrkdwn: never inside a token or entity, fences closed."""
+    if len(text) <= limit:
+        return text
+    reserve = len(_notice(len(text))) + 6
+    cut = text[:max(0, limit - reserve)]
+    lt, gt = cut.rfind("<"), cut.rfind(">")
+    if lt > gt:
+        cut = cut[:lt]
+    amp = cut.rfind("&")
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    if cut.count("```") % 2:
+        cut += "\n```"
+    return f"{cut}\n{_notice(len(text) - len(cut))}"[:limit]
+
+
+def _action_json(value: Any) -> str:
+    """The exact action as JSON (sorted keys, indented); invisible characters shown as \\u escapes."""
+    try:
+        s = json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        s = repr(value)
+    # These can only occur inside JSON strings, where \uXXXX is the same value, made visible.
+    s = re.sub("[\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]",
+               lambda m: f"\\u{ord(m.group()):04x}", s)
+    return _BROADCAST.sub(r"\\u0040\1", s)
+
+
+# ---------------------------------------------------------------------------------------
+# Trusted fragments
+
+def _who(ref: Any) -> str:
+    """A decider or configured person: a mention for Slack ids, text for anything else."""
+    s = "" if ref is None else str(ref)
+    if USER_RE.match(s):
+        return f"<@{s}>"
+    if GROUP_RE.match(s):
+        return f"<!subteam^{s}>"
+    if s.startswith("policy:"):
+        return f"policy ({_flat(s[len('policy:'):], 200)})"
+    return _inline(s, 120)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, str) and value:
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    else:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt
+
+
+def _when(value: Any) -> str:
+    """A Slack date token, shown in the reader's time zone; UTC as the fallback text."""
+    dt = _parse_time(value)
+    if dt is None:
+        return _inline(value, 60) if value else "—"
+    fallback = dt.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(dt.timestamp())}^{{date_short_pretty}} {{time}}|{fallback}>"
+
+
+def _risk(r: dict) -> str:
+    risk = str(r.get("risk") or "medium")
+    if risk in RISK_EMOJI:
+        return f"{RISK_EMOJI[risk]} {risk}"
+    return f"⚪ {_inline(risk, 40)}"
+
+
+def _decisions(r: dict, kind: str) -> list[dict]:
+    return [d for d in (r.get("decisions") or []) if isinstance(d, dict) and d.get("decision") == kind]
+
+
+def _required(r: dict) -> int:
+    try:
+        return max(1, int(r.get("required_approvals") or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _action(r: dict) -> dict:
+    a = r.get("action")
+    return a if isinstance(a, dict) else {}
+
+
+def _agent(r: dict) -> str:
+    out = _inline(r.get("submitted_by"), 120)
+    if r.get("sponsor"):
+        out += f" (human sponsor {_who(r.get('sponsor'))})"
+    return out
+
+
+def _owners(r: dict) -> str:
+    o = r.get("owners") or {}
+    parts = [f"{label} {_who(o[key])}" for key, label in
+             (("owner", "owner"), ("platform_owner", "platform owner"), ("security_owner", "security owner"))
+             if o.get(key)]
+    return "*Owners on record:* " + (", ".join(parts) if parts else "none")
+
+
+# ---------------------------------------------------------------------------------------
+# Block helpers
+
+def _mrkdwn(text: str, limit: int) -> dict:
+    return {"type": "mrkdwn", "text": _cap(text, limit)}
+
+
+def _pt(text: str) -> dict:
+    return {"type": "plain_text", "text": text, "emoji": True}
+
+
+def _section(text: str) -> dict:
+    return {"type": "section", "text": _mrkdwn(text, MAX_SECTION)}
+
+
+def _context(*texts: str) -> dict:
+    return {"type": "context", "elements": [_mrkdwn(t, MAX_CONTEXT) for t in texts[:10]]}
+
+
+def _header(value: Any) -> dict:
+    return {"type": "header", "text": {"type": "plain_text", "text": _plain(value, MAX_HEADER), "emoji": False}}
+
+
+def _fields(pairs: Iterable[tuple[str, str]]) -> dict:
+    return {"type": "section",
+            "fields": [_mrkdwn(f"*{label}*\n{value}", MAX_FIELD) for label, value in list(pairs)[:MAX_FIELDS]]}
+
+
+def _button(action_id: str, text: str, value: Any, style: str | None = None, confirm: dict | None = None) -> dict:
+    b: dict[str, Any] = {"type": "button", "action_id": action_id, "text": _pt(text[:MAX_BUTTON_TEXT]),
+                         "value": str(value or "")[:MAX_BUTTON_VALUE]}
+    if style:
+        b["style"] = style
+    if confirm:
+        b["confirm"] = confirm
+    return b
+
+
+def _finish(blocks: list[dict], limit: int = MAX_BLOCKS) -> list[dict]:
+    if len(blocks) <= limit:
+        return blocks
+    dropped = len(blocks) - (limit - 1)
+    # keep a trailing actions block (live buttons) if there was one
+    tail = [blocks[-1]] if blocks[-1].get("type") == "actions" else []
+    keep = blocks[:limit - 1 - len(tail)]
+    return keep + [_context(f"… (truncated, {dropped} more blocks)")] + tail
+
+
+def _fallback(text: str) -> str:
+    return _cap(text, MAX_FALLBACK)
+
+
+# ---------------------------------------------------------------------------------------
+# Status lines
+
+def _approved_line(approvals: list[dict]) -> str:
+    if not approvals:
+        return ""
+    return "✅ Approved by " + ", ".join(f"{_who(d.get('by'))} at {_when(d.get('at'))}" for d in approvals)
+
+
+def _quorum_line(r: dict) -> str:
+    approvals = _decisions(r, "approve")
+    if not approvals:
+        return ""
+    who = ", ".join(_who(d.get("by")) for d in approvals)
+    return f"Approvals so far: {who} ({len(approvals)} of {_required(r)})"
+
+
+def _outcome_text(r: dict) -> str:
+    """What happened, who decided and when, for a request that is no longer pending."""
+    status = str(r.get("status") or "")
+    approvals, rejects = _decisions(r, "approve"), _decisions(r, "reject")
+    approved = _approved_line(approvals)
+    outcome = r.get("outcome") if isinstance(r.get("outcome"), dict) else {}
+    executor = _inline(r.get("executor"), 120)
+    lines: list[str] = []
+    if status == "approved":
+        grant = f", valid until {_when(r['grant_expires_at'])}" if r.get("grant_expires_at") else ""
+        lines += [approved or "✅ Approved",
+                  f"🔑 Grant issued to {executor}{grant} — waiting for it to run."]
+    elif status == "executing":
+        lines += [approved or "✅ Approved", f"▶️ Executing — the grant was delivered to {executor}."]
+    elif status in ("succeeded", "failed"):
+        if approved:
+            lines.append(approved)
+        by = _inline(outcome.get("by") or r.get("executor"), 120)
+        at = f" at {_when(outcome['at'])}" if outcome.get("at") else ""
+        detail = outcome.get("detail")
+        if status == "succeeded":
+            lines.append(f"✅ Succeeded — reported by {by}{at}")
+            if detail:
+                lines.append(_code(detail, 1000, "Executor's detail (agent-supplied):\n"))
+        else:
+            lines.append(f"💥 Failed — reported by {by}{at}" + (":" if detail else ""))
+            if detail:
+                lines.append(_code(detail, 1000))
+    elif status == "rejected":
+        if approved:
+            lines.append(approved)
+        if rejects:
+            d = rejects[-1]
+            lines.append(f"❌ Rejected by {_who(d.get('by'))} at {_when(d.get('at'))}")
+        else:
+            lines.append("❌ Rejected")
+    elif status == "expired":
+        if approvals and len(approvals) >= _required(r):
+            lines.append(approved)
+            until = f" by {_when(r['grant_expires_at'])}" if r.get("grant_expires_at") else ""
+            lines.append(f"⌛ Approval lapsed — not executed{until} (denied)")
+        elif approvals:
+            lines.append(f"⌛ Expired at {_when(r.get('deadline'))} — quorum not reached: "
+                         f"{', '.join(_who(d.get('by')) for d in approvals)} "
+                         f"({len(approvals)} of {_required(r)}) (denied)")
+        else:
+            lines.append(f"⌛ Expired at {_when(r.get('deadline'))} — no decision (denied)")
+    elif status == "cancelled":
+        lines.append(f"🚫 Cancelled by the agent {_inline(r.get('submitted_by'), 120)}")
+    else:
+        lines.append(f"Status: {_inline(status, 40)}")
+    return "\n".join(lines)
+
+
+_STATUS_WORD = {"approved": "Approved", "rejected": "Rejected", "expired": "Expired (denied)",
+                "cancelled": "Cancelled by the agent", "executing": "Executing", "succeeded": "Succeeded",
+                "failed": "Failed", "pending": "Waiting for approval"}
+
+
+def _status_word(r: dict) -> str:
+    status = str(r.get("status") or "")
+    return _STATUS_WORD.get(status) or _flat(status, 40)
+
+
+# ---------------------------------------------------------------------------------------
+# The request message
+
+def _request_context(r: dict) -> str:
+    parts = [f"Request {_inline(r.get('id'), 120)}"]
+    if r.get("created_at"):
+        parts.append(f"submitted {_when(r['created_at'])}")
+    if r.get("not_before"):
+        parts.append(f"not before {_when(r['not_before'])}")
+    if r.get("parent_id"):
+        parts.append(f"step of {_inline(r['parent_id'], 120)}")
+    if r.get("rollback_of"):
+        parts.append(f"rollback of {_inline(r['rollback_of'], 120)}")
+    return " · ".join(parts)
+
+
+def _rollback_text(r: dict) -> str:
+    rb = r.get("rollback")
+    if not isinstance(rb, dict) or not (rb.get("description") or rb.get("action")):
+        return "*Rollback plan:* none given"
+    label = "*Rollback plan* (agent-supplied)\n"
+    if rb.get("action") is not None:
+        desc = _code(rb.get("description") or "(no description)", 1400, label)
+        act = _code(_action_json(rb["action"]), MAX_SECTION - len(desc) - 40, "\nRollback action:\n")
+        return desc + act
+    return _code(rb.get("description"), MAX_SECTION, label)
+
+
+def _approvals_needed(r: dict) -> str:
+    n = _required(r)
+    approvers = [str(a) for a in (r.get("approvers") or [])]
+    if approvers and all(USER_RE.match(a) for a in approvers):
+        return f"{n} of {len(approvers)}"
+    if approvers:
+        return f"{n} (approvers include a user group)"
+    return str(n)
+
+
+def _approve_confirm(r: dict) -> dict:
+    a = _action(r)
+    risk = str(r.get("risk") or "")
+    title = _plain(f"Approve a {risk}-risk action?", MAX_CONFIRM_TITLE)
+    text = _plain(f"This authorises {a.get('type')} on {a.get('target')}"
+                  + (f" in {a.get('environment')}" if a.get("environment") else "")
+                  + f" (sha256 {str(r.get('action_sha256') or '')[:16]}…). "
+                  "Check the exact action in the message first.", MAX_CONFIRM_TEXT)
+    return {"title": _pt(title), "text": _pt(text), "confirm": _pt("Approve"), "deny": _pt("Cancel"),
+            "style": "primary"}
+
+
+def request_message(r: dict[str, Any], *, role: str = "request") -> tuple[str, list[dict]]:
+    """The approval request: details, the exact action, and live buttons only while pending."""
+    status = str(r.get("status") or "")
+    pending = status == "pending"
+    a = _action(r)
+    blocks: list[dict] = []
+    if role == "escalation":
+        blocks.append(_section("⏫ *Escalated to you:* no decision yet from the owner." if pending
+                               else "⏫ This request was escalated to you; it is now closed."))
+    blocks.append(_header(r.get("title")))
+    blocks.append(_fields([
+        ("Workflow", _inline(r.get("workflow"), 200)),
+        ("Risk", _risk(r)),
+        ("Action", _inline(a.get("type"), 300)),
+        ("Environment", _inline(a.get("environment"), 300)),
+        ("Target", _inline(a.get("target"), 300)),
+        ("Agent", _agent(r)),
+        ("Executor", _inline(r.get("executor"), 200)),
+        ("Deadline", _when(r.get("deadline"))),
+        ("Approvals needed", _approvals_needed(r)),
+    ]))
+    blocks.append(_section(_code(r.get("justification"), MAX_SECTION, "*Justification* (agent-supplied)\n")))
+    sha = f"\nsha256: {_inline(r.get('action_sha256'), 100)}"
+    blocks.append(_section(_code(_action_json(r.get("action")), MAX_SECTION - len(sha),
+                                 "*Exact action* (what a grant will authorise)\n") + sha))
+    blocks.append(_section(_rollback_text(r)))
+    prompt = r.get("prompt")
+    if prompt:
+        cleaned = _clean(prompt)
+        excerpt = cleaned[:PROMPT_EXCERPT]
+        more = len(cleaned) - len(excerpt)
+        text = _code(excerpt, MAX_SECTION - 60, "*Prompt excerpt* (agent-supplied, unverified)\n")
+        if more:
+            text += f"\n_{_notice(more)}_"
+        blocks.append(_section(text))
+    blocks.append(_context(_owners(r)))
+    blocks.append(_context(_request_context(r)))
+
+    title = _flat(r.get("title"), 300)
+    if pending:
+        quorum = _quorum_line(r)
+        if quorum:
+            blocks.append(_section(quorum))
+        rid = r.get("id")
+        confirm = _approve_confirm(r) if str(r.get("risk")) in ("high", "critical") else None
+        blocks.append({"type": "actions", "block_id": DECISION_BLOCK, "elements": [
+            _button(ActionId.APPROVE.value, "Approve", rid, "primary", confirm),
+            _button(ActionId.REJECT.value, "Reject", rid, "danger"),
+        ]})
+        lead = "Escalated — approval needed" if role == "escalation" else "Approval needed"
+        fallback = f"{lead}: {title} ({str(r.get('risk') or 'medium')} risk, workflow {_flat(r.get('workflow'), 100)})"
+    else:
+        blocks.append(_section(_outcome_text(r)))
+        fallback = f"{title}: {_status_word(r)}"
+    return _fallback(fallback), _finish(blocks)
+
+
+# ---------------------------------------------------------------------------------------
+# The security exception thread
+
+def _evidence_link(url: Any) -> str:
+    s = str(url or "")
+    if re.match(r"^https?://[^\s<>|]+$", s):
+        return f"<{s.replace('&', '&amp;')}|Open the evidence>"
+    return ""
+
+
+def _exception_lines(items: list[Any], budget: int) -> str:
+    lines: list[str] = []
+    used = 0
+    for i, e in enumerate(items):
+        e = e if isinstance(e, dict) else {"kind": e}
+        line = f"• {_inline(e.get('kind'), 80)} — {_when(e.get('at'))}"
+        if e.get("detail"):
+            line += f" — {_inline(e.get('detail'), 300)}"
+        rest = len(items) - i - 1
+        reserve = 40 if rest else 0
+        if used + len(line) + 1 + reserve > budget:
+            lines.append(f"… and {len(items) - i} more exception(s)")
+            break
+        lines.append(line)
+        used += len(line) + 1
+    return "\n".join(lines) if lines else "none recorded"
+
+
+def exception_message(r: dict[str, Any]) -> tuple[str, list[dict]]:
+    """Root post of a request's security exception thread."""
+    exceptions = list(r.get("exceptions") or [])
+    title = _flat(r.get("title"), 300)
+    blocks: list[dict] = [
+        {"type": "header", "text": _pt("🛡️ Exception for security review")},
+        _section(f"*Request:* {title}\n{_inline(r.get('id'), 120)} · workflow {_inline(r.get('workflow'), 200)}"
+                 f" · status {_inline(r.get('status'), 40)} · risk {_risk(r)}"),
+        _section("*Exceptions*\n" + _exception_lines(exceptions, MAX_SECTION - 20)),
+        _fields([("Agent", _agent(r)), ("Executor", _inline(r.get("executor"), 200))]),
+        _context(_owners(r)),
+    ]
+    link = _evidence_link(r.get("evidence_url"))
+    if link:
+        blocks.append(_section(f"📄 {link} (signed link, expires)"))
+    if r.get("reviewed_by"):
+        at = f" at {_when(r['reviewed_at'])}" if r.get("reviewed_at") else ""
+        blocks.append(_section(f"👀 Reviewed by {_who(r['reviewed_by'])}{at}"))
+        fallback = f"Security review done: {title}"
+    else:
+        blocks.append({"type": "actions", "block_id": REVIEW_BLOCK, "elements": [
+            _button(ActionId.REVIEW.value, "Mark reviewed", r.get("id"), "primary")]})
+        kinds = ", ".join(_flat((e or {}).get("kind") if isinstance(e, dict) else e, 40) for e in exceptions[:10])
+        fallback = f"Security review needed ({kinds or 'exception'}): {title}"
+    return _fallback(fallback), _finish(blocks)
+
+
+def review_modal(request_id: str) -> dict[str, Any]:
+    """The optional comment modal opened after "Mark reviewed"."""
+    rid = str(request_id or "")
+    return {
+        "type": "modal",
+        "callback_id": REVIEW_MODAL,
+        "private_metadata": rid[:MAX_METADATA],
+        "title": _pt("Security review"),
+        "submit": _pt("Mark reviewed"),
+        "close": _pt("Cancel"),
+        "blocks": [
+            _section(f"Request {_inline(rid, 200)}: your review is recorded. "
+                     "Add a comment for the evidence if you like."),
+            {"type": "input", "block_id": COMMENT_INPUT, "optional": True,
+             "label": _pt("Comment"),
+             "element": {"type": "plain_text_input", "action_id": COMMENT_INPUT, "multiline": True,
+                         "max_length": 3000}},
+        ],
+    }
+
+
+def ephemeral_text(reason: Any) -> str:
+    """A private answer (e.g. a refused click); the reason is shown as text, never parsed."""
+    return _fit(_clean(reason), MAX_SECTION, lambda s, n: _esc(s) + (f" {n}" if n else "")) or "Refused."
+
+
+# ---------------------------------------------------------------------------------------
+# App Home and slash-command answers
+
+def _list_item(r: dict) -> str:
+    line = (f"{RISK_EMOJI.get(str(r.get('risk')), '⚪')} *{_flat(r.get('title'), 200)}*\n"
+            f"{_inline(r.get('id'), 120)} · {_risk(r)} risk · status {_inline(r.get('status'), 40)}"
+            f" · workflow {_inline(r.get('workflow'), 100)}")
+    if r.get("status") == "pending" and r.get("deadline"):
+        line += f" · deadline {_when(r['deadline'])}"
+    kinds = [e.get("kind") for e in (r.get("exceptions") or []) if isinstance(e, dict)]
+    if kinds:
+        line += " · exceptions: " + ", ".join(_inline(k, 40) for k in kinds[:5])
+        if len(kinds) > 5:
+            line += f" and {len(kinds) - 5} more"
+    return line
+
+
+def home_view(pending: list[dict[str, Any]], exceptions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The App Home tab: what the user may decide now and, for security owners, open exceptions."""
+    pending = list(pending or [])
+    blocks: list[dict] = [{"type": "header", "text": _pt("Waiting for your decision")}]
+    if pending:
+        blocks += [_section(_list_item(r)) for r in pending[:LIST_LIMIT]]
+        if len(pending) > LIST_LIMIT:
+            blocks.append(_context(f"… and {len(pending) - LIST_LIMIT} more — `/signoff pending` lists them."))
+        blocks.append(_context("Decide with the buttons on each request's message."))
+    else:
+        blocks.append(_section("Nothing is waiting for your decision."))
+    if exceptions is not None:
+        exceptions = list(exceptions)
+        blocks += [{"type": "divider"}, {"type": "header", "text": _pt("Exceptions to review")}]
+        if exceptions:
+            blocks += [_section(_list_item(r)) for r in exceptions[:LIST_LIMIT]]
+            if len(exceptions) > LIST_LIMIT:
+                blocks.append(_context(f"… and {len(exceptions) - LIST_LIMIT} more — `/signoff exceptions`."))
+        else:
+            blocks.append(_section("No unreviewed exceptions."))
+    return {"type": "home", "blocks": _finish(blocks)}
+
+
+def request_summary_lines(items: list[dict[str, Any]]) -> str:
+    """mrkdwn lines for ``/signoff pending`` and ``/signoff exceptions``; empty string for none."""
+    items = list(items or [])
+    lines: list[str] = []
+    used = 0
+    for i, r in enumerate(items):
+        line = "• " + _list_item(r).replace("\n", " — ", 1)
+        if used + len(line) + 1 > MAX_FALLBACK - 60:
+            lines.append(f"… and {len(items) - i} more")
+            break
+        lines.append(line)
+        used += len(line) + 1
+    return _cap("\n".join(lines), MAX_FALLBACK)
+
+
+def request_detail_text(r: dict[str, Any]) -> str:
+    """mrkdwn for ``/signoff show ID``: the request, its decisions and outcome."""
+    a = _action(r)
+    lines = [
+        f"*{_flat(r.get('title'), 200)}*",
+        f"Request {_inline(r.get('id'), 120)} · status {_inline(r.get('status'), 40)} · "
+        f"workflow {_inline(r.get('workflow'), 100)} · risk {_risk(r)}",
+        f"Action {_inline(a.get('type'), 200)} on {_inline(a.get('target'), 200)}"
+        + (f" in {_inline(a.get('environment'), 100)}" if a.get("environment") else ""),
+        f"Agent {_agent(r)} · executor {_inline(r.get('executor'), 120)}",
+        f"Deadline {_when(r.get('deadline'))} · approvals needed {_approvals_needed(r)}",
+        _owners(r),
+    ]
+    decisions = [d for d in (r.get("decisions") or []) if isinstance(d, dict)]
+    if decisions:
+        lines.append("Decisions: " + "; ".join(
+            f"{_inline(d.get('decision'), 20)} by {_who(d.get('by'))} at {_when(d.get('at'))}" for d in decisions))
+    lines.append(_quorum_line(r) if r.get("status") == "pending" else _outcome_text(r))
+    head = "\n".join(x for x in lines if x)
+    justification = _code(r.get("justification"), 700, "*Justification* (agent-supplied)\n")
+    sha = f"\nsha256: {_inline(r.get('action_sha256'), 100)}"
+    action = _code(_action_json(r.get("action")), 1200, "*Exact action*\n") + sha
+    rb = r.get("rollback")
+    if isinstance(rb, dict) and rb.get("description"):
+        rollback = _code(rb["description"], 500, "*Rollback plan* (agent-supplied)\n")
+    elif isinstance(rb, dict) and rb.get("action") is not None:
+        rollback = _code(_action_json(rb["action"]), 500, "*Rollback action*\n")
+    else:
+        rollback = "*Rollback plan:* none given"
+    return _cap("\n".join([head, justification, action, rollback]), MAX_FALLBACK)

@@ -1,0 +1,23 @@
+"""Identifiers shared by the Block Kit renderer and the Bolt listeners."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ActionId(StrEnum):
+    APPROVE = "signoff.approve"
+    REJECT = "signoff.reject"
+    REVIEW = "signoff.review"
+    REVOKE = "signoff.revoke"
+    ROLLBACK = "signoff.rollback"
+
+
+# callback_id of the optional comment modal opened after "Mark reviewed"
+REVIEW_MODAL = "signoff.review_modal"
+# block_id of the actions block carrying Approve / Reject
+DECISION_BLOCK = "signoff.decision"
+# block_id of the actions block carrying "Mark reviewed"
+REVIEW_BLOCK = "signoff.review"
+# block_id / action_id of the comment input in the review modal
+COMMENT_INPUT = "comment"
