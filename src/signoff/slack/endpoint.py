@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-from urllib.parse import parse_qs
+from typing import Any
+from urllib.parse import parse_qsl
 
 from slack_bolt import App, BoltRequest
 from slack_sdk.signature import SignatureVerifier
@@ -24,24 +25,114 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
-def well_formed(body: bytes, content_type: str) -> bool:
-    """Will Bolt be able to parse this body? (Its own parser raises on junk.)"""
+def bolt_body(body: bytes, content_type: str | None) -> Any:
+    """The body exactly as Bolt's ``parse_body`` will see it, or ``_UNREADABLE``.
+
+    Mirrors Bolt (JSON when the media type is ``application/json`` or the text starts with
+    ``{``; else a form, whose ``payload`` field, when present, is JSON) without raising.
+    """
     try:
         text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    if "application/json" in content_type or text.lstrip().startswith("{"):
-        try:
-            return isinstance(json.loads(text), dict)
-        except ValueError:
-            return False
-    form = parse_qs(text, keep_blank_values=True)
-    if "payload" in form:
-        try:
-            return isinstance(json.loads(form["payload"][0]), dict)
-        except ValueError:
-            return False
-    return True
+        if not text:
+            return {}
+        media = (content_type or "").split(";")[0] or None
+        if media == "application/json" or text.startswith("{"):
+            return json.loads(text)
+        if "payload" in text:
+            payload = dict(parse_qsl(text, keep_blank_values=True)).get("payload")
+            return {} if payload is None else json.loads(payload)
+        return dict(parse_qsl(text, keep_blank_values=True))
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return _UNREADABLE
+
+
+_UNREADABLE = object()
+_OPT_STR = (str, type(None))
+# Keys Bolt reads at any level while building its context, with the types it can handle.
+_ID_HOLDERS = ("enterprise", "team", "user", "channel")
+_STR_KEYS = ("enterprise_id", "team_id", "user_id", "channel_id", "thread_ts", "type", "subtype",
+             "callback_id", "function_execution_id", "bot_access_token", "user_team", "event_id")
+_NESTED = ("event", "message", "previous_message", "item", "assistant_thread", "view", "container")
+
+
+def shape_problem(body: Any, depth: int = 0) -> str | None:
+    """Why Bolt (or our listeners) would trip over this body; None when it is safe to dispatch.
+
+    Bolt's context extraction and matchers index into the payload assuming Slack's types
+    (``"id" in team``, ``body["actions"][0]["action_id"]`` …): junk must stop here, as 400.
+    """
+    if not isinstance(body, dict):
+        return "the payload is not an object"
+    for key in _ID_HOLDERS:
+        v = body.get(key)
+        if v is not None and not (isinstance(v, str) or (isinstance(v, dict) and isinstance(v.get("id"), _OPT_STR)
+                                                         and isinstance(v.get("team_id"), _OPT_STR)
+                                                         and isinstance(v.get("enterprise_id"), _OPT_STR))):
+            return f"{key} has the wrong type"
+    for key in _STR_KEYS:
+        if not isinstance(body.get(key), _OPT_STR):
+            return f"{key} is not a string"
+    auths = body.get("authorizations")
+    if auths is not None and not (isinstance(auths, list) and all(
+            isinstance(a, dict) and shape_problem(a, depth + 1) is None for a in auths)):
+        return "authorizations has the wrong type"
+    if depth < 3:
+        for key in _NESTED:
+            v = body.get(key)
+            if v is not None:
+                if not isinstance(v, dict):
+                    return f"{key} is not an object"
+                inner = shape_problem(v, depth + 1)
+                if inner:
+                    return f"{key}: {inner}"
+    if depth:
+        return None
+    # What the matchers of each kind of request touch.
+    kind = body.get("type")
+    if "command" in body:
+        if not isinstance(body["command"], str) or not isinstance(body.get("text"), _OPT_STR):
+            return "a slash command needs string command and text"
+    elif kind == "block_actions":
+        actions = body.get("actions")
+        if not (isinstance(actions, list) and actions and all(
+                isinstance(a, dict) and isinstance(a.get("action_id"), str) and isinstance(a.get("block_id"), _OPT_STR)
+                for a in actions)):
+            return "block_actions needs a list of actions with action_id"
+    elif kind in ("view_submission", "view_closed"):
+        view = body.get("view")
+        if not (isinstance(view, dict) and isinstance(view.get("callback_id"), str)
+                and isinstance(view.get("type"), str)):
+            return f"{kind} needs a view with a type and a callback_id"
+    elif kind == "block_suggestion":
+        if not (isinstance(body.get("action_id"), str) and isinstance(body.get("block_id"), str)):
+            return "block_suggestion needs action_id and block_id"
+    elif kind == "event_callback":
+        if not (isinstance(body.get("event"), dict) and isinstance(body["event"].get("type"), str)):
+            return "event_callback needs an event with a type"
+    elif kind in ("shortcut", "message_action", "interactive_message", "dialog_submission", "dialog_cancellation",
+                  "workflow_step_edit"):
+        if not isinstance(body.get("callback_id"), str):
+            return f"{kind} needs a callback_id"
+    elif kind == "url_verification":
+        if not isinstance(body.get("challenge"), str):
+            return "url_verification needs a challenge"
+    elif not body.get("ssl_check"):
+        return "not a kind of Slack request this app handles"
+    return None
+
+
+async def _read_limited(request: Request) -> bytes | None:
+    """The body, or None when it is over MAX_SLACK_BODY (without buffering all of it)."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_SLACK_BODY:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_SLACK_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class SlackEndpoint:
@@ -49,14 +140,31 @@ class SlackEndpoint:
         self.app = app
         self.verifier = SignatureVerifier(signing_secret, clock=clock) if clock else SignatureVerifier(signing_secret)
 
+    def _signed(self, body: bytes, headers) -> bool:
+        """Slack's v0 signature, fresh (5 minutes). Junk headers or a non-UTF-8 body are
+        simply not signed: slack_sdk's verifier raises on them (int(), decode, compare_digest)."""
+        ts = headers.get("x-slack-request-timestamp")
+        sig = headers.get("x-slack-signature")
+        if not ts or not sig or not ts.isascii() or not sig.isascii() or not ts.isdigit() or len(ts) > 20:
+            return False
+        try:
+            return self.verifier.is_valid(body=body, timestamp=ts, signature=sig)
+        except (ValueError, TypeError):  # UnicodeDecodeError is a ValueError
+            return False
+
     async def __call__(self, request: Request) -> Response:
-        body = await request.body()
-        if len(body) > MAX_SLACK_BODY:
+        body = await _read_limited(request)
+        if body is None:
             return _error(413, "payload_too_large", "request body too large")
-        if not self.verifier.is_valid_request(body, dict(request.headers)):
+        if not self._signed(body, request.headers):
             return _error(401, "invalid_signature", "missing, wrong or stale Slack signature")
-        if not well_formed(body, request.headers.get("content-type", "")):
+        parsed = bolt_body(body, request.headers.get("content-type"))
+        if parsed is _UNREADABLE:
             return _error(400, "bad_request", "unreadable Slack payload")
+        problem = shape_problem(parsed)
+        if problem:
+            log.info("refused a malformed Slack payload: %s", problem)
+            return _error(400, "bad_request", f"malformed Slack payload: {problem}")
         try:
             bolt_req = BoltRequest(body=body.decode("utf-8"), query=request.url.query,
                                    headers={k: [v] for k, v in request.headers.items()})

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from typing import Any
 
 from slack_bolt import App
 
@@ -18,11 +20,41 @@ log = logging.getLogger(__name__)
 REVIEW_MODAL = "signoff.review_modal"
 
 
-def _click(body: dict) -> tuple[str, str, str | None]:
-    action = (body.get("actions") or [{}])[0]
-    user = (body.get("user") or {}).get("id")
-    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
-    return str(action.get("value") or ""), user, channel
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9-]{1,40}$")
+_SLACK_ID = re.compile(r"^[A-Z0-9]{2,40}$")
+
+
+def _str_id(value: Any, pattern: re.Pattern) -> str | None:
+    return value if isinstance(value, str) and pattern.match(value) else None
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _click(body: dict) -> tuple[str, str | None, str | None]:
+    """(request id, user id, channel id) of a button click; junk fields become empty."""
+    actions = body.get("actions")
+    action = _dict(actions[0]) if isinstance(actions, list) and actions else {}
+    user = _str_id(_dict(body.get("user")).get("id"), _SLACK_ID)
+    channel = _str_id(_dict(body.get("channel")).get("id"), _SLACK_ID) or \
+        _str_id(_dict(body.get("container")).get("channel_id"), _SLACK_ID)
+    return _str_id(action.get("value"), _REQUEST_ID) or "", user, channel
+
+
+def _plain_event(event: Any) -> bool:
+    """A message event whose fields have the types Slack sends (junk is ignored, not stored)."""
+    if not isinstance(event, dict):
+        return False
+    for part in (event, event.get("message"), event.get("previous_message")):
+        if part is None:
+            continue
+        if not isinstance(part, dict):
+            return False
+        for key in ("channel", "user", "ts", "thread_ts", "text", "subtype", "deleted_ts", "bot_id"):
+            if part.get(key) is not None and not isinstance(part[key], str):
+                return False
+    return True
 
 
 def register(app: App, ctx: Context) -> None:
@@ -57,16 +89,18 @@ def register(app: App, ctx: Context) -> None:
     @app.view(REVIEW_MODAL)
     def on_review_comment(ack, body, view):
         ack()
-        request_id = view.get("private_metadata") or ""
-        user = (body.get("user") or {}).get("id")
-        values = (view.get("state") or {}).get("values") or {}
-        comment = ((values.get("comment") or {}).get("comment") or {}).get("value")
-        if request_id and user and comment:
+        request_id = _str_id(view.get("private_metadata"), _REQUEST_ID)
+        user = _str_id(_dict(body.get("user")).get("id"), _SLACK_ID)
+        values = _dict(_dict(view.get("state")).get("values"))
+        comment = _dict(_dict(values.get("comment")).get("comment")).get("value")
+        if request_id and user and isinstance(comment, str) and comment.strip():
             review(ctx, request_id=request_id, user=user, comment=comment)
 
     @app.event("message")
     def on_message(body, event):
-        record_thread_message(ctx, event=event, event_id=body.get("event_id"))
+        if _plain_event(event):
+            event_id = body.get("event_id")
+            record_thread_message(ctx, event=event, event_id=event_id if isinstance(event_id, str) else None)
 
     @app.event("app_home_opened")
     def on_home(event, client):
@@ -85,7 +119,7 @@ def register(app: App, ctx: Context) -> None:
             ack(response_type="ephemeral", text=blocks.request_summary_lines(queries.pending_for(ctx, user))
                 or "Nothing is waiting for your decision.")
         elif verb == "show" and len(words) > 1:
-            r = queries.show(ctx, words[1])
+            r = queries.show(ctx, words[1]) if _REQUEST_ID.match(words[1]) else None
             ack(response_type="ephemeral", text=blocks.request_detail_text(r) if r else f"No request {words[1][:60]}.")
         elif verb == "exceptions":
             items = queries.exceptions_for(ctx, user)

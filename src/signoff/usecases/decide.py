@@ -71,6 +71,17 @@ def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: 
                              now, request_id=req.id)
             return DecideResult("already", f"This request is already {req.status}.", req.status)
         prior = repo.decisions(req.id)
+        mine = next((p for p in prior if p.by == user), None)
+        if mine is not None:
+            # A double click (or Slack's retry of it): evidence, not a refusal to review.
+            repo.append_event(req, "click.repeated", user,
+                              {"decision": d.value, "status": req.status, "channel": channel,
+                               "earlier": mine.decision}, now)
+            text = f"You already chose {mine.decision} on this request; nothing changed."
+            if channel:
+                repo.enqueue("slack.ephemeral", {"channel": channel, "user": user, "text": text}, now,
+                             request_id=req.id)
+            return DecideResult("already", text, req.status)
         verdict = may_decide(clicker=user, decision=d, eligible=eligible, sponsor=req.sponsor,
                              already_decided_by=[p.by for p in prior])
         if not verdict.allowed:
