@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from signoff.domain import chain
@@ -22,6 +22,7 @@ from signoff.store.tables import (
 )
 
 LIVE_STATUSES = ("pending", "approved", "executing")
+_LOCKED = "signoff_locked_requests"  # session.info key: request rows this transaction has locked
 
 
 class Repo:
@@ -49,7 +50,24 @@ class Repo:
         )
         if self.session.bind.dialect.name == "postgresql":
             q = q.with_for_update(skip_locked=True)
-        return list(self.session.scalars(q))
+        rows = list(self.session.scalars(q))
+        self.session.info.setdefault(_LOCKED, set()).update(r.id for r in rows)
+        return rows
+
+    def _lock_row(self, req: RequestRow) -> None:
+        """PostgreSQL: take the request's row lock before writing into its chain.
+
+        Flush order puts the event INSERT before the request UPDATE; a writer that held
+        the event's unique key while waiting for the row lock would deadlock against a
+        holder of that lock (a sweep's FOR UPDATE) appending to the same chain. Locked
+        first, the loser waits, then fails the version check and is retried.
+        """
+        if self.session.bind.dialect.name != "postgresql":
+            return  # SQLite writers hold the database lock already
+        locked = self.session.info.setdefault(_LOCKED, set())
+        if req.id not in locked:
+            self.session.execute(select(RequestRow.id).where(RequestRow.id == req.id).with_for_update())
+            locked.add(req.id)
 
     def requests_where(self, *, status: list[str] | None = None, workflow: list[str] | None = None,
                        limit: int = 100) -> list[RequestRow]:
@@ -81,6 +99,7 @@ class Repo:
     def append_event(self, req: RequestRow, type_: str, actor: str, data: dict[str, Any],
                      at: datetime) -> EventRow:
         """Append one event to the request's chain; the request row carries the head."""
+        self._lock_row(req)
         seq = (req.event_count or 0) + 1
         prev = req.head_hash or chain.GENESIS
         body = chain.event_body(req.id, seq, at, type_, actor, data)
@@ -115,12 +134,29 @@ class Repo:
                                    state="pending", attempts=0, created_at=now,
                                    next_attempt_at=now + (delay or timedelta(0))))
 
+    def enqueue_many(self, rows: list[tuple[str, dict[str, Any], str | None]], now: datetime) -> None:
+        """Several outbox rows (kind, payload, request id) in one statement, in order."""
+        if rows:
+            self.session.execute(insert(OutboxRow.__table__), [
+                {"kind": kind, "payload": payload, "request_id": request_id, "dedupe_key": None,
+                 "state": "pending", "attempts": 0, "created_at": now, "next_attempt_at": now, "in_flight": False}
+                for kind, payload, request_id in rows])
+
     # slack messages -----------------------------------------------------------------
     def messages(self, request_id: str, role: str | None = None) -> list[SlackMessageRow]:
         q = select(SlackMessageRow).where(SlackMessageRow.request_id == request_id)
         if role:
             q = q.where(SlackMessageRow.role == role)
         return list(self.session.scalars(q.order_by(SlackMessageRow.id)))
+
+    def messages_for(self, request_ids: list[str]) -> dict[str, list[SlackMessageRow]]:
+        """The Slack messages of several requests at once (a sweep batch), by request."""
+        out: dict[str, list[SlackMessageRow]] = {rid: [] for rid in request_ids}
+        if request_ids:
+            q = select(SlackMessageRow).where(SlackMessageRow.request_id.in_(request_ids))
+            for m in self.session.scalars(q.order_by(SlackMessageRow.id)):
+                out[m.request_id].append(m)
+        return out
 
     def message(self, message_id: int) -> SlackMessageRow | None:
         return self.session.get(SlackMessageRow, message_id)

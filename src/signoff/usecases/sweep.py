@@ -10,6 +10,10 @@ a step fires exactly once however many replicas tick and however often.
 Nothing is kept in memory between ticks: a process that was down finds the rows still
 due when it starts, does what fell due meanwhile in the order it fell due, and records
 in each event how late it was (``late_seconds``).
+
+A batch is written in bulk: the batch's Slack messages are read in one query, new rows
+are flushed once, and the outbox rows that need their ids are added after that flush,
+in the order the work was done.
 """
 
 from __future__ import annotations
@@ -17,14 +21,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from signoff.config import GROUP_RE, USER_RE
+from signoff.config import GROUP_RE, USER_RE, Workflow
 from signoff.domain.ladder import EXPIRE, Ladder, next_due, owed
 from signoff.domain.model import ExceptionKind, Status
 from signoff.store.db import _retryable
 from signoff.store.repo import Repo
-from signoff.store.tables import RequestRow
-from signoff.usecases.common import move, raise_exception, refresh_messages, thread_note, workflow_snapshot
+from signoff.store.tables import RequestRow, SlackMessageRow
+from signoff.usecases.common import move, raise_exception, refresh_messages, workflow_snapshot
 from signoff.usecases.grant import issue_grant
 from signoff.usecases.ports import Context
 from signoff.usecases.submit import ladder_of
@@ -35,6 +40,7 @@ BATCH = 200
 # A row whose processing fails for an unexpected reason is looked at again this much
 # later, so that one bad row never blocks the rows behind it.
 POISON_BACKOFF = timedelta(seconds=60)
+ASKED_ROLES = ("request", "escalation")
 
 
 @dataclass
@@ -59,22 +65,45 @@ class SweepReport:
         self.lateness.extend(other.lateness)
 
 
+class _Poisoned(Exception):
+    """Processing one request failed for a reason other than a lost race."""
+
+    def __init__(self, request_id: str):
+        super().__init__(request_id)
+        self.request_id = request_id
+
+
 def sweep(ctx: Context, *, now: datetime | None = None, max_batches: int = 50) -> SweepReport:
     """Process every request due at ``now`` (default: the context clock); idempotent.
 
     Safe to run concurrently in several processes: each due row is handled by one.
     """
     report = SweepReport()
+    skip: set[str] = set()
     for _ in range(max_batches):
         at = now or ctx.clock()
-        # A fresh report per attempt: Store.transaction re-runs the batch after a lost race.
-        n, part = ctx.store.transaction(lambda s: _batch(ctx, Repo(s), at))
+        try:
+            # A fresh report per attempt: Store.transaction re-runs the batch after a lost race.
+            n, part = ctx.store.transaction(lambda s: _batch(ctx, Repo(s), at, skip))
+        except _Poisoned as bad:
+            # The batch was rolled back; set the bad row aside, then do the rest again.
+            log.exception("sweep: request %s failed; looking again in %s", bad.request_id, POISON_BACKOFF)
+            skip.add(bad.request_id)
+            report.failed += 1
+            ctx.store.transaction(lambda s: _postpone(Repo(s), bad.request_id, at + POISON_BACKOFF))
+            continue
         report.add(part)
         if n < BATCH:
             break
     if report.touched:
         ctx.notify()
     return report
+
+
+def _postpone(repo: Repo, request_id: str, until: datetime) -> None:
+    req = repo.get(request_id)
+    if req is not None and req.due_at is not None:
+        req.due_at = until
 
 
 @dataclass(order=True)
@@ -86,68 +115,187 @@ class _Item:
     k: int | None = field(compare=False, default=None)
 
 
-def _batch(ctx: Context, repo: Repo, now: datetime) -> tuple[int, SweepReport]:
-    report = SweepReport()
+def _batch(ctx: Context, repo: Repo, now: datetime, skip: set[str]) -> tuple[int, SweepReport]:
     rows = repo.claim_due(now, BATCH)
     if not rows:
-        return 0, report
+        return 0, SweepReport()
     # When the batch is full, rows beyond it are due no earlier than its last row: doing
     # only what fell due up to there keeps the whole backlog in deadline order.
     horizon = rows[-1].due_at if len(rows) == BATCH else now
+    pending = [r for r in rows if r.status == Status.PENDING and r.id not in skip]
+    work = _Work(repo, now, repo.messages_for([r.id for r in pending]))
     items: list[_Item] = []
-    broken: set[str] = set()
-    ladders: dict[str, Ladder] = {}
-
-    def poisoned(req: RequestRow) -> None:
-        log.exception("sweep: request %s failed; looking again in %s", req.id, POISON_BACKOFF)
-        broken.add(req.id)
-        report.failed += 1
-        req.due_at = now + POISON_BACKOFF
-
     for req in rows:
+        if req.id in skip:
+            continue
         if req.status != Status.PENDING:
             items.append(_Item(req.due_at, len(items), req, "other"))
             continue
         try:
-            ladders[req.id] = _ladder(req)
-        except Exception:  # an unreadable policy snapshot: set this row aside
-            poisoned(req)
-            continue
-        for o in owed(req.created_at, req.deadline, ladders[req.id], req.steps_fired, min(now, horizon)):
+            work.policy(req)
+        except Exception as exc:  # an unreadable policy snapshot: set this row aside
+            raise _Poisoned(req.id) from exc
+        for o in owed(req.created_at, req.deadline, work.ladders[req.id], req.steps_fired, min(now, horizon)):
             items.append(_Item(o.at, len(items), req, o.kind, o.k))
     items.sort()
 
     for item in items:
-        req = item.req
-        if req.id in broken:
-            continue
-        savepoint = repo.session.begin_nested()
         try:
             if item.kind == "step":
-                _fire_step(repo, req, item.k, item.at, now, report)
+                with repo.session.no_autoflush:
+                    work.fire_step(item.req, item.k, item.at)
             elif item.kind == EXPIRE:
-                _expire(repo, req, item.at, now, report)
+                with repo.session.no_autoflush:
+                    work.expire(item.req, item.at)
             else:
-                _other(ctx, repo, req, now, report)
-            savepoint.commit()
+                work.flush()  # the helpers below read the database: let them see this batch
+                _other(ctx, repo, item.req, now, work.report)
         except Exception as exc:
-            savepoint.rollback()
-            if _lost_race(exc):
-                raise  # the whole batch is retried on a fresh transaction
-            poisoned(req)
-    for req in rows:
-        if req.status == Status.PENDING and req.id not in broken:
-            req.due_at = next_due(req.created_at, req.deadline, ladders[req.id], req.steps_fired)
-    return len(rows), report
+            if _retryable(exc):
+                raise  # a lost race: the whole batch is retried on a fresh transaction
+            raise _Poisoned(item.req.id) from exc
+    for req in pending:
+        if req.status == Status.PENDING:
+            req.due_at = next_due(req.created_at, req.deadline, work.ladders[req.id], req.steps_fired)
+    work.flush()
+    return len(rows), work.report
 
 
-def _lost_race(exc: Exception) -> bool:
-    # Conflicts with a concurrent writer (a click, another replica) are not a bad row.
-    return _retryable(exc)
+class _Work:
+    """The steps and expiries of one batch, written in bulk (see the module docstring)."""
 
+    def __init__(self, repo: Repo, now: datetime, copies: dict[str, list[SlackMessageRow]]):
+        self.repo = repo
+        self.now = now
+        self.copies = copies
+        self.wfs: dict[str, Workflow] = {}
+        self.ladders: dict[str, Ladder] = {}
+        self.report = SweepReport()
+        # outbox rows owed, in order: (kind, payload, message whose id goes in the payload)
+        self.intents: list[tuple[str, dict[str, Any], SlackMessageRow | None, str]] = []
 
-def _ladder(req: RequestRow) -> Ladder:
-    return ladder_of(workflow_snapshot(req))
+    def policy(self, req: RequestRow) -> Workflow:
+        wf = self.wfs.get(req.id)
+        if wf is None:
+            wf = self.wfs[req.id] = workflow_snapshot(req)
+            self.ladders[req.id] = ladder_of(wf)
+        return wf
+
+    # -------------------------------------------------------------- outbox and messages
+    def enqueue(self, req: RequestRow, kind: str, payload: dict[str, Any], msg: SlackMessageRow | None = None):
+        self.intents.append((kind, payload, msg, req.id))
+
+    def message(self, req: RequestRow, role: str, target: str) -> tuple[SlackMessageRow, bool]:
+        """The copy of ``req`` for (role, target); created (unflushed) when new."""
+        for m in self.copies.setdefault(req.id, []):
+            if m.role == role and m.target == target:
+                return m, False
+        m = SlackMessageRow(request_id=req.id, role=role, target=target, created_at=self.now)
+        self.repo.session.add(m)
+        self.copies[req.id].append(m)
+        return m, True
+
+    def flush(self) -> None:
+        """Write the batch's rows; then the outbox rows that needed their message ids."""
+        self.repo.session.flush()
+        self.repo.enqueue_many([(kind, {**payload, "message_id": msg.id} if msg is not None else payload, rid)
+                                for kind, payload, msg, rid in self.intents], self.now)
+        self.intents.clear()
+
+    def note(self, req: RequestRow, text: str) -> None:
+        """A note in the thread of the request's root message(s)."""
+        for m in self.copies.get(req.id, []):
+            if m.role == "request":
+                self.enqueue(req, "slack.thread", {"text": text}, m)
+
+    def refresh(self, req: RequestRow) -> None:
+        """Every Slack copy of the request is re-rendered from its current state."""
+        for m in self.copies.get(req.id, []):
+            self.enqueue(req, "slack.update", {}, m)
+
+    def raise_exception(self, req: RequestRow, kind: ExceptionKind, detail: str) -> None:
+        """As ``common.raise_exception``: one security thread per request, notes after."""
+        req.exceptions = list(req.exceptions or []) + [{"kind": kind.value, "at": self.now.isoformat(),
+                                                        "detail": detail}]
+        req.reviewed_at = None  # a new exception re-opens review
+        req.reviewed_by = None
+        self.repo.append_event(req, "exception.raised", "signoff", {"kind": kind.value, "detail": detail},
+                               self.now)
+        wf = self.policy(req)
+        msg, created = self.message(req, "exception", wf.security_channel or wf.security_owner)
+        if created:
+            self.enqueue(req, "slack.post", {}, msg)
+        else:
+            self.enqueue(req, "slack.update", {}, msg)
+            self.enqueue(req, "slack.thread", {"text": f"New exception: {kind.value}"
+                                               + (f" — {detail}" if detail else "")}, msg)
+
+    def ask(self, req: RequestRow, target: str, reminder: str) -> None:
+        """A copy of the request for ``target`` with live buttons; someone who has a copy
+        already gets a reminder in its thread instead of a second copy."""
+        existing = next((m for m in self.copies.get(req.id, []) if m.role in ASKED_ROLES and m.target == target),
+                        None)
+        if existing is None:
+            msg, _ = self.message(req, "escalation", target)
+            self.enqueue(req, "slack.post", {}, msg)
+        elif existing.role == "escalation":
+            self.enqueue(req, "slack.thread", {"text": reminder}, existing)
+        # a root copy (role "request") gets the thread note
+
+    # -------------------------------------------------------------- what time owes
+    def fire_step(self, req: RequestRow, k: int, due_at: datetime) -> None:
+        """Step ``k``: post the request to the step's people, note it, record it; from now
+        on they may decide (``steps_fired`` is what decide reads)."""
+        wf, ladder = self.policy(req), self.ladders[req.id]
+        index, cycle = ladder.step_index(k), ladder.cycle(k)
+        step = wf.escalation[index]
+        late = max((self.now - due_at).total_seconds(), 0.0)
+        req.steps_fired = k + 1
+
+        targets = list(dict.fromkeys(step.to))
+        again = []
+        if step.remind:
+            # Re-ping everyone asked so far: each escalation copy gets a reminder in its
+            # thread (the root copies get the thread note below).
+            again = [m.target for m in self.copies.get(req.id, [])
+                     if m.role == "escalation" and m.target not in targets]
+        reminder = f"Reminder: this request still needs a decision (escalation step {k + 1})."
+        for target in targets:
+            if GROUP_RE.match(target):
+                # Members are looked up through Slack after commit; each gets a DM then.
+                self.repo.enqueue("slack.expand", {"request_id": req.id, "group": target, "step": k}, self.now,
+                                  request_id=req.id, dedupe_key=f"expand:{req.id}:{k}:{target}")
+            else:
+                self.ask(req, target, reminder)
+        for target in again:
+            self.ask(req, target, reminder)
+
+        self.repo.append_event(req, "escalation.fired", "signoff",
+                               {"step": k, "ladder_index": index, "cycle": cycle, "to": targets,
+                                "reminded": again, "remind": step.remind, "due_at": due_at.isoformat(),
+                                "late_seconds": late}, self.now)
+        names = ", ".join(_mention(t) for t in targets)
+        if step.remind or cycle > 0:
+            self.note(req, f"Reminder (escalation step {k + 1}): still no decision; asking again: {names}"
+                      + (f" and {len(again)} other(s) asked before." if again else "."))
+        else:
+            self.note(req, f"Escalated (step {k + 1}): no decision yet, now also asking {names}.")
+        if cycle == 0:
+            # One exception per rung; a repeating ladder's later rounds are evidence events only.
+            self.raise_exception(req, ExceptionKind.ESCALATED, f"step {k + 1} to {', '.join(targets)}")
+        self.report.escalated += 1
+        self.report.lateness.append(late)
+
+    def expire(self, req: RequestRow, deadline: datetime) -> None:
+        """No decision by the deadline: expired (a denial), every copy of the message updated."""
+        late = max((self.now - deadline).total_seconds(), 0.0)
+        move(self.repo, req, Status.EXPIRED, actor="signoff", now=self.now,
+             data={"deadline": deadline.isoformat(), "late_seconds": late})
+        req.due_at = None
+        self.raise_exception(req, ExceptionKind.EXPIRED, "no decision before the timeout")
+        self.refresh(req)
+        self.report.expired += 1
+        self.report.lateness.append(late)
 
 
 def _other(ctx: Context, repo: Repo, req: RequestRow, now: datetime, report: SweepReport) -> None:
@@ -186,85 +334,16 @@ def expire_if_overdue(repo: Repo, req: RequestRow, now: datetime) -> bool:
     """
     if req.status != Status.PENDING or now < req.deadline:
         return False
-    report = SweepReport()
-    for o in owed(req.created_at, req.deadline, _ladder(req), req.steps_fired, now):
-        if o.kind == EXPIRE:
-            _expire(repo, req, o.at, now, report)
-        else:
-            _fire_step(repo, req, o.k, o.at, now, report)
+    work = _Work(repo, now, repo.messages_for([req.id]))
+    work.policy(req)
+    with repo.session.no_autoflush:
+        for o in owed(req.created_at, req.deadline, work.ladders[req.id], req.steps_fired, now):
+            if o.kind == EXPIRE:
+                work.expire(req, o.at)
+            else:
+                work.fire_step(req, o.k, o.at)
+    work.flush()
     return True
-
-
-def _expire(repo: Repo, req: RequestRow, deadline: datetime, now: datetime, report: SweepReport) -> None:
-    """No decision by the deadline: expired (a denial), every copy of the message updated."""
-    late = max((now - deadline).total_seconds(), 0.0)
-    move(repo, req, Status.EXPIRED, actor="signoff", now=now,
-         data={"deadline": deadline.isoformat(), "late_seconds": late})
-    req.due_at = None
-    raise_exception(repo, req, ExceptionKind.EXPIRED, now, detail="no decision before the timeout")
-    refresh_messages(repo, req, now)
-    report.expired += 1
-    report.lateness.append(late)
-
-
-def _fire_step(repo: Repo, req: RequestRow, k: int, due_at: datetime, now: datetime,
-               report: SweepReport) -> None:
-    """Step ``k``: post the request to the step's people, note it, record it; from now on
-    they may decide (``steps_fired`` is what decide reads)."""
-    wf = workflow_snapshot(req)
-    ladder = ladder_of(wf)
-    index, cycle = ladder.step_index(k), ladder.cycle(k)
-    step = wf.escalation[index]
-    late = max((now - due_at).total_seconds(), 0.0)
-    req.steps_fired = k + 1
-
-    copies = {m.target: m for m in repo.messages(req.id) if m.role in ("request", "escalation")}
-    targets = list(dict.fromkeys(step.to))
-    again = []
-    if step.remind:
-        # Re-ping everyone asked so far: each escalation copy gets a reminder in its thread
-        # (the root copies get the thread note below).
-        again = [t for t, m in copies.items() if m.role == "escalation" and t not in targets]
-    reminder = f"Reminder: this request still needs a decision (escalation step {k + 1})."
-    for target in targets:
-        if GROUP_RE.match(target):
-            # Members are looked up through Slack after commit; each gets a DM then.
-            repo.enqueue("slack.expand", {"request_id": req.id, "group": target, "step": k}, now,
-                         request_id=req.id, dedupe_key=f"expand:{req.id}:{k}:{target}")
-        else:
-            _ask(repo, req, target, copies, reminder, now)
-    for target in again:
-        _ask(repo, req, target, copies, reminder, now)
-
-    repo.append_event(req, "escalation.fired", "signoff",
-                      {"step": k, "ladder_index": index, "cycle": cycle, "to": targets, "reminded": again,
-                       "remind": step.remind, "due_at": due_at.isoformat(), "late_seconds": late}, now)
-    names = ", ".join(_mention(t) for t in targets)
-    if step.remind or cycle > 0:
-        text = f"Reminder (escalation step {k + 1}): still no decision; asking again: {names}" + (
-            f" and {len(again)} other(s) asked before." if again else ".")
-    else:
-        text = f"Escalated (step {k + 1}): no decision yet, now also asking {names}."
-    thread_note(repo, req, text, now)
-    if cycle == 0:
-        # One exception per rung; a repeating ladder's later rounds are evidence events only.
-        raise_exception(repo, req, ExceptionKind.ESCALATED, now, detail=f"step {k + 1} to {', '.join(targets)}")
-    report.escalated += 1
-    report.lateness.append(late)
-
-
-def _ask(repo: Repo, req: RequestRow, target: str, copies: dict, reminder: str, now: datetime) -> None:
-    """A copy of the request for ``target`` with live buttons; one who has a copy already
-    gets a reminder in its thread instead of a second copy."""
-    existing = copies.get(target)
-    if existing is None:
-        msg, created = repo.add_message(req.id, "escalation", target, now)
-        copies[target] = msg
-        if created:
-            repo.enqueue("slack.post", {"message_id": msg.id}, now, request_id=req.id)
-    elif existing.role == "escalation":
-        repo.enqueue("slack.thread", {"message_id": existing.id, "text": reminder}, now, request_id=req.id)
-    # a root copy (role "request") gets the thread note
 
 
 def _mention(ref: str) -> str:
@@ -297,15 +376,18 @@ def expand_group(ctx: Context, *, request_id: str, group: str, members: list[str
                               {"group": group, "step": step, "members": members, "asked": [],
                                "status": req.status}, now)
             return
-        copies = {m.target: m for m in repo.messages(req.id) if m.role in ("request", "escalation")}
+        work = _Work(repo, now, repo.messages_for([req.id]))
         unique = list(dict.fromkeys(members))
-        asked = [u for u in unique if u not in copies]
+        asked = [u for u in unique if not any(m.target == u and m.role in ASKED_ROLES
+                                              for m in work.copies[req.id])]
         reminder = "Reminder: this request still needs a decision" + (
             f" (escalation step {step + 1})." if step is not None else ".")
-        for user in unique:
-            _ask(repo, req, user, copies, reminder, now)
-        repo.append_event(req, "escalation.expanded", "signoff",
-                          {"group": group, "step": step, "members": members, "asked": asked}, now)
+        with session.no_autoflush:
+            for user in unique:
+                work.ask(req, user, reminder)
+            repo.append_event(req, "escalation.expanded", "signoff",
+                              {"group": group, "step": step, "members": members, "asked": asked}, now)
+        work.flush()
 
     ctx.store.transaction(tx)
     ctx.notify()
