@@ -198,8 +198,13 @@ class _Work:
     def flush(self) -> None:
         """Write the batch's rows; then the outbox rows that needed their message ids."""
         self.repo.session.flush()
+        # The people who can decide hear first: the batch's new escalation copies go out
+        # ahead of its notes and security threads (each request's rows keep their order).
+        first = [i for i in self.intents if i[0] == "slack.post" and i[2] is not None and i[2].role == "escalation"]
+        rest = [i for i in self.intents if not (i[0] == "slack.post" and i[2] is not None
+                                                and i[2].role == "escalation")]
         self.repo.enqueue_many([(kind, {**payload, "message_id": msg.id} if msg is not None else payload, rid)
-                                for kind, payload, msg, rid in self.intents], self.now)
+                                for kind, payload, msg, rid in first + rest], self.now)
         self.intents.clear()
 
     def note(self, req: RequestRow, text: str) -> None:
