@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from signoff.config import Config, load_config
 from signoff.keys import KeyRing, generate, key_from_pem, key_from_setting
@@ -21,30 +21,35 @@ log = logging.getLogger(__name__)
 
 
 def load_keyring(store: Store, signing_key: str | None, now: datetime | None = None) -> KeyRing:
-    """``SIGNOFF_SIGNING_KEY`` if set; else the key kept in the database, made once."""
-    retired = []
+    """``SIGNOFF_SIGNING_KEY`` if set; else the key kept in the database, made once.
+
+    Replicas starting together may each make a key; all of them are kept, every replica
+    picks the same one (the oldest) to sign with, and the JWKS lists them all.
+    """
 
     def tx(session):
-        rows = list(session.scalars(select(KeyRow).order_by(KeyRow.created_at)))
-        if not rows:
+        if session.bind.dialect.name == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": 0x5160FE})
+        if session.scalar(select(KeyRow.kid).limit(1)) is None:
             key = generate()
             session.add(KeyRow(kid=key.kid, private_pem=key.private_pem(),
                                created_at=now or datetime.now(timezone.utc), retired_at=None))
-            return [key.private_pem()]
-        return [r.private_pem for r in rows]
 
-    stored = [key_from_pem(p) for p in store.transaction(tx)] if not signing_key else []
+    if not signing_key:
+        store.transaction(tx)
+    stored = _stored_keys(store)
     if signing_key:
         active = key_from_setting(signing_key)
         # keys made before an operator set one stay verifiable (their grants may be live)
-        retired = [k for k in _stored_keys(store) if k.kid != active.kid]
+        retired = [k for k in stored if k.kid != active.kid]
     else:
         active, retired = stored[0], stored[1:]
     return KeyRing(active=active, retired=retired)
 
 
 def _stored_keys(store: Store):
-    rows = store.read(lambda s: [r.private_pem for r in s.scalars(select(KeyRow))])
+    rows = store.read(lambda s: [r.private_pem for r in s.scalars(select(KeyRow).order_by(KeyRow.created_at,
+                                                                                              KeyRow.kid))])
     return [key_from_pem(p) for p in rows]
 
 
