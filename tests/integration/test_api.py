@@ -268,6 +268,28 @@ def test_idempotency_key_replays_the_first_answer(api):
     assert api.count() == 3
 
 
+def test_concurrent_retries_with_one_key_make_one_request(api):
+    import threading
+
+    key = {"Idempotency-Key": "burst"}
+    barrier = threading.Barrier(8)
+    answers = []
+
+    def go():
+        barrier.wait()
+        r = api.call("POST", "/v1/actions", submission(), headers=key)
+        answers.append((r.status_code, r.json().get("id")))
+
+    threads = [threading.Thread(target=go) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(code for code, _ in answers) == [200] * 7 + [201], answers
+    assert len({rid for _, rid in answers}) == 1
+    assert api.count() == 1
+
+
 def test_idempotent_replay_after_the_request_moved_on(api):
     key = {"Idempotency-Key": "k2"}
     first = api.call("POST", "/v1/actions", submission(), headers=key).json()

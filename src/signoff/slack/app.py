@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from slack_bolt import App
+from slack_bolt.authorization import AuthorizeResult
 from slack_sdk import WebClient
 
 from signoff.slack.listeners import register
@@ -15,7 +16,13 @@ def web_client(token: str, base_url: str) -> WebClient:
 
 
 def bolt_app(ctx: Context, *, token: str, signing_secret: str, client: WebClient) -> App:
-    app = App(token=token, signing_secret=signing_secret, client=client, token_verification_enabled=False,
+    def authorize(enterprise_id, team_id, user_id) -> AuthorizeResult:
+        # One workspace, one bot token: no auth.test. Bolt's default would call it on the
+        # first request, so a click arriving while Slack's Web API is slow or down would be
+        # refused (and lost) instead of acknowledged and recorded.
+        return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, user_id=user_id, bot_token=token)
+
+    app = App(signing_secret=signing_secret, client=client, authorize=authorize,
               process_before_response=False, raise_error_for_unhandled_request=False)
     register(app, ctx)
     return app

@@ -1,0 +1,387 @@
+"""``signoff serve`` as a process: a fake Slack, a fake executor, signed agent calls.
+
+The whole loop over real HTTP; a SIGKILL while Slack is failing and a restart that then
+delivers the owed message exactly once; and a clear refusal to start without a token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+import jwt
+import pytest
+import rfc8785
+
+from fakes.slack_api import FakeSlack
+
+SLACK_SECRET = "e2e-slack-signing-secret"
+AGENT_SECRETS = {"DEPLOY_BOT_SECRET": "deploy-secret-e2e", "EXEC_BOT_SECRET": "exec-secret-e2e"}
+
+YAML = """
+agents:
+  - id: deploy-bot
+    sponsor: U0SPONSOR
+    secret_env: DEPLOY_BOT_SECRET
+  - id: exec-bot
+    sponsor: U0EXECSP
+    secret_env: EXEC_BOT_SECRET
+workflows:
+  - id: prod-restart
+    owner: U0OWNER
+    platform_owner: U0PLAT
+    security_owner: U0SEC
+    security_channel: C0SEC
+    channel: C0APPROVALS
+    agents: [deploy-bot, exec-bot]
+    timeout: 30m
+    execution:
+      webhook: {hook}
+      grant_ttl: 5m
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def hmac_headers(agent: str, secret: str, body: bytes) -> dict[str, str]:
+    ts = str(int(time.time()))
+    sig = "v1=" + hmac.new(secret.encode(), b"v1:" + ts.encode() + b":" + body, hashlib.sha256).hexdigest()
+    return {"X-Signoff-Agent": agent, "X-Signoff-Timestamp": ts, "X-Signoff-Signature": sig,
+            "Content-Type": "application/json"}
+
+
+def base_env() -> dict[str, str]:
+    """This process's environment without any signoff or Slack settings."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("SIGNOFF_", "SLACK_"))}
+
+
+class Executor:
+    """The executor's webhook: checks the X-Signoff-* signature and the grant before answering 2xx."""
+
+    def __init__(self, secret: str, agent: str):
+        self.secret = secret
+        self.agent = agent
+        self.jwks_url: str | None = None
+        self.accepted: list[dict] = []
+        self.refused: list[str] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                problem = owner.check(dict(self.headers), body)
+                if problem:
+                    owner.refused.append(problem)
+                self.send_response(401 if problem else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/execute"
+
+    def check(self, headers: dict, body: bytes) -> str | None:
+        h = {k.lower(): v for k, v in headers.items()}
+        if h.get("x-signoff-agent") != "signoff":
+            return "agent header is not 'signoff'"
+        ts = h.get("x-signoff-timestamp", "")
+        if not ts.isdigit() or abs(time.time() - int(ts)) > 300:
+            return "stale or missing timestamp"
+        want = "v1=" + hmac.new(self.secret.encode(), b"v1:" + ts.encode() + b":" + body, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(want, h.get("x-signoff-signature", "")):
+            return "bad signature"
+        doc = json.loads(body)
+        keys = httpx.get(self.jwks_url, timeout=5).json()["keys"]
+        kid = jwt.get_unverified_header(doc["grant"])["kid"]
+        jwk = next(k for k in keys if k["kid"] == kid)
+        try:
+            claims = jwt.decode(doc["grant"], jwt.PyJWK(jwk, algorithm="EdDSA").key, algorithms=["EdDSA"],
+                                issuer="signoff", options={"require": ["iss", "sub", "jti", "iat", "exp"]})
+        except jwt.PyJWTError as exc:
+            return f"grant does not verify: {exc}"
+        digest = hashlib.sha256(rfc8785.dumps(doc["action"])).hexdigest()
+        if claims["sub"] != self.agent or claims["jti"] != doc["id"] or claims["action_sha256"] != digest \
+                or doc["action_sha256"] != digest:
+            return f"grant claims do not match: {claims}"
+        self.accepted.append({"doc": doc, "claims": claims})
+        return None
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Serve:
+    """One ``signoff serve`` process."""
+
+    def __init__(self, tmp: Path, env: dict[str, str], name: str):
+        self.tmp, self.env, self.name = tmp, env, name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / f"serve-{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Serve":
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "signoff.cli", "serve", "--port", str(self.port)],
+                                         env=self.env, cwd=self.tmp, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"signoff serve exited {self.proc.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"signoff serve did not become healthy:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    # -- agent calls ---------------------------------------------------------------------
+    def agent(self, method: str, path: str, agent: str, body: dict | None = None) -> httpx.Response:
+        secret = AGENT_SECRETS["DEPLOY_BOT_SECRET" if agent == "deploy-bot" else "EXEC_BOT_SECRET"]
+        raw = b"" if body is None else json.dumps(body).encode()
+        return httpx.request(method, self.url + path, content=raw, headers=hmac_headers(agent, secret, raw),
+                             timeout=10)
+
+    def click(self, rid: str, user: str, channel: str, ts: str, action: str = "signoff.approve") -> httpx.Response:
+        payload = {"type": "block_actions", "user": {"id": user, "team_id": "T0FAKE"}, "team": {"id": "T0FAKE"},
+                   "api_app_id": "A0SIGNOFF", "trigger_id": "1.2.3",
+                   "container": {"type": "message", "message_ts": ts, "channel_id": channel},
+                   "channel": {"id": channel}, "message": {"ts": ts, "text": ""},
+                   "actions": [{"action_id": action, "value": rid, "type": "button", "block_id": "b"}]}
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        ts_now = str(int(time.time()))
+        sig = "v0=" + hmac.new(SLACK_SECRET.encode(), b"v0:" + ts_now.encode() + b":" + body,
+                               hashlib.sha256).hexdigest()
+        return httpx.post(self.url + "/slack/events", content=body, timeout=10,
+                          headers={"Content-Type": "application/x-www-form-urlencoded",
+                                   "X-Slack-Request-Timestamp": ts_now, "X-Slack-Signature": sig})
+
+
+@pytest.fixture
+def world(tmp_path):
+    with FakeSlack() as slack:
+        executor = Executor(AGENT_SECRETS["EXEC_BOT_SECRET"], "exec-bot")
+        (tmp_path / "signoff.yaml").write_text(YAML.format(hook=executor.url))
+        env = base_env()
+        env.update(AGENT_SECRETS)
+        env.update({
+            "SLACK_BOT_TOKEN": "xoxb-e2e",
+            "SLACK_SIGNING_SECRET": SLACK_SECRET,
+            "SIGNOFF_SLACK_API_URL": slack.url,
+            "SIGNOFF_DATABASE_URL": f"sqlite:///{tmp_path / 'signoff.db'}",
+            "SIGNOFF_CONFIG": str(tmp_path / "signoff.yaml"),
+            "SIGNOFF_SWEEP_INTERVAL": "0.2",
+            "PYTHONUNBUFFERED": "1",
+        })
+        servers: list[Serve] = []
+
+        def serve(name: str) -> Serve:
+            s = Serve(tmp_path, env, name)
+            servers.append(s)
+            env["SIGNOFF_PUBLIC_URL"] = s.url
+            return s
+
+        try:
+            yield slack, executor, serve
+        finally:
+            for s in servers:
+                s.stop()
+            executor.close()
+
+
+def submission(title: str = "Restart checkout-api in prod-eu") -> dict:
+    return {"workflow": "prod-restart", "title": title,
+            "action": {"type": "service.restart", "target": "checkout-api", "environment": "production",
+                       "parameters": {"graceful": True}},
+            "justification": "p99 latency doubled after the 14:02 deploy", "risk": "high",
+            "rollback": {"description": "restart is idempotent"}, "executor": "exec-bot"}
+
+
+def test_the_whole_loop_over_http(world):
+    slack, executor, serve = world
+    server = serve("loop").start()
+    executor.jwks_url = server.url + "/.well-known/jwks.json"
+
+    r = server.agent("POST", "/v1/actions", "deploy-bot", submission())
+    assert r.status_code == 201, r.text
+    rid = r.json()["id"]
+
+    [post] = slack.wait_for("chat.postMessage", 1, timeout=10)
+    assert post.params["channel"] == "C0APPROVALS"
+    assert post.token == "xoxb-e2e"
+    elements = [e for b in post.params["blocks"] if b.get("type") == "actions" for e in b["elements"]]
+    assert {(e["action_id"], e["value"]) for e in elements} >= {("signoff.approve", rid), ("signoff.reject", rid)}
+
+    click = server.click(rid, "U0OWNER", post.response["channel"], post.response["ts"])
+    assert click.status_code == 200, click.text
+
+    wait_until(lambda: executor.accepted, 10, "the executor webhook with a valid grant")
+    assert executor.refused == []
+    [delivery] = executor.accepted
+    assert delivery["doc"]["id"] == rid and delivery["claims"]["sub"] == "exec-bot"
+
+    view = wait_until(lambda: (v := server.agent("GET", f"/v1/actions/{rid}", "exec-bot").json())
+                      ["status"] == "executing" and v, 10, "executing")
+    assert view["grant"] == delivery["doc"]["grant"]
+    assert server.agent("GET", f"/v1/actions/{rid}", "deploy-bot").json()["grant"] is None
+
+    done = server.agent("POST", f"/v1/actions/{rid}/outcome", "exec-bot", {"status": "succeeded", "detail": "ok"})
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "succeeded"
+    assert server.agent("GET", f"/v1/actions/{rid}", "deploy-bot").json()["status"] == "succeeded"
+    assert server.agent("POST", f"/v1/actions/{rid}/outcome", "exec-bot",
+                        {"status": "failed"}).status_code == 409
+
+    # the Slack message was updated: no live buttons left
+    def settled():
+        msg = slack.message(post.response["channel"], post.response["ts"])
+        live = [e for b in msg.get("blocks") or [] if b.get("type") == "actions" for e in b.get("elements") or []
+                if e.get("action_id") in ("signoff.approve", "signoff.reject")]
+        return msg.get("edited") and not live
+
+    wait_until(settled, 10, "the request message updated without buttons")
+    assert len(executor.accepted) == 1
+    roots = [c for c in slack.calls_to("chat.postMessage") if c.params["channel"] == "C0APPROVALS"
+             and not c.params.get("thread_ts")]
+    assert len(roots) == 1
+
+    metrics = httpx.get(server.url + "/metrics", timeout=5)
+    assert metrics.status_code == 200 and "signoff_requests_submitted_total" in metrics.text
+    assert httpx.get(server.url + "/readyz", timeout=5).status_code == 200
+    assert "Traceback" not in server.output()
+
+
+def test_sigkill_while_slack_fails_then_restart_delivers_once(world):
+    slack, executor, serve = world
+    slack.set_down(True)
+    first = serve("before-crash").start()
+    r = first.agent("POST", "/v1/actions", "deploy-bot", submission("Owed through a crash"))
+    assert r.status_code == 201, r.text
+    rid = r.json()["id"]
+    slack.wait_for("chat.postMessage", 2, timeout=10)  # tried and retried against the outage
+    first.kill()
+    assert slack.messages() == []
+
+    slack.set_down(False)
+    second = serve("after-restart").start()
+
+    def posted():
+        return [m for m in slack.messages("C0APPROVALS") if not m.get("thread_ts")]
+
+    wait_until(posted, 20, "the owed message after the restart")
+    # a few more dispatcher and sweep rounds: nothing is posted twice
+    time.sleep(1.0)
+    roots = posted()
+    assert len(roots) == 1, roots
+    assert rid in json.dumps(roots[0]["blocks"])
+    ok_posts = [c for c in slack.calls_to("chat.postMessage") if c.ok and c.params["channel"] == "C0APPROVALS"
+                and not c.params.get("thread_ts")]
+    assert len(ok_posts) == 1
+    # and the restarted process carries on: the request can be decided from that message
+    executor.jwks_url = second.url + "/.well-known/jwks.json"
+    assert second.click(rid, "U0OWNER", "C0APPROVALS", roots[0]["ts"]).status_code == 200
+    wait_until(lambda: executor.accepted, 10, "the webhook after the restart")
+
+
+def test_serve_without_a_bot_token_says_so(tmp_path):
+    (tmp_path / "signoff.yaml").write_text(YAML.format(hook="http://127.0.0.1:9/x"))
+    env = base_env()
+    env.update({"SLACK_SIGNING_SECRET": SLACK_SECRET, "SIGNOFF_CONFIG": str(tmp_path / "signoff.yaml"),
+                "SIGNOFF_DATABASE_URL": f"sqlite:///{tmp_path / 'signoff.db'}"})
+    out = subprocess.run([sys.executable, "-m", "signoff.cli", "serve", "--port", str(free_port())],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "SLACK_BOT_TOKEN" in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+
+
+def test_killed_between_slacks_answer_and_the_commit_posts_once(world):
+    """The one window for a duplicate: Slack accepted the post, the process died before
+    recording it. On restart the dispatcher finds the message by its metadata instead of
+    posting again."""
+    slack, executor, serve = world
+    first = serve("in-flight").start()
+    slack.delay = 1.5  # every answer from Slack takes this long
+    r = first.agent("POST", "/v1/actions", "deploy-bot", submission("Posted while dying"))
+    assert r.status_code == 201, r.text
+    rid = r.json()["id"]
+    time.sleep(0.6)  # the post is on its way to Slack, not yet answered
+    killed_at = time.time()
+    first.kill()
+    [call] = slack.wait_for("chat.postMessage", 1, timeout=10)
+    slack.delay = 0.0
+    assert call.ok and call.at > killed_at, "the post did not reach Slack after the process died"
+
+    second = serve("after-in-flight").start()
+    store = f"sqlite:///{second.tmp / 'signoff.db'}"
+
+    def recorded():
+        from sqlalchemy import create_engine, select
+
+        from signoff.store.tables import SlackMessageRow
+
+        engine = create_engine(store)
+        try:
+            with engine.connect() as conn:
+                return conn.execute(select(SlackMessageRow.ts).where(SlackMessageRow.request_id == rid,
+                                                                     SlackMessageRow.role == "request")).scalar()
+        finally:
+            engine.dispose()
+
+    ts = wait_until(recorded, 25, "the in-flight post to be found and recorded")
+    assert ts == call.response["ts"]
+    time.sleep(0.5)
+    posts = [c for c in slack.calls_to("chat.postMessage") if c.params["channel"] == "C0APPROVALS"
+             and not c.params.get("thread_ts")]
+    assert len(posts) == 1
+    assert len([m for m in slack.messages("C0APPROVALS") if not m.get("thread_ts")]) == 1
+    assert slack.calls_to("conversations.history"), "the restarted dispatcher looked before posting"
