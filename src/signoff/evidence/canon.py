@@ -82,8 +82,11 @@ class NotCanonicalizable(ValueError):
     """The value cannot be expressed as RFC 8785 JSON (so the writer could not have hashed it)."""
 
 
-def canonical_text_of_json(text: str) -> str | None:
-    """Canonical JSON (as ``str``) of a JSON document given as text; None: use the slow path."""
+def scan_json(text: str) -> Any:
+    """Parse JSON text for the fast path; None when the text is not eligible (or not JSON).
+
+    Numbers come back as the fast encoder needs them (see the module docstring); values it
+    must refuse come back as a marker that makes ``encode_canonical`` raise."""
     if "\\ud" in text or "\\uD" in text or not text.isascii():
         return None
     try:
@@ -91,6 +94,19 @@ def canonical_text_of_json(text: str) -> str | None:
     except (ValueError, StopIteration):
         return None
     if end != len(text) and text[end:].strip():
+        return None
+    return value
+
+
+def encode_canonical(value: Any) -> str:
+    """Canonical JSON text of a value from ``scan_json``; TypeError/ValueError off the fast path."""
+    return _encode(value)
+
+
+def canonical_text_of_json(text: str) -> str | None:
+    """Canonical JSON (as ``str``) of a JSON document given as text; None: use the slow path."""
+    value = scan_json(text)
+    if value is None:
         return None
     try:
         return _encode(value)
