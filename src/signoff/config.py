@@ -9,10 +9,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import weakref
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -26,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from signoff.domain import windows as win
+from signoff.domain.budget import SCOPES, Budget, parse_budget
 from signoff.domain.canonical import canonical_json
 from signoff.durations import format_duration, parse_duration
 
@@ -64,6 +67,20 @@ UserId = Annotated[str, _slack_ref("u")]
 ApproverId = Annotated[str, _slack_ref("us")]
 TargetId = Annotated[str, _slack_ref("usc")]
 ChannelId = Annotated[str, _slack_ref("c")]
+
+
+# Derived values of immutable models (effective policies, snapshots, hashes), computed
+# once per loaded file instead of once per request; dropped with the model.
+_MEMOS: dict[int, dict] = {}
+
+
+def _memo(obj: object) -> dict:
+    key = id(obj)
+    memo = _MEMOS.get(key)
+    if memo is None:
+        memo = _MEMOS.setdefault(key, {})
+        weakref.finalize(obj, _MEMOS.pop, key, None)
+    return memo
 
 
 class _Model(BaseModel):
@@ -127,6 +144,157 @@ class Execution(_Model):
         return v
 
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+Risk = Literal["low", "medium", "high", "critical"]
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+def _quoted_time(v: Any) -> str:
+    if isinstance(v, int) and not isinstance(v, bool):
+        # YAML 1.1 reads an unquoted 10:00 as sexagesimal 600.
+        raise ValueError("write times of day in quotes, e.g. \"10:00\" (unquoted, YAML reads 10:00 as a number)")
+    return v
+
+
+class ChangeWindow(_Model):
+    """A weekly time range in a timezone during which grants may be issued."""
+
+    days: list[Weekday] = Field(default_factory=lambda: list(win.DAYS), min_length=1)
+    start: str
+    end: str
+    timezone: str = "UTC"
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _start(cls, v: Any) -> str:
+        win.parse_hhmm(_quoted_time(v))
+        return v
+
+    @field_validator("end", mode="before")
+    @classmethod
+    def _end(cls, v: Any) -> str:
+        win.parse_hhmm(_quoted_time(v), allow_24=True)
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        win.zone(v)
+        return v
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "ChangeWindow":
+        if self.start == self.end:
+            raise ValueError("start and end are equal: the window would be empty (use 00:00–24:00 for a whole day)")
+        return self
+
+    def to_domain(self) -> win.Window:
+        return win.Window(frozenset(win.DAYS.index(d) for d in self.days), win.parse_hhmm(self.start),
+                          win.parse_hhmm(self.end, allow_24=True), self.timezone)
+
+
+class ChangeFreeze(_Model):
+    """An absolute date-time range during which nothing may execute."""
+
+    start: datetime
+    end: datetime
+    reason: str = Field(min_length=1, max_length=500)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is None or v.utcoffset() is None:
+            raise ValueError("give a UTC offset, e.g. 2026-12-20T00:00:00Z or 2026-12-20T00:00:00+01:00")
+        return v
+
+    @model_validator(mode="after")
+    def _order(self) -> "ChangeFreeze":
+        if self.end <= self.start:
+            raise ValueError("a freeze must end after it starts")
+        return self
+
+    def to_domain(self) -> win.Freeze:
+        return win.Freeze(self.start.astimezone(win.UTC), self.end.astimezone(win.UTC), self.reason)
+
+
+class AutoApprove(_Model):
+    """Approve by policy, within a budget of automatic approvals."""
+
+    limit: str
+    scope: Literal["workflow", "target"] = "workflow"
+
+    @field_validator("limit", mode="before")
+    @classmethod
+    def _limit(cls, v: Any) -> str:
+        parse_budget(v)
+        return v
+
+    @property
+    def budget(self) -> Budget:
+        return parse_budget(self.limit)
+
+
+class RuleMatch(_Model):
+    """Conditions a request must meet for a rule to apply; a condition left out matches anything."""
+
+    action_type: Annotated[list[str], BeforeValidator(_one_or_many)] | None = None
+    target: Annotated[list[str], BeforeValidator(_one_or_many)] | None = None
+    environment: Annotated[list[str], BeforeValidator(_one_or_many)] | None = None
+    risk: Annotated[list[Risk], BeforeValidator(_one_or_many)] | None = None
+    rollback: bool | None = None
+
+
+# Keys a rule may set to override the workflow's for the requests it matches.
+RULE_OVERRIDES = ("approvers", "required_approvals", "timeout", "escalation", "repeat", "windows", "freezes",
+                  "approval_ttl", "require_rollback")
+
+
+class Rule(_Model):
+    name: str
+    match: RuleMatch | None = None
+    deny: str | None = Field(None, min_length=1, max_length=500)
+    auto_approve: AutoApprove | None = None
+    require_rollback: bool | None = None
+    approvers: list[ApproverId] | None = None
+    required_approvals: int | None = None
+    timeout: Duration | None = None
+    escalation: list[EscalationStep] | None = None
+    repeat: bool | None = None
+    windows: list[ChangeWindow] | None = None
+    freezes: list[ChangeFreeze] | None = None
+    approval_ttl: Duration | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not ID_RE.match(v):
+            raise ValueError("rule name: letters, digits, '_', '.', ':', '-'; at most 100 characters")
+        return v
+
+    @model_validator(mode="after")
+    def _coherent(self) -> "Rule":
+        if self.deny and self.auto_approve:
+            raise ValueError("a rule cannot both deny and auto_approve")
+        if self.auto_approve and self.match and self.match.risk and "critical" in self.match.risk:
+            raise ValueError("auto_approve never applies to critical requests: remove 'critical' from match.risk")
+        return self
+
+    def overrides(self) -> dict[str, Any]:
+        """The workflow keys this rule sets (python values, ready to validate)."""
+        return {k: _plain(getattr(self, k)) for k in RULE_OVERRIDES if k in self.model_fields_set}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 class Workflow(_Model):
     id: str
     description: str = ""
@@ -142,6 +310,11 @@ class Workflow(_Model):
     escalation: list[EscalationStep] = Field(default_factory=list)
     repeat: bool = False
     execution: Execution = Field(default_factory=Execution)
+    windows: list[ChangeWindow] = Field(default_factory=list)
+    freezes: list[ChangeFreeze] = Field(default_factory=list)
+    approval_ttl: Duration | None = None
+    require_rollback: bool | None = None
+    rules: list[Rule] = Field(default_factory=list)
 
     @field_validator("id")
     @classmethod
@@ -180,9 +353,51 @@ class Workflow(_Model):
             )
         return self
 
+    @model_validator(mode="after")
+    def _rules(self) -> "Workflow":
+        errors = []
+        names = [r.name for r in self.rules]
+        for i, rule in enumerate(self.rules):
+            if rule.name in names[:i]:
+                errors.append(_sub_error(("rules", i, "name"), f"duplicate rule name {rule.name!r}"))
+                continue
+            try:
+                self.merged(rule)
+            except ValidationError as exc:
+                for err in exc.errors():
+                    msg = err["msg"].removeprefix("Value error, ")
+                    for piece in msg.split(_SEP):
+                        errors.append(_sub_error(("rules", i) + tuple(err["loc"]),
+                                                 f"with rule {rule.name!r} applied: {piece}"))
+        if errors:
+            raise ValueError(_SEP.join(errors))
+        return self
+
+    def merged(self, rule: "Rule | None") -> "Workflow":
+        """The definition a request matching ``rule`` is decided under: this workflow with the
+        rule's keys replacing its own, and no rules (the snapshot stored on the request)."""
+        memo = _memo(self)
+        key = ("merged", rule.name if rule is not None else None)
+        if key not in memo:
+            base = self.model_dump(exclude={"rules"})
+            if rule is not None:
+                base.update(rule.overrides())
+            memo[key] = Workflow.model_validate(base)
+        return memo[key]
+
+    def snapshot(self) -> dict[str, Any]:
+        """This definition as JSON data (what a request stores). Shared: do not mutate it."""
+        memo = _memo(self)
+        if "snapshot" not in memo:
+            memo["snapshot"] = self.model_dump(mode="json")
+        return memo["snapshot"]
+
     def policy_hash(self) -> str:
         """Hash of this definition: each request records the policy it was decided under."""
-        return hashlib.sha256(canonical_json(self.model_dump(mode="json"))).hexdigest()
+        memo = _memo(self)
+        if "hash" not in memo:
+            memo["hash"] = hashlib.sha256(canonical_json(self.snapshot())).hexdigest()
+        return memo["hash"]
 
 
 class WorkflowFile(_Model):
@@ -321,12 +536,31 @@ def parse_config(text: str, source: str = "<memory>") -> Config:
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
             # pydantic reports a union/annotated branch name in loc sometimes; keep only real keys
             msg = err["msg"].removeprefix("Value error, ")
-            path = _format_loc(loc) or "(top level)"
-            line = _line_of(index, loc)
-            for piece in msg.split("; ") if not loc else [msg]:
+            for piece in msg.split(_SEP) if (not loc or _SUB in msg) else [msg]:
+                full, piece = _split_sub(loc, piece)
+                path = _format_loc(full) or "(top level)"
+                line = _line_of(index, full)
                 prefix = f"line {line}: " if line else ""
-                errors.append(f"{prefix}{path}: {piece}" if loc else f"{piece}")
+                errors.append(f"{prefix}{path}: {piece}" if full else f"{piece}")
         raise ConfigError(source, errors) from None
+
+
+# A model validator reports errors deeper than its own model as "\x00a.0.b\x00 message",
+# so that check-config can print (and find the line of) the full path.
+_SUB = "\x00"
+_SEP = "; "
+
+
+def _sub_error(loc: tuple, message: str) -> str:
+    return f"{_SUB}{'.'.join(str(p) for p in loc)}{_SUB} {message}"
+
+
+def _split_sub(loc: tuple, piece: str) -> tuple[tuple, str]:
+    if not piece.startswith(_SUB):
+        return loc, piece
+    sub, _, text = piece[1:].partition(_SUB)
+    parts = tuple(int(p) if p.isdigit() else p for p in sub.split(".") if p)
+    return loc + parts, text.lstrip()
 
 
 def load_config(path: str | os.PathLike) -> Config:

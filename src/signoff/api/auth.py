@@ -6,6 +6,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from signoff.domain.errors import DomainError, Unauthorized
@@ -79,5 +80,8 @@ async def authenticate(ctx: Context, request: Request) -> Caller:
     if auth.lower().startswith("bearer ") and not request.headers.get("x-signoff-signature"):
         from signoff.api.oidc import verify_bearer
 
-        return Caller(verify_bearer(ctx, request.headers.get("x-signoff-agent"), auth[7:].strip()), body)
+        # In a worker thread: a key refresh may fetch the issuer's JWKS over the network.
+        agent_id = await run_in_threadpool(verify_bearer, ctx, request.headers.get("x-signoff-agent"),
+                                           auth[7:].strip())
+        return Caller(agent_id, body)
     return Caller(verify_hmac(ctx, request.headers, body), body)

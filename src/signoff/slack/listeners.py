@@ -15,6 +15,8 @@ from signoff.usecases.decide import decide
 from signoff.usecases.ports import Context
 from signoff.usecases.reply import record_thread_message
 from signoff.usecases.review import review
+from signoff.usecases.revoke import revoke
+from signoff.usecases.rollback import request_rollback
 
 log = logging.getLogger(__name__)
 REVIEW_MODAL = "signoff.review_modal"
@@ -71,6 +73,20 @@ def register(app: App, ctx: Context) -> None:
         request_id, user, channel = _click(body)
         if request_id and user:
             decide(ctx, request_id=request_id, user=user, decision="reject", channel=channel)
+
+    @app.action(ActionId.REVOKE.value)
+    def on_revoke(ack, body):
+        ack()
+        request_id, user, channel = _click(body)
+        if request_id and user:
+            revoke(ctx, request_id=request_id, user=user, channel=channel)
+
+    @app.action(ActionId.ROLLBACK.value)
+    def on_rollback(ack, body):
+        ack()
+        request_id, user, channel = _click(body)
+        if request_id and user:
+            request_rollback(ctx, request_id=request_id, user=user, channel=channel)
 
     @app.action(ActionId.REVIEW.value)
     def on_review(ack, body, client):

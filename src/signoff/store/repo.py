@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from signoff.domain import chain
@@ -68,6 +69,15 @@ class Repo:
         if req.id not in locked:
             self.session.execute(select(RequestRow.id).where(RequestRow.id == req.id).with_for_update())
             locked.add(req.id)
+
+    def children(self, request_id: str) -> list[RequestRow]:
+        """Requests that continue ``request_id`` in a chain (``parent_id``)."""
+        return list(self.session.scalars(select(RequestRow).where(RequestRow.parent_id == request_id)))
+
+    def rollbacks_of(self, request_id: str) -> list[RequestRow]:
+        """Requests that roll ``request_id`` back (``rollback_of``), oldest first."""
+        q = select(RequestRow).where(RequestRow.rollback_of == request_id).order_by(RequestRow.created_at)
+        return list(self.session.scalars(q))
 
     def requests_where(self, *, status: list[str] | None = None, workflow: list[str] | None = None,
                        limit: int = 100) -> list[RequestRow]:
@@ -205,6 +215,17 @@ class Repo:
     def budget_used(self, scope: str, since: datetime) -> int:
         q = select(func.count()).select_from(BudgetRow).where(BudgetRow.scope == scope, BudgetRow.at >= since)
         return int(self.session.scalar(q) or 0)
+
+    def lock_scope(self, scope: str) -> None:
+        """Serialise this transaction with others counting the same budget scope.
+
+        PostgreSQL: a transaction-scoped advisory lock. SQLite: writers already hold the
+        database lock (BEGIN IMMEDIATE), so there is nothing to do.
+        """
+        if self.session.bind.dialect.name == "postgresql":
+            digest = hashlib.sha256(scope.encode()).digest()
+            key = int.from_bytes(digest[:8], "big", signed=True)
+            self.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
     def spend_budget(self, scope: str, request_id: str, now: datetime) -> None:
         self.session.add(BudgetRow(scope=scope, request_id=request_id, at=now))

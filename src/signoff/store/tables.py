@@ -60,7 +60,7 @@ class RequestRow(Base):
     prompt: Mapped[str | None] = mapped_column(Text)
     rollback: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     parent_id: Mapped[str | None] = mapped_column(String(40), index=True)
-    rollback_of: Mapped[str | None] = mapped_column(String(40))
+    rollback_of: Mapped[str | None] = mapped_column(String(40), index=True)
     submitted_by: Mapped[str] = mapped_column(String(100), index=True)
     executor: Mapped[str] = mapped_column(String(100), index=True)
     sponsor: Mapped[str] = mapped_column(String(40))

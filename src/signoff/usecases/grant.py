@@ -13,7 +13,9 @@ import jwt
 from signoff.domain.model import ExceptionKind, Status
 from signoff.store.repo import Repo
 from signoff.store.tables import RequestRow
-from signoff.usecases.common import move, raise_exception, refresh_messages, workflow_snapshot
+from signoff.domain.windows import iso
+from signoff.policy import evaluate, facts_of
+from signoff.usecases.common import move, raise_exception, refresh_messages, thread_note, workflow_snapshot
 from signoff.usecases.ports import Context
 
 
@@ -27,7 +29,11 @@ def runtime_check(ctx: Context, req: RequestRow, now: datetime) -> tuple[bool, s
         return False, "executor_not_allowed", None
     if req.status != Status.APPROVED:
         return False, "not_approved", None
-    from signoff.usecases import windows  # change windows and freezes (optional)
+    # A rule added since submission that denies this request stops it here too.
+    current = evaluate(wf, facts_of(req.action, req.risk, req.rollback_of))
+    if current.deny:
+        return False, f"denied_by_rule:{current.rule_name}", None
+    from signoff.usecases import windows  # change windows and freezes
 
     return windows.check(ctx, req, wf, now)
 
@@ -42,6 +48,13 @@ def issue_grant(ctx: Context, repo: Repo, req: RequestRow, now: datetime) -> boo
                        "not_before": not_before.isoformat() if not_before else None}, now)
     if not allowed and not_before is not None:
         # Approved outside a change window: wait for it, unless the approval lapses first.
+        if req.approval_expires_at is None:
+            ttl = workflow_snapshot(req).approval_ttl
+            if ttl is not None:
+                req.approval_expires_at = (req.decided_at or now) + ttl
+        if req.not_before != not_before:
+            thread_note(repo, req, f"Approved; waiting for a change window: the grant will be issued at "
+                                   f"{iso(not_before)} ({reason}).", now)
         req.not_before = not_before
         req.due_at = min(x for x in (not_before, req.approval_expires_at) if x is not None)
         refresh_messages(repo, req, now)

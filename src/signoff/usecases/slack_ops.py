@@ -49,7 +49,25 @@ def render_data(ctx: Context, repo: Repo, req) -> dict[str, Any]:
         grant_expires_at=req.grant_expires_at.isoformat().replace("+00:00", "Z") if req.grant_expires_at else None,
         evidence_url=evidence_url(ctx, req.id),
     )
+    data.update(policy_render_data(repo, req))
     return data
+
+
+def policy_render_data(repo: Repo, req) -> dict[str, Any]:
+    """What runtime policy adds to a message: the rule, automatic approval (and whether it
+    can still be revoked), when it could execute, and the rollback path."""
+    from signoff.usecases.revoke import auto_approved_by, revocable
+    from signoff.usecases.rollback import offers_rollback, rollback_action
+
+    return {
+        "auto_approved_by": auto_approved_by(repo, req),  # rule name, or None
+        "revocable": revocable(repo, req),  # show a "Revoke" button (signoff.revoke)
+        "can_roll_back": offers_rollback(repo, req),  # show a "Roll back" button (signoff.rollback)
+        "rollback_action": rollback_action(req),
+        "rollback_requests": [{"id": r.id, "status": r.status} for r in repo.rollbacks_of(req.id)],
+        "approval_expires_at": req.approval_expires_at.isoformat().replace("+00:00", "Z")
+        if req.approval_expires_at else None,
+    }
 
 
 def evidence_url(ctx: Context, request_id: str) -> str:

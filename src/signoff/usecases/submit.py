@@ -1,26 +1,41 @@
-"""submit: an agent proposes an action."""
+"""submit: an agent proposes an action.
+
+The policy part (``plan``) is pure and shared with ``signoff policy explain`` and the
+Slack "Roll back" button; ``create_request`` records a planned request inside the
+caller's transaction.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
+
 from signoff.config import Config, Workflow
+from signoff.domain import windows as win
+from signoff.domain.budget import scope_key
 from signoff.domain.canonical import canonical_json, sha256_hex
 from signoff.domain.chain import GENESIS
-from signoff.domain.errors import Forbidden, Invalid, NotFound
+from signoff.domain.errors import Conflict, Forbidden, Invalid, NotFound
 from signoff.domain.ladder import Ladder, next_due
 from signoff.domain.model import Status
+from signoff.policy import Evaluation, evaluate, execution_check, facts_of, schedule_of
 from signoff.schemas import Submission
 from signoff.store.repo import Repo
 from signoff.store.tables import RequestRow
-from signoff.usecases.common import request_view
+from signoff.usecases.common import move, request_view
+from signoff.usecases.grant import issue_grant
 from signoff.usecases.ports import Context
 
 IDEMPOTENCY_KEEP = timedelta(hours=48)
+# A chain is looked at up to this many steps (a bound on work, not a limit on chains).
+CHAIN_SCAN = 1000
+# Statuses a request may be rolled back from: it ran, or started to.
+ROLLBACK_FROM = (Status.EXECUTING, Status.SUCCEEDED, Status.FAILED)
 
 
 @dataclass(frozen=True)
@@ -29,8 +44,38 @@ class Submitted:
     created: bool
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A submission the policy accepts, and what the policy says about it."""
+
+    sub: Submission
+    agent_id: str
+    executor: str
+    sponsor: str  # the submitting agent's sponsor (a chain may replace it)
+    evaluation: Evaluation
+    verdict: win.Verdict  # may it execute at the moment of planning; if not, from when
+
+    @property
+    def workflow(self) -> Workflow:
+        return self.evaluation.workflow
+
+    @property
+    def effective(self) -> Workflow:
+        return self.evaluation.effective
+
+
 def ladder_of(wf: Workflow) -> Ladder:
     return Ladder(tuple(s.after for s in wf.escalation), wf.timeout, wf.repeat)
+
+
+def parse_submission(body: Any) -> Submission:
+    """The body as a Submission; Invalid (422) naming every bad field otherwise."""
+    try:
+        return Submission.model_validate(body)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()})
+        details = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
+        raise Invalid(f"invalid submission: {details}", fields=fields) from None
 
 
 def check_permission(config: Config, agent_id: str, sub: Submission) -> Workflow:
@@ -38,7 +83,7 @@ def check_permission(config: Config, agent_id: str, sub: Submission) -> Workflow
     wf = config.workflow(sub.workflow)
     if wf is None:
         raise NotFound(f"unknown workflow {sub.workflow!r}")
-    if agent_id not in wf.agents:
+    if agent_id not in wf.agents or config.agent(agent_id) is None:
         raise Forbidden(f"agent {agent_id!r} may not submit to workflow {wf.id!r}")
     executor = sub.executor or agent_id
     if executor not in wf.agents or config.agent(executor) is None:
@@ -46,25 +91,34 @@ def check_permission(config: Config, agent_id: str, sub: Submission) -> Workflow
     return wf
 
 
-def check_rollback(wf: Workflow, sub: Submission) -> None:
-    if sub.risk in ("high", "critical") and not sub.has_rollback_plan():
-        raise Invalid(f"a {sub.risk}-risk request needs a rollback plan (rollback.description)",
-                      fields=["rollback"])
+def check_rollback(ev: Evaluation, sub: Submission) -> None:
+    if ev.rollback_required and not sub.has_rollback_plan():
+        why = f"rule {ev.rule_name!r} requires" if ev.rule and ev.rule.require_rollback is not None \
+            else f"a {sub.risk}-risk request needs"
+        raise Invalid(f"{why} a rollback plan (rollback.description or rollback.action)", fields=["rollback"])
+
+
+def plan(config: Config, agent_id: str, sub: Submission, now: datetime) -> Plan:
+    """Apply the workflow's policy to a submission, in the contract's order: unknown
+    workflow (404), agent or executor not allowed (403), a deny rule (403), a missing
+    rollback plan (422), no moment it could ever execute (403)."""
+    wf = check_permission(config, agent_id, sub)
+    ev = evaluate(wf, facts_of(sub.action_json(), sub.risk, sub.rollback_of))
+    if ev.deny:
+        raise Forbidden(f"refused by rule {ev.rule_name!r}: {ev.deny}")
+    check_rollback(ev, sub)
+    verdict = execution_check([schedule_of(ev.effective)], now)
+    if not verdict.allowed and verdict.not_before is None:
+        raise Forbidden(f"this request could never execute: {verdict.reason}, and no change window opens "
+                        "outside the freezes within a year")
+    return Plan(sub=sub, agent_id=agent_id, executor=sub.executor or agent_id,
+                sponsor=config.agent(agent_id).sponsor, evaluation=ev, verdict=verdict)
 
 
 def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key: str | None = None) -> Submitted:
     """Validate and record a proposal; queue its Slack post. ``body`` is the parsed JSON."""
-    try:
-        sub = Submission.model_validate(body)
-    except Exception as exc:  # pydantic.ValidationError
-        from pydantic import ValidationError
-
-        if not isinstance(exc, ValidationError):
-            raise
-        fields = sorted({".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()})
-        details = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
-        raise Invalid(f"invalid submission: {details}", fields=fields) from None
-    body_hash = hashlib.sha256(canonical_json(body)).hexdigest()
+    sub = parse_submission(body)
+    body_hash = hashlib.sha256(canonical_json(body)).hexdigest() if idempotency_key else ""
     config = ctx.config()
 
     if idempotency_key:
@@ -72,10 +126,7 @@ def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key
         if found is not None:
             return Submitted(found, created=False)
 
-    wf = check_permission(config, agent_id, sub)
-    check_rollback(wf, sub)
-    agent = config.agent(agent_id)
-    executor = sub.executor or agent_id
+    planned = plan(config, agent_id, sub, ctx.clock())
 
     def tx(session) -> Submitted:
         repo = Repo(session)
@@ -84,63 +135,130 @@ def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key
             replay = _replay(repo, agent_id, idempotency_key, body_hash)
             if replay is not None:
                 return Submitted(replay, created=False)
-        sponsor = agent.sponsor
-        if sub.parent_id:
-            parent = repo.get(sub.parent_id)
-            if parent is None or agent_id not in (parent.submitted_by, parent.executor) and \
-                    agent_id not in _chain_agents(repo, parent):
-                raise NotFound(f"unknown parent request {sub.parent_id!r}")
-            sponsor = parent.sponsor  # a chain keeps its human sponsor
-        action = body["action"]
-        req = RequestRow(
-            id=str(uuid.uuid4()),
-            workflow=wf.id,
-            title=sub.title,
-            action=action,
-            action_sha256=sha256_hex(action),
-            risk=sub.risk,
-            justification=sub.justification,
-            prompt=sub.prompt,
-            rollback=body.get("rollback"),
-            parent_id=sub.parent_id,
-            rollback_of=sub.rollback_of,
-            submitted_by=agent_id,
-            executor=executor,
-            sponsor=sponsor,
-            status=Status.PENDING.value,
-            created_at=now,
-            deadline=now + wf.timeout,
-            steps_fired=0,
-            policy=wf.model_dump(mode="json"),
-            policy_hash=wf.policy_hash(),
-            exceptions=[],
-            event_count=0,
-            head_hash=GENESIS,
-        )
-        req.due_at = next_due(now, req.deadline, ladder_of(wf), 0)
-        repo.add_request(req)
-        repo.ledger_append(req.id, now)
-        repo.append_event(req, "request.submitted", agent_id, {
-            "workflow": wf.id, "title": sub.title, "action": action, "action_sha256": req.action_sha256,
-            "risk": sub.risk, "justification": sub.justification, "prompt": sub.prompt,
-            "rollback": req.rollback, "parent_id": sub.parent_id, "rollback_of": sub.rollback_of,
-            "submitted_by": agent_id, "executor": executor, "sponsor": sponsor,
-            "deadline": req.deadline.isoformat(), "policy_sha256": req.policy_hash,
-            "owners": {"owner": wf.owner, "platform_owner": wf.platform_owner,
-                       "security_owner": wf.security_owner},
-            "approvers": wf.approver_ids, "required_approvals": wf.required_approvals,
-        }, now)
-        msg, _ = repo.add_message(req.id, "request", wf.channel or wf.owner, now)
-        repo.enqueue("slack.post", {"message_id": msg.id}, now, request_id=req.id)
+        # The moment of record is the transaction's: look at the windows again then.
+        p = replace(planned, verdict=execution_check([schedule_of(planned.effective)], now))
+        req = create_request(ctx, repo, p, body, now)
         if idempotency_key:
             repo.remember_idempotency(agent_id, idempotency_key, body_hash, req.id, now)
         session.flush()
         return Submitted(request_view(repo, req, viewer=agent_id), created=True)
 
-    result = ctx.store.transaction(tx)
+    # Group commit on SQLite: concurrent submissions share one commit (each its own savepoint).
+    result = ctx.store.transaction(tx, batch=True)
     if result.created:
         ctx.notify()
     return result
+
+
+def create_request(ctx: Context, repo: Repo, p: Plan, body: dict[str, Any], now: datetime,
+                   *, origin: dict[str, Any] | None = None) -> RequestRow:
+    """Record a planned request in the caller's transaction: links (chain, rollback), the
+    effective policy snapshot, automatic approval within budget, the Slack post."""
+    sub, wf, eff = p.sub, p.workflow, p.effective
+    agent_id = p.agent_id
+    sponsor = p.sponsor
+    if sub.parent_id:
+        parent = repo.get(sub.parent_id)
+        # 404, not 403: a chain an agent is not part of does not exist for it.
+        if parent is None or agent_id not in chain_members(repo, parent):
+            raise NotFound(f"unknown parent request {sub.parent_id!r}")
+        sponsor = parent.sponsor  # a chain keeps its human sponsor
+    original = None
+    if sub.rollback_of:
+        original = repo.get(sub.rollback_of)
+        if original is None or agent_id not in (original.submitted_by, original.executor):
+            raise NotFound(f"unknown request to roll back {sub.rollback_of!r}")
+        if original.status not in ROLLBACK_FROM:
+            raise Conflict(f"request {original.id} is {original.status}; only a request that executed "
+                           "(executing, succeeded or failed) can be rolled back")
+    action = body["action"]
+    not_before = None if p.verdict.allowed else p.verdict.not_before
+    snapshot, snapshot_hash, workflow_hash = _policy_snapshot(p)
+    req = RequestRow(
+        id=str(uuid.uuid4()),
+        workflow=wf.id,
+        title=sub.title,
+        action=action,
+        action_sha256=sha256_hex(action),
+        risk=sub.risk,
+        justification=sub.justification,
+        prompt=sub.prompt,
+        rollback=body.get("rollback"),
+        parent_id=sub.parent_id,
+        rollback_of=sub.rollback_of,
+        submitted_by=agent_id,
+        executor=p.executor,
+        sponsor=sponsor,
+        status=Status.PENDING.value,
+        created_at=now,
+        deadline=now + eff.timeout,
+        steps_fired=0,
+        not_before=not_before,
+        policy=snapshot,
+        policy_hash=snapshot_hash,
+        rule=p.evaluation.rule_name,
+        exceptions=[],
+        event_count=0,
+        head_hash=GENESIS,
+    )
+    req.due_at = next_due(now, req.deadline, ladder_of(eff), 0)
+    repo.add_request(req)
+    repo.ledger_append(req.id, now)
+    repo.append_event(req, "request.submitted", agent_id, {
+        "workflow": wf.id, "title": sub.title, "action": action, "action_sha256": req.action_sha256,
+        "risk": sub.risk, "justification": sub.justification, "prompt": sub.prompt,
+        "rollback": req.rollback, "parent_id": sub.parent_id, "rollback_of": sub.rollback_of,
+        "submitted_by": agent_id, "executor": p.executor, "sponsor": sponsor,
+        "deadline": req.deadline.isoformat(), "policy_sha256": req.policy_hash,
+        "workflow_sha256": workflow_hash, "rule": req.rule,
+        "rules_matched": [r.name for r in p.evaluation.results if r.matched],
+        "owners": {"owner": eff.owner, "platform_owner": eff.platform_owner,
+                   "security_owner": eff.security_owner},
+        "approvers": eff.approver_ids, "required_approvals": eff.required_approvals,
+        "executable_from": win.iso(not_before) if not_before else None,
+        "schedule": p.verdict.reason, **(origin or {}),
+    }, now)
+    if original is not None:
+        # On the original's chain too (and a compare-and-set on it: two rollbacks racing
+        # from one click are serialised).
+        repo.append_event(original, "rollback.linked", agent_id, {"rollback_request": req.id, **(origin or {})},
+                          now)
+    if p.evaluation.auto_approve is not None:
+        _auto_approve(ctx, repo, req, p, now)
+    msg, _ = repo.add_message(req.id, "request", eff.channel or eff.owner, now)
+    repo.enqueue("slack.post", {"message_id": msg.id}, now, request_id=req.id)
+    return req
+
+
+def _auto_approve(ctx: Context, repo: Repo, req: RequestRow, p: Plan, now: datetime) -> None:
+    """Within the rule's budget: approved by policy and the grant issued; beyond it the
+    request goes to people as usual. Either way the budget decision is evidence."""
+    rule, auto = p.evaluation.rule, p.evaluation.auto_approve
+    budget = auto.budget
+    key = scope_key(p.workflow.id, rule.name, auto.scope, p.sub.action.target)
+    repo.lock_scope(key)  # concurrent submissions count one at a time
+    used = repo.budget_used(key, budget.since(now))
+    data = {"rule": rule.name, "budget": str(budget), "scope": auto.scope, "used": used}
+    if not budget.allows(used):
+        repo.append_event(req, "policy.auto_approve_skipped", "signoff",
+                          {**data, "reason": "budget spent: the request goes to people"}, now)
+        return
+    by = f"policy:rule:{rule.name}"
+    repo.spend_budget(key, req.id, now)
+    repo.add_decision(req.id, by, "approve", now)
+    repo.append_event(req, "decision.recorded", by, {"decision": "approve", **data, "used": used + 1}, now)
+    move(repo, req, Status.APPROVED, actor=by, now=now, data={"rule": rule.name})
+    req.due_at = None
+    issue_grant(ctx, repo, req, now)
+
+
+def _policy_snapshot(p: Plan) -> tuple[dict[str, Any], str, str]:
+    """The effective policy as stored on the request, its hash, and the workflow's hash.
+
+    Each is computed once per loaded workflow definition (RFC 8785 hashing in pure Python
+    is slow), not once per submission: see ``Workflow.snapshot`` / ``policy_hash``.
+    """
+    return p.effective.snapshot(), p.effective.policy_hash(), p.workflow.policy_hash()
 
 
 def _replay(repo: Repo, agent_id: str, key: str, body_hash: str) -> dict[str, Any] | None:
@@ -153,13 +271,24 @@ def _replay(repo: Repo, agent_id: str, key: str, body_hash: str) -> dict[str, An
     return request_view(repo, req, viewer=agent_id) if req else None
 
 
-def _chain_agents(repo: Repo, req: RequestRow) -> set[str]:
-    """Every agent that prepared or executes a step of the chain ``req`` belongs to."""
-    agents: set[str] = set()
-    seen = set()
+def chain_members(repo: Repo, req: RequestRow) -> set[str]:
+    """Every agent that prepared or executes a step of the chain ``req`` belongs to: its
+    ancestors up to the root, and everything that continues from the root."""
+    seen: set[str] = set()
     node = req
-    while node is not None and node.id not in seen:
+    while node.parent_id and node.id not in seen and len(seen) < CHAIN_SCAN:
         seen.add(node.id)
-        agents |= {node.submitted_by, node.executor}
-        node = repo.get(node.parent_id) if node.parent_id else None
+        parent = repo.get(node.parent_id)
+        if parent is None:
+            break
+        node = parent
+    agents: set[str] = set()
+    todo, visited = [node], set()
+    while todo and len(visited) < CHAIN_SCAN:
+        step = todo.pop()
+        if step.id in visited:
+            continue
+        visited.add(step.id)
+        agents |= {step.submitted_by, step.executor}
+        todo.extend(repo.children(step.id))
     return agents

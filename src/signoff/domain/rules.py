@@ -1,0 +1,107 @@
+"""Rule matching and merging. Pure: rules are plain values, requests are ``Facts``.
+
+Rules are ordered; the first rule whose every condition holds is the one that applies
+(like a firewall). A condition left out matches anything. Globs are ``fnmatch`` patterns
+compared case-sensitively (``*``, ``?``, ``[abc]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What rules look at in a request."""
+
+    action_type: str
+    target: str
+    environment: str | None
+    risk: str
+    is_rollback: bool = False
+
+
+class Match(Protocol):
+    action_type: str | list[str] | None
+    target: str | list[str] | None
+    environment: str | list[str] | None
+    risk: list[str] | None
+    rollback: bool | None
+
+
+class RuleLike(Protocol):
+    name: str
+    match: Match | None
+
+
+def _as_list(value: str | Sequence[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
+
+
+def mismatches(match: Match | None, facts: Facts) -> list[str]:
+    """The conditions of ``match`` that ``facts`` fail (empty: the rule matches)."""
+    if match is None:
+        return []
+    out = []
+    types = _as_list(match.action_type)
+    if types is not None and not any(fnmatchcase(facts.action_type, p) for p in types):
+        out.append("action_type")
+    targets = _as_list(match.target)
+    if targets is not None and not any(fnmatchcase(facts.target, p) for p in targets):
+        out.append("target")
+    envs = _as_list(match.environment)
+    if envs is not None and facts.environment not in envs:
+        out.append("environment")
+    if match.risk is not None and facts.risk not in match.risk:
+        out.append("risk")
+    if match.rollback is not None and bool(match.rollback) != facts.is_rollback:
+        out.append("rollback")
+    return out
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    index: int
+    name: str
+    mismatched: tuple[str, ...]
+
+    @property
+    def matched(self) -> bool:
+        return not self.mismatched
+
+
+def evaluate(rules: Sequence[RuleLike], facts: Facts) -> list[RuleResult]:
+    """Every rule, in order, with the conditions it failed."""
+    return [RuleResult(i, r.name, tuple(mismatches(r.match, facts))) for i, r in enumerate(rules)]
+
+
+def first_match(rules: Sequence[RuleLike], facts: Facts) -> RuleLike | None:
+    """The rule that applies: the first that matches; None when none does."""
+    return next((r for r in rules if not mismatches(r.match, facts)), None)
+
+
+def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with each key of ``overrides`` replacing it whole (lists are not appended)."""
+    out = dict(base)
+    out.update(overrides)
+    return out
+
+
+def rollback_required(risk: str, *, workflow: bool | None, rule: bool | None) -> bool:
+    """Whether a rollback plan is required: the rule says, else the workflow, else
+    high and critical need one."""
+    if rule is not None:
+        return rule
+    if workflow is not None:
+        return workflow
+    return risk in ("high", "critical")
+
+
+def may_auto_approve(risk: str) -> bool:
+    """Automation never applies to critical requests."""
+    return risk != "critical"

@@ -1,0 +1,73 @@
+"""Runtime policy: what the workflow file says about one request.
+
+Pure functions of (workflow definition, request facts, now), shared by ``submit``, the
+grant-time re-check and ``signoff policy explain`` so that the dry run and the real thing
+can never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from signoff.config import AutoApprove, Rule, Workflow
+from signoff.domain import rules as rules_
+from signoff.domain import windows as win
+from signoff.domain.rules import Facts, RuleResult
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The policy for one request under one workflow definition."""
+
+    workflow: Workflow  # the definition in the file
+    effective: Workflow  # what the request is decided under: the applying rule merged in
+    rule: Rule | None  # the rule that applies (the first that matches)
+    results: list[RuleResult]  # every rule, in order, with the conditions it failed
+    deny: str | None  # a reason when the applying rule refuses the request
+    rollback_required: bool
+    auto_approve: AutoApprove | None  # None when no rule automates it, or the request is critical
+
+    @property
+    def rule_name(self) -> str | None:
+        return self.rule.name if self.rule else None
+
+
+def facts_of(action: Mapping[str, Any], risk: str, rollback_of: str | None = None) -> Facts:
+    """The facts rules match on, from a submission's (or a stored request's) fields."""
+    env = action.get("environment")
+    return Facts(action_type=str(action.get("type", "")), target=str(action.get("target", "")),
+                 environment=env if isinstance(env, str) else None, risk=risk,
+                 is_rollback=bool(rollback_of))
+
+
+def evaluate(wf: Workflow, facts: Facts) -> Evaluation:
+    """Which rule applies and what it means for the request."""
+    results = rules_.evaluate(wf.rules, facts)
+    first = next((r.index for r in results if r.matched), None)
+    rule = wf.rules[first] if first is not None else None
+    effective = wf.merged(rule)
+    auto = rule.auto_approve if rule is not None and rules_.may_auto_approve(facts.risk) else None
+    return Evaluation(
+        workflow=wf,
+        effective=effective,
+        rule=rule,
+        results=results,
+        deny=rule.deny if rule is not None else None,
+        rollback_required=rules_.rollback_required(
+            facts.risk, workflow=wf.require_rollback,
+            rule=rule.require_rollback if rule is not None else None),
+        auto_approve=auto,
+    )
+
+
+def schedule_of(wf: Workflow) -> win.Schedule:
+    """The change windows and freezes of a (usually effective) workflow definition."""
+    return win.Schedule(tuple(w.to_domain() for w in wf.windows), tuple(f.to_domain() for f in wf.freezes))
+
+
+def execution_check(schedules: list[win.Schedule], now: datetime) -> win.Verdict:
+    """May a grant be issued at ``now``? Every schedule must allow it."""
+    return win.check(schedules, now)

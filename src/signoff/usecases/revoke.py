@@ -1,0 +1,100 @@
+"""revoke: the owner withdraws an automatic approval before the action executes.
+
+A request approved by a rule's ``auto_approve`` is posted as information with a
+"Revoke" button. Until the grant is delivered (the request is still ``approved``), the
+workflow owner or anyone who may decide its requests can revoke it: the grant is
+withdrawn (never delivered nor shown again) and the request becomes ``rejected``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from signoff.domain.model import ExceptionKind, Status
+from signoff.store.repo import Repo
+from signoff.store.tables import RequestRow
+from signoff.usecases.common import move, raise_exception, refresh_messages, thread_note, workflow_snapshot
+from signoff.usecases.decide import eligible_refs, resolve
+from signoff.usecases.ports import Context
+
+POLICY_RULE = "policy:rule:"
+
+
+@dataclass(frozen=True)
+class RevokeResult:
+    outcome: str  # revoked | refused | already | unknown
+    message: str
+    status: str | None = None
+
+
+def auto_approved_by(repo: Repo, req: RequestRow) -> str | None:
+    """The rule that approved ``req`` by policy, if one did."""
+    for d in repo.decisions(req.id):
+        if d.decision == "approve" and d.by.startswith(POLICY_RULE):
+            return d.by.removeprefix(POLICY_RULE)
+    return None
+
+
+def revocable(repo: Repo, req: RequestRow) -> bool:
+    return req.status == Status.APPROVED and req.grant_delivered_at is None \
+        and auto_approved_by(repo, req) is not None
+
+
+def revoke(ctx: Context, *, request_id: str, user: str, channel: str | None = None) -> RevokeResult:
+    """Withdraw an automatic approval; refused (privately, and recorded) for anyone else
+    and once the action is executing."""
+    pre = ctx.store.read(lambda s: _snapshot(Repo(s), request_id))
+    if pre is None:
+        return RevokeResult("unknown", "This request no longer exists.")
+    wf, steps_fired = pre
+    # Directory look-ups (Slack calls) happen before the transaction opens.
+    allowed = resolve(ctx, eligible_refs(wf, steps_fired)) | {wf.owner}
+
+    def tx(session) -> RevokeResult:
+        repo = Repo(session)
+        now = ctx.clock()
+        req = repo.get(request_id)
+        if req is None:
+            return RevokeResult("unknown", "This request no longer exists.")
+        rule = auto_approved_by(repo, req)
+
+        def refuse(outcome: str, reason: str, *, exception: bool) -> RevokeResult:
+            repo.append_event(req, "revoke.refused", user, {"reason": reason, "status": req.status,
+                                                            "channel": channel}, now)
+            if channel:
+                repo.enqueue("slack.ephemeral", {"channel": channel, "user": user, "text": f"Not revoked: {reason}."},
+                             now, request_id=req.id)
+            if exception:
+                raise_exception(repo, req, ExceptionKind.REFUSED_CLICK, now, detail=f"{user}: {reason}")
+            return RevokeResult(outcome, f"Not revoked: {reason}.", req.status)
+
+        if user not in allowed:
+            return refuse("refused", "only the workflow owner or its approvers may revoke an automatic approval",
+                          exception=True)
+        if rule is None:
+            return refuse("refused", "only an automatic approval can be revoked", exception=False)
+        if req.status != Status.APPROVED or req.grant_delivered_at is not None:
+            return refuse("already", f"the request is already {req.status}", exception=False)
+        repo.add_decision(req.id, user, "reject", now)
+        repo.append_event(req, "grant.revoked", user,
+                          {"rule": rule, "jti": (req.grant_claims or {}).get("jti"), "channel": channel}, now)
+        req.grant_token = None  # never delivered nor shown from now on
+        req.due_at = None
+        req.not_before = None
+        move(repo, req, Status.REJECTED, actor=user, now=now, data={"reason": "automatic approval revoked"})
+        raise_exception(repo, req, ExceptionKind.REJECTED, now,
+                        detail=f"automatic approval (rule {rule}) revoked by {user}")
+        thread_note(repo, req, f"<@{user}> revoked the automatic approval; the grant is withdrawn.", now)
+        refresh_messages(repo, req, now)
+        return RevokeResult("revoked", "You revoked this automatic approval; the grant is withdrawn.", req.status)
+
+    result = ctx.store.transaction(tx)
+    ctx.notify()
+    return result
+
+
+def _snapshot(repo: Repo, request_id: str):
+    req = repo.get(request_id)
+    if req is None:
+        return None
+    return workflow_snapshot(req), req.steps_fired

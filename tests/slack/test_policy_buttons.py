@@ -1,0 +1,135 @@
+"""The runtime-policy buttons through ``POST /slack/events``: "Revoke" on an automatic
+approval and "Roll back" after an outcome. Signed like Slack signs; a fake Slack Web API
+on loopback; Bolt acknowledges first, so tests poll for the effect."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from urllib.parse import urlencode
+
+import pytest
+from fastapi.testclient import TestClient
+
+from signoff.server import build_service
+from signoff.store.repo import Repo
+from signoff.usecases import agent_ops
+from signoff.usecases.decide import decide
+from signoff.usecases.submit import submit
+from support import FakeClock, runtime, submission
+
+SECRET = "policy-buttons-signing-secret"
+
+YAML = """
+agents:
+  - id: deploy-bot
+    sponsor: U0SPONSOR
+    secret_env: DEPLOY_BOT_SECRET
+workflows:
+  - id: prod-restart
+    owner: U0OWNER
+    platform_owner: U0PLAT
+    security_owner: U0SEC
+    security_channel: C0SEC
+    channel: C0APPROVALS
+    agents: [deploy-bot]
+    timeout: 30m
+    rules:
+      - name: routine-restarts
+        match: {action_type: service.restart, risk: [low]}
+        auto_approve: {limit: 3 per 1h}
+"""
+
+
+class Slack:
+    def __init__(self, db_url, monkeypatch, fake):
+        self.clock = FakeClock()
+        self.rt = runtime(db_url, YAML, clock=self.clock, monkeypatch=monkeypatch, SLACK_BOT_TOKEN="xoxb-test",
+                          SLACK_SIGNING_SECRET=SECRET, SIGNOFF_SLACK_API_URL=fake.url)
+        self.ctx = self.rt.context
+        self.fake = fake
+        self.service = build_service(self.rt)
+        self.client = TestClient(self.service.app, raise_server_exceptions=False)
+
+    def click(self, rid: str, user: str, action: str):
+        payload = {
+            "type": "block_actions", "user": {"id": user, "username": user.lower(), "team_id": "T0FAKE"},
+            "api_app_id": "A0SIGNOFF", "token": "legacy", "trigger_id": "1.2.3",
+            "container": {"type": "message", "message_ts": "1700000000.000100", "channel_id": "C0APPROVALS"},
+            "team": {"id": "T0FAKE", "domain": "fake"}, "channel": {"id": "C0APPROVALS", "name": "approvals"},
+            "message": {"type": "message", "ts": "1700000000.000100", "text": "request"},
+            "response_url": self.fake.url + "response_url",
+            "actions": [{"action_id": action, "block_id": "signoff.policy", "value": rid, "type": "button",
+                         "action_ts": "1700000001.000200"}],
+        }
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        ts = str(int(time.time()))
+        sig = "v0=" + hmac.new(SECRET.encode(), b"v0:" + ts.encode() + b":" + body, hashlib.sha256).hexdigest()
+        r = self.client.post("/slack/events", content=body, headers={
+            "Content-Type": "application/x-www-form-urlencoded", "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": sig})
+        assert r.status_code == 200, r.text
+
+    def row(self, rid: str):
+        return self.rt.store.read(lambda s: _plain(Repo(s).get(rid)))
+
+    def rollbacks(self, rid: str) -> list[str]:
+        return self.rt.store.read(lambda s: [r.id for r in Repo(s).rollbacks_of(rid)])
+
+    def events(self, rid: str, type_: str) -> list:
+        return self.rt.store.read(lambda s: [(e.actor, e.data) for e in Repo(s).events(rid) if e.type == type_])
+
+    def close(self):
+        self.client.close()
+        self.service.dispatcher.stop()
+        self.rt.store.dispose()
+
+
+def _plain(row):
+    return {c.key: getattr(row, c.key) for c in row.__table__.columns}
+
+
+def wait_until(predicate, timeout: float = 5.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+    return value
+
+
+@pytest.fixture
+def slack(db_url, monkeypatch, fake_slack):
+    s = Slack(db_url, monkeypatch, fake_slack)
+    yield s
+    s.close()
+
+
+def test_revoke_button_withdraws_an_automatic_approval(slack):
+    rid = submit(slack.ctx, agent_id="deploy-bot", body=submission(risk="low")).request["id"]
+    assert slack.row(rid)["status"] == "approved" and slack.row(rid)["grant_token"]
+    slack.click(rid, "U0STRANGER", "signoff.revoke")
+    wait_until(lambda: slack.events(rid, "revoke.refused"), what="the refused click")
+    assert slack.row(rid)["status"] == "approved"
+    slack.click(rid, "U0OWNER", "signoff.revoke")
+    wait_until(lambda: slack.row(rid)["status"] == "rejected", what="the revoke")
+    assert slack.row(rid)["grant_token"] is None
+    assert slack.events(rid, "grant.revoked")[0][0] == "U0OWNER"
+
+
+def test_roll_back_button_creates_a_linked_request(slack):
+    plan = {"description": "start v41 again", "action": {"type": "service.start", "target": "checkout-api"}}
+    rid = submit(slack.ctx, agent_id="deploy-bot", body=submission(risk="high", rollback=plan)).request["id"]
+    decide(slack.ctx, request_id=rid, user="U0OWNER", decision="approve")
+    agent_ops.get_request(slack.ctx, agent_id="deploy-bot", request_id=rid)
+    agent_ops.record_outcome(slack.ctx, agent_id="deploy-bot", request_id=rid, body={"status": "failed"})
+    slack.click(rid, "U0OWNER", "signoff.rollback")
+    [new] = wait_until(lambda: slack.rollbacks(rid), what="the rollback request")
+    row = slack.row(new)
+    assert row["rollback_of"] == rid and row["action"] == plan["action"] and row["status"] == "pending"
+    assert row["submitted_by"] == row["executor"] == "deploy-bot"
+    slack.click(rid, "U0OWNER", "signoff.rollback")  # a double click makes no second request
+    wait_until(lambda: len(slack.events(rid, "rollback.refused")) == 1, what="the repeated click")
+    assert slack.rollbacks(rid) == [new]
