@@ -593,6 +593,16 @@ def test_readyz_is_503_when_the_database_is_unreachable(db_url, monkeypatch):
         rt.store.dispose()
 
 
+def test_database_outage_is_503_not_500(api):
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import sessionmaker
+
+    api.rt.store.sessions = sessionmaker(create_engine("sqlite:////nonexistent-dir/x/y.db"))
+    err = assert_error(api.submit(), 503)
+    assert err["code"] == "unavailable"
+    assert_error(api.get("00000000-0000-4000-8000-000000000000"), 503)
+
+
 def test_metrics_are_prometheus_text(api):
     api.created()
     api.submit("outsider")

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -41,6 +42,14 @@ def create_app(ctx: Context, *, slack_endpoint=None) -> FastAPI:
     async def _conflict(_req: Request, exc: Conflicted):
         return JSONResponse(error_body("busy", "the request raced another change; retry"), status_code=503,
                             headers={"Retry-After": "1"})
+
+    @app.exception_handler(OperationalError)
+    async def _db_down(_req: Request, exc: OperationalError):
+        # The database is unreachable or refused the connection: nothing was changed; retry.
+        log.error("database unavailable: %s", exc.orig if exc.orig is not None else exc)
+        metrics.http_errors.labels(status="503").inc()
+        return JSONResponse(error_body("unavailable", "the database is unavailable; nothing was changed, retry"),
+                            status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, exc: StarletteHTTPException):

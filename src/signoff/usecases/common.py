@@ -37,8 +37,15 @@ def move(repo: Repo, req: RequestRow, new: Status, *, actor: str, now: datetime,
 
 
 def refresh_messages(repo: Repo, req: RequestRow, now: datetime) -> None:
-    """Every Slack copy of the request is re-rendered from its current state."""
+    """Every Slack copy of the request is re-rendered from its current state.
+
+    Rendering happens at delivery, from what is committed then: one update per message
+    per transaction is enough, however many steps of the transaction asked for it."""
+    done = repo.session.info.setdefault("signoff.refreshed", set())
     for msg in repo.messages(req.id):
+        if msg.id in done:
+            continue
+        done.add(msg.id)
         repo.enqueue("slack.update", {"message_id": msg.id}, now, request_id=req.id)
 
 
@@ -97,11 +104,6 @@ def request_view(repo: Repo, req: RequestRow, *, viewer: str | None = None) -> d
         "created_at": _z(req.created_at),
         "deadline": _z(req.deadline),
         "not_before": _z(req.not_before),
-        # When the grant could be issued, as far as windows and freezes tell (null: as
-        # soon as it is approved); set at submission and whenever a grant has to wait.
-        "executable_from": _z(req.not_before) if req.status in (Status.PENDING, Status.APPROVED)
-        and not req.grant_token else None,
-        "rule": req.rule,
         "policy_sha256": req.policy_hash,
         "decisions": decisions,
         "grant": grant,
