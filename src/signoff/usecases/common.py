@@ -104,6 +104,11 @@ def request_view(repo: Repo, req: RequestRow, *, viewer: str | None = None) -> d
         "created_at": _z(req.created_at),
         "deadline": _z(req.deadline),
         "not_before": _z(req.not_before),
+        # When the grant could be issued, as far as windows and freezes tell (null: as
+        # soon as it is approved); set at submission and whenever a grant has to wait.
+        "executable_from": _z(req.not_before) if req.status in (Status.PENDING, Status.APPROVED)
+        and not req.grant_token else None,
+        "rule": req.rule,
         "policy_sha256": req.policy_hash,
         "decisions": decisions,
         "grant": grant,
