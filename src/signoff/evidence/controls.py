@@ -52,8 +52,8 @@ def controls(request: dict, owners: dict, events: list[dict]) -> list[dict[str, 
     """The control mapping for one request's bundle."""
     wf = request.get("workflow")
     submitted = _pick(events, "request.submitted")
-    decided = _pick(events, "decision.recorded", "click.refused", "request.approved", "request.rejected",
-                    "grant.revoked", "revoke.refused", "rollback.refused")
+    decided = _pick(events, "request.submitted", "escalation.fired", "decision.recorded", "click.refused",
+                    "request.approved", "request.rejected", "grant.revoked", "revoke.refused", "rollback.refused")
     reviews = _pick(events, "exception.reviewed", "review.comment", "review.refused")
     grant = _pick(events, "policy.checked", "grant.issued", "grant.delivered")
     granted = any(e["type"] == "grant.issued" for e in events)
@@ -69,9 +69,10 @@ def controls(request: dict, owners: dict, events: list[dict]) -> list[dict[str, 
                f"The request ran under workflow {wf!r} with {owner_text} on record, and the policy it was "
                f"decided under is kept with its hash ({str(request.get('policy_sha256'))[:12]}…).", submitted),
         _entry(nist, "GV.RR", "Roles, Responsibilities, and Authorities (GV.RR-02)",
-               f"The agent's accountable sponsor ({request.get('sponsor')}) is recorded; only eligible approvers' "
-               "decisions count, the sponsor cannot approve their own agent's request, refused clicks are kept, "
-               "and exceptions are reviewed by the security owner.", decided + reviews),
+               f"The agent's accountable sponsor ({request.get('sponsor')}) and the owners are recorded; only "
+               "eligible approvers' decisions count (escalation names who else may decide), the sponsor cannot "
+               "approve their own agent's request, refused clicks are kept, and exceptions are reviewed by the "
+               "security owner.", decided + reviews),
         _entry(nist, "PR.AA-05", "Access permissions: least privilege and separation of duties",
                "No standing access: after approval and a runtime policy re-check, the executor alone receives a "
                "short-lived grant for this one action; the approver is never the agent or its sponsor.",
@@ -80,8 +81,8 @@ def controls(request: dict, owners: dict, events: list[dict]) -> list[dict[str, 
                "Every state change, click, thread reply, grant and outcome is an event in an append-only, "
                "hash-chained log; this bundle is signed.", [{"seq": e["seq"], "type": e["type"]} for e in events]),
         _entry(owasp, "ASI01", "Agent Goal Hijack",
-               "The prompt and justification that led the agent to propose this action are on record, and a "
-               "person approved or refused the exact action (shown with its hash) before anything ran.",
+               "The prompt and justification that led the agent to propose this action are on record, and "
+               "nothing runs until a person approves the exact action (shown with its hash).",
                submitted + _pick(events, "decision.recorded")),
         _entry(owasp, "ASI02", "Tool Misuse and Exploitation",
                "Execution is bound to the approved action: the grant carries its SHA-256, names one executor and "
@@ -94,7 +95,7 @@ def controls(request: dict, owners: dict, events: list[dict]) -> list[dict[str, 
         _entry(owasp, "ASI09", "Human-Agent Trust Exploitation",
                "Agent-supplied text is shown inert (it cannot mention, link or format its way into looking like "
                "something else); every human decision, refusal and thread message is attributed to a Slack user.",
-               human),
+               human, applicable=bool(human)),
         _entry(owasp, "ASI10", "Rogue Agents",
                "Out-of-policy behaviour (rejections, refused clicks, escalations, expiries, failed runs, grants "
                "never followed by an outcome) raises an exception for the security owner; no answer fails closed.",
