@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
@@ -81,13 +83,38 @@ def _retryable(exc: BaseException) -> bool:
     return False
 
 
+class _Queued:
+    """One caller's ``fn`` waiting for a batched transaction (see ``Store.transaction``)."""
+
+    __slots__ = ("fn", "wake", "lead", "done", "result", "error", "alone")
+
+    def __init__(self, fn: Callable[[Session], Any]):
+        self.fn = fn
+        self.wake = threading.Event()
+        self.lead = False  # this caller runs the next batch
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.alone = False  # run it again in a transaction of its own
+
+
 class Store:
     """The database: engine, sessions, and transactional retries."""
+
+    BATCH_MAX = 16  # bounds how long one batch holds the write lock (other writers wait)
 
     def __init__(self, url: str, *, pool_size: int = 10):
         self.url = normalize_url(url)
         self.engine = make_engine(self.url, pool_size=pool_size)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer at a time. Writers of this process queue on a lock here
+        # instead of inside SQLite, whose busy handler sleeps in growing steps (up to
+        # 100 ms) and so leaves the database idle while dozens of threads wait. Other
+        # processes still meet BEGIN IMMEDIATE and the busy timeout.
+        self._write_lock = threading.RLock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        self._queue: list[_Queued] = []
+        self._queue_lock = threading.Lock()
+        self._leading = False
 
     @property
     def dialect(self) -> str:
@@ -99,27 +126,100 @@ class Store:
             s.connection(execution_options={"signoff_readonly": True})
         return s
 
-    def transaction(self, fn: Callable[[Session], T], *, attempts: int = 8) -> T:
+    def transaction(self, fn: Callable[[Session], T], *, attempts: int = 8, batch: bool = False) -> T:
         """Run ``fn(session)`` in one transaction and commit; retry when it lost a race.
 
         ``fn`` must be safe to run again (it is re-run from scratch on a fresh session).
+
+        ``batch=True`` (SQLite only; elsewhere it changes nothing) lets concurrent callers
+        share one transaction — group commit: each ``fn`` runs in a savepoint of its own, in
+        arrival order, and all commit together, so one slow commit serves many callers. A
+        caller still gets its own result or exception, only after the commit; an ``fn``
+        that lost a race, or a batch whose commit failed, is run again on its own.
         """
+        if batch and self.dialect == "sqlite":
+            return self._batched(fn, attempts)
+        return self._transaction(fn, attempts)
+
+    def _transaction(self, fn: Callable[[Session], T], attempts: int) -> T:
         for attempt in range(attempts):
-            session = self.session()
-            try:
-                result = fn(session)
-                session.commit()
-                return result
-            except Exception as exc:
-                session.rollback()
-                if not _retryable(exc) or attempt == attempts - 1:
-                    if _retryable(exc):
-                        raise Conflicted(str(exc)) from exc
-                    raise
-                time.sleep(min(0.005 * 2**attempt, 0.2))
-            finally:
-                session.close()
+            with self._write_lock:
+                session = self.session()
+                try:
+                    result = fn(session)
+                    session.commit()
+                    return result
+                except Exception as exc:
+                    session.rollback()
+                    if not _retryable(exc) or attempt == attempts - 1:
+                        if _retryable(exc):
+                            raise Conflicted(str(exc)) from exc
+                        raise
+                finally:
+                    session.close()
+            time.sleep(min(0.005 * 2**attempt, 0.2))
         raise AssertionError("unreachable")
+
+    def _batched(self, fn: Callable[[Session], T], attempts: int) -> T:
+        me = _Queued(fn)
+        with self._queue_lock:
+            self._queue.append(me)
+            if not self._leading:
+                self._leading = me.lead = True
+        if not me.lead:
+            me.wake.wait()  # the batch that holds us finished, or we lead the next one
+        if not me.done:
+            self._run_batch()
+        if me.alone:
+            return self._transaction(fn, attempts)
+        if me.error is not None:
+            raise me.error
+        return me.result
+
+    def _run_batch(self) -> None:
+        """Run the queued callers (up to BATCH_MAX) in one transaction; hand over the lead."""
+        with self._queue_lock:
+            items, self._queue = self._queue[:self.BATCH_MAX], self._queue[self.BATCH_MAX:]
+        try:
+            with self._write_lock:
+                session = self.session()
+                try:
+                    for item in items:
+                        savepoint = session.begin_nested()
+                        try:
+                            item.result = item.fn(session)
+                            savepoint.commit()
+                        except Exception as exc:
+                            if savepoint.is_active:
+                                savepoint.rollback()
+                            item.result = None
+                            if _retryable(exc):
+                                item.alone = True
+                            else:
+                                item.error = exc
+                    session.commit()
+                except Exception:
+                    log.debug("batched transaction failed; its callers run alone", exc_info=True)
+                    session.rollback()
+                    for item in items:
+                        item.result, item.error, item.alone = None, None, True
+                finally:
+                    session.close()
+        except BaseException:
+            for item in items:
+                item.result, item.error, item.alone = None, None, True
+            raise
+        finally:
+            for item in items:
+                item.done = True
+            with self._queue_lock:
+                if self._queue:
+                    self._queue[0].lead = True
+                    self._queue[0].wake.set()
+                else:
+                    self._leading = False
+            for item in items:
+                item.wake.set()
 
     def read(self, fn: Callable[[Session], T]) -> T:
         session = self.session(readonly=True)
