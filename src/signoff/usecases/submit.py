@@ -144,7 +144,7 @@ def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key
         return Submitted(request_view(repo, req, viewer=agent_id), created=True)
 
     # Group commit on SQLite: concurrent submissions share one commit (each its own savepoint).
-    result = ctx.store.transaction(tx)
+    result = ctx.store.transaction(tx, batch=True)
     if result.created:
         ctx.notify()
     return result
