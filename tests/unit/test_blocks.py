@@ -470,3 +470,21 @@ def test_slack_sdk_models_accept_the_blocks(r):
         parsed = views.View(**view)
         parsed.validate_json()
         assert parsed.to_dict() == view
+
+
+def _action_ids(blocks: list[dict]) -> list[str]:
+    return [e.get("action_id") for b in blocks if b.get("type") == "actions" for e in b.get("elements", [])]
+
+
+def test_follow_up_buttons_after_a_decision():
+    from signoff.slack.blocks import request_message
+
+    _, blocks = request_message(make_request(status="approved", revocable=True, auto_approved_by="nightly"))
+    assert _action_ids(blocks) == ["signoff.revoke"]
+    assert "rule nightly" in str(blocks)
+    _, blocks = request_message(make_request(status="succeeded", can_roll_back=True))
+    assert _action_ids(blocks) == ["signoff.rollback"]
+    _, blocks = request_message(make_request(status="succeeded", can_roll_back=True), role="escalation")
+    assert _action_ids(blocks) == []
+    _, blocks = request_message(make_request(status="rejected"))
+    assert _action_ids(blocks) == []

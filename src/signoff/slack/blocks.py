@@ -487,6 +487,22 @@ def request_message(r: dict[str, Any], *, role: str = "request") -> tuple[str, l
         fallback = f"{lead}: {title} ({str(r.get('risk') or 'medium')} risk, workflow {_flat(r.get('workflow'), 100)})"
     else:
         blocks.append(_section(_outcome_text(r)))
+        if r.get("auto_approved_by"):
+            blocks.append(_context(f"Approved by policy (rule {_inline(r.get('auto_approved_by'), 100)}): "
+                                   "posted for information; the owner may revoke it before it runs."))
+        if r.get("not_before") and status == "approved":
+            blocks.append(_context(f"Waiting for the change window: the grant is issued from {_when(r.get('not_before'))}."))
+        follow_up = []
+        if role == "request" and r.get("revocable"):
+            follow_up.append(_button(ActionId.REVOKE.value, "Revoke", r.get("id"), "danger", {
+                "title": _pt("Revoke this approval?"), "text": _pt("The grant is withdrawn and the request rejected."),
+                "confirm": _pt("Revoke"), "deny": _pt("Keep it")}))
+        if role == "request" and r.get("can_roll_back"):
+            follow_up.append(_button(ActionId.ROLLBACK.value, "Roll back", r.get("id"), None, {
+                "title": _pt("Request a rollback?"), "text": _pt("A linked rollback request goes through approval."),
+                "confirm": _pt("Request rollback"), "deny": _pt("Cancel")}))
+        if follow_up:
+            blocks.append({"type": "actions", "block_id": "signoff.follow_up", "elements": follow_up})
         fallback = f"{title}: {_status_word(r)}"
     return _fallback(fallback), _finish(blocks)
 
