@@ -481,7 +481,7 @@ def test_follow_up_buttons_after_a_decision():
 
     _, blocks = request_message(make_request(status="approved", revocable=True, auto_approved_by="nightly"))
     assert _action_ids(blocks) == ["signoff.revoke"]
-    assert "rule nightly" in str(blocks)
+    assert "Approved by policy" in str(blocks) and "nightly" in str(blocks)
     _, blocks = request_message(make_request(status="succeeded", can_roll_back=True))
     assert _action_ids(blocks) == ["signoff.rollback"]
     _, blocks = request_message(make_request(status="succeeded", can_roll_back=True), role="escalation")
