@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,6 +32,7 @@ from signoff.usecases.ports import Context
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=10)
+FINISH_EVERY = 0.02  # seconds: delivery results are recorded together at most this late
 BACKOFF = [0.5, 1, 2, 4, 8, 15]
 
 
@@ -65,6 +67,15 @@ class Job:
 
 
 Handler = Callable[[Job], None]
+
+
+def _drain(q: queue.SimpleQueue) -> list:
+    out = []
+    while True:
+        try:
+            out.append(q.get_nowait())
+        except queue.Empty:
+            return out
 
 
 def backoff(attempts: int) -> float:
@@ -116,7 +127,16 @@ class Dispatcher:
         groups: dict[str | None, list[Job]] = defaultdict(list)
         for job in jobs:
             groups[job.request_id or f"#{job.id}"].append(job)
-        futures = [self.pool.submit(self._deliver_group, group) for group in groups.values()]
+        # Results are recorded in batches, one transaction for all that finished within a
+        # few milliseconds of each other (well inside the lease), not one per row: under
+        # load every write transaction queues behind the agents' submissions.
+        results: queue.SimpleQueue = queue.SimpleQueue()
+        futures = [self.pool.submit(self._deliver_group, group, results) for group in groups.values()]
+        pending = set(futures)
+        while pending:
+            _done, pending = wait(pending, timeout=FINISH_EVERY, return_when=FIRST_COMPLETED)
+            self._finish_many(_drain(results))
+        self._finish_many(_drain(results))
         for f in futures:
             f.result()
         return len(jobs)
@@ -145,17 +165,21 @@ class Dispatcher:
 
         return self.ctx.store.transaction(tx)
 
-    def _deliver_group(self, jobs: list[Job]) -> None:
+    def _deliver_group(self, jobs: list[Job], results: queue.SimpleQueue | None = None) -> None:
+        """Deliver one request's rows in order; results go to ``results`` (recorded by the
+        caller) or, without it, are recorded at once."""
         blocked = False
         for job in jobs:
             if blocked:
                 # keep order within a request: release the rest for the next pass
-                self._finish(job, "defer", None, 0.1)
-                continue
-            outcome, error, after = self._deliver(job)
-            self._finish(job, outcome, error, after)
-            if outcome != "done":
-                blocked = True
+                result = (job, "defer", None, 0.1)
+            else:
+                result = (job, *self._deliver(job))
+                blocked = result[1] != "done"
+            if results is None:
+                self._finish_many([result])
+            else:
+                results.put(result)
 
     def _deliver(self, job: Job) -> tuple[str, str | None, float | None]:
         handler = self.handlers.get(job.kind)
@@ -177,22 +201,36 @@ class Dispatcher:
             return "retry", f"{type(exc).__name__}: {exc}", None
 
     def _finish(self, job: Job, outcome: str, error: str | None, after: float | None) -> None:
+        self._finish_many([(job, outcome, error, after)])
+
+    def _finish_many(self, results: list[tuple[Job, str, str | None, float | None]]) -> None:
+        """Record delivery results, all in one transaction."""
+        if not results:
+            return
+
         def tx(session) -> None:
             now = self.ctx.clock()
-            values: dict[str, Any] = {"claimed_by": None, "claimed_until": None, "in_flight": False}
-            if outcome == "done":
-                values.update(state="done", done_at=now, last_error=None)
-            elif outcome == "dead":
-                values.update(state="dead", done_at=now, last_error=error)
-            elif outcome == "defer":
-                values.update(next_attempt_at=now + timedelta(seconds=after or 0.25))
-            else:
-                delay = after if after is not None else backoff(job.attempts)
-                values.update(attempts=job.attempts + 1, last_error=error,
-                              next_attempt_at=now + timedelta(seconds=min(max(delay, 0), 60)))
-            session.execute(update(OutboxRow).where(OutboxRow.id == job.id).values(**values))
+            done = [job.id for job, outcome, _e, _a in results if outcome == "done"]
+            if done:
+                session.execute(update(OutboxRow).where(OutboxRow.id.in_(done)).values(
+                    state="done", done_at=now, last_error=None, claimed_by=None, claimed_until=None,
+                    in_flight=False))
+            for job, outcome, error, after in results:
+                if outcome == "done":
+                    continue
+                values: dict[str, Any] = {"claimed_by": None, "claimed_until": None, "in_flight": False}
+                if outcome == "dead":
+                    values.update(state="dead", done_at=now, last_error=error)
+                elif outcome == "defer":
+                    values.update(next_attempt_at=now + timedelta(seconds=after or 0.25))
+                else:
+                    delay = after if after is not None else backoff(job.attempts)
+                    values.update(attempts=job.attempts + 1, last_error=error,
+                                  next_attempt_at=now + timedelta(seconds=min(max(delay, 0), 60)))
+                session.execute(update(OutboxRow).where(OutboxRow.id == job.id).values(**values))
 
         self.ctx.store.transaction(tx)
-        if outcome in ("defer", "retry"):
-            delay = after if after is not None else (0.25 if outcome == "defer" else backoff(job.attempts))
-            threading.Timer(min(delay, 15), self.wake).start()
+        for job, outcome, _error, after in results:
+            if outcome in ("defer", "retry"):
+                delay = after if after is not None else (0.25 if outcome == "defer" else backoff(job.attempts))
+                threading.Timer(min(delay, 15), self.wake).start()
