@@ -199,6 +199,28 @@ def test_changed_event_data_is_named(hist):
     assert "decision.recorded" in result.failure
 
 
+def test_data_stored_as_canonical_text_verifies_and_tampering_still_shows(hist):
+    """verify hashes canonical text as stored (the fast way) and parses anything else."""
+    from sqlalchemy import text
+
+    from signoff.domain.canonical import canonical_json
+
+    cast = "CAST(:t AS json)" if hist.store.dialect == "postgresql" else ":t"
+    with hist.store.engine.begin() as conn:
+        rows = conn.execute(text("SELECT id, data FROM events")).all()
+        for id_, data in rows:
+            value = json.loads(data) if isinstance(data, str) else data
+            conn.execute(text(f"UPDATE events SET data = {cast} WHERE id = :i"),
+                         {"t": canonical_json(value).decode(), "i": id_})
+    result = hist.verify()
+    assert result.ok, result.failures
+    ev = next(e for e in hist.events(hist.done) if e.type == "decision.recorded")
+    with hist.store.engine.begin() as conn:
+        conn.execute(text(f"UPDATE events SET data = {cast} WHERE id = :i"),
+                     {"t": '{"channel":"C0APPROVALS","decision":"reject"}', "i": ev.id})
+    assert hist.verify().failure.startswith(f"request {hist.done} event seq {ev.seq}: hash mismatch")
+
+
 def test_deleted_middle_event_is_named(hist):
     ev = hist.events(hist.done)[2]
     hist.sql(delete(EventRow).where(EventRow.id == ev.id))

@@ -14,6 +14,14 @@ ordered by ``id`` (the same order), and checks:
 - the request row against its ``request.submitted`` event (seq 1), parsed once for both;
 - and it collects, for the latest checkpoint's moment ``cutoff``, each request's
   ``(id, n, hash_n)`` (see ``checkpoint``).
+
+An event's ``data`` is normally parsed and re-encoded canonically before hashing. When the
+stored text is already canonical (no ``": "``, which ``json.dumps``' default always
+writes) it is first hashed as it is; only if that does not give the stored hash does it
+take the full path. A match proves the hash covers exactly that text; a non-canonical text
+could only match if someone recomputed the hash over it — and recomputed hashes are what
+the request heads, the ledger and the signed checkpoints catch, whichever encoding was
+used. Storing ``events.data`` canonically therefore makes verify several times faster.
 """
 
 from __future__ import annotations
@@ -194,33 +202,45 @@ def check_range(dbc: Any, pg: bool, lo: str | None, hi: str | None, cutoff: str 
                          + " (events reordered, removed or inserted)")
             broken = True
             continue
+        good = False
+        if '": ' not in data:
+            # Data stored as its canonical text (no ": " separator, unlike json.dumps'
+            # default) is hashed as it is: no parsing. Any other text takes the full path.
+            try:
+                good = sha256(f'{prev}{{"actor":{as_json(actor)},"at":{as_json(at)},"data":{data},'
+                              f'"request_id":{rid_json},"seq":{seq},"type":{as_json(type_)}}}'.encode()
+                              ).hexdigest() == digest
+            except UnicodeEncodeError:
+                good = False
         if seq == 1:
             # parsed once: for the hash and to check the request row against it
             value = scan_json(data)
-            try:
-                body = encode_canonical(value) if value is not None else None
-            except (TypeError, ValueError):
-                body = None
             submissions.check(rid, rid in heads, type_, value, data)
-        else:
-            body = known.get(data)
-            if body is None:
-                body = canonical_data(data)
-                if body is not None and len(data) <= 400 and len(known) < 100_000:
-                    known[data] = body
-        try:
-            if body is None:
-                raise UnicodeEncodeError("utf-8", "", 0, 0, "slow path")
-            good = sha256(f'{prev}{{"actor":{as_json(actor)},"at":{as_json(at)},"data":{body},'
-                          f'"request_id":{rid_json},"seq":{seq},"type":{as_json(type_)}}}'.encode()
-                          ).hexdigest() == digest
-        except UnicodeEncodeError:
+        if not good:
+            if seq == 1:
+                try:
+                    body = encode_canonical(value) if value is not None else None
+                except (TypeError, ValueError):
+                    body = None
+            else:
+                body = known.get(data)
+                if body is None:
+                    body = canonical_data(data)
+                    if body is not None and len(data) <= 400 and len(known) < 100_000:
+                        known[data] = body
             try:
-                good = event_hash(prev, rid, seq, at, type_, actor, data) == digest
-            except NotCanonicalizable as exc:
-                failures.add(f"request {rid} event seq {seq}: content cannot be canonicalized ({exc})")
-                broken = True
-                continue
+                if body is None:
+                    raise UnicodeEncodeError("utf-8", "", 0, 0, "slow path")
+                good = sha256(f'{prev}{{"actor":{as_json(actor)},"at":{as_json(at)},"data":{body},'
+                              f'"request_id":{rid_json},"seq":{seq},"type":{as_json(type_)}}}'.encode()
+                              ).hexdigest() == digest
+            except UnicodeEncodeError:
+                try:
+                    good = event_hash(prev, rid, seq, at, type_, actor, data) == digest
+                except NotCanonicalizable as exc:
+                    failures.add(f"request {rid} event seq {seq}: content cannot be canonicalized ({exc})")
+                    broken = True
+                    continue
         if not good:
             failures.add(f"request {rid} event seq {seq}: hash mismatch — the {type_} event was altered")
             broken = True
