@@ -579,6 +579,8 @@ def _junk(rid: str) -> list[tuple[str, bytes]]:
         (js, json.dumps({"type": "event_callback", "event": {"type": "app_home_opened", "user": ["U1"]}}).encode()),
         (js, json.dumps({"type": "event_callback", "event": {"type": "unknown_thing"}}).encode()),
         (js, json.dumps({"type": "url_verification"}).encode()),
+        (js, b'{"type": "event_callback", "event_id": "Ev0SUR", "event": {"type": "message", "user": "U0OWNER",'
+             b' "text": "\\ud800", "ts": "1.2", "thread_ts": "1.1", "channel": "C0APPROVALS"}}'),
         (form, urlencode({"command": "/signoff", "text": "show a\u0000b", "user_id": "U0OWNER"}).encode()),
         (form, urlencode({"command": "/signoff", "text": "show " + "x" * 3000, "user_id": "U0OWNER"}).encode()),
         (form, urlencode({"command": "/signoff", "text": "pending"}).encode()),
@@ -792,3 +794,91 @@ def test_app_home_lists_what_the_user_may_decide(h):
     [publish] = h.fake.wait_for("views.publish", 1)
     assert publish.params["user_id"] == "U0OWNER" and publish.token == "xoxb-test"
     assert "Home tab request" in json.dumps(publish.params["view"])
+
+
+def _mutate(rnd, value, depth=0):
+    """A copy of ``value`` with a few random changes somewhere inside."""
+    junk = [None, 0, -1, 2**70, 1.5, True, "", "x", "U0OWNER", "signoff.approve", [], [1], {}, {"id": 5},
+            {"id": "U0X"}, "a\u0000b", "\ud800", "é" * 300]
+    if isinstance(value, dict) and value and depth < 5:
+        out = dict(value)
+        key = rnd.choice(list(out))
+        op = rnd.randrange(4)
+        if op == 0:
+            out.pop(key)
+        elif op == 1:
+            out[key] = rnd.choice(junk)
+        else:
+            out[key] = _mutate(rnd, out[key], depth + 1)
+        return out
+    if isinstance(value, list) and value and depth < 5:
+        out = list(value)
+        i = rnd.randrange(len(out))
+        out[i] = _mutate(rnd, out[i], depth + 1) if rnd.random() < 0.7 else rnd.choice(junk)
+        return out
+    return rnd.choice(junk)
+
+
+def test_fuzzed_slack_payloads_never_500(h, caplog):
+    import random
+
+    rnd = random.Random(5)
+    rid = h.submit()
+    h.deliver()
+    channel, ts = h.root(rid)
+    click = {"type": "block_actions", "user": {"id": "U0RANDOM", "team_id": "T0FAKE"}, "team": {"id": "T0FAKE"},
+             "channel": {"id": channel}, "container": {"type": "message", "channel_id": channel, "message_ts": ts},
+             "message": {"ts": ts, "type": "message"}, "trigger_id": "1.2.3",
+             "actions": [{"action_id": rnd.choice(["signoff.approve", "signoff.reject", "signoff.review"]),
+                          "block_id": "b", "value": rid, "type": "button"}]}
+    view = {"type": "view_submission", "user": {"id": "U0SEC"}, "team": {"id": "T0FAKE"},
+            "view": {"type": "modal", "callback_id": "signoff.review_modal", "private_metadata": rid,
+                     "state": {"values": {"comment": {"comment": {"value": "c"}}}}}}
+    event = _reply_event(channel, ts, "1700000200.000100", "fuzz", "Ev0FUZZ")
+    home = {"type": "event_callback", "event_id": "Ev0H", "event": {"type": "app_home_opened", "user": "U0OWNER"}}
+    command = {"command": "/signoff", "text": "pending", "user_id": "U0OWNER", "channel_id": channel}
+    caplog.set_level(logging.INFO)
+    for i in range(300):
+        base = rnd.choice([click, view, event, home, command])
+        mutated = _mutate(rnd, base)
+        if base is command and isinstance(mutated, dict):
+            body = urlencode({k: v if isinstance(v, str) else json.dumps(v) for k, v in mutated.items()},
+                             errors="surrogatepass").encode()
+            r = h.post(body, content_type="application/x-www-form-urlencoded")
+        elif base in (click, view):
+            r = h.form({"payload": json.dumps(mutated)})
+        else:
+            r = h.event(mutated)
+        assert r.status_code < 500, (i, mutated, r.text)
+    time.sleep(0.5)
+    failures = [rec.getMessage() for rec in caplog.records if rec.levelno >= logging.ERROR]
+    assert failures == []
+
+
+def test_clicks_are_acknowledged_at_once_even_when_slack_is_slow(h):
+    """Deciding a click may wait on Slack (user-group members); the ack must not: a burst of
+    clicks while Slack's API crawls still gets every answer well within Slack's 3 s."""
+    users = [f"U0M{i:02d}" for i in range(14)]
+    h.fake.groups["S0ONCALL"] = users
+    rid = h.submit(workflow="oncall")
+    h.deliver()
+    h.fake.delay = 3.5
+    barrier = threading.Barrier(len(users))
+    answers = []
+
+    def go(user):
+        barrier.wait()
+        started = time.monotonic()
+        r = h.click(rid, user, channel="C0ONCALL")
+        answers.append((r.status_code, time.monotonic() - started))
+
+    threads = [threading.Thread(target=go, args=(u,)) for u in users]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [code for code, _ in answers] == [200] * len(users), answers
+    assert max(took for _, took in answers) < 2.5, answers
+    wait_until(lambda: h.status(rid) == "approved", timeout=30, what="the approval")
+    h.fake.delay = 0
+    assert len(h.decisions(rid)) == 1

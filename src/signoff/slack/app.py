@@ -22,7 +22,9 @@ def bolt_app(ctx: Context, *, token: str, signing_secret: str, client: WebClient
         # refused (and lost) instead of acknowledged and recorded.
         return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, user_id=user_id, bot_token=token)
 
+    # process_before_response: listeners ack in the request's thread and hand their work to
+    # lazy listeners (see listeners.register), so an ack never waits for a busy worker.
     app = App(signing_secret=signing_secret, client=client, authorize=authorize,
-              process_before_response=False, raise_error_for_unhandled_request=False)
+              process_before_response=True, raise_error_for_unhandled_request=False)
     register(app, ctx)
     return app

@@ -55,6 +55,24 @@ _STR_KEYS = ("enterprise_id", "team_id", "user_id", "channel_id", "thread_ts", "
 _NESTED = ("event", "message", "previous_message", "item", "assistant_thread", "view", "container")
 
 
+def _text_problem(body: Any) -> str | None:
+    """JSON escapes can smuggle lone surrogates (``\\ud800``) that no UTF-8 store or hash accepts."""
+    stack = [body]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return "text that is not valid Unicode"
+    return None
+
+
 def shape_problem(body: Any, depth: int = 0) -> str | None:
     """Why Bolt (or our listeners) would trip over this body; None when it is safe to dispatch.
 
@@ -161,7 +179,7 @@ class SlackEndpoint:
         parsed = bolt_body(body, request.headers.get("content-type"))
         if parsed is _UNREADABLE:
             return _error(400, "bad_request", "unreadable Slack payload")
-        problem = shape_problem(parsed)
+        problem = shape_problem(parsed) or _text_problem(parsed)
         if problem:
             log.info("refused a malformed Slack payload: %s", problem)
             return _error(400, "bad_request", f"malformed Slack payload: {problem}")

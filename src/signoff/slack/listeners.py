@@ -59,52 +59,51 @@ def _plain_event(event: Any) -> bool:
     return True
 
 
+def _ack(ack) -> None:
+    ack()
+
+
 def register(app: App, ctx: Context) -> None:
-    @app.action(ActionId.APPROVE.value)
-    def on_approve(ack, body):
-        ack()
-        request_id, user, channel = _click(body)
-        if request_id and user:
-            decide(ctx, request_id=request_id, user=user, decision="approve", channel=channel)
+    """Clicks, modal submissions and events are acknowledged at once, in the request's own
+    thread; the work runs afterwards as a Bolt lazy listener. The ack never waits for a free
+    worker, so a burst of clicks while Slack's API (or the database) is slow is still
+    answered within Slack's 3 seconds. (The App runs with process_before_response=True.)"""
 
-    @app.action(ActionId.REJECT.value)
-    def on_reject(ack, body):
-        ack()
-        request_id, user, channel = _click(body)
-        if request_id and user:
-            decide(ctx, request_id=request_id, user=user, decision="reject", channel=channel)
+    def clicked(use_case):
+        def work(body):
+            request_id, user, channel = _click(body)
+            if request_id and user:
+                use_case(request_id=request_id, user=user, channel=channel)
 
-    @app.action(ActionId.REVOKE.value)
-    def on_revoke(ack, body):
-        ack()
-        request_id, user, channel = _click(body)
-        if request_id and user:
-            revoke(ctx, request_id=request_id, user=user, channel=channel)
+        return work
 
-    @app.action(ActionId.ROLLBACK.value)
-    def on_rollback(ack, body):
-        ack()
-        request_id, user, channel = _click(body)
-        if request_id and user:
-            request_rollback(ctx, request_id=request_id, user=user, channel=channel)
+    def approve(**kw):
+        decide(ctx, decision="approve", **kw)
 
-    @app.action(ActionId.REVIEW.value)
-    def on_review(ack, body, client):
-        ack()
+    def reject(**kw):
+        decide(ctx, decision="reject", **kw)
+
+    app.action(ActionId.APPROVE.value)(ack=_ack, lazy=[clicked(approve)])
+    app.action(ActionId.REJECT.value)(ack=_ack, lazy=[clicked(reject)])
+    app.action(ActionId.REVOKE.value)(ack=_ack, lazy=[clicked(lambda **kw: revoke(ctx, **kw))])
+    app.action(ActionId.ROLLBACK.value)(ack=_ack, lazy=[clicked(lambda **kw: request_rollback(ctx, **kw))])
+
+    def on_review(body, client):
         request_id, user, channel = _click(body)
         if not (request_id and user):
             return
         result = review(ctx, request_id=request_id, user=user, channel=channel)
         trigger = body.get("trigger_id")
-        if result.ok and trigger:
+        if result.ok and isinstance(trigger, str) and trigger:
             try:
                 client.views_open(trigger_id=trigger, view=blocks.review_modal(request_id))
             except Exception:  # the review is recorded; the optional comment modal is a nicety
                 log.info("could not open the review modal", exc_info=True)
 
-    @app.view(REVIEW_MODAL)
-    def on_review_comment(ack, body, view):
-        ack()
+    app.action(ActionId.REVIEW.value)(ack=_ack, lazy=[on_review])
+
+    def on_review_comment(body):
+        view = _dict(body.get("view"))
         request_id = _str_id(view.get("private_metadata"), _REQUEST_ID)
         user = _str_id(_dict(body.get("user")).get("id"), _SLACK_ID)
         values = _dict(_dict(view.get("state")).get("values"))
@@ -112,23 +111,29 @@ def register(app: App, ctx: Context) -> None:
         if request_id and user and isinstance(comment, str) and comment.strip():
             review(ctx, request_id=request_id, user=user, comment=comment)
 
-    @app.event("message")
-    def on_message(body, event):
+    app.view(REVIEW_MODAL)(ack=_ack, lazy=[on_review_comment])
+
+    def on_message(body):
+        event = body.get("event")
         if _plain_event(event):
             event_id = body.get("event_id")
             record_thread_message(ctx, event=event, event_id=event_id if isinstance(event_id, str) else None)
 
-    @app.event("app_home_opened")
-    def on_home(event, client):
-        user = event.get("user")
+    app.event("message")(ack=_ack, lazy=[on_message])
+
+    def on_home(body, client):
+        event = _dict(body.get("event"))
+        user = _str_id(event.get("user"), _SLACK_ID)
         if not user or event.get("tab", "home") != "home":
             return
         view = blocks.home_view(queries.pending_for(ctx, user), queries.exceptions_for(ctx, user))
         client.views_publish(user_id=user, view=view)
 
+    app.event("app_home_opened")(ack=_ack, lazy=[on_home])
+
     @app.command("/signoff")
     def on_command(ack, command):
-        user = command.get("user_id")
+        user = _str_id(command.get("user_id"), _SLACK_ID)
         words = (command.get("text") or "").split()
         verb = words[0].lower() if words else "help"
         if verb == "pending":
