@@ -106,6 +106,14 @@ def machine() -> dict:
             "python": platform.python_version(), "platform": platform.platform()}
 
 
+def loadavg() -> float | None:
+    """1-minute load average: other work sharing the machine skews every figure."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 # ---------------------------------------------------------------------- databases
 
 
@@ -396,11 +404,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="signoff-sweep-bench-") as tmp:
         workdir = Path(tmp)
         if "lag" in parts:
+            before = loadavg()
             result["lag"] = bench_lag(args.db, workdir, args.requests, args.spread, args.interval, args.lead)
+            result["lag"]["loadavg_before_after"] = [before, loadavg()]
         if "tick" in parts:
+            before = loadavg()
             result["tick"] = bench_tick(args.db, workdir, args.pending, args.ticks)
+            result["tick"]["loadavg_before_after"] = [before, loadavg()]
         if "rss" in parts:
+            before = loadavg()
             result["rss"] = bench_rss(args.db, workdir, args.pending, args.interval, args.idle)
+            result["rss"]["loadavg_before_after"] = [before, loadavg()]
     text_out = json.dumps(result, indent=2)
     print(text_out)
     if args.json:
