@@ -371,10 +371,11 @@ def bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, sl
             clicker.kill()
         result["clicks"] = json.loads(click_out.read_text()) if click_out.exists() else {"error": "no result"}
 
-        # (b) until every accepted request is posted
-        total = db_query(db, "SELECT count(*) FROM requests")[0][0]
+        # (b) until every accepted request is posted (requests wrk gave up waiting for at
+        # the end of its run may still be committed just after: count again each time)
         end = time.monotonic() + args.drain_timeout
         while True:
+            total = db_query(db, "SELECT count(*) FROM requests")[0][0]
             posted = posted_request_ids(slack)
             if len(posted) >= total or time.monotonic() > end:
                 break

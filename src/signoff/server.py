@@ -88,6 +88,9 @@ def serve(runtime: Runtime, *, host: str, port: int, socket_mode: bool = False) 
     import uvicorn
 
     service = build_service(runtime)
+    # APScheduler logs every tick of every job at INFO (several lines a second): keep its
+    # warnings and errors only.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=runtime.config.reload, daemon=True).start())
     socket_handler = None

@@ -184,6 +184,19 @@ class Store:
             with self._write_lock:
                 session = self.session()
                 try:
+                    if len(items) == 1:  # alone: an ordinary transaction, no savepoint needed
+                        item = items[0]
+                        try:
+                            item.result = item.fn(session)
+                            session.commit()
+                        except Exception as exc:
+                            session.rollback()
+                            item.result = None
+                            if _retryable(exc):
+                                item.alone = True
+                            else:
+                                item.error = exc
+                        return
                     for item in items:
                         savepoint = session.begin_nested()
                         try:
