@@ -116,9 +116,11 @@ class Repo:
         digest = chain.link(prev, body)
         values = {"request_id": req.id, "seq": seq, "at": body["at"], "type": type_, "actor": actor,
                   "data": data, "prev_hash": prev, "hash": digest}
-        # A Core INSERT, at once: an append-only row needs no unit-of-work bookkeeping
-        # (several times cheaper than add + flush; events have no foreign keys).
-        self.session.execute(insert(EventRow.__table__), values)
+        # A Core INSERT on the transaction's connection, at once: an append-only row needs no
+        # unit-of-work bookkeeping (several times cheaper than add + flush), and going past
+        # the session does not autoflush a pending request early (it is then INSERTed once,
+        # with its final chain head, instead of INSERTed and UPDATEd). No foreign keys here.
+        self.session.connection().execute(insert(EventRow.__table__), values)
         req.event_count = seq
         req.head_hash = digest
         return EventRow(**values)
@@ -128,14 +130,16 @@ class Repo:
         return list(self.session.scalars(q))
 
     def ledger_append(self, request_id: str, at: datetime) -> None:
+        # Core on the transaction's connection (as in append_event): the ledger is only ever
+        # written this way, so nothing pending in the session needs flushing to read it.
         ledger = LedgerRow.__table__
-        head = self.session.execute(select(ledger.c.seq, ledger.c.hash).order_by(ledger.c.seq.desc())
-                                    .limit(1)).first()
+        conn = self.session.connection()
+        head = conn.execute(select(ledger.c.seq, ledger.c.hash).order_by(ledger.c.seq.desc()).limit(1)).first()
         seq = head.seq + 1 if head else 1
         prev = head.hash if head else chain.GENESIS
         body = {"seq": seq, "request_id": request_id, "at": chain.iso(at)}
-        self.session.execute(insert(ledger), {"seq": seq, "request_id": request_id, "at": body["at"],
-                                              "prev_hash": prev, "hash": chain.link(prev, body)})
+        conn.execute(insert(ledger), {"seq": seq, "request_id": request_id, "at": body["at"],
+                                      "prev_hash": prev, "hash": chain.link(prev, body)})
 
     # outbox -------------------------------------------------------------------------
     def enqueue(self, kind: str, payload: dict[str, Any], now: datetime, *, request_id: str | None = None,
@@ -144,7 +148,7 @@ class Repo:
             exists = self.session.scalar(select(OutboxRow.id).where(OutboxRow.dedupe_key == dedupe_key))
             if exists:
                 return
-        self.session.execute(insert(OutboxRow.__table__), {
+        self.session.connection().execute(insert(OutboxRow.__table__), {
             "kind": kind, "payload": payload, "request_id": request_id, "dedupe_key": dedupe_key,
             "state": "pending", "attempts": 0, "created_at": now, "next_attempt_at": now + (delay or timedelta(0)),
             "in_flight": False})
@@ -192,10 +196,13 @@ class Repo:
         existing = self.session.scalars(q).first()
         if existing:
             return existing, False
-        row = SlackMessageRow(request_id=request_id, role=role, target=target, created_at=now)
-        self.session.add(row)
-        self.session.flush()
-        return row, True
+        values = {"request_id": request_id, "role": role, "target": target, "created_at": now}
+        # Core INSERT … RETURNING id: the caller needs the id now (outbox payloads), and a
+        # unit-of-work flush for it costs several times more. The row returned is a plain
+        # copy, not tracked by the session (load it with message() to change it).
+        table = SlackMessageRow.__table__
+        new_id = self.session.connection().execute(insert(table).returning(table.c.id), values).scalar_one()
+        return SlackMessageRow(id=new_id, **values), True
 
     # idempotency --------------------------------------------------------------------
     def idempotency(self, agent: str, key: str) -> IdempotencyRow | None:
