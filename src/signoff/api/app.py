@@ -102,7 +102,7 @@ def create_app(ctx: Context, *, slack_endpoint=None) -> FastAPI:
             exp_int = int(exp)
         except ValueError:
             exp_int = 0
-        if not sig or not check_link(ctx.keys.active, request_id, exp_int, sig, int(ctx.clock().timestamp())):
+        if not sig or not check_link(ctx.keys, request_id, exp_int, sig, int(ctx.clock().timestamp())):
             return JSONResponse(error_body("forbidden", "missing, altered or expired evidence link"), status_code=403)
         try:
             bundle = await run_in_threadpool(build_bundle, ctx.store, ctx.keys, request_id, ctx.clock())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -28,6 +29,11 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def _compact_json(value) -> str:
+    # Sorted keys, no spaces: evidence verify can hash stored event data without re-parsing it.
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE writes."""
     url = normalize_url(url)
@@ -35,6 +41,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     if u.get_backend_name() == "sqlite":
         engine = create_engine(
             url,
+            json_serializer=_compact_json,
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=pool_size,
             max_overflow=20,
@@ -61,7 +68,8 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+    return create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True,
+                         json_serializer=_compact_json)
 
 
 def is_sqlite(engine: Engine) -> bool:
