@@ -46,7 +46,10 @@ def parse_duration(value: object) -> timedelta:
 
 def format_duration(delta: timedelta) -> str:
     """Render a duration compactly, e.g. ``1h30m``."""
-    total = int(delta.total_seconds())
+    seconds = delta.total_seconds()
+    if seconds != int(seconds):
+        return f"{seconds:g}"  # fractional: plain seconds, parsed back exactly
+    total = int(seconds)
     if total == 0:
         return "0s"
     out = []

@@ -23,6 +23,8 @@ def test_bad_durations(bad):
 def test_format_duration_round_trips():
     assert format_duration(timedelta(seconds=5400)) == "1h30m"
     assert parse_duration(format_duration(timedelta(seconds=93784))) == timedelta(seconds=93784)
+    # a fractional timeout survives the policy snapshot (format, then parse) unchanged
+    assert parse_duration(format_duration(timedelta(seconds=1.5))) == timedelta(seconds=1.5)
 
 
 def test_basic_file_is_valid():
