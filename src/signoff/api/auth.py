@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from dataclasses import dataclass
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from signoff.domain.agent_signature import agent_signature
 from signoff.domain.errors import DomainError, Unauthorized
 from signoff.usecases.ports import Context
 
@@ -46,8 +46,7 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def expected_signature(secret: bytes, timestamp: str, body: bytes) -> str:
-    return "v1=" + hmac.new(secret, b"v1:" + timestamp.encode() + b":" + body, hashlib.sha256).hexdigest()
+expected_signature = agent_signature
 
 
 def agent_secret(config, agent_id: str) -> bytes | None:

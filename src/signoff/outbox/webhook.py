@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 
 import httpx
 
+from signoff.domain.agent_signature import agent_signature
 from signoff.outbox.dispatcher import GiveUp, Job, Retry
 from signoff.store.repo import Repo
 from signoff.usecases.agent_ops import mark_delivered, record_delivery_failure
 from signoff.usecases.ports import Context
 
 
-def sign(secret: bytes, timestamp: str, body: bytes) -> str:
-    mac = hmac.new(secret, b"v1:" + timestamp.encode() + b":" + body, hashlib.sha256)
-    return "v1=" + mac.hexdigest()
 
 
 class WebhookDelivery:
@@ -53,7 +49,7 @@ class WebhookDelivery:
         secret = self.ctx.config().agent_secret(r["executor"]) or b""
         ts = str(int(time.time()))
         headers = {"Content-Type": "application/json", "X-Signoff-Agent": "signoff",
-                   "X-Signoff-Timestamp": ts, "X-Signoff-Signature": sign(secret, ts, body),
+                   "X-Signoff-Timestamp": ts, "X-Signoff-Signature": agent_signature(secret, ts, body),
                    "Idempotency-Key": r["id"]}
         try:
             resp = self.http.post(job.payload["url"], content=body, headers=headers)
