@@ -20,6 +20,14 @@ def workflow_snapshot(req: RequestRow) -> Workflow:
     return Workflow.model_validate(req.policy)
 
 
+def decision_snapshot(repo: Repo, request_id: str) -> tuple[Workflow, int] | None:
+    """(policy the request runs under, escalation steps fired): what decides who may click."""
+    req = repo.get(request_id)
+    if req is None:
+        return None
+    return workflow_snapshot(req), req.steps_fired
+
+
 def move(repo: Repo, req: RequestRow, new: Status, *, actor: str, now: datetime,
          data: dict[str, Any] | None = None) -> None:
     """Change status (the version column makes it a compare-and-set) and record it."""

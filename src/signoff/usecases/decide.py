@@ -8,8 +8,7 @@ from signoff.config import CHANNEL_RE, GROUP_RE, Workflow
 from signoff.domain.approval import may_decide, tally
 from signoff.domain.model import Decision, ExceptionKind, Status
 from signoff.store.repo import Repo
-from signoff.store.tables import RequestRow
-from signoff.usecases.common import move, raise_exception, refresh_messages, thread_note, workflow_snapshot
+from signoff.usecases.common import decision_snapshot, move, raise_exception, refresh_messages, thread_note
 from signoff.usecases.grant import issue_grant
 from signoff.usecases.ports import Context
 from signoff.usecases.sweep import expire_if_overdue
@@ -45,7 +44,7 @@ def resolve(ctx: Context, refs: list[str]) -> set[str]:
 def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: str | None = None) -> DecideResult:
     """Record a click. Exactly one decision wins however clicks race (compare-and-set)."""
     d = Decision(decision)
-    pre = ctx.store.read(lambda s: _snapshot(Repo(s), request_id))
+    pre = ctx.store.read(lambda s: decision_snapshot(Repo(s), request_id))
     if pre is None:
         return DecideResult("unknown", "This request no longer exists.")
     wf, steps_fired = pre
@@ -117,7 +116,7 @@ def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: 
             result = ctx.store.transaction(tx)
             break
         except _Retry:
-            pre = ctx.store.read(lambda s: _snapshot(Repo(s), request_id))
+            pre = ctx.store.read(lambda s: decision_snapshot(Repo(s), request_id))
             wf, steps_fired = pre
             eligible = resolve(ctx, eligible_refs(wf, steps_fired))
     else:
@@ -128,10 +127,3 @@ def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: 
 
 class _Retry(Exception):
     pass
-
-
-def _snapshot(repo: Repo, request_id: str) -> tuple[Workflow, int] | None:
-    req: RequestRow | None = repo.get(request_id)
-    if req is None:
-        return None
-    return workflow_snapshot(req), req.steps_fired

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from signoff.domain.model import ExceptionKind, Status
 from signoff.store.repo import Repo
 from signoff.store.tables import RequestRow
-from signoff.usecases.common import move, raise_exception, refresh_messages, thread_note, workflow_snapshot
+from signoff.usecases.common import decision_snapshot, move, raise_exception, refresh_messages, thread_note
 from signoff.usecases.decide import eligible_refs, resolve
 from signoff.usecases.ports import Context
 
@@ -43,7 +43,7 @@ def revocable(repo: Repo, req: RequestRow) -> bool:
 def revoke(ctx: Context, *, request_id: str, user: str, channel: str | None = None) -> RevokeResult:
     """Withdraw an automatic approval; refused (privately, and recorded) for anyone else
     and once the action is executing."""
-    pre = ctx.store.read(lambda s: _snapshot(Repo(s), request_id))
+    pre = ctx.store.read(lambda s: decision_snapshot(Repo(s), request_id))
     if pre is None:
         return RevokeResult("unknown", "This request no longer exists.")
     wf, steps_fired = pre
@@ -92,9 +92,3 @@ def revoke(ctx: Context, *, request_id: str, user: str, channel: str | None = No
     ctx.notify()
     return result
 
-
-def _snapshot(repo: Repo, request_id: str):
-    req = repo.get(request_id)
-    if req is None:
-        return None
-    return workflow_snapshot(req), req.steps_fired

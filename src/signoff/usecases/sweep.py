@@ -88,9 +88,10 @@ def sweep(ctx: Context, *, now: datetime | None = None, max_batches: int = 50) -
         except _Poisoned as bad:
             # The batch was rolled back; set the bad row aside, then do the rest again.
             log.exception("sweep: request %s failed; looking again in %s", bad.request_id, POISON_BACKOFF)
-            skip.add(bad.request_id)
+            rid = bad.request_id
+            skip.add(rid)
             report.failed += 1
-            ctx.store.transaction(lambda s: _postpone(Repo(s), bad.request_id, at + POISON_BACKOFF))
+            ctx.store.transaction(lambda s: _postpone(Repo(s), rid, at + POISON_BACKOFF))
             continue
         report.add(part)
         if n < BATCH:
