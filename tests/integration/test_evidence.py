@@ -24,6 +24,7 @@ from signoff.keys import KeyRing, generate
 from signoff.store.db import Store
 from signoff.store.repo import Repo
 from signoff.store.tables import (
+    CheckpointHeadRow,
     CheckpointRow,
     DecisionRow,
     EventRow,
@@ -307,7 +308,10 @@ def test_truncation_hidden_in_the_request_record_is_caught_by_the_checkpoint(his
                                                                            head_hash=events[-2].hash))
     result = hist.verify()
     assert not result.ok
-    assert result.failure.startswith("checkpoint ") and "no longer match the signed heads" in result.failure
+    # named down to the event, from the copy of the heads kept with the checkpoint
+    assert result.failure.startswith(f"request {hist.done} event seq {len(events)}: gone — checkpoint ")
+    assert f"it now ends at seq {len(events) - 1}" in result.failure
+    assert len(result.failures) == 1
     # and no new checkpoint launders it, in this process or a fresh one, once there is news
     hist.clock.advance(minutes=5)
     decide(hist.ctx, request_id=hist.rejected, user="U0OWNER", decision="approve")
@@ -316,9 +320,50 @@ def test_truncation_hidden_in_the_request_record_is_caught_by_the_checkpoint(his
     assert any("checkpoint refused" in r.message for r in caplog.records)
     other = Store(hist.store.url)
     try:
-        assert write_checkpoint(other, hist.keys, hist.clock() + timedelta(minutes=1)) is None
+        with caplog.at_level(logging.ERROR, logger="signoff.evidence.checkpoint"):
+            assert write_checkpoint(other, hist.keys, hist.clock() + timedelta(minutes=1)) is None
     finally:
         other.dispose()
+    assert any(f"request {hist.done} had {len(events)} event(s), now {len(events) - 1}" in r.message
+               for r in caplog.records)
+
+
+def test_checkpoint_failure_unnamed_when_its_kept_heads_were_changed_too(hist):
+    hist.checkpoint()
+    events = hist.events(hist.done)
+    hist.sql(delete(EventRow).where(EventRow.id == events[-1].id),
+             update(RequestRow).where(RequestRow.id == hist.done).values(event_count=len(events) - 1,
+                                                                           head_hash=events[-2].hash),
+             update(CheckpointHeadRow).where(CheckpointHeadRow.request_id == hist.done).values(
+                 seq=len(events) - 1, hash=events[-2].hash))
+    result = hist.verify()
+    assert not result.ok
+    assert result.failure.startswith("checkpoint ") and "no longer match the signed heads" in result.failure
+    assert "cannot be told" in result.failure
+
+
+def test_kept_heads_are_not_trusted_and_are_repaired(hist):
+    row = hist.checkpoint()
+    kept = hist.store.read(lambda s: s.scalar(select(func.count()).select_from(CheckpointHeadRow)))
+    assert kept == 4  # one per request, as signed
+    hist.sql(delete(CheckpointHeadRow).where(CheckpointHeadRow.request_id == hist.done))
+    assert hist.verify().ok  # the store itself is intact; the copy is only a help
+    # a process that did not write the checkpoint recomputes what it signed, then repairs the copy
+    other = Store(hist.store.url)
+    try:
+        newer = write_checkpoint(other, hist.keys, hist.clock() + timedelta(minutes=3))
+    finally:
+        other.dispose()
+    assert newer is not None and newer.id > row.id and newer.heads_digest == row.heads_digest
+    assert hist.store.read(lambda s: s.scalar(select(func.count()).select_from(CheckpointHeadRow))) == 4
+    events = hist.events(hist.rejected)
+    hist.sql(update(EventRow).where(EventRow.id == events[1].id).values(actor="U0SOMEONE"),
+             delete(EventRow).where(EventRow.id == events[-1].id),
+             update(RequestRow).where(RequestRow.id == hist.rejected).values(event_count=len(events) - 1,
+                                                                               head_hash=events[-2].hash))
+    result = hist.verify()
+    assert result.failure.startswith(f"request {hist.rejected} event seq 2: hash mismatch")
+    assert any(f.startswith(f"request {hist.rejected} event seq {len(events)}: gone") for f in result.failures)
 
 
 def test_newest_request_deleted_entirely_is_caught_by_the_checkpoint(hist):

@@ -21,6 +21,12 @@ event stamped before ``at``, or any request that had one, changes it.
 
 ``write_checkpoint`` refuses to sign over a store that no longer matches the previous
 checkpoint (it would launder a deletion): it logs the reason and returns None.
+
+With each checkpoint the entries it signed are kept in ``checkpoint_heads`` (only the
+ones that moved are rewritten). They are not trusted on their own: only when they hash to
+the signed digest are they used, by ``verify`` to name the request and event that no
+longer match (``name_changes``), and by a process that did not write the checkpoint
+itself to compare the store against it without recomputing the past.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from datetime import datetime, timedelta
 from json.encoder import encode_basestring as _json_str
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, delete, func, insert, or_, select, text
 from sqlalchemy.orm import Session
 
 from signoff.domain import chain
@@ -45,7 +51,7 @@ from signoff.evidence.scan import stream
 from signoff.evidence.signing import verify_signature
 from signoff.keys import KeyRing
 from signoff.store.db import Store
-from signoff.store.tables import CheckpointRow, EventRow, LedgerRow
+from signoff.store.tables import CheckpointHeadRow, CheckpointRow, EventRow, LedgerRow
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +87,41 @@ def heads_digest(entries: Iterable[tuple[str, int, str]]) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def name_changes(checkpoint_id: int, signed: dict[str, tuple[int, str]],
+                 now: dict[str, tuple[int, str]]) -> list[str]:
+    """Each request whose head as of a checkpoint's moment is not what the checkpoint
+    signed, as failure texts naming the request and the event, sorted by request id."""
+    name = f"checkpoint {checkpoint_id}"
+    out: list[str] = []
+    for rid in sorted(signed.keys() | now.keys()):
+        was, got = signed.get(rid), now.get(rid)
+        if was == got:
+            continue
+        if was is None:
+            out.append(f"request {rid} event seq {got[0]}: stamped before {name}'s moment but not signed by it "
+                       "— inserted or back-dated afterwards")
+        elif got is None:
+            out.append(f"request {rid} event seq {was[0]}: gone — {name} signed this request's chain up to seq "
+                       f"{was[0]}, and no event of it recorded before then is left")
+        elif got[0] < was[0]:
+            out.append(f"request {rid} event seq {was[0]}: gone — {name} signed the chain up to seq {was[0]}, "
+                       f"it now ends at seq {got[0]} (the events after it were deleted)")
+        elif got[0] > was[0]:
+            out.append(f"request {rid} event seq {was[0] + 1}: stamped before {name}'s moment but not signed "
+                       "by it — inserted or back-dated afterwards")
+        else:
+            out.append(f"request {rid} event seq {was[0]}: altered since {name} signed it")
+    return out
+
+
 # -- reading the store -------------------------------------------------------------------
+
+def stored_heads(session_or_conn) -> dict[str, tuple[int, str]]:
+    """The entries kept with the newest checkpoint (see the module docstring)."""
+    rows = session_or_conn.execute(select(CheckpointHeadRow.request_id, CheckpointHeadRow.seq,
+                                          CheckpointHeadRow.hash))
+    return {rid: (int(seq), digest) for rid, seq, digest in rows}
+
 
 @dataclass(frozen=True)
 class Checkpoint:
@@ -206,15 +246,15 @@ def write_checkpoint(store: Store, keys: KeyRing, now: datetime, *, settle: time
         entries, settled = heads_at(session, cutoff)
         memo.pass_seconds = time.monotonic() - started
         lseq, lhead = ledger_head(session)
-        problem = None
-        if last is not None:
-            problem = _inconsistent(session, keys, last, memo, entries)
-        return last, probe, entries, settled, lseq, lhead, problem
+        base, rewrite_all, problem = _signed_before(session, keys, last, memo)
+        if problem is None and last is not None:
+            problem = _inconsistent(session, last, base, entries)
+        return last, probe, entries, settled, lseq, lhead, base, rewrite_all, problem
 
     found = store.read(read)
     if found is None:
         return None
-    last, probe, entries, settled, lseq, lhead, problem = found
+    last, probe, entries, settled, lseq, lhead, base, rewrite_all, problem = found
     if problem:
         if memo.refused != problem:
             log.error("evidence checkpoint refused: %s; run `signoff evidence verify`", problem)
@@ -222,13 +262,18 @@ def write_checkpoint(store: Store, keys: KeyRing, now: datetime, *, settle: time
         return None
     memo.refused = None
     digest = heads_digest((rid, n, h) for rid, (n, h) in entries.items())
-    if last is not None and (last.ledger_seq, last.ledger_head, last.heads_digest) == (lseq, lhead, digest):
+    if last is not None and (last.ledger_seq, last.ledger_head, last.heads_digest) == (lseq, lhead, digest) \
+            and not rewrite_all:
         _remember(memo, last.id, probe, settled, entries)
         return None
     key = keys.active
     signature = key.sign(statement(lseq, lhead, digest, cutoff, key.kid))
+    moved = entries if rewrite_all else {rid: v for rid, v in entries.items() if base.get(rid) != v}
 
     def write(session: Session) -> CheckpointRow | None:
+        if session.bind.dialect.name == "postgresql":
+            # one checkpoint writer at a time across replicas (SQLite writers are serial anyway)
+            session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK})
         newest = latest(session)
         if (newest.id if newest else None) != (last.id if last else None):
             return None  # another replica wrote one meanwhile
@@ -236,6 +281,7 @@ def write_checkpoint(store: Store, keys: KeyRing, now: datetime, *, settle: time
                             signature=signature)
         session.add(row)
         session.flush()
+        _store_heads(session, moved, rewrite_all)
         return row
 
     row = store.transaction(write)
@@ -244,36 +290,64 @@ def write_checkpoint(store: Store, keys: KeyRing, now: datetime, *, settle: time
     return row
 
 
+_PG_LOCK = 0x51670FFC  # advisory lock key of checkpoint writers
+
+
+def _store_heads(session: Session, moved: dict[str, tuple[int, str]], rewrite_all: bool) -> None:
+    if rewrite_all:
+        session.execute(delete(CheckpointHeadRow))
+    ids = list(moved)
+    for i in range(0, len(ids), _CHUNK):
+        chunk = ids[i:i + _CHUNK]
+        if not rewrite_all:
+            session.execute(delete(CheckpointHeadRow).where(CheckpointHeadRow.request_id.in_(chunk)))
+        session.execute(insert(CheckpointHeadRow),
+                        [{"request_id": rid, "seq": moved[rid][0], "hash": moved[rid][1]} for rid in chunk])
+
+
 def _remember(memo: _Memo, checkpoint_id: int, probe, settled: bool, entries) -> None:
     memo.checkpoint_id, memo.probe, memo.settled, memo.entries = checkpoint_id, probe, settled, entries
 
 
-def _inconsistent(session: Session, keys: KeyRing, last: Checkpoint, memo: _Memo,
-                  entries: dict[str, tuple[int, str]]) -> str | None:
-    """Why the store no longer extends ``last`` (None: it does)."""
+def _signed_before(session: Session, keys: KeyRing, last: Checkpoint | None,
+                   memo: _Memo) -> tuple[dict[str, tuple[int, str]], bool, str | None]:
+    """What ``last`` signed: (entries, whether the kept copy must be rewritten whole, problem)."""
+    if last is None:
+        return {}, True, None
     ok, reason = signature_ok(last, keys)
     if not ok:
-        return f"checkpoint {last.id}: {reason}"
+        return {}, False, f"checkpoint {last.id}: {reason}"
     if last.ledger_seq:
         row = session.execute(select(LedgerRow.hash).where(LedgerRow.seq == last.ledger_seq)).first()
         if row is None or row[0] != last.ledger_head:
-            return f"checkpoint {last.id}: ledger entry seq {last.ledger_seq} is {'gone' if row is None else 'altered'}"
+            return {}, False, (f"checkpoint {last.id}: ledger entry seq {last.ledger_seq} is "
+                               f"{'gone' if row is None else 'altered'}")
     if memo.checkpoint_id == last.id:
-        later: list[tuple[str, int]] = []
-        for rid, (n, h) in memo.entries.items():
-            now_n, now_h = entries.get(rid, (0, ""))
-            if now_n < n:
-                return f"checkpoint {last.id}: request {rid} had {n} event(s), now {now_n}"
-            if now_n == n and now_h != h:
-                return f"checkpoint {last.id}: request {rid} event seq {n} is altered"
-            if now_n > n:
-                later.append((rid, n))
-        hashes = _hashes_at(session, later)
-        for rid, n in later:
-            if hashes.get((rid, n)) != memo.entries[rid][1]:
-                return f"checkpoint {last.id}: request {rid} event seq {n} is altered or gone"
-        return None
+        return memo.entries, False, None
+    kept = stored_heads(session)
+    if heads_digest((rid, n, h) for rid, (n, h) in kept.items()) == last.heads_digest:
+        return kept, False, None
+    # The kept copy is missing or altered (or predates it): recompute the past instead.
     then, _ = heads_at(session, chain.iso(last.at))
-    if heads_digest((rid, n, h) for rid, (n, h) in then.items()) != last.heads_digest:
-        return f"checkpoint {last.id}: the request chains no longer match its signed heads"
+    if heads_digest((rid, n, h) for rid, (n, h) in then.items()) == last.heads_digest:
+        return then, True, None
+    return {}, False, f"checkpoint {last.id}: the request chains no longer match its signed heads"
+
+
+def _inconsistent(session: Session, last: Checkpoint, base: dict[str, tuple[int, str]],
+                  entries: dict[str, tuple[int, str]]) -> str | None:
+    """Why the store no longer extends ``last``, whose entries were ``base`` (None: it does)."""
+    later: list[tuple[str, int]] = []
+    for rid, (n, h) in base.items():
+        now_n, now_h = entries.get(rid, (0, ""))
+        if now_n < n:
+            return f"checkpoint {last.id}: request {rid} had {n} event(s), now {now_n}"
+        if now_n == n and now_h != h:
+            return f"checkpoint {last.id}: request {rid} event seq {n} is altered"
+        if now_n > n:
+            later.append((rid, n))
+    hashes = _hashes_at(session, later)
+    for rid, n in later:
+        if hashes.get((rid, n)) != base[rid][1]:
+            return f"checkpoint {last.id}: request {rid} event seq {n} is altered or gone"
     return None

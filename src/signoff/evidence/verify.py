@@ -113,7 +113,7 @@ def verify_store(store: Store, keys_or_jwks: Any, progress: Callable[[int], None
         ledger = _check_ledger(conn, set(request_ids), failures)
         checkpoint_info = None
         if last_cp is not None:
-            checkpoint_info = _check_checkpoint(last_cp, keys_or_jwks, ledger, at_cutoff, failures)
+            checkpoint_info = _check_checkpoint(conn, last_cp, keys_or_jwks, ledger, at_cutoff, failures)
     return VerifyResult(ok=not failures.items, checked_events=events, checked_requests=len(request_ids),
                         failure=failures.items[0] if failures.items else None, failures=failures.items,
                         checkpoint=checkpoint_info, seconds=time.perf_counter() - started)
@@ -267,7 +267,7 @@ def _check_ledger(conn: Connection, heads: set[str], failures: _Failures) -> dic
 
 # -- 4. the latest checkpoint --------------------------------------------------------------
 
-def _check_checkpoint(row, keys_or_jwks: Any, ledger: dict[int, str], at_cutoff: list[tuple[str, int, str]],
+def _check_checkpoint(conn: Connection, row, keys_or_jwks: Any, ledger: dict[int, str], at_cutoff: list[tuple[str, int, str]],
                       failures: _Failures) -> dict[str, Any]:
     at = chain.iso(row.at)
     name = f"checkpoint {row.id} (as of {at})"
@@ -285,6 +285,13 @@ def _check_checkpoint(row, keys_or_jwks: Any, ledger: dict[int, str], at_cutoff:
         elif have != row.ledger_head:
             failures.add(f"{name}: ledger entry seq {row.ledger_seq} differs from the signed ledger head")
     if cp.heads_digest(at_cutoff) != row.heads_digest:
-        failures.add(f"{name}: the request chains no longer match the signed heads — events or a whole "
-                     f"request recorded before {at} were deleted or rewritten")
+        kept = cp.stored_heads(conn)
+        if cp.heads_digest((rid, n, h) for rid, (n, h) in kept.items()) == row.heads_digest:
+            now = {rid: (n, h) for rid, n, h in at_cutoff}
+            for text in cp.name_changes(row.id, kept, now):
+                failures.add(f"{text} (checkpoint as of {at})")
+        else:
+            failures.add(f"{name}: the request chains no longer match the signed heads — events or a whole "
+                         f"request recorded before {at} were deleted or rewritten (the copy of the signed heads "
+                         "kept with it was changed too, so which one cannot be told)")
     return info

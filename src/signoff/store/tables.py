@@ -146,6 +146,22 @@ class CheckpointRow(Base):
     signature: Mapped[str] = mapped_column(Text)
 
 
+class CheckpointHeadRow(Base):
+    """The request heads the newest checkpoint signed (its ``heads_digest`` is their hash).
+
+    Kept so that, when the store no longer matches that checkpoint, ``verify`` can name
+    the request that changed rather than only say that one did. Rewritten together with
+    each new checkpoint, only where a head moved. Not itself trusted: it is used only
+    when it hashes to the signed digest.
+    """
+
+    __tablename__ = "checkpoint_heads"
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
 class OutboxRow(Base):
     """A side effect owed after commit: a Slack call or an executor webhook."""
 

@@ -27,6 +27,12 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_auto_approvals_at'), ['at'], unique=False)
         batch_op.create_index(batch_op.f('ix_auto_approvals_scope'), ['scope'], unique=False)
 
+    op.create_table('checkpoint_heads',
+    sa.Column('request_id', sa.String(length=64), nullable=False),
+    sa.Column('seq', sa.Integer(), nullable=False),
+    sa.Column('hash', sa.String(length=64), nullable=False),
+    sa.PrimaryKeyConstraint('request_id')
+    )
     op.create_table('checkpoints',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('at', signoff.store.tables.UTCDateTime(), nullable=False),
@@ -231,6 +237,7 @@ def downgrade() -> None:
 
     op.drop_table('events')
     op.drop_table('checkpoints')
+    op.drop_table('checkpoint_heads')
     with op.batch_alter_table('auto_approvals', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_auto_approvals_scope'))
         batch_op.drop_index(batch_op.f('ix_auto_approvals_at'))
