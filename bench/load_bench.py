@@ -355,9 +355,16 @@ def bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, sl
         time.sleep(0.5)  # the click client's imports; its first click is 1 s after it is ready
         posted_before = len(posted_request_ids(slack))
         t_start = datetime.now(timezone.utc)
+        profiler = None
+        if args.profile:  # sample `serve` during the measured run (py-spy, collapsed stacks)
+            profiler = subprocess.Popen([shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(proc.pid), "-d", str(int(args.duration)),
+                                         "-r", "250", "--format", "raw", "--nonblocking", "-t", *(["--gil"] if os.environ.get("BENCH_PROFILE_GIL") else []),
+                                         "-o", args.profile], stdout=subprocess.DEVNULL)
         with CpuWindow(proc.pid) as cpu:
             r = run_wrk(base, bodies, duration=args.duration, connections=args.concurrency,
                         threads=args.wrk_threads)
+        if profiler is not None:
+            profiler.wait(timeout=60)
         t_end_wall = time.time()
         t_end = datetime.now(timezone.utc)
         r["busy_before"] = busy_before
@@ -462,6 +469,8 @@ def main() -> int:
     p.add_argument("--quiet-wait", type=float, default=120.0, help="but wait at most this many seconds")
     p.add_argument("--only", choices=["bare", "signoff"], help="run one side only")
     p.add_argument("--json", help="also write the figures here")
+    p.add_argument("--profile", metavar="FILE",
+                   help="sample `serve` with py-spy during the measured run; collapsed stacks to FILE")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
     args = p.parse_args()
     if shutil.which("wrk") is None:
