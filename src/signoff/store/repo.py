@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from signoff.domain import chain
 from signoff.store.tables import (
@@ -36,6 +36,45 @@ class Repo:
 
     def add_request(self, row: RequestRow) -> None:
         self.session.add(row)
+
+    def insert_request(self, row: RequestRow, first_event: tuple[str, str, dict[str, Any]], at: datetime) -> None:
+        """INSERT a new request together with the first event of its chain, then attach it
+        to the session as an already-persistent row (later changes are UPDATEs).
+
+        Core statements on the transaction's connection, no unit-of-work flush: the row is
+        written once, with its chain head, and nothing pending in the session is flushed
+        early. Every column is set on the object first (defaults applied, ``version`` 1), so
+        that reading an attribute afterwards never goes back to the database.
+        """
+        type_, actor, data = first_event
+        seq = 1
+        body = chain.event_body(row.id, seq, at, type_, actor, data)
+        digest = chain.link(chain.GENESIS, body)
+        row.event_count, row.head_hash, row.version = seq, digest, 1
+        table = RequestRow.__table__
+        state = row.__dict__
+        values: dict[str, Any] = {}
+        for column in table.columns:
+            if column.key in state:
+                values[column.key] = state[column.key]
+                continue
+            default = column.default
+            value = None
+            if default is not None and default.is_scalar:
+                value = default.arg
+            elif default is not None and default.is_callable:
+                value = default.arg(None)
+            setattr(row, column.key, value)
+            values[column.key] = value
+        conn = self.session.connection()
+        conn.execute(insert(table), values)
+        conn.execute(insert(EventRow.__table__), {
+            "request_id": row.id, "seq": seq, "at": body["at"], "type": type_, "actor": actor, "data": data,
+            "prev_hash": chain.GENESIS, "hash": digest})
+        make_transient_to_detached(row)
+        self.session.add(row)
+        # PostgreSQL: nobody else can see the row before commit; no row lock to take.
+        self.session.info.setdefault(_LOCKED, set()).add(row.id)
 
     def claim_due(self, now: datetime, limit: int) -> list[RequestRow]:
         """Requests owed something at ``now``, locked for this transaction.
@@ -189,13 +228,16 @@ class Repo:
                 return exact[0]
         return rows[0] if rows else None
 
-    def add_message(self, request_id: str, role: str, target: str, now: datetime) -> tuple[SlackMessageRow, bool]:
-        """The message row for (request, role, target); created when new (second value)."""
-        q = select(SlackMessageRow).where(SlackMessageRow.request_id == request_id,
-                                          SlackMessageRow.role == role, SlackMessageRow.target == target)
-        existing = self.session.scalars(q).first()
-        if existing:
-            return existing, False
+    def add_message(self, request_id: str, role: str, target: str, now: datetime,
+                    *, fresh: bool = False) -> tuple[SlackMessageRow, bool]:
+        """The message row for (request, role, target); created when new (second value).
+        ``fresh``: the request was created in this transaction, so there is none yet."""
+        if not fresh:
+            q = select(SlackMessageRow).where(SlackMessageRow.request_id == request_id,
+                                              SlackMessageRow.role == role, SlackMessageRow.target == target)
+            existing = self.session.scalars(q).first()
+            if existing:
+                return existing, False
         values = {"request_id": request_id, "role": role, "target": target, "created_at": now}
         # Core INSERT … RETURNING id: the caller needs the id now (outbox payloads), and a
         # unit-of-work flush for it costs several times more. The row returned is a plain

@@ -84,11 +84,13 @@ def raise_exception(repo: Repo, req: RequestRow, kind: ExceptionKind, now: datet
                                       + (f" — {detail}" if detail else "")}, now, request_id=req.id)
 
 
-def request_view(repo: Repo, req: RequestRow, *, viewer: str | None = None) -> dict[str, Any]:
-    """The request object of contract §3. The grant appears only in the executor's view."""
+def request_view(repo: Repo, req: RequestRow, *, viewer: str | None = None,
+                 decisions: list | None = None) -> dict[str, Any]:
+    """The request object of contract §3. The grant appears only in the executor's view.
+    ``decisions``: the request's decision rows when the caller knows them already."""
     decisions = [
         {"by": d.by, "decision": d.decision, "at": d.at.isoformat().replace("+00:00", "Z")}
-        for d in repo.decisions(req.id)
+        for d in (repo.decisions(req.id) if decisions is None else decisions)
     ]
     grant = None
     if (viewer is not None and viewer == req.executor and req.grant_token

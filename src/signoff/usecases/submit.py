@@ -141,7 +141,10 @@ def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key
         if idempotency_key:
             repo.remember_idempotency(agent_id, idempotency_key, body_hash, req.id, now)
         session.flush()
-        return Submitted(request_view(repo, req, viewer=agent_id), created=True)
+        # Decided by nobody yet unless the policy approved it: no need to ask the database.
+        decided = req.status != Status.PENDING.value
+        return Submitted(request_view(repo, req, viewer=agent_id, decisions=None if decided else []),
+                         created=True)
 
     # Group commit on SQLite: concurrent submissions share one commit (each its own savepoint).
     result = ctx.store.transaction(tx, batch=True)
@@ -202,9 +205,7 @@ def create_request(ctx: Context, repo: Repo, p: Plan, body: dict[str, Any], now:
         head_hash=GENESIS,
     )
     req.due_at = next_due(now, req.deadline, ladder_of(eff), 0)
-    repo.add_request(req)
-    repo.ledger_append(req.id, now)
-    repo.append_event(req, "request.submitted", agent_id, {
+    repo.insert_request(req, ("request.submitted", agent_id, {
         "workflow": wf.id, "title": sub.title, "action": action, "action_sha256": req.action_sha256,
         "risk": sub.risk, "justification": sub.justification, "prompt": sub.prompt,
         "rollback": req.rollback, "parent_id": sub.parent_id, "rollback_of": sub.rollback_of,
@@ -217,7 +218,8 @@ def create_request(ctx: Context, repo: Repo, p: Plan, body: dict[str, Any], now:
         "approvers": eff.approver_ids, "required_approvals": eff.required_approvals,
         "executable_from": win.iso(not_before) if not_before else None,
         "schedule": p.verdict.reason, **(origin or {}),
-    }, now)
+    }), now)
+    repo.ledger_append(req.id, now)
     if original is not None:
         # On the original's chain too (and a compare-and-set on it: two rollbacks racing
         # from one click are serialised).
@@ -225,7 +227,7 @@ def create_request(ctx: Context, repo: Repo, p: Plan, body: dict[str, Any], now:
                           now)
     if p.evaluation.auto_approve is not None:
         _auto_approve(ctx, repo, req, p, now)
-    msg, _ = repo.add_message(req.id, "request", eff.channel or eff.owner, now)
+    msg, _ = repo.add_message(req.id, "request", eff.channel or eff.owner, now, fresh=True)
     repo.enqueue("slack.post", {"message_id": msg.id}, now, request_id=req.id)
     return req
 
