@@ -11,8 +11,11 @@ from signoff.usecases.ports import Context
 
 
 def web_client(token: str, base_url: str) -> WebClient:
-    # Retries are the outbox's job (it honours Retry-After); the client fails fast.
-    return WebClient(token=token, base_url=base_url, timeout=10, retry_handlers=[])
+    from signoff.outbox.transport import KeepAliveWebClient
+
+    # Retries are the outbox's job (it honours Retry-After); the client fails fast. Calls
+    # share a pool of keep-alive connections instead of one new connection each.
+    return KeepAliveWebClient(token=token, base_url=base_url, timeout=10, retry_handlers=[])
 
 
 def bolt_app(ctx: Context, *, token: str, signing_secret: str, client: WebClient) -> App:

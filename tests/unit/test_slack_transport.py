@@ -1,0 +1,138 @@
+"""The outbox's Web API client keeps its connections open and fails as slack_sdk's does."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from slack_sdk.errors import SlackApiError
+
+from fakes.slack_api import FakeSlack
+from signoff.outbox.dispatcher import GiveUp, Retry
+from signoff.outbox.slack_delivery import _call
+from signoff.outbox.transport import KeepAliveWebClient
+from signoff.slack.app import web_client
+
+
+class Counting:
+    """Counts the TCP connections the fake accepts."""
+
+    def __init__(self, fake: FakeSlack):
+        self.count = 0
+        self.sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        server = fake._server
+        original = server.process_request
+
+        def process_request(request, client_address):
+            with self._lock:
+                self.count += 1
+                self.sockets.append(request)
+            return original(request, client_address)
+
+        server.process_request = process_request
+
+
+@pytest.fixture
+def client(fake_slack):
+    c = web_client("xoxb-test", fake_slack.url)
+    yield c
+    c.close()
+
+
+def test_the_server_builds_a_keep_alive_client(client):
+    assert isinstance(client, KeepAliveWebClient)
+    assert client.retry_handlers == [] and client.timeout == 10
+
+
+def test_many_calls_share_one_connection(fake_slack, client):
+    conns = Counting(fake_slack)
+    for i in range(20):
+        resp = client.chat_postMessage(channel="C1", text=f"n{i}", blocks=[{"type": "section",
+                                       "text": {"type": "mrkdwn", "text": "hi"}}],
+                                       metadata={"event_type": "t", "event_payload": {"i": str(i)}})
+        assert resp["ok"] and resp["channel"] == "C1"
+    assert len(fake_slack.calls_to("chat.postMessage")) == 20
+    assert conns.count == 1
+    # parameters arrive as slack_sdk sends them (JSON body, bearer token)
+    last = fake_slack.calls_to("chat.postMessage")[-1]
+    assert last.token == "xoxb-test"
+    assert last.params["metadata"]["event_payload"] == {"i": "19"}
+    assert last.params["blocks"][0]["type"] == "section"
+
+
+def test_form_encoded_calls_and_pagination_args(fake_slack, client):
+    fake_slack.channel_members["C9"] = ["U1", "U2", "U3"]
+    resp = client.conversations_members(channel="C9", limit=2)
+    assert resp["members"] == ["U1", "U2"]
+    assert resp["response_metadata"]["next_cursor"] == "2"
+
+
+def test_threads_share_a_bounded_pool(fake_slack):
+    conns = Counting(fake_slack)
+    fake_slack.delay = 0.02
+    c = KeepAliveWebClient(token="xoxb-test", base_url=fake_slack.url, retry_handlers=[], max_connections=4)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda i: c.chat_postMessage(channel="C1", text=str(i))["ok"], range(64)))
+    finally:
+        c.close()
+    assert all(results) and len(fake_slack.calls_to("chat.postMessage")) == 64
+    assert conns.count <= 4
+
+
+def test_rate_limit_keeps_retry_after(fake_slack, client):
+    fake_slack.rate_limit_next("chat.postMessage", retry_after=7)
+    with pytest.raises(SlackApiError) as err:
+        client.chat_postMessage(channel="C1", text="x")
+    assert err.value.response.status_code == 429
+    assert err.value.response.headers["Retry-After"] == "7"
+    assert err.value.response["error"] == "ratelimited"
+    fake_slack.rate_limit_next("chat.postMessage", retry_after=3)
+    with pytest.raises(Retry) as r:
+        _call(client.chat_postMessage, channel="C1", text="x")
+    assert r.value.after == 3.0
+    # the connection is still good afterwards
+    assert client.chat_postMessage(channel="C1", text="y")["ok"]
+
+
+def test_http_errors_and_refusals(fake_slack, client):
+    fake_slack.fail_next("chat.postMessage", status=500)
+    with pytest.raises(Retry, match="500"):
+        _call(client.chat_postMessage, channel="C1", text="x")
+    with pytest.raises(GiveUp, match="no_text"):
+        _call(client.chat_postMessage, channel="C1", text="")
+    fake_slack.set_down()
+    with pytest.raises(Retry, match="503"):
+        _call(client.chat_postMessage, channel="C1", text="x")
+
+
+def test_unreachable_and_timeout_become_retry(fake_slack):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nobody listens here once closed
+    dead = KeepAliveWebClient(token="xoxb-test", base_url=f"http://127.0.0.1:{port}/", retry_handlers=[])
+    with pytest.raises(OSError):
+        dead.auth_test()
+    with pytest.raises(Retry, match="unreachable"):
+        _call(dead.auth_test)
+    dead.close()
+
+    fake_slack.delay = 1.0
+    slow = KeepAliveWebClient(token="xoxb-test", base_url=fake_slack.url, timeout=0.2, retry_handlers=[])
+    with pytest.raises(Retry, match="unreachable"):
+        _call(slow.auth_test)
+    slow.close()
+
+
+def test_a_connection_the_server_closed_is_replaced(fake_slack, client):
+    conns = Counting(fake_slack)
+    assert client.auth_test()["ok"]
+    # the server drops the idle kept-alive connection: the next call opens a new one
+    for sock in conns.sockets:
+        sock.shutdown(socket.SHUT_RDWR)
+    assert client.auth_test()["ok"]
+    assert client.auth_test()["ok"]
+    assert conns.count == 2
