@@ -56,10 +56,18 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--workers", type=int, default=1)
     args = p.parse_args()
-    app = build_app(os.environ["BENCH_AGENT_ID"], os.environ["BENCH_AGENT_SECRET"].encode())
+    if args.workers > 1:  # uvicorn's own worker processes, sharing the port like `serve --workers`
+        uvicorn.run("bare_hmac_app:from_env", factory=True, app_dir=os.path.dirname(os.path.abspath(__file__)),
+                    host=args.host, port=args.port, workers=args.workers, log_level="warning", access_log=False)
+        return
     # The same uvicorn call as signoff.server.serve: one worker, loop/http "auto".
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(from_env(), host=args.host, port=args.port, log_level="warning", access_log=False)
+
+
+def from_env():
+    return build_app(os.environ["BENCH_AGENT_ID"], os.environ["BENCH_AGENT_SECRET"].encode())
 
 
 if __name__ == "__main__":

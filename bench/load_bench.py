@@ -125,10 +125,33 @@ def stop(proc: subprocess.Popen | None) -> None:
         proc.wait(timeout=5)
 
 
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process (all its threads) and its live descendants
+    (the workers of `serve --workers`) so far."""
+    parent_of = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields:
+                parent_of[int(entry.name)] = int(fields[1])
+    tree, grew = {pid}, True
+    while grew:
+        more = {p for p, pp in parent_of.items() if pp in tree and p not in tree}
+        tree |= more
+        grew = bool(more)
+    total = 0
+    for p in tree:
+        fields = _stat(p)
+        if fields:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def machine_busy_seconds() -> float:
@@ -276,7 +299,8 @@ def pct(values: list[float], p: float) -> float | None:
 def bench_bare(args, tmp: Path, env: dict, secret: str) -> dict:
     port = free_port()
     log = (tmp / "bare.log").open("w")
-    proc = subprocess.Popen([sys.executable, str(HERE / "bare_hmac_app.py"), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, str(HERE / "bare_hmac_app.py"), "--port", str(port),
+                             "--workers", str(args.workers)],
                             env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_http(f"http://{HOST}:{port}/healthz", 30, proc)
@@ -303,7 +327,8 @@ def bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, sl
            "SIGNOFF_SLACK_API_URL": slack.url, "SIGNOFF_DATABASE_URL": f"sqlite:///{db}",
            "SIGNOFF_CONFIG": str(tmp / "signoff.yaml"), "SIGNOFF_PUBLIC_URL": base}
     log = (tmp / "serve.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "signoff.cli", "serve", "--host", HOST, "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "signoff.cli", "serve", "--host", HOST, "--port", str(port),
+                             "--workers", str(args.workers)],
                             env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT)
     result: dict = {}
     try:
@@ -358,7 +383,7 @@ def bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, sl
         profiler = None
         if args.profile:  # sample `serve` during the measured run (py-spy, collapsed stacks)
             profiler = subprocess.Popen([shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(proc.pid), "-d", str(int(args.duration)),
-                                         "-r", "250", "--format", "raw", "--nonblocking", "-t", *(["--gil"] if os.environ.get("BENCH_PROFILE_GIL") else []),
+                                         "-r", "250", "--format", "raw", "--nonblocking", "-t", "--subprocesses", *(["--gil"] if os.environ.get("BENCH_PROFILE_GIL") else []),
                                          "-o", args.profile], stdout=subprocess.DEVNULL)
         with CpuWindow(proc.pid) as cpu:
             r = run_wrk(base, bodies, duration=args.duration, connections=args.concurrency,
@@ -457,6 +482,8 @@ def report(res: dict) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes for both servers (`signoff serve --workers`, uvicorn workers for the bare one)")
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds per server")
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--wrk-threads", type=int, default=1)

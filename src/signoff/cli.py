@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -49,7 +50,22 @@ def cmd_serve(args) -> int:
         _fail("cannot serve, missing environment:\n  " + "\n  ".join(missing) +
               "\nTry `signoff demo` to see the whole flow without Slack.", 2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.worker_fd is not None:  # one of `--workers N`: the supervisor upgraded the schema
+        from signoff.server import serve
+
+        serve(_runtime(settings, upgrade=False), host=args.host, port=args.port, socket_mode=args.socket_mode,
+              fd=args.worker_fd)
+        return 0
     runtime = _runtime(settings)
+    if args.workers > 1:
+        from signoff.supervisor import Supervisor, bind
+
+        runtime.context.store.dispose()  # the workers open their own connections
+        try:
+            sock = bind(args.host, args.port)
+        except OSError as exc:
+            _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", 1)
+        return Supervisor(sock, args.workers, socket_mode=args.socket_mode).run()
     from signoff.server import serve
 
     serve(runtime, host=args.host, port=args.port, socket_mode=args.socket_mode)
@@ -170,6 +186,16 @@ def cmd_policy_explain(args) -> int:
     return explain(args.file, at=args.at, config_path=args.config)
 
 
+def _workers(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 64:
+        raise argparse.ArgumentTypeError(f"--workers / SIGNOFF_WORKERS must be a whole number from 1 to 64, not {text!r}")
+    return n
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="signoff", description="Chat-ops approvals for AI agents' production actions.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -178,6 +204,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--socket-mode", action="store_true", help="connect to Slack over Socket Mode")
+    s.add_argument("--workers", type=_workers, default=_workers(os.environ.get("SIGNOFF_WORKERS") or "1"),
+                   help="processes serving the port (default 1, or $SIGNOFF_WORKERS); each uses about a core")
+    s.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)  # set by the supervisor for its workers
     s.set_defaults(fn=cmd_serve)
 
     d = sub.add_parser("demo", help="the whole flow offline, with a stand-in Slack")

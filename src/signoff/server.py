@@ -84,7 +84,11 @@ def build_service(runtime: Runtime, *, with_slack: bool = True) -> Service:
     return Service(runtime, app, dispatcher, scheduler, bolt)
 
 
-def serve(runtime: Runtime, *, host: str, port: int, socket_mode: bool = False) -> None:
+def serve(runtime: Runtime, *, host: str, port: int, socket_mode: bool = False, fd: int | None = None) -> None:
+    """Run until stopped. ``fd``: accept on this inherited listening socket (a worker of
+    ``serve --workers``) instead of binding ``host:port``."""
+    import socket
+
     import uvicorn
 
     service = build_service(runtime)
@@ -104,7 +108,11 @@ def serve(runtime: Runtime, *, host: str, port: int, socket_mode: bool = False) 
     # A first sweep at once: work that fell due while we were down is done now, in order.
     threading.Thread(target=lambda: sweep(runtime.context), daemon=True).start()
     try:
-        uvicorn.run(service.app, host=host, port=port, log_level="info", access_log=False)
+        if fd is None:
+            uvicorn.run(service.app, host=host, port=port, log_level="info", access_log=False)
+        else:
+            config = uvicorn.Config(service.app, log_level="info", access_log=False)
+            uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
     finally:
         service.stop()
         if socket_handler:

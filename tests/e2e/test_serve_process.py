@@ -145,8 +145,8 @@ class Executor:
 class Serve:
     """One ``signoff serve`` process."""
 
-    def __init__(self, tmp: Path, env: dict[str, str], name: str):
-        self.tmp, self.env, self.name = tmp, env, name
+    def __init__(self, tmp: Path, env: dict[str, str], name: str, args: tuple[str, ...] = ()):
+        self.tmp, self.env, self.name, self.args = tmp, env, name, args
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / f"serve-{name}.log"
@@ -154,7 +154,8 @@ class Serve:
 
     def start(self) -> "Serve":
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "signoff.cli", "serve", "--port", str(self.port)],
+            self.proc = subprocess.Popen([sys.executable, "-m", "signoff.cli", "serve", "--port", str(self.port),
+                                          *self.args],
                                          env=self.env, cwd=self.tmp, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -224,8 +225,8 @@ def world(tmp_path):
         })
         servers: list[Serve] = []
 
-        def serve(name: str) -> Serve:
-            s = Serve(tmp_path, env, name)
+        def serve(name: str, *args: str) -> Serve:
+            s = Serve(tmp_path, env, name, args)
             servers.append(s)
             env["SIGNOFF_PUBLIC_URL"] = s.url
             return s
@@ -330,6 +331,66 @@ def test_sigkill_while_slack_fails_then_restart_delivers_once(world):
     executor.jwks_url = second.url + "/.well-known/jwks.json"
     assert second.click(rid, "U0OWNER", "C0APPROVALS", roots[0]["ts"]).status_code == 200
     wait_until(lambda: executor.accepted, 10, "the webhook after the restart")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return sorted(found)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
+def test_workers_share_the_port_and_one_sqlite_file(world):
+    slack, executor, serve = world
+    server = serve("workers", "--workers", "2").start()
+    executor.jwks_url = server.url + "/.well-known/jwks.json"
+    workers = wait_until(lambda: len(_children(server.proc.pid)) == 2 and _children(server.proc.pid), 20,
+                         "two worker processes")
+
+    # concurrent submissions over both workers: every one accepted, posted once
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: server.agent("POST", "/v1/actions", "deploy-bot",
+                                                        submission(f"Restart number {i}")), range(40)))
+    assert [a.status_code for a in answers] == [201] * 40, [a.text for a in answers if a.status_code != 201]
+    ids = {a.json()["id"] for a in answers}
+
+    def roots():
+        return [m for m in slack.messages("C0APPROVALS") if not m.get("thread_ts")]
+
+    wait_until(lambda: len(roots()) >= 40, 30, "40 posts")
+    time.sleep(0.5)
+    posted = [json.dumps(m["blocks"]) for m in roots()]
+    assert len(posted) == 40 and all(sum(rid in p for p in posted) == 1 for rid in ids)
+
+    # a worker that dies is replaced; the port keeps answering meanwhile
+    os.kill(workers[0], signal.SIGKILL)
+    assert server.agent("GET", f"/v1/actions/{next(iter(ids))}", "deploy-bot").status_code == 200
+    wait_until(lambda: len(_children(server.proc.pid)) == 2 and workers[0] not in _children(server.proc.pid),
+               20, "the worker started again")
+    assert "exited with -9" in server.output()
+
+    # the store is one intact chain after two processes wrote it
+    env = dict(server.env)
+    verify = subprocess.run([sys.executable, "-m", "signoff.cli", "evidence", "verify"], env=env, cwd=server.tmp,
+                            capture_output=True, text=True, timeout=60)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+    # SIGTERM to the supervisor stops every worker
+    alive = _children(server.proc.pid)
+    server.proc.terminate()
+    assert server.proc.wait(timeout=40) == 0
+    assert all(not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+               for pid in alive)
+    assert "Traceback" not in server.output()
 
 
 def test_serve_without_a_bot_token_says_so(tmp_path):

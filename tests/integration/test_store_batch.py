@@ -96,3 +96,42 @@ def test_sequential_batched_calls(store):
     for i in range(5):
         assert store.transaction(_remember(f"s{i}"), batch=True) == f"s{i}"
     assert _count(store) == 5
+
+
+_HOLD_LOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="POSIX advisory locks")
+def test_sqlite_writers_of_several_processes_take_turns_on_the_file_lock(tmp_path):
+    """Another process holding the writer lock makes this one's transaction wait (without
+    the file lock it would go straight through: SQLite itself is not locked)."""
+    import subprocess
+    import sys
+    import time
+
+    db = tmp_path / "shared.db"
+    s = Store(f"sqlite:///{db}")
+    migrate.upgrade(s.engine)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, f"{db}-writer.lock"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        done = threading.Event()
+        thread = threading.Thread(target=lambda: (s.transaction(_remember("waited")), done.set()))
+        thread.start()
+        assert not done.wait(0.5), "the write went ahead while another process held the writer lock"
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert done.wait(10)
+        thread.join()
+        assert _count(s) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+        s.dispose()

@@ -5,12 +5,18 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Windows: the thread lock and busy timeout only
+    fcntl = None
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -91,6 +97,54 @@ def _retryable(exc: BaseException) -> bool:
     return False
 
 
+def _sqlite_file(engine: Engine) -> str | None:
+    """The database file of a SQLite engine; None when in memory."""
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file::memory:"):
+        return None
+    if database.startswith("file:"):
+        database = database[5:].split("?", 1)[0]
+    return os.path.abspath(database)
+
+
+class WriterLock:
+    """Reentrant: a thread lock, plus (for a database file, where ``fcntl`` exists) an
+    exclusive ``flock`` on ``<file>-writer.lock`` held while this process writes."""
+
+    def __init__(self, path: str | None):
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+        self._fd: int | None = None
+        self._path = f"{path}-writer.lock" if path and fcntl is not None else None
+
+    def __enter__(self) -> WriterLock:
+        self._thread_lock.acquire()
+        try:
+            if self._depth == 0 and self._path is not None:
+                if self._fd is None:
+                    self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+        self._depth += 1
+        return self
+
+    def close(self) -> None:
+        with self._thread_lock:
+            if self._fd is not None and self._depth == 0:
+                os.close(self._fd)
+                self._fd = None
+
+    def __exit__(self, *exc) -> None:
+        self._depth -= 1
+        try:
+            if self._depth == 0 and self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+
 class _Queued:
     """One caller's ``fn`` waiting for a batched transaction (see ``Store.transaction``)."""
 
@@ -115,11 +169,17 @@ class Store:
         self.url = normalize_url(url)
         self.engine = make_engine(self.url, pool_size=pool_size)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        # SQLite has one writer at a time. Writers of this process queue on a lock here
-        # instead of inside SQLite, whose busy handler sleeps in growing steps (up to
-        # 100 ms) and so leaves the database idle while dozens of threads wait. Other
-        # processes still meet BEGIN IMMEDIATE and the busy timeout.
-        self._write_lock = threading.RLock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        # SQLite has one writer at a time. Writers queue on a lock here instead of inside
+        # SQLite, whose busy handler sleeps in growing steps (up to 100 ms) and so leaves
+        # the database idle while dozens of threads wait: a thread lock in the process, and
+        # for a database file also an advisory lock on ``<file>-writer.lock`` that every
+        # signoff process on it takes (``serve --workers``, replicas, the CLI), which the
+        # kernel hands over the moment it is released. A writer that does not take it still
+        # meets BEGIN IMMEDIATE and the busy timeout.
+        if self.dialect != "sqlite":
+            self._write_lock = contextlib.nullcontext()
+        else:
+            self._write_lock = WriterLock(_sqlite_file(self.engine))
         self._queue: list[_Queued] = []
         self._queue_lock = threading.Lock()
         self._leading = False
@@ -252,3 +312,5 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if isinstance(self._write_lock, WriterLock):
+            self._write_lock.close()
