@@ -23,6 +23,7 @@ from signoff.store.tables import (
 )
 
 LIVE_STATUSES = ("pending", "approved", "executing")
+LEDGER_LOCK = 0x51670FF1  # PostgreSQL advisory lock key of the ledger head
 _LOCKED = "signoff_locked_requests"  # session.info key: request rows this transaction has locked
 
 
@@ -169,10 +170,16 @@ class Repo:
         return list(self.session.scalars(q))
 
     def ledger_append(self, request_id: str, at: datetime) -> None:
+        """Chain a new request onto the global ledger. Call it last in the transaction:
+        on PostgreSQL it takes a transaction-scoped advisory lock, so concurrent
+        submissions queue for the ledger head (held until commit) instead of racing for
+        the next ``seq`` and retrying the whole transaction. SQLite writers are serial."""
         # Core on the transaction's connection (as in append_event): the ledger is only ever
         # written this way, so nothing pending in the session needs flushing to read it.
         ledger = LedgerRow.__table__
         conn = self.session.connection()
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LEDGER_LOCK})
         head = conn.execute(select(ledger.c.seq, ledger.c.hash).order_by(ledger.c.seq.desc()).limit(1)).first()
         seq = head.seq + 1 if head else 1
         prev = head.hash if head else chain.GENESIS

@@ -219,7 +219,6 @@ def create_request(ctx: Context, repo: Repo, p: Plan, body: dict[str, Any], now:
         "executable_from": win.iso(not_before) if not_before else None,
         "schedule": p.verdict.reason, **(origin or {}),
     }), now)
-    repo.ledger_append(req.id, now)
     if original is not None:
         # On the original's chain too (and a compare-and-set on it: two rollbacks racing
         # from one click are serialised).
@@ -229,6 +228,8 @@ def create_request(ctx: Context, repo: Repo, p: Plan, body: dict[str, Any], now:
         _auto_approve(ctx, repo, req, p, now)
     msg, _ = repo.add_message(req.id, "request", eff.channel or eff.owner, now, fresh=True)
     repo.enqueue("slack.post", {"message_id": msg.id}, now, request_id=req.id)
+    # Last: on PostgreSQL this queues for the ledger head until the transaction commits.
+    repo.ledger_append(req.id, now)
     return req
 
 
