@@ -290,6 +290,23 @@ def test_concurrent_retries_with_one_key_make_one_request(api):
     assert api.count() == 1
 
 
+def test_a_burst_of_submissions_is_all_accepted(api):
+    """Concurrent submissions share the evidence ledger; none is turned away for it
+    (PostgreSQL used to answer some of them 503, Conflicted, after losing the race for
+    its head eight times)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from signoff.usecases.submit import submit
+
+    def go(_):
+        return submit(api.ctx, agent_id="deploy-bot", body=submission()).created
+
+    with ThreadPoolExecutor(32) as pool:
+        created = list(pool.map(go, range(400)))
+    assert created == [True] * 400
+    assert api.count() == 400
+
+
 def test_idempotent_replay_after_the_request_moved_on(api):
     key = {"Idempotency-Key": "k2"}
     first = api.call("POST", "/v1/actions", submission(), headers=key).json()
