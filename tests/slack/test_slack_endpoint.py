@@ -676,6 +676,21 @@ def test_slash_command_answers_ephemerally(h):
         assert r["response_type"] == "ephemeral" and "/signoff pending" in r["text"]
 
 
+def test_slow_slash_command_is_acknowledged_at_once_and_answered_later(h, monkeypatch):
+    from signoff.slack import listeners
+
+    rid = h.submit(title="Restart the payments API")
+    h.deliver()
+    monkeypatch.setattr(listeners, "COMMAND_BUDGET", 0.0)  # as if the lists took too long
+    started = time.monotonic()
+    r = h.command("U0OWNER", "pending")
+    assert r.status_code == 200 and time.monotonic() - started < 2.5
+    assert r.json() == {"response_type": "ephemeral", "text": "Looking that up…"}
+    [follow_up] = h.fake.wait_for("response_url", 1, timeout=5)
+    assert follow_up.params["response_type"] == "ephemeral" and follow_up.params["replace_original"] is True
+    assert "Restart the payments API" in follow_up.params["text"] and rid in follow_up.params["text"]
+
+
 # --------------------------------------------------------------------------- delivery
 
 

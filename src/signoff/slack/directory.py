@@ -13,18 +13,46 @@ log = logging.getLogger(__name__)
 
 
 class SlackDirectory:
+    """Members of a user group (``S…``) or channel, cached for ``ttl`` seconds.
+
+    One look-up per reference at a time: callers that need the same group while it is
+    being fetched (a burst of clicks on a fresh cache) wait for that answer instead of
+    each calling Slack (and spending its rate limit)."""
+
+    WAIT = 10.0  # seconds a caller waits for another's look-up before giving up (fail closed)
+
     def __init__(self, client: WebClient, ttl: float = 60.0):
         self.client = client
         self.ttl = ttl
         self._cache: dict[str, tuple[float, set[str]]] = {}
+        self._inflight: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
 
     def members(self, ref: str) -> set[str]:
-        now = time.monotonic()
         with self._lock:
             hit = self._cache.get(ref)
-            if hit and now - hit[0] < self.ttl:
+            if hit and time.monotonic() - hit[0] < self.ttl:
                 return hit[1]
+            running = self._inflight.get(ref)
+            if running is None:
+                running = self._inflight[ref] = threading.Event()
+                mine = True
+            else:
+                mine = False
+        if not mine:
+            running.wait(self.WAIT)
+            with self._lock:
+                hit = self._cache.get(ref)
+            return hit[1] if hit else set()
+        try:
+            return self._fetch(ref)
+        finally:
+            with self._lock:
+                self._inflight.pop(ref, None)
+            running.set()
+
+    def _fetch(self, ref: str) -> set[str]:
+        now = time.monotonic()
         try:
             if ref.startswith("S"):
                 users = set(self.client.usergroups_users_list(usergroup=ref).get("users") or [])

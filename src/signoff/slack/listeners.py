@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from slack_bolt import App
@@ -20,6 +22,9 @@ from signoff.usecases.rollback import request_rollback
 
 log = logging.getLogger(__name__)
 REVIEW_MODAL = "signoff.review_modal"
+# Seconds a /signoff command may take to answer in its own HTTP response (Slack waits 3).
+COMMAND_BUDGET = 2.0
+_command_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="slash-command")
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9-]{1,40}$")
@@ -131,27 +136,48 @@ def register(app: App, ctx: Context) -> None:
 
     app.event("app_home_opened")(ack=_ack, lazy=[on_home])
 
-    @app.command("/signoff")
-    def on_command(ack, command):
-        user = _str_id(command.get("user_id"), _SLACK_ID)
-        words = (command.get("text") or "").split()
+    def answer(user: str | None, words: list[str]) -> str:
         verb = words[0].lower() if words else "help"
         if verb == "pending":
-            ack(response_type="ephemeral", text=blocks.request_summary_lines(queries.pending_for(ctx, user))
-                or "Nothing is waiting for your decision.")
-        elif verb == "show" and len(words) > 1:
+            return blocks.request_summary_lines(queries.pending_for(ctx, user)) or \
+                "Nothing is waiting for your decision."
+        if verb == "show" and len(words) > 1:
             r = queries.show(ctx, words[1]) if _REQUEST_ID.match(words[1]) else None
-            ack(response_type="ephemeral", text=blocks.request_detail_text(r) if r else f"No request {words[1][:60]}.")
-        elif verb == "exceptions":
+            return blocks.request_detail_text(r) if r else f"No request {words[1][:60]}."
+        if verb == "exceptions":
             items = queries.exceptions_for(ctx, user)
             if items is None:
-                ack(response_type="ephemeral", text="Only a workflow's security owner can list its exceptions.")
-            else:
-                ack(response_type="ephemeral",
-                    text=blocks.request_summary_lines(items) or "No unreviewed exceptions.")
-        else:
-            ack(response_type="ephemeral",
-                text="Usage: `/signoff pending` · `/signoff show ID` · `/signoff exceptions`")
+                return "Only a workflow's security owner can list its exceptions."
+            return blocks.request_summary_lines(items) or "No unreviewed exceptions."
+        return "Usage: `/signoff pending` · `/signoff show ID` · `/signoff exceptions`"
+
+    @app.command("/signoff")
+    def on_command(ack, command, respond):
+        """Answered in the HTTP response when the lists are ready within COMMAND_BUDGET
+        seconds (the usual case); otherwise acknowledged at once, well inside Slack's 3 s,
+        and the answer follows through the command's response_url."""
+        user = _str_id(command.get("user_id"), _SLACK_ID)
+        words = (command.get("text") or "").split()
+        pending = _command_pool.submit(answer, user, words)
+        try:
+            text = pending.result(timeout=COMMAND_BUDGET)
+        except FutureTimeout:
+            ack(response_type="ephemeral", text="Looking that up…")
+
+            def follow_up(done) -> None:
+                try:
+                    respond(response_type="ephemeral", replace_original=True,
+                            text=done.result() if done.exception() is None else
+                            "Sorry, that could not be looked up; try again.")
+                except Exception:
+                    log.exception("could not answer /signoff through its response_url")
+
+            pending.add_done_callback(follow_up)
+            return
+        except Exception:
+            log.exception("/signoff %s failed", " ".join(words)[:60])
+            text = "Sorry, that could not be looked up; try again."
+        ack(response_type="ephemeral", text=text)
 
     @app.error
     def on_error(error, body):
