@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import create_engine, func, select
 
-from conftest import PG_ENV, fresh_postgres_database
+from conftest import PG_ENV
 from fakes.slack_api import FakeSlack, dm_channel
 from signoff.store.tables import EventRow, OutboxRow, RequestRow
 from support import SECRETS, dumps, signed_headers, submission
@@ -210,15 +210,6 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
 
 
 # ---------------------------------------------------------------- the test
-
-
-@pytest.fixture
-def pg_url():
-    url, drop = fresh_postgres_database()
-    try:
-        yield url
-    finally:
-        drop()
 
 
 def test_three_replicas_post_each_step_once_and_expire_each_request_once(tmp_path, pg_url):

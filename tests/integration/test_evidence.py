@@ -15,7 +15,6 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import delete, func, select, update
 
-from dbs import db_url  # noqa: F401  (fixture: fresh SQLite / PostgreSQL database)
 from signoff.domain import chain
 from signoff.evidence.checkpoint import write_checkpoint
 from signoff.evidence.export import build_bundle, render_html, verify_bundle
