@@ -12,6 +12,7 @@ import re
 import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -431,10 +432,24 @@ class Config:
     source: str = "<memory>"
 
     def agent(self, agent_id: str) -> Agent | None:
-        return next((a for a in self.file.agents if a.id == agent_id), None)
+        return self._agents_by_id.get(agent_id)
 
     def workflow(self, workflow_id: str) -> Workflow | None:
-        return next((w for w in self.file.workflows if w.id == workflow_id), None)
+        return self._workflows_by_id.get(workflow_id)
+
+    @cached_property
+    def _agents_by_id(self) -> dict[str, Agent]:
+        out: dict[str, Agent] = {}
+        for a in self.file.agents:
+            out.setdefault(a.id, a)  # the first wins, as a search in file order would
+        return out
+
+    @cached_property
+    def _workflows_by_id(self) -> dict[str, Workflow]:
+        out: dict[str, Workflow] = {}
+        for w in self.file.workflows:
+            out.setdefault(w.id, w)
+        return out
 
     @property
     def workflows(self) -> list[Workflow]:
