@@ -199,13 +199,14 @@ class Store:
 
         ``fn`` must be safe to run again (it is re-run from scratch on a fresh session).
 
-        ``batch=True`` (SQLite only; elsewhere it changes nothing) lets concurrent callers
-        share one transaction — group commit: each ``fn`` runs in a savepoint of its own, in
-        arrival order, and all commit together, so one slow commit serves many callers. A
-        caller still gets its own result or exception, only after the commit; an ``fn``
-        that lost a race, or a batch whose commit failed, is run again on its own.
+        ``batch=True`` lets concurrent callers in this process share one transaction — group
+        commit: each ``fn`` runs in a savepoint of its own, in arrival order, and all commit
+        together, so one commit (one fsync, one turn at a lock held until commit, such as
+        the evidence ledger's on PostgreSQL) serves many callers. A caller still gets its
+        own result or exception, only after the commit; an ``fn`` that lost a race, or a
+        batch whose commit failed, is run again on its own.
         """
-        if batch and self.dialect == "sqlite":
+        if batch:
             return self._batched(fn, attempts)
         return self._transaction(fn, attempts)
 
