@@ -70,12 +70,12 @@ def test_form_encoded_calls_and_pagination_args(fake_slack, client):
     assert resp["response_metadata"]["next_cursor"] == "2"
 
 
-def test_threads_share_a_bounded_pool(fake_slack):
+def test_each_thread_keeps_its_connection(fake_slack):
     conns = Counting(fake_slack)
     fake_slack.delay = 0.02
-    c = KeepAliveWebClient(token="xoxb-test", base_url=fake_slack.url, retry_handlers=[], max_connections=4)
+    c = KeepAliveWebClient(token="xoxb-test", base_url=fake_slack.url, retry_handlers=[])
     try:
-        with ThreadPoolExecutor(8) as pool:
+        with ThreadPoolExecutor(4) as pool:
             results = list(pool.map(lambda i: c.chat_postMessage(channel="C1", text=str(i))["ok"], range(64)))
     finally:
         c.close()
@@ -136,3 +136,19 @@ def test_a_connection_the_server_closed_is_replaced(fake_slack, client):
     assert client.auth_test()["ok"]
     assert client.auth_test()["ok"]
     assert conns.count == 2
+
+
+def test_through_a_proxy_calls_go_through_urllib_unless_bypassed(fake_slack, monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    proxied = KeepAliveWebClient(token="xoxb-test", base_url=fake_slack.url, retry_handlers=[],
+                                 proxy=f"http://127.0.0.1:{port}")
+    with pytest.raises(Retry, match="unreachable"):  # the (absent) proxy was asked
+        _call(proxied.auth_test)
+    assert not fake_slack.calls
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    assert proxied.auth_test()["ok"]
+    proxied.close()
