@@ -7,6 +7,10 @@
 - A handler may ``Defer`` (e.g. an update whose message is not posted yet): no attempt is
   counted.
 - Rows of one request are delivered in order; different requests in parallel.
+- A handler may return a ``Record``: a write that completes the delivery (e.g. where Slack
+  put a message, with its evidence event). It runs in the transaction that finishes the
+  row, together with other rows' results, so a delivery costs no write of its own; it is
+  committed before the next row of the same request is delivered.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 import queue
 import socket
 import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -26,6 +31,7 @@ from typing import Any
 
 from sqlalchemy import or_, select, update
 
+from signoff.store.db import _retryable
 from signoff.store.tables import OutboxRow
 from signoff.usecases.ports import Context
 
@@ -33,6 +39,7 @@ log = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=10)
 FINISH_EVERY = 0.02  # seconds: delivery results are recorded together at most this late
+FINISH_MAX = 64  # … or as soon as this many are waiting
 BACKOFF = [0.5, 1, 2, 4, 8, 15]
 
 
@@ -57,6 +64,16 @@ class GiveUp(Exception):
 
 
 @dataclass(frozen=True)
+class Record:
+    """What a handler returns when its delivery still has to be written down: ``write``
+    runs (in a savepoint) in the transaction that marks the row done; it must be safe to
+    run again. ``key`` orders the writes of one transaction (row locks in a stable order)."""
+
+    write: Callable[[Any], None]
+    key: Any = 0
+
+
+@dataclass(frozen=True)
 class Job:
     id: int
     kind: str
@@ -66,7 +83,9 @@ class Job:
     was_in_flight: bool  # claimed before without a recorded result: a crash mid-delivery
 
 
-Handler = Callable[[Job], None]
+Handler = Callable[[Job], "Record | None"]
+# (job, outcome, error, retry after, record)
+Result = tuple[Job, str, "str | None", "float | None", "Record | None"]
 
 
 def _drain(q: queue.SimpleQueue) -> list:
@@ -83,7 +102,9 @@ def backoff(attempts: int) -> float:
 
 
 class Dispatcher:
-    def __init__(self, ctx: Context, handlers: dict[str, Handler], *, workers: int = 4, batch: int = 64):
+    # Deliveries wait on Slack (tens of milliseconds a call against the real one), not on
+    # the CPU: enough of them in flight is what makes hundreds of calls a second possible.
+    def __init__(self, ctx: Context, handlers: dict[str, Handler], *, workers: int = 32, batch: int = 128):
         self.ctx = ctx
         self.handlers = handlers
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -133,10 +154,20 @@ class Dispatcher:
         results: queue.SimpleQueue = queue.SimpleQueue()
         futures = [self.pool.submit(self._deliver_group, group, results) for group in groups.values()]
         pending = set(futures)
+        buffered: list[Result] = []
+        oldest = 0.0  # when the oldest buffered result arrived
         while pending:
-            _done, pending = wait(pending, timeout=FINISH_EVERY, return_when=FIRST_COMPLETED)
-            self._finish_many(_drain(results))
-        self._finish_many(_drain(results))
+            timeout = FINISH_EVERY if not buffered else max(0.0, oldest + FINISH_EVERY - time.monotonic())
+            _done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+            got = _drain(results)
+            if got and not buffered:
+                oldest = time.monotonic()
+            buffered += got
+            if buffered and (not pending or len(buffered) >= FINISH_MAX
+                             or time.monotonic() - oldest >= FINISH_EVERY):
+                self._finish_many(buffered)
+                buffered = []
+        self._finish_many(buffered + _drain(results))
         for f in futures:
             f.result()
         return len(jobs)
@@ -144,24 +175,23 @@ class Dispatcher:
     def _claim(self) -> list[Job]:
         def tx(session) -> list[Job]:
             now = self.ctx.clock()
+            t = OutboxRow.__table__
             q = (
-                select(OutboxRow)
-                .where(OutboxRow.state == "pending", OutboxRow.next_attempt_at <= now,
-                       or_(OutboxRow.claimed_until.is_(None), OutboxRow.claimed_until < now))
-                .order_by(OutboxRow.id)
+                select(t.c.id, t.c.kind, t.c.request_id, t.c.payload, t.c.attempts, t.c.in_flight)
+                .where(t.c.state == "pending", t.c.next_attempt_at <= now,
+                       or_(t.c.claimed_until.is_(None), t.c.claimed_until < now))
+                .order_by(t.c.id)
                 .limit(self.batch)
             )
             if session.bind.dialect.name == "postgresql":
                 q = q.with_for_update(skip_locked=True)
-            rows = list(session.scalars(q))
-            jobs = []
-            for row in rows:
-                jobs.append(Job(row.id, row.kind, row.request_id, dict(row.payload), row.attempts,
-                                bool(row.in_flight)))
-                row.claimed_by = self.worker_id
-                row.claimed_until = now + LEASE
-                row.in_flight = True
-            return jobs
+            rows = session.execute(q).all()
+            if not rows:
+                return []
+            # one UPDATE for the batch (the rows are locked: BEGIN IMMEDIATE / FOR UPDATE)
+            session.execute(update(t).where(t.c.id.in_([r.id for r in rows])).values(
+                claimed_by=self.worker_id, claimed_until=now + LEASE, in_flight=True))
+            return [Job(r.id, r.kind, r.request_id, dict(r.payload), r.attempts, bool(r.in_flight)) for r in rows]
 
         return self.ctx.store.transaction(tx)
 
@@ -169,57 +199,78 @@ class Dispatcher:
         """Deliver one request's rows in order; results go to ``results`` (recorded by the
         caller) or, without it, are recorded at once."""
         blocked = False
-        for job in jobs:
+        for i, job in enumerate(jobs):
             if blocked:
                 # keep order within a request: release the rest for the next pass
-                result = (job, "defer", None, 0.1)
+                result: Result = (job, "defer", None, 0.1, None)
             else:
                 result = (job, *self._deliver(job))
                 blocked = result[1] != "done"
-            if results is None:
-                self._finish_many([result])
+            if results is None or (result[4] is not None and i + 1 < len(jobs)):
+                # the request's next row may read what this one records: commit it first
+                failed = self._finish_many([result])
+                blocked = blocked or bool(failed)
             else:
                 results.put(result)
 
-    def _deliver(self, job: Job) -> tuple[str, str | None, float | None]:
+    def _deliver(self, job: Job) -> tuple[str, str | None, float | None, Record | None]:
         handler = self.handlers.get(job.kind)
         if handler is None:
-            return "dead", f"no handler for {job.kind!r}", None
+            return "dead", f"no handler for {job.kind!r}", None, None
         try:
-            handler(job)
-            return "done", None, None
+            record = handler(job)
+            return "done", None, None, record if isinstance(record, Record) else None
         except Defer as d:
-            return "defer", str(d), d.after
+            return "defer", str(d), d.after, None
         except Retry as r:
             log.warning("outbox %s #%s failed (attempt %s): %s", job.kind, job.id, job.attempts + 1, r)
-            return "retry", str(r), r.after
+            return "retry", str(r), r.after, None
         except GiveUp as g:
             log.error("outbox %s #%s given up: %s", job.kind, job.id, g)
-            return "dead", str(g), None
+            return "dead", str(g), None, None
         except Exception as exc:  # an unexpected error must not lose the row
             log.exception("outbox %s #%s raised", job.kind, job.id)
-            return "retry", f"{type(exc).__name__}: {exc}", None
+            return "retry", f"{type(exc).__name__}: {exc}", None, None
 
     def _finish(self, job: Job, outcome: str, error: str | None, after: float | None) -> None:
-        self._finish_many([(job, outcome, error, after)])
+        self._finish_many([(job, outcome, error, after, None)])
 
-    def _finish_many(self, results: list[tuple[Job, str, str | None, float | None]]) -> None:
-        """Record delivery results, all in one transaction."""
+    def _finish_many(self, results: list[Result]) -> set[int]:
+        """Record delivery results (and the handlers' ``Record`` writes), all in one
+        transaction. Returns the ids of rows whose ``Record`` write failed: they stay owed,
+        marked in flight, so the next attempt first looks for what the last one did."""
         if not results:
-            return
+            return set()
 
-        def tx(session) -> None:
+        def tx(session) -> set[int]:
             now = self.ctx.clock()
-            done = [job.id for job, outcome, _e, _a in results if outcome == "done"]
+            failed: dict[int, str] = {}
+            writes = sorted(((r[4].key, i) for i, r in enumerate(results) if r[1] == "done" and r[4] is not None),
+                            key=lambda kv: (str(kv[0]), kv[1]))
+            for _key, i in writes:
+                job, record = results[i][0], results[i][4]
+                try:
+                    with session.begin_nested():
+                        record.write(session)
+                except Exception as exc:
+                    if _retryable(exc):
+                        raise  # a lost race: the whole transaction runs again
+                    log.exception("outbox %s #%s: recording the delivery failed", job.kind, job.id)
+                    failed[job.id] = f"recording failed: {type(exc).__name__}: {exc}"
+            done = [job.id for job, outcome, _e, _a, _r in results if outcome == "done" and job.id not in failed]
             if done:
                 session.execute(update(OutboxRow).where(OutboxRow.id.in_(done)).values(
                     state="done", done_at=now, last_error=None, claimed_by=None, claimed_until=None,
                     in_flight=False))
-            for job, outcome, error, after in results:
-                if outcome == "done":
+            for job, outcome, error, after, _record in results:
+                if outcome == "done" and job.id not in failed:
                     continue
                 values: dict[str, Any] = {"claimed_by": None, "claimed_until": None, "in_flight": False}
-                if outcome == "dead":
+                if job.id in failed:
+                    # delivered but not recorded: retry soon, looking for the delivery first
+                    values.update(attempts=job.attempts + 1, last_error=failed[job.id], in_flight=True,
+                                  next_attempt_at=now + timedelta(seconds=backoff(job.attempts)))
+                elif outcome == "dead":
                     values.update(state="dead", done_at=now, last_error=error)
                 elif outcome == "defer":
                     values.update(next_attempt_at=now + timedelta(seconds=after or 0.25))
@@ -228,9 +279,11 @@ class Dispatcher:
                     values.update(attempts=job.attempts + 1, last_error=error,
                                   next_attempt_at=now + timedelta(seconds=min(max(delay, 0), 60)))
                 session.execute(update(OutboxRow).where(OutboxRow.id == job.id).values(**values))
+            return set(failed)
 
-        self.ctx.store.transaction(tx)
-        for job, outcome, _error, after in results:
-            if outcome in ("defer", "retry"):
+        failed = self.ctx.store.transaction(tx)
+        for job, outcome, _error, after, _record in results:
+            if outcome in ("defer", "retry") or job.id in failed:
                 delay = after if after is not None else (0.25 if outcome == "defer" else backoff(job.attempts))
                 threading.Timer(min(delay, 15), self.wake).start()
+        return failed

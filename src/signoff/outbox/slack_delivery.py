@@ -8,11 +8,11 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from signoff.outbox.dispatcher import Defer, GiveUp, Job, Retry
+from signoff.outbox.dispatcher import Defer, GiveUp, Job, Record, Retry
 from signoff.slack import blocks
 from signoff.usecases.ports import Context
 from signoff.usecases.reply import reconcile_thread
-from signoff.usecases.slack_ops import message_context, record_posted
+from signoff.usecases.slack_ops import message_context, message_ref, record_posted_in
 from signoff.usecases.sweep import expand_group
 
 log = logging.getLogger(__name__)
@@ -66,25 +66,34 @@ class SlackDelivery:
             "slack.reconcile": self.reconcile,
         }
 
-    def post(self, job: Job) -> None:
+    def post(self, job: Job) -> Record | None:
+        """Post the message; where Slack put it is recorded (with its evidence event) by the
+        returned ``Record``, in the transaction that finishes the outbox row."""
         data = message_context(self.ctx, job.payload["message_id"])
         if data is None:
             raise GiveUp("message or request no longer exists")
         msg = data["message"]
         if msg["ts"]:
-            return  # already posted (a redelivery after the post was recorded)
+            return None  # already posted (a redelivery after the post was recorded)
         metadata = {"event_type": METADATA_TYPE,
                     "event_payload": {"request_id": msg["request_id"], "message_id": str(msg["id"])}}
         if job.was_in_flight:
             # A previous attempt may have reached Slack before this process died: look first.
             found = self._find_posted(msg["target"], metadata["event_payload"])
             if found:
-                record_posted(self.ctx, message_id=msg["id"], channel=found[0], ts=found[1])
-                return
+                return self._posted(msg["id"], found[0], found[1])
         text, blks = render(data)
         resp = _call(self.client.chat_postMessage, channel=msg["target"], text=text, blocks=blks,
                      metadata=metadata, unfurl_links=False, unfurl_media=False)
-        record_posted(self.ctx, message_id=msg["id"], channel=resp["channel"], ts=resp["ts"])
+        return self._posted(msg["id"], resp["channel"], resp["ts"])
+
+    def _posted(self, message_id: int, channel: str, ts: str) -> Record:
+        clock = self.ctx.clock
+
+        def write(session) -> None:
+            record_posted_in(session, clock(), message_id=message_id, channel=channel, ts=ts)
+
+        return Record(write, key=message_id)
 
     def _find_posted(self, target: str, payload: dict) -> tuple[str, str] | None:
         channel = target
@@ -112,10 +121,9 @@ class SlackDelivery:
         _call(self.client.chat_update, channel=msg["channel"], ts=msg["ts"], text=text, blocks=blks)
 
     def thread(self, job: Job) -> None:
-        data = message_context(self.ctx, job.payload["message_id"])
-        if data is None:
+        msg = message_ref(self.ctx, job.payload["message_id"])  # nothing to render
+        if msg is None:
             raise GiveUp("message or request no longer exists")
-        msg = data["message"]
         if not msg["ts"]:
             raise Defer("parent message not posted yet")
         _call(self.client.chat_postMessage, channel=msg["channel"], thread_ts=msg["ts"],
@@ -132,10 +140,9 @@ class SlackDelivery:
                      step=p.get("step"))
 
     def reconcile(self, job: Job) -> None:
-        data = message_context(self.ctx, job.payload["message_id"])
-        if data is None:
+        msg = message_ref(self.ctx, job.payload["message_id"])
+        if msg is None:
             raise GiveUp("message or request no longer exists")
-        msg = data["message"]
         if not msg["ts"]:
             raise Defer("message not posted yet", after=1.0)
         replies, cursor = [], None

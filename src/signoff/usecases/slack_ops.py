@@ -5,30 +5,67 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
+
 from signoff.domain.model import Status
 from signoff.store.repo import Repo
+from signoff.store.tables import RequestRow, SlackMessageRow
 from signoff.usecases.common import request_view, workflow_snapshot
 from signoff.usecases.ports import Context
+
+
+class _RenderRepo(Repo):
+    """A read-only Repo for one rendering: a request's decisions and rollbacks are read
+    once, however many of the view's parts ask for them."""
+
+    def __init__(self, session):
+        super().__init__(session)
+        self._decisions: dict[str, list] = {}
+        self._rollbacks: dict[str, list] = {}
+
+    def decisions(self, request_id: str) -> list:
+        if request_id not in self._decisions:
+            self._decisions[request_id] = super().decisions(request_id)
+        return self._decisions[request_id]
+
+    def rollbacks_of(self, request_id: str) -> list:
+        if request_id not in self._rollbacks:
+            self._rollbacks[request_id] = super().rollbacks_of(request_id)
+        return self._rollbacks[request_id]
+
+
+def _message_data(msg: SlackMessageRow) -> dict[str, Any]:
+    return {"id": msg.id, "role": msg.role, "target": msg.target, "channel": msg.channel, "ts": msg.ts,
+            "request_id": msg.request_id}
 
 
 def message_context(ctx: Context, message_id: int) -> dict[str, Any] | None:
     """Everything needed to render one Slack message of a request, as plain data."""
 
     def read(session):
-        repo = Repo(session)
-        msg = repo.message(message_id)
-        if msg is None:
+        repo = _RenderRepo(session)
+        # the message and its request in one query
+        row = session.execute(
+            select(SlackMessageRow, RequestRow)
+            .join(RequestRow, RequestRow.id == SlackMessageRow.request_id)
+            .where(SlackMessageRow.id == message_id)
+        ).first()
+        if row is None:
             return None
-        req = repo.get(msg.request_id)
-        if req is None:
-            return None
-        root = next((m for m in repo.messages(req.id, role="request")), None)
-        return {
-            "message": {"id": msg.id, "role": msg.role, "target": msg.target, "channel": msg.channel,
-                        "ts": msg.ts, "request_id": msg.request_id},
-            "root": {"channel": root.channel, "ts": root.ts} if root else None,
-            "request": render_data(ctx, repo, req),
-        }
+        msg, req = row
+        return {"message": _message_data(msg), "request": render_data(ctx, repo, req)}
+
+    return ctx.store.read(read)
+
+
+def message_ref(ctx: Context, message_id: int) -> dict[str, Any] | None:
+    """Where one Slack message is (no rendering): for thread replies and look-ups."""
+
+    def read(session):
+        msg = session.scalars(select(SlackMessageRow)
+                              .join(RequestRow, RequestRow.id == SlackMessageRow.request_id)
+                              .where(SlackMessageRow.id == message_id)).first()
+        return _message_data(msg) if msg is not None else None
 
     return ctx.store.read(read)
 
@@ -79,20 +116,23 @@ def evidence_url(ctx: Context, request_id: str) -> str:
 
 def record_posted(ctx: Context, *, message_id: int, channel: str, ts: str) -> None:
     """Slack accepted a post: keep where it is so later updates find it."""
+    ctx.store.transaction(lambda session: record_posted_in(session, ctx.clock(), message_id=message_id,
+                                                           channel=channel, ts=ts))
 
-    def tx(session) -> None:
-        repo = Repo(session)
-        now = ctx.clock()
-        msg = repo.message(message_id)
-        if msg is None or msg.ts:
-            return
-        msg.channel, msg.ts, msg.posted_at = channel, ts, now
-        req = repo.get(msg.request_id)
-        if req is not None:
-            repo.append_event(req, "slack.posted", "signoff",
-                              {"role": msg.role, "target": msg.target, "channel": channel, "ts": ts}, now)
 
-    ctx.store.transaction(tx)
+def record_posted_in(session, now: datetime, *, message_id: int, channel: str, ts: str) -> bool:
+    """``record_posted`` inside a transaction the caller owns (the outbox records several
+    posts in the transaction that finishes their rows). False: already recorded."""
+    repo = Repo(session)
+    msg = repo.message(message_id)
+    if msg is None or msg.ts:
+        return False
+    msg.channel, msg.ts, msg.posted_at = channel, ts, now
+    req = repo.get(msg.request_id)
+    if req is not None:
+        repo.append_event(req, "slack.posted", "signoff",
+                          {"role": msg.role, "target": msg.target, "channel": channel, "ts": ts}, now)
+    return True
 
 
 def is_open(status: str) -> bool:
