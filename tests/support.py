@@ -1,12 +1,16 @@
-"""Helpers shared by tests: a fake clock, a runtime from YAML, signed agent requests."""
+"""Helpers shared by tests: a fake clock, a runtime from YAML, signed agent requests,
+signed Slack requests, polling, and the workflow-file pieces most tests share."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+import socket
 import threading
+import time
 from datetime import datetime, timedelta, timezone
+from urllib.parse import urlencode
 
 from signoff.bootstrap import build
 from signoff.config import parse_config
@@ -14,11 +18,28 @@ from signoff.settings import Settings
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 
-BASIC_YAML = """
-agents:
+# -- workflow files ---------------------------------------------------------------------------
+# Pieces of YAML that most test workflow files repeat word for word; a test's own file is
+# written around them, e.g. f"agents:\n{DEPLOY_BOT}workflows:\n  - id: x\n{ROUTING}    ...".
+
+DEPLOY_BOT = """\
   - id: deploy-bot
     sponsor: U0SPONSOR
     secret_env: DEPLOY_BOT_SECRET
+"""
+
+# the owners and where a workflow's requests are posted
+ROUTING = """\
+    owner: U0OWNER
+    platform_owner: U0PLAT
+    security_owner: U0SEC
+    security_channel: C0SEC
+    channel: C0APPROVALS
+"""
+
+BASIC_YAML = f"""
+agents:
+{DEPLOY_BOT}\
   - id: other-bot
     sponsor: U0OTHERSP
     secret_env: OTHER_BOT_SECRET
@@ -28,11 +49,7 @@ agents:
 workflows:
   - id: prod-restart
     description: Restart production services
-    owner: U0OWNER
-    platform_owner: U0PLAT
-    security_owner: U0SEC
-    security_channel: C0SEC
-    channel: C0APPROVALS
+{ROUTING}\
     approvers: [U0OWNER, U0SPONSOR, U0SECOND]
     required_approvals: 1
     agents: [deploy-bot, other-bot]
@@ -46,8 +63,14 @@ workflows:
       grant_ttl: 10m
 """
 
+# the agents' shared secrets, by the environment variable their ``secret_env`` names
 SECRETS = {"DEPLOY_BOT_SECRET": "deploy-secret", "OTHER_BOT_SECRET": "other-secret",
-           "OUTSIDER_SECRET": "outsider-secret"}
+           "OUTSIDER_SECRET": "outsider-secret", "EXEC_BOT_SECRET": "exec-secret"}
+
+
+def agent_secret(agent: str) -> str:
+    """The secret of ``agent`` in SECRETS ("deploy-bot" reads DEPLOY_BOT_SECRET)."""
+    return SECRETS[agent.upper().replace("-", "_") + "_SECRET"]
 
 
 class FakeClock:
@@ -76,13 +99,81 @@ def runtime(db_url: str, yaml_text: str = BASIC_YAML, clock=None, monkeypatch=No
     return build(s, config=parse_config(yaml_text), clock=clock or FakeClock())
 
 
-def signed_headers(agent: str, secret: str, body: bytes, ts: int | None = None) -> dict[str, str]:
-    import time
+# -- signed requests --------------------------------------------------------------------------
 
+
+def v1_signature(secret: str, ts: int | str, body: bytes) -> str:
+    """The X-Signoff-Signature of ``body`` sent at ``ts``: v1=HMAC-SHA256(secret, "v1:ts:body")."""
+    return "v1=" + hmac.new(secret.encode(), b"v1:" + str(ts).encode() + b":" + body, hashlib.sha256).hexdigest()
+
+
+def signed_headers(agent: str, secret: str, body: bytes, ts: int | None = None) -> dict[str, str]:
+    """An agent's request headers: JSON body signed with ``secret`` now (or at ``ts``)."""
     ts = int(time.time()) if ts is None else ts
-    sig = "v1=" + hmac.new(secret.encode(), b"v1:" + str(ts).encode() + b":" + body, hashlib.sha256).hexdigest()
-    return {"X-Signoff-Agent": agent, "X-Signoff-Timestamp": str(ts), "X-Signoff-Signature": sig,
-            "Content-Type": "application/json"}
+    return {"X-Signoff-Agent": agent, "X-Signoff-Timestamp": str(ts),
+            "X-Signoff-Signature": v1_signature(secret, ts, body), "Content-Type": "application/json"}
+
+
+def slack_signed(body: bytes, secret: str, ts: int | None = None) -> dict[str, str]:
+    """Slack's v0 signature headers for ``body`` sent now (or at ``ts``)."""
+    ts_s = str(int(time.time()) if ts is None else ts)
+    sig = "v0=" + hmac.new(secret.encode(), b"v0:" + ts_s.encode() + b":" + body, hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": ts_s, "X-Slack-Signature": sig}
+
+
+def slack_form(fields: dict, secret: str) -> tuple[bytes, dict[str, str]]:
+    """A form post as Slack sends interactions and commands: the urlencoded body and its
+    headers (content type and v0 signature)."""
+    body = urlencode(fields).encode()
+    return body, {"Content-Type": "application/x-www-form-urlencoded", **slack_signed(body, secret)}
+
+
+def block_actions(rid: str, user: str, action: str = "signoff.approve", *, channel: str = "C0APPROVALS",
+                  ts: str | None = "1700000000.000100", block_id: str = "signoff.decision",
+                  response_url: str | None = None) -> dict:
+    """The ``block_actions`` payload of a click on button ``action`` (value ``rid``) by
+    ``user`` on the message ``ts`` in ``channel`` (``ts=None``: no message in the payload)."""
+    payload = {
+        "type": "block_actions",
+        "user": {"id": user, "username": user.lower(), "team_id": "T0FAKE"},
+        "api_app_id": "A0SIGNOFF",
+        "token": "legacy-verification-token",
+        "container": {"type": "message", "channel_id": channel, "is_ephemeral": False},
+        "trigger_id": "123.456.abc",
+        "team": {"id": "T0FAKE", "domain": "fake"},
+        "channel": {"id": channel, "name": "approvals"},
+        "actions": [{"action_id": action, "block_id": block_id, "value": rid, "type": "button",
+                     "action_ts": "1700000001.000200"}],
+    }
+    if ts is not None:
+        payload["container"]["message_ts"] = ts
+        payload["message"] = {"type": "message", "ts": ts, "text": "request"}
+    if response_url is not None:
+        payload["response_url"] = response_url
+    return payload
+
+
+# -- waiting ----------------------------------------------------------------------------------
+
+
+def wait_until(predicate, timeout: float = 5.0, what: str = "condition", interval: float = 0.01):
+    """Call ``predicate`` until it returns something truthy, and return that; an
+    AssertionError naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def submission(**over) -> dict:

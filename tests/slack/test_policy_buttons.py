@@ -4,11 +4,7 @@ on loopback; Bolt acknowledges first, so tests poll for the effect."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import time
-from urllib.parse import urlencode
 
 import pytest
 from fastapi.testclient import TestClient
@@ -18,7 +14,7 @@ from signoff.store.repo import Repo
 from signoff.usecases import agent_ops
 from signoff.usecases.decide import decide
 from signoff.usecases.submit import submit
-from support import FakeClock, runtime, submission
+from support import FakeClock, block_actions, runtime, slack_form, submission, wait_until
 
 SECRET = "policy-buttons-signing-secret"
 
@@ -54,22 +50,10 @@ class Slack:
         self.client = TestClient(self.service.app, raise_server_exceptions=False)
 
     def click(self, rid: str, user: str, action: str):
-        payload = {
-            "type": "block_actions", "user": {"id": user, "username": user.lower(), "team_id": "T0FAKE"},
-            "api_app_id": "A0SIGNOFF", "token": "legacy", "trigger_id": "1.2.3",
-            "container": {"type": "message", "message_ts": "1700000000.000100", "channel_id": "C0APPROVALS"},
-            "team": {"id": "T0FAKE", "domain": "fake"}, "channel": {"id": "C0APPROVALS", "name": "approvals"},
-            "message": {"type": "message", "ts": "1700000000.000100", "text": "request"},
-            "response_url": self.fake.url + "response_url",
-            "actions": [{"action_id": action, "block_id": "signoff.policy", "value": rid, "type": "button",
-                         "action_ts": "1700000001.000200"}],
-        }
-        body = urlencode({"payload": json.dumps(payload)}).encode()
-        ts = str(int(time.time()))
-        sig = "v0=" + hmac.new(SECRET.encode(), b"v0:" + ts.encode() + b":" + body, hashlib.sha256).hexdigest()
-        r = self.client.post("/slack/events", content=body, headers={
-            "Content-Type": "application/x-www-form-urlencoded", "X-Slack-Request-Timestamp": ts,
-            "X-Slack-Signature": sig})
+        payload = block_actions(rid, user, action, block_id="signoff.policy",
+                                response_url=self.fake.url + "response_url")
+        body, headers = slack_form({"payload": json.dumps(payload)}, SECRET)
+        r = self.client.post("/slack/events", content=body, headers=headers)
         assert r.status_code == 200, r.text
 
     def row(self, rid: str):
@@ -89,15 +73,6 @@ class Slack:
 
 def _plain(row):
     return {c.key: getattr(row, c.key) for c in row.__table__.columns}
-
-
-def wait_until(predicate, timeout: float = 5.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-    return value
 
 
 @pytest.fixture

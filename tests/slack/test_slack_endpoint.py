@@ -8,8 +8,6 @@ Bolt acknowledges first and runs listeners after the answer: tests poll for the 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import threading
@@ -29,7 +27,7 @@ from signoff.store.repo import Repo
 from signoff.store.tables import OutboxRow, RequestRow
 from signoff.usecases.submit import submit
 from signoff.usecases.sweep import sweep
-from support import FakeClock, runtime, submission
+from support import FakeClock, block_actions, runtime, slack_signed, submission, wait_until
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 
@@ -117,23 +115,6 @@ class Executor:
         self.server.server_close()
 
 
-def sign(body: bytes, ts: int | None = None, secret: str = SECRET) -> dict[str, str]:
-    ts_s = str(int(time.time()) if ts is None else ts)
-    sig = "v0=" + hmac.new(secret.encode(), b"v0:" + ts_s.encode() + b":" + body, hashlib.sha256).hexdigest()
-    return {"X-Slack-Request-Timestamp": ts_s, "X-Slack-Signature": sig}
-
-
-def wait_until(predicate, timeout: float = 5.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 def buttons(message: dict) -> list[tuple[str, str]]:
     out = []
     for block in message.get("blocks") or []:
@@ -175,7 +156,7 @@ class Harness:
     def post(self, body: bytes, *, content_type: str, headers: dict | None = None, signed: bool = True):
         h = {"Content-Type": content_type}
         if signed:
-            h.update(sign(body))
+            h.update(slack_signed(body, SECRET))
         h.update(headers or {})
         return self.client.post("/slack/events", content=body, headers=h)
 
@@ -187,20 +168,8 @@ class Harness:
 
     def click(self, rid: str, user: str, action: str = "signoff.approve", *, channel: str = "C0APPROVALS",
               ts: str = "1700000000.000100", **kw):
-        payload = {
-            "type": "block_actions",
-            "user": {"id": user, "username": user.lower(), "team_id": "T0FAKE"},
-            "api_app_id": "A0SIGNOFF",
-            "token": "legacy-verification-token",
-            "container": {"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": False},
-            "trigger_id": "123.456.abc",
-            "team": {"id": "T0FAKE", "domain": "fake"},
-            "channel": {"id": channel, "name": "approvals"},
-            "message": {"type": "message", "ts": ts, "text": "request"},
-            "response_url": self.fake.url + "response_url",
-            "actions": [{"action_id": action, "block_id": "signoff.decision", "value": rid, "type": "button",
-                         "action_ts": "1700000001.000200", "text": {"type": "plain_text", "text": "Approve"}}],
-        }
+        payload = block_actions(rid, user, action, channel=channel, ts=ts,
+                                response_url=self.fake.url + "response_url")
         return self.form({"payload": json.dumps(payload)}, **kw)
 
     def command(self, user: str, text: str):
@@ -483,15 +452,15 @@ def test_forged_stale_or_missing_signatures_are_401_and_change_nothing(hdb):
     body = urlencode({"payload": json.dumps(payload)}).encode()
     ctype = "application/x-www-form-urlencoded"
     cases = {
-        "forged": sign(body, secret="not-the-secret"),
-        "stale": sign(body, ts=int(time.time()) - 301),
-        "future": sign(body, ts=int(time.time()) + 301),
+        "forged": slack_signed(body, "not-the-secret"),
+        "stale": slack_signed(body, SECRET, ts=int(time.time()) - 301),
+        "future": slack_signed(body, SECRET, ts=int(time.time()) + 301),
         "missing": {},
-        "no_timestamp": {"X-Slack-Signature": sign(body)["X-Slack-Signature"]},
-        "junk_timestamp": {**sign(body), "X-Slack-Request-Timestamp": "soon"},
+        "no_timestamp": {"X-Slack-Signature": slack_signed(body, SECRET)["X-Slack-Signature"]},
+        "junk_timestamp": {**slack_signed(body, SECRET), "X-Slack-Request-Timestamp": "soon"},
         "non_ascii": {"X-Slack-Request-Timestamp": str(int(time.time())),
                       "X-Slack-Signature": "v0=\xe9".encode("latin-1")},
-        "other_body": sign(body + b"&x=1"),
+        "other_body": slack_signed(body + b"&x=1", SECRET),
     }
     for name, headers in cases.items():
         r = hdb.post(body, content_type=ctype, headers=headers, signed=False)
