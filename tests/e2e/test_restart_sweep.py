@@ -10,36 +10,14 @@ from collections import Counter
 
 from sqlalchemy import create_engine, func, select
 
+from e2e.harness import Serve, ladder_yaml, pem_key, request_of, serve_env, submit, top_level_posts
 from fakes.slack_api import FakeSlack, dm_channel
 from signoff.store.tables import EventRow, OutboxRow, RequestRow
-
-try:
-    from test_replicas import Server, pem_key, request_of, server_env, submit, top_level_posts, wait_until
-except ImportError:  # collected as a package
-    from e2e.test_replicas import Server, pem_key, request_of, server_env, submit, top_level_posts, wait_until
+from support import wait_until
 
 N_REQUESTS = 8
 
-YAML = """
-agents:
-  - id: deploy-bot
-    sponsor: U0SPONSOR
-    secret_env: DEPLOY_BOT_SECRET
-workflows:
-  - id: ladder
-    owner: U0OWNER
-    platform_owner: U0PLAT
-    security_owner: U0SEC
-    security_channel: C0SEC
-    channel: C0APPROVALS
-    agents: [deploy-bot]
-    timeout: 4s
-    escalation:
-      - after: 1s
-        to: [U0ESCONE]
-      - after: 2s
-        to: [U0ESCTWO]
-"""
+YAML = ladder_yaml("4s")
 
 
 def test_owed_steps_and_expiries_happen_once_after_a_crash(tmp_path):
@@ -48,11 +26,11 @@ def test_owed_steps_and_expiries_happen_once_after_a_crash(tmp_path):
     db_url = f"sqlite:///{tmp_path / 'signoff.db'}"
     engine = create_engine(db_url)
     with FakeSlack() as slack:
-        env = server_env(db_url=db_url, slack_url=slack.url, config=config, signing_key=pem_key())
-        first = Server(tmp_path, env, "before-crash")
-        second = Server(tmp_path, env, "after-restart")
+        env = serve_env(db_url=db_url, slack_url=slack.url, config=config, SIGNOFF_SIGNING_KEY=pem_key())
+        first = Serve(tmp_path, env, "before-crash")
+        second = Serve(tmp_path, env, "after-restart")
         try:
-            first.start().wait_ready()
+            first.start()
             ids = [submit(first, "ladder", n) for n in range(N_REQUESTS)]
             submitted = time.monotonic()
 
@@ -60,7 +38,7 @@ def test_owed_steps_and_expiries_happen_once_after_a_crash(tmp_path):
             # expiry still to come.
             wait_until(lambda: sum(1 for c in top_level_posts(slack)
                                    if c.response["channel"] == dm_channel("U0ESCONE")) >= N_REQUESTS,
-                       15, "the first escalation step to be posted")
+                       15, "the first escalation step to be posted", 0.1)
             first.kill()
             with engine.connect() as conn:
                 pending = conn.scalar(select(func.count()).select_from(RequestRow)
@@ -69,7 +47,7 @@ def test_owed_steps_and_expiries_happen_once_after_a_crash(tmp_path):
 
             # Down past every request's deadline.
             time.sleep(max(0.0, 4.3 - (time.monotonic() - submitted)))
-            second.start().wait_ready()
+            second.start()
 
             def settled():
                 with engine.connect() as conn:

@@ -11,75 +11,40 @@ import hmac
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlencode
 
 import httpx
 import jwt
 import pytest
 import rfc8785
 
+from e2e.harness import BOT_TOKEN, SIGNOFF, SLACK_SECRET, Serve, base_env, serve_env
 from fakes.slack_api import FakeSlack
+from support import DEPLOY_BOT, ROUTING, agent_secret, free_port, v1_signature, wait_until
+from support import submission as base_submission
 
-SLACK_SECRET = "e2e-slack-signing-secret"
-AGENT_SECRETS = {"DEPLOY_BOT_SECRET": "deploy-secret-e2e", "EXEC_BOT_SECRET": "exec-secret-e2e"}
 
-YAML = """
+def config(hook: str) -> str:
+    """The workflow file: deploy-bot asks, exec-bot executes through the webhook ``hook``."""
+    return f"""
 agents:
-  - id: deploy-bot
-    sponsor: U0SPONSOR
-    secret_env: DEPLOY_BOT_SECRET
+{DEPLOY_BOT}\
   - id: exec-bot
     sponsor: U0EXECSP
     secret_env: EXEC_BOT_SECRET
 workflows:
   - id: prod-restart
-    owner: U0OWNER
-    platform_owner: U0PLAT
-    security_owner: U0SEC
-    security_channel: C0SEC
-    channel: C0APPROVALS
+{ROUTING}\
     agents: [deploy-bot, exec-bot]
     timeout: 30m
     execution:
       webhook: {hook}
       grant_ttl: 5m
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-
-
-def hmac_headers(agent: str, secret: str, body: bytes) -> dict[str, str]:
-    ts = str(int(time.time()))
-    sig = "v1=" + hmac.new(secret.encode(), b"v1:" + ts.encode() + b":" + body, hashlib.sha256).hexdigest()
-    return {"X-Signoff-Agent": agent, "X-Signoff-Timestamp": ts, "X-Signoff-Signature": sig,
-            "Content-Type": "application/json"}
-
-
-def base_env() -> dict[str, str]:
-    """This process's environment without any signoff or Slack settings."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("SIGNOFF_", "SLACK_"))}
 
 
 class Executor:
@@ -118,7 +83,7 @@ class Executor:
         ts = h.get("x-signoff-timestamp", "")
         if not ts.isdigit() or abs(time.time() - int(ts)) > 300:
             return "stale or missing timestamp"
-        want = "v1=" + hmac.new(self.secret.encode(), b"v1:" + ts.encode() + b":" + body, hashlib.sha256).hexdigest()
+        want = v1_signature(self.secret, ts, body)
         if not hmac.compare_digest(want, h.get("x-signoff-signature", "")):
             return "bad signature"
         doc = json.loads(body)
@@ -142,87 +107,13 @@ class Executor:
         self.server.server_close()
 
 
-class Serve:
-    """One ``signoff serve`` process."""
-
-    def __init__(self, tmp: Path, env: dict[str, str], name: str, args: tuple[str, ...] = ()):
-        self.tmp, self.env, self.name, self.args = tmp, env, name, args
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tmp / f"serve-{name}.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "Serve":
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "signoff.cli", "serve", "--port", str(self.port),
-                                          *self.args],
-                                         env=self.env, cwd=self.tmp, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"signoff serve exited {self.proc.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"signoff serve did not become healthy:\n{self.output()}")
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    # -- agent calls ---------------------------------------------------------------------
-    def agent(self, method: str, path: str, agent: str, body: dict | None = None) -> httpx.Response:
-        secret = AGENT_SECRETS["DEPLOY_BOT_SECRET" if agent == "deploy-bot" else "EXEC_BOT_SECRET"]
-        raw = b"" if body is None else json.dumps(body).encode()
-        return httpx.request(method, self.url + path, content=raw, headers=hmac_headers(agent, secret, raw),
-                             timeout=10)
-
-    def click(self, rid: str, user: str, channel: str, ts: str, action: str = "signoff.approve") -> httpx.Response:
-        payload = {"type": "block_actions", "user": {"id": user, "team_id": "T0FAKE"}, "team": {"id": "T0FAKE"},
-                   "api_app_id": "A0SIGNOFF", "trigger_id": "1.2.3",
-                   "container": {"type": "message", "message_ts": ts, "channel_id": channel},
-                   "channel": {"id": channel}, "message": {"ts": ts, "text": ""},
-                   "actions": [{"action_id": action, "value": rid, "type": "button", "block_id": "b"}]}
-        body = urlencode({"payload": json.dumps(payload)}).encode()
-        ts_now = str(int(time.time()))
-        sig = "v0=" + hmac.new(SLACK_SECRET.encode(), b"v0:" + ts_now.encode() + b":" + body,
-                               hashlib.sha256).hexdigest()
-        return httpx.post(self.url + "/slack/events", content=body, timeout=10,
-                          headers={"Content-Type": "application/x-www-form-urlencoded",
-                                   "X-Slack-Request-Timestamp": ts_now, "X-Slack-Signature": sig})
-
-
 @pytest.fixture
 def world(tmp_path):
     with FakeSlack() as slack:
-        executor = Executor(AGENT_SECRETS["EXEC_BOT_SECRET"], "exec-bot")
-        (tmp_path / "signoff.yaml").write_text(YAML.format(hook=executor.url))
-        env = base_env()
-        env.update(AGENT_SECRETS)
-        env.update({
-            "SLACK_BOT_TOKEN": "xoxb-e2e",
-            "SLACK_SIGNING_SECRET": SLACK_SECRET,
-            "SIGNOFF_SLACK_API_URL": slack.url,
-            "SIGNOFF_DATABASE_URL": f"sqlite:///{tmp_path / 'signoff.db'}",
-            "SIGNOFF_CONFIG": str(tmp_path / "signoff.yaml"),
-            "SIGNOFF_SWEEP_INTERVAL": "0.2",
-            "PYTHONUNBUFFERED": "1",
-        })
+        executor = Executor(agent_secret("exec-bot"), "exec-bot")
+        (tmp_path / "signoff.yaml").write_text(config(executor.url))
+        env = serve_env(db_url=f"sqlite:///{tmp_path / 'signoff.db'}", slack_url=slack.url,
+                        config=tmp_path / "signoff.yaml")
         servers: list[Serve] = []
 
         def serve(name: str, *args: str) -> Serve:
@@ -240,11 +131,9 @@ def world(tmp_path):
 
 
 def submission(title: str = "Restart checkout-api in prod-eu") -> dict:
-    return {"workflow": "prod-restart", "title": title,
-            "action": {"type": "service.restart", "target": "checkout-api", "environment": "production",
-                       "parameters": {"graceful": True}},
-            "justification": "p99 latency doubled after the 14:02 deploy", "risk": "high",
-            "rollback": {"description": "restart is idempotent"}, "executor": "exec-bot"}
+    """A high-risk restart with a rollback plan, to be executed by exec-bot."""
+    return base_submission(title=title, risk="high", rollback={"description": "restart is idempotent"},
+                           executor="exec-bot")
 
 
 def test_the_whole_loop_over_http(world):
@@ -258,7 +147,7 @@ def test_the_whole_loop_over_http(world):
 
     [post] = slack.wait_for("chat.postMessage", 1, timeout=10)
     assert post.params["channel"] == "C0APPROVALS"
-    assert post.token == "xoxb-e2e"
+    assert post.token == BOT_TOKEN
     elements = [e for b in post.params["blocks"] if b.get("type") == "actions" for e in b["elements"]]
     assert {(e["action_id"], e["value"]) for e in elements} >= {("signoff.approve", rid), ("signoff.reject", rid)}
 
@@ -380,7 +269,7 @@ def test_workers_share_the_port_and_one_sqlite_file(world):
 
     # the store is one intact chain after two processes wrote it
     env = dict(server.env)
-    verify = subprocess.run([sys.executable, "-m", "signoff.cli", "evidence", "verify"], env=env, cwd=server.tmp,
+    verify = subprocess.run([*SIGNOFF, "evidence", "verify"], env=env, cwd=server.workdir,
                             capture_output=True, text=True, timeout=60)
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
@@ -394,11 +283,11 @@ def test_workers_share_the_port_and_one_sqlite_file(world):
 
 
 def test_serve_without_a_bot_token_says_so(tmp_path):
-    (tmp_path / "signoff.yaml").write_text(YAML.format(hook="http://127.0.0.1:9/x"))
+    (tmp_path / "signoff.yaml").write_text(config("http://127.0.0.1:9/x"))
     env = base_env()
     env.update({"SLACK_SIGNING_SECRET": SLACK_SECRET, "SIGNOFF_CONFIG": str(tmp_path / "signoff.yaml"),
                 "SIGNOFF_DATABASE_URL": f"sqlite:///{tmp_path / 'signoff.db'}"})
-    out = subprocess.run([sys.executable, "-m", "signoff.cli", "serve", "--port", str(free_port())],
+    out = subprocess.run([*SIGNOFF, "serve", "--port", str(free_port())],
                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert "SLACK_BOT_TOKEN" in out.stderr
@@ -423,7 +312,7 @@ def test_killed_between_slacks_answer_and_the_commit_posts_once(world):
     assert call.ok and call.at > killed_at, "the post did not reach Slack after the process died"
 
     second = serve("after-in-flight").start()
-    store = f"sqlite:///{second.tmp / 'signoff.db'}"
+    store = f"sqlite:///{second.workdir / 'signoff.db'}"
 
     def recorded():
         from sqlalchemy import create_engine, select
