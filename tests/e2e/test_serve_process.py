@@ -12,9 +12,7 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -24,7 +22,7 @@ import rfc8785
 
 from e2e.harness import BOT_TOKEN, SIGNOFF, SLACK_SECRET, Serve, base_env, serve_env
 from fakes.slack_api import FakeSlack
-from support import DEPLOY_BOT, ROUTING, agent_secret, free_port, v1_signature, wait_until
+from support import DEPLOY_BOT, ROUTING, LoopbackHTTP, agent_secret, free_port, v1_signature, wait_until
 from support import submission as base_submission
 
 
@@ -47,7 +45,7 @@ workflows:
 """
 
 
-class Executor:
+class Executor(LoopbackHTTP):
     """The executor's webhook: checks the X-Signoff-* signature and the grant before answering 2xx."""
 
     def __init__(self, secret: str, agent: str):
@@ -56,25 +54,14 @@ class Executor:
         self.jwks_url: str | None = None
         self.accepted: list[dict] = []
         self.refused: list[str] = []
-        owner = self
+        super().__init__()
+        self.url += "/execute"
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                problem = owner.check(dict(self.headers), body)
-                if problem:
-                    owner.refused.append(problem)
-                self.send_response(401 if problem else 200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/execute"
+    def respond(self, method, headers, body):
+        problem = self.check(headers, body)
+        if problem:
+            self.refused.append(problem)
+        return (401 if problem else 200), b""
 
     def check(self, headers: dict, body: bytes) -> str | None:
         h = {k.lower(): v for k, v in headers.items()}
@@ -101,11 +88,6 @@ class Executor:
             return f"grant claims do not match: {claims}"
         self.accepted.append({"doc": doc, "claims": claims})
         return None
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
 
 @pytest.fixture
 def world(tmp_path):

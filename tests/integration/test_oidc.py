@@ -8,9 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
 import pytest
@@ -21,51 +19,31 @@ from fastapi.testclient import TestClient
 from signoff.api import oidc
 from signoff.api.app import create_app
 from signoff.usecases.ports import system_clock
-from support import SECRETS, dumps, runtime, signed_headers, submission
+from support import SECRETS, LoopbackHTTP, dumps, runtime, signed_headers, submission
 
 ISSUER = "https://kubernetes.default.svc"
 AUDIENCE = "signoff"
 SUBJECT = "system:serviceaccount:ops:deployer"
 
 
-class JwksServer:
+class JwksServer(LoopbackHTTP):
     """Serves a JWKS we can change, and counts fetches."""
 
     def __init__(self):
         self.jwks = {"keys": []}
         self.fetches = 0
         self.down = False
-        owner = self
+        super().__init__()
+        self.url += "/keys"
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                owner.fetches += 1
-                if owner.down:
-                    self.send_response(503)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                body = json.dumps(owner.jwks).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/keys"
+    def respond(self, method, headers, body):
+        self.fetches += 1
+        if self.down:
+            return 503, b""
+        return 200, json.dumps(self.jwks).encode()
 
     def publish(self, *keys: "Key") -> None:
         self.jwks = {"keys": [k.public_jwk() for k in keys]}
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class Key:

@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from urllib.parse import urlencode
 
@@ -27,7 +26,7 @@ from signoff.store.repo import Repo
 from signoff.store.tables import OutboxRow, RequestRow
 from signoff.usecases.submit import submit
 from signoff.usecases.sweep import sweep
-from support import FakeClock, block_actions, runtime, slack_signed, submission, wait_until
+from support import FakeClock, LoopbackHTTP, block_actions, runtime, slack_signed, submission, wait_until
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 
@@ -85,34 +84,19 @@ workflows:
 """
 
 
-class Executor:
+class Executor(LoopbackHTTP):
     """A tiny executor webhook: records each POST and answers 200."""
 
     def __init__(self):
         self.posts: list[dict] = []
         self.lock = threading.Lock()
-        owner = self
+        super().__init__()
+        self.url += "/execute"
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with owner.lock:
-                    owner.posts.append({"body": json.loads(body), "headers": dict(self.headers)})
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/execute"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    def respond(self, method, headers, body):
+        with self.lock:
+            self.posts.append({"body": json.loads(body), "headers": headers})
+        return 200, b""
 
 
 def buttons(message: dict) -> list[tuple[str, str]]:
