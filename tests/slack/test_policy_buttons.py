@@ -14,28 +14,25 @@ from signoff.store.repo import Repo
 from signoff.usecases import agent_ops
 from signoff.usecases.decide import decide
 from signoff.usecases.submit import submit
-from support import FakeClock, block_actions, runtime, slack_form, submission, wait_until
+from support import DEPLOY_BOT, ROUTING, FakeClock, block_actions, runtime, slack_form, submission, wait_until
 
 SECRET = "policy-buttons-signing-secret"
 
-YAML = """
+YAML = f"""
 agents:
-  - id: deploy-bot
-    sponsor: U0SPONSOR
-    secret_env: DEPLOY_BOT_SECRET
+{DEPLOY_BOT}\
 workflows:
   - id: prod-restart
-    owner: U0OWNER
-    platform_owner: U0PLAT
-    security_owner: U0SEC
-    security_channel: C0SEC
-    channel: C0APPROVALS
+{ROUTING}\
     agents: [deploy-bot]
     timeout: 30m
     rules:
       - name: routine-restarts
-        match: {action_type: service.restart, risk: [low]}
-        auto_approve: {limit: 3 per 1h}
+        match:
+          action_type: service.restart
+          risk: [low]
+        auto_approve:
+          limit: 3 per 1h
 """
 
 

@@ -26,25 +26,21 @@ from signoff.store.repo import Repo
 from signoff.store.tables import OutboxRow, RequestRow
 from signoff.usecases.submit import submit
 from signoff.usecases.sweep import sweep
-from support import FakeClock, LoopbackHTTP, block_actions, runtime, slack_signed, submission, wait_until
+from support import DEPLOY_BOT, ROUTING, FakeClock, LoopbackHTTP, block_actions, runtime, slack_signed, submission, wait_until
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 
-YAML = """
+def config(hook: str) -> str:
+    """The workflow file; the executor's webhook is ``hook``."""
+    return f"""
 agents:
-  - id: deploy-bot
-    sponsor: U0SPONSOR
-    secret_env: DEPLOY_BOT_SECRET
+{DEPLOY_BOT}\
   - id: other-bot
     sponsor: U0OTHERSP
     secret_env: OTHER_BOT_SECRET
 workflows:
   - id: prod-restart
-    owner: U0OWNER
-    platform_owner: U0PLAT
-    security_owner: U0SEC
-    security_channel: C0SEC
-    channel: C0APPROVALS
+{ROUTING}\
     approvers: [U0OWNER, U0SPONSOR, U0SECOND]
     agents: [deploy-bot, other-bot]
     timeout: 30m
@@ -112,7 +108,7 @@ class Harness:
         self.fake = fake
         self.executor = executor
         self.clock = FakeClock()
-        self.rt = runtime(db_url, YAML.format(hook=executor.url), clock=self.clock, monkeypatch=monkeypatch,
+        self.rt = runtime(db_url, config(executor.url), clock=self.clock, monkeypatch=monkeypatch,
                           SLACK_BOT_TOKEN="xoxb-test", SLACK_SIGNING_SECRET=SECRET,
                           SIGNOFF_SLACK_API_URL=fake.url)
         self.ctx = self.rt.context
