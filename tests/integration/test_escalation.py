@@ -285,6 +285,19 @@ def test_a_click_just_before_the_deadline_wins(make):
 # ---------------------------------------------------------------- downtime
 
 
+def assert_done_in_due_order(ctx, ids) -> None:
+    """The steps and expiries of ``ids`` were done (event ids are global) in the order they fell due."""
+    done = []
+    for rid in ids:
+        for e in events(ctx, rid):
+            if e.type == "escalation.fired":
+                done.append((e.id, e.data["due_at"]))
+            elif e.type == "request.expired":
+                done.append((e.id, e.data["deadline"]))
+    done.sort()
+    assert [due for _, due in done] == sorted(due for _, due in done)
+
+
 def test_after_downtime_owed_work_is_done_at_once_in_deadline_order(make):
     ctx, clock = make()
     ids = []
@@ -308,15 +321,7 @@ def test_after_downtime_owed_work_is_done_at_once_in_deadline_order(make):
     assert row(ctx, ids[3]).status == "pending" and row(ctx, ids[3]).due_at == T0 + 39 * MIN
 
     # Across requests, the work was done in the order it fell due (event ids are global).
-    done = []
-    for rid in ids:
-        for e in events(ctx, rid):
-            if e.type == "escalation.fired":
-                done.append((e.id, e.data["due_at"]))
-            elif e.type == "request.expired":
-                done.append((e.id, e.data["deadline"]))
-    done.sort()
-    assert [due for _, due in done] == sorted(due for _, due in done)
+    assert_done_in_due_order(ctx, ids)
 
 
 def test_a_backlog_larger_than_a_batch_stays_in_deadline_order(make, monkeypatch):
@@ -329,15 +334,7 @@ def test_a_backlog_larger_than_a_batch_stays_in_deadline_order(make, monkeypatch
     clock.now = T0 + 50 * MIN
     report = sweep(ctx)
     assert report.escalated == 14 and report.expired == 7
-    done = []
-    for rid in ids:
-        for e in events(ctx, rid):
-            if e.type == "escalation.fired":
-                done.append((e.id, e.data["due_at"]))
-            elif e.type == "request.expired":
-                done.append((e.id, e.data["deadline"]))
-    done.sort()
-    assert [due for _, due in done] == sorted(due for _, due in done)
+    assert_done_in_due_order(ctx, ids)
 
 
 def test_a_broken_row_does_not_block_the_others(make):
