@@ -45,10 +45,14 @@ def _is_dead(conn: http.client.HTTPConnection) -> bool:
     if sock is None:
         return False
     try:
+        if hasattr(select, "poll"):  # any descriptor number (select() stops at 1024)
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
         readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable)
     except (OSError, ValueError):
         return True
-    return bool(readable)
 
 
 class KeepAliveWebClient(WebClient):
