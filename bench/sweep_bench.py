@@ -308,13 +308,17 @@ def bench_lag(base: str, workdir: Path, n: int, spread: float, interval: float, 
             outbox_left = conn.scalar(select(func.count()).select_from(OutboxRow).where(OutboxRow.state == "pending"))
         engine.dispose()
         calls = len(slack.calls)
+        ats = sorted(c.at for c in slack.calls)
+        # calls a second while the dispatcher had work: first to last call of the run
+        calls_per_s = round(calls / (ats[-1] - ats[0]), 1) if len(ats) > 1 else None
     out = {"requests": n, "spread_s": spread, "sweep_interval_s": interval, "escalation_posts": len(posts),
            "missing": n - len(posts), "deadline_to_post_s": summary(lags),
-           "deadline_to_sweep_s": summary(late), "slack_calls": calls, "outbox_left": outbox_left,
+           "deadline_to_sweep_s": summary(late), "slack_calls": calls, "slack_calls_per_s": calls_per_s, "outbox_left": outbox_left,
            "serve_rss_mib": round(rss[0] / 1024, 1), "serve_peak_rss_mib": round(rss[1] / 1024, 1),
            "dm_channel": channel}
     print(f"    deadline → escalation post: {out['deadline_to_post_s']}")
     print(f"    deadline → sweep:           {out['deadline_to_sweep_s']}")
+    print(f"    Slack calls: {calls} at {calls_per_s}/s (first to last call)")
     return out
 
 
