@@ -194,7 +194,7 @@ def signoff_command() -> list[str]:
 
 
 class Serve:
-    def __init__(self, url: str, slack_url: str, workdir: Path, interval: float, name: str):
+    def __init__(self, url: str, slack_url: str, workdir: Path, interval: float, name: str, workers: int = 1):
         config = workdir / "signoff.yaml"
         config.write_text(YAML)
         key = Ed25519PrivateKey.generate().private_bytes(
@@ -208,7 +208,8 @@ class Serve:
                     "SIGNOFF_SIGNING_KEY": key, SECRET_ENV: "bench-secret", "PYTHONUNBUFFERED": "1"})
         self.log = workdir / f"serve-{name}.log"
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(signoff_command() + ["serve", "--host", HOST, "--port", str(self.port)],
+            self.proc = subprocess.Popen(signoff_command() + ["serve", "--host", HOST, "--port", str(self.port),
+                                                              "--workers", str(workers)],
                                          cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 60) -> float:
@@ -263,7 +264,8 @@ def summary(values: list[float], unit_scale: float = 1.0, digits: int = 3) -> di
 # ---------------------------------------------------------------------- (a) lag
 
 
-def bench_lag(base: str, workdir: Path, n: int, spread: float, interval: float, lead: float) -> dict:
+def bench_lag(base: str, workdir: Path, n: int, spread: float, interval: float, lead: float,
+              workers: int = 1) -> dict:
     print(f"(a) lag: {n} pending, first step due spread over {spread:.0f} s, sweep every {interval} s")
     with database(base, workdir, "lag") as url, SlackStandIn() as slack:
         rt, wf = prepare(url)
@@ -276,7 +278,7 @@ def bench_lag(base: str, workdir: Path, n: int, spread: float, interval: float, 
         ids = seed(url, wf, [d - step for d in due], root_posted=True)
         due_of = {rid: d.timestamp() for rid, d in zip(ids, due)}
         print(f"    seeded in {time.monotonic() - t:.1f} s")
-        serve = Serve(url, slack.url, workdir, interval, "lag")
+        serve = Serve(url, slack.url, workdir, interval, "lag", workers)
         try:
             ready = serve.wait_ready()
             left = (first_due - datetime.now(timezone.utc)).total_seconds()
@@ -400,6 +402,8 @@ def main() -> int:
     ap.add_argument("--ticks", type=int, default=2000, help="(b) sweep ticks timed")
     ap.add_argument("--idle", type=float, default=15.0, help="(c) seconds serve idles while sampled")
     ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="(a) `serve --workers` (memory figures are of one process: (c) always uses 1)")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     result = {"machine": machine(), "db": "sqlite" if args.db == "sqlite" else make_url(args.db).get_backend_name(),
@@ -409,7 +413,8 @@ def main() -> int:
         workdir = Path(tmp)
         if "lag" in parts:
             before = loadavg()
-            result["lag"] = bench_lag(args.db, workdir, args.requests, args.spread, args.interval, args.lead)
+            result["lag"] = bench_lag(args.db, workdir, args.requests, args.spread, args.interval, args.lead,
+                                      args.workers)
             result["lag"]["loadavg_before_after"] = [before, loadavg()]
         if "tick" in parts:
             before = loadavg()

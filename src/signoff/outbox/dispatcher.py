@@ -104,7 +104,7 @@ def backoff(attempts: int) -> float:
 class Dispatcher:
     # Deliveries wait on Slack (tens of milliseconds a call against the real one), not on
     # the CPU: enough of them in flight is what makes hundreds of calls a second possible.
-    def __init__(self, ctx: Context, handlers: dict[str, Handler], *, workers: int = 32, batch: int = 128):
+    def __init__(self, ctx: Context, handlers: dict[str, Handler], *, workers: int = 8, batch: int = 128):
         self.ctx = ctx
         self.handlers = handlers
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
