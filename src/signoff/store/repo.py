@@ -6,8 +6,10 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.orm.util import identity_key
 
 from signoff.domain import chain
 from signoff.store.tables import (
@@ -164,6 +166,37 @@ class Repo:
         req.event_count = seq
         req.head_hash = digest
         return EventRow(**values)
+
+    def loaded(self, model, key) -> bool:
+        """Whether this session holds the ``model`` row ``key`` as an object already."""
+        return identity_key(model, key) in self.session.identity_map
+
+    def append_event_by_id(self, request_id: str, type_: str, actor: str, data: dict[str, Any],
+                           at: datetime) -> bool:
+        """``append_event`` for a request this session has not loaded, without loading it
+        (Core: the chain head read under the row lock, the event INSERTed, the head moved
+        with a compare-and-set on ``version``). False: no such request. Only for a request
+        ``loaded`` says this session does not hold (that object would go stale)."""
+        t = RequestRow.__table__
+        conn = self.session.connection()
+        q = select(t.c.event_count, t.c.head_hash, t.c.version).where(t.c.id == request_id)
+        if conn.dialect.name == "postgresql":
+            q = q.with_for_update()
+        head = conn.execute(q).first()
+        if head is None:
+            return False
+        seq = (head.event_count or 0) + 1
+        prev = head.head_hash or chain.GENESIS
+        body = chain.event_body(request_id, seq, at, type_, actor, data)
+        digest = chain.link(prev, body)
+        conn.execute(insert(EventRow.__table__), {
+            "request_id": request_id, "seq": seq, "at": body["at"], "type": type_, "actor": actor, "data": data,
+            "prev_hash": prev, "hash": digest})
+        moved = conn.execute(update(t).where(t.c.id == request_id, t.c.version == head.version).values(
+            event_count=seq, head_hash=digest, version=head.version + 1))
+        if moved.rowcount != 1:
+            raise StaleDataError(f"request {request_id} changed while an event was appended")
+        return True
 
     def events(self, request_id: str) -> list[EventRow]:
         q = select(EventRow).where(EventRow.request_id == request_id).order_by(EventRow.seq)

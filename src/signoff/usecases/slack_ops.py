@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from signoff.domain.model import Status
 from signoff.store.repo import Repo
@@ -124,6 +124,21 @@ def record_posted_in(session, now: datetime, *, message_id: int, channel: str, t
     """``record_posted`` inside a transaction the caller owns (the outbox records several
     posts in the transaction that finishes their rows). False: already recorded."""
     repo = Repo(session)
+    if not repo.loaded(SlackMessageRow, message_id):
+        # Core when nothing is loaded (the usual case: the outbox records a batch of posts
+        # without building ORM objects for them).
+        t = SlackMessageRow.__table__
+        row = session.execute(update(t).where(t.c.id == message_id, t.c.ts.is_(None))
+                              .values(channel=channel, ts=ts, posted_at=now)
+                              .returning(t.c.request_id, t.c.role, t.c.target)).first()
+        if row is None:
+            return False  # gone, or recorded already
+        data = {"role": row.role, "target": row.target, "channel": channel, "ts": ts}
+        if repo.loaded(RequestRow, row.request_id):
+            repo.append_event(repo.get(row.request_id), "slack.posted", "signoff", data, now)
+        else:
+            repo.append_event_by_id(row.request_id, "slack.posted", "signoff", data, now)
+        return True
     msg = repo.message(message_id)
     if msg is None or msg.ts:
         return False
