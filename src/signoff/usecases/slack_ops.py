@@ -95,13 +95,16 @@ def policy_render_data(repo: Repo, req) -> dict[str, Any]:
     can still be revoked), when it could execute, and the rollback path."""
     from signoff.usecases.revoke import auto_approved_by, revocable
     from signoff.usecases.rollback import offers_rollback, rollback_action
+    from signoff.usecases.submit import ROLLBACK_FROM
 
     return {
         "auto_approved_by": auto_approved_by(repo, req),  # rule name, or None
         "revocable": revocable(repo, req),  # show a "Revoke" button (signoff.revoke)
         "can_roll_back": offers_rollback(repo, req),  # show a "Roll back" button (signoff.rollback)
         "rollback_action": rollback_action(req),
-        "rollback_requests": [{"id": r.id, "status": r.status} for r in repo.rollbacks_of(req.id)],
+        # Only a request that executed can have been rolled back (submit.ROLLBACK_FROM).
+        "rollback_requests": [{"id": r.id, "status": r.status} for r in repo.rollbacks_of(req.id)]
+        if req.status in ROLLBACK_FROM else [],
         "approval_expires_at": req.approval_expires_at.isoformat().replace("+00:00", "Z")
         if req.approval_expires_at else None,
     }
