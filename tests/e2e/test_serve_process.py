@@ -249,6 +249,26 @@ def test_workers_share_the_port_and_one_sqlite_file(world):
                20, "the worker started again")
     assert "exited with -9" in server.output()
 
+    # SIGHUP to the supervisor: every worker reloads the workflow file
+    yaml_file = Path(server.env["SIGNOFF_CONFIG"])
+    yaml_file.write_text(yaml_file.read_text() + """
+  - id: prod-deploy
+    owner: U0OWNER
+    platform_owner: U0PLAT
+    security_owner: U0SEC
+    channel: C0APPROVALS
+    agents: [deploy-bot]
+""")
+    new_workflow = dict(submission("Deploy after reload"), workflow="prod-deploy")
+    new_workflow.pop("executor")
+    assert server.agent("POST", "/v1/actions", "deploy-bot", new_workflow).status_code == 404
+    server.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: server.agent("POST", "/v1/actions", "deploy-bot", new_workflow).status_code == 201, 20,
+               "the new workflow after SIGHUP")
+    time.sleep(0.5)  # both workers had the signal at once; give the slower one its moment
+    codes = [server.agent("POST", "/v1/actions", "deploy-bot", new_workflow).status_code for _ in range(12)]
+    assert codes == [201] * 12, codes
+
     # the store is one intact chain after two processes wrote it
     env = dict(server.env)
     verify = subprocess.run([*SIGNOFF, "evidence", "verify"], env=env, cwd=server.workdir,
