@@ -52,7 +52,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -60,7 +59,6 @@ import sys
 import tempfile
 import time
 import uuid
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -84,6 +82,7 @@ from signoff.usecases.reply import record_thread_message
 from signoff.usecases.slack_ops import record_posted
 from signoff.usecases.submit import submit
 from signoff.usecases.sweep import sweep
+from common import database, loadavg, machine, machine_busy_seconds
 
 CHANNEL = "C0APPROVALS"
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=timezone.utc)
@@ -147,41 +146,6 @@ SAYINGS = [
 
 
 # ---------------------------------------------------------------------- machine
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_kb = 0
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_kb = int(line.split()[1])
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "ram_gib": round(mem_kb / 1024 / 1024, 1),
-            "python": platform.python_version(), "platform": platform.platform()}
-
-
-def loadavg() -> float | None:
-    """1-minute load average: other work sharing the machine skews every figure."""
-    try:
-        return float(Path("/proc/loadavg").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores spent busy since boot."""
-    parts = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = parts[3] + (parts[4] if len(parts) > 4 else 0)
-    return (sum(parts[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def own_cpu_seconds() -> float:
@@ -255,29 +219,6 @@ def log(msg: str) -> None:
 
 def libpq(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-@contextmanager
-def database(base: str, workdir: Path, name: str, keep: bool = False):
-    """A fresh, empty database: a SQLite file in ``workdir`` or a new PostgreSQL database
-    created (over an autocommit connection) next to the one ``base`` names."""
-    if base == "sqlite":
-        yield f"sqlite:///{workdir / (name + '.db')}"
-        return
-    import psycopg
-
-    url = make_url(base)
-    db = f"signoff_bench_{name}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(libpq(base), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{db}"')
-    try:
-        yield url.set(database=db).render_as_string(hide_password=False)
-    finally:
-        if keep:
-            log(f"kept database {db}")
-        else:
-            with psycopg.connect(libpq(base), autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
 def dbapi_connect(url: str):

@@ -26,11 +26,9 @@ import hashlib
 import hmac
 import json
 import os
-import platform
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -40,6 +38,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
+from common import free_port, machine_busy_seconds, pct
+from common import machine as common_machine
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -68,12 +68,6 @@ workflows:
 
 
 # ---------------------------------------------------------------------- helpers
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 def sign(secret: str, ts: str, body: bytes) -> str:
     return "v1=" + hmac.new(secret.encode(), b"v1:" + ts.encode() + b":" + body, hashlib.sha256).hexdigest()
 
@@ -154,13 +148,6 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores spent busy since boot (for "what else ran meanwhile")."""
-    parts = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = parts[3] + (parts[4] if len(parts) > 4 else 0)
-    return (sum(parts[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
 def busy_fraction(seconds: float = 1.0) -> float:
     """How busy the machine is right now, 0..1 over all cores."""
     b0, t0 = machine_busy_seconds(), time.monotonic()
@@ -227,16 +214,8 @@ def run_wrk(url: str, bodies: Path, *, duration: float, connections: int, thread
 
 
 def machine() -> dict:
-    model = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    mem_kb = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
-                  if ln.startswith("MemTotal"))
     wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-    return {"nproc": os.cpu_count(), "cpu": model, "ram_gib": round(mem_kb / 1024 / 1024, 1),
-            "python": platform.python_version(), "os": platform.platform(), "wrk": wrk_version.strip()}
+    return {**common_machine(), "wrk": wrk_version.strip()}
 
 
 def git_describe() -> str:
@@ -286,13 +265,6 @@ def db_query(db: Path, sql: str, args: tuple = ()) -> list[tuple]:
 
 def parse_ts(value: str) -> datetime:
     return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
-
-
-def pct(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    v = sorted(values)
-    return v[min(len(v) - 1, max(0, int(round(p / 100 * len(v) + 0.5)) - 1))]
 
 
 # ---------------------------------------------------------------------- phases

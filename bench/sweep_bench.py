@@ -29,23 +29,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy import create_engine, func, insert, select
 from sqlalchemy.engine import make_url
 
 from signoff.bootstrap import build
@@ -55,8 +52,9 @@ from signoff.domain.chain import GENESIS
 from signoff.settings import Settings
 from signoff.standin import SlackStandIn, dm_channel
 from signoff.store.tables import EventRow, OutboxRow, RequestRow, SlackMessageRow
+from common import HOST, database, free_port, loadavg, machine, pct
 
-HOST = "127.0.0.1"
+
 SECRET_ENV = "BENCH_BOT_SECRET"
 ESCALATE_TO = "U0ESCBENCH"
 STEP_AFTER = 60  # seconds from submission to the escalation step
@@ -86,54 +84,7 @@ workflows:
 # ---------------------------------------------------------------------- machine
 
 
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_kb = 0
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_kb = int(line.split()[1])
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "ram_gib": round(mem_kb / 1024 / 1024, 1),
-            "python": platform.python_version(), "platform": platform.platform()}
-
-
-def loadavg() -> float | None:
-    """1-minute load average: other work sharing the machine skews every figure."""
-    try:
-        return float(Path("/proc/loadavg").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 # ---------------------------------------------------------------------- databases
-
-
-@contextmanager
-def database(base: str, workdir: Path, name: str):
-    """A fresh, empty database: a SQLite file in ``workdir`` or a new PostgreSQL database."""
-    if base == "sqlite":
-        yield f"sqlite:///{workdir / (name + '.db')}"
-        return
-    url = make_url(base)
-    db = f"signoff_bench_{name}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{db}"'))
-    try:
-        yield url.set(database=db).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def prepare(url: str):
@@ -180,12 +131,6 @@ def seed(url: str, wf, created: list[datetime], *, root_posted: bool) -> list[st
 
 
 # ---------------------------------------------------------------------- serve as a process
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def signoff_command() -> list[str]:
@@ -247,14 +192,9 @@ class Serve:
 # ---------------------------------------------------------------------- figures
 
 
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, int(round(p / 100 * len(s) + 0.5)) - 1))]
-
-
 def summary(values: list[float], unit_scale: float = 1.0, digits: int = 3) -> dict:
+    if not values:
+        return {"n": 0, "p50": None, "p90": None, "p99": None, "max": None, "mean": None}
     return {"n": len(values), "p50": round(pct(values, 50) * unit_scale, digits),
             "p90": round(pct(values, 90) * unit_scale, digits), "p99": round(pct(values, 99) * unit_scale, digits),
             "max": round(max(values) * unit_scale, digits) if values else None,
