@@ -49,6 +49,14 @@ def cmd_serve(args) -> int:
     if missing:
         _fail("cannot serve, missing environment:\n  " + "\n  ".join(missing) +
               "\nTry `signoff demo` to see the whole flow without Slack.", 2)
+    if args.workers is None:
+        try:
+            args.workers = _workers(os.environ.get("SIGNOFF_WORKERS") or "1")
+        except argparse.ArgumentTypeError as exc:
+            _fail(str(exc), 2)
+    if args.workers > 1 and _in_memory(settings.database_url):
+        _fail("--workers needs a database the workers can share: an in-memory SQLite database "
+              "exists only inside one process", 2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.worker_fd is not None:  # one of `--workers N`: the supervisor upgraded the schema
         from signoff.server import serve
@@ -186,6 +194,11 @@ def cmd_policy_explain(args) -> int:
     return explain(args.file, at=args.at, config_path=args.config)
 
 
+def _in_memory(url: str) -> bool:
+    return url.startswith("sqlite") and (url.rstrip("/") in ("sqlite:", "sqlite+pysqlite:") or ":memory:" in url
+                                         or "mode=memory" in url)
+
+
 def _workers(text: str) -> int:
     try:
         n = int(text)
@@ -204,7 +217,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--socket-mode", action="store_true", help="connect to Slack over Socket Mode")
-    s.add_argument("--workers", type=_workers, default=_workers(os.environ.get("SIGNOFF_WORKERS") or "1"),
+    s.add_argument("--workers", type=_workers, default=None,
                    help="processes serving the port (default 1, or $SIGNOFF_WORKERS); each uses about a core")
     s.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)  # set by the supervisor for its workers
     s.set_defaults(fn=cmd_serve)
