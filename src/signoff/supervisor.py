@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 STOP_GRACE = 30.0
 RESTART_DELAY = 1.0
+# A worker that dies this soon after starting, this many times in a row, will not get
+# better by being started again (e.g. the database is gone): the supervisor stops, exit 1.
+EARLY_EXIT = 10.0
+EARLY_EXITS_TO_GIVE_UP = 5
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -63,6 +67,7 @@ class Supervisor:
         self.count = workers
         self.socket_mode = socket_mode
         self.procs: dict[int, subprocess.Popen] = {}  # slot -> process
+        self.started_at: dict[int, float] = {}
         self.stopping = False
 
     def _start(self, slot: int) -> None:
@@ -73,6 +78,7 @@ class Supervisor:
         proc = subprocess.Popen(worker_command(fd, socket_mode=self.socket_mode), pass_fds=(fd,), env=env,
                                 start_new_session=True, preexec_fn=_die_with_parent)
         self.procs[slot] = proc
+        self.started_at[slot] = time.monotonic()
         log.info("worker %d started (pid %d)", slot, proc.pid)
 
     def _signal_all(self, signum: int) -> None:
@@ -99,6 +105,7 @@ class Supervisor:
             self._start(slot)
         log.info("serving on %s with %d workers", self.sock.getsockname()[:2], self.count)
         restart_at: dict[int, float] = {}
+        early_exits = 0
         try:
             while not self.stopping:
                 for slot, proc in list(self.procs.items()):
@@ -107,6 +114,13 @@ class Supervisor:
                             del restart_at[slot]
                             self._start(slot)
                     elif proc.poll() is not None:
+                        lived = time.monotonic() - self.started_at[slot]
+                        early_exits = early_exits + 1 if lived < EARLY_EXIT else 0
+                        if early_exits >= EARLY_EXITS_TO_GIVE_UP:
+                            log.error("workers keep exiting within %.0f s of starting (%d in a row, the last "
+                                      "with %s); stopping — see the errors above", EARLY_EXIT, early_exits,
+                                      proc.returncode)
+                            return 1
                         log.error("worker %d (pid %d) exited with %s; starting it again in %.0f s",
                                   slot, proc.pid, proc.returncode, RESTART_DELAY)
                         restart_at[slot] = time.monotonic() + RESTART_DELAY
