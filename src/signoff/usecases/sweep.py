@@ -65,6 +65,13 @@ class SweepReport:
         self.lateness.extend(other.lateness)
 
 
+def late_seconds(now: datetime, due: datetime) -> int | float:
+    """How late (seconds, to the microsecond; never negative). A whole number is an int,
+    so the stored JSON is already in its RFC 8785 form (``3``, not ``3.0``)."""
+    late = max((now - due).total_seconds(), 0.0)
+    return int(late) if late.is_integer() else late
+
+
 class _Poisoned(Exception):
     """Processing one request failed for a reason other than a lost race."""
 
@@ -255,7 +262,7 @@ class _Work:
         wf, ladder = self.policy(req), self.ladders[req.id]
         index, cycle = ladder.step_index(k), ladder.cycle(k)
         step = wf.escalation[index]
-        late = max((self.now - due_at).total_seconds(), 0.0)
+        late = late_seconds(self.now, due_at)
         req.steps_fired = k + 1
 
         targets = list(dict.fromkeys(step.to))
@@ -294,7 +301,7 @@ class _Work:
 
     def expire(self, req: RequestRow, deadline: datetime) -> None:
         """No decision by the deadline: expired (a denial), every copy of the message updated."""
-        late = max((self.now - deadline).total_seconds(), 0.0)
+        late = late_seconds(self.now, deadline)
         move(self.repo, req, Status.EXPIRED, actor="signoff", now=self.now,
              data={"deadline": deadline.isoformat(), "late_seconds": late})
         req.due_at = None
@@ -310,7 +317,7 @@ def _other(ctx: Context, repo: Repo, req: RequestRow, now: datetime, report: Swe
         if req.approval_expires_at and now >= req.approval_expires_at:
             move(repo, req, Status.EXPIRED, actor="signoff", now=now,
                  data={"reason": "approval lapsed before a change window opened",
-                       "late_seconds": (now - req.approval_expires_at).total_seconds()})
+                       "late_seconds": late_seconds(now, req.approval_expires_at)})
             req.due_at = None
             raise_exception(repo, req, ExceptionKind.EXPIRED, now, detail="approval lapsed")
             refresh_messages(repo, req, now)
