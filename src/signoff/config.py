@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from signoff.domain import windows as win
-from signoff.domain.budget import SCOPES, Budget, parse_budget
+from signoff.domain.budget import Budget, parse_budget
 from signoff.domain.canonical import canonical_json
 from signoff.durations import format_duration, parse_duration
 

@@ -113,7 +113,6 @@ def test_sqlite_writers_of_several_processes_take_turns_on_the_file_lock(tmp_pat
     the file lock it would go straight through: SQLite itself is not locked)."""
     import subprocess
     import sys
-    import time
 
     db = tmp_path / "shared.db"
     s = Store(f"sqlite:///{db}")

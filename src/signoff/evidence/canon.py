@@ -26,6 +26,10 @@ from signoff.domain.canonical import (  # noqa: F401  (re-exported for the verif
 
 _encode_str = json_string
 
+__all__ = ["MAX_SAFE", "NotCanonicalizable", "canonical_bytes", "canonical_bytes_of_json", "canonical_text_of_json",
+           "encode_canonical", "event_bytes", "event_hash", "json_string", "ledger_hash", "scan_json",
+           "sha256_hex_of", "slow_canonical"]
+
 
 class NotCanonicalizable(ValueError):
     """The value cannot be expressed as RFC 8785 JSON (so the writer could not have hashed it)."""
