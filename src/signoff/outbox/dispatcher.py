@@ -25,7 +25,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -73,6 +73,18 @@ class Record:
     key: Any = 0
 
 
+class Claim:
+    """The rows one pass claimed, shared by their jobs: a handler may read for all of them
+    at once and keep it in ``cache`` (under ``lock``; groups are delivered in parallel).
+    Nothing a handler returns as a ``Record`` is committed before the request's next row
+    runs, so such a read stays valid for a request until one of its rows writes directly."""
+
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []
+        self.cache: dict[str, Any] = {}
+        self.lock = threading.Lock()
+
+
 @dataclass(frozen=True)
 class Job:
     id: int
@@ -81,6 +93,7 @@ class Job:
     payload: dict[str, Any]
     attempts: int
     was_in_flight: bool  # claimed before without a recorded result: a crash mid-delivery
+    claim: Claim | None = field(default=None, compare=False, repr=False)
 
 
 Handler = Callable[[Job], "Record | None"]
@@ -191,7 +204,10 @@ class Dispatcher:
             # one UPDATE for the batch (the rows are locked: BEGIN IMMEDIATE / FOR UPDATE)
             session.execute(update(t).where(t.c.id.in_([r.id for r in rows])).values(
                 claimed_by=self.worker_id, claimed_until=now + LEASE, in_flight=True))
-            return [Job(r.id, r.kind, r.request_id, dict(r.payload), r.attempts, bool(r.in_flight)) for r in rows]
+            claim = Claim()
+            claim.jobs = [Job(r.id, r.kind, r.request_id, dict(r.payload), r.attempts, bool(r.in_flight), claim)
+                          for r in rows]
+            return claim.jobs
 
         return self.ctx.store.transaction(tx)
 

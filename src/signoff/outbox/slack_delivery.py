@@ -12,7 +12,7 @@ from signoff.outbox.dispatcher import Defer, GiveUp, Job, Record, Retry
 from signoff.slack import blocks
 from signoff.usecases.ports import Context
 from signoff.usecases.reply import reconcile_thread
-from signoff.usecases.slack_ops import message_context, message_ref, record_posted_in
+from signoff.usecases.slack_ops import ClaimRead, message_context, message_ref, read_messages, record_posted_in
 from signoff.usecases.sweep import expand_group
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,13 @@ def _call(fn, **kwargs) -> Any:
         raise Retry(f"Slack unreachable: {exc}") from None
 
 
+# Rows that only read (and post): a claim's one read stays valid for a request's later
+# rows as long as all its earlier rows in the claim are of these kinds (their writes are
+# ``Record``s, and a post's is mirrored into the read).
+READ_ONLY = frozenset({"slack.post", "slack.update", "slack.thread", "slack.ephemeral"})
+READS = frozenset({"slack.post", "slack.update", "slack.thread"})
+
+
 def render(ctx_data: dict[str, Any]) -> tuple[str, list[dict]]:
     role = ctx_data["message"]["role"]
     r = ctx_data["request"]
@@ -66,10 +73,38 @@ class SlackDelivery:
             "slack.reconcile": self.reconcile,
         }
 
+    def _claim_read(self, job: Job) -> ClaimRead | None:
+        """The claim's one read, when it may answer for ``job`` (None: read afresh)."""
+        claim = job.claim
+        if claim is None or job.request_id is None:
+            return None
+        with claim.lock:
+            cached = claim.cache.get("slack")
+            if cached is None:
+                usable: set[int] = set()
+                ids: list[int] = []
+                tainted: set[str] = set()  # requests with a row that writes directly
+                for j in claim.jobs:
+                    if j.request_id is None:
+                        continue
+                    if j.kind in READS and j.request_id not in tainted and "message_id" in j.payload:
+                        usable.add(j.id)
+                        ids.append(j.payload["message_id"])
+                    if j.kind not in READ_ONLY:
+                        tainted.add(j.request_id)
+                cached = claim.cache["slack"] = (usable, read_messages(self.ctx, ids) if ids else None)
+        usable, read = cached
+        return read if job.id in usable else None
+
+    def _context(self, job: Job) -> dict[str, Any] | None:
+        read = self._claim_read(job)
+        mid = job.payload["message_id"]
+        return read.context(mid) if read is not None else message_context(self.ctx, mid)
+
     def post(self, job: Job) -> Record | None:
         """Post the message; where Slack put it is recorded (with its evidence event) by the
         returned ``Record``, in the transaction that finishes the outbox row."""
-        data = message_context(self.ctx, job.payload["message_id"])
+        data = self._context(job)
         if data is None:
             raise GiveUp("message or request no longer exists")
         msg = data["message"]
@@ -81,14 +116,18 @@ class SlackDelivery:
             # A previous attempt may have reached Slack before this process died: look first.
             found = self._find_posted(msg["target"], metadata["event_payload"])
             if found:
-                return self._posted(msg["id"], found[0], found[1])
+                return self._posted(job, msg["id"], found[0], found[1])
         text, blks = render(data)
         resp = _call(self.client.chat_postMessage, channel=msg["target"], text=text, blocks=blks,
                      metadata=metadata, unfurl_links=False, unfurl_media=False)
-        return self._posted(msg["id"], resp["channel"], resp["ts"])
+        return self._posted(job, msg["id"], resp["channel"], resp["ts"])
 
-    def _posted(self, message_id: int, channel: str, ts: str) -> Record:
+    def _posted(self, job: Job, message_id: int, channel: str, ts: str) -> Record:
         clock = self.ctx.clock
+        read = self._claim_read(job)
+        if read is not None:
+            # the request's next row runs only once this is recorded: it sees the post
+            read.posted(message_id, channel, ts)
 
         def write(session) -> None:
             record_posted_in(session, clock(), message_id=message_id, channel=channel, ts=ts)
@@ -111,7 +150,7 @@ class SlackDelivery:
         return None
 
     def update(self, job: Job) -> None:
-        data = message_context(self.ctx, job.payload["message_id"])
+        data = self._context(job)
         if data is None:
             raise GiveUp("message or request no longer exists")
         msg = data["message"]
@@ -121,7 +160,9 @@ class SlackDelivery:
         _call(self.client.chat_update, channel=msg["channel"], ts=msg["ts"], text=text, blocks=blks)
 
     def thread(self, job: Job) -> None:
-        msg = message_ref(self.ctx, job.payload["message_id"])  # nothing to render
+        read = self._claim_read(job)  # nothing to render
+        mid = job.payload["message_id"]
+        msg = read.message(mid) if read is not None else message_ref(self.ctx, mid)
         if msg is None:
             raise GiveUp("message or request no longer exists")
         if not msg["ts"]:

@@ -58,6 +58,83 @@ def message_context(ctx: Context, message_id: int) -> dict[str, Any] | None:
     return ctx.store.read(read)
 
 
+class _Preloaded:
+    """The Repo reads rendering asks for (decisions, rollbacks), answered from rows read
+    beforehand for several requests at once."""
+
+    def __init__(self, decisions: dict[str, list], rollbacks: dict[str, list]):
+        self._decisions = decisions
+        self._rollbacks = rollbacks
+
+    def decisions(self, request_id: str) -> list:
+        return self._decisions.get(request_id, [])
+
+    def rollbacks_of(self, request_id: str) -> list:
+        return self._rollbacks.get(request_id, [])
+
+
+class ClaimRead:
+    """``message_context`` for several messages, read together (a few Core queries, no
+    ORM objects): the messages, their requests, the requests' decisions and, for requests
+    that executed, their rollbacks. A request is rendered once, however many of its
+    messages ask (its evidence link signed once)."""
+
+    def __init__(self, ctx: Context, messages: dict[int, dict], requests: dict[str, Any], repo: _Preloaded):
+        self.ctx = ctx
+        self.messages = messages  # id -> _message_data; only messages whose request exists
+        self.requests = requests
+        self.repo = repo
+        self._rendered: dict[str, dict] = {}
+
+    def message(self, message_id: int) -> dict[str, Any] | None:
+        return self.messages.get(message_id)
+
+    def context(self, message_id: int) -> dict[str, Any] | None:
+        msg = self.messages.get(message_id)
+        if msg is None:
+            return None
+        rid = msg["request_id"]
+        data = self._rendered.get(rid)
+        if data is None:
+            data = self._rendered[rid] = render_data(self.ctx, self.repo, self.requests[rid])
+        return {"message": dict(msg), "request": data}
+
+    def posted(self, message_id: int, channel: str, ts: str) -> None:
+        """Slack took the post (and it is recorded before the request's next row runs)."""
+        msg = self.messages.get(message_id)
+        if msg is not None:
+            self.messages[message_id] = {**msg, "channel": channel, "ts": ts}
+
+
+def read_messages(ctx: Context, message_ids) -> ClaimRead:
+    from signoff.store.tables import DecisionRow
+    from signoff.usecases.submit import ROLLBACK_FROM
+
+    ids = sorted(set(message_ids))
+
+    def read(session) -> ClaimRead:
+        m, r, d = SlackMessageRow.__table__, RequestRow.__table__, DecisionRow.__table__
+        msgs = session.execute(select(m.c.id, m.c.role, m.c.target, m.c.channel, m.c.ts, m.c.request_id)
+                               .where(m.c.id.in_(ids))).all() if ids else []
+        rids = sorted({row.request_id for row in msgs})
+        reqs = {row.id: row for row in session.execute(select(r).where(r.c.id.in_(rids)))} if rids else {}
+        decisions: dict[str, list] = {}
+        if reqs:
+            for row in session.execute(select(d.c.request_id, d.c.by, d.c.decision, d.c.at)
+                                       .where(d.c.request_id.in_(list(reqs))).order_by(d.c.id)):
+                decisions.setdefault(row.request_id, []).append(row)
+        executed = [rid for rid, req in reqs.items() if req.status in ROLLBACK_FROM]
+        rollbacks: dict[str, list] = {}
+        if executed:
+            for row in session.execute(select(r.c.id, r.c.status, r.c.rollback_of)
+                                       .where(r.c.rollback_of.in_(executed)).order_by(r.c.created_at)):
+                rollbacks.setdefault(row.rollback_of, []).append(row)
+        messages = {row.id: _message_data(row) for row in msgs if row.request_id in reqs}
+        return ClaimRead(ctx, messages, reqs, _Preloaded(decisions, rollbacks))
+
+    return ctx.store.read(read)
+
+
 def message_ref(ctx: Context, message_id: int) -> dict[str, Any] | None:
     """Where one Slack message is (no rendering): for thread replies and look-ups."""
 
