@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from signoff.domain.model import Status
 from signoff.store.repo import Repo
@@ -200,6 +200,13 @@ def record_posted(ctx: Context, *, message_id: int, channel: str, ts: str) -> No
                                                            channel=channel, ts=ts))
 
 
+_msgs = SlackMessageRow.__table__
+# built once (its SQL and cache key too): the outbox records every post with it
+_RECORD_POST = (update(_msgs).where(_msgs.c.id == bindparam("mid"), _msgs.c.ts.is_(None))
+                .values(channel=bindparam("channel"), ts=bindparam("ts"), posted_at=bindparam("posted_at"))
+                .returning(_msgs.c.request_id, _msgs.c.role, _msgs.c.target))
+
+
 def record_posted_in(session, now: datetime, *, message_id: int, channel: str, ts: str) -> bool:
     """``record_posted`` inside a transaction the caller owns (the outbox records several
     posts in the transaction that finishes their rows). False: already recorded."""
@@ -207,10 +214,8 @@ def record_posted_in(session, now: datetime, *, message_id: int, channel: str, t
     if not repo.loaded(SlackMessageRow, message_id):
         # Core when nothing is loaded (the usual case: the outbox records a batch of posts
         # without building ORM objects for them).
-        t = SlackMessageRow.__table__
-        row = session.execute(update(t).where(t.c.id == message_id, t.c.ts.is_(None))
-                              .values(channel=channel, ts=ts, posted_at=now)
-                              .returning(t.c.request_id, t.c.role, t.c.target)).first()
+        row = session.execute(_RECORD_POST, {"mid": message_id, "channel": channel, "ts": ts,
+                                             "posted_at": now}).first()
         if row is None:
             return False  # gone, or recorded already
         data = {"role": row.role, "target": row.target, "channel": channel, "ts": ts}
