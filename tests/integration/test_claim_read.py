@@ -98,3 +98,45 @@ def test_rows_after_a_direct_write_read_afresh(env):
                   Job(5, "slack.update", None, {"message_id": mid_b}, 0, False, claim)]
     usable = [j.id for j in claim.jobs if delivery._claim_read(j) is not None]
     assert usable == [1, 4]
+
+
+def test_one_failed_record_among_several_is_found_and_the_rest_are_kept(env):
+    ctx, clock, dispatcher, _delivery, _slack = env
+    from signoff.outbox.dispatcher import Record
+    from signoff.store.tables import EventRow
+    from signoff.usecases.slack_ops import record_posted_in
+
+    rids = [submit(ctx, agent_id="deploy-bot", body=submission(title=f"R{i}")).request["id"] for i in range(3)]
+    jobs = dispatcher._claim()
+    assert [j.kind for j in jobs] == ["slack.post"] * 3
+    runs: list[int] = []
+
+    def record(job, fail: bool) -> Record:
+        mid = job.payload["message_id"]
+
+        def write(session):
+            runs.append(mid)
+            record_posted_in(session, clock(), message_id=mid, channel="C0APPROVALS", ts=f"1.{mid}")
+            if fail:
+                raise RuntimeError("disk on fire")
+
+        return Record(write, key=mid)
+
+    results = [(job, "done", None, None, record(job, i == 1)) for i, job in enumerate(jobs)]
+    assert dispatcher._finish_many(results) == {jobs[1].id}
+    mids = [j.payload["message_id"] for j in jobs]
+    assert runs == mids[:2] + mids  # together up to the failure, then each in its own savepoint
+
+    def read(s):
+        ts = dict(s.execute(select(SlackMessageRow.id, SlackMessageRow.ts)).all())
+        events = s.scalars(select(EventRow.request_id).where(EventRow.type == "slack.posted")).all()
+        rows = {r.id: r for r in s.execute(select(OutboxRow.id, OutboxRow.state, OutboxRow.in_flight,
+                                                  OutboxRow.last_error)).all()}
+        return ts, sorted(events), rows
+
+    ts, events, rows = ctx.store.read(read)
+    assert ts == {mids[0]: f"1.{mids[0]}", mids[1]: None, mids[2]: f"1.{mids[2]}"}
+    assert events == sorted([rids[0], rids[2]])
+    assert rows[jobs[0].id].state == rows[jobs[2].id].state == "done"
+    failed = rows[jobs[1].id]
+    assert failed.state == "pending" and failed.in_flight and "recording failed" in failed.last_error

@@ -263,6 +263,18 @@ class Dispatcher:
             failed: dict[int, str] = {}
             writes = sorted(((r[4].key, i) for i, r in enumerate(results) if r[1] == "done" and r[4] is not None),
                             key=lambda kv: (str(kv[0]), kv[1]))
+            if len(writes) > 1:
+                # All in one savepoint (two statements, not two per write); only if one of
+                # them fails is each run again in its own, to find which (they are safe to
+                # run again).
+                try:
+                    with session.begin_nested():
+                        for _key, i in writes:
+                            results[i][4].write(session)
+                    writes = []
+                except Exception as exc:
+                    if _retryable(exc):
+                        raise
             for _key, i in writes:
                 job, record = results[i][0], results[i][4]
                 try:
