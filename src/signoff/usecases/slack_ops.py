@@ -147,15 +147,35 @@ def message_ref(ctx: Context, message_id: int) -> dict[str, Any] | None:
     return ctx.store.read(read)
 
 
+# What a rendering shows of a request's policy snapshot, by the snapshot's hash: the
+# snapshot never changes after submission and most requests share a few, so it is parsed
+# (a pydantic validation) once per snapshot, not once per message.
+_POLICY_FIELDS: dict[str, tuple[dict[str, Any], int, tuple[str, ...]]] = {}
+
+
+def _policy_fields(req) -> tuple[dict[str, Any], int, tuple[str, ...]]:
+    key = req.policy_hash
+    got = _POLICY_FIELDS.get(key) if key else None
+    if got is None:
+        wf = workflow_snapshot(req)
+        got = ({"owner": wf.owner, "platform_owner": wf.platform_owner, "security_owner": wf.security_owner},
+               wf.required_approvals, tuple(wf.approver_ids))
+        if key:
+            if len(_POLICY_FIELDS) >= 1024:
+                _POLICY_FIELDS.clear()
+            _POLICY_FIELDS[key] = got
+    return got
+
+
 def render_data(ctx: Context, repo: Repo, req) -> dict[str, Any]:
     """request_view plus what a Slack rendering shows beyond the agent's view."""
-    wf = workflow_snapshot(req)
+    owners, required, approvers = _policy_fields(req)
     data = request_view(repo, req, viewer=None)
     data.update(
         prompt=req.prompt,
-        owners={"owner": wf.owner, "platform_owner": wf.platform_owner, "security_owner": wf.security_owner},
-        required_approvals=wf.required_approvals,
-        approvers=wf.approver_ids,
+        owners=dict(owners),
+        required_approvals=required,
+        approvers=list(approvers),
         steps_fired=req.steps_fired,
         exceptions=list(req.exceptions or []),
         reviewed_by=req.reviewed_by,
