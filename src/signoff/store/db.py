@@ -12,15 +12,15 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not on Windows: the thread lock and busy timeout only
     fcntl = None
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.orm.exc import StaleDataError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -159,6 +159,14 @@ class _Queued:
         self.error: BaseException | None = None
         self.alone = False  # run it again in a transaction of its own
 
+    def failed(self, exc: Exception) -> None:
+        """``fn`` raised: a lost race runs again alone, anything else is the caller's error."""
+        self.result = None
+        if _retryable(exc):
+            self.alone = True
+        else:
+            self.error = exc
+
 
 class Store:
     """The database: engine, sessions, and transactional retries."""
@@ -254,17 +262,12 @@ class Store:
                 session = self.session()
                 try:
                     if len(items) == 1:  # alone: an ordinary transaction, no savepoint needed
-                        item = items[0]
                         try:
-                            item.result = item.fn(session)
+                            items[0].result = items[0].fn(session)
                             session.commit()
                         except Exception as exc:
                             session.rollback()
-                            item.result = None
-                            if _retryable(exc):
-                                item.alone = True
-                            else:
-                                item.error = exc
+                            items[0].failed(exc)
                         return
                     for item in items:
                         savepoint = session.begin_nested()
@@ -274,11 +277,7 @@ class Store:
                         except Exception as exc:
                             if savepoint.is_active:
                                 savepoint.rollback()
-                            item.result = None
-                            if _retryable(exc):
-                                item.alone = True
-                            else:
-                                item.error = exc
+                            item.failed(exc)
                     session.commit()
                 except Exception:
                     log.debug("batched transaction failed; its callers run alone", exc_info=True)
