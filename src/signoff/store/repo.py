@@ -37,9 +37,6 @@ class Repo:
     def get(self, request_id: str) -> RequestRow | None:
         return self.session.get(RequestRow, request_id)
 
-    def add_request(self, row: RequestRow) -> None:
-        self.session.add(row)
-
     def insert_request(self, row: RequestRow, first_event: tuple[str, str, dict[str, Any]], at: datetime) -> None:
         """INSERT a new request together with the first event of its chain, then attach it
         to the session as an already-persistent row (later changes are UPDATEs).
@@ -50,10 +47,8 @@ class Repo:
         that reading an attribute afterwards never goes back to the database.
         """
         type_, actor, data = first_event
-        seq = 1
-        body = chain.event_body(row.id, seq, at, type_, actor, data)
-        digest = chain.link(chain.GENESIS, body)
-        row.event_count, row.head_hash, row.version = seq, digest, 1
+        first = self._event(row.id, 1, chain.GENESIS, type_, actor, data, at)
+        row.event_count, row.head_hash, row.version = 1, first["hash"], 1
         table = RequestRow.__table__
         state = row.__dict__
         values: dict[str, Any] = {}
@@ -71,9 +66,7 @@ class Repo:
             values[column.key] = value
         conn = self.session.connection()
         conn.execute(insert(table), values)
-        conn.execute(insert(EventRow.__table__), {
-            "request_id": row.id, "seq": seq, "at": body["at"], "type": type_, "actor": actor, "data": data,
-            "prev_hash": chain.GENESIS, "hash": digest})
+        conn.execute(insert(EventRow.__table__), first)
         make_transient_to_detached(row)
         self.session.add(row)
         # PostgreSQL: nobody else can see the row before commit; no row lock to take.
@@ -152,20 +145,24 @@ class Repo:
                      at: datetime) -> EventRow:
         """Append one event to the request's chain; the request row carries the head."""
         self._lock_row(req)
-        seq = (req.event_count or 0) + 1
-        prev = req.head_hash or chain.GENESIS
-        body = chain.event_body(req.id, seq, at, type_, actor, data)
-        digest = chain.link(prev, body)
-        values = {"request_id": req.id, "seq": seq, "at": body["at"], "type": type_, "actor": actor,
-                  "data": data, "prev_hash": prev, "hash": digest}
+        values = self._event(req.id, (req.event_count or 0) + 1, req.head_hash or chain.GENESIS, type_, actor,
+                             data, at)
         # A Core INSERT on the transaction's connection, at once: an append-only row needs no
         # unit-of-work bookkeeping (several times cheaper than add + flush), and going past
         # the session does not autoflush a pending request early (it is then INSERTed once,
         # with its final chain head, instead of INSERTed and UPDATEd). No foreign keys here.
         self.session.connection().execute(insert(EventRow.__table__), values)
-        req.event_count = seq
-        req.head_hash = digest
+        req.event_count = values["seq"]
+        req.head_hash = values["hash"]
         return EventRow(**values)
+
+    @staticmethod
+    def _event(request_id: str, seq: int, prev: str, type_: str, actor: str, data: dict[str, Any],
+               at: datetime) -> dict[str, Any]:
+        """The row of event ``seq`` of a request's chain, linked to ``prev`` (its hash computed)."""
+        body = chain.event_body(request_id, seq, at, type_, actor, data)
+        return {"request_id": request_id, "seq": seq, "at": body["at"], "type": type_, "actor": actor,
+                "data": data, "prev_hash": prev, "hash": chain.link(prev, body)}
 
     def loaded(self, model, key) -> bool:
         """Whether this session holds the ``model`` row ``key`` as an object already."""
@@ -185,15 +182,11 @@ class Repo:
         head = conn.execute(q).first()
         if head is None:
             return False
-        seq = (head.event_count or 0) + 1
-        prev = head.head_hash or chain.GENESIS
-        body = chain.event_body(request_id, seq, at, type_, actor, data)
-        digest = chain.link(prev, body)
-        conn.execute(insert(EventRow.__table__), {
-            "request_id": request_id, "seq": seq, "at": body["at"], "type": type_, "actor": actor, "data": data,
-            "prev_hash": prev, "hash": digest})
+        values = self._event(request_id, (head.event_count or 0) + 1, head.head_hash or chain.GENESIS, type_, actor,
+                             data, at)
+        conn.execute(insert(EventRow.__table__), values)
         moved = conn.execute(update(t).where(t.c.id == request_id, t.c.version == head.version).values(
-            event_count=seq, head_hash=digest, version=head.version + 1))
+            event_count=values["seq"], head_hash=values["hash"], version=head.version + 1))
         if moved.rowcount != 1:
             raise StaleDataError(f"request {request_id} changed while an event was appended")
         return True
@@ -227,18 +220,14 @@ class Repo:
             exists = self.session.scalar(select(OutboxRow.id).where(OutboxRow.dedupe_key == dedupe_key))
             if exists:
                 return
-        self.session.connection().execute(insert(OutboxRow.__table__), {
-            "kind": kind, "payload": payload, "request_id": request_id, "dedupe_key": dedupe_key,
-            "state": "pending", "attempts": 0, "created_at": now, "next_attempt_at": now + (delay or timedelta(0)),
-            "in_flight": False})
+        self.session.connection().execute(insert(OutboxRow.__table__), _outbox_row(
+            kind, payload, request_id, now, dedupe_key=dedupe_key, due=now + (delay or timedelta(0))))
 
     def enqueue_many(self, rows: list[tuple[str, dict[str, Any], str | None]], now: datetime) -> None:
         """Several outbox rows (kind, payload, request id) in one statement, in order."""
         if rows:
-            self.session.execute(insert(OutboxRow.__table__), [
-                {"kind": kind, "payload": payload, "request_id": request_id, "dedupe_key": None,
-                 "state": "pending", "attempts": 0, "created_at": now, "next_attempt_at": now, "in_flight": False}
-                for kind, payload, request_id in rows])
+            self.session.execute(insert(OutboxRow.__table__),
+                                 [_outbox_row(kind, payload, request_id, now) for kind, payload, request_id in rows])
 
     # slack messages -----------------------------------------------------------------
     def messages(self, request_id: str, role: str | None = None) -> list[SlackMessageRow]:
@@ -323,3 +312,9 @@ class Repo:
 
     def spend_budget(self, scope: str, request_id: str, now: datetime) -> None:
         self.session.add(BudgetRow(scope=scope, request_id=request_id, at=now))
+
+
+def _outbox_row(kind: str, payload: dict[str, Any], request_id: str | None, now: datetime, *,
+                dedupe_key: str | None = None, due: datetime | None = None) -> dict[str, Any]:
+    return {"kind": kind, "payload": payload, "request_id": request_id, "dedupe_key": dedupe_key,
+            "state": "pending", "attempts": 0, "created_at": now, "next_attempt_at": due or now, "in_flight": False}
