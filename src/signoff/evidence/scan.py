@@ -121,16 +121,14 @@ def check_range(dbc: Any, pg: bool, lo: str | None, hi: str | None, cutoff: str 
     where, params = _where(pg, "id", lo, hi)
     heads = {rid: (n or 0, head) for rid, n, head in
              stream(dbc, pg, "SELECT id, event_count, head_hash FROM requests" + where, params)}
-    rows = stream(dbc, pg, "SELECT id, workflow, title, risk, justification, prompt, parent_id, rollback_of, "
-                  "submitted_by, executor, sponsor, " + _text(pg, "action") + ", action_sha256, "
-                  + _text(pg, "rollback") + ", deadline, policy_hash, " + _text(pg, "policy")
-                  + " FROM requests" + where + " ORDER BY id", params, per=1000)
+    # the columns _Submissions checks (in its order), for the ordered stream and the one-off look-up
+    columns = ("SELECT id, " + ", ".join(_SUBMITTED_FIELDS) + ", " + _text(pg, "action") + ", action_sha256, "
+               + _text(pg, "rollback") + ", deadline, policy_hash, " + _text(pg, "policy") + " FROM requests")
+    rows = stream(dbc, pg, columns + where + " ORDER BY id", params, per=1000)
     ewhere, eparams = _where(pg, "request_id", lo, hi)
     events = stream(dbc, pg, "SELECT request_id, seq, at, type, actor, " + _text(pg, "data")
                     + ", prev_hash, hash FROM events" + ewhere + " ORDER BY request_id, seq", eparams)
-    one = ("SELECT id, workflow, title, risk, justification, prompt, parent_id, rollback_of, submitted_by, executor, "
-           "sponsor, " + _text(pg, "action") + ", action_sha256, " + _text(pg, "rollback") + ", deadline, "
-           "policy_hash, " + _text(pg, "policy") + " FROM requests WHERE id = " + ("%s" if pg else "?"))
+    one = columns + " WHERE id = " + ("%s" if pg else "?")
 
     def lookup(rid: str) -> tuple | None:
         cursor = dbc.cursor()
