@@ -17,6 +17,7 @@ import rfc8785
 
 from signoff.domain.canonical import (  # noqa: F401  (re-exported for the verifier)
     MAX_SAFE,
+    canonical_json,
     canonical_text_of_json,
     encode_canonical,
     json_string,
@@ -24,11 +25,12 @@ from signoff.domain.canonical import (  # noqa: F401  (re-exported for the verif
     scan_json,
 )
 
-_encode_str = json_string
-
 __all__ = ["MAX_SAFE", "NotCanonicalizable", "canonical_bytes", "canonical_bytes_of_json", "canonical_text_of_json",
            "encode_canonical", "event_bytes", "event_hash", "json_string", "ledger_hash", "scan_json",
-           "sha256_hex_of", "slow_canonical"]
+           "slow_canonical"]
+
+# what ``rfc8785`` raises for a value it refuses
+_REFUSED = (rfc8785.CanonicalizationError, TypeError, ValueError, OverflowError)
 
 
 class NotCanonicalizable(ValueError):
@@ -44,23 +46,19 @@ def canonical_bytes_of_json(text: str) -> bytes:
 
 
 def canonical_bytes(value: Any) -> bytes:
-    """RFC 8785 bytes of a Python JSON value (fast path when provably identical)."""
+    """RFC 8785 bytes of a Python JSON value (``domain.canonical.canonical_json``: the fast
+    path when provably identical); a value RFC 8785 refuses raises ``NotCanonicalizable``."""
     try:
-        text = json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        return slow_canonical(value)
-    return canonical_bytes_of_json(text)
+        return canonical_json(value)
+    except _REFUSED as exc:
+        raise NotCanonicalizable(str(exc)) from None
 
 
 def slow_canonical(value: Any) -> bytes:
     try:
         return reference_canonical_json(value)
-    except (rfc8785.CanonicalizationError, TypeError, ValueError, OverflowError) as exc:
+    except _REFUSED as exc:
         raise NotCanonicalizable(str(exc)) from None
-
-
-def sha256_hex_of(value: Any) -> str:
-    return hashlib.sha256(canonical_bytes(value)).hexdigest()
 
 
 # -- the chain ------------------------------------------------------------------------
@@ -73,7 +71,7 @@ def event_bytes(request_id: str, seq: int, at: str, type_: str, actor: str, data
     if data is not None:
         try:
             return ('{"actor":%s,"at":%s,"data":%s,"request_id":%s,"seq":%d,"type":%s}' % (
-                _encode_str(actor), _encode_str(at), data, _encode_str(request_id), seq, _encode_str(type_),
+                json_string(actor), json_string(at), data, json_string(request_id), seq, json_string(type_),
             )).encode("utf-8")
         except (TypeError, UnicodeEncodeError):
             pass
@@ -90,7 +88,7 @@ def event_hash(prev_hash: str, request_id: str, seq: int, at: str, type_: str, a
 def ledger_hash(prev_hash: str, seq: int, request_id: str, at: str) -> str:
     """The ledger's link: ``chain.link(prev, {"seq", "request_id", "at"})``."""
     if at.isascii() and request_id.isascii() and -MAX_SAFE <= seq <= MAX_SAFE:
-        body = ('{"at":%s,"request_id":%s,"seq":%d}' % (_encode_str(at), _encode_str(request_id), seq)).encode()
+        body = ('{"at":%s,"request_id":%s,"seq":%d}' % (json_string(at), json_string(request_id), seq)).encode()
     else:
         body = slow_canonical({"seq": seq, "request_id": request_id, "at": at})
     return hashlib.sha256(prev_hash.encode() + body).hexdigest()
