@@ -170,10 +170,15 @@ class Repo:
 
     def append_event_by_id(self, request_id: str, type_: str, actor: str, data: dict[str, Any],
                            at: datetime) -> bool:
-        """``append_event`` for a request this session has not loaded, without loading it
-        (Core: the chain head read under the row lock, the event INSERTed, the head moved
-        with a compare-and-set on ``version``). False: no such request. Only for a request
-        ``loaded`` says this session does not hold (that object would go stale)."""
+        """``append_event`` by request id, without loading the request when this session
+        does not hold it already (Core: the chain head read under the row lock, the event
+        INSERTed, the head moved with a compare-and-set on ``version``); a request the
+        session holds goes through ``append_event``, so its object never goes stale.
+        False: no such request."""
+        held = self.session.identity_map.get(identity_key(RequestRow, request_id))
+        if held is not None:
+            self.append_event(held, type_, actor, data, at)
+            return True
         t = RequestRow.__table__
         conn = self.session.connection()
         q = select(t.c.event_count, t.c.head_hash, t.c.version).where(t.c.id == request_id)

@@ -238,20 +238,15 @@ def record_posted_in(session, now: datetime, *, message_id: int, channel: str, t
                                              "posted_at": now}).first()
         if row is None:
             return False  # gone, or recorded already
-        data = {"role": row.role, "target": row.target, "channel": channel, "ts": ts}
-        if repo.loaded(RequestRow, row.request_id):
-            repo.append_event(repo.get(row.request_id), "slack.posted", "signoff", data, now)
-        else:
-            repo.append_event_by_id(row.request_id, "slack.posted", "signoff", data, now)
-        return True
-    msg = repo.message(message_id)
-    if msg is None or msg.ts:
-        return False
-    msg.channel, msg.ts, msg.posted_at = channel, ts, now
-    req = repo.get(msg.request_id)
-    if req is not None:
-        repo.append_event(req, "slack.posted", "signoff",
-                          {"role": msg.role, "target": msg.target, "channel": channel, "ts": ts}, now)
+        role, target, request_id = row.role, row.target, row.request_id
+    else:  # an object this session holds is changed through the ORM, so it never goes stale
+        msg = repo.message(message_id)
+        if msg is None or msg.ts:
+            return False
+        msg.channel, msg.ts, msg.posted_at = channel, ts, now
+        role, target, request_id = msg.role, msg.target, msg.request_id
+    repo.append_event_by_id(request_id, "slack.posted", "signoff",
+                            {"role": role, "target": target, "channel": channel, "ts": ts}, now)
     return True
 
 
