@@ -63,6 +63,13 @@ def pct(values: list[float], p: float) -> float | None:
     return s[min(len(s) - 1, max(0, int(round(p / 100 * len(s) + 0.5)) - 1))]
 
 
+def libpq(url: str) -> str:
+    """A SQLAlchemy PostgreSQL URL as the libpq URI psycopg connects with."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 @contextmanager
 def database(base: str, workdir: Path, name: str, keep: bool = False):
     """A fresh, empty database: a SQLite file in ``workdir``, or a new PostgreSQL database
@@ -75,9 +82,9 @@ def database(base: str, workdir: Path, name: str, keep: bool = False):
     from sqlalchemy.engine import make_url
 
     url = make_url(base)
-    libpq = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    admin_url = libpq(base)
     db = f"signoff_bench_{name}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(libpq, autocommit=True) as admin:
+    with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{db}"')
     try:
         yield url.set(database=db).render_as_string(hide_password=False)
@@ -85,5 +92,5 @@ def database(base: str, workdir: Path, name: str, keep: bool = False):
         if keep:
             print(f"kept database {db}", flush=True)
         else:
-            with psycopg.connect(libpq, autocommit=True) as admin:
+            with psycopg.connect(admin_url, autocommit=True) as admin:
                 admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

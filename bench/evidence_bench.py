@@ -82,7 +82,7 @@ from signoff.usecases.reply import record_thread_message
 from signoff.usecases.slack_ops import record_posted
 from signoff.usecases.submit import submit
 from signoff.usecases.sweep import sweep
-from common import database, loadavg, machine, machine_busy_seconds
+from common import database, libpq, loadavg, machine, machine_busy_seconds
 
 CHANNEL = "C0APPROVALS"
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=timezone.utc)
@@ -215,10 +215,6 @@ def log(msg: str) -> None:
 
 
 # ---------------------------------------------------------------------- databases
-
-
-def libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def dbapi_connect(url: str):
@@ -679,8 +675,8 @@ def bench_verify(base: str, workdir: Path, n: int, repeat: int, keep: bool) -> d
         store.dispose()
         out["load_after"] = loadavg()
     for key in ("cli", "in_process", "in_process_one_worker"):
-        out[key]["ratio_table_order"] = round(out[key]["events_per_s"] / out["baseline_table_order"]["events_per_s"], 3)
-        out[key]["ratio_chain_order"] = round(out[key]["events_per_s"] / out["baseline_chain_order"]["events_per_s"], 3)
+        for order in ("table_order", "chain_order"):
+            out[key][f"ratio_{order}"] = round(out[key]["events_per_s"] / out[f"baseline_{order}"]["events_per_s"], 3)
     return out
 
 
