@@ -41,15 +41,24 @@ def resolve(ctx: Context, refs: list[str]) -> set[str]:
     return users
 
 
+def deciders(ctx: Context, request_id: str) -> tuple[Workflow, int, set[str]] | None:
+    """(policy the request runs under, escalation steps fired, users who may decide it now);
+    None when the request does not exist. Read before the transaction opens: the directory
+    look-ups (Slack calls) never run inside it."""
+    pre = ctx.store.read(lambda s: decision_snapshot(Repo(s), request_id))
+    if pre is None:
+        return None
+    wf, steps_fired = pre
+    return wf, steps_fired, resolve(ctx, eligible_refs(wf, steps_fired))
+
+
 def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: str | None = None) -> DecideResult:
     """Record a click. Exactly one decision wins however clicks race (compare-and-set)."""
     d = Decision(decision)
-    pre = ctx.store.read(lambda s: decision_snapshot(Repo(s), request_id))
+    pre = deciders(ctx, request_id)
     if pre is None:
         return DecideResult("unknown", "This request no longer exists.")
-    wf, steps_fired = pre
-    # Directory look-ups (Slack calls) happen before the transaction opens.
-    eligible = resolve(ctx, eligible_refs(wf, steps_fired))
+    wf, steps_fired, eligible = pre
 
     def tx(session) -> DecideResult:
         repo = Repo(session)
@@ -116,9 +125,7 @@ def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: 
             result = ctx.store.transaction(tx)
             break
         except _Retry:
-            pre = ctx.store.read(lambda s: decision_snapshot(Repo(s), request_id))
-            wf, steps_fired = pre
-            eligible = resolve(ctx, eligible_refs(wf, steps_fired))
+            wf, steps_fired, eligible = deciders(ctx, request_id)
     else:
         return DecideResult("refused", "The request changed while you clicked; please try again.")
     ctx.notify()

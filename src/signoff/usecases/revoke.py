@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from signoff.domain.model import ExceptionKind, Status
 from signoff.store.repo import Repo
 from signoff.store.tables import RequestRow
-from signoff.usecases.common import decision_snapshot, move, raise_exception, refresh_messages, thread_note
-from signoff.usecases.decide import eligible_refs, resolve
+from signoff.usecases.common import move, raise_exception, refresh_messages, thread_note
+from signoff.usecases.decide import deciders
 from signoff.usecases.ports import Context
 
 POLICY_RULE = "policy:rule:"
@@ -43,12 +43,11 @@ def revocable(repo: Repo, req: RequestRow) -> bool:
 def revoke(ctx: Context, *, request_id: str, user: str, channel: str | None = None) -> RevokeResult:
     """Withdraw an automatic approval; refused (privately, and recorded) for anyone else
     and once the action is executing."""
-    pre = ctx.store.read(lambda s: decision_snapshot(Repo(s), request_id))
+    pre = deciders(ctx, request_id)
     if pre is None:
         return RevokeResult("unknown", "This request no longer exists.")
-    wf, steps_fired = pre
-    # Directory look-ups (Slack calls) happen before the transaction opens.
-    allowed = resolve(ctx, eligible_refs(wf, steps_fired)) | {wf.owner}
+    wf, _, approvers = pre
+    allowed = approvers | {wf.owner}
 
     def tx(session) -> RevokeResult:
         repo = Repo(session)

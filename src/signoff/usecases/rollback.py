@@ -16,8 +16,8 @@ from signoff.domain.errors import DomainError
 from signoff.domain.model import ExceptionKind, Status
 from signoff.store.repo import Repo
 from signoff.store.tables import RequestRow
-from signoff.usecases.common import decision_snapshot, raise_exception, refresh_messages, thread_note
-from signoff.usecases.decide import eligible_refs, resolve
+from signoff.usecases.common import raise_exception, refresh_messages, thread_note
+from signoff.usecases.decide import deciders
 from signoff.usecases.ports import Context
 from signoff.usecases.submit import create_request, parse_submission, plan
 
@@ -67,11 +67,11 @@ def rollback_body(req: RequestRow, user: str) -> dict:
 def request_rollback(ctx: Context, *, request_id: str, user: str, channel: str | None = None) -> RollbackResult:
     """Create the rollback request of ``request_id`` for ``user`` (the workflow owner, or
     anyone who may decide its requests); refused privately, and recorded, otherwise."""
-    pre = ctx.store.read(lambda s: decision_snapshot(Repo(s), request_id))
+    pre = deciders(ctx, request_id)
     if pre is None:
         return RollbackResult("unknown", "This request no longer exists.")
-    wf, steps_fired = pre
-    allowed = resolve(ctx, eligible_refs(wf, steps_fired)) | {wf.owner}
+    wf, _, approvers = pre
+    allowed = approvers | {wf.owner}
     config = ctx.config()
 
     def tx(session) -> RollbackResult:
