@@ -102,7 +102,7 @@ def test_rows_after_a_direct_write_read_afresh(env):
 
 def test_one_failed_record_among_several_is_found_and_the_rest_are_kept(env):
     ctx, clock, dispatcher, _delivery, _slack = env
-    from signoff.outbox.dispatcher import Record
+    from signoff.outbox.dispatcher import Record, Result
     from signoff.store.tables import EventRow
     from signoff.usecases.slack_ops import record_posted_in
 
@@ -122,7 +122,7 @@ def test_one_failed_record_among_several_is_found_and_the_rest_are_kept(env):
 
         return Record(write, key=mid)
 
-    results = [(job, "done", None, None, record(job, i == 1)) for i, job in enumerate(jobs)]
+    results = [Result(job, "done", record=record(job, i == 1)) for i, job in enumerate(jobs)]
     assert dispatcher._finish_many(results) == {jobs[1].id}
     mids = [j.payload["message_id"] for j in jobs]
     assert runs == mids[:2] + mids  # together up to the failure, then each in its own savepoint

@@ -26,12 +26,12 @@ from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import timedelta
+from typing import Any, NamedTuple
 
 from sqlalchemy import or_, select, update
 
-from signoff.store.db import _retryable
+from signoff.store.db import is_retryable
 from signoff.store.tables import OutboxRow
 from signoff.usecases.ports import Context
 
@@ -97,8 +97,16 @@ class Job:
 
 
 Handler = Callable[[Job], "Record | None"]
-# (job, outcome, error, retry after, record)
-Result = tuple[Job, str, "str | None", "float | None", "Record | None"]
+
+
+class Result(NamedTuple):
+    """How one delivery went: ``outcome`` is done, defer, retry or dead."""
+
+    job: Job
+    outcome: str
+    error: str | None = None
+    after: float | None = None  # seconds before the next attempt, when the peer said so
+    record: Record | None = None
 
 
 def _drain(q: queue.SimpleQueue) -> list:
@@ -218,11 +226,11 @@ class Dispatcher:
         for i, job in enumerate(jobs):
             if blocked:
                 # keep order within a request: release the rest for the next pass
-                result: Result = (job, "defer", None, 0.1, None)
+                result = Result(job, "defer", after=0.1)
             else:
-                result = (job, *self._deliver(job))
-                blocked = result[1] != "done"
-            if results is None or (result[4] is not None and i + 1 < len(jobs)):
+                result = Result(job, *self._deliver(job))
+                blocked = result.outcome != "done"
+            if results is None or (result.record is not None and i + 1 < len(jobs)):
                 # the request's next row may read what this one records: commit it first
                 failed = self._finish_many([result])
                 blocked = blocked or bool(failed)
@@ -248,9 +256,6 @@ class Dispatcher:
             log.exception("outbox %s #%s raised", job.kind, job.id)
             return "retry", f"{type(exc).__name__}: {exc}", None, None
 
-    def _finish(self, job: Job, outcome: str, error: str | None, after: float | None) -> None:
-        self._finish_many([(job, outcome, error, after, None)])
-
     def _finish_many(self, results: list[Result]) -> set[int]:
         """Record delivery results (and the handlers' ``Record`` writes), all in one
         transaction. Returns the ids of rows whose ``Record`` write failed: they stay owed,
@@ -261,8 +266,8 @@ class Dispatcher:
         def tx(session) -> set[int]:
             now = self.ctx.clock()
             failed: dict[int, str] = {}
-            writes = sorted(((r[4].key, i) for i, r in enumerate(results) if r[1] == "done" and r[4] is not None),
-                            key=lambda kv: (str(kv[0]), kv[1]))
+            writes = sorted(((r.record.key, i) for i, r in enumerate(results)
+                             if r.outcome == "done" and r.record is not None), key=lambda kv: (str(kv[0]), kv[1]))
             if len(writes) > 1:
                 # All in one savepoint (two statements, not two per write); only if one of
                 # them fails is each run again in its own, to find which (they are safe to
@@ -270,18 +275,18 @@ class Dispatcher:
                 try:
                     with session.begin_nested():
                         for _key, i in writes:
-                            results[i][4].write(session)
+                            results[i].record.write(session)
                     writes = []
                 except Exception as exc:
-                    if _retryable(exc):
+                    if is_retryable(exc):
                         raise
             for _key, i in writes:
-                job, record = results[i][0], results[i][4]
+                job, record = results[i].job, results[i].record
                 try:
                     with session.begin_nested():
                         record.write(session)
                 except Exception as exc:
-                    if _retryable(exc):
+                    if is_retryable(exc):
                         raise  # a lost race: the whole transaction runs again
                     log.exception("outbox %s #%s: recording the delivery failed", job.kind, job.id)
                     failed[job.id] = f"recording failed: {type(exc).__name__}: {exc}"

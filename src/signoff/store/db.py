@@ -86,7 +86,9 @@ class Conflicted(Exception):
     """A transaction lost a race too many times."""
 
 
-def _retryable(exc: BaseException) -> bool:
+def is_retryable(exc: BaseException) -> bool:
+    """A lost race (a version check, a unique key, a lock, a serialization failure):
+    running the transaction again may succeed."""
     if isinstance(exc, (StaleDataError, IntegrityError)):
         return True
     if isinstance(exc, OperationalError) and "locked" in str(exc).lower():
@@ -162,7 +164,7 @@ class _Queued:
     def failed(self, exc: Exception) -> None:
         """``fn`` raised: a lost race runs again alone, anything else is the caller's error."""
         self.result = None
-        if _retryable(exc):
+        if is_retryable(exc):
             self.alone = True
         else:
             self.error = exc
@@ -228,8 +230,8 @@ class Store:
                     return result
                 except Exception as exc:
                     session.rollback()
-                    if not _retryable(exc) or attempt == attempts - 1:
-                        if _retryable(exc):
+                    if not is_retryable(exc) or attempt == attempts - 1:
+                        if is_retryable(exc):
                             raise Conflicted(str(exc)) from exc
                         raise
                 finally:

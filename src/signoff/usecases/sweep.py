@@ -26,7 +26,7 @@ from typing import Any
 from signoff.config import GROUP_RE, USER_RE, Workflow
 from signoff.domain.ladder import EXPIRE, Ladder, next_due, owed
 from signoff.domain.model import ExceptionKind, Status
-from signoff.store.db import _retryable
+from signoff.store.db import is_retryable
 from signoff.store.repo import Repo
 from signoff.store.tables import RequestRow, SlackMessageRow
 from signoff.usecases.common import move, raise_exception, refresh_messages, workflow_snapshot
@@ -159,7 +159,7 @@ def _batch(ctx: Context, repo: Repo, now: datetime, skip: set[str]) -> tuple[int
                 work.flush()  # the helpers below read the database: let them see this batch
                 _other(ctx, repo, item.req, now, work.report)
         except Exception as exc:
-            if _retryable(exc):
+            if is_retryable(exc):
                 raise  # a lost race: the whole batch is retried on a fresh transaction
             raise _Poisoned(item.req.id) from exc
     for req in pending:
