@@ -146,7 +146,7 @@ def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key
         return Submitted(request_view(repo, req, viewer=agent_id, decisions=None if decided else []),
                          created=True)
 
-    # Group commit on SQLite: concurrent submissions share one commit (each its own savepoint).
+    # Group commit: concurrent submissions share one commit (each its own savepoint).
     result = ctx.store.transaction(tx, batch=True)
     if result.created:
         ctx.notify()
