@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 from signoff.bootstrap import build
 from signoff.config import parse_config
+from signoff.domain.agent_signature import agent_signature
 from signoff.settings import Settings
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
@@ -104,8 +105,8 @@ def runtime(db_url: str, yaml_text: str = BASIC_YAML, clock=None, monkeypatch=No
 
 
 def v1_signature(secret: str, ts: int | str, body: bytes) -> str:
-    """The X-Signoff-Signature of ``body`` sent at ``ts``: v1=HMAC-SHA256(secret, "v1:ts:body")."""
-    return "v1=" + hmac.new(secret.encode(), b"v1:" + str(ts).encode() + b":" + body, hashlib.sha256).hexdigest()
+    """The X-Signoff-Signature of ``body`` sent at ``ts`` (the scheme of ``agent_signature``)."""
+    return agent_signature(secret.encode(), str(ts), body)
 
 
 def signed_headers(agent: str, secret: str, body: bytes, ts: int | None = None) -> dict[str, str]:

@@ -46,9 +46,6 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-expected_signature = agent_signature
-
-
 def agent_secret(config, agent_id: str) -> bytes | None:
     """``config.agent_secret(agent_id)``, without parsing ``.env`` and copying the whole
     environment on every request when the process environment holds the key (which wins
@@ -82,7 +79,7 @@ def verify_hmac(ctx: Context, headers, body: bytes) -> str:
     # Compare bytes: header text may hold any Latin-1 character, and compare_digest
     # refuses non-ASCII str.
     given = sig.strip().encode("utf-8", "surrogateescape")
-    if not hmac.compare_digest(expected_signature(secret, ts, body).encode(), given):
+    if not hmac.compare_digest(agent_signature(secret, ts, body).encode(), given):
         raise Unauthorized("unknown agent or bad signature")
     return agent_id
 
