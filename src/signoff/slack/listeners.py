@@ -6,6 +6,7 @@ import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from functools import partial
 from typing import Any
 
 from slack_bolt import App
@@ -82,16 +83,10 @@ def register(app: App, ctx: Context) -> None:
 
         return work
 
-    def approve(**kw):
-        decide(ctx, decision="approve", **kw)
-
-    def reject(**kw):
-        decide(ctx, decision="reject", **kw)
-
-    app.action(ActionId.APPROVE.value)(ack=_ack, lazy=[clicked(approve)])
-    app.action(ActionId.REJECT.value)(ack=_ack, lazy=[clicked(reject)])
-    app.action(ActionId.REVOKE.value)(ack=_ack, lazy=[clicked(lambda **kw: revoke(ctx, **kw))])
-    app.action(ActionId.ROLLBACK.value)(ack=_ack, lazy=[clicked(lambda **kw: request_rollback(ctx, **kw))])
+    app.action(ActionId.APPROVE.value)(ack=_ack, lazy=[clicked(partial(decide, ctx, decision="approve"))])
+    app.action(ActionId.REJECT.value)(ack=_ack, lazy=[clicked(partial(decide, ctx, decision="reject"))])
+    app.action(ActionId.REVOKE.value)(ack=_ack, lazy=[clicked(partial(revoke, ctx))])
+    app.action(ActionId.ROLLBACK.value)(ack=_ack, lazy=[clicked(partial(request_rollback, ctx))])
 
     def on_review(body, client):
         request_id, user, channel = _click(body)
