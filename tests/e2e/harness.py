@@ -18,8 +18,11 @@ from pathlib import Path
 import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
 
 from fakes.slack_api import FakeSlack
+from signoff.store.tables import OutboxRow, RequestRow
 from support import (DEPLOY_BOT, ROUTING, SECRETS, agent_secret, block_actions, free_port, signed_headers, slack_form,
                      submission)
 
@@ -167,3 +170,12 @@ def request_of(call) -> str | None:
     """The request id in a posted message's metadata."""
     meta = call.params.get("metadata") or {}
     return (meta.get("event_payload") or {}).get("request_id")
+
+
+def all_expired_and_delivered(engine: Engine, ids: list[str]) -> bool:
+    """Every request of ``ids`` has expired and nothing is owed to Slack any more."""
+    with engine.connect() as conn:
+        open_ = conn.scalar(select(func.count()).select_from(RequestRow)
+                            .where(RequestRow.id.in_(ids), RequestRow.status != "expired"))
+        owed = conn.scalar(select(func.count()).select_from(OutboxRow).where(OutboxRow.state == "pending"))
+    return open_ == 0 and owed == 0

@@ -14,12 +14,12 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, select
 
 from conftest import PG_ENV
-from e2e.harness import Serve, ladder_yaml, pem_key, request_of, serve_env, submit, top_level_posts
+from e2e.harness import Serve, all_expired_and_delivered, ladder_yaml, pem_key, request_of, serve_env, submit, top_level_posts
 from fakes.slack_api import FakeSlack, dm_channel
-from signoff.store.tables import EventRow, OutboxRow, RequestRow
+from signoff.store.tables import EventRow
 from support import ROUTING, wait_until
 
 pytestmark = pytest.mark.skipif(not os.environ.get(PG_ENV), reason=f"{PG_ENV} is not set: replica test skipped")
@@ -74,15 +74,7 @@ def test_three_replicas_post_each_step_once_and_expire_each_request_once(tmp_pat
             with ThreadPoolExecutor(8) as pool:
                 ids = list(pool.map(lambda n: submit(servers[n % 3], "ladder", n), range(N_REQUESTS)))
 
-            def settled():
-                with engine.connect() as conn:
-                    open_ = conn.scalar(select(func.count()).select_from(RequestRow)
-                                        .where(RequestRow.id.in_(ids), RequestRow.status != "expired"))
-                    owed = conn.scalar(select(func.count()).select_from(OutboxRow)
-                                       .where(OutboxRow.state == "pending"))
-                return open_ == 0 and owed == 0
-
-            wait_until(settled, 60, "every request to expire and every message to be delivered", 0.2)
+            wait_until(lambda: all_expired_and_delivered(engine, ids), 60, "every request to expire and every message to be delivered", 0.2)
             time.sleep(0.5)  # a straggling duplicate, if any, would show up now
 
             # Slack: each request's root, each step's DM and the exception thread, exactly once.
