@@ -119,6 +119,15 @@ class Harness:
     def submit(self, **over) -> str:
         return submit(self.ctx, agent_id="deploy-bot", body=submission(**over)).request["id"]
 
+    def rejected(self) -> str:
+        """A request posted, rejected by U0SECOND's click, and every message it owes delivered."""
+        rid = self.submit()
+        self.deliver()
+        self.click(rid, "U0SECOND", "signoff.reject")
+        wait_until(lambda: self.status(rid) == "rejected", what="rejection")
+        self.deliver()
+        return rid
+
     def owed(self) -> list[tuple[str, str | None]]:
         return self.rt.store.read(lambda s: [(r.kind, r.last_error) for r in
                                              s.scalars(select(OutboxRow).where(OutboxRow.state == "pending"))])
@@ -298,11 +307,7 @@ def test_escalation_target_may_approve_after_the_step(h):
 
 
 def test_reject_rejects_and_updates(hdb):
-    rid = hdb.submit()
-    hdb.deliver()
-    hdb.click(rid, "U0SECOND", "signoff.reject")
-    wait_until(lambda: hdb.status(rid) == "rejected", what="rejection")
-    hdb.deliver()
+    rid = hdb.rejected()
     assert hdb.decisions(rid) == [("U0SECOND", "reject")]
     assert hdb.request(rid).grant_token is None
     msg = hdb.fake.message(*hdb.root(rid))
@@ -716,11 +721,7 @@ def test_slack_outage_does_not_hold_back_execution(h):
 
 
 def test_security_review_button_only_for_the_security_owner(h):
-    rid = h.submit()
-    h.deliver()
-    h.click(rid, "U0SECOND", "signoff.reject")
-    wait_until(lambda: h.status(rid) == "rejected", what="rejection")
-    h.deliver()
+    rid = h.rejected()
     [sec] = [c for c in h.fake.calls_to("chat.postMessage") if c.params["channel"] == "C0SEC"]
     ts = sec.response["ts"]
     h.click(rid, "U0OWNER", "signoff.review", channel="C0SEC", ts=ts)
