@@ -11,10 +11,11 @@ from datetime import datetime
 import jwt
 
 from signoff.domain.model import ExceptionKind, Status
-from signoff.store.repo import Repo
-from signoff.store.tables import RequestRow
 from signoff.domain.windows import iso
 from signoff.policy import evaluate, facts_of
+from signoff.store.repo import Repo
+from signoff.store.tables import RequestRow
+from signoff.usecases import windows
 from signoff.usecases.common import move, raise_exception, refresh_messages, thread_note, workflow_snapshot
 from signoff.usecases.ports import Context
 
@@ -33,9 +34,7 @@ def runtime_check(ctx: Context, req: RequestRow, now: datetime) -> tuple[bool, s
     current = evaluate(wf, facts_of(req.action, req.risk, req.rollback_of))
     if current.deny:
         return False, f"denied_by_rule:{current.rule_name}", None
-    from signoff.usecases import windows  # change windows and freezes
-
-    return windows.check(ctx, req, wf, now)
+    return windows.check(req, current.effective, now)
 
 
 def issue_grant(ctx: Context, repo: Repo, req: RequestRow, now: datetime) -> bool:

@@ -11,15 +11,15 @@ from __future__ import annotations
 from datetime import datetime
 
 from signoff.config import Workflow
-from signoff.policy import evaluate, execution_check, facts_of, schedule_of
+from signoff.policy import execution_check, schedule_of
 from signoff.store.tables import RequestRow
 from signoff.usecases.common import workflow_snapshot
 
 
-def check(ctx, req: RequestRow, wf: Workflow, now: datetime) -> tuple[bool, str, datetime | None]:
-    """(allowed, reason, not_before): whether a grant may be issued now; if not, why and
+def check(req: RequestRow, current: Workflow, now: datetime) -> tuple[bool, str, datetime | None]:
+    """(allowed, reason, not_before): whether a grant may be issued now under the request's
+    snapshot and ``current``, the current file's effective policy for it; if not, why and
     from when (None: no moment within a year, which refuses the grant)."""
-    current = evaluate(wf, facts_of(req.action, req.risk, req.rollback_of)).effective
     verdict = execution_check([schedule_of(workflow_snapshot(req)), schedule_of(current)], now)
     if not verdict.allowed and verdict.not_before is None:
         return False, "no_change_window_within_a_year", None
