@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from signoff.durations import format_duration, parse_duration
 
 _BUDGET = re.compile(r"^\s*(\d+)\s+per\s+(\S+)\s*$")
-SCOPES = ("workflow", "target")
 MAX_KEY = 300  # the stored scope column's width
 
 

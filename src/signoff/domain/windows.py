@@ -103,10 +103,6 @@ class Schedule:
     windows: tuple[Window, ...] = ()
     freezes: tuple[Freeze, ...] = ()
 
-    @property
-    def unrestricted(self) -> bool:
-        return not self.windows and not self.freezes
-
 
 @dataclass(frozen=True)
 class Verdict:
