@@ -63,25 +63,36 @@ def thread_note(repo: Repo, req: RequestRow, text: str, now: datetime) -> None:
         repo.enqueue("slack.thread", {"message_id": msg.id, "text": text}, now, request_id=req.id)
 
 
-def raise_exception(repo: Repo, req: RequestRow, kind: ExceptionKind, now: datetime, *,
-                    detail: str = "") -> None:
-    """Record an exception for security review: one thread per request, notes after the first."""
-    kinds = list(req.exceptions or [])
-    kinds.append({"kind": kind.value, "at": now.isoformat(), "detail": detail})
-    req.exceptions = kinds
+def record_exception(repo: Repo, req: RequestRow, kind: ExceptionKind, now: datetime, detail: str,
+                     wf: Workflow | None = None) -> str:
+    """The record part of ``raise_exception`` (on the request, re-opening review, and as
+    evidence); returns where its security thread goes. ``wf``: the request's policy
+    snapshot, when the caller has it parsed already."""
+    req.exceptions = list(req.exceptions or []) + [{"kind": kind.value, "at": now.isoformat(), "detail": detail}]
     # a new exception re-opens review
     req.reviewed_at = None
     req.reviewed_by = None
     repo.append_event(req, "exception.raised", "signoff", {"kind": kind.value, "detail": detail}, now)
-    wf = workflow_snapshot(req)
-    target = wf.security_channel or wf.security_owner
+    wf = wf or workflow_snapshot(req)
+    return wf.security_channel or wf.security_owner
+
+
+def exception_note(kind: ExceptionKind, detail: str) -> str:
+    """The note in a request's security thread for an exception after the first."""
+    return f"New exception: {kind.value}" + (f" — {detail}" if detail else "")
+
+
+def raise_exception(repo: Repo, req: RequestRow, kind: ExceptionKind, now: datetime, *,
+                    detail: str = "") -> None:
+    """Record an exception for security review: one thread per request, notes after the first."""
+    target = record_exception(repo, req, kind, now, detail)
     msg, created = repo.add_message(req.id, "exception", target, now)
     if created:
         repo.enqueue("slack.post", {"message_id": msg.id}, now, request_id=req.id)
     else:
         repo.enqueue("slack.update", {"message_id": msg.id}, now, request_id=req.id)
-        repo.enqueue("slack.thread", {"message_id": msg.id, "text": f"New exception: {kind.value}"
-                                      + (f" — {detail}" if detail else "")}, now, request_id=req.id)
+        repo.enqueue("slack.thread", {"message_id": msg.id, "text": exception_note(kind, detail)}, now,
+                     request_id=req.id)
 
 
 def request_view(repo: Repo, req: RequestRow, *, viewer: str | None = None,

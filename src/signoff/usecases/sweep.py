@@ -29,7 +29,14 @@ from signoff.domain.model import ExceptionKind, Status
 from signoff.store.db import is_retryable
 from signoff.store.repo import Repo
 from signoff.store.tables import RequestRow, SlackMessageRow
-from signoff.usecases.common import move, raise_exception, refresh_messages, workflow_snapshot
+from signoff.usecases.common import (
+    exception_note,
+    move,
+    raise_exception,
+    record_exception,
+    refresh_messages,
+    workflow_snapshot,
+)
 from signoff.usecases.grant import issue_grant
 from signoff.usecases.ports import Context
 from signoff.usecases.submit import ladder_of
@@ -227,21 +234,14 @@ class _Work:
             self.enqueue(req, "slack.update", {}, m)
 
     def raise_exception(self, req: RequestRow, kind: ExceptionKind, detail: str) -> None:
-        """As ``common.raise_exception``: one security thread per request, notes after."""
-        req.exceptions = list(req.exceptions or []) + [{"kind": kind.value, "at": self.now.isoformat(),
-                                                        "detail": detail}]
-        req.reviewed_at = None  # a new exception re-opens review
-        req.reviewed_by = None
-        self.repo.append_event(req, "exception.raised", "signoff", {"kind": kind.value, "detail": detail},
-                               self.now)
-        wf = self.policy(req)
-        msg, created = self.message(req, "exception", wf.security_channel or wf.security_owner)
+        """``common.raise_exception`` for the batch: one security thread per request, notes after."""
+        target = record_exception(self.repo, req, kind, self.now, detail, self.policy(req))
+        msg, created = self.message(req, "exception", target)
         if created:
             self.enqueue(req, "slack.post", {}, msg)
         else:
             self.enqueue(req, "slack.update", {}, msg)
-            self.enqueue(req, "slack.thread", {"text": f"New exception: {kind.value}"
-                                               + (f" — {detail}" if detail else "")}, msg)
+            self.enqueue(req, "slack.thread", {"text": exception_note(kind, detail)}, msg)
 
     def ask(self, req: RequestRow, target: str, reminder: str) -> None:
         """A copy of the request for ``target`` with live buttons; someone who has a copy
