@@ -460,12 +460,18 @@ class Config:
         return list(self.file.agents)
 
     def agent_secret(self, agent_id: str, environ: dict[str, str] | None = None) -> bytes | None:
-        """The HMAC key of an agent, read from the environment variable it names."""
+        """The HMAC key of an agent, read from the environment variable it names (the
+        process environment wins over ``.env``, which is read only when it must be: this
+        runs for every signed request)."""
         agent = self.agent(agent_id)
         if agent is None or not agent.secret_env:
             return None
-        env = environ if environ is not None else _environ_with_dotenv()
-        value = env.get(agent.secret_env)
+        if environ is None:
+            value = os.environ.get(agent.secret_env)
+            if value is None:
+                value = _environ_with_dotenv().get(agent.secret_env)
+        else:
+            value = environ.get(agent.secret_env)
         return value.encode() if value else None
 
 

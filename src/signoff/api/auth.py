@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import os
 from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
@@ -46,19 +45,6 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def agent_secret(config, agent_id: str) -> bytes | None:
-    """``config.agent_secret(agent_id)``, without parsing ``.env`` and copying the whole
-    environment on every request when the process environment holds the key (which wins
-    over ``.env`` there too)."""
-    agent = config.agent(agent_id)
-    if agent is None or not agent.secret_env:
-        return None
-    value = os.environ.get(agent.secret_env)
-    if value:
-        return value.encode()
-    return config.agent_secret(agent_id)
-
-
 def verify_hmac(ctx: Context, headers, body: bytes) -> str:
     """The agent id when the request is signed by a known agent; Unauthorized otherwise."""
     agent_id = headers.get("x-signoff-agent")
@@ -72,7 +58,7 @@ def verify_hmac(ctx: Context, headers, body: bytes) -> str:
         raise Unauthorized("X-Signoff-Timestamp must be unix seconds") from None
     if abs(ctx.clock().timestamp() - ts_int) > WINDOW:
         raise Unauthorized("timestamp is more than 300 s from the server's clock")
-    secret = agent_secret(ctx.config(), agent_id)
+    secret = ctx.config().agent_secret(agent_id)
     if secret is None:
         # Same answer for an unknown agent and a bad signature: nothing to enumerate.
         raise Unauthorized("unknown agent or bad signature")
