@@ -10,13 +10,13 @@ import socket
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlencode
 
 from signoff.bootstrap import build
 from signoff.config import parse_config
 from signoff.domain.agent_signature import agent_signature
 from signoff.settings import Settings
+from signoff.standin import LoopbackHTTP  # noqa: F401  (re-exported for the tests)
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 
@@ -196,39 +196,3 @@ def dumps(body) -> bytes:
     return json.dumps(body).encode()
 
 
-class LoopbackHTTP:
-    """A small HTTP server on a free 127.0.0.1 port, served from a daemon thread (an
-    executor's webhook, a JWKS endpoint). Subclasses answer in ``respond``; ``url`` is the
-    server's root; ``close`` when done."""
-
-    def __init__(self):
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def answer(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, out = owner.respond(self.command, dict(self.headers), body)
-                self.send_response(status)
-                if out:
-                    self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-            do_GET = do_POST = answer
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def respond(self, method: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
-        """(status, JSON body or b"") for one request."""
-        raise NotImplementedError
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()

@@ -8,7 +8,6 @@ grant and reporting the outcome, and the evidence printed and verified.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import os
@@ -17,11 +16,12 @@ import socket
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlencode
 
 import httpx
 import jwt
+
+from signoff.standin import LoopbackHTTP
 
 DEMO_YAML = """\
 agents:
@@ -58,39 +58,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _hmac(secret: str, ts: str, body: bytes, prefix: str) -> str:
-    return f"{prefix}=" + hmac.new(secret.encode(), f"{prefix}:{ts}:".encode() + body, hashlib.sha256).hexdigest()
+def _agent_signature(ts: str, body: bytes) -> str:
+    from signoff.domain.agent_signature import agent_signature
+
+    return agent_signature(AGENT_SECRET.encode(), ts, body)
 
 
-class _Executor:
+class _Executor(LoopbackHTTP):
     """A stand-in executor: receives the signed webhook, checks signature and grant."""
 
     def __init__(self):
         self.received: list[dict] = []
         self.event = threading.Event()
-        outer = self
+        super().__init__()
+        self.url += "/execute"
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                ts = self.headers.get("X-Signoff-Timestamp", "")
-                ok = hmac.compare_digest(_hmac(AGENT_SECRET, ts, body, "v1"), self.headers.get("X-Signoff-Signature", ""))
-                outer.received.append({"body": json.loads(body), "signature_ok": ok,
-                                       "agent": self.headers.get("X-Signoff-Agent")})
-                self.send_response(200 if ok else 401)
-                self.end_headers()
-                outer.event.set()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/execute"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    def respond(self, method: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        h = {k.lower(): v for k, v in headers.items()}
+        ts = h.get("x-signoff-timestamp", "")
+        ok = hmac.compare_digest(_agent_signature(ts, body), h.get("x-signoff-signature", ""))
+        self.received.append({"body": json.loads(body), "signature_ok": ok, "agent": h.get("x-signoff-agent")})
+        self.event.set()
+        return (200 if ok else 401), b""
 
 
 def _say(step: str, text: str = "") -> None:
@@ -120,7 +109,11 @@ def run_demo(verbose: bool = False) -> int:
     from signoff.evidence.verify import verify_store
     from signoff.server import build_service
     from signoff.settings import Settings
+    from slack_sdk.signature import SignatureVerifier
+
     from signoff.standin import SlackStandIn
+
+    slack_signer = SignatureVerifier(SIGNING_SECRET)
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     tmp = tempfile.mkdtemp(prefix="signoff-demo-")
@@ -149,7 +142,7 @@ def run_demo(verbose: bool = False) -> int:
             raw = json.dumps(body).encode() if body is not None else b""
             ts = str(int(time.time()))
             headers = {"X-Signoff-Agent": "deploy-bot", "X-Signoff-Timestamp": ts,
-                       "X-Signoff-Signature": _hmac(AGENT_SECRET, ts, raw, "v1"), "Content-Type": "application/json"}
+                       "X-Signoff-Signature": _agent_signature(ts, raw), "Content-Type": "application/json"}
             return http.request(method, path, content=raw, headers=headers)
 
         def click(user: str, action_id: str, request_id: str, channel: str, ts: str) -> httpx.Response:
@@ -162,7 +155,7 @@ def run_demo(verbose: bool = False) -> int:
                                     "value": request_id, "action_ts": str(time.time())}]}
             raw = urlencode({"payload": json.dumps(payload)}).encode()
             st = str(int(time.time()))
-            headers = {"X-Slack-Request-Timestamp": st, "X-Slack-Signature": _hmac(SIGNING_SECRET, st, raw, "v0"),
+            headers = {"X-Slack-Request-Timestamp": st, "X-Slack-Signature": slack_signer.generate_signature(timestamp=st, body=raw),
                        "Content-Type": "application/x-www-form-urlencoded"}
             return http.post("/slack/events", content=raw, headers=headers)
 

@@ -459,4 +459,42 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # the caller gave up (a timeout, or it exited)
 
 
+class LoopbackHTTP:
+    """A small HTTP server on a free 127.0.0.1 port, served from a daemon thread (an
+    executor's webhook, a JWKS endpoint). Subclasses answer in ``respond``; ``url`` is the
+    server's root; ``close`` when done."""
+
+    def __init__(self):
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def answer(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, out = owner.respond(self.command, dict(self.headers), body)
+                self.send_response(status)
+                if out:
+                    self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            do_GET = do_POST = answer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def respond(self, method: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        """(status, JSON body or b"") for one request."""
+        raise NotImplementedError
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 FakeSlack = SlackStandIn
