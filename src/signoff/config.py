@@ -31,6 +31,7 @@ from pydantic import (
 from signoff.domain import windows as win
 from signoff.domain.budget import Budget, parse_budget
 from signoff.domain.canonical import canonical_json
+from signoff.domain.rules import merge
 from signoff.durations import format_duration, parse_duration
 
 Duration = Annotated[
@@ -382,7 +383,7 @@ class Workflow(_Model):
         if key not in memo:
             base = self.model_dump(exclude={"rules"})
             if rule is not None:
-                base.update(rule.overrides())
+                base = merge(base, rule.overrides())
             memo[key] = Workflow.model_validate(base)
         return memo[key]
 
