@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select, text
 
 from signoff.config import Config, load_config
-from signoff.keys import KeyRing, generate, key_from_pem, key_from_setting
+from signoff.keys import KeyRing, ScheduledKey, generate, key_from_pem, keys_from_setting, ring_from_schedule
 from signoff.settings import Settings
 from signoff.store import migrate
 from signoff.store.db import Store
@@ -20,37 +20,69 @@ from signoff.usecases.ports import Clock, Context, Directory, NoDirectory, syste
 log = logging.getLogger(__name__)
 
 
-def load_keyring(store: Store, signing_key: str | None, now: datetime | None = None) -> KeyRing:
-    """``SIGNOFF_SIGNING_KEY`` if set; else the key kept in the database, made once.
+DEFAULT_KEY_RETENTION = timedelta(days=7, minutes=5)
 
-    Replicas starting together may each make a key; all of them are kept, every replica
-    picks the same one (the oldest) to sign with, and the JWKS lists them all.
+
+def load_keyring(store: Store, signing_key: str | None, now: datetime | None = None, *,
+                 retention: timedelta = DEFAULT_KEY_RETENTION, create: bool = True) -> KeyRing:
+    """``SIGNOFF_SIGNING_KEY`` if set; else the keys kept in the database (one made on first use).
+
+    In the database each key has the moment it starts signing (``signoff keys rotate``); the
+    newest key whose moment has come signs, and a key it replaced stays in the JWKS for
+    ``retention`` (the longest a grant or evidence link can live). Every replica reads the same
+    rows, so all of them sign with the same key.
     """
+    now = now or datetime.now(timezone.utc)
 
     def tx(session):
         if session.bind.dialect.name == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": 0x5160FE})
         if session.scalar(select(KeyRow.kid).limit(1)) is None:
             key = generate()
-            session.add(KeyRow(kid=key.kid, private_pem=key.private_pem(),
-                               created_at=now or datetime.now(timezone.utc), retired_at=None))
+            session.add(KeyRow(kid=key.kid, private_pem=key.private_pem(), created_at=now, retired_at=None))
 
-    if not signing_key:
+    if not signing_key and create:
         store.transaction(tx)
-    stored = _stored_keys(store)
+    schedule = key_schedule(store)
     if signing_key:
-        active = key_from_setting(signing_key)
+        configured = keys_from_setting(signing_key)
+        active, published = configured[0], configured[1:]
+        kids = {k.kid for k in configured}
         # keys made before an operator set one stay verifiable (their grants may be live)
-        retired = [k for k in stored if k.kid != active.kid]
-    else:
-        active, retired = stored[0], stored[1:]
-    return KeyRing(active=active, retired=retired)
+        return KeyRing(active=active, retired=published + [s.key for s in schedule if s.key.kid not in kids],
+                       loaded_at=now)
+    return ring_from_schedule(schedule, now, retention)
 
 
-def _stored_keys(store: Store):
-    rows = store.read(lambda s: [r.private_pem for r in s.scalars(select(KeyRow).order_by(KeyRow.created_at,
-                                                                                              KeyRow.kid))])
-    return [key_from_pem(p) for p in rows]
+def key_schedule(store: Store) -> list[ScheduledKey]:
+    """The keys kept in the database, each with the moment it starts signing."""
+    rows = store.read(lambda s: [(r.private_pem, r.created_at) for r in
+                                 s.scalars(select(KeyRow).order_by(KeyRow.created_at, KeyRow.kid))])
+    return [ScheduledKey(key_from_pem(pem), _aware(at)) for pem, at in rows]
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+
+
+def rotate_key(store: Store, now: datetime, activates: datetime) -> ScheduledKey:
+    """Keep a new key that starts signing at ``activates`` (published from now on)."""
+    key = generate()
+
+    def tx(session):
+        if session.bind.dialect.name == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": 0x5160FE})
+        session.add(KeyRow(kid=key.kid, private_pem=key.private_pem(), created_at=activates, retired_at=None))
+
+    store.transaction(tx)
+    return ScheduledKey(key, activates)
+
+
+def key_retention(config: Config, link_ttl: timedelta) -> timedelta:
+    """How long a replaced key stays published: the longest-lived grant or evidence link it
+    may have signed, plus five minutes for clocks and caches."""
+    grants = [w.execution.grant_ttl for w in config.workflows]
+    return max([link_ttl, *grants]) + timedelta(minutes=5)
 
 
 class ConfigHolder:
@@ -98,7 +130,8 @@ def build(settings: Settings, *, config: Config | None = None, clock: Clock = sy
             log.info("database schema upgraded from %s to %s", before or "empty", after)
     holder = ConfigHolder(config or load_config(settings.config_path),
                           None if config else settings.config_path)
-    keys = load_keyring(store, settings.signing_key)
+    keys = load_keyring(store, settings.signing_key,
+                        retention=key_retention(holder(), settings.evidence_link_ttl))
     ctx = Context(store=store, config=holder, keys=keys, clock=clock, directory=directory or NoDirectory(),
                   public_url=settings.public_url,
                   evidence_link_seconds=int(settings.evidence_link_ttl.total_seconds()))

@@ -168,13 +168,91 @@ def cmd_evidence_verify_bundle(args) -> int:
         jwks = _load_jwks(args.jwks)
     else:
         store, keys = _evidence_runtime()
-        jwks = keys.jwks()
+        jwks = keys.all_jwks()  # an old bundle may be signed by a key no longer published
     ok, reason = verify_bundle(bundle, jwks)
     if ok:
         print(f"OK: bundle for request {bundle.get('request', {}).get('id')} — signature and chain verify")
         return 0
     print(f"FAILED: {reason}", file=sys.stderr)
     return 1
+
+
+def _key_store(settings):
+    from signoff.store import migrate
+    from signoff.store.db import Store
+
+    store = Store(settings.database_url)
+    migrate.upgrade(store.engine)
+    return store
+
+
+def cmd_keys_rotate(args) -> int:
+    from datetime import datetime, timezone
+
+    from signoff.bootstrap import rotate_key
+    from signoff.durations import parse_duration
+
+    settings = _settings()
+    if settings.signing_key:
+        _fail("SIGNOFF_SIGNING_KEY is set, so the signing key is yours to rotate, not the database's: "
+              "put a new key (`signoff keys generate`) after the current one in SIGNOFF_SIGNING_KEY, "
+              "roll out, swap the two, roll out, and drop the old one once its grants and links have "
+              "expired (see docs/operations.md, Key rotation)", 2)
+    from datetime import timedelta
+
+    try:
+        delay = parse_duration(args.delay) if args.delay else timedelta(0)
+    except ValueError as exc:
+        _fail(f"--in: {exc}", 2)
+    now = datetime.now(timezone.utc)
+    made = rotate_key(_key_store(settings), now, now + delay)
+    when = "now" if delay.total_seconds() == 0 else f"at {made.activates.isoformat(timespec='seconds')}"
+    print(f"new signing key {made.key.kid}: published now, signs {when}; "
+          "running replicas pick it up within 5 s; the previous key stays in the JWKS until "
+          "every grant and evidence link it signed has expired")
+    return 0
+
+
+def cmd_keys_list(args) -> int:
+    from datetime import datetime, timezone
+
+    from signoff.bootstrap import key_retention, key_schedule, load_keyring
+    from signoff.config import ConfigError, load_config
+
+    settings = _settings()
+    store = _key_store(settings)
+    now = datetime.now(timezone.utc)
+    kwargs = {}
+    try:
+        kwargs["retention"] = key_retention(load_config(settings.config_path), settings.evidence_link_ttl)
+    except ConfigError:
+        pass  # no readable workflow file here: the default retention
+    ring = load_keyring(store, settings.signing_key, now, **kwargs)
+    if args.jwks:
+        print(json.dumps(ring.all_jwks(), indent=2))
+        return 0
+    starts = {s.key.kid: s.activates for s in key_schedule(store)}
+    print(f"{'kid':<18} {'state':<12} {'source':<9} signs from")
+    for key in [ring.active, *ring.upcoming, *ring.retired]:
+        if key is ring.active:
+            state = "active"
+        elif key.kid in {k.kid for k in ring.upcoming}:
+            state = "next"
+        elif key.kid in ring.unpublished:
+            state = "expired"
+        else:
+            state = "retired"
+        source = "database" if key.kid in starts else "env"
+        at = starts[key.kid].isoformat(timespec="seconds") if key.kid in starts else "-"
+        print(f"{key.kid:<18} {state:<12} {source:<9} {at}")
+    return 0
+
+
+def cmd_keys_generate(args) -> int:
+    from signoff.keys import generate
+
+    sys.stdout.write(generate().private_pem())
+    return 0
 
 
 def _load_jwks(ref: str) -> dict:
@@ -248,6 +326,18 @@ def parser() -> argparse.ArgumentParser:
     vb.add_argument("file")
     vb.add_argument("--jwks", help="JWKS URL or file (default: this installation's keys)")
     vb.set_defaults(fn=cmd_evidence_verify_bundle)
+
+    ke = sub.add_parser("keys", help="signing keys (grants, evidence)")
+    kes = ke.add_subparsers(dest="keys_command", required=True)
+    kr = kes.add_parser("rotate", help="make a new signing key current; old ones stay published until they expire")
+    kr.add_argument("--in", dest="delay", default=None,
+                    help="publish now, start signing after this duration (e.g. 10m; default at once)")
+    kr.set_defaults(fn=cmd_keys_rotate)
+    kl = kes.add_parser("list", help="the signing keys and their states")
+    kl.add_argument("--jwks", action="store_true", help="print every public key ever used, as a JWKS")
+    kl.set_defaults(fn=cmd_keys_list)
+    kg = kes.add_parser("generate", help="print a new Ed25519 private key (PEM) for SIGNOFF_SIGNING_KEY")
+    kg.set_defaults(fn=cmd_keys_generate)
 
     po = sub.add_parser("policy", help="workflow policy")
     pos = po.add_subparsers(dest="policy_command", required=True)

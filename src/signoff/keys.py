@@ -9,8 +9,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from dataclasses import dataclass
-from datetime import datetime
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -67,7 +68,18 @@ def key_from_pem(pem: str | bytes) -> SigningKey:
 
 
 def key_from_setting(value: str) -> SigningKey:
-    """``SIGNOFF_SIGNING_KEY``: PEM text, or a path to a PEM file."""
+    """``SIGNOFF_SIGNING_KEY``: PEM text, or a path to a PEM file; the first key signs."""
+    return keys_from_setting(value)[0]
+
+
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z ]+)-----.*?-----END \1-----", re.S)
+
+
+def keys_from_setting(value: str) -> list[SigningKey]:
+    """Every key in ``SIGNOFF_SIGNING_KEY`` (PEM text or a path), in order. The first signs;
+    the others are only published, which is how a key is rotated without a database: add the
+    new key second, roll out, swap the two, roll out, drop the old one once its grants and
+    links have expired."""
     text = value.strip()
     if "-----BEGIN" not in text:
         path = Path(text).expanduser()
@@ -75,10 +87,15 @@ def key_from_setting(value: str) -> SigningKey:
             text = path.read_text()
         except OSError as exc:
             raise ValueError(f"SIGNOFF_SIGNING_KEY: not PEM text and cannot read {path}: {exc}") from None
-    try:
-        return key_from_pem(text)
-    except ValueError as exc:
-        raise ValueError(f"SIGNOFF_SIGNING_KEY: {exc}") from None
+    blocks = [m.group(0) for m in _PEM_BLOCK.finditer(text)] or [text]
+    keys = []
+    for n, block in enumerate(blocks, 1):
+        try:
+            keys.append(key_from_pem(block))
+        except ValueError as exc:
+            where = f" (key {n} of {len(blocks)})" if len(blocks) > 1 else ""
+            raise ValueError(f"SIGNOFF_SIGNING_KEY{where}: {exc}") from None
+    return keys
 
 
 def generate() -> SigningKey:
@@ -88,17 +105,58 @@ def generate() -> SigningKey:
 
 @dataclass
 class KeyRing:
-    """The active key, plus retired public keys kept in the JWKS until their grants expire."""
+    """The active key, the keys around it, and which of them the JWKS publishes.
+
+    ``upcoming``: made by ``signoff keys rotate --in …``, published before they sign anything,
+    so verifiers that cache the JWKS know them in time. ``retired``: signed earlier grants,
+    links and checkpoints; kept for verification. ``unpublished``: kids of retired keys whose
+    grants and evidence links have all expired — still used to verify here, no longer served.
+    """
 
     active: SigningKey
     retired: list[SigningKey]
     loaded_at: datetime | None = None
+    upcoming: list[SigningKey] = field(default_factory=list)
+    unpublished: frozenset[str] = frozenset()
+
+    def published(self) -> list[SigningKey]:
+        return [self.active, *self.upcoming, *(k for k in self.retired if k.kid not in self.unpublished)]
 
     def jwks(self) -> dict:
-        return {"keys": [self.active.jwk()] + [k.jwk() for k in self.retired]}
+        return {"keys": [k.jwk() for k in self.published()]}
+
+    def all_jwks(self) -> dict:
+        """Every public key ever used here, published or not (for checking old exports offline)."""
+        return {"keys": [k.jwk() for k in [self.active, *self.upcoming, *self.retired]]}
 
     def find(self, kid: str) -> SigningKey | None:
-        return next((k for k in [self.active, *self.retired] if k.kid == kid), None)
+        return next((k for k in [self.active, *self.upcoming, *self.retired] if k.kid == kid), None)
+
+
+@dataclass(frozen=True)
+class ScheduledKey:
+    """A stored key and the moment it becomes (or became) the one that signs."""
+
+    key: SigningKey
+    activates: datetime
+
+
+def ring_from_schedule(schedule: list[ScheduledKey], now: datetime, retention: timedelta) -> KeyRing:
+    """The ring at ``now``: the newest key whose activation has come signs; keys not yet
+    active are upcoming; an older key retires when its successor activates and leaves the
+    JWKS ``retention`` later (the longest a grant or evidence link it signed can live)."""
+    if not schedule:
+        raise ValueError("no signing key")
+    ordered = sorted(schedule, key=lambda s: (s.activates, s.key.kid))
+    live = [s for s in ordered if s.activates <= now] or ordered[:1]
+    active = live[-1]
+    upcoming = [s.key for s in ordered if s.activates > now and s is not active]
+    older = live[:-1]
+    unpublished = frozenset(
+        s.key.kid for s, successor in zip(older, live[1:]) if successor.activates + retention <= now
+    )
+    return KeyRing(active=active.key, retired=[s.key for s in reversed(older)], loaded_at=now,
+                   upcoming=upcoming, unpublished=unpublished)
 
 
 def verify_with_jwk(jwk: dict, data: bytes, signature_b64: str) -> bool:

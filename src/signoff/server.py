@@ -21,6 +21,9 @@ from signoff.usecases.sweep import sweep
 
 log = logging.getLogger(__name__)
 
+# How soon a replica signs with, and publishes, a key that `signoff keys rotate` made.
+KEY_REFRESH_SECONDS = 5
+
 
 @dataclass
 class Service:
@@ -76,11 +79,24 @@ def build_service(runtime: Runtime, *, with_slack: bool = True) -> Service:
         except Exception:
             log.exception("evidence checkpoint failed")
 
+    def tick_keys():
+        # `signoff keys rotate` writes a row; every replica picks it up here, within seconds.
+        from signoff.bootstrap import key_retention, load_keyring
+
+        try:
+            ctx.keys = load_keyring(ctx.store, None, ctx.clock(), create=False,
+                                    retention=key_retention(ctx.config(), settings.evidence_link_ttl))
+        except Exception:
+            log.exception("reloading signing keys failed; keeping the current ones")
+
     # In-memory job store only: each replica ticks; the rows decide who does the work.
     scheduler.add_job(tick_sweep, "interval", seconds=interval, id="sweep", max_instances=1, coalesce=True)
     scheduler.add_job(dispatcher.wake, "interval", seconds=interval, id="outbox", max_instances=1, coalesce=True)
     scheduler.add_job(tick_checkpoint, "interval", seconds=max(interval, 5.0), id="checkpoint",
                       max_instances=1, coalesce=True)
+    if not settings.signing_key:
+        scheduler.add_job(tick_keys, "interval", seconds=KEY_REFRESH_SECONDS, id="keys", max_instances=1,
+                          coalesce=True)
     return Service(runtime, app, dispatcher, scheduler, bolt)
 
 
