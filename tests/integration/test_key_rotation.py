@@ -126,3 +126,22 @@ def test_rotate_refuses_when_the_key_comes_from_the_environment(tmp_path, monkey
     else:
         raise AssertionError("rotate should refuse")
     assert "SIGNOFF_SIGNING_KEY is set" in capsys.readouterr().err
+
+
+def test_a_running_service_picks_up_a_rotation_on_its_key_tick(sqlite_url, monkeypatch):
+    from signoff.bootstrap import rotate_key
+    from signoff.server import build_service
+    from support import BASIC_YAML
+
+    monkeypatch.delenv("SIGNOFF_SIGNING_KEY", raising=False)
+    rt = runtime(sqlite_url, BASIC_YAML, clock=system_clock, monkeypatch=monkeypatch)
+    service = build_service(rt, with_slack=False)
+    try:
+        old = rt.context.keys.active.kid
+        now = system_clock()
+        new = rotate_key(rt.store, now, now).key.kid
+        service.scheduler.get_job("keys").func()
+        assert rt.context.keys.active.kid == new
+        assert {k.kid for k in rt.context.keys.published()} == {old, new}
+    finally:
+        rt.store.dispose()
