@@ -60,7 +60,12 @@ def build_service(runtime: Runtime, *, with_slack: bool = True) -> Service:
                         client=client)
         if settings.slack_signing_secret:
             endpoint = SlackEndpoint(bolt, settings.slack_signing_secret)
-    app = create_app(ctx, slack_endpoint=endpoint)
+    readiness = None
+    if with_slack:
+        from signoff.slack.readiness import SlackReadiness
+
+        readiness = SlackReadiness(client)
+    app = create_app(ctx, slack_endpoint=endpoint, slack_readiness=readiness)
 
     scheduler = BackgroundScheduler(timezone="UTC")
     interval = settings.sweep_interval

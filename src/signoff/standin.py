@@ -76,6 +76,7 @@ class SlackStandIn:
         self._view_counter = itertools.count(1)
         self._failures: dict[str, list[tuple[int, dict, dict]]] = {}
         self._down = False
+        self._refused: set[str] = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._handlers: dict[str, Callable[[dict], dict]] = {
@@ -197,6 +198,11 @@ class SlackStandIn:
         self._queue_failure(method, times, 429, {"ok": False, "error": "ratelimited"},
                             {"Retry-After": str(retry_after)})
 
+    def refuse_token(self, token: str, refused: bool = True) -> None:
+        """Answer every call made with ``token`` with ``invalid_auth`` (a revoked token)."""
+        with self._lock:
+            (self._refused.add if refused else self._refused.discard)(token)
+
     def set_down(self, down: bool = True) -> None:
         """While down, every call is answered with HTTP 503."""
         with self._lock:
@@ -227,6 +233,8 @@ class SlackStandIn:
         handler = self._handlers.get(method)
         if handler is None:
             return 200, {"ok": False, "error": "unknown_method"}, {}
+        if token in self._refused:
+            return 200, {"ok": False, "error": "invalid_auth"}, {}
         if not token and method != "api.test":
             return 200, {"ok": False, "error": "not_authed"}, {}
         try:

@@ -28,7 +28,8 @@ def error_body(code: str, message: str, fields: list[str] | None = None) -> dict
     return {"error": err}
 
 
-def create_app(ctx: Context, *, slack_endpoint=None) -> FastAPI:
+def create_app(ctx: Context, *, slack_endpoint=None, slack_readiness=None) -> FastAPI:
+    """``slack_readiness``: a ``SlackReadiness`` for ``/readyz`` (absent: Slack is not checked)."""
     app = FastAPI(title="signoff", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     metrics = Metrics(ctx)
     app.state.metrics = metrics
@@ -74,15 +75,23 @@ def create_app(ctx: Context, *, slack_endpoint=None) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz():
+        """Ready when the database answers and Slack does not refuse the token."""
+
         def ping():
             with ctx.store.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
 
+        body: dict = {"status": "ok", "database": {"status": "ok"}}
         try:
             await run_in_threadpool(ping)
         except Exception as exc:
-            return JSONResponse({"status": "unavailable", "reason": type(exc).__name__}, status_code=503)
-        return {"status": "ok"}
+            body["status"], body["reason"] = "unavailable", f"database: {type(exc).__name__}"
+            body["database"] = {"status": "unavailable", "reason": type(exc).__name__}
+        if slack_readiness is not None:
+            body["slack"] = slack = await run_in_threadpool(slack_readiness.check)
+            if slack["status"] == "refused" and body["status"] == "ok":
+                body["status"], body["reason"] = "unavailable", f"slack: the bot token is refused ({slack['reason']})"
+        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
     @app.get("/metrics")
     async def metrics_endpoint():
