@@ -57,7 +57,14 @@ def cmd_serve(args) -> int:
     if args.workers > 1 and _in_memory(settings.database_url):
         _fail("--workers needs a database the workers can share: an in-memory SQLite database "
               "exists only inside one process", 2)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from signoff.logs import configure
+
+    fmt = args.log_format or os.environ.get("SIGNOFF_LOG_FORMAT") or "text"
+    try:
+        configure(fmt)
+    except ValueError as exc:
+        _fail(f"--log-format / SIGNOFF_LOG_FORMAT: {exc}", 2)
+    os.environ["SIGNOFF_LOG_FORMAT"] = fmt  # the workers of --workers log alike
     if args.worker_fd is not None:  # one of `--workers N`: the supervisor upgraded the schema
         from signoff.server import serve
 
@@ -297,6 +304,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--socket-mode", action="store_true", help="connect to Slack over Socket Mode")
     s.add_argument("--workers", type=_workers, default=None,
                    help="processes serving the port (default 1, or $SIGNOFF_WORKERS); each uses about a core")
+    s.add_argument("--log-format", choices=["text", "json"], default=None,
+                   help="text (default, or $SIGNOFF_LOG_FORMAT) or json: one object per line")
     s.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)  # set by the supervisor for its workers
     s.set_defaults(fn=cmd_serve)
 

@@ -105,6 +105,26 @@ def build_service(runtime: Runtime, *, with_slack: bool = True) -> Service:
     return Service(runtime, app, dispatcher, scheduler, bolt)
 
 
+def startup_line(runtime: Runtime, listening: str) -> str:
+    """What an operator needs to know that this process is the one they meant to start: the
+    workflow file and what it holds, the database (never its password) and schema revision."""
+    from sqlalchemy.engine import make_url
+
+    from signoff import __version__
+    from signoff.store import migrate
+
+    config = runtime.config()
+    try:
+        revision = migrate.current_revision(runtime.store.engine) or "none"
+    except Exception as exc:  # the line is informative; a failing read shows up elsewhere
+        revision = f"unknown ({type(exc).__name__})"
+    path = runtime.config.path or "(given in code)"
+    database = make_url(runtime.settings.database_url).render_as_string(hide_password=True)
+    return (f"signoff {__version__} serving on {listening}: workflow file {path} "
+            f"({len(config.agents)} agent(s), {len(config.workflows)} workflow(s)); "
+            f"database {database} at schema revision {revision}")
+
+
 def serve(runtime: Runtime, *, host: str, port: int, socket_mode: bool = False, fd: int | None = None) -> None:
     """Run until stopped. ``fd``: accept on this inherited listening socket (a worker of
     ``serve --workers``) instead of binding ``host:port``."""
@@ -125,14 +145,15 @@ def serve(runtime: Runtime, *, host: str, port: int, socket_mode: bool = False, 
         socket_handler = SocketModeHandler(service.bolt, runtime.settings.slack_app_token)
         socket_handler.connect()
         log.info("connected to Slack in Socket Mode")
+    log.info("%s", startup_line(runtime, f"http://{host}:{port}" if fd is None else "the supervisor's socket"))
     service.start()
     # A first sweep at once: work that fell due while we were down is done now, in order.
     threading.Thread(target=lambda: sweep(runtime.context), daemon=True).start()
     try:
         if fd is None:
-            uvicorn.run(service.app, host=host, port=port, log_level="info", access_log=False)
+            uvicorn.run(service.app, host=host, port=port, log_level="info", access_log=False, log_config=None)
         else:
-            config = uvicorn.Config(service.app, log_level="info", access_log=False)
+            config = uvicorn.Config(service.app, log_level="info", access_log=False, log_config=None)
             uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
     finally:
         service.stop()

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from signoff.api import agents
 from signoff.api.metrics import Metrics
 from signoff.domain.errors import DomainError
+from signoff.logs import log_context
 from signoff.store.db import Conflicted
 from signoff.usecases.ports import Context
 
@@ -28,11 +29,35 @@ def error_body(code: str, message: str, fields: list[str] | None = None) -> dict
     return {"error": err}
 
 
+class LogContext:
+    """Binds the request id in the path and the agent named in the headers to every line
+    logged while a request is handled (the agent as claimed: a refused authentication is
+    logged with the agent it claimed to be)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        fields = {}
+        parts = scope.get("path", "").split("/")
+        if len(parts) >= 4 and parts[1] == "v1" and parts[2] == "actions" and parts[3]:
+            fields["request_id"] = parts[3][:64]
+        for name, value in scope.get("headers") or ():
+            if name == b"x-signoff-agent":
+                fields["agent"] = value.decode("latin-1")[:100]
+                break
+        with log_context(**fields):
+            return await self.app(scope, receive, send)
+
+
 def create_app(ctx: Context, *, slack_endpoint=None, slack_readiness=None) -> FastAPI:
     """``slack_readiness``: a ``SlackReadiness`` for ``/readyz`` (absent: Slack is not checked)."""
     app = FastAPI(title="signoff", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     metrics = Metrics(ctx)
     app.state.metrics = metrics
+    app.add_middleware(LogContext)
 
     @app.exception_handler(DomainError)
     async def _domain(_req: Request, exc: DomainError):

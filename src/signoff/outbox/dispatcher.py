@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import or_, select, update
 
+from signoff.logs import log_context
 from signoff.store.db import is_retryable
 from signoff.store.tables import OutboxRow
 from signoff.usecases.ports import Context
@@ -241,6 +242,10 @@ class Dispatcher:
         handler = self.handlers.get(job.kind)
         if handler is None:
             return "dead", f"no handler for {job.kind!r}", None, None
+        with log_context(request_id=job.request_id):
+            return self._run(handler, job)
+
+    def _run(self, handler, job: Job) -> tuple[str, str | None, float | None, Record | None]:
         try:
             record = handler(job)
             return "done", None, None, record if isinstance(record, Record) else None
