@@ -52,7 +52,12 @@ def build_service(runtime: Runtime, *, with_slack: bool = True) -> Service:
     handlers = {}
     handlers.update(SlackDelivery(ctx, client).handlers())
     handlers.update(WebhookDelivery(ctx).handlers())
+    from signoff.api.metrics import Metrics
+
+    metrics = Metrics(ctx)
+    client.observe = metrics.slack_call
     dispatcher = Dispatcher(ctx, handlers)
+    dispatcher.on_delivered = metrics.delivered
     ctx.notify = dispatcher.wake
     bolt = endpoint = None
     if with_slack:
@@ -65,14 +70,15 @@ def build_service(runtime: Runtime, *, with_slack: bool = True) -> Service:
         from signoff.slack.readiness import SlackReadiness
 
         readiness = SlackReadiness(client)
-    app = create_app(ctx, slack_endpoint=endpoint, slack_readiness=readiness)
+    app = create_app(ctx, slack_endpoint=endpoint, slack_readiness=readiness, metrics=metrics)
 
     scheduler = BackgroundScheduler(timezone="UTC")
     interval = settings.sweep_interval
 
     def tick_sweep():
         try:
-            sweep(ctx)
+            with metrics.sweep_seconds.time():
+                sweep(ctx)
         except Exception:
             log.exception("sweep failed; the rows stay due")
 

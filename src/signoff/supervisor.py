@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,7 @@ class Supervisor:
         self.procs: dict[int, subprocess.Popen] = {}  # slot -> process
         self.started_at: dict[int, float] = {}
         self.stopping = False
+        self._own_metrics_dir: str | None = None
 
     def _start(self, slot: int) -> None:
         fd = self.sock.fileno()
@@ -101,6 +104,7 @@ class Supervisor:
         signal.signal(signal.SIGINT, stop)
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, hup)
+        self._metrics_dir()
         for slot in range(self.count):
             self._start(slot)
         log.info("serving on %s with %d workers", self.sock.getsockname()[:2], self.count)
@@ -129,6 +133,20 @@ class Supervisor:
             self._shutdown()
         return 0
 
+    def _metrics_dir(self) -> None:
+        """Where the workers write their metrics so that any of them can report the sum
+        (prometheus_client's multiprocess mode). Emptied at start: files of an earlier run
+        would add old counts to this one."""
+        path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+        if path:
+            os.makedirs(path, exist_ok=True)
+            for name in os.listdir(path):
+                if name.endswith(".db"):
+                    os.unlink(os.path.join(path, name))
+        else:
+            path = self._own_metrics_dir = tempfile.mkdtemp(prefix="signoff-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+
     def _shutdown(self) -> None:
         self._signal_all(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE
@@ -140,3 +158,5 @@ class Supervisor:
                 proc.kill()
                 proc.wait()
         self.sock.close()
+        if self._own_metrics_dir:
+            shutil.rmtree(self._own_metrics_dir, ignore_errors=True)

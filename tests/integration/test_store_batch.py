@@ -134,3 +134,51 @@ def test_sqlite_writers_of_several_processes_take_turns_on_the_file_lock(tmp_pat
         holder.kill()
         holder.wait()
         s.dispose()
+
+
+def test_commit_listeners_hear_only_what_was_committed(db_url):
+    """Store.on_commit gets the events of a committed transaction — of a batch, only those of
+    callers whose savepoint held — and nothing of a rolled-back one."""
+    import threading
+
+    from signoff.store.db import Committed, written
+
+    store = Store(db_url)
+    migrate.upgrade(store.engine)
+    heard: list[str] = []
+    store.on_commit.append(lambda events: heard.extend(e.request_id for e in events))
+    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def ok(name):
+        def fn(session):
+            written(session, Committed("t", name, at))
+        return fn
+
+    def bad(session):
+        written(session, Committed("t", "rolled-back", at))
+        raise ValueError("no")
+
+    store.transaction(ok("one"))
+    with pytest.raises(ValueError):
+        store.transaction(bad)
+    assert heard == ["one"]
+
+    heard.clear()
+    barrier = threading.Barrier(6)
+    errors = []
+
+    def caller(fn):
+        barrier.wait()
+        try:
+            store.transaction(fn, batch=True)
+        except ValueError as exc:
+            errors.append(exc)
+
+    fns = [ok(f"b{i}") for i in range(5)] + [bad]
+    threads = [threading.Thread(target=caller, args=(fn,)) for fn in fns]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sorted(heard) == [f"b{i}" for i in range(5)] and len(errors) == 1
+    store.dispose()

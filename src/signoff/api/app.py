@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from signoff.api import agents
 from signoff.api.metrics import Metrics
-from signoff.domain.errors import DomainError
+from signoff.domain.errors import DomainError, Unauthorized
 from signoff.logs import log_context
 from signoff.store.db import Conflicted
 from signoff.usecases.ports import Context
@@ -27,6 +27,23 @@ def error_body(code: str, message: str, fields: list[str] | None = None) -> dict
     if fields:
         err["fields"] = fields
     return {"error": err}
+
+
+def refusal_reason(exc: Unauthorized) -> str:
+    """A refused authentication's reason, as a metric label (a few fixed values)."""
+    reason = getattr(exc, "reason", None)
+    if reason:
+        return str(reason)
+    text = exc.message.lower()
+    if "missing" in text:
+        return "missing_headers"
+    if "timestamp" in text:
+        return "timestamp"
+    if "bearer" in text or "token" in text:
+        return "bearer"
+    if "signature" in text or "unknown agent" in text:
+        return "bad_signature"
+    return "other"
 
 
 class LogContext:
@@ -52,16 +69,18 @@ class LogContext:
             return await self.app(scope, receive, send)
 
 
-def create_app(ctx: Context, *, slack_endpoint=None, slack_readiness=None) -> FastAPI:
+def create_app(ctx: Context, *, slack_endpoint=None, slack_readiness=None, metrics: Metrics | None = None) -> FastAPI:
     """``slack_readiness``: a ``SlackReadiness`` for ``/readyz`` (absent: Slack is not checked)."""
     app = FastAPI(title="signoff", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
-    metrics = Metrics(ctx)
+    metrics = metrics or Metrics(ctx)
     app.state.metrics = metrics
     app.add_middleware(LogContext)
 
     @app.exception_handler(DomainError)
     async def _domain(_req: Request, exc: DomainError):
         metrics.http_errors.labels(status=str(exc.http_status)).inc()
+        if isinstance(exc, Unauthorized):
+            metrics.auth_refused.labels(reason=refusal_reason(exc)).inc()
         return JSONResponse(error_body(exc.code, exc.message, exc.fields), status_code=exc.http_status)
 
     @app.exception_handler(Conflicted)

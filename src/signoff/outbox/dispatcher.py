@@ -26,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import or_, select, update
@@ -95,6 +95,7 @@ class Job:
     attempts: int
     was_in_flight: bool  # claimed before without a recorded result: a crash mid-delivery
     claim: Claim | None = field(default=None, compare=False, repr=False)
+    created_at: datetime | None = None  # when the side effect was committed
 
 
 Handler = Callable[[Job], "Record | None"]
@@ -129,6 +130,8 @@ class Dispatcher:
     def __init__(self, ctx: Context, handlers: dict[str, Handler], *, workers: int = 8, batch: int = 128):
         self.ctx = ctx
         self.handlers = handlers
+        # (kind, committed at, delivered at) for each row delivered: the lag histogram
+        self.on_delivered: Callable[[str, datetime | None, datetime], None] | None = None
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.batch = batch
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="outbox")
@@ -199,7 +202,7 @@ class Dispatcher:
             now = self.ctx.clock()
             t = OutboxRow.__table__
             q = (
-                select(t.c.id, t.c.kind, t.c.request_id, t.c.payload, t.c.attempts, t.c.in_flight)
+                select(t.c.id, t.c.kind, t.c.request_id, t.c.payload, t.c.attempts, t.c.in_flight, t.c.created_at)
                 .where(t.c.state == "pending", t.c.next_attempt_at <= now,
                        or_(t.c.claimed_until.is_(None), t.c.claimed_until < now))
                 .order_by(t.c.id)
@@ -214,8 +217,8 @@ class Dispatcher:
             session.execute(update(t).where(t.c.id.in_([r.id for r in rows])).values(
                 claimed_by=self.worker_id, claimed_until=now + LEASE, in_flight=True))
             claim = Claim()
-            claim.jobs = [Job(r.id, r.kind, r.request_id, dict(r.payload), r.attempts, bool(r.in_flight), claim)
-                          for r in rows]
+            claim.jobs = [Job(r.id, r.kind, r.request_id, dict(r.payload), r.attempts, bool(r.in_flight), claim,
+                              r.created_at) for r in rows]
             return claim.jobs
 
         return self.ctx.store.transaction(tx)
@@ -248,6 +251,8 @@ class Dispatcher:
     def _run(self, handler, job: Job) -> tuple[str, str | None, float | None, Record | None]:
         try:
             record = handler(job)
+            if self.on_delivered is not None:
+                self.on_delivered(job.kind, job.created_at, self.ctx.clock())
             return "done", None, None, record if isinstance(record, Record) else None
         except Defer as d:
             return "defer", str(d), d.after, None

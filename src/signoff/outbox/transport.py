@@ -24,14 +24,16 @@ import io
 import select
 import ssl
 import threading
+import time
 import urllib.error
 import weakref
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import Request, proxy_bypass
 
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackRequestError
+from slack_sdk.errors import SlackApiError, SlackRequestError
 
 # Headers a urllib Request may carry that the connection sets itself.
 _HOP_HEADERS = {"content-length", "host", "connection", "transfer-encoding"}
@@ -66,6 +68,27 @@ class KeepAliveWebClient(WebClient):
         self._ssl_context: ssl.SSLContext | None = None
 
     # ------------------------------------------------------------------ connections
+    # (method, outcome, seconds) for each Web API call: ok, error (Slack said ok=false),
+    # ratelimited (429), http_error (another non-2xx), unreachable (no answer).
+    observe: Callable[[str, str, float], None] | None = None
+
+    def api_call(self, api_method: str, **kwargs: Any):  # type: ignore[override]
+        if self.observe is None:
+            return super().api_call(api_method, **kwargs)
+        start = time.perf_counter()
+        outcome = "ok"
+        try:
+            return super().api_call(api_method, **kwargs)
+        except SlackApiError as exc:
+            status = exc.response.status_code
+            outcome = "ratelimited" if status == 429 else ("error" if 200 <= status < 300 else "http_error")
+            raise
+        except Exception:
+            outcome = "unreachable"
+            raise
+        finally:
+            self.observe(api_method, outcome, time.perf_counter() - start)
+
     def _connection(self, scheme: str, host: str, port: int | None) -> http.client.HTTPConnection:
         conns = self._local.__dict__.setdefault("conns", {})
         key = (scheme, host, port)

@@ -9,6 +9,8 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
@@ -170,12 +172,36 @@ class _Queued:
             self.error = exc
 
 
+COMMITTED = "signoff.committed"
+
+
+@dataclass(frozen=True)
+class Committed:
+    """An evidence event a transaction wrote, handed to ``Store.on_commit`` listeners once
+    that transaction has committed (never for one that rolled back)."""
+
+    type: str
+    request_id: str
+    at: datetime
+    workflow: str | None = None
+    submitted_at: datetime | None = None
+    kind: str | None = None  # an exception's kind
+
+
+def written(session: Session, event: Committed) -> None:
+    """Note ``event`` for the listeners of this session's commit."""
+    session.info.setdefault(COMMITTED, []).append(event)
+
+
 class Store:
     """The database: engine, sessions, and transactional retries."""
 
     BATCH_MAX = 16  # bounds how long one batch holds the write lock (other writers wait)
 
     def __init__(self, url: str, *, pool_size: int = 10):
+        # Called after every commit with the events it wrote (metrics, waiters); a listener
+        # that raises is logged and does not undo anything.
+        self.on_commit: list[Callable[[list[Committed]], None]] = []
         self.url = normalize_url(url)
         self.engine = make_engine(self.url, pool_size=pool_size)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -227,8 +253,10 @@ class Store:
                 try:
                     result = fn(session)
                     session.commit()
+                    self._committed(session)
                     return result
                 except Exception as exc:
+                    session.info.pop(COMMITTED, None)
                     session.rollback()
                     if not is_retryable(exc) or attempt == attempts - 1:
                         if is_retryable(exc):
@@ -267,22 +295,28 @@ class Store:
                         try:
                             items[0].result = items[0].fn(session)
                             session.commit()
+                            self._committed(session)
                         except Exception as exc:
+                            session.info.pop(COMMITTED, None)
                             session.rollback()
                             items[0].failed(exc)
                         return
                     for item in items:
                         savepoint = session.begin_nested()
+                        mark = len(session.info.get(COMMITTED) or ())
                         try:
                             item.result = item.fn(session)
                             savepoint.commit()
                         except Exception as exc:
                             if savepoint.is_active:
                                 savepoint.rollback()
+                            del session.info.setdefault(COMMITTED, [])[mark:]
                             item.failed(exc)
                     session.commit()
+                    self._committed(session)
                 except Exception:
                     log.debug("batched transaction failed; its callers run alone", exc_info=True)
+                    session.info.pop(COMMITTED, None)
                     session.rollback()
                     for item in items:
                         item.result, item.error, item.alone = None, None, True
@@ -303,6 +337,16 @@ class Store:
                     self._leading = False
             for item in items:
                 item.wake.set()
+
+    def _committed(self, session: Session) -> None:
+        events = session.info.pop(COMMITTED, None)
+        if not events:
+            return
+        for listener in self.on_commit:
+            try:
+                listener(events)
+            except Exception:
+                log.exception("a commit listener failed (the commit stands)")
 
     def read(self, fn: Callable[[Session], T]) -> T:
         session = self.session(readonly=True)

@@ -12,6 +12,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.orm.util import identity_key
 
 from signoff.domain import chain
+from signoff.store.db import Committed, written
 from signoff.store.tables import (
     BudgetRow,
     DecisionRow,
@@ -67,6 +68,7 @@ class Repo:
         conn = self.session.connection()
         conn.execute(insert(table), values)
         conn.execute(insert(EventRow.__table__), first)
+        written(self.session, Committed(type_, row.id, at, row.workflow, row.created_at))
         make_transient_to_detached(row)
         self.session.add(row)
         # PostgreSQL: nobody else can see the row before commit; no row lock to take.
@@ -152,6 +154,7 @@ class Repo:
         # the session does not autoflush a pending request early (it is then INSERTed once,
         # with its final chain head, instead of INSERTed and UPDATEd). No foreign keys here.
         self.session.connection().execute(insert(EventRow.__table__), values)
+        written(self.session, Committed(type_, req.id, at, req.workflow, req.created_at, data.get("kind")))
         req.event_count = values["seq"]
         req.head_hash = values["hash"]
         return EventRow(**values)
@@ -190,6 +193,7 @@ class Repo:
         values = self._event(request_id, (head.event_count or 0) + 1, head.head_hash or chain.GENESIS, type_, actor,
                              data, at)
         conn.execute(insert(EventRow.__table__), values)
+        written(self.session, Committed(type_, request_id, at, kind=data.get("kind")))
         moved = conn.execute(update(t).where(t.c.id == request_id, t.c.version == head.version).values(
             event_count=values["seq"], head_hash=values["hash"], version=head.version + 1))
         if moved.rowcount != 1:
