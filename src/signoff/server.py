@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 # How soon a replica signs with, and publishes, a key that `signoff keys rotate` made.
 KEY_REFRESH_SECONDS = 5
+# SIGTERM: how long in-flight HTTP requests may take to finish before they are cut. Within
+# Kubernetes' default grace period (30 s) with room for the outbox to hand its rows back.
+GRACEFUL_SECONDS = 15
 
 
 @dataclass
@@ -155,13 +158,21 @@ def serve(runtime: Runtime, *, host: str, port: int, socket_mode: bool = False, 
     service.start()
     # A first sweep at once: work that fell due while we were down is done now, in order.
     threading.Thread(target=lambda: sweep(runtime.context), daemon=True).start()
+    # uvicorn handles SIGTERM itself (stop accepting, finish in-flight requests) and then
+    # raises the signal again under the handler found at start: with the default one the
+    # process would die there, before the outbox hands back its rows. A handler of ours
+    # makes that second delivery a no-op, so the clean-up below runs.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         if fd is None:
-            uvicorn.run(service.app, host=host, port=port, log_level="info", access_log=False, log_config=None)
+            uvicorn.run(service.app, host=host, port=port, log_level="info", access_log=False, log_config=None,
+                        timeout_graceful_shutdown=GRACEFUL_SECONDS)
         else:
-            config = uvicorn.Config(service.app, log_level="info", access_log=False, log_config=None)
+            config = uvicorn.Config(service.app, log_level="info", access_log=False, log_config=None,
+                                    timeout_graceful_shutdown=GRACEFUL_SECONDS)
             uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
     finally:
+        log.info("stopping: finishing deliveries under way and handing the rest back")
         service.stop()
         if socket_handler:
             socket_handler.close()

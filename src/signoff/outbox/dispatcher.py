@@ -158,11 +158,32 @@ class Dispatcher:
         self._thread.start()
 
     def stop(self) -> None:
+        """Finish the deliveries under way (no new ones start), then release every row this
+        process still holds, so that another replica takes them at once instead of when
+        their lease runs out."""
         self._stop.set()
         self._wake.set()
         if self._thread:
             self._thread.join(timeout=10)
         self.pool.shutdown(wait=True, cancel_futures=True)
+        try:
+            released = self.release()
+        except Exception:
+            log.exception("releasing the outbox rows this process holds failed; their lease (%s) frees them",
+                          LEASE)
+        else:
+            if released:
+                log.info("released %d outbox row(s) for the other replicas", released)
+
+    def release(self) -> int:
+        """Give up the claims of this process on rows not yet delivered (in-flight marks
+        stay: a row that may have reached Slack is looked for before it is sent again)."""
+        def tx(session) -> int:
+            t = OutboxRow.__table__
+            return session.execute(update(t).where(t.c.claimed_by == self.worker_id, t.c.state == "pending")
+                                   .values(claimed_by=None, claimed_until=None)).rowcount or 0
+
+        return self.ctx.store.transaction(tx)
 
     # ------------------------------------------------------------------ one pass
     def run_once(self) -> int:
@@ -228,8 +249,9 @@ class Dispatcher:
         caller) or, without it, are recorded at once."""
         blocked = False
         for i, job in enumerate(jobs):
-            if blocked:
-                # keep order within a request: release the rest for the next pass
+            if blocked or self._stop.is_set():
+                # keep order within a request, or stopping: release the rest for the next
+                # pass (of this process or, when it stops, of another)
                 result = Result(job, "defer", after=0.1)
             else:
                 result = Result(job, *self._deliver(job))
@@ -328,5 +350,7 @@ class Dispatcher:
         for job, outcome, _error, after, _record in results:
             if outcome in ("defer", "retry") or job.id in failed:
                 delay = after if after is not None else (0.25 if outcome == "defer" else backoff(job.attempts))
-                threading.Timer(min(delay, 15), self.wake).start()
+                timer = threading.Timer(min(delay, 15), self.wake)
+                timer.daemon = True  # a pending wake-up must not hold a stopping process
+                timer.start()
         return failed
