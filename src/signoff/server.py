@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from dataclasses import dataclass
@@ -53,7 +54,14 @@ def build_service(runtime: Runtime, *, with_slack: bool = True) -> Service:
     client = web_client(settings.slack_bot_token or "xoxb-unset", settings.slack_api_url)
     ctx.directory = SlackDirectory(client)
     handlers = {}
-    handlers.update(SlackDelivery(ctx, client).handlers())
+    pacer = None
+    if settings.slack_pacing:
+        from signoff.outbox.pacing import Pacer
+
+        workers = int(os.environ.get("SIGNOFF_WORKER_COUNT") or 1)
+        # the context's clock: tests that move time move Slack's windows with it
+        pacer = Pacer(share=settings.replicas * max(1, workers), clock=lambda: ctx.clock().timestamp())
+    handlers.update(SlackDelivery(ctx, client, pacer).handlers())
     handlers.update(WebhookDelivery(ctx).handlers())
     from signoff.api.metrics import Metrics
 

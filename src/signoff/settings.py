@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     sweep_interval: float = Field(1.0, validation_alias="SIGNOFF_SWEEP_INTERVAL")
     public_url: str = Field("http://127.0.0.1:8080", validation_alias="SIGNOFF_PUBLIC_URL")
     evidence_link_ttl: Duration = Field(timedelta(days=7), validation_alias="SIGNOFF_EVIDENCE_LINK_TTL")
+    # Slack's rate limits, kept by each process for its share of the workspace: the share is
+    # 1 / (replicas × workers). Off only for a Slack stand-in that has no limits.
+    slack_pacing: bool = Field(True, validation_alias="SIGNOFF_SLACK_PACING")
+    replicas: int = Field(1, ge=1, le=1000, validation_alias="SIGNOFF_REPLICAS")
 
     @field_validator("sweep_interval")
     @classmethod

@@ -52,6 +52,54 @@ def dm_channel(user_or_channel: str) -> str:
     return user_or_channel
 
 
+class SlackLimits:
+    """Slack's rate limits as Slack applies them: a call over a limit is answered 429 with
+    ``Retry-After`` (whole seconds) and does nothing. Sliding windows, per workspace for each
+    method's tier and per channel for ``chat.postMessage`` (about one a second, short bursts
+    tolerated, under a workspace ceiling of several hundred a minute)."""
+
+    TIERS = {"usergroups.users.list": 20, "chat.update": 50, "conversations.open": 50,
+             "conversations.history": 50, "conversations.replies": 50, "users.lookupByEmail": 50,
+             "chat.postEphemeral": 100, "views.open": 100, "views.update": 100, "views.publish": 100,
+             "users.info": 100, "conversations.members": 100}
+
+    def __init__(self, *, post_per_channel: tuple[int, float] = (2, 1.0), post_per_minute_channel: int = 60,
+                 post_workspace_per_minute: int = 600):
+        self.post_short = post_per_channel
+        self.post_minute = post_per_minute_channel
+        self.post_workspace = post_workspace_per_minute
+        self._log: dict[tuple[str, str], list[float]] = {}
+        self.refused = 0
+
+    def _over(self, key: tuple[str, str], now: float, limit: int, window: float) -> float:
+        times = [t for t in self._log.get(key, []) if t > now - 60.0]
+        self._log[key] = times
+        recent = [t for t in times if t > now - window]
+        if len(recent) >= limit:
+            return recent[len(recent) - limit] + window - now
+        return 0.0
+
+    def check(self, method: str, channel: str | None, now: float) -> int:
+        """0 when the call may go (and it is counted); else the Retry-After in seconds."""
+        checks: list[tuple[tuple[str, str], int, float]] = []
+        if method == "chat.postMessage":
+            checks.append(((method, "*"), self.post_workspace, 60.0))
+            if channel:
+                checks.append(((method, channel), self.post_short[0], self.post_short[1]))
+                checks.append(((method, channel), self.post_minute, 60.0))
+        elif method in self.TIERS:
+            per_minute = self.TIERS[method]
+            checks.append(((method, "*"), per_minute, 60.0))
+            checks.append(((method, "*"), max(1, per_minute // 6), 10.0))
+        wait = max((self._over(k, now, limit, window) for k, limit, window in checks), default=0.0)
+        if wait > 0:
+            self.refused += 1
+            return max(1, int(wait + 0.999))
+        for key in {k for k, _l, _w in checks}:
+            self._log.setdefault(key, []).append(now)
+        return 0
+
+
 class SlackStandIn:
     """A threaded HTTP server imitating the parts of the Slack Web API signoff uses.
 
@@ -65,6 +113,7 @@ class SlackStandIn:
         self.channel_members: dict[str, list[str]] = {}
         self.users: dict[str, dict] = {}
         self.delay: float = 0.0
+        self.limits: SlackLimits | None = None  # set to answer 429 as Slack's rate limits do
         self.calls: list[Call] = []
         self.ephemerals: list[dict] = []
         self.views: list[dict] = []
@@ -218,7 +267,11 @@ class SlackStandIn:
         if self.delay:
             time.sleep(self.delay)
         with self._changed:
-            status, body, headers = self._answer(method, params, token)
+            retry_after = self.limits.check(method, params.get("channel"), time.monotonic()) if self.limits else 0
+            if retry_after:
+                status, body, headers = 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(retry_after)}
+            else:
+                status, body, headers = self._answer(method, params, token)
             self.calls.append(Call(method=method, params=params, at=time.time(), token=token,
                                    status=status, response=body))
             self._changed.notify_all()

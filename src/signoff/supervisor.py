@@ -75,7 +75,8 @@ class Supervisor:
 
     def _start(self, slot: int) -> None:
         fd = self.sock.fileno()
-        env = dict(os.environ, SIGNOFF_WORKER=str(slot))
+        # the worker's share of Slack's rate limits is 1 / (replicas × workers)
+        env = dict(os.environ, SIGNOFF_WORKER=str(slot), SIGNOFF_WORKER_COUNT=str(self.count))
         # Own session: a Ctrl-C in the terminal reaches the supervisor only, which stops the
         # workers in order; on Linux a worker also stops if the supervisor is killed.
         proc = subprocess.Popen(worker_command(fd, socket_mode=self.socket_mode), pass_fds=(fd,), env=env,

@@ -166,12 +166,13 @@ def test_a_failed_record_is_retried_by_looking_first(env, monkeypatch):
     assert env.rows("slack.post")[0].state == "done"
 
 
-def test_rate_limit_waits_for_retry_after_and_counts_an_attempt(env):
+def test_rate_limit_waits_for_retry_after_and_counts_no_attempt(env):
+    """Waiting out a 429 is not a failure: no attempt counted, no backoff beyond Retry-After."""
     (rid,) = env.submit(1)
     env.fake.rate_limit_next("chat.postMessage", retry_after=9)
     env.dispatcher.run_once()
     (row,) = env.rows("slack.post")
-    assert row.state == "pending" and row.attempts == 1 and not row.in_flight
+    assert row.state == "pending" and row.attempts == 0 and not row.in_flight
     assert row.next_attempt_at.replace(tzinfo=None) == (env.clock() + timedelta(seconds=9)).replace(tzinfo=None)
     assert env.dispatcher.run_once() == 0  # not due yet
     env.clock.advance(seconds=9)

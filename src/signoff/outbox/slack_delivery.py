@@ -9,6 +9,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from signoff.outbox.dispatcher import Defer, GiveUp, Job, Record, Retry
+from signoff.outbox.pacing import Pacer
 from signoff.slack import blocks
 from signoff.usecases.ports import Context
 from signoff.usecases.reply import reconcile_thread
@@ -26,7 +27,8 @@ PERMANENT = {"channel_not_found", "not_in_channel", "is_archived", "invalid_auth
 
 
 def _call(fn, **kwargs) -> Any:
-    """Call the Web API; turn failures into Retry (transient) or GiveUp (permanent)."""
+    """Call the Web API; turn failures into Retry (transient), GiveUp (permanent) or, for a
+    429, ``RateLimited`` (no attempt counted: waiting out a limit is not a failure)."""
     try:
         return fn(**kwargs)
     except SlackApiError as exc:
@@ -34,13 +36,31 @@ def _call(fn, **kwargs) -> Any:
         status = getattr(resp, "status_code", None)
         error = (resp.data or {}).get("error") if isinstance(getattr(resp, "data", None), dict) else None
         if status == 429:
-            after = float((resp.headers or {}).get("Retry-After") or (resp.headers or {}).get("retry-after") or 1)
-            raise Retry("rate limited by Slack", after=after) from None
+            raise RateLimited(_retry_after(resp.headers or {})) from None
         if error in PERMANENT:
             raise GiveUp(f"Slack refused: {error}") from None
         raise Retry(f"Slack error {status}: {error}") from None
     except (SlackClientError, OSError) as exc:
         raise Retry(f"Slack unreachable: {exc}") from None
+
+
+def _retry_after(headers) -> float:
+    raw = headers.get("Retry-After") or headers.get("retry-after") or "1"
+    try:
+        return max(0.0, min(float(raw), 3600.0))
+    except ValueError:
+        return 1.0
+
+
+class RateLimited(Exception):
+    def __init__(self, after: float):
+        super().__init__(f"rate limited by Slack for {after:g} s")
+        self.after = after
+
+
+# Who hears first when Slack's limits leave room for only some posts: the people who can
+# decide (a request or escalation), then notes in threads, then security threads.
+PRIORITY = {"request": 0, "escalation": 0, "thread": 1, "exception": 2}
 
 
 # Rows that only read (and post): a claim's one read stays valid for a request's later
@@ -59,9 +79,26 @@ def render(ctx_data: dict[str, Any]) -> tuple[str, list[dict]]:
 
 
 class SlackDelivery:
-    def __init__(self, ctx: Context, client: WebClient):
+    def __init__(self, ctx: Context, client: WebClient, pacer: Pacer | None = None):
         self.ctx = ctx
         self.client = client
+        self.pacer = pacer
+
+    def _slack(self, method: str, *, priority: int = 0, **kwargs) -> Any:
+        """One Web API call, paced: when Slack's limits (as the pacer keeps them) do not
+        allow it now, or Slack answers 429, the row is deferred — no attempt counted — for
+        as long as it takes, and only that method (and channel) waits."""
+        channel = kwargs.get("channel")
+        if self.pacer is not None:
+            wait = self.pacer.take(method, channel, priority)
+            if wait > 0:
+                raise Defer(f"paced: {method}" + (f" in {channel}" if channel else ""), after=wait)
+        try:
+            return _call(getattr(self.client, method.replace(".", "_")), **kwargs)
+        except RateLimited as limited:
+            if self.pacer is not None:
+                self.pacer.pause(method, channel, limited.after)
+            raise Defer(str(limited), after=limited.after) from None
 
     def handlers(self) -> dict:
         return {
@@ -118,8 +155,8 @@ class SlackDelivery:
             if found:
                 return self._posted(job, msg["id"], found[0], found[1])
         text, blks = render(data)
-        resp = _call(self.client.chat_postMessage, channel=msg["target"], text=text, blocks=blks,
-                     metadata=metadata, unfurl_links=False, unfurl_media=False)
+        resp = self._slack("chat.postMessage", priority=PRIORITY.get(msg["role"], 0), channel=msg["target"],
+                           text=text, blocks=blks, metadata=metadata, unfurl_links=False, unfurl_media=False)
         return self._posted(job, msg["id"], resp["channel"], resp["ts"])
 
     def _posted(self, job: Job, message_id: int, channel: str, ts: str) -> Record:
@@ -157,7 +194,7 @@ class SlackDelivery:
         if not msg["ts"]:
             raise Defer("message not posted yet")
         text, blks = render(data)
-        _call(self.client.chat_update, channel=msg["channel"], ts=msg["ts"], text=text, blocks=blks)
+        self._slack("chat.update", channel=msg["channel"], ts=msg["ts"], text=text, blocks=blks)
 
     def thread(self, job: Job) -> None:
         read = self._claim_read(job)  # nothing to render
@@ -167,16 +204,17 @@ class SlackDelivery:
             raise GiveUp("message or request no longer exists")
         if not msg["ts"]:
             raise Defer("parent message not posted yet")
-        _call(self.client.chat_postMessage, channel=msg["channel"], thread_ts=msg["ts"],
-              text=job.payload["text"], unfurl_links=False)
+        priority = PRIORITY["exception"] if msg.get("role") == "exception" else PRIORITY["thread"]
+        self._slack("chat.postMessage", priority=priority, channel=msg["channel"], thread_ts=msg["ts"],
+                    text=job.payload["text"], unfurl_links=False)
 
     def ephemeral(self, job: Job) -> None:
         p = job.payload
-        _call(self.client.chat_postEphemeral, channel=p["channel"], user=p["user"], text=p["text"])
+        self._slack("chat.postEphemeral", channel=p["channel"], user=p["user"], text=p["text"])
 
     def expand(self, job: Job) -> None:
         p = job.payload
-        resp = _call(self.client.usergroups_users_list, usergroup=p["group"])
+        resp = self._slack("usergroups.users.list", usergroup=p["group"])
         expand_group(self.ctx, request_id=p["request_id"], group=p["group"], members=list(resp.get("users") or []),
                      step=p.get("step"))
 
@@ -188,8 +226,8 @@ class SlackDelivery:
             raise Defer("message not posted yet", after=1.0)
         replies, cursor = [], None
         while True:
-            resp = _call(self.client.conversations_replies, channel=msg["channel"], ts=msg["ts"], cursor=cursor,
-                         limit=200)
+            resp = self._slack("conversations.replies", channel=msg["channel"], ts=msg["ts"], cursor=cursor,
+                               limit=200)
             replies.extend(resp.get("messages") or [])
             cursor = (resp.get("response_metadata") or {}).get("next_cursor")
             if not cursor:
