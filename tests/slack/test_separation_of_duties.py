@@ -6,7 +6,6 @@ Bolt acknowledges clicks first and works afterwards: tests poll for the effect."
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient

@@ -9,8 +9,7 @@ from signoff.config import CHANNEL_RE, GROUP_RE, Workflow
 from signoff.domain.approval import SPONSOR_REASON, may_decide, tally
 from signoff.domain.model import Decision, ExceptionKind, Status
 from signoff.store.repo import Repo
-from signoff.usecases.common import move, raise_exception, refresh_messages, sponsors_of, thread_note, \
-    workflow_snapshot
+from signoff.usecases.common import move, raise_exception, refresh_messages, sponsors_of, thread_note, workflow_snapshot
 from signoff.usecases.grant import issue_grant
 from signoff.usecases.ports import Context
 from signoff.usecases.sweep import expire_if_overdue

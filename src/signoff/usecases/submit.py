@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from signoff.config import Config, Workflow
 from signoff.domain import windows as win
+from signoff.domain.approval import step_sponsors
 from signoff.domain.budget import scope_key
 from signoff.domain.canonical import canonical_json, sha256_hex
 from signoff.domain.chain import GENESIS
@@ -27,7 +28,6 @@ from signoff.policy import Evaluation, evaluate, execution_check, facts_of, sche
 from signoff.schemas import Submission
 from signoff.store.repo import Repo
 from signoff.store.tables import RequestRow
-from signoff.domain.approval import step_sponsors
 from signoff.usecases.common import agent_sponsor, approvable, move, request_view, sponsors_of
 from signoff.usecases.grant import issue_grant
 from signoff.usecases.ports import Context
