@@ -163,8 +163,10 @@ def _approval(p: Plan, say) -> None:
     eff, ev = p.effective, p.evaluation
     who = ", ".join(eff.approver_ids)
     n = eff.required_approvals
+    aside = f"{p.sponsor} (the agent's sponsor)" if p.sponsors <= {p.sponsor} else \
+        f"{', '.join(sorted(p.sponsors))} (the submitting and executing agents' sponsors)"
     people = (f"{n} distinct approval{'s' if n > 1 else ''} from: {who}; one rejection rejects. "
-              f"{p.sponsor} (the agent's sponsor) may not approve.")
+              f"{aside} may not approve.")
     if ev.auto_approve is not None:
         say(f"Approval:    automatic — rule {ev.rule_name!r} approves by policy within its budget of "
             f"{ev.auto_approve.budget} (counted per {ev.auto_approve.scope}; what is spent is not known in a "

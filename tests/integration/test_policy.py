@@ -383,22 +383,37 @@ def test_an_agent_submits_a_rollback_itself(p):
 
 def test_chains_keep_their_sponsor_and_refuse_outsiders(p):
     root = p.submit(risk="high", rollback={"description": "undo"}, executor="deploy-bot")
-    # other-bot is not part of the chain yet: the parent does not exist for it.
-    with pytest.raises(NotFound):
+    # other-bot neither submitted nor executes the root: it may not continue from it.
+    with pytest.raises(Forbidden) as refused:
         p.submit(agent="other-bot", parent_id=root["id"])
+    assert refused.value.fields == ["parent_id"]
     # deploy-bot continues the chain, executed by other-bot: other-bot joins it.
     step = p.submit(parent_id=root["id"], executor="other-bot", risk="high", rollback={"description": "undo"})
     assert step["sponsor"] == "U0SPONSOR"
-    # Now other-bot may attach steps anywhere in the chain, under the chain's sponsor.
-    sibling = p.submit(agent="other-bot", parent_id=root["id"], risk="high", rollback={"description": "undo"})
-    assert sibling["sponsor"] == "U0SPONSOR" and sibling["submitted_by"] == "other-bot"
-    [(_, actor, data)] = p.events(sibling["id"], "request.submitted")
-    assert (actor, data["submitted_by"], data["executor"], data["sponsor"], data["parent_id"]) == \
-        ("other-bot", "other-bot", "other-bot", "U0SPONSOR", root["id"])
+    # Now other-bot may continue through the step it executes (only), under the chain's sponsor.
+    with pytest.raises(Forbidden):
+        p.submit(agent="other-bot", parent_id=root["id"], risk="high", rollback={"description": "undo"})
+    nxt = p.submit(agent="other-bot", parent_id=step["id"], risk="high", rollback={"description": "undo"})
+    assert nxt["sponsor"] == "U0SPONSOR" and nxt["submitted_by"] == "other-bot"
+    [(_, actor, data)] = p.events(nxt["id"], "request.submitted")
+    assert (actor, data["submitted_by"], data["executor"], data["sponsor"], data["parent_id"], data["sponsors"]) == \
+        ("other-bot", "other-bot", "other-bot", "U0SPONSOR", step["id"], ["U0OTHERSP", "U0SPONSOR"])
     # The chain's sponsor may not approve any step of it.
-    assert p.approve(sibling["id"], "U0SPONSOR").outcome == "refused"
-    assert p.approve(sibling["id"], "U0OTHERSP").outcome == "refused"  # not an approver
-    assert p.approve(sibling["id"], "U0SECOND").outcome == "approved"
+    assert p.approve(nxt["id"], "U0SPONSOR").outcome == "refused"
+    assert p.approve(nxt["id"], "U0OTHERSP").outcome == "refused"  # not an approver
+    assert p.approve(nxt["id"], "U0SECOND").outcome == "approved"
+
+
+def test_a_chain_is_not_continued_through_a_dead_request(p):
+    from signoff.usecases.agent_ops import cancel
+
+    parent = p.submit(risk="high", rollback={"description": "undo"})["id"]
+    cancel(p.ctx, agent_id="deploy-bot", request_id=parent)
+    with pytest.raises(Forbidden) as refused:
+        p.submit(parent_id=parent, risk="high", rollback={"description": "undo"})
+    assert refused.value.fields == ["parent_id"] and "cancelled" in refused.value.message
+    with pytest.raises(NotFound):
+        p.submit(parent_id="00000000-0000-0000-0000-000000000000")
 
 
 # -- policy versioning ---------------------------------------------------------------------

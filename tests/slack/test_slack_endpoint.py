@@ -614,8 +614,11 @@ def test_slash_command_answers_ephemerally(h):
     r = h.command("U0SPONSOR", "pending").json()
     assert r["response_type"] == "ephemeral" and "Restart the payments API" not in r["text"]
 
-    r = h.command("U0RANDOM", f"show {rid}").json()
+    r = h.command("U0OWNER", f"show {rid}").json()
     assert r["response_type"] == "ephemeral" and rid in r["text"] and "Restart the payments API" in r["text"]
+    # someone outside the workflow is told what an unknown id would tell them
+    r = h.command("U0RANDOM", f"show {rid}").json()
+    assert r == {"response_type": "ephemeral", "text": f"No request {rid}."}
     r = h.command("U0OWNER", "show 00000000-0000-0000-0000-000000000000").json()
     assert r["response_type"] == "ephemeral" and "No request" in r["text"]
 

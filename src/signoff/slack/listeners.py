@@ -137,7 +137,8 @@ def register(app: App, ctx: Context) -> None:
             return blocks.request_summary_lines(queries.pending_for(ctx, user)) or \
                 "Nothing is waiting for your decision."
         if verb == "show" and len(words) > 1:
-            r = queries.show(ctx, words[1]) if _REQUEST_ID.match(words[1]) else None
+            # Someone outside the request's workflow gets the answer for an unknown id.
+            r = queries.show(ctx, words[1], user) if _REQUEST_ID.match(words[1]) else None
             return blocks.request_detail_text(r) if r else f"No request {words[1][:60]}."
         if verb == "exceptions":
             items = queries.exceptions_for(ctx, user)

@@ -200,6 +200,21 @@ class Repo:
             raise StaleDataError(f"request {request_id} changed while an event was appended")
         return True
 
+    def recorded_sponsors(self, request_ids: list[str]) -> dict[str, list[str]]:
+        """The sponsors each request's ``request.submitted`` event (the first of its chain)
+        set aside from approving it; requests recorded before such lists were kept are absent."""
+        if not request_ids:
+            return {}
+        e = EventRow.__table__
+        rows = self.session.execute(select(e.c.request_id, e.c.data)
+                                    .where(e.c.request_id.in_(sorted(set(request_ids))), e.c.seq == 1))
+        out = {}
+        for rid, data in rows:
+            sponsors = (data or {}).get("sponsors")
+            if isinstance(sponsors, list):
+                out[rid] = [s for s in sponsors if isinstance(s, str)]
+        return out
+
     def events(self, request_id: str) -> list[EventRow]:
         q = select(EventRow).where(EventRow.request_id == request_id).order_by(EventRow.seq)
         return list(self.session.scalars(q))

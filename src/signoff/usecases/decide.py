@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from signoff.config import CHANNEL_RE, GROUP_RE, Workflow
-from signoff.domain.approval import may_decide, tally
+from signoff.domain.approval import SPONSOR_REASON, may_decide, tally
 from signoff.domain.model import Decision, ExceptionKind, Status
 from signoff.store.repo import Repo
-from signoff.usecases.common import decision_snapshot, move, raise_exception, refresh_messages, thread_note
+from signoff.usecases.common import move, raise_exception, refresh_messages, sponsors_of, thread_note, workflow_snapshot
 from signoff.usecases.grant import issue_grant
 from signoff.usecases.ports import Context
 from signoff.usecases.sweep import expire_if_overdue
@@ -41,15 +42,30 @@ def resolve(ctx: Context, refs: list[str]) -> set[str]:
     return users
 
 
-def deciders(ctx: Context, request_id: str) -> tuple[Workflow, int, set[str]] | None:
-    """(policy the request runs under, escalation steps fired, users who may decide it now);
-    None when the request does not exist. Read before the transaction opens: the directory
-    look-ups (Slack calls) never run inside it."""
-    pre = ctx.store.read(lambda s: decision_snapshot(Repo(s), request_id))
+class Deciders(NamedTuple):
+    workflow: Workflow  # the policy the request runs under
+    steps_fired: int  # escalation steps fired when this was read
+    eligible: set[str]  # users who may decide it now (approvers, group members, escalation targets)
+    sponsors: frozenset[str]  # who may never approve it (domain.approval.step_sponsors)
+
+
+def deciders(ctx: Context, request_id: str) -> Deciders | None:
+    """Who may decide a request now; None when it does not exist. Read before the
+    transaction opens: the directory look-ups (Slack calls) never run inside it."""
+    config = ctx.config()
+
+    def read(session):
+        repo = Repo(session)
+        req = repo.get(request_id)
+        if req is None:
+            return None
+        return workflow_snapshot(req), req.steps_fired, sponsors_of(repo, config, [req])[req.id]
+
+    pre = ctx.store.read(read)
     if pre is None:
         return None
-    wf, steps_fired = pre
-    return wf, steps_fired, resolve(ctx, eligible_refs(wf, steps_fired))
+    wf, steps_fired, sponsors = pre
+    return Deciders(wf, steps_fired, resolve(ctx, eligible_refs(wf, steps_fired)), sponsors)
 
 
 def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: str | None = None) -> DecideResult:
@@ -58,7 +74,7 @@ def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: 
     pre = deciders(ctx, request_id)
     if pre is None:
         return DecideResult("unknown", "This request no longer exists.")
-    wf, steps_fired, eligible = pre
+    wf, steps_fired, eligible, sponsors = pre
 
     def tx(session) -> DecideResult:
         repo = Repo(session)
@@ -90,11 +106,13 @@ def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: 
                 repo.enqueue("slack.ephemeral", {"channel": channel, "user": user, "text": text}, now,
                              request_id=req.id)
             return DecideResult("already", text, req.status)
-        verdict = may_decide(clicker=user, decision=d, eligible=eligible, sponsor=req.sponsor,
+        verdict = may_decide(clicker=user, decision=d, eligible=eligible, sponsors=sponsors,
                              already_decided_by=[p.by for p in prior])
         if not verdict.allowed:
-            repo.append_event(req, "click.refused", user,
-                              {"decision": d.value, "reason": verdict.reason, "channel": channel}, now)
+            refused = {"decision": d.value, "reason": verdict.reason, "channel": channel}
+            if verdict.reason == SPONSOR_REASON:
+                refused["sponsors"] = sorted(sponsors)  # who is set aside, as evidence
+            repo.append_event(req, "click.refused", user, refused, now)
             if channel:
                 repo.enqueue("slack.ephemeral", {"channel": channel, "user": user,
                                                  "text": f"Not recorded: {verdict.reason}."}, now,
@@ -125,7 +143,7 @@ def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: 
             result = ctx.store.transaction(tx)
             break
         except _Retry:
-            wf, steps_fired, eligible = deciders(ctx, request_id)
+            wf, steps_fired, eligible, sponsors = deciders(ctx, request_id)
     else:
         return DecideResult("refused", "The request changed while you clicked; please try again.")
     ctx.notify()

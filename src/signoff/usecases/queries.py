@@ -1,43 +1,99 @@
-"""Read-only questions people ask in Slack: what may I decide, show one, exceptions."""
+"""Read-only questions people ask in Slack: what may I decide, show one, exceptions.
+
+Who is in a user group or channel is asked of the directory (a Slack call, cached) only
+between reads, never while one is open."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from signoff.config import CHANNEL_RE, GROUP_RE, Workflow
 from signoff.store.repo import Repo
-from signoff.usecases.common import workflow_snapshot
-from signoff.usecases.decide import eligible_refs, resolve
+from signoff.usecases.common import agent_sponsor, sponsors_of, workflow_snapshot
+from signoff.usecases.decide import eligible_refs
 from signoff.usecases.ports import Context
 from signoff.usecases.slack_ops import render_data
 
+# Pending requests looked at for one user's list (the newest first).
+PENDING_SCAN = 500
+
+
+def is_among(ctx: Context, user: str, refs) -> bool:
+    """Whether ``user`` is one of ``refs`` (user ids, or members of user groups and
+    channels); users named directly are checked before the directory is asked."""
+    refs = list(dict.fromkeys(refs))
+    groups = [r for r in refs if GROUP_RE.match(r) or CHANNEL_RE.match(r)]
+    if user in set(refs) - set(groups):
+        return True
+    return any(user in ctx.directory.members(g) for g in groups)
+
 
 def pending_for(ctx: Context, user: str, limit: int = 20) -> list[dict[str, Any]]:
-    """Pending requests ``user`` may decide now (never their own agent's)."""
+    """Pending requests ``user`` may approve now: never one they already decided, nor one
+    whose agents or chain they sponsor."""
+    config = ctx.config()
 
-    def read(session):
-        repo = Repo(session)
+    def candidates(session) -> list[tuple[str, list[str]]]:
+        policies: dict[str, Workflow] = {}
         out = []
-        for req in repo.requests_where(status=["pending"], limit=500):
-            if req.sponsor == user:
+        for req in Repo(session).requests_where(status=["pending"], limit=PENDING_SCAN):
+            if user in (req.sponsor, agent_sponsor(config, req.submitted_by), agent_sponsor(config, req.executor)):
                 continue
-            wf = workflow_snapshot(req)
-            if user in resolve(ctx, eligible_refs(wf, req.steps_fired)):
-                if user not in {d.by for d in repo.decisions(req.id)}:
-                    out.append(render_data(ctx, repo, req))
-            if len(out) >= limit:
-                break
+            wf = policies.get(req.policy_hash) or policies.setdefault(req.policy_hash, workflow_snapshot(req))
+            out.append((req.id, eligible_refs(wf, req.steps_fired)))
         return out
 
-    return ctx.store.read(read)
+    mine = [rid for rid, refs in ctx.store.read(candidates) if is_among(ctx, user, refs)]
+    if not mine:
+        return []
+
+    def render(session) -> list[dict[str, Any]]:
+        repo = Repo(session)
+        out = []
+        for start in range(0, len(mine), limit):
+            rows = [r for r in (repo.get(rid) for rid in mine[start:start + limit])
+                    if r is not None and r.status == "pending"]
+            sponsors = sponsors_of(repo, config, rows)
+            for req in rows:
+                if user in sponsors[req.id] or user in {d.by for d in repo.decisions(req.id)}:
+                    continue
+                out.append(render_data(ctx, repo, req))
+                if len(out) >= limit:
+                    return out
+        return out
+
+    return ctx.store.read(render)
 
 
-def show(ctx: Context, request_id: str) -> dict[str, Any] | None:
+def audience(wf: Workflow) -> list[str]:
+    """The people of a workflow, as references: its owners, approvers and every
+    escalation step's targets."""
+    return [wf.owner, wf.platform_owner, wf.security_owner, *wf.approver_ids,
+            *(t for step in wf.escalation for t in step.to)]
+
+
+def show(ctx: Context, request_id: str, user: str | None) -> dict[str, Any] | None:
+    """One request in full, for the people of its workflow (``audience``, as the request
+    recorded it and as the workflow file says now) and the sponsors of its agents and
+    chain. None for anyone else, exactly as for an unknown id."""
+    config = ctx.config()
+
     def read(session):
         repo = Repo(session)
         req = repo.get(request_id.strip())
-        return render_data(ctx, repo, req) if req else None
+        if req is None:
+            return None
+        refs = audience(workflow_snapshot(req))
+        current = config.workflow(req.workflow)
+        if current is not None:
+            refs += audience(current)
+        return render_data(ctx, repo, req), refs, sponsors_of(repo, config, [req])[req.id]
 
-    return ctx.store.read(read)
+    found = ctx.store.read(read) if user else None
+    if found is None:
+        return None
+    data, refs, sponsors = found
+    return data if user in sponsors or is_among(ctx, user, refs) else None
 
 
 def exceptions_for(ctx: Context, user: str, limit: int = 20) -> list[dict[str, Any]] | None:

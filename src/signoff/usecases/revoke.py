@@ -46,8 +46,8 @@ def revoke(ctx: Context, *, request_id: str, user: str, channel: str | None = No
     pre = deciders(ctx, request_id)
     if pre is None:
         return RevokeResult("unknown", "This request no longer exists.")
-    wf, _, approvers = pre
-    allowed = approvers | {wf.owner}
+    # Revoking only withdraws an approval, like a rejection: the agent's sponsors may too.
+    allowed = pre.eligible | {pre.workflow.owner}
 
     def tx(session) -> RevokeResult:
         repo = Repo(session)

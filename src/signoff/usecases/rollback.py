@@ -66,12 +66,13 @@ def rollback_body(req: RequestRow, user: str) -> dict:
 
 def request_rollback(ctx: Context, *, request_id: str, user: str, channel: str | None = None) -> RollbackResult:
     """Create the rollback request of ``request_id`` for ``user`` (the workflow owner, or
-    anyone who may decide its requests); refused privately, and recorded, otherwise."""
+    anyone who may decide its requests, but never a sponsor of its agents or its chain);
+    refused privately, and recorded, otherwise."""
     pre = deciders(ctx, request_id)
     if pre is None:
         return RollbackResult("unknown", "This request no longer exists.")
-    wf, _, approvers = pre
-    allowed = approvers | {wf.owner}
+    # A rollback is a new action by the agent: never asked for by a sponsor of the request.
+    allowed = (pre.eligible | {pre.workflow.owner}) - pre.sponsors
     config = ctx.config()
 
     def tx(session) -> RollbackResult:
@@ -91,7 +92,9 @@ def request_rollback(ctx: Context, *, request_id: str, user: str, channel: str |
             return RollbackResult(outcome, f"No rollback requested: {reason}.")
 
         if user not in allowed:
-            return refuse("only the workflow owner or its approvers may roll a request back", exception=True)
+            why = "you sponsor an agent of this request, so you cannot ask for its rollback" \
+                if user in pre.sponsors else "only the workflow owner or its approvers may roll a request back"
+            return refuse(why, exception=True)
         if req.status not in OFFERED_FROM:
             return refuse(f"the request is {req.status}; a rollback is offered once it succeeded or failed")
         if rollback_action(req) is None:

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from signoff.config import Config, Workflow
 from signoff.domain import windows as win
+from signoff.domain.approval import step_sponsors
 from signoff.domain.budget import scope_key
 from signoff.domain.canonical import canonical_json, sha256_hex
 from signoff.domain.chain import GENESIS
@@ -27,7 +28,7 @@ from signoff.policy import Evaluation, evaluate, execution_check, facts_of, sche
 from signoff.schemas import Submission
 from signoff.store.repo import Repo
 from signoff.store.tables import RequestRow
-from signoff.usecases.common import move, request_view
+from signoff.usecases.common import agent_sponsor, approvable, move, request_view, sponsors_of
 from signoff.usecases.grant import issue_grant
 from signoff.usecases.ports import Context
 
@@ -36,6 +37,8 @@ IDEMPOTENCY_KEEP = timedelta(hours=48)
 CHAIN_SCAN = 1000
 # Statuses a request may be rolled back from: it ran, or started to.
 ROLLBACK_FROM = (Status.EXECUTING, Status.SUCCEEDED, Status.FAILED)
+# A chain is never continued through a request that was withdrawn or refused.
+DEAD_PARENT = (Status.CANCELLED, Status.REJECTED, Status.EXPIRED)
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class Plan:
     agent_id: str
     executor: str
     sponsor: str  # the submitting agent's sponsor (a chain may replace it)
+    sponsors: frozenset[str]  # who may not approve it: the submitter's and executor's sponsors (a chain adds)
     evaluation: Evaluation
     verdict: win.Verdict  # may it execute at the moment of planning; if not, from when
 
@@ -101,7 +105,8 @@ def check_rollback(ev: Evaluation, sub: Submission) -> None:
 def plan(config: Config, agent_id: str, sub: Submission, now: datetime) -> Plan:
     """Apply the workflow's policy to a submission, in the contract's order: unknown
     workflow (404), agent or executor not allowed (403), a deny rule (403), a missing
-    rollback plan (422), no moment it could ever execute (403)."""
+    rollback plan (422), no moment it could ever execute (403), nobody who could ever
+    approve it once its agents' sponsors are set aside (403)."""
     wf = check_permission(config, agent_id, sub)
     ev = evaluate(wf, facts_of(sub.action_json(), sub.risk, sub.rollback_of))
     if ev.deny:
@@ -111,8 +116,21 @@ def plan(config: Config, agent_id: str, sub: Submission, now: datetime) -> Plan:
     if not verdict.allowed and verdict.not_before is None:
         raise Forbidden(f"this request could never execute: {verdict.reason}, and no change window opens "
                         "outside the freezes within a year")
-    return Plan(sub=sub, agent_id=agent_id, executor=sub.executor or agent_id,
-                sponsor=config.agent(agent_id).sponsor, evaluation=ev, verdict=verdict)
+    executor = sub.executor or agent_id
+    sponsors = step_sponsors(submitter=agent_sponsor(config, agent_id), executor=agent_sponsor(config, executor))
+    check_approvable(ev, sponsors)
+    return Plan(sub=sub, agent_id=agent_id, executor=executor, sponsor=config.agent(agent_id).sponsor,
+                sponsors=sponsors, evaluation=ev, verdict=verdict)
+
+
+def check_approvable(ev: Evaluation, sponsors: frozenset[str]) -> None:
+    """403 when people could never reach the quorum with ``sponsors`` set aside (a rule
+    that may approve it by policy is left to do so; beyond its budget it expires unapproved)."""
+    if ev.auto_approve is not None:
+        return
+    verdict = approvable(ev.effective, sponsors)
+    if not verdict.allowed:
+        raise Forbidden(f"this request could never be approved: {verdict.reason}")
 
 
 def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key: str | None = None) -> Submitted:
@@ -159,13 +177,15 @@ def create_request(ctx: Context, repo: Repo, p: Plan, body: dict[str, Any], now:
     effective policy snapshot, automatic approval within budget, the Slack post."""
     sub, wf, eff = p.sub, p.workflow, p.effective
     agent_id = p.agent_id
-    sponsor = p.sponsor
+    sponsor, sponsors = p.sponsor, p.sponsors
     if sub.parent_id:
-        parent = repo.get(sub.parent_id)
-        # 404, not 403: a chain an agent is not part of does not exist for it.
-        if parent is None or agent_id not in chain_members(repo, parent):
-            raise NotFound(f"unknown parent request {sub.parent_id!r}")
+        parent = joinable_parent(repo, agent_id, sub.parent_id)
         sponsor = parent.sponsor  # a chain keeps its human sponsor
+        # ...and none of the sponsors already on it may approve the new step.
+        sponsors = step_sponsors(submitter=None, executor=None,
+                                 chain=[*sponsors, *chain_sponsors(ctx.config(), repo, parent)])
+        if sponsors != p.sponsors:
+            check_approvable(p.evaluation, sponsors)
     original = None
     if sub.rollback_of:
         original = repo.get(sub.rollback_of)
@@ -209,7 +229,7 @@ def create_request(ctx: Context, repo: Repo, p: Plan, body: dict[str, Any], now:
         "workflow": wf.id, "title": sub.title, "action": action, "action_sha256": req.action_sha256,
         "risk": sub.risk, "justification": sub.justification, "prompt": sub.prompt,
         "rollback": req.rollback, "parent_id": sub.parent_id, "rollback_of": sub.rollback_of,
-        "submitted_by": agent_id, "executor": p.executor, "sponsor": sponsor,
+        "submitted_by": agent_id, "executor": p.executor, "sponsor": sponsor, "sponsors": sorted(sponsors),
         "deadline": req.deadline.isoformat(), "policy_sha256": req.policy_hash,
         "workflow_sha256": workflow_hash, "rule": req.rule,
         "rules_matched": [r.name for r in p.evaluation.results if r.matched],
@@ -274,9 +294,25 @@ def _replay(repo: Repo, agent_id: str, key: str, body_hash: str) -> dict[str, An
     return request_view(repo, req, viewer=agent_id) if req else None
 
 
-def chain_members(repo: Repo, req: RequestRow) -> set[str]:
-    """Every agent that prepared or executes a step of the chain ``req`` belongs to: its
-    ancestors up to the root, and everything that continues from the root."""
+def joinable_parent(repo: Repo, agent_id: str, parent_id: str) -> RequestRow:
+    """The request a new step continues (``parent_id``). An agent joins a chain only
+    through a request it submitted or executes and that is not cancelled, rejected or
+    expired: 404 for an unknown id, 403 (naming ``parent_id``) otherwise."""
+    parent = repo.get(parent_id)
+    if parent is None:
+        raise NotFound(f"unknown parent request {parent_id!r}", fields=["parent_id"])
+    if agent_id not in (parent.submitted_by, parent.executor):
+        raise Forbidden(f"parent_id: agent {agent_id!r} neither submitted nor executes request {parent_id}; "
+                        "a chain is continued only through a request of one's own", fields=["parent_id"])
+    if parent.status in DEAD_PARENT:
+        raise Forbidden(f"parent_id: request {parent_id} is {parent.status}; a chain is not continued through "
+                        "a cancelled, rejected or expired request", fields=["parent_id"])
+    return parent
+
+
+def chain_steps(repo: Repo, req: RequestRow) -> list[RequestRow]:
+    """Every step of the chain ``req`` belongs to: its ancestors up to the root, and
+    everything that continues from the root."""
     seen: set[str] = set()
     node = req
     while node.parent_id and node.id not in seen and len(seen) < CHAIN_SCAN:
@@ -285,13 +321,19 @@ def chain_members(repo: Repo, req: RequestRow) -> set[str]:
         if parent is None:
             break
         node = parent
-    agents: set[str] = set()
+    steps: list[RequestRow] = []
     todo, visited = [node], set()
     while todo and len(visited) < CHAIN_SCAN:
         step = todo.pop()
         if step.id in visited:
             continue
         visited.add(step.id)
-        agents |= {step.submitted_by, step.executor}
+        steps.append(step)
         todo.extend(repo.children(step.id))
-    return agents
+    return steps
+
+
+def chain_sponsors(config: Config, repo: Repo, req: RequestRow) -> frozenset[str]:
+    """Every sponsor already on the chain ``req`` belongs to: each step's chain sponsor,
+    the sponsors it set aside when submitted, and its agents' sponsors now."""
+    return frozenset().union(*sponsors_of(repo, config, chain_steps(repo, req)).values())
