@@ -251,7 +251,7 @@ class RuleMatch(_Model):
 
 # Keys a rule may set to override the workflow's for the requests it matches.
 RULE_OVERRIDES = ("approvers", "required_approvals", "timeout", "escalation", "repeat", "windows", "freezes",
-                  "approval_ttl", "require_rollback")
+                  "approval_ttl", "require_rollback", "confirm")
 
 
 class Rule(_Model):
@@ -268,6 +268,7 @@ class Rule(_Model):
     windows: list[ChangeWindow] | None = None
     freezes: list[ChangeFreeze] | None = None
     approval_ttl: Duration | None = None
+    confirm: Literal["none", "typed"] | None = None
 
     @field_validator("name")
     @classmethod
@@ -316,6 +317,9 @@ class Workflow(_Model):
     freezes: list[ChangeFreeze] = Field(default_factory=list)
     approval_ttl: Duration | None = None
     require_rollback: bool | None = None
+    # Approve asks the approver to type the action's target: "typed"; unset: typed for
+    # critical requests only.
+    confirm: Literal["none", "typed"] | None = None
     rules: list[Rule] = Field(default_factory=list)
 
     @field_validator("id")

@@ -173,7 +173,7 @@ def mrkdwn_text(obj: Any) -> str:
 
 def test_ids():
     assert [a.value for a in ActionId] == ["signoff.approve", "signoff.reject", "signoff.review",
-                                          "signoff.revoke", "signoff.rollback"]
+                                          "signoff.revoke", "signoff.rollback", "signoff.reject_reason"]
     assert REVIEW_MODAL == "signoff.review_modal"
 
 
@@ -181,7 +181,8 @@ def test_pending_has_both_buttons_with_the_request_id():
     fallback, blks = blocks.request_message(make_request())
     acts = [b for b in blks if b["type"] == "actions"]
     assert len(acts) == 1 and acts[0]["block_id"] == "signoff.decision"
-    approve, reject = acts[0]["elements"]
+    approve, reject, with_reason = acts[0]["elements"]
+    assert (with_reason["action_id"], with_reason["value"]) == ("signoff.reject_reason", RID)
     assert (approve["action_id"], approve["value"], approve["style"]) == ("signoff.approve", RID, "primary")
     assert (reject["action_id"], reject["value"], reject["style"]) == ("signoff.reject", RID, "danger")
     assert approve["text"]["text"] == "Approve" and reject["text"]["text"] == "Reject"
@@ -226,7 +227,32 @@ def test_partial_quorum():
                      decisions=[{"by": "U0APPROVER1", "decision": "approve", "at": "2026-03-02T09:10:00Z"}])
     _, blks = blocks.request_message(r)
     assert "Approvals so far: <@U0APPROVER1> (1 of 2)" in all_text(blks)
-    assert [a["action_id"] for a in actions(blks)] == ["signoff.approve", "signoff.reject"]
+    assert [a["action_id"] for a in actions(blks)] == ["signoff.approve", "signoff.reject", "signoff.reject_reason"]
+
+
+def test_a_typed_confirmation_replaces_the_confirm_dialog():
+    _, blks = blocks.request_message(make_request(risk="critical", typed_confirmation=True))
+    approve = actions(blks)[0]
+    assert "confirm" not in approve and approve["text"]["text"] == "Approve…"
+    assert "type the target exactly" in all_text(blks)
+
+
+def test_modals_carry_the_request_id_and_escape_agent_text():
+    r = make_request(action={"type": "db.drop", "target": "<!channel> orders", "environment": "production"})
+    view = blocks.confirm_modal(r)
+    assert view["callback_id"] == "signoff.confirm" and view["private_metadata"] == RID
+    assert "<!channel>" not in json.dumps(view)
+    reason = blocks.reject_reason_modal(RID)
+    assert reason["callback_id"] == "signoff.reject_reason" and reason["private_metadata"] == RID
+
+
+def test_a_rejection_shows_its_reason_escaped():
+    r = make_request(status="rejected", decisions=[{"by": "U0APPROVER1", "decision": "reject",
+                                                     "at": "2026-03-02T09:10:00Z", "reason": "<@U0ALL> not now"}])
+    _, blks = blocks.request_message(r)
+    text = all_text(blks)
+    assert "Reason given" in text and "not now" in text and "<@U0ALL>" not in text
+    assert not actions(blks)
 
 
 def test_escalation_role_adds_a_leading_line():

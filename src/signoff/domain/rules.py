@@ -102,6 +102,14 @@ def rollback_required(risk: str, *, workflow: bool | None, rule: bool | None) ->
     return risk in ("high", "critical")
 
 
+def typed_confirmation(risk: str, configured: str | None) -> bool:
+    """Whether Approve must be confirmed by typing the action's target: as the workflow or
+    rule says (``typed`` / ``none``), else for critical requests only."""
+    if configured is not None:
+        return configured == "typed"
+    return risk == "critical"
+
+
 def may_auto_approve(risk: str) -> bool:
     """Automation never applies to critical requests."""
     return risk != "critical"

@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from signoff.slack.ids import COMMENT_INPUT, DECISION_BLOCK, REVIEW_BLOCK, REVIEW_MODAL, ActionId
+from signoff.slack.ids import (COMMENT_INPUT, CONFIRM_INPUT, CONFIRM_MODAL, DECISION_BLOCK, REASON_INPUT,
+                              REJECT_REASON_MODAL, REVIEW_BLOCK, REVIEW_MODAL, ActionId)
 
 # Slack's limits (Block Kit reference).
 MAX_SECTION = 3000
@@ -354,6 +355,8 @@ def _outcome_text(r: dict) -> str:
         if rejects:
             d = rejects[-1]
             lines.append(f"❌ Rejected by {_who(d.get('by'))} at {_when(d.get('at'))}")
+            if d.get("reason"):
+                lines.append(_code(d.get("reason"), 1200, "Reason given:\n"))
         else:
             lines.append("❌ Rejected")
     elif status == "expired":
@@ -478,11 +481,16 @@ def request_message(r: dict[str, Any], *, role: str = "request") -> tuple[str, l
         if quorum:
             blocks.append(_section(quorum))
         rid = r.get("id")
-        confirm = _approve_confirm(r) if str(r.get("risk")) in ("high", "critical") else None
+        # a typed confirmation (a modal) replaces the confirm dialog
+        typed = bool(r.get("typed_confirmation"))
+        confirm = _approve_confirm(r) if str(r.get("risk")) in ("high", "critical") and not typed else None
         blocks.append({"type": "actions", "block_id": DECISION_BLOCK, "elements": [
-            _button(ActionId.APPROVE.value, "Approve", rid, "primary", confirm),
+            _button(ActionId.APPROVE.value, "Approve…" if typed else "Approve", rid, "primary", confirm),
             _button(ActionId.REJECT.value, "Reject", rid, "danger"),
+            _button(ActionId.REJECT_REASON.value, "Reject with reason…", rid, None),
         ]})
+        if typed:
+            blocks.append(_context("Approving asks you to type the target exactly."))
         lead = "Escalated — approval needed" if role == "escalation" else "Approval needed"
         fallback = f"{lead}: {title} ({str(r.get('risk') or 'medium')} risk, workflow {_flat(r.get('workflow'), 100)})"
     else:
@@ -578,6 +586,47 @@ def review_modal(request_id: str) -> dict[str, Any]:
             {"type": "input", "block_id": COMMENT_INPUT, "optional": True,
              "label": _pt("Comment"),
              "element": {"type": "plain_text_input", "action_id": COMMENT_INPUT, "multiline": True,
+                         "max_length": 3000}},
+        ],
+    }
+
+
+def confirm_modal(r: dict[str, Any]) -> dict[str, Any]:
+    """Approve on a request that asks for a typed confirmation: type the action's target."""
+    a = _action(r)
+    rid = str(r.get("id") or "")
+    where = f" in {_inline(a.get('environment'), 200)}" if a.get("environment") else ""
+    return {
+        "type": "modal",
+        "callback_id": CONFIRM_MODAL,
+        "private_metadata": rid[:MAX_METADATA],
+        "title": _pt("Confirm approval"),
+        "submit": _pt("Approve"),
+        "close": _pt("Cancel"),
+        "blocks": [
+            _section(f"*{_flat(r.get('title'), 200)}*\n{_inline(a.get('type'), 200)} on "
+                     f"{_inline(a.get('target'), 300)}{where} — {_inline(r.get('risk'), 20)} risk."),
+            {"type": "input", "block_id": CONFIRM_INPUT, "label": _pt("Type the target to approve"),
+             "hint": _pt("Exactly as shown above; anything else records nothing but a refusal."),
+             "element": {"type": "plain_text_input", "action_id": CONFIRM_INPUT, "max_length": 300}},
+        ],
+    }
+
+
+def reject_reason_modal(request_id: str) -> dict[str, Any]:
+    """The "Reject with reason…" modal: the reason is kept on the decision and shown to the agent."""
+    rid = str(request_id or "")
+    return {
+        "type": "modal",
+        "callback_id": REJECT_REASON_MODAL,
+        "private_metadata": rid[:MAX_METADATA],
+        "title": _pt("Reject with a reason"),
+        "submit": _pt("Reject"),
+        "close": _pt("Cancel"),
+        "blocks": [
+            _section(f"Request {_inline(rid, 200)}: the agent and the evidence will see your reason."),
+            {"type": "input", "block_id": REASON_INPUT, "label": _pt("Reason"),
+             "element": {"type": "plain_text_input", "action_id": REASON_INPUT, "multiline": True,
                          "max_length": 3000}},
         ],
     }

@@ -11,8 +11,16 @@ class ActionId(StrEnum):
     REVIEW = "signoff.review"
     REVOKE = "signoff.revoke"
     ROLLBACK = "signoff.rollback"
+    REJECT_REASON = "signoff.reject_reason"
 
 
+# callback_id of the typed-confirmation modal opened by Approve on a request that asks for one
+CONFIRM_MODAL = "signoff.confirm"
+# callback_id of the modal opened by "Reject with reason"
+REJECT_REASON_MODAL = "signoff.reject_reason"
+# block_id / action_id of the inputs in those modals
+CONFIRM_INPUT = "confirm"
+REASON_INPUT = "reason"
 # callback_id of the optional comment modal opened after "Mark reviewed"
 REVIEW_MODAL = "signoff.review_modal"
 # block_id of the actions block carrying Approve / Reject

@@ -12,7 +12,7 @@ from typing import Any
 from slack_bolt import App
 
 from signoff.slack import blocks
-from signoff.slack.ids import ActionId
+from signoff.slack.ids import CONFIRM_INPUT, CONFIRM_MODAL, REASON_INPUT, REJECT_REASON_MODAL, ActionId
 from signoff.usecases import queries
 from signoff.usecases.decide import decide
 from signoff.usecases.ports import Context
@@ -50,6 +50,16 @@ def _click(body: dict) -> tuple[str, str | None, str | None]:
     return _str_id(action.get("value"), _REQUEST_ID) or "", user, channel
 
 
+def _submitted(body: dict, input_id: str) -> tuple[str, str | None, str | None]:
+    """(request id, user id, text of the ``input_id`` field) of a modal submission."""
+    view = _dict(body.get("view"))
+    request_id = _str_id(view.get("private_metadata"), _REQUEST_ID) or ""
+    user = _str_id(_dict(body.get("user")).get("id"), _SLACK_ID)
+    values = _dict(_dict(view.get("state")).get("values"))
+    text = _dict(_dict(values.get(input_id)).get(input_id)).get("value")
+    return request_id, user, text if isinstance(text, str) else None
+
+
 def _plain_event(event: Any) -> bool:
     """A message event whose fields have the types Slack sends (junk is ignored, not stored)."""
     if not isinstance(event, dict):
@@ -83,8 +93,55 @@ def register(app: App, ctx: Context) -> None:
 
         return work
 
-    app.action(ActionId.APPROVE.value)(ack=_ack, lazy=[clicked(partial(decide, ctx, decision="approve"))])
+    def on_approve(body, client):
+        """Approve: at once, or — on a request that asks for it — through the modal where the
+        approver types the target (nothing is decided until that submission matches)."""
+        request_id, user, channel = _click(body)
+        if not (request_id and user):
+            return
+        confirm = queries.typed_confirmation_for(ctx, request_id)
+        trigger = body.get("trigger_id")
+        if confirm is None:
+            decide(ctx, request_id=request_id, user=user, decision="approve", channel=channel)
+        elif isinstance(trigger, str) and trigger:
+            client.views_open(trigger_id=trigger, view=blocks.confirm_modal(confirm))
+        else:  # no way to ask: a refusal is recorded, nothing approved
+            decide(ctx, request_id=request_id, user=user, decision="approve", channel=channel)
+
+    def on_reject_reason(body, client):
+        request_id, user, _channel = _click(body)
+        trigger = body.get("trigger_id")
+        if request_id and user and isinstance(trigger, str) and trigger:
+            client.views_open(trigger_id=trigger, view=blocks.reject_reason_modal(request_id))
+
+    app.action(ActionId.APPROVE.value)(ack=_ack, lazy=[on_approve])
     app.action(ActionId.REJECT.value)(ack=_ack, lazy=[clicked(partial(decide, ctx, decision="reject"))])
+    app.action(ActionId.REJECT_REASON.value)(ack=_ack, lazy=[on_reject_reason])
+
+    def ack_confirmation(ack, body):
+        """Answered in the submission's own response: a mismatch keeps the modal open with
+        the field marked (the refusal is recorded afterwards); a match closes it."""
+        request_id, user, typed = _submitted(body, CONFIRM_INPUT)
+        confirm = queries.typed_confirmation_for(ctx, request_id) if request_id else None
+        if confirm is not None and typed != str(confirm["action"].get("target") or ""):
+            ack(response_action="errors",
+                errors={CONFIRM_INPUT: "That is not the target. Type it exactly as shown, or cancel."})
+        else:
+            ack()
+
+    def on_confirmation(body):
+        request_id, user, typed = _submitted(body, CONFIRM_INPUT)
+        if request_id and user:
+            decide(ctx, request_id=request_id, user=user, decision="approve", confirmed_target=typed or "")
+
+    app.view(CONFIRM_MODAL)(ack=ack_confirmation, lazy=[on_confirmation])
+
+    def on_reject_with_reason(body):
+        request_id, user, reason = _submitted(body, REASON_INPUT)
+        if request_id and user:
+            decide(ctx, request_id=request_id, user=user, decision="reject", reason=reason)
+
+    app.view(REJECT_REASON_MODAL)(ack=_ack, lazy=[on_reject_with_reason])
     app.action(ActionId.REVOKE.value)(ack=_ack, lazy=[clicked(partial(revoke, ctx))])
     app.action(ActionId.ROLLBACK.value)(ack=_ack, lazy=[clicked(partial(request_rollback, ctx))])
 

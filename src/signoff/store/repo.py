@@ -139,8 +139,8 @@ class Repo:
         q = select(DecisionRow).where(DecisionRow.request_id == request_id).order_by(DecisionRow.id)
         return list(self.session.scalars(q))
 
-    def add_decision(self, request_id: str, by: str, decision: str, at: datetime) -> None:
-        self.session.add(DecisionRow(request_id=request_id, by=by, decision=decision, at=at))
+    def add_decision(self, request_id: str, by: str, decision: str, at: datetime, reason: str | None = None) -> None:
+        self.session.add(DecisionRow(request_id=request_id, by=by, decision=decision, at=at, reason=reason))
 
     # evidence -----------------------------------------------------------------------
     def append_event(self, req: RequestRow, type_: str, actor: str, data: dict[str, Any],

@@ -101,6 +101,7 @@ class DecisionRow(Base):
     by: Mapped[str] = mapped_column(String(200))
     decision: Mapped[str] = mapped_column(String(16))
     at: Mapped[datetime]
+    reason: Mapped[str | None] = mapped_column(Text, default=None)  # a rejection's stated reason
 
 
 class EventRow(Base):

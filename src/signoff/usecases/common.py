@@ -125,7 +125,8 @@ def request_view(repo: Repo, req: RequestRow, *, viewer: str | None = None,
     """The request object of contract §3. The grant appears only in the executor's view.
     ``decisions``: the request's decision rows when the caller knows them already."""
     decisions = [
-        {"by": d.by, "decision": d.decision, "at": d.at.isoformat().replace("+00:00", "Z")}
+        {"by": d.by, "decision": d.decision, "at": d.at.isoformat().replace("+00:00", "Z"),
+         **({"reason": d.reason} if getattr(d, "reason", None) else {})}
         for d in (repo.decisions(req.id) if decisions is None else decisions)
     ]
     grant = None

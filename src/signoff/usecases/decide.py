@@ -8,6 +8,7 @@ from typing import NamedTuple
 from signoff.config import CHANNEL_RE, GROUP_RE, Workflow
 from signoff.domain.approval import SPONSOR_REASON, may_decide, tally
 from signoff.domain.model import Decision, ExceptionKind, Status
+from signoff.domain.rules import typed_confirmation
 from signoff.store.repo import Repo
 from signoff.usecases.common import move, raise_exception, refresh_messages, sponsors_of, thread_note, workflow_snapshot
 from signoff.usecases.grant import issue_grant
@@ -68,9 +69,22 @@ def deciders(ctx: Context, request_id: str) -> Deciders | None:
     return Deciders(wf, steps_fired, resolve(ctx, eligible_refs(wf, steps_fired)), sponsors)
 
 
-def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: str | None = None) -> DecideResult:
-    """Record a click. Exactly one decision wins however clicks race (compare-and-set)."""
+MAX_REASON = 3000
+CONFIRM_REFUSED = "the typed confirmation does not match the action's target"
+
+
+def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: str | None = None,
+           confirmed_target: str | None = None, reason: str | None = None) -> DecideResult:
+    """Record a click. Exactly one decision wins however clicks race (compare-and-set).
+
+    ``confirmed_target``: what the approver typed in the confirmation modal; an approval of a
+    request that asks for a typed confirmation is recorded only when it is exactly the
+    action's target (otherwise a ``confirmation.refused`` event, nothing decided).
+    ``reason``: a rejection's stated reason, kept on the decision and shown everywhere."""
     d = Decision(decision)
+    if not (isinstance(reason, str) and d == Decision.REJECT):
+        reason = None
+    reason = (reason or "").strip()[:MAX_REASON] or None
     pre = deciders(ctx, request_id)
     if pre is None:
         return DecideResult("unknown", "This request no longer exists.")
@@ -119,8 +133,26 @@ def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: 
                              request_id=req.id)
             raise_exception(repo, req, ExceptionKind.REFUSED_CLICK, now, detail=f"{user}: {verdict.reason}")
             return DecideResult("refused", f"Not recorded: {verdict.reason}.", req.status)
-        repo.add_decision(req.id, user, d.value, now)
-        repo.append_event(req, "decision.recorded", user, {"decision": d.value, "channel": channel}, now)
+        if d == Decision.APPROVE and typed_confirmation(req.risk, wf.confirm):
+            target = str((req.action or {}).get("target") or "")
+            if confirmed_target != target:
+                typed = None if confirmed_target is None else confirmed_target[:300]
+                repo.append_event(req, "confirmation.refused", user,
+                                  {"decision": d.value, "reason": CONFIRM_REFUSED, "typed": typed,
+                                   "channel": channel}, now)
+                text = ("Not recorded: this request asks you to type its target to approve."
+                        if confirmed_target is None else f"Not recorded: {CONFIRM_REFUSED}.")
+                if channel:
+                    repo.enqueue("slack.ephemeral", {"channel": channel, "user": user, "text": text}, now,
+                                 request_id=req.id)
+                return DecideResult("refused", text, req.status)
+        repo.add_decision(req.id, user, d.value, now, reason=reason)
+        recorded = {"decision": d.value, "channel": channel}
+        if reason:
+            recorded["reason"] = reason
+        if d == Decision.APPROVE and confirmed_target is not None:
+            recorded["confirmed"] = "typed target"
+        repo.append_event(req, "decision.recorded", user, recorded, now)
         result = tally([(p.by, p.decision) for p in prior] + [(user, d.value)], wf.required_approvals)
         if result is None:
             have = len({p.by for p in prior if p.decision == "approve"}) + 1
@@ -129,8 +161,9 @@ def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: 
             return DecideResult("recorded", f"Approval recorded: {have} of {wf.required_approvals}.", req.status)
         req.due_at = None
         if result == "rejected":
-            move(repo, req, Status.REJECTED, actor=user, now=now)
-            raise_exception(repo, req, ExceptionKind.REJECTED, now, detail=f"rejected by {user}")
+            move(repo, req, Status.REJECTED, actor=user, now=now, data={"reason": reason} if reason else None)
+            raise_exception(repo, req, ExceptionKind.REJECTED, now,
+                            detail=f"rejected by {user}" + (f": {reason[:200]}" if reason else ""))
             refresh_messages(repo, req, now)
             return DecideResult("rejected", "You rejected this request.", req.status)
         move(repo, req, Status.APPROVED, actor=user, now=now)

@@ -110,3 +110,19 @@ def exceptions_for(ctx: Context, user: str, limit: int = 20) -> list[dict[str, A
         # security ownership is per request snapshot too; check recent ones
         return None
     return ctx.store.read(read)
+
+
+def typed_confirmation_for(ctx: Context, request_id: str) -> dict[str, Any] | None:
+    """What the confirmation modal shows, when Approve on this request asks for the target to
+    be typed and it is still pending; None otherwise (a plain click decides)."""
+    from signoff.domain.rules import typed_confirmation
+
+    def read(session):
+        req = Repo(session).get(request_id)
+        if req is None or req.status != "pending":
+            return None
+        if not typed_confirmation(req.risk, workflow_snapshot(req).confirm):
+            return None
+        return {"id": req.id, "title": req.title, "risk": req.risk, "action": dict(req.action or {})}
+
+    return ctx.store.read(read)

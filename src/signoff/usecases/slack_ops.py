@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, update
 
+from signoff.domain.rules import typed_confirmation
 from signoff.domain.model import Status
 from signoff.store.repo import Repo
 from signoff.store.tables import RequestRow, SlackMessageRow
@@ -120,7 +121,7 @@ def read_messages(ctx: Context, message_ids) -> ClaimRead:
         reqs = {row.id: row for row in session.execute(select(r).where(r.c.id.in_(rids)))} if rids else {}
         decisions: dict[str, list] = {}
         if reqs:
-            for row in session.execute(select(d.c.request_id, d.c.by, d.c.decision, d.c.at)
+            for row in session.execute(select(d.c.request_id, d.c.by, d.c.decision, d.c.at, d.c.reason)
                                        .where(d.c.request_id.in_(list(reqs))).order_by(d.c.id)):
                 decisions.setdefault(row.request_id, []).append(row)
         executed = [rid for rid, req in reqs.items() if req.status in ROLLBACK_FROM]
@@ -150,16 +151,16 @@ def message_ref(ctx: Context, message_id: int) -> dict[str, Any] | None:
 # What a rendering shows of a request's policy snapshot, by the snapshot's hash: the
 # snapshot never changes after submission and most requests share a few, so it is parsed
 # (a pydantic validation) once per snapshot, not once per message.
-_POLICY_FIELDS: dict[str, tuple[dict[str, Any], int, tuple[str, ...]]] = {}
+_POLICY_FIELDS: dict[str, tuple[dict[str, Any], int, tuple[str, ...], str | None]] = {}
 
 
-def _policy_fields(req) -> tuple[dict[str, Any], int, tuple[str, ...]]:
+def _policy_fields(req) -> tuple[dict[str, Any], int, tuple[str, ...], str | None]:
     key = req.policy_hash
     got = _POLICY_FIELDS.get(key) if key else None
     if got is None:
         wf = workflow_snapshot(req)
         got = ({"owner": wf.owner, "platform_owner": wf.platform_owner, "security_owner": wf.security_owner},
-               wf.required_approvals, tuple(wf.approver_ids))
+               wf.required_approvals, tuple(wf.approver_ids), wf.confirm)
         if key:
             if len(_POLICY_FIELDS) >= 1024:
                 _POLICY_FIELDS.clear()
@@ -169,7 +170,7 @@ def _policy_fields(req) -> tuple[dict[str, Any], int, tuple[str, ...]]:
 
 def render_data(ctx: Context, repo: Repo, req) -> dict[str, Any]:
     """request_view plus what a Slack rendering shows beyond the agent's view."""
-    owners, required, approvers = _policy_fields(req)
+    owners, required, approvers, confirm = _policy_fields(req)
     data = request_view(repo, req, viewer=None)
     data.update(
         prompt=req.prompt,
@@ -182,6 +183,7 @@ def render_data(ctx: Context, repo: Repo, req) -> dict[str, Any]:
         reviewed_at=req.reviewed_at.isoformat().replace("+00:00", "Z") if req.reviewed_at else None,
         grant_expires_at=req.grant_expires_at.isoformat().replace("+00:00", "Z") if req.grant_expires_at else None,
         evidence_url=evidence_url(ctx, req.id),
+        typed_confirmation=typed_confirmation(req.risk, confirm),
     )
     data.update(policy_render_data(repo, req))
     return data
