@@ -100,7 +100,7 @@ def cmd_standin(args) -> int:
     from signoff.standin import SlackStandIn
 
     def show(call) -> None:
-        p = call.params
+        p = {**call.params, **{k: call.response[k] for k in ("channel", "ts") if isinstance(call.response.get(k), str)}}
         where = " ".join(f"{k}={p[k]}" for k in ("channel", "user", "ts", "thread_ts") if isinstance(p.get(k), str))
         text = str(p.get("text") or "").replace("\n", " ")
         print(f"{call.method} {call.status} {'ok' if call.ok else call.response.get('error')}"
