@@ -89,7 +89,7 @@ def test_signoff_reads_every_variable_it_is_given(compose):
     from signoff.settings import Settings
 
     env = compose["services"]["signoff"]["environment"]
-    known = {f.validation_alias for f in Settings.model_fields.values()} | {"SIGNOFF_WORKERS"}
+    known = {f.validation_alias for f in Settings.model_fields.values()} | {"SIGNOFF_WORKERS", "SIGNOFF_LOG_FORMAT"}
     agent_keys = {a.secret_env for a in parse_config(workflow_text(compose)).agents}
     assert set(env) - agent_keys <= known, set(env) - agent_keys - known
     assert agent_keys <= set(env)

@@ -223,10 +223,10 @@ def test_env_comes_from_the_secret_and_configmap_and_signoff_reads_it(base):
 
 
 def signoff_variables() -> set[str]:
-    """The environment variables signoff itself reads: the settings, and SIGNOFF_WORKERS (serve)."""
+    """The environment variables signoff itself reads: the settings, and serve's own two."""
     from signoff.settings import Settings
 
-    return {f.validation_alias for f in Settings.model_fields.values()} | {"SIGNOFF_WORKERS"}
+    return {f.validation_alias for f in Settings.model_fields.values()} | {"SIGNOFF_WORKERS", "SIGNOFF_LOG_FORMAT"}
 
 
 def test_secret_template_holds_placeholders_only(base):
