@@ -15,6 +15,7 @@ import httpx
 import pytest
 import yaml
 
+from deploy.routes import get_routes  # noqa: F401  (a fixture)
 from e2e.harness import SIGNOFF, Serve, base_env
 from support import block_actions, free_port, signed_headers, slack_form, submission, wait_until
 

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from deploy.kustomize_render import load_kustomization, render
+from deploy.routes import get_routes  # noqa: F401  (a fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "manifests" / "kubernetes"

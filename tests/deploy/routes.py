@@ -1,4 +1,5 @@
-"""Fixtures for the deploy checks: the real app's GET routes."""
+"""The real app's GET routes, as a fixture the deploy tests import (a conftest.py here
+would shadow the top-level one that other tests import by name)."""
 
 from __future__ import annotations
 
