@@ -181,8 +181,10 @@ def test_prestop_sleep_fits_in_the_grace_period(base):
     command = container(deployment)["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep"
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    # the sleep, then an agent's long-poll (at most 60 s) may still be answered
-    assert grace >= int(command[1]) + 60
+    # the sleep, then up to 15 s for requests in flight and the outbox handing its rows back
+    from signoff.server import GRACEFUL_SECONDS
+
+    assert grace >= int(command[1]) + GRACEFUL_SECONDS + 5
 
 
 def test_workflow_file_is_mounted_where_signoff_config_points(base):
@@ -291,8 +293,14 @@ def test_sqlite_overlay_is_one_writer_on_a_volume(sqlite):
     assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
 
 
+def test_replicas_pace_slack_for_their_number(base, sqlite):
+    for resources in (base, sqlite):
+        env = next(cm for cm in by_kind(resources)["ConfigMap"] if cm["metadata"]["name"] == "signoff-env")
+        assert int(env["data"]["SIGNOFF_REPLICAS"]) == one(resources, "Deployment")["spec"]["replicas"]
+
+
 def test_sqlite_overlay_changes_nothing_else(base, sqlite):
     changed = {("Deployment", "signoff"), ("HorizontalPodAutoscaler", "signoff"),
-               ("PersistentVolumeClaim", "signoff-data")}
+               ("PersistentVolumeClaim", "signoff-data"), ("ConfigMap", "signoff-env")}
     key = lambda r: (r["kind"], r["metadata"]["name"])  # noqa: E731
     assert {key(r): r for r in base if key(r) not in changed} == {key(r): r for r in sqlite if key(r) not in changed}
