@@ -21,7 +21,8 @@ from support import block_actions, free_port, signed_headers, slack_form, submis
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
-KEYS = {"image", "build", "command", "ports", "environment", "depends_on", "healthcheck", "volumes", "configs"}
+KEYS = {"image", "build", "command", "ports", "environment", "depends_on", "healthcheck", "volumes", "configs",
+        "stop_grace_period"}
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +159,10 @@ def test_the_stack_as_processes_takes_a_request_to_approval(compose, pg_url, tmp
             server.stop()
         standin.terminate()
         standin.wait(timeout=10)
+
+
+def test_signoff_gets_time_to_stop_cleanly(compose):
+    from signoff.server import GRACEFUL_SECONDS
+
+    grace = compose["services"]["signoff"]["stop_grace_period"]
+    assert re.fullmatch(r"\d+s", grace) and int(grace[:-1]) >= GRACEFUL_SECONDS + 10
