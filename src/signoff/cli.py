@@ -93,6 +93,36 @@ def cmd_demo(args) -> int:
     return run_demo(verbose=args.verbose)
 
 
+def cmd_standin(args) -> int:
+    import signal
+    import threading
+
+    from signoff.standin import SlackStandIn
+
+    def show(call) -> None:
+        p = {**call.params, **{k: call.response[k] for k in ("channel", "ts") if isinstance(call.response.get(k), str)}}
+        where = " ".join(f"{k}={p[k]}" for k in ("channel", "user", "ts", "thread_ts") if isinstance(p.get(k), str))
+        text = str(p.get("text") or "").replace("\n", " ")
+        print(f"{call.method} {call.status} {'ok' if call.ok else call.response.get('error')}"
+              + (f" {where}" if where else "") + (f" text={text[:120]!r}" if text else ""), flush=True)
+
+    standin = SlackStandIn(start=False, host=args.host, port=args.port)
+    standin.on_call = show
+    try:
+        standin.start()
+    except OSError as exc:
+        _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", 1)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # as PID 1 in a container SIGTERM is ignored unless handled
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"Slack stand-in listening on http://{args.host}:{standin.port}/ "
+          f"(point SIGNOFF_SLACK_API_URL at it; any bot token is accepted)", flush=True)
+    while not stop.wait(0.5):
+        pass
+    standin.stop()
+    return 0
+
+
 def cmd_check_config(args) -> int:
     from signoff.config import ConfigError, load_config
 
@@ -294,8 +324,21 @@ def _workers(text: str) -> int:
     return n
 
 
+def _version() -> str:
+    """The installed distribution's version (the package's own when run from a source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("signoff")
+    except PackageNotFoundError:
+        from signoff import __version__
+
+        return __version__
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="signoff", description="Chat-ops approvals for AI agents' production actions.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the bot (HTTP API, Slack, sweeps)")
@@ -312,6 +355,11 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the whole flow offline, with a stand-in Slack")
     d.add_argument("-v", "--verbose", action="store_true")
     d.set_defaults(fn=cmd_demo)
+
+    si = sub.add_parser("standin", help="run the local Slack Web API stand-in (for compose and local tries)")
+    si.add_argument("--host", default="127.0.0.1")
+    si.add_argument("--port", type=int, default=8081)
+    si.set_defaults(fn=cmd_standin)
 
     c = sub.add_parser("check-config", help="validate the workflow file")
     c.add_argument("path", nargs="?")

@@ -105,15 +105,18 @@ class SlackStandIn:
 
     Configure with the plain attributes ``groups`` (user group id -> user ids),
     ``channel_members`` (channel id -> user ids), ``users`` (user id -> fields merged into
-    the ``users.info`` answer) and ``delay`` (seconds to wait before each answer).
+    the ``users.info`` answer), ``delay`` (seconds to wait before each answer) and ``on_call``
+    (a function given each ``Call`` after it was recorded; ``signoff standin`` prints them).
     """
 
-    def __init__(self, *, start: bool = True):
+    def __init__(self, *, start: bool = True, host: str = "127.0.0.1", port: int = 0):
+        self.host, self._port = host, port  # where start() listens (port 0: a free one)
         self.groups: dict[str, list[str]] = {}
         self.channel_members: dict[str, list[str]] = {}
         self.users: dict[str, dict] = {}
         self.delay: float = 0.0
         self.limits: SlackLimits | None = None  # set to answer 429 as Slack's rate limits do
+        self.on_call: Callable[[Call], None] | None = None  # told of each call once answered
         self.calls: list[Call] = []
         self.ephemerals: list[dict] = []
         self.views: list[dict] = []
@@ -156,7 +159,7 @@ class SlackStandIn:
         class Handler(_Handler):
             owner = fake
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer((self.host, self._port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="fake-slack", daemon=True)
@@ -272,10 +275,12 @@ class SlackStandIn:
                 status, body, headers = 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(retry_after)}
             else:
                 status, body, headers = self._answer(method, params, token)
-            self.calls.append(Call(method=method, params=params, at=time.time(), token=token,
-                                   status=status, response=body))
+            call = Call(method=method, params=params, at=time.time(), token=token, status=status, response=body)
+            self.calls.append(call)
             self._changed.notify_all()
-            return status, body, headers
+        if self.on_call is not None:
+            self.on_call(call)
+        return status, body, headers
 
     def _answer(self, method: str, params: dict, token: str | None) -> tuple[int, dict, dict]:
         if self._down:
