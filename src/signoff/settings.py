@@ -32,12 +32,21 @@ class Settings(BaseSettings):
     # 1 / (replicas × workers). Off only for a Slack stand-in that has no limits.
     slack_pacing: bool = Field(True, validation_alias="SIGNOFF_SLACK_PACING")
     replicas: int = Field(1, ge=1, le=1000, validation_alias="SIGNOFF_REPLICAS")
+    # Seconds a client has to send a whole request (headers and body) once it starts one.
+    read_timeout: float = Field(10.0, validation_alias="SIGNOFF_READ_TIMEOUT")
 
     @field_validator("sweep_interval")
     @classmethod
     def _positive_interval(cls, v: float) -> float:
         if v <= 0:
             raise ValueError("SIGNOFF_SWEEP_INTERVAL must be a positive number of seconds")
+        return v
+
+    @field_validator("read_timeout")
+    @classmethod
+    def _positive_timeout(cls, v: float) -> float:
+        if not 0 < v < float("inf"):
+            raise ValueError("SIGNOFF_READ_TIMEOUT must be a positive number of seconds")
         return v
 
     @field_validator("slack_api_url")

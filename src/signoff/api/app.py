@@ -11,8 +11,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from signoff.api import agents
+from signoff.api.deadline import ReadDeadline
 from signoff.api.metrics import Metrics
 from signoff.domain.errors import DomainError, Unauthorized
 from signoff.logs import log_context
@@ -69,12 +71,25 @@ class LogContext:
             return await self.app(scope, receive, send)
 
 
-def create_app(ctx: Context, *, slack_endpoint=None, slack_readiness=None, metrics: Metrics | None = None) -> FastAPI:
-    """``slack_readiness``: a ``SlackReadiness`` for ``/readyz`` (absent: Slack is not checked)."""
+def create_app(ctx: Context, *, slack_endpoint=None, slack_readiness=None, metrics: Metrics | None = None,
+               read_timeout: float | None = 10.0) -> FastAPI:
+    """``slack_readiness``: a ``SlackReadiness`` for ``/readyz`` (absent: Slack is not checked).
+    ``read_timeout``: seconds a client has to send a request's body (``None``: no deadline);
+    a client too slow gets 408 (see ``api.deadline``)."""
     app = FastAPI(title="signoff", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     metrics = metrics or Metrics(ctx)
     app.state.metrics = metrics
     app.add_middleware(LogContext)
+    if read_timeout is not None:
+        app.add_middleware(ReadDeadline, timeout=read_timeout, on_timeout=metrics.count_timeout)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _hung_up(req: Request, _exc: ClientDisconnect):
+        # The client went away (or ran out of time, see api.deadline) before its request was in:
+        # nobody is left to answer, and it is not the server's error.
+        log.debug("client %s hung up before sending all of %s %s", req.client.host if req.client else "?",
+                  req.method, req.url.path)
+        return Response(status_code=400)
 
     @app.exception_handler(DomainError)
     async def _domain(_req: Request, exc: DomainError):

@@ -132,6 +132,10 @@ class Metrics:
         if created_at is not None:
             self.delivery_lag.labels(kind=kind).observe(max(0.0, (_aware(now) - _aware(created_at)).total_seconds()))
 
+    def count_timeout(self) -> None:
+        """A client cut off for sending its request too slowly (answered 408)."""
+        self.http_errors.labels(status="408").inc()
+
     # -- exposition ----------------------------------------------------------------------
     def render(self) -> bytes:
         path = multiprocess_dir()
