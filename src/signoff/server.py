@@ -161,7 +161,7 @@ class MemoryRelease:
 
     A request cut off or hung up on leaves its buffered body as free space in the C heap,
     where glibc keeps it (the process's resident memory stays up by as much): 200 stalled
-    256 KiB bodies kept about 35 MB. ``malloc_trim`` returns it (about 15 ms for such a heap),
+    256 KiB bodies kept about 30 MiB. ``malloc_trim`` returns it (about 15 ms for such a heap),
     once, a moment after a burst of them ended.
     """
 
