@@ -130,3 +130,21 @@ def test_other_scopes_pass_through():
 
     asyncio.run(ReadDeadline(app, 0.01)({"type": "lifespan"}, stalling_receive(), None))
     assert seen == ["lifespan"]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "ten"])
+def test_a_bad_signoff_read_timeout_is_named(monkeypatch, value):
+    from signoff.settings import SettingsError, load_settings
+
+    monkeypatch.setenv("SIGNOFF_READ_TIMEOUT", value)
+    with pytest.raises(SettingsError, match="SIGNOFF_READ_TIMEOUT"):
+        load_settings()
+
+
+def test_signoff_read_timeout_takes_fractions_and_defaults_to_10(monkeypatch):
+    from signoff.settings import load_settings
+
+    monkeypatch.delenv("SIGNOFF_READ_TIMEOUT", raising=False)
+    assert load_settings().read_timeout == 10.0
+    monkeypatch.setenv("SIGNOFF_READ_TIMEOUT", "1.5")
+    assert load_settings().read_timeout == 1.5
