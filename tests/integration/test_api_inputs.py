@@ -1,0 +1,99 @@
+"""Input hardening of the agent API: look-alike identifiers, duplicated keys, huge numbers,
+deny rules that case cannot dodge, strict evidence links — on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from signoff.store.tables import EventRow, OutboxRow, RequestRow
+from signoff.usecases.ports import system_clock
+from support import BASIC_YAML, runtime, submission
+from test_api import PAIR_YAML_EXTRA, Api, assert_error
+
+RULES = """    rules:
+      - name: no-prod-db-drops
+        match: {action_type: "db.drop*", environment: production}
+        deny: dropping production databases is never automated
+"""
+
+
+@pytest.fixture
+def api(db_url, monkeypatch):
+    rt = runtime(db_url, BASIC_YAML + RULES + PAIR_YAML_EXTRA, clock=system_clock, monkeypatch=monkeypatch)
+    a = Api(rt)
+    try:
+        yield a
+    finally:
+        a.client.close()
+        rt.store.dispose()
+
+
+def rows(api) -> tuple[int, int, int]:
+    """(requests, events, outbox rows): what a refused submission must leave as it was."""
+    def count(s):
+        return tuple(s.scalar(select(func.count()).select_from(t)) for t in (RequestRow, EventRow, OutboxRow))
+
+    return api.rt.store.read(count)
+
+
+def _action(**over) -> dict:
+    return {"type": "service.restart", "target": "checkout-api", "environment": "production", **over}
+
+
+# --------------------------------------------------------------------------- identifiers
+
+LOOK_ALIKES = [
+    (submission(action=_action(environment="production\u200b")), "action.environment"),
+    (submission(action=_action(environment="production ")), "action.environment"),
+    (submission(action=_action(environment=" production")), "action.environment"),
+    (submission(action=_action(environment="production\u00a0")), "action.environment"),
+    (submission(action=_action(environment="prod\u00aduction")), "action.environment"),
+    (submission(action=_action(environment="productio\u0301n")), "action.environment"),
+    (submission(action=_action(environment="production\u3164")), "action.environment"),
+    (submission(action=_action(type="db.drop\ufeff")), "action.type"),
+    (submission(action=_action(type="db.\u202epord")), "action.type"),
+    (submission(action=_action(type="db.drop\n")), "action.type"),
+    (submission(action=_action(target="orders-db\x00x")), "action.target"),
+    (submission(action=_action(target="orders\u2028db")), "action.target"),
+    (submission(action=_action(target="cafe\u0301")), "action.target"),
+    (submission(action=_action(target="\tcheckout-api")), "action.target"),
+    (submission(workflow="prod-restart\u200b"), "workflow"),
+    (submission(workflow="prod-restart "), "workflow"),
+    (submission(executor="deploy-bot\u200c"), "executor"),
+    (submission(executor=" deploy-bot"), "executor"),
+    (submission(parent_id="abc\u200b"), "parent_id"),
+    (submission(rollback_of="abc\r"), "rollback_of"),
+    (submission(rollback={"description": "d", "action": _action(environment="production\u200b")}),
+     "rollback.action.environment"),
+]
+
+
+def test_look_alike_identifiers_are_422_naming_the_field(api, subtests):
+    for body, field in LOOK_ALIKES:
+        with subtests.test(field=field, value=json.dumps(body, ensure_ascii=True)[:200]):
+            err = assert_error(api.call("POST", "/v1/actions", body), 422, [field])
+            assert field in err["message"]
+    assert rows(api) == (0, 0, 0)
+
+
+def test_identifiers_in_other_scripts_and_with_inner_spaces_are_accepted(api):
+    for env in ("production", "prоduction", "среда", "本番", "prod eu"):
+        r = api.call("POST", "/v1/actions", submission(action=_action(environment=env)))
+        assert r.status_code == 201, r.text
+        assert r.json()["action"]["environment"] == env
+
+
+def test_deny_rule_refuses_whatever_the_case(api, subtests):
+    for typ, env in (("db.drop", "production"), ("db.drop", "Production"), ("DB.DROP", "production"),
+                     ("DB.Drop_Table", "PRODUCTION"), ("db.drop", "ｐｒｏｄｕｃｔｉｏｎ")):
+        with subtests.test(type=typ, env=env):
+            err = assert_error(api.call("POST", "/v1/actions", submission(action=_action(type=typ, environment=env))),
+                               403)
+            assert "no-prod-db-drops" in err["message"]
+    assert rows(api) == (0, 0, 0)
+    # the rule still lets other environments through
+    assert api.call("POST", "/v1/actions", submission(action=_action(type="DB.DROP", environment="staging"))
+                    ).status_code == 201
