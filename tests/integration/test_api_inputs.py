@@ -97,3 +97,69 @@ def test_deny_rule_refuses_whatever_the_case(api, subtests):
     # the rule still lets other environments through
     assert api.call("POST", "/v1/actions", submission(action=_action(type="DB.DROP", environment="staging"))
                     ).status_code == 201
+
+
+# --------------------------------------------------------------------------- duplicated keys
+
+DUPLICATES = [
+    (b'{"workflow":"nope","workflow":"prod-restart","title":"t","action":{"type":"a","target":"b"},'
+     b'"justification":"j"}', "workflow"),
+    (b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b","type":"db.drop"},'
+     b'"justification":"j"}', "action.type"),
+    (b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b",'
+     b'"parameters":{"x":[{"k":1,"k":2}]}},"justification":"j"}', "action.parameters.x.0.k"),
+    (b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b"},"justification":"j",'
+     b'"\\u0074itle":"t2"}', "title"),  # the same key spelled with an escape
+]
+
+
+def test_duplicated_keys_are_422_naming_the_path(api, subtests):
+    for raw, field in DUPLICATES:
+        with subtests.test(field=field):
+            err = assert_error(api.call("POST", "/v1/actions", raw=raw), 422, [field])
+            assert "duplicated" in err["message"]
+    assert rows(api) == (0, 0, 0)
+
+
+def test_duplicated_keys_in_an_outcome_are_422(api):
+    rid = api.created(workflow="pair", executor="other-bot")["id"]
+    api.approve(rid)
+    assert api.get(rid, agent="other-bot").json()["grant"]
+    raw = b'{"status":"failed","status":"succeeded","detail":"ok"}'
+    assert_error(api.call("POST", f"/v1/actions/{rid}/outcome", raw=raw, agent="other-bot"), 422, ["status"])
+    assert api.get(rid, agent="other-bot").json()["outcome"] is None
+
+
+# --------------------------------------------------------------------------- huge numbers
+
+def _with_parameters(raw_params: bytes) -> bytes:
+    return (b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b","parameters":'
+            + raw_params + b'},"justification":"j"}')
+
+
+HUGE = [
+    (_with_parameters(b'{"n":1' + b"0" * 5000 + b"}"), "action.parameters.n"),
+    (_with_parameters(b'{"n":-' + b"9" * 100_000 + b"}"), "action.parameters.n"),
+    (_with_parameters(b'{"n":[1,2,' + b"7" * 4301 + b"]}"), "action.parameters.n.2"),
+    (_with_parameters(b'{"n":1e999999}'), "action.parameters.n"),
+    (_with_parameters(b'{"n":-1E400}'), "action.parameters.n"),
+    (_with_parameters(b'{"n":0.' + b"1" * 5000 + b"e99999999999999999999}"), "action.parameters.n"),
+    (b'{"workflow":"prod-restart","title":' + b"4" * 5000 + b',"action":{"type":"a","target":"b"},'
+     b'"justification":"j"}', "title"),
+]
+
+
+def test_huge_numbers_are_422_without_python_advice(api, subtests):
+    for raw, field in HUGE:
+        with subtests.test(field=field, raw=raw[:80]):
+            err = assert_error(api.call("POST", "/v1/actions", raw=raw), 422, [field])
+            assert "set_int_max_str_digits" not in err["message"] and "limit" not in err["message"]
+            assert "(2^53 - 1)" in err["message"] or "finite" in err["message"]
+    assert rows(api) == (0, 0, 0)
+
+
+def test_long_numbers_within_range_are_kept(api):
+    # many digits that still make a small number: not a refusal
+    raw = _with_parameters(b'{"f":0.' + b"5" * 5000 + b',"z":' + b"0." + b"0" * 4000 + b"1}")
+    r = api.call("POST", "/v1/actions", raw=raw)
+    assert r.status_code == 201, r.text
