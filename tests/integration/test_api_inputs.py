@@ -4,10 +4,12 @@ deny rules that case cannot dodge, strict evidence links — on SQLite and Postg
 from __future__ import annotations
 
 import json
+from urllib.parse import parse_qs
 
 import pytest
 from sqlalchemy import func, select
 
+from signoff.evidence.links import sign_link
 from signoff.store.tables import EventRow, OutboxRow, RequestRow
 from signoff.usecases.ports import system_clock
 from support import BASIC_YAML, runtime, submission
@@ -163,3 +165,26 @@ def test_long_numbers_within_range_are_kept(api):
     raw = _with_parameters(b'{"f":0.' + b"5" * 5000 + b',"z":' + b"0." + b"0" * 4000 + b"1}")
     r = api.call("POST", "/v1/actions", raw=raw)
     assert r.status_code == 201, r.text
+
+
+# --------------------------------------------------------------------------- evidence links
+
+def test_evidence_links_open_only_in_their_canonical_spelling(api, subtests):
+    rid = api.created()["id"]
+    query = parse_qs(sign_link(api.ctx.keys.active, rid, int(system_clock().timestamp()) + 3600))
+    exp, sig = query["exp"][0], query["sig"][0]
+    assert api.client.get(f"/evidence/{rid}", params={"exp": exp, "sig": sig}).status_code == 200
+    arabic = "".join(chr(0x660 + int(d)) for d in exp)
+    fullwidth = "".join(chr(0xFF10 + int(d)) for d in exp)
+    for bad_exp in (f"+{exp}", f"0{exp}", f"00{exp}", f"{exp[:3]}_{exp[3:]}", f" {exp}", f"{exp} ", f"{exp}\n",
+                    arabic, fullwidth, f"{exp}.0", f"-{exp}", ""):
+        with subtests.test(exp=bad_exp):
+            r = api.client.get(f"/evidence/{rid}", params={"exp": bad_exp, "sig": sig})
+            assert_error(r, 403)
+    for bad_sig in (f" {sig}", f"{sig} ", f"{sig}=", f"{sig}==", sig.replace("-", "+").replace("_", "/"),
+                    f"{sig}\n", sig + "A", ""):
+        if bad_sig == sig:
+            continue
+        with subtests.test(sig=bad_sig):
+            r = api.client.get(f"/evidence/{rid}", params={"exp": exp, "sig": bad_sig})
+            assert_error(r, 403)
