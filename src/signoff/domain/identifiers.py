@@ -17,9 +17,10 @@ from __future__ import annotations
 import re
 import unicodedata
 
-# Letters that draw nothing (Unicode calls them default-ignorable, yet they are not format
-# characters): "production\u3164" would look exactly like "production".
-_INVISIBLE = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0")
+# Characters that draw nothing yet are neither format characters nor spaces (Hangul fillers,
+# the combining grapheme joiner, Khmer inherent vowels; all default-ignorable in Unicode):
+# "production\u3164" looks exactly like "production".
+INVISIBLE_FILLERS = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0")
 _ASCII_BAD = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -42,7 +43,7 @@ def identifier_problem(value: str) -> str | None:
             return _describe("an invisible format character", c)
         if cat in ("Zl", "Zp"):
             return _describe("a line or paragraph separator", c)
-        if c in _INVISIBLE:
+        if c in INVISIBLE_FILLERS:
             return _describe("an invisible filler character", c)
     if not unicodedata.is_normalized("NFC", value):
         return "must be in Unicode NFC (the composed spelling, e.g. 'é' as one character)"
