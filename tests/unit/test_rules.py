@@ -194,3 +194,16 @@ def test_workflow_level_windows_freezes_and_ttl():
     from signoff.config import Workflow
 
     assert Workflow.model_validate(wf.model_dump(mode="json")).policy_hash() == wf.policy_hash()
+
+
+@pytest.mark.parametrize("value, path", [
+    ('"production "', "match.environment[0]"),
+    ('["staging", "production\\u200b"]', "match.environment[1]"),
+    ('"db.drop*\\t"', "match.action_type[0]"),
+    ('" orders-*"', "match.target[0]"),
+])
+def test_match_values_no_identifier_could_ever_equal_are_errors(value, path):
+    key = path.split(".")[1].split("[")[0]
+    bad = RULES_YAML.replace('match: {action_type: "db.drop*", environment: production}', f"match: {{{key}: {value}}}")
+    errors = _errors(bad)
+    assert any(f"workflows[0].rules[0].{path}" in e and "never" in e for e in errors), errors
