@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -31,6 +32,7 @@ from pydantic import (
 from signoff.domain import windows as win
 from signoff.domain.budget import Budget, parse_budget
 from signoff.domain.canonical import canonical_json
+from signoff.domain.identifiers import identifier_problem
 from signoff.domain.rules import merge
 from signoff.durations import format_duration, parse_duration
 
@@ -239,12 +241,24 @@ class AutoApprove(_Model):
         return parse_budget(self.limit)
 
 
-class RuleMatch(_Model):
-    """Conditions a request must meet for a rule to apply; a condition left out matches anything."""
+def _matchable(v: str) -> str:
+    # Submitted identifiers are refused with these characters: such a value would never match.
+    problem = identifier_problem(v)
+    if problem:
+        raise ValueError(f"this value would never match: identifiers {problem}")
+    return v
 
-    action_type: Annotated[list[str], BeforeValidator(_one_or_many)] | None = None
-    target: Annotated[list[str], BeforeValidator(_one_or_many)] | None = None
-    environment: Annotated[list[str], BeforeValidator(_one_or_many)] | None = None
+
+MatchValues = Annotated[list[Annotated[str, AfterValidator(_matchable)]], BeforeValidator(_one_or_many)]
+
+
+class RuleMatch(_Model):
+    """Conditions a request must meet for a rule to apply; a condition left out matches anything.
+    Values compare without regard to case (``domain.rules``)."""
+
+    action_type: MatchValues | None = None
+    target: MatchValues | None = None
+    environment: MatchValues | None = None
     risk: Annotated[list[Risk], BeforeValidator(_one_or_many)] | None = None
     rollback: bool | None = None
 

@@ -8,13 +8,13 @@ decide; nothing is written anywhere. Exit 0: it would be accepted; 1: refused (a
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from signoff.api.agents import BadBody, parse_json
 from signoff.config import Config, ConfigError, Workflow, load_config
 from signoff.domain import windows as win
 from signoff.domain.errors import DomainError, Invalid
@@ -87,9 +87,11 @@ def _read_body(file: str) -> dict[str, Any]:
     except OSError as exc:
         raise ValueError(f"cannot read {file}: {exc.strerror or exc}") from None
     try:
-        body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"{file} is not UTF-8 JSON: {exc}") from None
+        body = parse_json(raw)  # the API's own reading: duplicated keys, huge numbers refused
+    except BadBody as exc:
+        raise ValueError(f"{file} is not UTF-8 JSON: {exc.message}") from None
+    except Invalid as exc:
+        raise ValueError(f"{file}: {exc.message}") from None
     if not isinstance(body, dict):
         raise ValueError(f"{file} must hold a JSON object (a submission body)")
     return body

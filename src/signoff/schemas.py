@@ -6,7 +6,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from signoff.domain.identifiers import identifier_problem
+
 MAX_PROMPT = 64 * 1024
+
+
+def _identifier(v: str | None, info) -> str | None:
+    """Identifiers are what rules match: one spelling per value, nothing invisible."""
+    if v is not None:
+        problem = identifier_problem(v)
+        if problem:
+            raise ValueError(f"{info.field_name} {problem}")
+    return v
 
 
 class ActionSpec(BaseModel):
@@ -16,6 +27,8 @@ class ActionSpec(BaseModel):
     target: str = Field(min_length=1, max_length=200)
     environment: str | None = Field(None, max_length=200)
     parameters: dict[str, Any] | None = None
+
+    _identifiers = field_validator("type", "target", "environment")(_identifier)
 
 
 class Rollback(BaseModel):
@@ -38,6 +51,8 @@ class Submission(BaseModel):
     parent_id: str | None = Field(None, max_length=40)
     rollback_of: str | None = Field(None, max_length=40)
     executor: str | None = Field(None, min_length=1, max_length=100)
+
+    _identifiers = field_validator("workflow", "executor", "parent_id", "rollback_of")(_identifier)
 
     @field_validator("prompt")
     @classmethod

@@ -514,3 +514,45 @@ def test_follow_up_buttons_after_a_decision():
     assert _action_ids(blocks) == []
     _, blocks = request_message(make_request(status="rejected"))
     assert _action_ids(blocks) == []
+
+
+# ---------------------------------------------------------------------------------------
+# look-alike identifiers
+
+def _field(blks: list[dict], label: str) -> str:
+    for b in blks:
+        for f in b.get("fields", []):
+            if f["text"].startswith(f"*{label}*\n"):
+                return f["text"].split("\n", 1)[1]
+    raise AssertionError(f"no field {label!r}")
+
+
+def test_mixed_scripts_are_named_in_a_visible_warning():
+    r = make_request(action={"type": "service.restart", "target": "checkоut-api", "environment": "prоduction"})
+    for status in ("pending", "approved"):
+        fallback, blks = blocks.request_message({**r, "status": status})
+        text = all_text(blks)
+        assert ":warning: mixed scripts in target: Latin + Cyrillic" in text
+        assert ":warning: mixed scripts in environment: Latin + Cyrillic" in text
+        assert "action type" not in text
+        assert_all_inert(fallback, blks)
+        assert_limits(fallback, blks)
+    # the approval dialog of a high-risk request says it too
+    confirm = actions(blocks.request_message(r)[1])[0]["confirm"]["text"]["text"]
+    assert "mixed scripts in target, environment" in confirm.lower()
+
+
+def test_single_script_identifiers_carry_no_warning():
+    for env in ("production", "среда", "本番環境", None):
+        r = make_request(action={"type": "service.restart", "target": "checkout-api", "environment": env})
+        assert "mixed scripts" not in all_text(blocks.request_message(r)[1])
+
+
+def test_invisible_characters_in_identifier_fields_are_shown():
+    r = make_request(action={"type": "db.drop\u2060", "target": "checkout-api\u200b", "environment": "prod\ufeff"},
+                     executor="deploy-bot\u200d")
+    blks = blocks.request_message(r)[1]
+    assert _field(blks, "Target") == "`checkout-api\\u200b`"
+    assert _field(blks, "Action") == "`db.drop\\u2060`"
+    assert _field(blks, "Environment") == "`prod\\ufeff`"
+    assert _field(blks, "Executor") == "`deploy-bot\\u200d`"

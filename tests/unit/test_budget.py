@@ -53,3 +53,12 @@ def test_scope_keys():
     long = scope_key("w" * 100, "r" * 100, "target", "t" * 200)
     assert len(long) <= 300 and "target-sha256" in long
     assert str(parse_budget("5 per 1h")) == "5 per 1h"
+
+
+def test_a_target_budget_is_shared_by_every_spelling_rules_match():
+    # rules match targets without regard to case, so the budget must count them as one
+    key = scope_key("wf", "r", "target", "checkout-api")
+    assert scope_key("wf", "r", "target", "Checkout-API") == key
+    assert scope_key("wf", "r", "target", "ＣＨＥＣＫＯＵＴ-api") == key
+    assert scope_key("wf", "r", "target", "checkоut-api") != key  # a Cyrillic о: another target
+    assert scope_key("wf", "r", "target", "T" * 200) == scope_key("wf", "r", "target", "t" * 200)

@@ -55,3 +55,25 @@ def test_links_made_before_a_rotation_still_open():
     assert not check_link(new, "req-1", exp, sig, NOW)
     exp2, sig2 = _parts(sign_link(ring, "req-1", NOW + 60))
     assert check_link(new, "req-1", exp2, sig2, NOW)
+
+
+def test_only_the_issued_spelling_of_exp_opens():
+    key = generate()
+    query = sign_link(key, "req-1", NOW + 60)
+    exp, sig = parse_qs(query)["exp"][0], parse_qs(query)["sig"][0]
+    assert exp == str(NOW + 60) and check_link(key, "req-1", exp, sig, NOW)
+    arabic = "".join(chr(0x660 + int(d)) for d in exp)
+    devanagari = "".join(chr(0x966 + int(d)) for d in exp)
+    for spelling in (f"+{exp}", f"0{exp}", f"{exp[:4]}_{exp[4:]}", f" {exp}", f"{exp} ", f"{exp}\n", f"\t{exp}",
+                     arabic, devanagari, f"{exp}.0", f"{exp}e0", "", None, float(exp), True):
+        assert not check_link(key, "req-1", spelling, sig, NOW), repr(spelling)
+
+
+def test_only_the_issued_spelling_of_sig_opens():
+    key = generate()
+    exp, sig = _parts(sign_link(key, "req-1", NOW + 60))
+    assert len(sig) == 43
+    for spelling in (sig + "=", sig + "==", f" {sig}", f"{sig} ", f"{sig}\n", sig.encode(), None,
+                     sig.replace("-", "+").replace("_", "/") if ("-" in sig or "_" in sig) else sig + "A",
+                     "".join(chr(ord(c) + 0xFEE0) if c.isalnum() else c for c in sig)):  # fullwidth
+        assert not check_link(key, "req-1", exp, spelling, NOW), repr(spelling)

@@ -107,6 +107,8 @@ def test_auto_approve_is_explained_and_never_for_critical(files, capsys):
      "REFUSED (403): refused by rule 'no-drops': dropping databases is never done by agents"),
     ({"rollback": None}, "REFUSED (422): a high-risk request needs a rollback plan"),
     ({"rollback": {"description": "  "}}, "REFUSED (422)"),
+    ({"action": {"type": "DB.DROP_TABLE", "target": "orders-db"}}, "REFUSED (403): refused by rule 'no-drops'"),
+    ({"action": {"type": "Db.Drop", "target": "orders-db"}}, "REFUSED (403): refused by rule 'no-drops'"),
 ])
 def test_refusals_say_why(files, capsys, change, needle):
     cfg, write = files
@@ -127,6 +129,10 @@ def test_the_agent_given_is_the_submitter(files, capsys):
     (json.dumps({**BODY, "title": ""}), "title"),
     (json.dumps({**BODY, "surprise": 1}), "surprise"),
     (json.dumps({**BODY, "agent": 7}), "agent"),
+    (json.dumps({**BODY, "action": {"type": "db.drop\u200b", "target": "orders-db"}}), "action.type"),
+    (json.dumps({**BODY, "action": {"type": "db.migrate", "target": "orders-db "}}), "action.target"),
+    ('{"workflow": "nope", ' + json.dumps(BODY)[1:], "duplicated key 'workflow'"),
+    ('{"n": 1' + "0" * 5000 + "}", "within ±(2^53 - 1)"),
 ])
 def test_invalid_input_exits_2(files, capsys, content, needle):
     cfg, write = files

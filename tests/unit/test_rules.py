@@ -37,11 +37,24 @@ def test_every_condition_must_hold_and_mismatches_are_named():
     assert mismatches(None, FACTS) == []
 
 
-def test_globs_are_case_sensitive_and_support_classes():
+def test_globs_support_classes():
     assert not mismatches(M(target="orders-d?"), FACTS)
     assert not mismatches(M(target="[no]rders-*"), FACTS)
-    assert mismatches(M(target="ORDERS-*"), FACTS) == ["target"]
+    assert mismatches(M(target="[a-m]rders-*"), FACTS) == ["target"]
     assert not mismatches(M(action_type=["svc.*", "db.migrate"]), FACTS)
+
+
+def test_globs_and_values_compare_case_insensitively():
+    assert not mismatches(M(target="ORDERS-*", action_type="DB.Migrate", environment="PRODUCTION"), FACTS)
+    assert not mismatches(M(target="[N-O]rders-D?"), FACTS)
+    shouting = Facts("DB.DROP", "Orders-DB", "Production", "high")
+    assert not mismatches(M(action_type="db.drop*", target="orders-db", environment="production"), shouting)
+    assert not mismatches(M(environment=["staging", "production"]), Facts("x", "y", "PRODuction", "low"))
+    # caseless means casefold, and compatibility forms count as their plain letters
+    assert not mismatches(M(target="straße-*"), Facts("x", "STRASSE-1", None, "low"))
+    assert not mismatches(M(environment="production"), Facts("x", "y", "ｐｒｏｄｕｃｔｉｏｎ", "low"))
+    # a look-alike letter of another script is a different value
+    assert mismatches(M(environment="production"), Facts("x", "y", "prоduction", "low")) == ["environment"]
 
 
 def test_missing_environment_never_matches_an_environment_condition():
@@ -181,3 +194,16 @@ def test_workflow_level_windows_freezes_and_ttl():
     from signoff.config import Workflow
 
     assert Workflow.model_validate(wf.model_dump(mode="json")).policy_hash() == wf.policy_hash()
+
+
+@pytest.mark.parametrize("value, path", [
+    ('"production "', "match.environment[0]"),
+    ('["staging", "production\\u200b"]', "match.environment[1]"),
+    ('"db.drop*\\t"', "match.action_type[0]"),
+    ('" orders-*"', "match.target[0]"),
+])
+def test_match_values_no_identifier_could_ever_equal_are_errors(value, path):
+    key = path.split(".")[1].split("[")[0]
+    bad = RULES_YAML.replace('match: {action_type: "db.drop*", environment: production}', f"match: {{{key}: {value}}}")
+    errors = _errors(bad)
+    assert any(f"workflows[0].rules[0].{path}" in e and "never" in e for e in errors), errors

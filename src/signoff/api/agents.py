@@ -31,23 +31,66 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not a JSON value")
 
 
+class _Duplicated(dict):
+    """An object in which ``key`` appeared more than once (reported with its path)."""
+
+    __slots__ = ("key",)
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict:
+    d = dict(pairs)
+    if len(d) == len(pairs):
+        return d
+    seen: set[str] = set()
+    dup = _Duplicated(d)
+    dup.key = next(k for k, _ in pairs if k in seen or seen.add(k))
+    return dup
+
+
+class _HugeInt:
+    """An integer literal too long to convert (Python refuses over 4,300 digits): reported
+    with its path instead of Python's own advice."""
+
+
+_HUGE = _HugeInt()
+_INT_DIGITS = 20  # more than 2^53 needs; shorter literals are converted and range-checked
+
+
+def _int(literal: str) -> int | _HugeInt:
+    return int(literal) if len(literal) <= _INT_DIGITS else _HUGE
+
+
 def parse_json(body: bytes) -> Any:
     """The parsed body: 400 when it is not UTF-8 JSON, 422 when it is JSON that cannot be
-    kept exactly (non-finite or out-of-range numbers, lone surrogates, NUL characters, too deep)."""
+    kept exactly (a duplicated key, non-finite or out-of-range numbers, lone surrogates,
+    NUL characters, too deep). Nothing else escapes."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise BadBody("body is not UTF-8") from None
     try:
-        value = json.loads(text, parse_constant=_no_constant)
+        value = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_object)
     except RecursionError:
         raise Invalid(f"the body is nested more than {MAX_DEPTH} levels deep", fields=["body"]) from None
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise BadBody(f"body is not JSON: {exc}") from None
+    except ValueError:
+        # Not a syntax error: NaN/Infinity, or an integer literal too long for int().
+        # Parse again, keeping long integers as markers the check below names by path.
+        value = _parse_keeping_huge_ints(text)
     problem = _ijson_problem(value)
     if problem:
         raise Invalid(problem[1], fields=[problem[0]])
     return value
+
+
+def _parse_keeping_huge_ints(text: str) -> Any:
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_int=_int, object_pairs_hook=_object)
+    except RecursionError:
+        raise Invalid(f"the body is nested more than {MAX_DEPTH} levels deep", fields=["body"]) from None
+    except ValueError as exc:
+        raise BadBody(f"body is not JSON: {exc}") from None
 
 
 def _ijson_problem(value: Any) -> tuple[str, str] | None:
@@ -65,11 +108,14 @@ def _ijson_problem(value: Any) -> tuple[str, str] | None:
                 return where, f"{where}: integers must be within ±(2^53 - 1)"
         elif isinstance(v, float):
             if v != v or v in (float("inf"), float("-inf")):
-                return where, f"{where}: numbers must be finite"
+                return where, f"{where}: numbers must be finite (within ±1.8e308)"
         elif isinstance(v, str):
             if _bad_text(v):
                 return where, f"{where}: text must be valid Unicode without NUL characters"
         elif isinstance(v, dict):
+            if type(v) is _Duplicated:
+                key = f"{path}.{v.key}" if path else v.key
+                return key, f"{key}: duplicated key {v.key!r} (each key may appear once per object)"
             for k, item in v.items():
                 if _bad_text(k):
                     return where, f"{where}: keys must be valid Unicode without NUL characters"
@@ -77,6 +123,8 @@ def _ijson_problem(value: Any) -> tuple[str, str] | None:
         elif isinstance(v, list):
             for i, item in enumerate(v):
                 stack.append((f"{path}.{i}" if path else str(i), item, depth + 1))
+        elif v is _HUGE:
+            return where, f"{where}: integers must be within ±(2^53 - 1)"
     return None
 
 

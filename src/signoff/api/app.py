@@ -166,11 +166,8 @@ def create_app(ctx: Context, *, slack_endpoint=None, slack_readiness=None, metri
         from signoff.evidence.export import build_bundle, render_html
         from signoff.evidence.links import check_link
 
-        try:
-            exp_int = int(exp)
-        except ValueError:
-            exp_int = 0
-        if not sig or not check_link(ctx.keys, request_id, exp_int, sig, int(ctx.clock().timestamp())):
+        # exp and sig as given: check_link reads only the spelling it issued
+        if not check_link(ctx.keys, request_id, exp, sig, int(ctx.clock().timestamp())):
             return JSONResponse(error_body("forbidden", "missing, altered or expired evidence link"), status_code=403)
         try:
             bundle = await run_in_threadpool(build_bundle, ctx.store, ctx.keys, request_id, ctx.clock())

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from signoff.domain.identifiers import fold
 from signoff.durations import format_duration, parse_duration
 
 _BUDGET = re.compile(r"^\s*(\d+)\s+per\s+(\S+)\s*$")
@@ -47,9 +48,12 @@ def parse_budget(value: object) -> Budget:
 
 
 def scope_key(workflow: str, rule: str, scope: str, target: str) -> str:
-    """What one budget counts: a rule's automatic approvals in a workflow, or per target."""
+    """What one budget counts: a rule's automatic approvals in a workflow, or per target.
+    A target is counted in the caseless form rules match it in (``Checkout-API`` spends the
+    budget of ``checkout-api``)."""
     key = f"wf:{workflow}:rule:{rule}"
     if scope == "target":
+        target = fold(target)
         key += f":target:{target}"
         if len(key) > MAX_KEY:
             key = f"wf:{workflow}:rule:{rule}:target-sha256:{hashlib.sha256(target.encode()).hexdigest()}"

@@ -2,7 +2,9 @@
 
 Rules are ordered; the first rule whose every condition holds is the one that applies
 (like a firewall). A condition left out matches anything. Globs are ``fnmatch`` patterns
-compared case-sensitively (``*``, ``?``, ``[abc]``).
+(``*``, ``?``, ``[abc]``). Values and globs compare case-insensitively: both sides are
+folded (``identifiers.fold``) before ``fnmatchcase``, so ``DB.DROP`` in ``Production``
+meets a rule written for ``db.drop*`` in ``production``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Protocol
+
+from signoff.domain.identifiers import fold
 
 
 @dataclass(frozen=True)
@@ -43,19 +47,25 @@ def _as_list(value: str | Sequence[str] | None) -> list[str] | None:
     return [value] if isinstance(value, str) else list(value)
 
 
+def _glob_any(value: str, patterns: list[str]) -> bool:
+    folded = fold(value)
+    return any(fnmatchcase(folded, fold(p)) for p in patterns)
+
+
 def mismatches(match: Match | None, facts: Facts) -> list[str]:
     """The conditions of ``match`` that ``facts`` fail (empty: the rule matches)."""
     if match is None:
         return []
     out = []
     types = _as_list(match.action_type)
-    if types is not None and not any(fnmatchcase(facts.action_type, p) for p in types):
+    if types is not None and not _glob_any(facts.action_type, types):
         out.append("action_type")
     targets = _as_list(match.target)
-    if targets is not None and not any(fnmatchcase(facts.target, p) for p in targets):
+    if targets is not None and not _glob_any(facts.target, targets):
         out.append("target")
     envs = _as_list(match.environment)
-    if envs is not None and facts.environment not in envs:
+    if envs is not None and (facts.environment is None
+                             or fold(facts.environment) not in {fold(e) for e in envs}):
         out.append("environment")
     if match.risk is not None and facts.risk not in match.risk:
         out.append("risk")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -26,7 +27,11 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from signoff.keys import KeyRing, SigningKey, b64url
 
 _INFO = b"signoff evidence-link v1"
-_MAX_SIG_LEN = 128
+# The spellings sign_link issues, and the only ones check_link reads: a positive decimal
+# without sign, leading zero, separator or space, in ASCII digits; unpadded base64url of a
+# 32-byte MAC. (int() would also read "+12", "012", "1_2", " 12 " and Arabic-Indic digits.)
+_EXP = re.compile(r"[1-9][0-9]{0,18}", re.ASCII)
+_SIG = re.compile(r"[A-Za-z0-9_-]{43}", re.ASCII)
 
 
 def _private_raw(material: Any) -> bytes:
@@ -65,13 +70,16 @@ def sign_link(key_material: Any, request_id: str, exp: int) -> str:
 
 def check_link(key_material: Any, request_id: str, exp: int | str, sig: str, now: int | float | datetime) -> bool:
     """True when ``sig`` is this request's link signature for ``exp`` and ``exp`` has not
-    passed. Constant-time comparison. ``key_material``: a ``SigningKey`` or a ``KeyRing``
+    passed. ``exp`` and ``sig`` are read only in the spelling ``sign_link`` issues (an ``int``
+    is taken as it is). Constant-time comparison. ``key_material``: a ``SigningKey`` or a ``KeyRing``
     (any of its keys)."""
-    try:
+    if isinstance(exp, str) and _EXP.fullmatch(exp):
         exp_int = int(exp)
-    except (TypeError, ValueError):
+    elif type(exp) is int:
+        exp_int = exp
+    else:
         return False
-    if not isinstance(sig, str) or not sig or len(sig) > _MAX_SIG_LEN or not isinstance(request_id, str):
+    if not isinstance(sig, str) or not _SIG.fullmatch(sig) or not isinstance(request_id, str):
         return False
     now_s = now.timestamp() if isinstance(now, datetime) else float(now)
     if exp_int <= now_s:
@@ -80,5 +88,5 @@ def check_link(key_material: Any, request_id: str, exp: int | str, sig: str, now
     ok = False
     for material in candidates:
         # compare with every key (no early exit), so timing says nothing about which matched
-        ok |= hmac.compare_digest(_mac(link_key(material), request_id, exp_int).encode(), sig.encode("utf-8", "replace"))
+        ok |= hmac.compare_digest(_mac(link_key(material), request_id, exp_int).encode(), sig.encode())
     return ok

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
+from signoff.domain.identifiers import INVISIBLE_FILLERS, mixed_scripts
 from signoff.slack.ids import (COMMENT_INPUT, CONFIRM_INPUT, CONFIRM_MODAL, DECISION_BLOCK, REASON_INPUT,
                               REJECT_REASON_MODAL, REVIEW_BLOCK, REVIEW_MODAL, ActionId)
 
@@ -173,6 +175,40 @@ def _action_json(value: Any) -> str:
     s = re.sub("[\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]",
                lambda m: f"\\u{ord(m.group()):04x}", s)
     return _BROADCAST.sub(r"\\u0040\1", s)
+
+
+def _visible(value: Any) -> Any:
+    """Invisible characters (format characters, fillers) spelled as \\u escapes, so an
+    identifier that differs from what it looks like shows the difference."""
+    if not isinstance(value, str) or value.isascii():
+        return value
+    return "".join(
+        (f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}")
+        if unicodedata.category(c) == "Cf" or c in INVISIBLE_FILLERS else c
+        for c in value)
+
+
+def _ident(value: Any, budget: int = 300) -> str:
+    """An untrusted identifier as inline code, invisible characters shown."""
+    return _inline(_visible(value), budget)
+
+
+def _identifiers(r: dict) -> list[tuple[str, Any]]:
+    a = _action(r)
+    return [("workflow", r.get("workflow")), ("action type", a.get("type")), ("target", a.get("target")),
+            ("environment", a.get("environment")), ("executor", r.get("executor"))]
+
+
+def _script_warnings(r: dict) -> list[str]:
+    """A visible warning for each identifier that mixes scripts (a Cyrillic о in
+    "production" reads the same but is another value, which rules do not match)."""
+    out = []
+    for label, value in _identifiers(r):
+        mixed = mixed_scripts(value)
+        if mixed:
+            out.append(f":warning: mixed scripts in {label}: {_esc(' + '.join(mixed))} "
+                       "— some letters may look like others they are not")
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -429,7 +465,9 @@ def _approve_confirm(r: dict) -> dict:
     a = _action(r)
     risk = str(r.get("risk") or "")
     title = _plain(f"Approve a {risk}-risk action?", MAX_CONFIRM_TITLE)
-    text = _plain(f"This authorises {a.get('type')} on {a.get('target')}"
+    mixed = [label for label, value in _identifiers(r) if mixed_scripts(value)]
+    warn = f"⚠️ Mixed scripts in {', '.join(mixed)}: look-alike letters. " if mixed else ""
+    text = _plain(warn + f"This authorises {a.get('type')} on {a.get('target')}"
                   + (f" in {a.get('environment')}" if a.get("environment") else "")
                   + f" (sha256 {str(r.get('action_sha256') or '')[:16]}…). "
                   "Check the exact action in the message first.", MAX_CONFIRM_TEXT)
@@ -448,16 +486,19 @@ def request_message(r: dict[str, Any], *, role: str = "request") -> tuple[str, l
                                else "⏫ This request was escalated to you; it is now closed."))
     blocks.append(_header(r.get("title")))
     blocks.append(_fields([
-        ("Workflow", _inline(r.get("workflow"), 200)),
+        ("Workflow", _ident(r.get("workflow"), 200)),
         ("Risk", _risk(r)),
-        ("Action", _inline(a.get("type"), 300)),
-        ("Environment", _inline(a.get("environment"), 300)),
-        ("Target", _inline(a.get("target"), 300)),
+        ("Action", _ident(a.get("type"), 300)),
+        ("Environment", _ident(a.get("environment"), 300)),
+        ("Target", _ident(a.get("target"), 300)),
         ("Agent", _agent(r)),
-        ("Executor", _inline(r.get("executor"), 200)),
+        ("Executor", _ident(r.get("executor"), 200)),
         ("Deadline", _when(r.get("deadline"))),
         ("Approvals needed", _approvals_needed(r)),
     ]))
+    warnings = _script_warnings(r)
+    if warnings:
+        blocks.append(_section("\n".join(warnings)))
     blocks.append(_section(_code(r.get("justification"), MAX_SECTION, "*Justification* (agent-supplied)\n")))
     sha = f"\nsha256: {_inline(r.get('action_sha256'), 100)}"
     blocks.append(_section(_code(_action_json(r.get("action")), MAX_SECTION - len(sha),
