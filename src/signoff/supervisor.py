@@ -72,11 +72,14 @@ class Supervisor:
         self.started_at: dict[int, float] = {}
         self.stopping = False
         self._own_metrics_dir: str | None = None
+        self._metrics_path: str | None = None
 
     def _start(self, slot: int) -> None:
         fd = self.sock.fileno()
         # the worker's share of Slack's rate limits is 1 / (replicas × workers)
         env = dict(os.environ, SIGNOFF_WORKER=str(slot), SIGNOFF_WORKER_COUNT=str(self.count))
+        if self._metrics_path:
+            env["PROMETHEUS_MULTIPROC_DIR"] = self._metrics_path
         # Own session: a Ctrl-C in the terminal reaches the supervisor only, which stops the
         # workers in order; on Linux a worker also stops if the supervisor is killed.
         proc = subprocess.Popen(worker_command(fd, socket_mode=self.socket_mode), pass_fds=(fd,), env=env,
@@ -146,7 +149,7 @@ class Supervisor:
                     os.unlink(os.path.join(path, name))
         else:
             path = self._own_metrics_dir = tempfile.mkdtemp(prefix="signoff-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+        self._metrics_path = path  # the workers' environment only: this process keeps its own
 
     def _shutdown(self) -> None:
         self._signal_all(signal.SIGTERM)
