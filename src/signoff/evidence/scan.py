@@ -35,6 +35,7 @@ from typing import Any
 
 from signoff.evidence.canon import (
     NotCanonicalizable,
+    canonical_bytes,
     canonical_bytes_of_json,
     canonical_text_of_json,
     encode_canonical,
@@ -283,12 +284,13 @@ class _Submissions:
         row = self._row(rid)
         if row is None:
             return
-        if value is None:  # outside the fast path: parse plainly
+        scanned = value is not None
+        if not scanned:  # outside the fast path: parse plainly
             try:
                 value = json.loads(data_text)
             except ValueError:
                 value = None
-        problem = self._problem(row, etype, value)
+        problem = self._problem(row, etype, value, scanned, data_text)
         if problem:
             self.failures.add(f"request {rid}: {problem}")
 
@@ -296,7 +298,23 @@ class _Submissions:
         for _ in self.rows:  # drain (closes the cursor)
             pass
 
-    def _problem(self, row: tuple, etype: str, data: Any) -> str | None:
+    @staticmethod
+    def _event_rollback(data: dict, scanned: bool, data_text: str) -> bytes | None:
+        """RFC 8785 bytes of the event's ``rollback`` (None when it has none).
+
+        A value from ``scan_json`` encodes exactly on the fast path unless it holds a number
+        the fast encoder refuses; then (and for a plainly parsed value) the reference path."""
+        rollback = data.get("rollback")
+        if rollback is None:
+            return None
+        if scanned:
+            try:
+                return encode_canonical(rollback).encode("utf-8")
+            except (TypeError, ValueError):
+                rollback = json.loads(data_text).get("rollback")
+        return canonical_bytes(rollback)
+
+    def _problem(self, row: tuple, etype: str, data: Any, scanned: bool, data_text: str) -> str | None:
         plain = row[1:11]
         action_text, action_sha, rollback_text, deadline, policy_hash, policy_text = row[11:]
         if etype != "request.submitted":
@@ -314,9 +332,10 @@ class _Submissions:
                 return "the request record's action does not hash to its action_sha256"
             if data.get("action_sha256") != action_sha:
                 return "the request record's action differs from its request.submitted event (seq 1)"
-            rollback = scan_json(rollback_text) if rollback_text not in (None, "null") else None
-            if (encode_canonical(rollback) if rollback is not None else None) != (
-                    encode_canonical(data.get("rollback")) if data.get("rollback") is not None else None):
+            # Compared as RFC 8785 bytes, each side exact (fast where it provably can be):
+            # any text, in any plane, and any number the writer could hash compare equal.
+            recorded = canonical_bytes_of_json(rollback_text) if rollback_text not in (None, "null") else None
+            if recorded != self._event_rollback(data, scanned, data_text):
                 return "the request record's rollback differs from its request.submitted event (seq 1)"
             # Policy snapshots repeat (one per workflow version): hash each distinct text once.
             text = policy_text or "null"
