@@ -30,7 +30,8 @@ def load_keyring(store: Store, signing_key: str | None, now: datetime | None = N
     In the database each key has the moment it starts signing (``signoff keys rotate``); the
     newest key whose moment has come signs, and a key it replaced stays in the JWKS for
     ``retention`` (the longest a grant or evidence link can live). Every replica reads the same
-    rows, so all of them sign with the same key.
+    rows, so all of them sign with the same key. ``create=False`` (a read-only command) makes
+    none: with no key set and none kept it raises ``LookupError``.
     """
     now = now or datetime.now(timezone.utc)
 
@@ -44,6 +45,8 @@ def load_keyring(store: Store, signing_key: str | None, now: datetime | None = N
     if not signing_key and create:
         store.transaction(tx)
     schedule = key_schedule(store)
+    if not signing_key and not schedule:
+        raise LookupError("no signing key: none is kept in the database and SIGNOFF_SIGNING_KEY is not set")
     if signing_key:
         configured = keys_from_setting(signing_key)
         active, published = configured[0], configured[1:]

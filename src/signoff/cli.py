@@ -148,15 +148,27 @@ def cmd_db_upgrade(args) -> int:
     return 0
 
 
-def _evidence_runtime():
-    settings = _settings()
-    from signoff.bootstrap import load_keyring
-    from signoff.store import migrate
-    from signoff.store.db import Store
+def _evidence_store(settings):
+    """The database a read-only command reads: it must exist and hold the signoff schema
+    (exit 2 otherwise); nothing is created, upgraded or written."""
+    from signoff.store.db import NoDatabase, open_existing
 
-    store = Store(settings.database_url)
-    migrate.upgrade(store.engine)
-    return store, load_keyring(store, settings.signing_key)
+    try:
+        return open_existing(settings.database_url)
+    except NoDatabase as exc:
+        _fail(str(exc), 2)
+
+
+def _evidence_keys(store, settings):
+    """This installation's keys, read only; None when there are none."""
+    from signoff.bootstrap import load_keyring
+
+    try:
+        return load_keyring(store, settings.signing_key, create=False)
+    except LookupError:
+        return None
+    except ValueError as exc:  # a SIGNOFF_SIGNING_KEY that is not a key
+        _fail(str(exc), 2)
 
 
 def cmd_evidence_export(args) -> int:
@@ -164,11 +176,23 @@ def cmd_evidence_export(args) -> int:
 
     from signoff.evidence.export import build_bundle, render_html
 
-    store, keys = _evidence_runtime()
+    settings = _settings()
+    store = _evidence_store(settings)
     try:
-        bundle = build_bundle(store, keys, args.id, datetime.now(timezone.utc))
-    except LookupError:
-        _fail(f"no request {args.id}", 1)
+        keys = _evidence_keys(store, settings)
+        if keys is None:
+            from signoff.store.tables import RequestRow
+
+            if store.read(lambda s: s.get(RequestRow, args.id)) is None:
+                _fail(f"no request {args.id}", 1)
+            _fail("cannot sign the bundle: no signing key is kept in the database and SIGNOFF_SIGNING_KEY "
+                  "is not set", 2)
+        try:
+            bundle = build_bundle(store, keys, args.id, datetime.now(timezone.utc))
+        except LookupError:
+            _fail(f"no request {args.id}", 1)
+    finally:
+        store.dispose()
     out = render_html(bundle) if args.format == "html" else json.dumps(bundle, indent=2, ensure_ascii=False)
     if args.output:
         Path(args.output).write_text(out, encoding="utf-8")
@@ -181,12 +205,18 @@ def cmd_evidence_export(args) -> int:
 def cmd_evidence_verify(args) -> int:
     from signoff.evidence.verify import verify_store
 
-    store, keys = _evidence_runtime()
+    settings = _settings()
+    store = _evidence_store(settings)
 
     def progress(n: int) -> None:
         print(f"  … {n:,} events checked", file=sys.stderr)
 
-    result = verify_store(store, keys, progress=progress)
+    try:
+        # no keys at all: any checkpoint fails to verify, as it should
+        keys = _evidence_keys(store, settings) or {"keys": []}
+        result = verify_store(store, keys, progress=progress)
+    finally:
+        store.dispose()
     if result.ok:
         print(f"OK: {result.checked_requests:,} request(s), {result.checked_events:,} event(s), every chain intact")
         return 0
@@ -204,8 +234,14 @@ def cmd_evidence_verify_bundle(args) -> int:
     if args.jwks:
         jwks = _load_jwks(args.jwks)
     else:
-        store, keys = _evidence_runtime()
-        jwks = keys.all_jwks()  # an old bundle may be signed by a key no longer published
+        settings = _settings()
+        store = _evidence_store(settings)
+        try:
+            keys = _evidence_keys(store, settings)
+        finally:
+            store.dispose()
+        # an old bundle may be signed by a key no longer published
+        jwks = keys.all_jwks() if keys is not None else {"keys": []}
     ok, reason = verify_bundle(bundle, jwks)
     if ok:
         print(f"OK: bundle for request {bundle.get('request', {}).get('id')} — signature and chain verify")

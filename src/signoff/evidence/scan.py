@@ -369,8 +369,11 @@ def connect(target: dict, pg_snapshot: str | None):
     ``{"sqlite": path}`` or ``{"postgresql": libpq URI}``."""
     if "sqlite" in target:
         import sqlite3
+        from urllib.parse import quote
 
-        dbc = sqlite3.connect(target["sqlite"], isolation_level=None, check_same_thread=False)
+        # read-only: a helper never creates or changes the file
+        dbc = sqlite3.connect(f"file:{quote(target['sqlite'], safe='/')}?mode=ro", uri=True, isolation_level=None,
+                              check_same_thread=False)
         dbc.execute("PRAGMA busy_timeout=30000")
         dbc.execute("BEGIN")  # a read transaction: one WAL snapshot throughout
         return dbc

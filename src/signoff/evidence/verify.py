@@ -42,7 +42,7 @@ from signoff.evidence.canon import ledger_hash
 from signoff.evidence.scan import Failures as _Failures
 from signoff.evidence.scan import check_range
 from signoff.evidence.signing import verify_signature
-from signoff.store.db import Store
+from signoff.store.db import Store, sqlite_file
 from signoff.store.tables import CheckpointRow, EventRow, LedgerRow, RequestRow
 
 PROGRESS_EVERY = 100_000
@@ -165,9 +165,10 @@ def _target(store: Store) -> dict:
     """How a helper process reaches the same database without SQLAlchemy."""
     url = make_url(store.url)
     if store.dialect == "sqlite":
-        if not url.database or url.database == ":memory:":
+        path = sqlite_file(store.url)
+        if path is None:
             raise ValueError("an in-memory SQLite database cannot be verified in several processes")
-        return {"sqlite": url.database}
+        return {"sqlite": path}
     return {"postgresql": url.set(drivername="postgresql").render_as_string(hide_password=False)}
 
 

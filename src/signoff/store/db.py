@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
@@ -42,24 +43,37 @@ def _compact_json(value) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE writes."""
+def make_engine(url: str, *, pool_size: int = 10, readonly: bool = False) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE writes.
+
+    ``readonly``: connections that cannot write (SQLite opened with ``mode=ro``, which never
+    creates the file; PostgreSQL transactions read-only by default)."""
     url = normalize_url(url)
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
+        extra: dict[str, Any] = {}
+        path = sqlite_file(url)
+        if readonly:
+            if path is None:
+                raise ValueError("an in-memory SQLite database cannot be opened read-only")
+            import sqlite3
+
+            ro_uri = f"file:{quote(path, safe='/')}?mode=ro"
+            extra["creator"] = lambda: sqlite3.connect(ro_uri, uri=True, check_same_thread=False, timeout=30)
         engine = create_engine(
             url,
             json_serializer=_compact_json,
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=pool_size,
             max_overflow=20,
+            **extra,
         )
 
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_conn, _record):
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
             cur = dbapi_conn.cursor()
-            if u.database and u.database != ":memory:":
+            if u.database and u.database != ":memory:" and not readonly:
                 cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
@@ -70,14 +84,25 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         def _sqlite_begin(conn):
             # Writers take the lock up front: no SQLITE_BUSY upgrades mid-transaction, and
             # a read-then-write use-case is serialised like a compare-and-set needs.
-            if conn.get_execution_options().get("signoff_readonly"):
+            if readonly or conn.get_execution_options().get("signoff_readonly"):
                 conn.exec_driver_sql("BEGIN")
             else:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+    connect_args = {"options": "-c default_transaction_read_only=on"} if readonly else {}
     return create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True,
-                         json_serializer=_compact_json)
+                         json_serializer=_compact_json, connect_args=connect_args)
+
+
+def sqlite_file(url: str) -> str | None:
+    """The absolute path of a SQLite URL's database file; None when in memory."""
+    database = make_url(normalize_url(url)).database
+    if not database or database == ":memory:" or database.startswith("file::memory:") or "mode=memory" in database:
+        return None
+    if database.startswith("file:"):
+        database = database[5:].split("?", 1)[0]
+    return os.path.abspath(database)
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -103,12 +128,54 @@ def is_retryable(exc: BaseException) -> bool:
 
 def _sqlite_file(engine: Engine) -> str | None:
     """The database file of a SQLite engine; None when in memory."""
-    database = engine.url.database
-    if not database or database == ":memory:" or database.startswith("file::memory:"):
-        return None
-    if database.startswith("file:"):
-        database = database[5:].split("?", 1)[0]
-    return os.path.abspath(database)
+    return sqlite_file(engine.url.render_as_string(hide_password=False))
+
+
+class NoDatabase(Exception):
+    """What a read-only command was pointed at is not a signoff database (the message says why)."""
+
+
+def open_existing(url: str) -> Store:
+    """A read-only ``Store`` on an existing signoff database at the current schema.
+
+    Nothing is created or changed: a SQLite file that does not exist stays absent (and an
+    existing one is opened with ``mode=ro``), a PostgreSQL database is only read. Raises
+    ``NoDatabase`` when there is no database, it cannot be opened, it holds no signoff
+    schema, or its schema is not the one this version reads."""
+    from signoff.store import migrate
+
+    url = normalize_url(url)
+    shown = make_url(url).render_as_string(hide_password=True)
+    if make_url(url).get_backend_name() == "sqlite":
+        path = sqlite_file(url)
+        if path is None:
+            raise NoDatabase(f"{shown} is an in-memory database: it holds nothing to read")
+        if not os.path.isfile(path):
+            raise NoDatabase(f"no database at {path} ({shown}); nothing was created. Run this where the "
+                             "bot's database is, or set SIGNOFF_DATABASE_URL")
+        where = path
+    else:
+        where = shown
+    store = Store(url, readonly=True)
+    try:
+        try:
+            revision = migrate.schema_revision(store.engine)
+        except DBAPIError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            if store.dialect == "sqlite" and "not a database" in reason:
+                raise NoDatabase(f"{where} holds no signoff schema (it is not a SQLite database)") from None
+            raise NoDatabase(f"cannot open the database {where}: {reason}") from None
+        if revision is None:
+            raise NoDatabase(f"{where} holds no signoff schema (no signoff tables); is SIGNOFF_DATABASE_URL "
+                             "the bot's database?")
+        head = migrate.head_revision(store.engine)
+        if revision != head:
+            raise NoDatabase(f"the database {where} is at schema revision {revision!r}, this signoff reads "
+                             f"{head!r}: run `signoff db upgrade` (with this version) first")
+    except BaseException:
+        store.dispose()
+        raise
+    return store
 
 
 class WriterLock:
@@ -198,12 +265,13 @@ class Store:
 
     BATCH_MAX = 16  # bounds how long one batch holds the write lock (other writers wait)
 
-    def __init__(self, url: str, *, pool_size: int = 10):
+    def __init__(self, url: str, *, pool_size: int = 10, readonly: bool = False):
         # Called after every commit with the events it wrote (metrics, waiters); a listener
         # that raises is logged and does not undo anything.
         self.on_commit: list[Callable[[list[Committed]], None]] = []
         self.url = normalize_url(url)
-        self.engine = make_engine(self.url, pool_size=pool_size)
+        self.readonly = readonly
+        self.engine = make_engine(self.url, pool_size=pool_size, readonly=readonly)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time. Writers queue on a lock here instead of inside
         # SQLite, whose busy handler sleeps in growing steps (up to 100 ms) and so leaves

@@ -9,7 +9,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,17 @@ def head_revision(engine: Engine) -> str:
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The schema revision of a signoff database; None when it holds no signoff schema
+    (no revision recorded, or not the tables signoff keeps its evidence in). Only reads."""
+    with engine.connect() as conn:
+        revision = MigrationContext.configure(conn).get_current_revision()
+        if revision is None:
+            return None
+        names = set(inspect(conn).get_table_names())
+    return revision if {"requests", "events"} <= names else None
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:
