@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select, text
 
-from signoff.config import Config, load_config
+from signoff.config import Config, load_config, log_warnings
 from signoff.keys import KeyRing, ScheduledKey, generate, key_from_pem, keys_from_setting, ring_from_schedule
 from signoff.settings import Settings
 from signoff.store import migrate
@@ -112,6 +112,7 @@ class ConfigHolder:
         with self._lock:
             self._config = new
         log.info("reloaded workflow file %s", self.path)
+        log_warnings(new, log)
         return True, "reloaded"
 
 

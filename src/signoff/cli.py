@@ -72,6 +72,9 @@ def cmd_serve(args) -> int:
               fd=args.worker_fd)
         return 0
     runtime = _runtime(settings)
+    from signoff.config import log_warnings
+
+    log_warnings(runtime.config(), logging.getLogger("signoff.config"))  # once, not once per worker
     if args.workers > 1:
         from signoff.supervisor import Supervisor, bind
 
@@ -127,14 +130,25 @@ def cmd_check_config(args) -> int:
     from signoff.config import ConfigError, load_config
 
     path = args.path or _settings().config_path
+
+    def show(problem, kind: str = "") -> str:  # path:line: [warning: ]where: message
+        head = f"{path}:{problem.line}" if problem.line else str(path)
+        return f"{head}: {kind}" + (f"{problem.where}: " if problem.where else "") + problem.message
+
     try:
         config = load_config(path)
     except ConfigError as exc:
-        print(f"{exc.source}: {len(exc.errors)} error(s)", file=sys.stderr)
-        for err in exc.errors:
-            print(f"  {err}", file=sys.stderr)
+        found = [(p, "") for p in exc.problems] + [(p, "warning: ") for p in exc.warnings]
+        for problem, kind in sorted(found, key=lambda f: (f[0].line is None, f[0].line or 0)):
+            print(show(problem, kind), file=sys.stderr)
+        print(f"{path}: {len(exc.problems)} error(s)" + (f", {len(exc.warnings)} warning(s)" if exc.warnings else ""),
+              file=sys.stderr)
         return 1
-    print(f"{path}: OK — {len(config.agents)} agent(s), {len(config.workflows)} workflow(s)")
+    warnings = config.warnings()
+    for problem in warnings:
+        print(show(problem, "warning: "), file=sys.stderr)
+    print(f"{path}: OK — {len(config.agents)} agent(s), {len(config.workflows)} workflow(s)"
+          + (f", {len(warnings)} warning(s)" if warnings else ""))
     return 0
 
 

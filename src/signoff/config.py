@@ -7,10 +7,11 @@ the YAML parser can tell, its line.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -355,27 +356,11 @@ class Workflow(_Model):
         return list(self.approvers) if self.approvers else [self.owner]
 
     @model_validator(mode="after")
-    def _ladder(self) -> "Workflow":
-        afters = [s.after for s in self.escalation]
-        if afters != sorted(afters) or len(set(afters)) != len(afters):
-            raise ValueError("escalation steps must have strictly increasing 'after'")
-        if afters and afters[-1] >= self.timeout:
-            raise ValueError(
-                f"escalation step at {format_duration(afters[-1])} is not before the timeout "
-                f"({format_duration(self.timeout)}): it could never fire"
-            )
-        # Quorum must be reachable when every possible approver is a known user.
-        people = set(self.approver_ids) | {t for s in self.escalation for t in s.to}
-        if all(USER_RE.match(p) for p in people) and self.required_approvals > len(people):
-            raise ValueError(
-                f"required_approvals is {self.required_approvals} but only {len(people)} "
-                "distinct approver(s) could ever approve"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _rules(self) -> "Workflow":
-        errors = []
+    def _coherent(self) -> "Workflow":
+        # One validator for every cross-field problem, so that one does not hide another.
+        own = ladder_problems([s.after for s in self.escalation], self.timeout, self.approver_ids,
+                              [t for s in self.escalation for t in s.to], self.required_approvals)
+        errors = [_sub_error(loc, msg) for loc, msg in own]
         names = [r.name for r in self.rules]
         for i, rule in enumerate(self.rules):
             if rule.name in names[:i]:
@@ -387,8 +372,10 @@ class Workflow(_Model):
                 for err in exc.errors():
                     msg = err["msg"].removeprefix("Value error, ")
                     for piece in msg.split(_SEP):
-                        errors.append(_sub_error(("rules", i) + tuple(err["loc"]),
-                                                 f"with rule {rule.name!r} applied: {piece}"))
+                        inner, piece = _split_sub(tuple(err["loc"]), piece)
+                        if (inner, piece) in own:
+                            continue  # the workflow's own problem, reported once
+                        errors.append(_sub_error(("rules", i) + inner, f"with rule {rule.name!r} applied: {piece}"))
         if errors:
             raise ValueError(_SEP.join(errors))
         return self
@@ -421,26 +408,39 @@ class Workflow(_Model):
 
 
 class WorkflowFile(_Model):
+    """The file's two lists. Ids across them (duplicates, references) are checked by
+    ``parse_config`` on the file's data, so that they show whatever else is wrong."""
+
     agents: list[Agent] = Field(default_factory=list)
     workflows: list[Workflow] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _references(self) -> "WorkflowFile":
-        errors = []
-        agent_ids = [a.id for a in self.agents]
-        for i, a in enumerate(agent_ids):
-            if a in agent_ids[:i]:
-                errors.append(f"agents[{i}].id: duplicate agent id {a!r}")
-        wf_ids = [w.id for w in self.workflows]
-        for i, w in enumerate(self.workflows):
-            if w.id in wf_ids[:i]:
-                errors.append(f"workflows[{i}].id: duplicate workflow id {w.id!r}")
-            for j, ref in enumerate(w.agents):
-                if ref not in agent_ids:
-                    errors.append(f"workflows[{i}].agents[{j}]: unknown agent {ref!r}")
-        if errors:
-            raise ValueError("; ".join(errors))
-        return self
+
+def ladder_problems(afters: list[timedelta | None], timeout: timedelta | None, approvers: list[Any] | None,
+                    targets: list[Any], required: int | None) -> list[tuple[tuple, str]]:
+    """A workflow's escalation ladder and quorum: ``(path inside the workflow, message)``
+    for each problem. A value that is unknown (``None``: itself invalid) is not judged."""
+    problems: list[tuple[tuple, str]] = []
+    last: timedelta | None = None
+    for k, after in enumerate(afters):
+        if after is None:
+            continue
+        if last is not None and after <= last:
+            problems.append((("escalation", k, "after"),
+                             f"step at {format_duration(after)} is not after the step before it "
+                             f"({format_duration(last)}): escalation steps must have strictly increasing 'after'"))
+        if timeout is not None and after >= timeout:
+            problems.append((("escalation", k, "after"),
+                             f"escalation step at {format_duration(after)} is not before the timeout "
+                             f"({format_duration(timeout)}): it could never fire"))
+        last = after if last is None else max(last, after)
+    # Quorum must be reachable when every possible approver is a known user.
+    people = set(approvers or []) | set(targets)
+    if (required is not None and approvers is not None and all(isinstance(p, str) and USER_RE.match(p) for p in people)
+            and required > len(people)):
+        problems.append((("required_approvals",),
+                         f"required_approvals is {required} but only {len(people)} distinct approver(s) "
+                         "could ever approve"))
+    return problems
 
 
 @dataclass(frozen=True)
@@ -449,6 +449,8 @@ class Config:
 
     file: WorkflowFile
     source: str = "<memory>"
+    # the file's YAML paths and their lines (for warnings about a valid file)
+    lines: dict[tuple, int] = field(default_factory=dict, compare=False, repr=False)
 
     def agent(self, agent_id: str) -> Agent | None:
         return self._agents_by_id.get(agent_id)
@@ -494,6 +496,32 @@ class Config:
         return value.encode() if value else None
 
 
+    def warnings(self, environ: dict[str, str] | None = None) -> list[Problem]:
+        """What makes a valid file not work as meant: an agent whose ``secret_env`` is unset
+        (or empty) in the environment and ``.env`` — every request it signs is refused."""
+        return _secret_warnings([{"id": a.id, "secret_env": a.secret_env} for a in self.file.agents], self.lines,
+                                environ)
+
+
+def _secret_warnings(agents: list, lines: dict[tuple, int], environ: dict[str, str] | None) -> list[Problem]:
+    env = _environ_with_dotenv() if environ is None else environ
+    out = []
+    for i, agent in enumerate(agents):
+        name = agent.get("secret_env") if isinstance(agent, dict) else None
+        if isinstance(name, str) and name and not env.get(name):
+            loc = ("agents", i, "secret_env")
+            out.append(Problem(_line_of(lines, loc), _format_loc(loc),
+                               f"{name} is not set in the environment (nor in .env): every request agent "
+                               f"{agent.get('id')!r} signs with it is refused (401)"))
+    return out
+
+
+def log_warnings(config: Config, logger: logging.Logger) -> None:
+    """Log ``config.warnings()`` (names and lines only; never a value)."""
+    for problem in config.warnings():
+        logger.warning("workflow file %s: %s", config.source, problem)
+
+
 def _environ_with_dotenv() -> dict[str, str]:
     from dotenv import dotenv_values
 
@@ -502,13 +530,29 @@ def _environ_with_dotenv() -> dict[str, str]:
     return merged
 
 
-class ConfigError(Exception):
-    """The workflow file cannot be used; ``errors`` holds one line per problem."""
+@dataclass(frozen=True)
+class Problem:
+    """One finding in a workflow file: its line (None where the file has none), where in
+    the file (``workflows[0].timeout``; empty for the file as a whole) and what is wrong."""
 
-    def __init__(self, source: str, errors: list[str]):
+    line: int | None
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return (f"line {self.line}: " if self.line else "") + (f"{self.where}: " if self.where else "") + self.message
+
+
+class ConfigError(Exception):
+    """The workflow file cannot be used; ``problems`` holds every problem in file order
+    (``errors``: the same as text, one line each)."""
+
+    def __init__(self, source: str, errors: list[str | Problem], warnings: list[Problem] | None = None):
         self.source = source
-        self.errors = errors
-        super().__init__(f"{source}: " + "; ".join(errors))
+        self.warnings = warnings or []  # what Config.warnings() would say too, where the file tells
+        self.problems = [e if isinstance(e, Problem) else Problem(None, "", str(e)) for e in errors]
+        self.errors = [str(p) for p in self.problems]
+        super().__init__(f"{source}: " + "; ".join(self.errors))
 
 
 def _format_loc(loc: tuple) -> str:
@@ -521,29 +565,35 @@ def _format_loc(loc: tuple) -> str:
     return out
 
 
-def _line_index(text: str) -> dict[tuple, int]:
-    """Map YAML paths (as tuples) to 1-based line numbers."""
+def _compose(text: str) -> tuple[dict[tuple, int], list[Problem]]:
+    """Map YAML paths (as tuples) to 1-based line numbers, from the parser's nodes; and the
+    duplicated keys (which a YAML loader silently resolves to the last one)."""
     index: dict[tuple, int] = {}
-    try:
-        root = yaml.compose(text)
-    except yaml.YAMLError:
-        return index
+    dupes: list[Problem] = []
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
 
     def walk(node, path):
         if node is None:
             return
-        index[path] = node.start_mark.line + 1
+        index.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
             for k, v in node.value:
-                index[path + (k.value,)] = k.start_mark.line + 1
-                walk(v, path + (k.value,))
-                index[path + (k.value,)] = k.start_mark.line + 1
+                line = k.start_mark.line + 1
+                key = k.value
+                if isinstance(k, yaml.ScalarNode) and key in seen:
+                    dupes.append(Problem(line, _format_loc(path + (key,)),
+                                         f"duplicate key {key!r} (also on line {seen[key]}): only the last one counts"))
+                seen.setdefault(key, line)
+                index[path + (key,)] = line
+                walk(v, path + (key,))
+                index[path + (key,)] = line
         elif isinstance(node, yaml.SequenceNode):
             for i, v in enumerate(node.value):
                 walk(v, path + (i,))
 
     walk(root, ())
-    return index
+    return index, dupes
 
 
 def _line_of(index: dict[tuple, int], loc: tuple) -> int | None:
@@ -552,43 +602,131 @@ def _line_of(index: dict[tuple, int], loc: tuple) -> int | None:
         if loc in index:
             return index[loc]
         loc = loc[:-1]
-    return None
+    return index.get(())
+
+
+def _real_loc(loc: tuple) -> tuple:
+    # pydantic names union and validator branches in a location; they are not keys of the file
+    return tuple(p for p in loc if not (isinstance(p, str) and (p.startswith("function-") or "[" in p)))
+
+
+def _validation_problems(exc: ValidationError, index: dict[tuple, int]) -> tuple[list[Problem], set[int]]:
+    """The problems pydantic found; and the workflows (by index) whose own cross-field
+    checks it therefore never ran (a field of theirs is invalid)."""
+    problems, unchecked = [], set()
+    for err in exc.errors():
+        loc = _real_loc(err["loc"])
+        if len(loc) > 2 and loc[0] == "workflows" and isinstance(loc[1], int):
+            unchecked.add(loc[1])
+        msg = err["msg"].removeprefix("Value error, ")
+        for piece in msg.split(_SEP) if (not loc or _SUB in msg) else [msg]:
+            full, piece = _split_sub(loc, piece)
+            problems.append(Problem(_line_of(index, full), _format_loc(full) or "(top level)", piece))
+    return problems, unchecked
+
+
+def _duration_or_none(value: Any) -> timedelta | None:
+    try:
+        return parse_duration(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _raw_ladder(wf: dict) -> list[tuple[tuple, str]]:
+    """``ladder_problems`` of a workflow whose model could not be built: judged on the
+    values that are valid by themselves."""
+    steps = wf.get("escalation") if isinstance(wf.get("escalation"), list) else []
+    afters = [_duration_or_none(s.get("after")) if isinstance(s, dict) else None for s in steps]
+    timeout = _duration_or_none(wf["timeout"]) if "timeout" in wf else timedelta(hours=1)
+    targets = [t for s in steps if isinstance(s, dict) and isinstance(s.get("to"), list) for t in s["to"]]
+    approvers = wf.get("approvers")
+    if approvers is None:
+        approvers = [wf.get("owner")]
+    required = wf.get("required_approvals", 1)
+    if not isinstance(required, int) or isinstance(required, bool) or required < 1:
+        required = None
+    return ladder_problems(afters, timeout, approvers if isinstance(approvers, list) else None, targets, required)
+
+
+def _file_problems(data: dict, index: dict[tuple, int], unchecked: set[int]) -> list[Problem]:
+    """What spans the file: it has agents and workflows, ids are unique, workflows name
+    known agents; and the ladders of workflows pydantic could not check."""
+    problems = []
+
+    def add(loc: tuple, message: str) -> None:
+        problems.append(Problem(_line_of(index, loc), _format_loc(loc) or "(top level)", message))
+
+    for key, why in (("agents", "no one could submit a request"), ("workflows", "nothing could be requested")):
+        if data.get(key) in (None, []):  # anything else that is not a list, pydantic reports
+            add((key,) if key in data else (), f"no {key}: the file must define at least one under {key!r} ({why})")
+    agents = data.get("agents") if isinstance(data.get("agents"), list) else []
+    workflows = data.get("workflows") if isinstance(data.get("workflows"), list) else []
+    for kind, items in (("agent", agents), ("workflow", workflows)):
+        first: dict[str, int] = {}
+        for i, item in enumerate(items):
+            ident = item.get("id") if isinstance(item, dict) else None
+            if not isinstance(ident, str):
+                continue
+            if ident in first:
+                add((f"{kind}s", i, "id"), f"duplicate {kind} id {ident!r} (first on line "
+                                           f"{_line_of(index, (f'{kind}s', first[ident], 'id'))})")
+            else:
+                first[ident] = i
+    known = {a.get("id") for a in agents if isinstance(a, dict)}
+    for i, wf in enumerate(workflows):
+        if not isinstance(wf, dict):
+            continue
+        refs = wf.get("agents")
+        for j, ref in enumerate(refs if isinstance(refs, list) else []):
+            if isinstance(ref, str) and ref not in known:
+                add(("workflows", i, "agents", j), f"unknown agent {ref!r} (not under 'agents')")
+        if i in unchecked:
+            for loc, message in _raw_ladder(wf):
+                add(("workflows", i) + loc, message)
+    return problems
 
 
 def parse_config(text: str, source: str = "<memory>") -> Config:
-    """Parse and validate a workflow file's text; ConfigError lists every problem."""
+    """Parse and validate a workflow file's text; ConfigError lists every problem, each with
+    its line where the file has one, in file order."""
     try:
+        index, problems = _compose(text)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        raise ConfigError(source, [f"{where}not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        raise ConfigError(source, [Problem(mark.line + 1 if mark else None, "",
+                                           f"not valid YAML: {getattr(exc, 'problem', None) or exc}")]) from None
     if data is None:
-        data = {}
+        raise ConfigError(source, [Problem(None, "", "the file is empty: it must define 'agents' and 'workflows'")])
     if not isinstance(data, dict):
-        raise ConfigError(source, ["the file must be a mapping with 'agents' and 'workflows'"])
-    index = _line_index(text)
+        raise ConfigError(source, [Problem(index.get(()), "", "the file must be a mapping with 'agents' and "
+                                           f"'workflows', not {_kind(data)}")])
+    data = {k: ([] if k in ("agents", "workflows") and v is None else v) for k, v in data.items()}
+    config = None
     try:
-        return Config(WorkflowFile.model_validate(data), source)
+        config = Config(WorkflowFile.model_validate(data), source, lines=index)
+        unchecked: set[int] = set()
     except ValidationError as exc:
-        errors = []
-        for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            # pydantic reports a union/annotated branch name in loc sometimes; keep only real keys
-            msg = err["msg"].removeprefix("Value error, ")
-            for piece in msg.split(_SEP) if (not loc or _SUB in msg) else [msg]:
-                full, piece = _split_sub(loc, piece)
-                path = _format_loc(full) or "(top level)"
-                line = _line_of(index, full)
-                prefix = f"line {line}: " if line else ""
-                errors.append(f"{prefix}{path}: {piece}" if full else f"{piece}")
-        raise ConfigError(source, errors) from None
+        found, unchecked = _validation_problems(exc, index)
+        problems += found
+    problems += _file_problems(data, index, unchecked)
+    if problems or config is None:
+        unique = list(dict.fromkeys(problems))
+        unique.sort(key=lambda p: (p.line is None, p.line or 0))
+        agents = data.get("agents") if isinstance(data.get("agents"), list) else []
+        raise ConfigError(source, unique, _secret_warnings(agents, index, None))
+    return config
+
+
+def _kind(value: Any) -> str:
+    return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "true/false"}.get(
+        type(value), type(value).__name__)
 
 
 # A model validator reports errors deeper than its own model as "\x00a.0.b\x00 message",
 # so that check-config can print (and find the line of) the full path.
 _SUB = "\x00"
-_SEP = "; "
+_SEP = "\x1e"
 
 
 def _sub_error(loc: tuple, message: str) -> str:
