@@ -579,9 +579,11 @@ def _compose(text: str) -> tuple[dict[tuple, int], list[Problem]]:
         if isinstance(node, yaml.MappingNode):
             seen: dict[Any, int] = {}
             for k, v in node.value:
+                if not isinstance(k, yaml.ScalarNode):
+                    continue  # a complex key: the loader refuses it, with its line
                 line = k.start_mark.line + 1
                 key = k.value
-                if isinstance(k, yaml.ScalarNode) and key in seen:
+                if key in seen:
                     dupes.append(Problem(line, _format_loc(path + (key,)),
                                          f"duplicate key {key!r} (also on line {seen[key]}): only the last one counts"))
                 seen.setdefault(key, line)

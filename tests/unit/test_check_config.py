@@ -173,3 +173,21 @@ def test_reload_logs_the_unset_secret(tmp_path, monkeypatch, caplog):
     assert len(warnings) == 1
     text = warnings[0].getMessage()
     assert "other-bot" in text and "OTHER_BOT_SECRET" in text and "value-never-logged" not in text
+
+
+@pytest.mark.parametrize("text", [
+    "agents: 5\nworkflows: {a: 1}\n",
+    "agents: [1, \"x\", null]\nworkflows: [3, {id: 5, agents: 7, escalation: 3, timeout: [1]}]\n",
+    "? [a, b]\n: 1\nagents: []\n",
+    "agents: [\n",
+    "!!python/object/apply:os.system [echo hi]\n",
+    "agents: [{id: a, sponsor: U0S, secret_env: A}]\nworkflows:\n  - id: w\n    owner: U0O\n"
+    "    platform_owner: U0P\n    security_owner: U0S\n    escalation: [{after: 5m, to: [U0X]}, {after: x}]\n",
+])
+def test_odd_files_get_lines_not_tracebacks(tmp_path, capsys, env, text):
+    path = tmp_path / "odd.yaml"
+    path.write_text(text)
+    assert main(["check-config", str(path)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and all(line.startswith(f"{path}:") for line in lines), lines
+    assert re.match(rf"{re.escape(str(path))}:\d+: ", lines[0]), lines
