@@ -14,6 +14,7 @@ from signoff.domain.canonical import canonical_json
 from signoff.evidence.canon import (
     NotCanonicalizable,
     canonical_bytes,
+    canonical_bytes_of_json,
     canonical_text_of_json,
     event_hash,
     ledger_hash,
@@ -78,6 +79,44 @@ def test_fast_path_matches_rfc8785_on_random_documents():
         else:
             assert canonical_json(value) == ref, value
     assert fast > 1000  # the fast path is the common one
+
+
+# text from every plane: what a store holds literally (its JSON written with ensure_ascii=False)
+WIDE = ["é", "ß", "Ω", "щ", "ש", "م", "中", "€", "\u2028", "\u2029", "\x7f", "\x85", "e\u0301", "\u202e", "\ud7ff",
+        "\ue000", "\uffff", "\ufeff", "😀", "𝄞", "\U00010000", "\U0010ffff", "\\u00e9", "\\ud800", "\"", "\n"]
+
+
+def _wide_text(rng: random.Random) -> str:
+    return "".join(rng.choice(WIDE + ["a", "Z", " ", "1"]) for _ in range(rng.randint(0, 6)))
+
+
+def _wide_value(rng: random.Random, depth: int = 0):
+    kind = rng.random()
+    if depth > 3 or kind < 0.4:
+        return _wide_text(rng) if rng.random() < 0.8 else rng.choice(NUMBERS)
+    if kind < 0.6:
+        return [_wide_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    return {_wide_text(rng): _wide_value(rng, depth + 1) for _ in range(rng.randint(0, 5))}
+
+
+def test_fast_path_matches_rfc8785_on_literal_unicode():
+    """Stored text carries non-ASCII literally; the fast path takes it wherever it provably
+    gives the reference bytes (keys sort by UTF-16 code units in RFC 8785, by code point in
+    Python: they agree unless U+D800–U+FFFF is in the text), and declines the rest."""
+    rng = random.Random(2028)
+    fast = fast_wide = 0
+    for _ in range(5000):
+        value = _wide_value(rng)
+        text = json.dumps(value, ensure_ascii=False, sort_keys=rng.random() < 0.5,
+                          separators=rng.choice([(",", ":"), (", ", ": ")]))
+        ref = _reference(json.loads(text))
+        got = canonical_text_of_json(text)
+        if got is not None:
+            fast += 1
+            fast_wide += not text.isascii()
+            assert got.encode("utf-8") == ref, text
+        assert canonical_bytes_of_json(text) == ref
+    assert fast_wide > 1000, (fast, fast_wide)
 
 
 @pytest.mark.parametrize("value", [{"k": v} for v in NUMBERS] + [{"s": s} for s in STRINGS]

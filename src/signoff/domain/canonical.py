@@ -8,8 +8,10 @@ where the two are provably identical, and hands everything else to ``rfc8785``:
   as integers, as ECMAScript does) or whose magnitude is at least 1e-4 (below 2**53 for a
   fraction), where Python's shortest round-trip ``repr`` is the ECMAScript form; any other
   number (tiny, huge, big integers) sends the document down the reference path;
-- text: no UTF-16 surrogate escapes once encoded as ASCII JSON (so object keys sort the
-  same by code point as by UTF-16 code unit, and no lone surrogate can slip through);
+- text: no UTF-16 surrogate escapes; and in text holding non-ASCII characters literally
+  (as stored JSON does), nothing from U+D800 to U+FFFF, literal or escaped — so object keys
+  sort the same by code point as by UTF-16 code unit (astral planes included), and no lone
+  surrogate can slip through;
 - strings are escaped the way RFC 8785 (ECMAScript ``JSON.stringify``) escapes them,
   which is what ``json``'s C encoder does with ``ensure_ascii=False``: ``\\"``, ``\\\\``,
   ``\\b \\f \\n \\r \\t`` and ``\\u00xx`` (lower-case hex) for other controls, all else
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from json import encoder as _json_encoder
 from typing import Any
 
@@ -99,12 +102,21 @@ else:  # pragma: no cover - CPython always has the C encoder
                                         allow_nan=False, default=_refuse).encode
 
 
+# In text with non-ASCII characters (as a store holds it), what the fast path must decline:
+# U+D800–U+FFFF literally, or escaped (``\\uDxxx``–``\\uFxxx``). Without them, sorting keys by
+# code point (Python) and by UTF-16 code unit (RFC 8785) agree, astral planes included,
+# and no lone surrogate is left to encode.
+_WIDE_UNSAFE = re.compile("[\ud800-\uffff]|\\\\u[d-fD-F]")
+
+
 def scan_json(text: str) -> Any:
     """Parse JSON text for the fast path; None when the text is not eligible (or not JSON).
 
     Numbers come back as the fast encoder needs them (see the module docstring); values it
     must refuse come back as a marker that makes ``encode_canonical`` raise."""
-    if "\\ud" in text or "\\uD" in text or not text.isascii():
+    if "\\ud" in text or "\\uD" in text:
+        return None
+    if not text.isascii() and _WIDE_UNSAFE.search(text):
         return None
     try:
         value, end = _scan(text, 0)
