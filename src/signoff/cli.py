@@ -307,14 +307,21 @@ def cmd_keys_list(args) -> int:
     from signoff.config import ConfigError, load_config
 
     settings = _settings()
-    store = _key_store(settings)
+    store = _evidence_store(settings)  # a listing only reads: no database is created, no key made
     now = datetime.now(timezone.utc)
     kwargs = {}
     try:
         kwargs["retention"] = key_retention(load_config(settings.config_path), settings.evidence_link_ttl)
     except ConfigError:
         pass  # no readable workflow file here: the default retention
-    ring = load_keyring(store, settings.signing_key, now, **kwargs)
+    try:
+        ring = load_keyring(store, settings.signing_key, now, create=False, **kwargs)
+    except LookupError:
+        print("no signing key yet: `signoff serve` makes one when it first starts "
+              "(or set SIGNOFF_SIGNING_KEY)", file=sys.stderr)
+        return 0
+    except ValueError as exc:  # a SIGNOFF_SIGNING_KEY that is not a key
+        _fail(str(exc), 2)
     if args.jwks:
         print(json.dumps(ring.all_jwks(), indent=2))
         return 0

@@ -1,5 +1,5 @@
 """The read-only commands (``evidence verify``, ``evidence export``, ``evidence verify-bundle``
-without ``--jwks``) read the database they are given: one that does not exist, or holds no
+without ``--jwks``, ``keys list``) read the database they are given: one that does not exist, or holds no
 signoff schema, is exit 2 with a clear message, and nothing is created or changed."""
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ def bundle_file(tmp_path):
 def commands(bundle_file):
     return {"verify": ["evidence", "verify"], "export": ["evidence", "export", RID],
             "export-html": ["evidence", "export", RID, "--format", "html"],
-            "verify-bundle": ["evidence", "verify-bundle", bundle_file]}
+            "verify-bundle": ["evidence", "verify-bundle", bundle_file], "keys-list": ["keys", "list"],
+            "keys-jwks": ["keys", "list", "--jwks"]}
 
 
-COMMANDS = ["verify", "export", "export-html", "verify-bundle"]
+COMMANDS = ["verify", "export", "export-html", "verify-bundle", "keys-list", "keys-jwks"]
 
 
 def run(capsys, monkeypatch, url, argv) -> tuple[int, str, str]:
@@ -154,6 +155,8 @@ def test_a_signoff_database_with_no_requests_verifies_and_stays_unchanged(db_url
     assert out.startswith("OK: 0 request(s)")
     code, out, err = run(capsys, monkeypatch, db_url, ["evidence", "export", RID])
     assert code == 1 and f"no request {RID}" in err
+    code, out, err = run(capsys, monkeypatch, db_url, ["keys", "list"])
+    assert code == 0 and "no signing key yet" in err
     store = Store(db_url)
     try:
         assert store.read(lambda s: s.scalar(select(func.count()).select_from(KeyRow))) == 0

@@ -4,7 +4,7 @@ and tampering with such a request is still caught.
 Every free-text field of a request's life carries the text: title, justification, prompt,
 the rollback's description and action parameters (keys and values), the action's
 parameters, the workflow's description (in the policy snapshot), thread replies and edits,
-and the outcome's detail. The fixed cases run through the CLI on SQLite and PostgreSQL; a
+the outcome's detail and a rejection's reason. The fixed cases run through the CLI on SQLite and PostgreSQL; a
 property test puts random Unicode (every plane) into the same fields.
 """
 
@@ -79,6 +79,10 @@ def live_through(ctx, clock: FakeClock, t: str, n: int) -> str:
     assert decide(ctx, request_id=rid, user="U0OWNER", decision="approve", channel=CHANNEL).outcome == "approved"
     assert get_request(ctx, agent_id="deploy-bot", request_id=rid)["status"] == "executing"
     record_outcome(ctx, agent_id="deploy-bot", request_id=rid, body={"status": "failed", "detail": t})
+    # and one rejected, with the text as the reason
+    other = submit(ctx, agent_id="deploy-bot", body=unicode_submission(t)).request["id"]
+    assert decide(ctx, request_id=other, user="U0OWNER", decision="reject", channel=CHANNEL,
+                  reason=t).outcome == "rejected"
     return rid
 
 
@@ -110,7 +114,7 @@ def test_unicode_in_every_field_verifies_through_the_cli(unicode_store, capsys, 
     rt, ids = unicode_store
     code, out, err = cli(capsys, "evidence", "verify")
     assert code == 0, err
-    assert f"OK: {len(TEXTS)} request(s)" in out
+    assert f"OK: {2 * len(TEXTS)} request(s)" in out
     for name, rid in ids.items():
         bundle_file = tmp_path / f"{name}.json"
         code, _, err = cli(capsys, "evidence", "export", rid, "-o", str(bundle_file))
@@ -215,6 +219,9 @@ def test_random_unicode_in_every_field_keeps_verify_green(db_url, monkeypatch):
                       channel=CHANNEL).outcome == "approved"
         get_request(ctx, agent_id="deploy-bot", request_id=rid)
         record_outcome(ctx, agent_id="deploy-bot", request_id=rid, body={"status": "succeeded", "detail": detail})
+        other = submit(ctx, agent_id="deploy-bot", body=sub).request["id"]
+        assert decide(ctx, request_id=other, user="U0OWNER", decision="reject", channel=CHANNEL,
+                      reason=reply).outcome == "rejected"
         result = verify_store(rt.store, ctx.keys)
         assert result.ok, result.failures
 
