@@ -21,8 +21,8 @@ import rfc8785
 
 from e2e.harness import BOT_TOKEN, SIGNOFF, SLACK_SECRET, Serve, base_env, serve_env
 from fakes.slack_api import FakeSlack
-from support import (DEPLOY_BOT, ROUTING, LoopbackHTTP, agent_secret, free_port, v1_signature, v2_signature,
-                     wait_until)
+from support import (DEPLOY_BOT, ROUTING, LoopbackHTTP, agent_secret, free_port, signed_headers, v1_signature,
+                     v2_signature, wait_until)
 from support import submission as base_submission
 
 
@@ -127,6 +127,13 @@ def test_the_whole_loop_over_http(world):
     r = server.agent("POST", "/v1/actions", "deploy-bot", submission())
     assert r.status_code == 201, r.text
     rid = r.json()["id"]
+
+    # v2 over the target exactly as uvicorn received it: percent-encoding and query kept
+    target = f"/v1/actions/%{ord(rid[0]):02x}{rid[1:]}?x=a%20b"
+    for signed, status in ((target, 200), (f"/v1/actions/{rid}?x=a%20b", 401), (f"/v1/actions/{rid}", 401)):
+        h = signed_headers("deploy-bot", agent_secret("deploy-bot"), b"", version="v2", method="GET", target=signed)
+        got = httpx.get(server.url + target, headers=h, timeout=10)
+        assert got.status_code == status, (signed, got.text)
 
     [post] = slack.wait_for("chat.postMessage", 1, timeout=10)
     assert post.params["channel"] == "C0APPROVALS"
