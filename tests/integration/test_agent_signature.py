@@ -518,3 +518,17 @@ def test_signed_and_mutated_requests_never_500_and_refusals_change_nothing(db_ur
     finally:
         api.client.close()
         api.rt.store.dispose()
+
+
+def test_a_replayed_submit_answers_the_first_request_even_after_the_workflow_changed(api):
+    raw = dumps(submission())
+    h = headers_for("deploy-bot", "POST", "/v1/actions", raw, "v2")
+    first = api.send("POST", "/v1/actions", raw, h)
+    assert first.status_code == 201
+    from signoff.config import parse_config
+
+    changed = parse_config(STRICT_YAML.replace("agents: [deploy-bot, other-bot, strict-bot]", "agents: [other-bot]"))
+    api.ctx.config = lambda: changed
+    assert_error(api.call("POST", "/v1/actions", submission(title="new")), 403)  # a new one is refused
+    again = api.send("POST", "/v1/actions", raw, h)
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"], again.text

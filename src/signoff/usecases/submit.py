@@ -21,7 +21,7 @@ from signoff.domain.approval import step_sponsors
 from signoff.domain.budget import scope_key
 from signoff.domain.canonical import canonical_json, sha256_hex
 from signoff.domain.chain import GENESIS
-from signoff.domain.errors import Conflict, Forbidden, Invalid, NotFound
+from signoff.domain.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from signoff.domain.ladder import Ladder, next_due
 from signoff.domain.model import Status
 from signoff.policy import Evaluation, evaluate, execution_check, facts_of, schedule_of
@@ -166,7 +166,15 @@ def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key
         if found is not None:
             return Submitted(found, created=False)
 
-    planned = plan(config, agent_id, sub, ctx.clock())
+    try:
+        planned = plan(config, agent_id, sub, ctx.clock())
+    except DomainError:
+        # The policy refuses it now (the workflow changed since?): a replay still answers
+        # the request it made then, as a retry with a key would.
+        found = ctx.store.read(lambda s: replay(Repo(s))) if keys else None
+        if found is None:
+            raise
+        return Submitted(found, created=False)
 
     def tx(session) -> Submitted:
         repo = Repo(session)
