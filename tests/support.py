@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 from signoff.bootstrap import build
 from signoff.config import parse_config
-from signoff.domain.agent_signature import agent_signature
+from signoff.domain import agent_signature as sig
 from signoff.settings import Settings
 from signoff.standin import LoopbackHTTP  # noqa: F401  (re-exported for the tests)
 
@@ -67,7 +67,7 @@ workflows:
 
 # the agents' shared secrets, by the environment variable their ``secret_env`` names
 SECRETS = {"DEPLOY_BOT_SECRET": "deploy-secret", "OTHER_BOT_SECRET": "other-secret",
-           "OUTSIDER_SECRET": "outsider-secret", "EXEC_BOT_SECRET": "exec-secret"}
+           "OUTSIDER_SECRET": "outsider-secret", "EXEC_BOT_SECRET": "exec-secret", "STRICT_BOT_SECRET": "strict-secret"}
 
 
 def agent_secret(agent: str) -> str:
@@ -105,15 +105,34 @@ def runtime(db_url: str, yaml_text: str = BASIC_YAML, clock=None, monkeypatch=No
 
 
 def v1_signature(secret: str, ts: int | str, body: bytes) -> str:
-    """The X-Signoff-Signature of ``body`` sent at ``ts`` (the scheme of ``agent_signature``)."""
-    return agent_signature(secret.encode(), str(ts), body)
+    """The v1 X-Signoff-Signature of ``body`` sent at ``ts``."""
+    return sig.sign_v1(secret.encode(), str(ts), body)
 
 
-def signed_headers(agent: str, secret: str, body: bytes, ts: int | None = None) -> dict[str, str]:
-    """An agent's request headers: JSON body signed with ``secret`` now (or at ``ts``)."""
+def v2_signature(secret: str, ts: int | str, method: str, target: str, body: bytes) -> str:
+    """The v2 X-Signoff-Signature of ``method`` on ``target`` (path and ?query as sent)."""
+    return sig.sign_v2(secret.encode(), str(ts), method, target, body)
+
+
+def signature(secret: str, ts: int | str, body: bytes, *, version: str = "v1", method: str = "POST",
+              target: str = "/v1/actions") -> str:
+    """The X-Signoff-Signature for ``version`` "v1", "v2" or "both" (``v1=…,v2=…``)."""
+    if version == "v1":
+        return v1_signature(secret, ts, body)
+    if version == "v2":
+        return v2_signature(secret, ts, method, target, body)
+    assert version == "both", version
+    return sig.sign_both(secret.encode(), str(ts), method, target, body)
+
+
+def signed_headers(agent: str, secret: str, body: bytes, ts: int | None = None, *, version: str = "v1",
+                   method: str = "POST", target: str = "/v1/actions") -> dict[str, str]:
+    """An agent's request headers: JSON body signed with ``secret`` now (or at ``ts``); v2
+    (and "both") sign ``method`` and ``target`` too."""
     ts = int(time.time()) if ts is None else ts
     return {"X-Signoff-Agent": agent, "X-Signoff-Timestamp": str(ts),
-            "X-Signoff-Signature": v1_signature(secret, ts, body), "Content-Type": "application/json"}
+            "X-Signoff-Signature": signature(secret, ts, body, version=version, method=method, target=target),
+            "Content-Type": "application/json"}
 
 
 def slack_signed(body: bytes, secret: str, ts: int | None = None) -> dict[str, str]:

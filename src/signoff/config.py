@@ -113,6 +113,9 @@ class Agent(_Model):
     sponsor: UserId
     secret_env: str | None = None
     oidc: OIDCIdentity | None = None
+    # The agent signature versions accepted from this agent: None = v1 and v2; "v2" = v2
+    # only (v1 does not bind the method and path, so its headers replay onto other calls).
+    signature: Literal["v1", "v2"] | None = None
     description: str = ""
 
     @field_validator("id")

@@ -8,7 +8,6 @@ grant and reporting the outcome, and the evidence printed and verified.
 
 from __future__ import annotations
 
-import hmac
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ agents:
   - id: deploy-bot
     sponsor: U0SPONSOR
     secret_env: SIGNOFF_DEMO_AGENT_SECRET
+    signature: v2                # v1 signatures from this agent are refused
 workflows:
   - id: prod-restart
     description: Restart production services
@@ -58,10 +58,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _agent_signature(ts: str, body: bytes) -> str:
-    from signoff.domain.agent_signature import agent_signature
+def _agent_signature(ts: str, method: str, target: str | bytes, body: bytes) -> str:
+    """The agent's v2 signature: it binds the method and the request target too."""
+    from signoff.domain.agent_signature import sign_v2
 
-    return agent_signature(AGENT_SECRET.encode(), ts, body)
+    return sign_v2(AGENT_SECRET.encode(), ts, method, target, body)
 
 
 class _Executor(LoopbackHTTP):
@@ -73,10 +74,16 @@ class _Executor(LoopbackHTTP):
         super().__init__()
         self.url += "/execute"
 
-    def respond(self, method: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+    def answer(self, method: str, target: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        from signoff.domain.agent_signature import MalformedSignature, matches, parse_header
+
         h = {k.lower(): v for k, v in headers.items()}
         ts = h.get("x-signoff-timestamp", "")
-        ok = hmac.compare_digest(_agent_signature(ts, body), h.get("x-signoff-signature", ""))
+        try:  # signoff signs its webhooks v1 and v2: check v2, over this method and target
+            given = parse_header(h.get("x-signoff-signature", "")).get("v2", "")
+        except MalformedSignature:
+            given = ""
+        ok = bool(given) and matches(_agent_signature(ts, method, target, body), given)
         self.received.append({"body": json.loads(body), "signature_ok": ok, "agent": h.get("x-signoff-agent")})
         self.event.set()
         return (200 if ok else 401), b""
@@ -142,7 +149,8 @@ def run_demo(verbose: bool = False) -> int:
             raw = json.dumps(body).encode() if body is not None else b""
             ts = str(int(time.time()))
             headers = {"X-Signoff-Agent": "deploy-bot", "X-Signoff-Timestamp": ts,
-                       "X-Signoff-Signature": _agent_signature(ts, raw), "Content-Type": "application/json"}
+                       "X-Signoff-Signature": _agent_signature(ts, method, httpx.URL(path).raw_path, raw),
+                       "Content-Type": "application/json"}
             return http.request(method, path, content=raw, headers=headers)
 
         def click(user: str, action_id: str, request_id: str, channel: str, ts: str) -> httpx.Response:

@@ -539,7 +539,7 @@ class LoopbackHTTP:
 
             def answer(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, out = owner.respond(self.command, dict(self.headers), body)
+                status, out = owner.answer(self.command, self.path, dict(self.headers), body)
                 self.send_response(status)
                 if out:
                     self.send_header("Content-Type", "application/json")
@@ -557,6 +557,11 @@ class LoopbackHTTP:
     def respond(self, method: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
         """(status, JSON body or b"") for one request."""
         raise NotImplementedError
+
+    def answer(self, method: str, target: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        """Like ``respond``, also given the request target as sent (path and ?query): a
+        subclass that checks a signature over it overrides this one instead."""
+        return self.respond(method, headers, body)
 
     def close(self):
         self.server.shutdown()

@@ -7,7 +7,6 @@ delivers the owed message exactly once; and a clear refusal to start without a t
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import os
 import signal
@@ -22,7 +21,8 @@ import rfc8785
 
 from e2e.harness import BOT_TOKEN, SIGNOFF, SLACK_SECRET, Serve, base_env, serve_env
 from fakes.slack_api import FakeSlack
-from support import DEPLOY_BOT, ROUTING, LoopbackHTTP, agent_secret, free_port, v1_signature, wait_until
+from support import (DEPLOY_BOT, ROUTING, LoopbackHTTP, agent_secret, free_port, signed_headers, v1_signature,
+                     v2_signature, wait_until)
 from support import submission as base_submission
 
 
@@ -55,24 +55,25 @@ class Executor(LoopbackHTTP):
         self.accepted: list[dict] = []
         self.refused: list[str] = []
         super().__init__()
-        self.url += "/execute"
+        self.url += "/execute?team=ops%2Fprod"  # v2 signs the path and the query as sent
 
-    def respond(self, method, headers, body):
-        problem = self.check(headers, body)
+    def answer(self, method, target, headers, body):
+        problem = self.check(method, target, headers, body)
         if problem:
             self.refused.append(problem)
         return (401 if problem else 200), b""
 
-    def check(self, headers: dict, body: bytes) -> str | None:
+    def check(self, method: str, target: str, headers: dict, body: bytes) -> str | None:
         h = {k.lower(): v for k, v in headers.items()}
         if h.get("x-signoff-agent") != "signoff":
             return "agent header is not 'signoff'"
         ts = h.get("x-signoff-timestamp", "")
         if not ts.isdigit() or abs(time.time() - int(ts)) > 300:
             return "stale or missing timestamp"
-        want = v1_signature(self.secret, ts, body)
-        if not hmac.compare_digest(want, h.get("x-signoff-signature", "")):
-            return "bad signature"
+        # signed v1 and v2; both must hold, v2 over this method and target (path and query)
+        given = h.get("x-signoff-signature", "").split(",")
+        if given != [v1_signature(self.secret, ts, body), v2_signature(self.secret, ts, method, target, body)]:
+            return f"bad signature (v1 and v2 over {method} {target})"
         doc = json.loads(body)
         keys = httpx.get(self.jwks_url, timeout=5).json()["keys"]
         kid = jwt.get_unverified_header(doc["grant"])["kid"]
@@ -126,6 +127,13 @@ def test_the_whole_loop_over_http(world):
     r = server.agent("POST", "/v1/actions", "deploy-bot", submission())
     assert r.status_code == 201, r.text
     rid = r.json()["id"]
+
+    # v2 over the target exactly as uvicorn received it: percent-encoding and query kept
+    target = f"/v1/actions/%{ord(rid[0]):02x}{rid[1:]}?x=a%20b"
+    for signed, status in ((target, 200), (f"/v1/actions/{rid}?x=a%20b", 401), (f"/v1/actions/{rid}", 401)):
+        h = signed_headers("deploy-bot", agent_secret("deploy-bot"), b"", version="v2", method="GET", target=signed)
+        got = httpx.get(server.url + target, headers=h, timeout=10)
+        assert got.status_code == status, (signed, got.text)
 
     [post] = slack.wait_for("chat.postMessage", 1, timeout=10)
     assert post.params["channel"] == "C0APPROVALS"
@@ -266,7 +274,9 @@ def test_workers_share_the_port_and_one_sqlite_file(world):
     wait_until(lambda: server.agent("POST", "/v1/actions", "deploy-bot", new_workflow).status_code == 201, 20,
                "the new workflow after SIGHUP")
     time.sleep(0.5)  # both workers had the signal at once; give the slower one its moment
-    codes = [server.agent("POST", "/v1/actions", "deploy-bot", new_workflow).status_code for _ in range(12)]
+    # each its own body: the same body signed in the same second would be one signed request, sent again
+    codes = [server.agent("POST", "/v1/actions", "deploy-bot", dict(new_workflow, title=f"Deploy {n}")).status_code
+             for n in range(12)]
     assert codes == [201] * 12, codes
 
     # the store is one intact chain after two processes wrote it

@@ -43,14 +43,23 @@ class Api:
         self.rt = rt
         self.ctx = rt.context
         self.client = TestClient(create_app(rt.context), raise_server_exceptions=False)
+        self._signed: set[tuple] = set()
 
     def call(self, method: str, path: str, body=None, *, agent: str | None = "deploy-bot",
              raw: bytes | None = None, headers: dict | None = None, ts: int | None = None,
-             secret: str | None = None):
+             secret: str | None = None, version: str = "v1"):
         data = raw if raw is not None else (b"" if body is None else dumps(body))
         hdrs = {}
+        if agent is not None and ts is None:
+            # Each call is a new request, as a client's would be: never the same bytes signed
+            # at the same second as an earlier call (that would be a replay of it).
+            ts = int(time.time())
+            while (agent, ts, method, path, data) in self._signed:
+                ts -= 1
+            self._signed.add((agent, ts, method, path, data))
         if agent is not None:
-            hdrs = signed_headers(agent, secret if secret is not None else AGENTS[agent], data, ts=ts)
+            hdrs = signed_headers(agent, secret if secret is not None else AGENTS[agent], data, ts=ts,
+                                  version=version, method=method, target=path)
         hdrs.update(headers or {})
         return self.client.request(method, path, content=data, headers=hdrs)
 

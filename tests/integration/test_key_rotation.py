@@ -4,6 +4,7 @@ until what it signed has expired, and grants signed before the rotation still ve
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import timedelta
 
 import jwt
@@ -28,7 +29,8 @@ PAIR = """
 
 
 def _grant(client, ctx) -> str:
-    body = dumps(submission(workflow="pair", executor="other-bot"))
+    # a title of its own: one body signed twice in one second would be one signed request, sent again
+    body = dumps(submission(workflow="pair", executor="other-bot", title=f"Restart {uuid.uuid4()}"))
     r = client.post("/v1/actions", content=body, headers=signed_headers("deploy-bot", SECRETS["DEPLOY_BOT_SECRET"],
                                                                          body))
     assert r.status_code == 201, r.text

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from signoff.api.auth import authenticate
+from signoff.api.auth import RefusalLog, authenticate
 from signoff.domain.errors import DomainError, Invalid, NotFound
 from signoff.usecases import agent_ops
 from signoff.usecases.ports import Context
@@ -145,40 +145,41 @@ def checked_id(request_id: str) -> str:
     return request_id
 
 
-def router(ctx: Context, metrics) -> APIRouter:
+def router(ctx: Context, metrics, refusals: RefusalLog) -> APIRouter:
     r = APIRouter()
 
     @r.post("/v1/actions")
     async def post_action(request: Request):
-        caller = await authenticate(ctx, request)
+        caller = await authenticate(ctx, request, refusals)
         body = parse_json(caller.body)
         if not isinstance(body, dict):
             raise Invalid("the body must be a JSON object", fields=["body"])
         key = request.headers.get("idempotency-key")
         if key is not None and not (1 <= len(key) <= 200 and key.isprintable()):
             raise Invalid("Idempotency-Key must be 1–200 printable characters", fields=["Idempotency-Key"])
-        result = await run_in_threadpool(submit, ctx, agent_id=caller.agent_id, body=body, idempotency_key=key)
+        result = await run_in_threadpool(submit, ctx, agent_id=caller.agent_id, body=body, idempotency_key=key,
+                                         signed=caller.signed)
         if result.created:
             metrics.submitted.labels(workflow=result.request["workflow"]).inc()
         return JSONResponse(result.request, status_code=201 if result.created else 200)
 
     @r.get("/v1/actions/{request_id}")
     async def get_action(request_id: str, request: Request):
-        caller = await authenticate(ctx, request)
+        caller = await authenticate(ctx, request, refusals)
         request_id = checked_id(request_id)
         view = await run_in_threadpool(agent_ops.get_request, ctx, agent_id=caller.agent_id, request_id=request_id)
         return JSONResponse(view)
 
     @r.post("/v1/actions/{request_id}/cancel")
     async def cancel_action(request_id: str, request: Request):
-        caller = await authenticate(ctx, request)
+        caller = await authenticate(ctx, request, refusals)
         request_id = checked_id(request_id)
         view = await run_in_threadpool(agent_ops.cancel, ctx, agent_id=caller.agent_id, request_id=request_id)
         return JSONResponse(view)
 
     @r.post("/v1/actions/{request_id}/outcome")
     async def post_outcome(request_id: str, request: Request):
-        caller = await authenticate(ctx, request)
+        caller = await authenticate(ctx, request, refusals)
         request_id = checked_id(request_id)
         body = parse_json(caller.body)
         view = await run_in_threadpool(agent_ops.record_outcome, ctx, agent_id=caller.agent_id,

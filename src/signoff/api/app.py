@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from signoff.api import agents
+from signoff.api.auth import RefusalLog
 from signoff.api.deadline import ReadDeadline
 from signoff.api.metrics import Metrics
 from signoff.domain.errors import DomainError, Unauthorized
@@ -72,10 +73,11 @@ class LogContext:
 
 
 def create_app(ctx: Context, *, slack_endpoint=None, slack_readiness=None, metrics: Metrics | None = None,
-               read_timeout: float | None = 10.0) -> FastAPI:
+               read_timeout: float | None = 10.0, refusals: RefusalLog | None = None) -> FastAPI:
     """``slack_readiness``: a ``SlackReadiness`` for ``/readyz`` (absent: Slack is not checked).
     ``read_timeout``: seconds a client has to send a request's body (``None``: no deadline);
-    a client too slow gets 408 (see ``api.deadline``)."""
+    a client too slow gets 408 (see ``api.deadline``). ``refusals`` logs refused agent
+    authentications (tests pass one with their own clock)."""
     app = FastAPI(title="signoff", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     metrics = metrics or Metrics(ctx)
     app.state.metrics = metrics
@@ -126,7 +128,7 @@ def create_app(ctx: Context, *, slack_endpoint=None, slack_readiness=None, metri
         metrics.http_errors.labels(status="500").inc()
         return JSONResponse(error_body("internal", "internal error; nothing was changed"), status_code=500)
 
-    app.include_router(agents.router(ctx, metrics))
+    app.include_router(agents.router(ctx, metrics, refusals or RefusalLog()))
 
     @app.get("/healthz")
     async def healthz():

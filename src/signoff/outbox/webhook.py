@@ -1,4 +1,5 @@
-"""Executor webhook delivery (contract §4): signed POST, retried until 2xx or grant expiry."""
+"""Executor webhook delivery: a POST signed v1 and v2 (``v1=…,v2=…``, v2 over the
+webhook URL's path and query), retried until 2xx or grant expiry."""
 
 from __future__ import annotations
 
@@ -7,13 +8,11 @@ import time
 
 import httpx
 
-from signoff.domain.agent_signature import agent_signature
+from signoff.domain.agent_signature import sign_both
 from signoff.outbox.dispatcher import GiveUp, Job, Retry
 from signoff.store.repo import Repo
 from signoff.usecases.agent_ops import mark_delivered, record_delivery_failure
 from signoff.usecases.ports import Context
-
-
 
 
 class WebhookDelivery:
@@ -48,11 +47,16 @@ class WebhookDelivery:
                            "grant": r["grant"]}, separators=(",", ":")).encode()
         secret = self.ctx.config().agent_secret(r["executor"]) or b""
         ts = str(int(time.time()))
+        try:
+            url = httpx.URL(job.payload["url"])
+        except httpx.InvalidURL as exc:
+            raise GiveUp(f"invalid webhook URL: {exc}") from None
+        # url.raw_path is the path and ?query exactly as httpx puts them on the wire.
         headers = {"Content-Type": "application/json", "X-Signoff-Agent": "signoff",
-                   "X-Signoff-Timestamp": ts, "X-Signoff-Signature": agent_signature(secret, ts, body),
+                   "X-Signoff-Timestamp": ts, "X-Signoff-Signature": sign_both(secret, ts, "POST", url.raw_path, body),
                    "Idempotency-Key": r["id"]}
         try:
-            resp = self.http.post(job.payload["url"], content=body, headers=headers)
+            resp = self.http.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             raise Retry(f"executor unreachable: {exc}") from None
         if 200 <= resp.status_code < 300:

@@ -21,7 +21,7 @@ from signoff.domain.approval import step_sponsors
 from signoff.domain.budget import scope_key
 from signoff.domain.canonical import canonical_json, sha256_hex
 from signoff.domain.chain import GENESIS
-from signoff.domain.errors import Conflict, Forbidden, Invalid, NotFound
+from signoff.domain.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from signoff.domain.ladder import Ladder, next_due
 from signoff.domain.model import Status
 from signoff.policy import Evaluation, evaluate, execution_check, facts_of, schedule_of
@@ -33,6 +33,9 @@ from signoff.usecases.grant import issue_grant
 from signoff.usecases.ports import Context
 
 IDEMPOTENCY_KEEP = timedelta(hours=48)
+# Prefix of the idempotency row a signed submission leaves under its own name. The tab
+# cannot start a client's Idempotency-Key (printable characters only): the two never meet.
+SIGNED_KEY = "\tsigned:"
 # A chain is looked at up to this many steps (a bound on work, not a limit on chains).
 CHAIN_SCAN = 1000
 # Statuses a request may be rolled back from: it ran, or started to.
@@ -133,31 +136,58 @@ def check_approvable(ev: Evaluation, sponsors: frozenset[str]) -> None:
         raise Forbidden(f"this request could never be approved: {verdict.reason}")
 
 
-def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key: str | None = None) -> Submitted:
-    """Validate and record a proposal; queue its Slack post. ``body`` is the parsed JSON."""
+def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key: str | None = None,
+           signed: str | None = None) -> Submitted:
+    """Validate and record a proposal; queue its Slack post. ``body`` is the parsed JSON.
+
+    ``signed`` names the signed request (a digest of its timestamp and raw body, from the
+    API's authentication): the same signed request sent again answers the first request,
+    as an ``Idempotency-Key`` retry does, with or without a key and whatever key it has.
+    """
     sub = parse_submission(body)
     body_hash = hashlib.sha256(canonical_json(body)).hexdigest() if idempotency_key else ""
     config = ctx.config()
+    # (key, body hash it must match): the signed request first, so that dropping or
+    # changing the Idempotency-Key of a replay makes no second request.
+    keys = ([(SIGNED_KEY + signed, signed)] if signed else []) + \
+        ([(idempotency_key, body_hash)] if idempotency_key else [])
 
+    def replay(repo: Repo) -> dict[str, Any] | None:
+        for key, expected in keys:
+            found = _replay(repo, agent_id, key, expected)
+            if found is not None:
+                return found
+        return None
+
+    # A client's retry is common: answer it before planning. A replayed signature is rare;
+    # the transaction's own look-up catches it (one read fewer per submission).
     if idempotency_key:
-        found = ctx.store.read(lambda s: _replay(Repo(s), agent_id, idempotency_key, body_hash))
+        found = ctx.store.read(lambda s: replay(Repo(s)))
         if found is not None:
             return Submitted(found, created=False)
 
-    planned = plan(config, agent_id, sub, ctx.clock())
+    try:
+        planned = plan(config, agent_id, sub, ctx.clock())
+    except DomainError:
+        # The policy refuses it now (the workflow changed since?): a replay still answers
+        # the request it made then, as a retry with a key would.
+        found = ctx.store.read(lambda s: replay(Repo(s))) if keys else None
+        if found is None:
+            raise
+        return Submitted(found, created=False)
 
     def tx(session) -> Submitted:
         repo = Repo(session)
         now = ctx.clock()
-        if idempotency_key:
-            replay = _replay(repo, agent_id, idempotency_key, body_hash)
-            if replay is not None:
-                return Submitted(replay, created=False)
+        if keys:
+            found = replay(repo)
+            if found is not None:
+                return Submitted(found, created=False)
         # The moment of record is the transaction's: look at the windows again then.
         p = replace(planned, verdict=execution_check([schedule_of(planned.effective)], now))
         req = create_request(ctx, repo, p, body, now)
-        if idempotency_key:
-            repo.remember_idempotency(agent_id, idempotency_key, body_hash, req.id, now)
+        for key, expected in keys:
+            repo.remember_idempotency(agent_id, key, expected, req.id, now)
         session.flush()
         # Decided by nobody yet unless the policy approved it: no need to ask the database.
         decided = req.status != Status.PENDING.value
