@@ -10,6 +10,7 @@ import math
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
@@ -21,7 +22,7 @@ from signoff.client.errors import Cancelled, Expired, Rejected, SignoffError, Un
 from signoff.domain.agent_signature import agent_signature
 
 SignatureVersion = Literal["v1", "v2"]
-Until = Literal["decided", "final"]
+Until = Literal["decided", "final", "changed"]
 
 FINAL = frozenset({"rejected", "expired", "cancelled", "succeeded", "failed"})
 ENDINGS: dict[str, type[Unanswered]] = {"rejected": Rejected, "expired": Expired, "cancelled": Cancelled}
@@ -170,8 +171,15 @@ def satisfied(view: dict[str, Any], until: Until) -> bool:
 
 
 def check_until(until: str) -> None:
-    if until not in ("decided", "final"):
-        raise ValueError(f'until must be "decided" or "final", not {until!r}')
+    if until not in ("decided", "final", "changed"):
+        raise ValueError(f'until must be "decided", "final" or "changed", not {until!r}')
+
+
+def done_when(until: Until, first: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
+    """The test a wait ends on; ``first`` is the state it started from."""
+    if until == "changed":
+        return lambda view: changed(first, view)
+    return lambda view: satisfied(view, until)
 
 
 def long_poll_seconds(remaining: float) -> int:

@@ -87,12 +87,15 @@ class Client:
 
     def wait(self, id: str, timeout: float = 600.0, until: core.Until = "decided") -> dict[str, Any]:
         """The request once it is decided (``until="decided"``: no longer pending) or over
-        (``until="final"``: rejected, expired, cancelled, succeeded or failed). Long-polls
-        the server; against one that does not hold the call it reads about once a second.
-        WaitTimeout (a TimeoutError) when ``timeout`` seconds pass first."""
+        (``until="final"``: rejected, expired, cancelled, succeeded or failed), or — with
+        ``until="changed"`` — once anything in it changes (status, decisions, grant, outcome,
+        thread). Long-polls the server; against one that does not hold the call it reads
+        about once a second. WaitTimeout (a TimeoutError, with ``.request``) when ``timeout``
+        seconds pass first."""
         core.check_until(until)
         deadline = time.monotonic() + timeout
-        return self._wait_for(id, self.get(id), deadline, timeout, lambda v: core.satisfied(v, until))
+        first = self.get(id)
+        return self._wait_for(id, first, deadline, timeout, core.done_when(until, first))
 
     def cancel(self, id: str) -> dict[str, Any]:
         """Withdraw a pending request (its submitter only)."""
