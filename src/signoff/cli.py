@@ -343,14 +343,17 @@ def _seconds(text: str) -> float:
 
 
 def cmd_mcp(args) -> int:
+    from signoff.client._core import identity
+
+    try:
+        identity(None, None, None)  # before the SDK loads: a missing variable is said at once
+    except ValueError as exc:
+        _fail(str(exc), 2)
     try:
         from signoff.mcp_server import run
     except ImportError as exc:  # the SDK is a dependency; a broken install says what to do
         _fail(f"`signoff mcp` needs the MCP SDK ({exc}); install it with: pip install 'mcp>=2.3,<3'", 2)
-    try:
-        return run()
-    except ValueError as exc:
-        _fail(str(exc), 2)
+    return run()
 
 
 def _in_memory(url: str) -> bool:

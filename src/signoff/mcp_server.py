@@ -128,8 +128,6 @@ async def serve() -> None:
 
 
 def run() -> int:
-    """Serve MCP on stdin/stdout until the client closes it. ValueError when the agent's
-    identity is not configured."""
-    core.identity(None, None, None)  # before stdio is taken: a missing variable is said plainly
+    """Serve MCP on stdin/stdout until the client closes it."""
     anyio.run(serve)
     return 0

@@ -7,6 +7,7 @@ Needs a server that accepts signature v2 (the client signs v2)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 import uuid
@@ -275,3 +276,39 @@ def _requests(world):
     finally:
         engine.dispose()
 
+
+
+def test_wait_long_polls_when_the_server_holds_the_call(agent_world):
+    """Needs the server's ?wait=S&version=V."""
+    title = unique("Held")
+    transport = Counting()
+    with client(agent_world, transport=transport) as c:
+        view = c.submit("prod-restart", title, restart(), "x")
+
+        def approve_later():
+            time.sleep(3)
+            agent_world.click(title)
+
+        t = threading.Thread(target=approve_later, daemon=True)
+        t.start()
+        started = time.monotonic()
+        decided = c.wait(view["id"], timeout=20)
+        took = time.monotonic() - started
+        t.join(10)
+    assert decided["status"] in ("approved", "executing")
+    assert took < 5  # woken by the decision, not by a poll interval
+    assert transport.gets <= 3  # the first read, then one held call (two if it woke once without news)
+
+
+def test_comment_is_posted_in_the_request_thread(agent_world):
+    """Needs the server's POST /v1/actions/{id}/comments."""
+    title = unique("Commented")
+    with client(agent_world) as c:
+        view = c.submit("prod-restart", title, restart(), "x")
+        after = c.comment(view["id"], "draining traffic first")
+        assert after["id"] == view["id"]
+        assert after["thread"][-1] == {**after["thread"][-1], "user": "deploy-bot", "text": "draining traffic first"}
+        replies = [c_ for c_ in agent_world.slack.calls_to("chat.postMessage") if c_.params.get("thread_ts")
+                   and "draining traffic first" in json.dumps(c_.params)]
+        assert replies
+        c.cancel(view["id"])
