@@ -80,22 +80,6 @@ def test_the_tools_act_as_the_agent(agent_world):
     run_session(agent_world, body)
 
 
-def test_api_errors_are_tool_errors_with_status_and_message(agent_world):
-    async def body(session):
-        r = await session.call_tool("get_request", {"id": str(uuid.uuid4())})
-        assert r.is_error and "404" in text(r) and "no such request" in text(r)
-        r = await session.call_tool("request_approval", {"workflow": "prod-restart", "title": "t",
-                                                         "action": {"type": "x", "target": "y"},
-                                                         "justification": "j", "risk": "high"})
-        assert r.is_error and "422" in text(r) and "rollback" in text(r)
-        r = await session.call_tool("request_approval", {"workflow": "nope", "title": "t",
-                                                         "action": {"type": "x", "target": "y"},
-                                                         "justification": "j"})
-        assert r.is_error and "404" in text(r)
-
-    run_session(agent_world, body)
-
-
 BAD = [
     ("request_approval", {"workflow": "prod-restart", "title": "t", "action": {"type": "x", "target": "y"},
                           "justification": "j", "wait_seconds": 601}, "wait_seconds"),
@@ -113,8 +97,18 @@ BAD = [
 ]
 
 
-def test_bad_arguments_are_tool_errors_naming_the_argument_and_nothing_approves(agent_world):
+def test_api_errors_and_bad_arguments_are_tool_errors_and_nothing_approves(agent_world):
     async def body(session):
+        r = await session.call_tool("get_request", {"id": str(uuid.uuid4())})
+        assert r.is_error and "404" in text(r) and "no such request" in text(r)
+        r = await session.call_tool("request_approval", {"workflow": "prod-restart", "title": "t",
+                                                         "action": {"type": "x", "target": "y"},
+                                                         "justification": "j", "risk": "high"})
+        assert r.is_error and "422" in text(r) and "rollback" in text(r)
+        r = await session.call_tool("request_approval", {"workflow": "nope", "title": "t",
+                                                         "action": {"type": "x", "target": "y"},
+                                                         "justification": "j"})
+        assert r.is_error and "404" in text(r)
         for tool, args, name in BAD:
             r = await session.call_tool(tool, args)
             assert r.is_error, (tool, args, text(r))

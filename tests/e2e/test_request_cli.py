@@ -11,6 +11,7 @@ import pytest
 
 from e2e.client_world import join_clean
 from e2e.harness import SIGNOFF, base_env, request_of
+from signoff.cli import main
 
 
 def run(world, *args: str, env: dict | None = None, timeout: float = 30, stdin: str | None = None):
@@ -111,10 +112,13 @@ def test_an_http_error_exits_1_with_its_message(agent_world):
     args("x", "prod-restart", "--wait", "-1"),
     args("x", "prod-restart", "--prompt-file", "/nonexistent/prompt.txt"),
 ])
-def test_bad_usage_exits_2(agent_world, bad):
-    r = run(agent_world, *bad)
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    assert r.stderr.strip()
+def test_bad_usage_exits_2(agent_world, bad, monkeypatch, capsys):
+    for k, v in agent_world.agent_env().items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(SystemExit) as info:
+        main(["request", *bad])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip()
 
 
 def test_a_missing_identity_exits_2_naming_it(agent_world):
