@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from signoff.client import Client, InvalidGrant, SignoffError, WaitTimeout, action_sha256, verify_grant
 from signoff.client import _core as core
 from signoff.client.grants import JwksCache
-from signoff.domain.agent_signature import agent_signature
+from support import v1_signature
 
 ACTION = {"type": "service.restart", "target": "checkout-api", "parameters": {"graceful": True}}
 
@@ -192,7 +192,7 @@ def test_requests_are_signed_v2_over_method_target_and_body():
 def test_v1_signing_is_the_servers_recipe():
     request = core.build(core.identity("http://s", "a", "k"), "POST", "/v1/actions", {"a": 1}, version="v1",
                          now=1700000000)
-    assert request.headers["x-signoff-signature"] == agent_signature(b"k", "1700000000", request.content)
+    assert request.headers["x-signoff-signature"] == v1_signature("k", 1700000000, request.content)
 
 
 def test_missing_identity_names_every_variable(monkeypatch):

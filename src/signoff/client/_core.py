@@ -19,7 +19,6 @@ from urllib.parse import quote
 import httpx
 
 from signoff.client.errors import Cancelled, Expired, Rejected, SignoffError, Unanswered
-from signoff.domain.agent_signature import agent_signature
 
 SignatureVersion = Literal["v1", "v2"]
 Until = Literal["decided", "final", "changed"]
@@ -56,6 +55,11 @@ def identity(url: str | None, agent: str | None, secret: str | bytes | None) -> 
     return Identity(url.rstrip("/"), agent, secret.encode() if isinstance(secret, str) else secret)
 
 
+def sign_v1(secret: bytes, timestamp: str, body: bytes) -> str:
+    """``v1=<hex HMAC-SHA256(secret, "v1:" + ts + ":" + body)>``, for servers that predate v2."""
+    return "v1=" + hmac.new(secret, b"v1:" + timestamp.encode() + b":" + body, hashlib.sha256).hexdigest()
+
+
 def sign_v2(secret: bytes, timestamp: str, method: str, target: str, body: bytes) -> str:
     """``v2=<hex HMAC-SHA256(secret, "v2:" + ts + ":" + METHOD + ":" + target + ":" + body)>``:
     binds the method and the request target (path plus ``?query``) as well as the body."""
@@ -71,7 +75,7 @@ def build(ident: Identity, method: str, path: str, body: dict[str, Any] | None, 
     request = httpx.Request(method, ident.url + path, content=raw)
     ts = str(int(time.time() if now is None else now))
     if version == "v1":
-        signature = agent_signature(ident.secret, ts, raw)
+        signature = sign_v1(ident.secret, ts, raw)
     else:
         signature = sign_v2(ident.secret, ts, method, request.url.raw_path.decode("ascii"), raw)
     request.headers.update({"X-Signoff-Agent": ident.agent, "X-Signoff-Timestamp": ts,
