@@ -11,6 +11,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from e2e.harness import Serve, request_of, serve_env, top_level_posts
 from fakes.slack_api import FakeSlack
 from support import DEPLOY_BOT, ROUTING, SECRETS, agent_secret, wait_until
@@ -99,4 +101,16 @@ def start_world(workdir: Path, slack: FakeSlack) -> World:
     return World(server, slack, workdir)
 
 
-__all__ = ["SECRETS", "World", "join_clean", "start_world"]
+@pytest.fixture(scope="session")
+def agent_world(tmp_path_factory) -> World:
+    """One ``signoff serve`` shared by the agent-side tests (each uses its own titles).
+    A plugin of tests/conftest.py."""
+    with FakeSlack() as slack:
+        world = start_world(tmp_path_factory.mktemp("agent-side"), slack)
+        try:
+            yield world
+        finally:
+            world.server.stop()
+
+
+__all__ = ["SECRETS", "World", "agent_world", "join_clean", "start_world"]
