@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 PG_ENV = "SIGNOFF_TEST_POSTGRES_URL"
-pytest_plugins = ["fakes.fixtures"]
+pytest_plugins = ["fakes.fixtures", "e2e.client_world"]
 
 
 def postgres_base_url() -> str | None:

@@ -366,6 +366,83 @@ def cmd_policy_explain(args) -> int:
     return explain(args.file, at=args.at, config_path=args.config)
 
 
+
+REQUEST_EXIT = {"rejected": 3, "expired": 4, "cancelled": 5}
+
+
+def cmd_request(args) -> int:
+    from signoff.client import Client, SignoffError, WaitTimeout
+
+    action: dict = {"type": args.type, "target": args.target}
+    if args.environment is not None:
+        action["environment"] = args.environment
+    if args.param:
+        action["parameters"] = _params(args.param)
+    prompt = None
+    if args.prompt_file:
+        try:
+            prompt = sys.stdin.read() if args.prompt_file == "-" else Path(args.prompt_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            _fail(f"cannot read --prompt-file {args.prompt_file}: {exc}", 2)
+    try:
+        client = Client()
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    with client:
+        try:
+            view = client.submit(args.workflow, args.title, action, args.justification, risk=args.risk,
+                                 rollback=args.rollback, prompt=prompt, executor=args.executor)
+            if args.wait is not None:
+                view = client.wait(view["id"], timeout=args.wait, until="decided")
+        except WaitTimeout as exc:
+            print(json.dumps(exc.request, indent=2, ensure_ascii=False))
+            return 6
+        except SignoffError as exc:
+            _fail(str(exc), 1)
+    print(json.dumps(view, indent=2, ensure_ascii=False))
+    return REQUEST_EXIT.get(view.get("status"), 0) if args.wait is not None else 0
+
+
+def _params(items: list[str]) -> dict:
+    """``--param KEY=VALUE`` pairs: the value as JSON when it parses, else the text itself."""
+    params: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"--param takes KEY=VALUE, not {item!r}", 2)
+        if key in params:
+            _fail(f"--param {key} is given twice", 2)
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value
+    return params
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"--wait takes a number of seconds (0 or more), not {text!r}")
+    return value
+
+
+def cmd_mcp(args) -> int:
+    from signoff.client._core import identity
+
+    try:
+        identity(None, None, None)  # before the SDK loads: a missing variable is said at once
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    try:
+        from signoff.mcp_server import run
+    except ImportError as exc:  # the SDK is a dependency; a broken install says what to do
+        _fail(f"`signoff mcp` needs the MCP SDK ({exc}); install it with: pip install 'mcp>=2.3,<3'", 2)
+    return run()
+
+
 def _in_memory(url: str) -> bool:
     return url.startswith("sqlite") and (url.rstrip("/") in ("sqlite:", "sqlite+pysqlite:") or ":memory:" in url
                                          or "mode=memory" in url)
@@ -460,6 +537,29 @@ def parser() -> argparse.ArgumentParser:
     pe.add_argument("--at", help="ISO time to evaluate at (default now)")
     pe.add_argument("--config", help="workflow file (default $SIGNOFF_CONFIG)")
     pe.set_defaults(fn=cmd_policy_explain)
+
+    rq = sub.add_parser("request", help="ask for approval of one action, as the agent in $SIGNOFF_AGENT",
+                        description="Submit an action for approval (SIGNOFF_URL, SIGNOFF_AGENT, "
+                                    "SIGNOFF_AGENT_SECRET) and print the request as JSON. With --wait: exit 0 "
+                                    "approved, 3 rejected, 4 expired, 5 cancelled, 6 still pending; "
+                                    "1 on an HTTP error, 2 on bad usage.")
+    rq.add_argument("--workflow", required=True)
+    rq.add_argument("--title", required=True)
+    rq.add_argument("--type", required=True, help="action.type, e.g. service.restart")
+    rq.add_argument("--target", required=True, help="action.target, e.g. checkout-api")
+    rq.add_argument("--environment", help="action.environment")
+    rq.add_argument("--param", action="append", metavar="KEY=VALUE",
+                    help="an action parameter; VALUE is JSON when it parses, else text (repeatable)")
+    rq.add_argument("--justification", required=True)
+    rq.add_argument("--risk", choices=["low", "medium", "high", "critical"], default="medium")
+    rq.add_argument("--rollback", metavar="TEXT", help="the rollback plan")
+    rq.add_argument("--prompt-file", metavar="FILE", help="the prompt that led here (- for stdin)")
+    rq.add_argument("--executor", metavar="AGENT", help="the agent that will execute (default: this one)")
+    rq.add_argument("--wait", type=_seconds, metavar="SECONDS", help="wait up to SECONDS for the decision")
+    rq.set_defaults(fn=cmd_request)
+
+    mc = sub.add_parser("mcp", help="an MCP server over stdio, acting as the agent in $SIGNOFF_AGENT")
+    mc.set_defaults(fn=cmd_mcp)
     return p
 
 
