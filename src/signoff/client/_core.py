@@ -3,8 +3,6 @@ reading answers, and the decisions of the waiting and retry loops. No I/O here."
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import math
 import os
@@ -19,6 +17,7 @@ from urllib.parse import quote
 import httpx
 
 from signoff.client.errors import Cancelled, Expired, Rejected, SignoffError, Unanswered
+from signoff.domain.agent_signature import sign_v1, sign_v2  # the one recipe (stdlib only)
 
 SignatureVersion = Literal["v1", "v2"]
 Until = Literal["decided", "final", "changed"]
@@ -53,18 +52,6 @@ def identity(url: str | None, agent: str | None, secret: str | bytes | None) -> 
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"signoff client: SIGNOFF_URL must be an http:// or https:// URL, not {url!r}")
     return Identity(url.rstrip("/"), agent, secret.encode() if isinstance(secret, str) else secret)
-
-
-def sign_v1(secret: bytes, timestamp: str, body: bytes) -> str:
-    """``v1=<hex HMAC-SHA256(secret, "v1:" + ts + ":" + body)>``, for servers that predate v2."""
-    return "v1=" + hmac.new(secret, b"v1:" + timestamp.encode() + b":" + body, hashlib.sha256).hexdigest()
-
-
-def sign_v2(secret: bytes, timestamp: str, method: str, target: str, body: bytes) -> str:
-    """``v2=<hex HMAC-SHA256(secret, "v2:" + ts + ":" + METHOD + ":" + target + ":" + body)>``:
-    binds the method and the request target (path plus ``?query``) as well as the body."""
-    msg = b"v2:" + timestamp.encode() + b":" + method.upper().encode() + b":" + target.encode() + b":" + body
-    return "v2=" + hmac.new(secret, msg, hashlib.sha256).hexdigest()
 
 
 def build(ident: Identity, method: str, path: str, body: dict[str, Any] | None, *,
