@@ -83,24 +83,39 @@ class Waiters:
                 if not group:
                     del self._by_id[w.request_id]
 
-    def count(self) -> int:
+    def count(self, *, settled: bool = False) -> int:
+        """How many are waiting (``settled``: only those past their first read)."""
         with self._lock:
+            if settled:
+                return sum(1 for g in self._by_id.values() for w in g if w.known is not None)
             return sum(len(g) for g in self._by_id.values())
 
-    def awaited(self) -> dict[str, int | None]:
-        """Each awaited request id with the lowest revision one of its waiters saw (None:
-        one has not read it yet)."""
+    def awaited(self) -> dict[str, int]:
+        """Each awaited request id with the lowest revision one of its waiters saw. A waiter
+        that has not read yet is left out: it reads anyway, after filing itself."""
         with self._lock:
-            out: dict[str, int | None] = {}
+            out: dict[str, int] = {}
             for rid, group in self._by_id.items():
-                known = [w.known for w in group]
-                out[rid] = None if None in known else min(known)
+                known = [w.known for w in group if w.known is not None]
+                if known:
+                    out[rid] = min(known)
             return out
 
     def changed(self, request_ids: Collection[str]) -> None:
         """Wake every waiter of these requests (any thread; one loop callback per loop)."""
         with self._lock:
             targets = [w for rid in request_ids for w in self._by_id.get(rid, ())]
+        self._wake(targets)
+
+    def changed_since(self, revisions: dict[str, int]) -> None:
+        """Wake the waiters that saw a request at a revision older than ``revisions`` holds."""
+        with self._lock:
+            targets = [w for rid, rev in revisions.items() for w in self._by_id.get(rid, ())
+                       if w.known is not None and rev > w.known]
+        self._wake(targets)
+
+    @staticmethod
+    def _wake(targets: list[Waiter]) -> None:
         if not targets:
             return
         by_loop: dict[Any, list[Waiter]] = {}
@@ -111,14 +126,6 @@ class Waiters:
                 loop.call_soon_threadsafe(_wake, ws)
             except RuntimeError:  # that loop has closed: its waiters are gone
                 pass
-
-    def changed_since(self, revisions: dict[str, int]) -> None:
-        """Wake the waiters of requests whose revision is now past what they saw."""
-        awaited = self.awaited()
-        moved = [rid for rid, rev in revisions.items()
-                 if rid in awaited and (awaited[rid] is None or rev > awaited[rid])]
-        if moved:
-            self.changed(moved)
 
     def close(self) -> None:
         with self._lock:
