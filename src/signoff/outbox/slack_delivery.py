@@ -233,8 +233,9 @@ class SlackDelivery:
         found = self._find_reply(msg, meta["event_payload"]) if job.was_in_flight else None
         if found is None:
             text, blks = blocks.agent_comment(p.get("agent"), p.get("text"))
-            resp = _call(self.client.chat_postMessage, channel=msg["channel"], thread_ts=msg["ts"], text=text,
-                         blocks=blks, metadata=meta, unfurl_links=False, unfurl_media=False)
+            resp = self._slack("chat.postMessage", priority=PRIORITY["thread"], channel=msg["channel"],
+                               thread_ts=msg["ts"], text=text, blocks=blks, metadata=meta, unfurl_links=False,
+                               unfurl_media=False)
             found = resp["ts"]
         clock, rid = self.ctx.clock, msg["request_id"]
 
