@@ -36,8 +36,18 @@ import httpx
 from click_client import signed_click
 from common import free_port, loadavg, pct
 from common import machine as common_machine
-from load_bench import AGENT, APPROVER, CHANNEL, CONFIG, load_fake_slack, posted_request_ids, sign, stop, submission
-from load_bench import wait_http
+from load_bench import (
+    AGENT,
+    APPROVER,
+    CHANNEL,
+    CONFIG,
+    load_fake_slack,
+    posted_request_ids,
+    sign,
+    stop,
+    submission,
+    wait_http,
+)
 
 HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
