@@ -278,6 +278,22 @@ class _QuietInvalidRequests(logging.Filter):
         return True
 
 
+def raise_open_files_limit() -> None:
+    """Every waiting agent holds a connection (a file descriptor): lift the soft limit on
+    open files to the hard one (often 1,024 → far more), so a thousand long-polls fit."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 16
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):
+            log.warning("could not raise the open-files limit from %s; long-polls beyond it are refused", soft)
+
+
 def serve(runtime: Runtime, *, host: str, port: int, socket_mode: bool = False, fd: int | None = None) -> None:
     """Run until stopped. ``fd``: accept on this inherited listening socket (a worker of
     ``serve --workers``) instead of binding ``host:port``."""
@@ -285,6 +301,7 @@ def serve(runtime: Runtime, *, host: str, port: int, socket_mode: bool = False, 
 
     import uvicorn
 
+    raise_open_files_limit()
     service = build_service(runtime)
     # APScheduler logs every tick of every job at INFO (several lines a second): keep its
     # warnings and errors only.

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from signoff.api.auth import RefusalLog, authenticate
+from signoff.api.waiting import Waiters
 from signoff.domain.errors import DomainError, Invalid, NotFound
 from signoff.usecases import agent_ops
 from signoff.usecases.ports import Context
@@ -25,6 +26,8 @@ class BadBody(DomainError):
 MAX_DEPTH = 64
 SAFE_INT = 2**53 - 1  # RFC 8785 / I-JSON: integers beyond this have no exact JSON number
 REQUEST_ID = re.compile(r"^[A-Za-z0-9-]{1,40}$")
+DIGITS = re.compile(r"^[0-9]{1,16}$")
+MAX_WAIT = 60
 
 
 def _no_constant(name: str):
@@ -145,8 +148,24 @@ def checked_id(request_id: str) -> str:
     return request_id
 
 
-def router(ctx: Context, metrics, refusals: RefusalLog) -> APIRouter:
+def wait_params(request: Request) -> tuple[int | None, int | None]:
+    """``?wait=S`` (whole seconds, 1–60) and ``?version=V`` (a non-negative integer); 422 otherwise."""
+    out: list[int | None] = []
+    for name, low, high in (("wait", 1, MAX_WAIT), ("version", 0, SAFE_INT)):
+        values = request.query_params.getlist(name)
+        if not values:
+            out.append(None)
+            continue
+        if len(values) > 1 or not DIGITS.match(values[0]) or not low <= int(values[0]) <= high:
+            what = f"whole seconds from 1 to {MAX_WAIT}" if name == "wait" else "a non-negative integer"
+            raise Invalid(f"{name} must be given once, as {what}", fields=[name])
+        out.append(int(values[0]))
+    return out[0], out[1]
+
+
+def router(ctx: Context, metrics, refusals: RefusalLog, waiters: Waiters | None = None) -> APIRouter:
     r = APIRouter()
+    waiters = waiters or Waiters(ctx.store)
 
     @r.post("/v1/actions")
     async def post_action(request: Request):
@@ -166,9 +185,26 @@ def router(ctx: Context, metrics, refusals: RefusalLog) -> APIRouter:
     @r.get("/v1/actions/{request_id}")
     async def get_action(request_id: str, request: Request):
         caller = await authenticate(ctx, request, refusals)
+        wait, version = wait_params(request)
         request_id = checked_id(request_id)
-        view = await run_in_threadpool(agent_ops.get_request, ctx, agent_id=caller.agent_id, request_id=request_id)
-        return JSONResponse(view)
+
+        def read():
+            return run_in_threadpool(agent_ops.get_request, ctx, agent_id=caller.agent_id, request_id=request_id)
+
+        if wait is None:
+            return JSONResponse(await read())
+        # Without a version: until it is decided; with one: until it moves past it.
+        done = (lambda v: v["status"] != "pending") if version is None else (lambda v: v["version"] > version)
+        return JSONResponse(await waiters.wait(request_id, read, done, timeout=wait))
+
+    @r.post("/v1/actions/{request_id}/comments")
+    async def post_comment(request_id: str, request: Request):
+        caller = await authenticate(ctx, request, refusals)
+        request_id = checked_id(request_id)
+        body = parse_json(caller.body)
+        result = await run_in_threadpool(agent_ops.comment, ctx, agent_id=caller.agent_id,
+                                         request_id=request_id, body=body)
+        return JSONResponse(result, status_code=201)
 
     @r.post("/v1/actions/{request_id}/cancel")
     async def cancel_action(request_id: str, request: Request):

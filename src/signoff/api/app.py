@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from fastapi import FastAPI, Request
@@ -17,6 +18,7 @@ from signoff.api import agents
 from signoff.api.auth import RefusalLog
 from signoff.api.deadline import ReadDeadline
 from signoff.api.metrics import Metrics
+from signoff.api.waiting import Waiters
 from signoff.domain.errors import DomainError, Unauthorized
 from signoff.logs import log_context
 from signoff.store.db import Conflicted
@@ -78,9 +80,22 @@ def create_app(ctx: Context, *, slack_endpoint=None, slack_readiness=None, metri
     ``read_timeout``: seconds a client has to send a request's body (``None``: no deadline);
     a client too slow gets 408 (see ``api.deadline``). ``refusals`` logs refused agent
     authentications (tests pass one with their own clock)."""
-    app = FastAPI(title="signoff", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
+    # The app owns the registry of agents waiting on requests (long-polls); every commit
+    # that changes a request visibly wakes its waiters (Context.changes).
+    waiters = Waiters(ctx.store)
+    ctx.changes = waiters
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        try:
+            yield
+        finally:
+            waiters.close()
+
+    app = FastAPI(title="signoff", docs_url=None, redoc_url=None, openapi_url="/openapi.json", lifespan=lifespan)
     metrics = metrics or Metrics(ctx)
     app.state.metrics = metrics
+    app.state.waiters = waiters
     app.add_middleware(LogContext)
     if read_timeout is not None:
         app.add_middleware(ReadDeadline, timeout=read_timeout, on_timeout=metrics.count_timeout)
@@ -128,7 +143,7 @@ def create_app(ctx: Context, *, slack_endpoint=None, slack_readiness=None, metri
         metrics.http_errors.labels(status="500").inc()
         return JSONResponse(error_body("internal", "internal error; nothing was changed"), status_code=500)
 
-    app.include_router(agents.router(ctx, metrics, refusals or RefusalLog()))
+    app.include_router(agents.router(ctx, metrics, refusals or RefusalLog(), waiters))
 
     @app.get("/healthz")
     async def healthz():

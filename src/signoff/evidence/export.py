@@ -178,6 +178,10 @@ def _derive(events: list[dict[str, Any]]) -> dict[str, Any]:
             thread.append(msg)
             if d.get("ts") is not None:
                 by_ts[str(d.get("ts"))] = msg
+        elif t == "thread.agent_reply":
+            # the agent's own comment (posted by signoff in the thread, visibly as the agent's)
+            thread.append({"user": actor, "ts": d.get("ts"), "text": d.get("text", ""), "at": at, "seq": seq,
+                           "edits": [], "deleted": False, "agent": True, "comment_id": d.get("comment_id")})
         elif t == "thread.edited":
             msg = by_ts.get(str(d.get("ts")))
             if msg is None:  # the original never reached us: keep the edit as the message

@@ -81,6 +81,8 @@ def _summary(ev: dict[str, Any]) -> str:
         return f"exception: <b>{e(d.get('kind'))}</b>" + (f" — {e(d.get('detail'))}" if d.get("detail") else "")
     if t == "thread.reply":
         return f"replied: “{e(d.get('text'))}”"
+    if t == "thread.agent_reply":
+        return f"commented in the thread (agent): “{e(d.get('text'))}”"
     if t == "thread.edited":
         return f"edited a reply: “{e(d.get('previous_text'))}” → “{e(d.get('text'))}”"
     if t == "thread.deleted":
@@ -182,7 +184,8 @@ def render_html(bundle: dict[str, Any]) -> str:
         w("<p class=muted>No replies in the request's thread.</p>")
     for m in thread:
         cls = "msg deleted" if m.get("deleted") else "msg"
-        w(f"<div class=\"{cls}\"><span class=who>{e(m.get('user'))}</span> <span class=muted>{e(m.get('at'))}"
+        who = f"{e(m.get('user'))} <span class=muted>(agent)</span>" if m.get("agent") else e(m.get("user"))
+        w(f"<div class=\"{cls}\"><span class=who>{who}</span> <span class=muted>{e(m.get('at'))}"
           f" · ts {e(m.get('ts'))}</span>")
         w(f"<div class=text>{e(m.get('text'))}</div>")
         for ed in m.get("edits") or []:

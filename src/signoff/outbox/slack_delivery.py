@@ -13,12 +13,20 @@ from signoff.outbox.pacing import Pacer
 from signoff.slack import blocks
 from signoff.usecases.ports import Context
 from signoff.usecases.reply import reconcile_thread
-from signoff.usecases.slack_ops import ClaimRead, message_context, message_ref, read_messages, record_posted_in
+from signoff.usecases.slack_ops import (
+    ClaimRead,
+    message_context,
+    message_ref,
+    read_messages,
+    record_comment_posted_in,
+    record_posted_in,
+)
 from signoff.usecases.sweep import expand_group
 
 log = logging.getLogger(__name__)
 
 METADATA_TYPE = "signoff_message"
+COMMENT_METADATA_TYPE = "signoff_agent_comment"
 # Errors that retrying cannot fix.
 PERMANENT = {"channel_not_found", "not_in_channel", "is_archived", "invalid_auth", "account_inactive",
              "user_not_found", "cant_update_message", "msg_too_long", "invalid_blocks", "no_text",
@@ -66,8 +74,8 @@ PRIORITY = {"request": 0, "escalation": 0, "thread": 1, "exception": 2}
 # Rows that only read (and post): a claim's one read stays valid for a request's later
 # rows as long as all its earlier rows in the claim are of these kinds (their writes are
 # ``Record``s, and a post's is mirrored into the read).
-READ_ONLY = frozenset({"slack.post", "slack.update", "slack.thread", "slack.ephemeral"})
-READS = frozenset({"slack.post", "slack.update", "slack.thread"})
+READ_ONLY = frozenset({"slack.post", "slack.update", "slack.thread", "slack.comment", "slack.ephemeral"})
+READS = frozenset({"slack.post", "slack.update", "slack.thread", "slack.comment"})
 
 
 def render(ctx_data: dict[str, Any]) -> tuple[str, list[dict]]:
@@ -105,6 +113,7 @@ class SlackDelivery:
             "slack.post": self.post,
             "slack.update": self.update,
             "slack.thread": self.thread,
+            "slack.comment": self.comment,
             "slack.ephemeral": self.ephemeral,
             "slack.expand": self.expand,
             "slack.reconcile": self.reconcile,
@@ -207,6 +216,48 @@ class SlackDelivery:
         priority = PRIORITY["exception"] if msg.get("role") == "exception" else PRIORITY["thread"]
         self._slack("chat.postMessage", priority=priority, channel=msg["channel"], thread_ts=msg["ts"],
                     text=job.payload["text"], unfurl_links=False)
+
+    def comment(self, job: Job) -> Record | None:
+        """An agent's comment, posted in the thread of a request's root message once that
+        message is posted; recorded (``slack.posted``, role ``comment``) with where it went."""
+        p = job.payload
+        read = self._claim_read(job)
+        msg = read.message(p["message_id"]) if read is not None else message_ref(self.ctx, p["message_id"])
+        if msg is None:
+            raise GiveUp("message or request no longer exists")
+        if not msg["ts"]:
+            raise Defer("parent message not posted yet")
+        meta = {"event_type": COMMENT_METADATA_TYPE,
+                "event_payload": {"request_id": msg["request_id"], "comment_id": p["comment_id"],
+                                  "message_id": str(msg["id"])}}
+        found = self._find_reply(msg, meta["event_payload"]) if job.was_in_flight else None
+        if found is None:
+            text, blks = blocks.agent_comment(p.get("agent"), p.get("text"))
+            resp = self._slack("chat.postMessage", priority=PRIORITY["thread"], channel=msg["channel"],
+                               thread_ts=msg["ts"], text=text, blocks=blks, metadata=meta, unfurl_links=False,
+                               unfurl_media=False)
+            found = resp["ts"]
+        clock, rid = self.ctx.clock, msg["request_id"]
+
+        def write(session) -> None:
+            record_comment_posted_in(session, clock(), request_id=rid, comment_id=p["comment_id"],
+                                     channel=msg["channel"], thread_ts=msg["ts"], ts=found)
+
+        return Record(write, key=rid)
+
+    def _find_reply(self, msg: dict, payload: dict) -> str | None:
+        """The ts of a comment an earlier attempt already posted (it died before recording)."""
+        try:
+            resp = self.client.conversations_replies(channel=msg["channel"], ts=msg["ts"], limit=200,
+                                                     include_all_metadata=True)
+        except (SlackApiError, SlackClientError, OSError):
+            return None
+        for m in resp.get("messages") or []:
+            meta = m.get("metadata") or {}
+            if meta.get("event_type") == COMMENT_METADATA_TYPE and \
+                    (meta.get("event_payload") or {}).get("comment_id") == payload["comment_id"]:
+                return m.get("ts")
+        return None
 
     def ephemeral(self, job: Job) -> None:
         p = job.payload

@@ -673,6 +673,32 @@ def reject_reason_modal(request_id: str) -> dict[str, Any]:
     }
 
 
+def agent_comment(agent: Any, text: Any) -> tuple[str, list[dict]]:
+    """An agent's comment in a request's thread: who says it (a header line, so nobody takes
+    it for a person or for signoff itself), then its text — untrusted, in code blocks, split
+    over as many sections as it needs rather than cut."""
+    who = _inline(agent, 120)
+    raw = _clean(text)
+    blks = [_context(f"🤖 *agent {who}* says (agent-supplied, not a person):")]
+    render = _code_render("")
+    while True:
+        # the longest prefix whose rendering fits one section (escaping can lengthen it)
+        lo, hi = 1, len(raw)
+        if len(render(raw, "")) <= MAX_SECTION:
+            lo = len(raw)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if len(render(raw[:mid], "")) <= MAX_SECTION:
+                lo = mid
+            else:
+                hi = mid - 1
+        blks.append(_section(render(raw[:lo], "")))
+        raw = raw[lo:]
+        if not raw:
+            break
+    return _fallback(f"agent {_flat(agent, 120)} says: {_flat(text, 600)}"), _finish(blks)
+
+
 def ephemeral_text(reason: Any) -> str:
     """A private answer (e.g. a refused click); the reason is shown as text, never parsed."""
     return _fit(_clean(reason), MAX_SECTION, lambda s, n: _esc(s) + (f" {n}" if n else "")) or "Refused."

@@ -28,6 +28,12 @@ except ImportError:  # pragma: no cover - not on Windows: the thread lock and bu
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# session.info key: ids of requests whose agent-visible state this transaction changed
+CHANGED = "signoff.changed"
+# PostgreSQL channel on which committing transactions announce those ids (comma-separated)
+CHANGES_CHANNEL = "signoff_changes"
+_NOTIFY_PAYLOAD = 7000  # bytes per NOTIFY (PostgreSQL's limit is 8000)
+
 
 def normalize_url(url: str) -> str:
     """Accept ``postgresql://`` and ``postgres://`` and use psycopg 3 for them."""
@@ -178,6 +184,20 @@ def open_existing(url: str) -> Store:
     return store
 
 
+def _payloads(ids: list[str]) -> list[str]:
+    """``ids`` joined by commas into NOTIFY payloads that each fit PostgreSQL's limit."""
+    out, cur, size = [], [], 0
+    for rid in ids:
+        if cur and size + len(rid) + 1 > _NOTIFY_PAYLOAD:
+            out.append(",".join(cur))
+            cur, size = [], 0
+        cur.append(rid)
+        size += len(rid) + 1
+    if cur:
+        out.append(",".join(cur))
+    return out
+
+
 class WriterLock:
     """Reentrant: a thread lock, plus (for a database file, where ``fcntl`` exists) an
     exclusive ``flock`` on ``<file>-writer.lock`` held while this process writes."""
@@ -287,10 +307,38 @@ class Store:
         self._queue: list[_Queued] = []
         self._queue_lock = threading.Lock()
         self._leading = False
+        # Called (in the committing thread) with the ids of requests a commit changed in a
+        # way their agents can see (``Repo.touch``): what wakes the agents waiting on them.
+        # Session events, so that no commit path (batched or not) can skip them.
+        self.on_change: list[Callable[[frozenset[str]], None]] = []
+        event.listen(self.sessions, "before_commit", self._announce)
+        event.listen(self.sessions, "after_commit", self._changes_committed)
+        event.listen(self.sessions, "after_rollback", lambda session: session.info.pop(CHANGED, None))
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    def _announce(self, session: Session) -> None:
+        """PostgreSQL: NOTIFY the changed ids inside the committing transaction, so every
+        replica hears of them exactly when (and only if) the change is committed."""
+        ids = session.info.get(CHANGED)
+        if not ids or self.dialect != "postgresql":
+            return
+        for payload in _payloads(sorted(ids)):
+            session.connection().exec_driver_sql("SELECT pg_notify(%(c)s, %(p)s)",
+                                                 {"c": CHANGES_CHANNEL, "p": payload})
+
+    def _changes_committed(self, session: Session) -> None:
+        ids = session.info.pop(CHANGED, None)
+        if not ids:
+            return
+        ids = frozenset(ids)
+        for hook in self.on_change:
+            try:
+                hook(ids)
+            except Exception:  # waking waiters must never fail a committed use-case
+                log.exception("after-commit hook failed")
 
     def session(self, *, readonly: bool = False) -> Session:
         s = self.sessions()

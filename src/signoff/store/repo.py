@@ -12,7 +12,8 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.orm.util import identity_key
 
 from signoff.domain import chain
-from signoff.store.db import Committed, written
+from signoff.domain.thread import TYPES as THREAD_TYPES
+from signoff.store.db import CHANGED, Committed, written
 from signoff.store.tables import (
     BudgetRow,
     DecisionRow,
@@ -28,6 +29,7 @@ from signoff.store.tables import (
 LIVE_STATUSES = ("pending", "approved", "executing")
 LEDGER_LOCK = 0x51670FF1  # PostgreSQL advisory lock key of the ledger head
 _LOCKED = "signoff_locked_requests"  # session.info key: request rows this transaction has locked
+_FRESH = "signoff_fresh_requests"  # session.info key: requests this transaction created
 
 
 class Repo:
@@ -73,6 +75,21 @@ class Repo:
         self.session.add(row)
         # PostgreSQL: nobody else can see the row before commit; no row lock to take.
         self.session.info.setdefault(_LOCKED, set()).add(row.id)
+        self.session.info.setdefault(_FRESH, set()).add(row.id)
+
+    def touch(self, req: RequestRow) -> None:
+        """Something the agent's view of ``req`` shows changed: its ``revision`` grows, and
+        after commit the store announces it (waiting agents wake). A request created in
+        this transaction is announced to nobody: no one can be waiting for it yet."""
+        req.revision = (req.revision or 1) + 1
+        if req.id not in self.session.info.get(_FRESH, ()):
+            self.session.info.setdefault(CHANGED, set()).add(req.id)
+
+    def revisions(self, request_ids: list[str]) -> dict[str, int]:
+        """The current ``revision`` of each of ``request_ids`` that exists (one query)."""
+        t = RequestRow.__table__
+        q = select(t.c.id, t.c.revision).where(t.c.id.in_(request_ids))
+        return {row.id: row.revision for row in self.session.execute(q)}
 
     def claim_due(self, now: datetime, limit: int) -> list[RequestRow]:
         """Requests owed something at ``now``, locked for this transaction.
@@ -218,6 +235,13 @@ class Repo:
     def events(self, request_id: str) -> list[EventRow]:
         q = select(EventRow).where(EventRow.request_id == request_id).order_by(EventRow.seq)
         return list(self.session.scalars(q))
+
+    def thread_events(self, request_id: str) -> list[tuple[int, str, str, dict[str, Any]]]:
+        """(seq, type, actor, data) of the request's thread events, in chain order."""
+        t = EventRow.__table__
+        q = (select(t.c.seq, t.c.type, t.c.actor, t.c.data)
+             .where(t.c.request_id == request_id, t.c.type.in_(THREAD_TYPES)).order_by(t.c.seq))
+        return [tuple(row) for row in self.session.execute(q)]
 
     def ledger_append(self, request_id: str, at: datetime) -> None:
         """Chain a new request onto the global ledger. Call it last in the transaction:

@@ -88,6 +88,10 @@ class RequestRow(Base):
     event_count: Mapped[int] = mapped_column(Integer, default=0)
     head_hash: Mapped[str] = mapped_column(String(64))
     version: Mapped[int] = mapped_column(Integer, nullable=False)
+    # The agent's ``version`` of the request: grows with every change the agent's view
+    # shows (status, decisions, grant, outcome, thread), and only then. ``version`` above
+    # is the optimistic lock and moves with every write (a Slack post recorded, a review).
+    revision: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
 
     __mapper_args__ = {"version_id_col": version}
 

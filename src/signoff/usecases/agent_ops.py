@@ -1,11 +1,13 @@
-"""What an agent does after submitting: read, cancel, report the outcome."""
+"""What an agent does after submitting: read, cancel, comment, report the outcome."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from signoff.domain.errors import Conflict, Forbidden, Invalid, NotFound
-from signoff.domain.model import ExceptionKind, Status
+from signoff.domain.model import TERMINAL, ExceptionKind, Status
+from signoff.domain.thread import slack_ts
 from signoff.store.repo import Repo
 from signoff.store.tables import RequestRow
 from signoff.usecases.common import move, raise_exception, refresh_messages, request_view
@@ -101,6 +103,43 @@ def record_outcome(ctx: Context, *, agent_id: str, request_id: str, body: Any) -
             raise_exception(repo, req, ExceptionKind.FAILED, now, detail=detail or "")
         refresh_messages(repo, req, now)
         return request_view(repo, req, viewer=agent_id)
+
+    result = ctx.store.transaction(tx)
+    ctx.notify()
+    return result
+
+
+COMMENT_MAX = 4000
+
+
+def comment(ctx: Context, *, agent_id: str, request_id: str, body: Any) -> dict[str, Any]:
+    """The submitter or executor says something in the request's Slack thread: recorded as
+    evidence (``thread.agent_reply``) and posted by the outbox. ``{"id", "request"}``."""
+    if not isinstance(body, dict):
+        raise Invalid("the body must be a JSON object with \"text\"", fields=["text"])
+    extra = set(body) - {"text"}
+    if extra:
+        raise Invalid(f"unknown field(s): {', '.join(sorted(extra))}", fields=sorted(extra))
+    text = body.get("text")
+    if not isinstance(text, str) or not text.strip() or len(text) > COMMENT_MAX:
+        raise Invalid(f"text must be a string of 1 to {COMMENT_MAX:,} characters, not only blanks",
+                      fields=["text"])
+
+    def tx(session) -> dict[str, Any]:
+        repo = Repo(session)
+        now = ctx.clock()
+        req = _visible(repo.get(request_id), agent_id)
+        if req.status in TERMINAL:
+            raise Conflict(f"request is {req.status}; its thread is closed to comments")
+        comment_id = str(uuid.uuid4())
+        repo.append_event(req, "thread.agent_reply", agent_id,
+                          {"comment_id": comment_id, "text": text, "ts": slack_ts(now)}, now)
+        repo.touch(req)
+        # Posted under every root message of the request; a root not posted yet is waited for.
+        for msg in repo.messages(req.id, role="request"):
+            repo.enqueue("slack.comment", {"message_id": msg.id, "comment_id": comment_id, "agent": agent_id,
+                                           "text": text}, now, request_id=req.id)
+        return {"id": comment_id, "request": request_view(repo, req, viewer=agent_id)}
 
     result = ctx.store.transaction(tx)
     ctx.notify()

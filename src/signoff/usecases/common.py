@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from signoff.config import CHANNEL_RE, GROUP_RE, Config, Workflow
+from signoff.domain import thread as thread_fold
 from signoff.domain.approval import Verdict, quorum_reachable, step_sponsors
 from signoff.domain.model import TERMINAL, ExceptionKind, Status, can_move
 from signoff.store.repo import Repo
@@ -60,6 +61,7 @@ def move(repo: Repo, req: RequestRow, new: Status, *, actor: str, now: datetime,
         raise IllegalTransition(f"{req.status} → {new}")
     old = req.status
     req.status = new.value
+    repo.touch(req)
     if old == Status.PENDING:
         req.decided_at = now
     repo.append_event(req, f"request.{new.value}", actor, {"from": old, "to": new.value, **(data or {})}, now)
@@ -121,9 +123,10 @@ def raise_exception(repo: Repo, req: RequestRow, kind: ExceptionKind, now: datet
 
 
 def request_view(repo: Repo, req: RequestRow, *, viewer: str | None = None,
-                 decisions: list | None = None) -> dict[str, Any]:
-    """The request object of contract §3. The grant appears only in the executor's view.
-    ``decisions``: the request's decision rows when the caller knows them already."""
+                 decisions: list | None = None, thread: list | None = None) -> dict[str, Any]:
+    """The request object agents get. The grant appears only in the executor's view; the
+    thread only in an agent's view (``viewer`` set). ``decisions`` / ``thread``: the
+    request's decision rows / thread when the caller knows them already."""
     decisions = [
         {"by": d.by, "decision": d.decision, "at": d.at.isoformat().replace("+00:00", "Z"),
          **({"reason": d.reason} if getattr(d, "reason", None) else {})}
@@ -133,7 +136,7 @@ def request_view(repo: Repo, req: RequestRow, *, viewer: str | None = None,
     if (viewer is not None and viewer == req.executor and req.grant_token
             and req.status in (Status.APPROVED, Status.EXECUTING)):
         grant = req.grant_token
-    return {
+    view = {
         "id": req.id,
         "status": req.status,
         "workflow": req.workflow,
@@ -161,7 +164,11 @@ def request_view(repo: Repo, req: RequestRow, *, viewer: str | None = None,
         "grant": grant,
         "grant_expires_at": _z(req.grant_expires_at) if grant else None,
         "outcome": req.outcome,
+        "version": req.revision,
     }
+    if viewer is not None:
+        view["thread"] = thread_fold.fold(repo.thread_events(req.id)) if thread is None else thread
+    return view
 
 
 def _z(dt: datetime | None) -> str | None:

@@ -147,6 +147,7 @@ def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: 
                                  request_id=req.id)
                 return DecideResult("refused", text, req.status)
         repo.add_decision(req.id, user, d.value, now, reason=reason)
+        repo.touch(req)  # the view's decisions grow, whether or not the quorum is met
         recorded = {"decision": d.value, "channel": channel}
         if reason:
             recorded["reason"] = reason

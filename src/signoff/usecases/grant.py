@@ -52,6 +52,7 @@ def issue_grant(ctx: Context, repo: Repo, req: RequestRow, now: datetime) -> boo
             if ttl is not None:
                 req.approval_expires_at = (req.decided_at or now) + ttl
         if req.not_before != not_before:
+            repo.touch(req)  # executable_from moves
             thread_note(repo, req, f"Approved; waiting for a change window: the grant will be issued at "
                                    f"{iso(not_before)} ({reason}).", now)
         req.not_before = not_before
@@ -81,6 +82,7 @@ def issue_grant(ctx: Context, repo: Repo, req: RequestRow, now: datetime) -> boo
     key = ctx.keys.active
     token = jwt.encode(claims, key.private, algorithm="EdDSA", headers={"kid": key.kid})
     req.grant_token = token
+    repo.touch(req)
     req.grant_claims = claims
     req.grant_expires_at = datetime.fromtimestamp(claims["exp"], now.tzinfo)
     req.not_before = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Protocol
@@ -33,6 +33,19 @@ class NoDirectory:
         return set()
 
 
+class Changes(Protocol):
+    """Told, after each commit, which requests changed in a way their agents can see (what
+    ``Repo.touch`` marks): the agent API's waiters listen here. Called from the committing
+    thread; it must not block."""
+
+    def changed(self, request_ids: Collection[str]) -> None: ...
+
+
+class NoChanges:
+    def changed(self, request_ids: Collection[str]) -> None:
+        pass
+
+
 @dataclass
 class Context:
     """Everything use-cases need. Built by ``bootstrap``; tests build their own."""
@@ -46,3 +59,10 @@ class Context:
     evidence_link_seconds: int = 7 * 86400
     # Called after a commit that enqueued side effects, so the dispatcher runs at once.
     notify: Callable[[], None] = lambda: None
+    # Told after every commit which requests changed visibly (the store calls it).
+    changes: Changes = field(default_factory=NoChanges)
+
+    def __post_init__(self) -> None:
+        hooks = getattr(self.store, "on_change", None)
+        if hooks is not None:
+            hooks.append(lambda ids: self.changes.changed(ids))

@@ -52,6 +52,7 @@ def record_thread_message(ctx: Context, *, event: dict[str, Any], event_id: str 
         if req is None:
             return False
         repo.append_event(req, kind, user, data, now)
+        repo.touch(req)  # the agent's view shows the thread
         return True
 
     return ctx.store.transaction(tx)

@@ -252,6 +252,14 @@ def record_posted_in(session, now: datetime, *, message_id: int, channel: str, t
     return True
 
 
+def record_comment_posted_in(session, now: datetime, *, request_id: str, comment_id: str, channel: str,
+                             thread_ts: str, ts: str) -> None:
+    """An agent's comment is in Slack: where, as evidence (the agent's view does not change)."""
+    Repo(session).append_event_by_id(request_id, "slack.posted", "signoff",
+                                     {"role": "comment", "comment_id": comment_id, "channel": channel,
+                                      "thread_ts": thread_ts, "ts": ts}, now)
+
+
 def is_open(status: str) -> bool:
     return status == Status.PENDING
 

@@ -191,7 +191,8 @@ def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key
         session.flush()
         # Decided by nobody yet unless the policy approved it: no need to ask the database.
         decided = req.status != Status.PENDING.value
-        return Submitted(request_view(repo, req, viewer=agent_id, decisions=None if decided else []),
+        # A new request has no thread yet either.
+        return Submitted(request_view(repo, req, viewer=agent_id, decisions=None if decided else [], thread=[]),
                          created=True)
 
     # Group commit: concurrent submissions share one commit (each its own savepoint).

@@ -1,0 +1,23 @@
+"""requests.revision: the version agents see (and wait on)
+
+Revision ID: 0003
+Revises: 0002
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0003'
+down_revision = '0002'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('requests', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('revision', sa.Integer(), server_default='1', nullable=False))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('requests', schema=None) as batch_op:
+        batch_op.drop_column('revision')
