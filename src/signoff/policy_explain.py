@@ -1,6 +1,6 @@
 """``signoff policy explain REQUEST.json [--at TIME]``: a dry run of the policy.
 
-REQUEST.json is a submission body (contract §3) plus an optional ``"agent"`` — the
+REQUEST.json is a submission body (docs/api.md) plus an optional ``"agent"`` — the
 submitting agent, by default the workflow's first. The same functions ``submit`` uses
 decide; nothing is written anywhere. Exit 0: it would be accepted; 1: refused (and why);
 2: the request file, the time or the workflow file cannot be read or is invalid.

@@ -1,4 +1,4 @@
-"""The agent's submission body (contract §3), validated by pydantic."""
+"""The agent's submission body (docs/api.md), validated by pydantic."""
 
 from __future__ import annotations
 

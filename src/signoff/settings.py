@@ -1,4 +1,4 @@
-"""Process settings from the environment (and a ``.env`` file), as contract §2 lists them."""
+"""Process settings from the environment (and a ``.env`` file), as the README lists them."""
 
 from __future__ import annotations
 

@@ -74,6 +74,22 @@ class LogContext:
             return await self.app(scope, receive, send)
 
 
+def _describe(app: FastAPI) -> None:
+    """``/openapi.json`` says what the routes really take and answer; ``/docs`` renders it."""
+    from signoff.api.openapi import openapi_document, reference_page
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi_document(app)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return HTMLResponse(reference_page(openapi()))
+
+
 def create_app(ctx: Context, *, slack_endpoint=None, slack_readiness=None, metrics: Metrics | None = None,
                read_timeout: float | None = 10.0, refusals: RefusalLog | None = None) -> FastAPI:
     """``slack_readiness``: a ``SlackReadiness`` for ``/readyz`` (absent: Slack is not checked).
@@ -93,6 +109,7 @@ def create_app(ctx: Context, *, slack_endpoint=None, slack_readiness=None, metri
             waiters.close()
 
     app = FastAPI(title="signoff", docs_url=None, redoc_url=None, openapi_url="/openapi.json", lifespan=lifespan)
+    _describe(app)
     metrics = metrics or Metrics(ctx)
     app.state.metrics = metrics
     app.state.waiters = waiters

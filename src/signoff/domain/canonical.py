@@ -52,7 +52,7 @@ def canonical_json(value: Any) -> bytes:
 
 
 def sha256_hex(value: Any) -> str:
-    """Hex SHA-256 of the canonical JSON of ``value`` (the ``action_sha256`` of contract §4)."""
+    """Hex SHA-256 of the canonical JSON of ``value`` (a grant's ``action_sha256``)."""
     return hashlib.sha256(canonical_json(value)).hexdigest()
 
 

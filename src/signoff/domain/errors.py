@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class DomainError(Exception):
-    """Base: ``code`` is the machine-readable error code of contract §3."""
+    """Base: ``code`` is the machine-readable error code of the agent API (docs/api.md)."""
 
     code = "error"
     http_status = 400

@@ -45,7 +45,7 @@ class Risk(StrEnum):
     CRITICAL = "critical"
 
 
-# Exceptions security reviews (contract §5).
+# Exceptions security reviews (see docs/evidence.md).
 class ExceptionKind(StrEnum):
     REJECTED = "rejected"
     EXPIRED = "expired"

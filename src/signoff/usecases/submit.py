@@ -106,7 +106,7 @@ def check_rollback(ev: Evaluation, sub: Submission) -> None:
 
 
 def plan(config: Config, agent_id: str, sub: Submission, now: datetime) -> Plan:
-    """Apply the workflow's policy to a submission, in the contract's order: unknown
+    """Apply the workflow's policy to a submission, in the documented order: unknown
     workflow (404), agent or executor not allowed (403), a deny rule (403), a missing
     rollback plan (422), no moment it could ever execute (403), nobody who could ever
     approve it once its agents' sponsors are set aside (403)."""
