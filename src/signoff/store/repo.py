@@ -22,6 +22,7 @@ from signoff.store.tables import (
     OutboxRow,
     RequestRow,
     SeenEventRow,
+    SlackDigestRow,
     SlackMessageRow,
 )
 
@@ -298,6 +299,72 @@ class Repo:
         table = SlackMessageRow.__table__
         new_id = self.session.connection().execute(insert(table).returning(table.c.id), values).scalar_one()
         return SlackMessageRow(id=new_id, **values), True
+
+    # digests ------------------------------------------------------------------------
+    def take_claimed(self, row_ids: list[int], worker: str, now: datetime, note: str) -> int:
+        """Mark outbox rows that ``worker`` holds (claimed, still owed) done without
+        delivering them; returns how many it still held."""
+        t = OutboxRow.__table__
+        return self.session.execute(update(t).where(t.c.id.in_(row_ids), t.c.state == "pending",
+                                                    t.c.claimed_by == worker).values(
+            state="done", done_at=now, last_error=note, claimed_by=None, claimed_until=None,
+            in_flight=False)).rowcount or 0
+
+    def add_digest(self, kind: str, target: str, now: datetime) -> int:
+        t = SlackDigestRow.__table__
+        return self.session.connection().execute(insert(t).returning(t.c.id), {
+            "kind": kind, "target": target, "created_at": now}).scalar_one()
+
+    def put_in_digest(self, digest_id: int, message_ids: list[int]) -> int:
+        """Show these (unposted) messages in the digest instead; returns how many moved."""
+        t = SlackMessageRow.__table__
+        return self.session.execute(update(t).where(t.c.id.in_(message_ids), t.c.ts.is_(None),
+                                                    t.c.digest_id.is_(None)).values(digest_id=digest_id)).rowcount or 0
+
+    def digest(self, digest_id: int) -> dict[str, Any] | None:
+        t = SlackDigestRow.__table__
+        row = self.session.execute(select(t).where(t.c.id == digest_id)).first()
+        return dict(row._mapping) if row is not None else None
+
+    def digest_members(self, digest_id: int) -> list[Any]:
+        """(id, request_id, role, target, ts) of the messages a digest shows, in its order."""
+        t = SlackMessageRow.__table__
+        return list(self.session.execute(select(t.c.id, t.c.request_id, t.c.role, t.c.target, t.c.ts)
+                                         .where(t.c.digest_id == digest_id).order_by(t.c.id)))
+
+    def record_digest_post(self, digest_id: int, channel: str, ts: str, now: datetime) -> bool:
+        """Where Slack put a digest, on it and on the messages it shows. False: recorded already."""
+        d, m = SlackDigestRow.__table__, SlackMessageRow.__table__
+        moved = self.session.execute(update(d).where(d.c.id == digest_id, d.c.ts.is_(None))
+                                     .values(channel=channel, ts=ts, posted_at=now)).rowcount
+        if not moved:
+            return False
+        self.session.execute(update(m).where(m.c.digest_id == digest_id, m.c.ts.is_(None))
+                             .values(channel=channel, ts=ts, posted_at=now))
+        return True
+
+    def owed_posts(self, targets: list[str], exclude: list[int], since: datetime) -> dict[str, int]:
+        """Posts still owed to each target besides the messages ``exclude``: messages not
+        posted whose request has a ``slack.post`` row pending, and digests not posted
+        (created after ``since``: one whose post was given up on stops counting)."""
+        if not targets:
+            return {}
+        m, o, d = SlackMessageRow.__table__, OutboxRow.__table__, SlackDigestRow.__table__
+        owed = (select(m.c.target, func.count()).where(
+            m.c.target.in_(targets), m.c.ts.is_(None), m.c.digest_id.is_(None),
+            select(o.c.id).where(o.c.request_id == m.c.request_id, o.c.kind == "slack.post",
+                                 o.c.state == "pending").exists())
+            .group_by(m.c.target))
+        if exclude:
+            owed = owed.where(m.c.id.not_in(exclude))
+        out: dict[str, int] = {}
+        for target, n in self.session.execute(owed):
+            out[target] = out.get(target, 0) + int(n)
+        digests = (select(d.c.target, func.count()).where(d.c.target.in_(targets), d.c.ts.is_(None),
+                                                          d.c.created_at > since).group_by(d.c.target))
+        for target, n in self.session.execute(digests):
+            out[target] = out.get(target, 0) + int(n)
+        return out
 
     # idempotency --------------------------------------------------------------------
     def idempotency(self, agent: str, key: str) -> IdempotencyRow | None:
