@@ -189,3 +189,62 @@ def test_an_exception_burst_to_the_security_channel_is_digested(db_url, monkeypa
     finally:
         env.dispatcher.pool.shutdown()
         env.rt.store.dispose()
+
+
+@pytest.mark.timeout(120)
+def test_requests_arriving_before_a_digest_is_posted_join_it(db_url, monkeypatch, fake_slack):
+    env = Env(db_url, monkeypatch, fake_slack)
+    try:
+        first = env.submit(12)
+        env.dispatcher.run_once()  # a few posts, the rest in a digest not posted yet
+        late = env.submit(2)
+        env.run(lambda: env.all_shown(first + late, "request"))
+        digest_of = {r: env.posted_events(r, "request")[0].data.get("digest", {}).get("id") for r in first + late}
+        (digest_id,) = {d for r, d in digest_of.items() if d is not None and r in first}
+        assert digest_of[late[0]] == digest_of[late[1]] == digest_id, "they joined the digest still owed"
+        assert len(_digests(fake_slack, "C0APPROVALS")) == 1
+        shown = env.shown("C0APPROVALS")
+        assert set(shown) == set(first + late) and all(len(v) == 1 for v in shown.values())
+    finally:
+        env.dispatcher.pool.shutdown()
+        env.rt.store.dispose()
+
+
+@pytest.mark.timeout(120)
+def test_escalation_dms_notes_and_replies_of_a_digested_burst(db_url, monkeypatch, fake_slack):
+    from signoff.standin import dm_channel
+    from signoff.usecases.reply import record_thread_message
+    from signoff.usecases.sweep import sweep
+
+    env = Env(db_url, monkeypatch, fake_slack)
+    try:
+        rids = env.submit(14)
+        env.run(lambda: env.all_shown(rids, "request"))
+        digest = _digests(fake_slack, "C0APPROVALS")[0]
+        members = sorted({e["value"] for b in digest["blocks"] if b["type"] == "actions" for e in b["elements"]})
+        # a reply in the digest's thread is evidence for every request it shows
+        assert record_thread_message(env.ctx, event={
+            "type": "message", "channel": "C0APPROVALS", "user": "U0OWNER", "text": "looking at these",
+            "ts": "1700009999.000100", "thread_ts": digest["ts"]}, event_id="Ev1")
+        for rid in members:
+            replies = env.ctx.store.read(lambda s, rid=rid: [e.data["text"] for e in Repo(s).events(rid)
+                                                             if e.type == "thread.reply"])
+            assert replies == ["looking at these"]
+
+        env.clock.advance(minutes=10)
+        sweep(env.ctx)  # step 1 for all 14: a DM each to U0ESC, notes in the threads, exceptions
+        env.run(lambda: env.all_shown(rids, "escalation") and env.all_shown(rids, "exception"))
+        dm = dm_channel("U0ESC")
+        assert _digests(fake_slack, dm), "the escalation DMs to one person are digested"
+        shown = env.shown(dm)
+        assert set(shown) == set(rids) and all(len(v) == 1 for v in shown.values())
+        assert "Escalated to you" in str(_digests(fake_slack, dm)[0]["blocks"])
+        env.run(lambda: len([m for m in fake_slack.messages("C0APPROVALS")
+                             if m.get("thread_ts") == digest["ts"] and m["ts"] != digest["ts"]]) >= len(members))
+        notes = [m["text"] for m in fake_slack.messages("C0APPROVALS")
+                 if m.get("thread_ts") == digest["ts"] and m["ts"] != digest["ts"]]
+        for rid in members:
+            assert sum(rid in n and "Escalated (step 1)" in n for n in notes) == 1, "its note, naming it"
+    finally:
+        env.dispatcher.pool.shutdown()
+        env.rt.store.dispose()

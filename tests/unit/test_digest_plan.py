@@ -10,29 +10,36 @@ from signoff.outbox.digest import digest_after, split
 from signoff.outbox.pacing import POST, Pacer
 
 
-@pytest.mark.parametrize("n, allowance, expected", [
-    (3, 7, (3, [])),            # fits: all one by one
-    (7, 7.9, (7, [])),
-    (30, 7, (4, [9, 9, 8])),     # 4 alone + 3 digests = the 7 posts that fit
-    (8, 7, (6, [2])),
-    (11, 0, (0, [6, 5])),        # nothing fits: all digested, evenly
-    (1, 0, (1, [])),             # a digest of one is just a post
-    (2, 0, (0, [2])),
-    (100, 7, (0, [10] * 10)),
+@pytest.mark.parametrize("n, allowance, free, expected", [
+    (3, 7, 0, (3, 0, [])),            # fits: all one by one
+    (7, 7.9, 0, (7, 0, [])),
+    (30, 7, 0, (4, 0, [9, 9, 8])),     # 4 alone + 3 digests = the 7 posts that fit
+    (8, 7, 0, (6, 0, [2])),
+    (11, 0, 0, (0, 0, [6, 5])),        # nothing fits: all digested, evenly
+    (1, 0, 0, (1, 0, [])),             # a digest of one is just a post
+    (2, 0, 0, (0, 0, [2])),
+    (100, 7, 0, (0, 0, [10] * 10)),
+    (5, 0, 7, (0, 5, [])),             # a digest still owed has room: they join it, no new post
+    (12, 1, 4, (0, 4, [8])),
+    (12, 2, 4, (1, 4, [7])),
+    (6, 3, 3, (3, 3, [])),
 ])
-def test_split(n, allowance, expected):
-    assert split(n, allowance) == expected
+def test_split(n, allowance, free, expected):
+    assert split(n, allowance, free) == expected
 
 
 @pytest.mark.parametrize("n", range(1, 120))
 @pytest.mark.parametrize("allowance", [0, 1, 2.5, 7, 12])
-def test_split_shows_every_request_once_and_fits_when_it_can(n, allowance):
-    alone, sizes = split(n, allowance)
-    assert alone + sum(sizes) == n
+@pytest.mark.parametrize("free", [0, 3, 17])
+def test_split_shows_every_request_once_and_fits_when_it_can(n, allowance, free):
+    alone, joined, sizes = split(n, allowance, free)
+    assert alone + joined + sum(sizes) == n
+    assert joined <= free
     assert all(2 <= s <= 10 for s in sizes)
     if sizes:
         assert max(sizes) - min(sizes) <= 1
-        assert alone + len(sizes) <= max(math.floor(allowance), math.ceil(n / 10))
+        assert joined == free, "open digests fill up before new ones are made"
+        assert alone + len(sizes) <= max(math.floor(allowance), math.ceil(max(0, n - free) / 10))
 
 
 def test_digest_after_from_the_policy_snapshot():

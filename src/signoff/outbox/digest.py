@@ -35,26 +35,30 @@ log = logging.getLogger(__name__)
 DEFAULT_DIGEST_AFTER = 5.0  # seconds; the workflow default (a snapshot from before the key)
 
 
-def split(n: int, allowance: float, per_message: int = DIGEST_MAX) -> tuple[int, list[int]]:
-    """How ``n`` posts owed to one place go out when ``allowance`` posts fit in time: (how
-    many of them — the oldest — go one by one, the sizes of the digests for the rest).
+def split(n: int, allowance: float, free: int = 0, per_message: int = DIGEST_MAX) -> tuple[int, int, list[int]]:
+    """How ``n`` posts owed to one place go out when ``allowance`` posts fit in time and
+    digests not posted yet have ``free`` places left: (how many of them — the oldest — go one
+    by one, how many join those digests, the sizes of the new digests for the rest).
 
-    As many as possible go one by one such that they and the digests together still fit;
-    the digests are as even as can be, and never of a single request (that one is simply
-    posted)."""
+    As many as possible go one by one such that they and the new digests together still
+    fit (joining a digest that is owed already costs no post); new digests are as even as
+    can be, and never of a single request (that one is simply posted)."""
     fits = math.floor(allowance + 1e-9)
     if n <= fits:
-        return n, []
-    alone = 0
-    for k in range(min(n, max(fits, 0)), -1, -1):
-        if k + math.ceil((n - k) / per_message) <= fits:
-            alone = k
-            break
-    rest = n - alone
-    if rest <= 1:
-        return n, []
+        return n, 0, []
+
+    def posts(alone: int) -> int:
+        return alone + math.ceil(max(0, n - alone - free) / per_message)
+
+    alone = next((k for k in range(min(n, max(fits, 0)), -1, -1) if posts(k) <= fits), 0)
+    joined = min(n - alone, free)
+    rest = n - alone - joined
+    if rest == 1:
+        return alone + 1, joined, []
+    if rest == 0:
+        return alone, joined, []
     count = math.ceil(rest / per_message)
-    return alone, [rest // count + (1 if i < rest % count else 0) for i in range(count)]
+    return alone, joined, [rest // count + (1 if i < rest % count else 0) for i in range(count)]
 
 
 def digest_after(policy: dict | None) -> float:
@@ -111,23 +115,35 @@ class DigestPlanner:
         busy = [g for g in groups.values() if len(g.rows) >= 2]
         if not busy or read is None:
             return set()
-        owed = owed_posts(self.ctx, targets=[g.target for g in busy],
-                          exclude=[m["id"] for g in groups.values() for _j, m in g.rows])
+        claimed_digests = [j.id for j in claim.jobs if j.kind == "slack.digest" and not j.was_in_flight]
+        owed, open_digests = owed_posts(self.ctx, targets=[g.target for g in busy],
+                                        exclude=[m["id"] for g in groups.values() for _j, m in g.rows],
+                                        claimed=claimed_digests)
         used: dict[str, int] = defaultdict(int)
         planned: list[tuple[Planned, list[tuple[Job, dict]]]] = []
         # people who decide first: their posts take the allowance before security threads
         for g in sorted(busy, key=lambda g: (g.kind != "decide", g.horizon)):
             room = self.pacer.allowance(POST, g.target, g.horizon) - owed.get(g.target, 0) - used[g.target]
-            alone, sizes = split(len(g.rows), room)
+            joinable = [d for d in open_digests if d["kind"] == g.kind and d["target"] == g.target
+                        and d["members"] < DIGEST_MAX]
+            alone, joined, sizes = split(len(g.rows), room, sum(DIGEST_MAX - d["members"] for d in joinable))
             used[g.target] += alone + len(sizes)
             rest = g.rows[alone:]
+            for d in joinable:
+                take = min(joined, DIGEST_MAX - d["members"])
+                if take <= 0:
+                    break
+                chunk, rest, joined = rest[:take], rest[take:], joined - take
+                d["members"] += take
+                planned.append((Planned(g.kind, g.target, [(j.id, m["id"]) for j, m in chunk], d["id"]), chunk))
             for size in sizes:
                 chunk, rest = rest[:size], rest[size:]
                 planned.append((Planned(g.kind, g.target, [(j.id, m["id"]) for j, m in chunk]), chunk))
         if not planned:
             return set()
         try:
-            digest_ids = form_digests(self.ctx, worker=claim.worker_id, planned=[p for p, _c in planned])
+            digest_ids = form_digests(self.ctx, worker=claim.worker_id, planned=[p for p, _c in planned],
+                                      claimed=claimed_digests)
         except DigestRace as exc:
             log.info("digest not formed (%s): the requests are posted one by one", exc)
             return set()
@@ -136,5 +152,6 @@ class DigestPlanner:
             for job, msg in chunk:
                 read.digested(msg["id"], digest_id)
                 taken.add(job.id)
-            log.info("%d requests to %s go out in digest %s", len(chunk), p.target, digest_id)
+            log.info("%d requests to %s %s digest %s", len(chunk), p.target,
+                     "join" if p.digest_id else "go out in", digest_id)
         return taken

@@ -273,14 +273,16 @@ class Repo:
     def message(self, message_id: int) -> SlackMessageRow | None:
         return self.session.get(SlackMessageRow, message_id)
 
-    def message_by_ts(self, channel: str | None, ts: str) -> SlackMessageRow | None:
-        q = select(SlackMessageRow).where(SlackMessageRow.ts == ts)
-        rows = list(self.session.scalars(q))
+    def messages_by_ts(self, channel: str | None, ts: str) -> list[SlackMessageRow]:
+        """Every message row at ``ts`` (in ``channel`` when one there matches): one, or the
+        requests of a digest, which share its ``ts``."""
+        rows = list(self.session.scalars(select(SlackMessageRow).where(SlackMessageRow.ts == ts)
+                                         .order_by(SlackMessageRow.id)))
         if channel:
             exact = [r for r in rows if r.channel == channel]
             if exact:
-                return exact[0]
-        return rows[0] if rows else None
+                return exact
+        return rows
 
     def add_message(self, request_id: str, role: str, target: str, now: datetime,
                     *, fresh: bool = False) -> tuple[SlackMessageRow, bool]:
@@ -366,6 +368,41 @@ class Repo:
             out[target] = out.get(target, 0) + int(n)
         return out
 
+    def open_digests(self, targets: list[str], since: datetime, claimed: list[int]) -> list[dict[str, Any]]:
+        """Digests not posted yet that may still take more requests: their post is owed and
+        nobody is delivering it (it waits for its turn, or it is one of the rows ``claimed``
+        that this worker has not started). Each: id, kind, target, members (how many)."""
+        if not targets:
+            return []
+        d, m, o = SlackDigestRow.__table__, SlackMessageRow.__table__, OutboxRow.__table__
+        members = select(func.count()).where(m.c.digest_id == d.c.id).scalar_subquery()
+        rows = self.session.execute(select(d.c.id, d.c.kind, d.c.target, members.label("members")).where(
+            d.c.target.in_(targets), d.c.ts.is_(None), d.c.created_at > since).order_by(d.c.id)).all()
+        if not rows:
+            return []
+        posts = {r.dedupe_key: r for r in self.session.execute(
+            select(o.c.id, o.c.dedupe_key, o.c.state, o.c.claimed_by, o.c.in_flight)
+            .where(o.c.dedupe_key.in_([digest_key(r.id) for r in rows])))}
+        out = []
+        for r in rows:
+            post = posts.get(digest_key(r.id))
+            if post is None or post.state != "pending":
+                continue
+            if (post.claimed_by is None and not post.in_flight) or post.id in claimed:
+                out.append({"id": r.id, "kind": r.kind, "target": r.target, "members": int(r.members)})
+        return out
+
+    def hold_digest_post(self, digest_id: int, worker: str, claimed: list[int]) -> bool:
+        """Lock a digest's post row for this transaction if nobody is delivering it (so it
+        cannot be rendered and posted while requests are added to it)."""
+        o = OutboxRow.__table__
+        cond = (o.c.claimed_by.is_(None) & (o.c.in_flight.is_(False)))
+        if claimed:
+            cond = cond | (o.c.id.in_(claimed) & (o.c.claimed_by == worker))
+        return bool(self.session.execute(update(o).where(o.c.dedupe_key == digest_key(digest_id),
+                                                         o.c.state == "pending", cond)
+                                         .values(last_error=o.c.last_error)).rowcount)
+
     # idempotency --------------------------------------------------------------------
     def idempotency(self, agent: str, key: str) -> IdempotencyRow | None:
         return self.session.get(IdempotencyRow, (agent, key))
@@ -403,6 +440,11 @@ class Repo:
 
     def spend_budget(self, scope: str, request_id: str, now: datetime) -> None:
         self.session.add(BudgetRow(scope=scope, request_id=request_id, at=now))
+
+
+def digest_key(digest_id: int) -> str:
+    """The ``dedupe_key`` of a digest's ``slack.digest`` outbox row."""
+    return f"digest:{digest_id}"
 
 
 def _outbox_row(kind: str, payload: dict[str, Any], request_id: str | None, now: datetime, *,

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from signoff.store.repo import Repo
+from signoff.slack.blocks import DIGEST_MAX
+from signoff.store.repo import Repo, digest_key
 from signoff.usecases.ports import Context
 from signoff.usecases.slack_ops import read_messages
 
@@ -28,23 +29,35 @@ class DigestRace(Exception):
 
 @dataclass(frozen=True)
 class Planned:
-    """One digest to form: its kind (``decide`` or ``exception``), where it goes, and the
+    """One digest to form (or to join): its kind (``decide`` or ``exception``), where it goes, and the
     claimed ``slack.post`` rows (row id, message id) it replaces, in order."""
 
     kind: str
     target: str
     rows: list[tuple[int, int]]
+    digest_id: int | None = None  # join this digest (not posted yet) instead of a new one
 
 
-def owed_posts(ctx: Context, *, targets: list[str], exclude: list[int]) -> dict[str, int]:
-    """Posts already owed to each target, besides the messages ``exclude`` (a claim's)."""
+def owed_posts(ctx: Context, *, targets: list[str], exclude: list[int],
+               claimed: list[int]) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """Posts already owed to each target besides the messages ``exclude`` (a claim's), and
+    the digests among them that may still take requests (``Repo.open_digests``;
+    ``claimed``: the digest rows of this claim, not delivered yet)."""
     since = ctx.clock() - OWED_HORIZON
-    return ctx.store.read(lambda session: Repo(session).owed_posts(sorted(set(targets)), sorted(set(exclude)), since))
+    targets = sorted(set(targets))
+
+    def read(session):
+        repo = Repo(session)
+        return (repo.owed_posts(targets, sorted(set(exclude)), since),
+                repo.open_digests(targets, since, claimed))
+
+    return ctx.store.read(read)
 
 
-def form_digests(ctx: Context, *, worker: str, planned: list[Planned]) -> list[int]:
-    """Replace the planned rows' posts by digests, all or nothing; returns the digest ids.
-    ``DigestRace`` (nothing changed) when a row is no longer ``worker``'s to deliver."""
+def form_digests(ctx: Context, *, worker: str, planned: list[Planned], claimed: list[int] = ()) -> list[int]:
+    """Replace the planned rows' posts by digests (new ones, or ones not posted yet that
+    they join), all or nothing; returns the digest ids. ``DigestRace`` (nothing changed)
+    when a row is no longer ``worker``'s to deliver, or a digest to join is being posted."""
 
     def tx(session) -> list[int]:
         repo = Repo(session)
@@ -55,10 +68,18 @@ def form_digests(ctx: Context, *, worker: str, planned: list[Planned]) -> list[i
             message_ids = [m for _r, m in p.rows]
             if repo.take_claimed(row_ids, worker, now, "shown in a digest") != len(row_ids):
                 raise DigestRace("a row is no longer held by this worker")
-            digest_id = repo.add_digest(p.kind, p.target, now)
+            if p.digest_id is not None:
+                digest_id = p.digest_id
+                if not repo.hold_digest_post(digest_id, worker, list(claimed)):
+                    raise DigestRace(f"digest {digest_id} is being posted")
+                if len(repo.digest_members(digest_id)) + len(message_ids) > DIGEST_MAX:
+                    raise DigestRace(f"digest {digest_id} is full")
+            else:
+                digest_id = repo.add_digest(p.kind, p.target, now)
+                repo.enqueue("slack.digest", {"digest_id": digest_id, "target": p.target}, now,
+                             dedupe_key=digest_key(digest_id))
             if repo.put_in_digest(digest_id, message_ids) != len(message_ids):
                 raise DigestRace("a message was posted meanwhile")
-            repo.enqueue("slack.digest", {"digest_id": digest_id, "target": p.target}, now)
             ids.append(digest_id)
         return ids
 
