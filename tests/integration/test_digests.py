@@ -248,3 +248,31 @@ def test_escalation_dms_notes_and_replies_of_a_digested_burst(db_url, monkeypatc
     finally:
         env.dispatcher.pool.shutdown()
         env.rt.store.dispose()
+
+
+@pytest.mark.timeout(120)
+def test_a_digest_that_reached_slack_before_a_crash_is_found_not_repeated(db_url, monkeypatch, fake_slack):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from signoff.store.tables import SlackDigestRow
+
+    env = Env(db_url, monkeypatch, fake_slack)
+    try:
+        rids = env.submit(12)
+        env.dispatcher.run_once()  # the digest is formed, its post owed
+        (digest_id,) = env.ctx.store.read(lambda s: [d.id for d in s.scalars(select(SlackDigestRow))])
+        # an earlier process posted it, then died before recording anything
+        earlier = web_client("xoxb-test", fake_slack.url).chat_postMessage(
+            channel="C0APPROVALS", text="earlier attempt",
+            metadata={"event_type": "signoff_message", "event_payload": {"digest_id": str(digest_id)}})
+        env.ctx.store.transaction(lambda s: s.execute(update(OutboxRow).where(OutboxRow.kind == "slack.digest").values(
+            in_flight=True, claimed_by="gone", claimed_until=env.clock() - timedelta(seconds=1))))
+        env.run(lambda: env.all_shown(rids, "request"))
+        assert len(_digests(fake_slack, "C0APPROVALS")) == 1, "not posted again"
+        in_digest = [r for r in rids if "digest" in env.posted_events(r, "request")[0].data]
+        assert in_digest and all(env.posted_events(r, "request")[0].data["ts"] == earlier["ts"] for r in in_digest)
+    finally:
+        env.dispatcher.pool.shutdown()
+        env.rt.store.dispose()

@@ -96,7 +96,7 @@ class DigestPlanner:
     def __call__(self, claim: Claim) -> set[int]:
         posts = [j for j in claim.jobs if j.kind == "slack.post" and "message_id" in j.payload
                  and not j.was_in_flight]
-        if len(posts) < 2:
+        if not posts:
             return set()
         groups: dict[tuple[str, str, float], _Group] = {}
         read: ClaimRead | None = None
@@ -112,7 +112,9 @@ class DigestPlanner:
                 continue
             key = (kind_of(msg["role"]), msg["target"], horizon)
             groups.setdefault(key, _Group(*key)).rows.append((job, msg))
-        busy = [g for g in groups.values() if len(g.rows) >= 2]
+        # a lone post is worth a look only when its channel is busy (it may join a digest)
+        busy = [g for g in groups.values()
+                if len(g.rows) >= 2 or self.pacer.allowance(POST, g.target, 0.0) < 1.0]
         if not busy or read is None:
             return set()
         claimed_digests = [j.id for j in claim.jobs if j.kind == "slack.digest" and not j.was_in_flight]
