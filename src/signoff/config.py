@@ -35,11 +35,18 @@ from signoff.domain.budget import Budget, parse_budget
 from signoff.domain.canonical import canonical_json
 from signoff.domain.identifiers import identifier_problem
 from signoff.domain.rules import merge
-from signoff.durations import format_duration, parse_duration
+from signoff.durations import format_duration, parse_duration, parse_duration_or_zero
 
 Duration = Annotated[
     timedelta,
     BeforeValidator(parse_duration),
+    PlainSerializer(lambda d: format_duration(d), return_type=str),
+]
+
+# A duration where 0 means "off" (digest_after).
+DurationOrZero = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration_or_zero),
     PlainSerializer(lambda d: format_duration(d), return_type=str),
 ]
 
@@ -269,7 +276,7 @@ class RuleMatch(_Model):
 
 # Keys a rule may set to override the workflow's for the requests it matches.
 RULE_OVERRIDES = ("approvers", "required_approvals", "timeout", "escalation", "repeat", "windows", "freezes",
-                  "approval_ttl", "require_rollback", "confirm")
+                  "approval_ttl", "require_rollback", "confirm", "digest_after")
 
 
 class Rule(_Model):
@@ -287,6 +294,7 @@ class Rule(_Model):
     freezes: list[ChangeFreeze] | None = None
     approval_ttl: Duration | None = None
     confirm: Literal["none", "typed"] | None = None
+    digest_after: DurationOrZero | None = None
 
     @field_validator("name")
     @classmethod
@@ -338,6 +346,9 @@ class Workflow(_Model):
     # Approve asks the approver to type the action's target: "typed"; unset: typed for
     # critical requests only.
     confirm: Literal["none", "typed"] | None = None
+    # Requests owed to one channel or person beyond what Slack's pacing lets through within
+    # this long are posted together as digest messages; 0 turns digests off.
+    digest_after: DurationOrZero = timedelta(seconds=5)
     rules: list[Rule] = Field(default_factory=list)
 
     @field_validator("id")

@@ -44,6 +44,19 @@ def parse_duration(value: object) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def parse_duration_or_zero(value: object) -> timedelta:
+    """``parse_duration``, with 0 (``0``, ``"0"``, ``"0s"``) allowed: a setting turned off."""
+    if not isinstance(value, bool) and (value == 0 or (isinstance(value, str) and
+                                                       value.strip().lower() in ("0", "0s", "0m", "0h"))):
+        return timedelta(0)
+    if isinstance(value, timedelta) and value == timedelta(0):
+        return value
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or 0 to turn it off)") from None
+
+
 def format_duration(delta: timedelta) -> str:
     """Render a duration compactly, e.g. ``1h30m``."""
     seconds = delta.total_seconds()

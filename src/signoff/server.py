@@ -61,13 +61,15 @@ def build_service(runtime: Runtime, *, with_slack: bool = True) -> Service:
         workers = int(os.environ.get("SIGNOFF_WORKER_COUNT") or 1)
         # the context's clock: tests that move time move Slack's windows with it
         pacer = Pacer(share=settings.replicas * max(1, workers), clock=lambda: ctx.clock().timestamp())
-    handlers.update(SlackDelivery(ctx, client, pacer).handlers())
+    slack_delivery = SlackDelivery(ctx, client, pacer)
+    handlers.update(slack_delivery.handlers())
     handlers.update(WebhookDelivery(ctx).handlers())
     from signoff.api.metrics import Metrics
 
     metrics = Metrics(ctx)
     client.observe = metrics.slack_call
     dispatcher = Dispatcher(ctx, handlers)
+    dispatcher.plan = slack_delivery.plan  # digests
     dispatcher.on_delivered = metrics.delivered
     ctx.notify = dispatcher.wake
     bolt = endpoint = None

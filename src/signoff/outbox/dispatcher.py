@@ -80,7 +80,8 @@ class Claim:
     Nothing a handler returns as a ``Record`` is committed before the request's next row
     runs, so such a read stays valid for a request until one of its rows writes directly."""
 
-    def __init__(self) -> None:
+    def __init__(self, worker_id: str = "") -> None:
+        self.worker_id = worker_id  # who holds the rows (their ``claimed_by``)
         self.jobs: list[Job] = []
         self.cache: dict[str, Any] = {}
         self.lock = threading.Lock()
@@ -130,6 +131,10 @@ class Dispatcher:
     def __init__(self, ctx: Context, handlers: dict[str, Handler], *, workers: int = 8, batch: int = 128):
         self.ctx = ctx
         self.handlers = handlers
+        # Called with each claim before its rows are delivered; may take some of them over
+        # (finishing them itself, in its own transaction) and returns their ids: e.g. Slack
+        # posts merged into one digest message.
+        self.plan: Callable[[Claim], set[int]] | None = None
         # (kind, committed at, delivered at) for each row delivered: the lag histogram
         self.on_delivered: Callable[[str, datetime | None, datetime], None] | None = None
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -191,8 +196,17 @@ class Dispatcher:
         jobs = self._claim()
         if not jobs:
             return 0
+        deliver = jobs
+        if self.plan is not None and jobs[0].claim is not None:
+            try:
+                taken = self.plan(jobs[0].claim)
+            except Exception:  # planning is an optimisation: the rows are delivered as they are
+                log.exception("planning the outbox claim failed")
+                taken = set()
+            if taken:
+                deliver = [j for j in jobs if j.id not in taken]
         groups: dict[str | None, list[Job]] = defaultdict(list)
-        for job in jobs:
+        for job in deliver:
             groups[job.request_id or f"#{job.id}"].append(job)
         # Results are recorded in batches, one transaction for all that finished within a
         # few milliseconds of each other (well inside the lease), not one per row: under
@@ -237,7 +251,7 @@ class Dispatcher:
             # one UPDATE for the batch (the rows are locked: BEGIN IMMEDIATE / FOR UPDATE)
             session.execute(update(t).where(t.c.id.in_([r.id for r in rows])).values(
                 claimed_by=self.worker_id, claimed_until=now + LEASE, in_flight=True))
-            claim = Claim()
+            claim = Claim(self.worker_id)
             claim.jobs = [Job(r.id, r.kind, r.request_id, dict(r.payload), r.attempts, bool(r.in_flight), claim,
                               r.created_at) for r in rows]
             return claim.jobs

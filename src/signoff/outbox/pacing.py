@@ -115,6 +115,22 @@ class Pacer:
                 self._bucket(m, c, now).tokens -= need
             return 0.0
 
+    def allowance(self, method: str, channel: str | None, horizon: float) -> float:
+        """How many calls of ``method`` (in ``channel``) pacing lets through from now until
+        ``horizon`` seconds from now: the tokens there now plus what refills by then (a pause
+        first runs out). Spends nothing."""
+        now = self.clock()
+        with self._lock:
+            out = float("inf")
+            for (m, c), _need in self._keys(method, channel):
+                b = self._bucket(m, c, now)
+                b.refill(now)
+                paused = max(0.0, b.paused_until - now)
+                if paused >= horizon:
+                    return 0.0
+                out = min(out, max(0.0, b.tokens) + b.rate * (horizon - paused))
+            return out
+
     def pause(self, method: str, channel: str | None, seconds: float) -> None:
         """Slack answered 429 for ``method`` (in ``channel``): hold just that for ``seconds``."""
         now = self.clock()

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from signoff.outbox.dispatcher import Defer, GiveUp, Job, Record, Retry
+from signoff.outbox.digest import DigestPlanner
+from signoff.outbox.dispatcher import Claim, Defer, GiveUp, Job, Record, Retry
 from signoff.outbox.pacing import Pacer
 from signoff.slack import blocks
+from signoff.usecases.digest import digest_context, record_digest_posted_in
 from signoff.usecases.ports import Context
 from signoff.usecases.reply import reconcile_thread
 from signoff.usecases.slack_ops import (
@@ -74,7 +77,8 @@ PRIORITY = {"request": 0, "escalation": 0, "thread": 1, "exception": 2}
 # Rows that only read (and post): a claim's one read stays valid for a request's later
 # rows as long as all its earlier rows in the claim are of these kinds (their writes are
 # ``Record``s, and a post's is mirrored into the read).
-READ_ONLY = frozenset({"slack.post", "slack.update", "slack.thread", "slack.comment", "slack.ephemeral"})
+READ_ONLY = frozenset({"slack.post", "slack.update", "slack.thread", "slack.comment", "slack.ephemeral",
+                       "slack.digest"})
 READS = frozenset({"slack.post", "slack.update", "slack.thread", "slack.comment"})
 
 
@@ -91,6 +95,13 @@ class SlackDelivery:
         self.ctx = ctx
         self.client = client
         self.pacer = pacer
+        self._planner = DigestPlanner(ctx, pacer, self._claim_read) if pacer is not None else None
+
+    def plan(self, claim: Claim) -> set[int]:
+        """The dispatcher's planning hook: posts owed to one place beyond what pacing lets
+        through within ``digest_after`` are taken over into digests (``outbox.digest``).
+        Without pacing there is no such limit, and no digest."""
+        return self._planner(claim) if self._planner is not None else set()
 
     def _slack(self, method: str, *, priority: int = 0, **kwargs) -> Any:
         """One Web API call, paced: when Slack's limits (as the pacer keeps them) do not
@@ -111,6 +122,7 @@ class SlackDelivery:
     def handlers(self) -> dict:
         return {
             "slack.post": self.post,
+            "slack.digest": self.digest,
             "slack.update": self.update,
             "slack.thread": self.thread,
             "slack.comment": self.comment,
@@ -154,13 +166,13 @@ class SlackDelivery:
         if data is None:
             raise GiveUp("message or request no longer exists")
         msg = data["message"]
-        if msg["ts"]:
-            return None  # already posted (a redelivery after the post was recorded)
+        if msg["ts"] or msg.get("digest_id"):
+            return None  # already posted (a redelivery after the post was recorded), or in a digest
         metadata = {"event_type": METADATA_TYPE,
                     "event_payload": {"request_id": msg["request_id"], "message_id": str(msg["id"])}}
         if job.was_in_flight:
             # A previous attempt may have reached Slack before this process died: look first.
-            found = self._find_posted(msg["target"], metadata["event_payload"])
+            found = self._find_posted(msg["target"], "message_id", str(msg["id"]))
             if found:
                 return self._posted(job, msg["id"], found[0], found[1])
         text, blks = render(data)
@@ -180,7 +192,9 @@ class SlackDelivery:
 
         return Record(write, key=message_id)
 
-    def _find_posted(self, target: str, payload: dict) -> tuple[str, str] | None:
+    def _find_posted(self, target: str, key: str, value: str) -> tuple[str, str] | None:
+        """Where a post that may have reached Slack before a crash is: the message in
+        ``target`` whose metadata carries ``key`` = ``value``."""
         channel = target
         try:
             if target.startswith(("U", "W")):
@@ -191,7 +205,7 @@ class SlackDelivery:
         for m in history.get("messages", []) or []:
             meta = m.get("metadata") or {}
             if meta.get("event_type") == METADATA_TYPE and \
-                    (meta.get("event_payload") or {}).get("message_id") == payload["message_id"]:
+                    (meta.get("event_payload") or {}).get(key) == value:
                 return channel, m["ts"]
         return None
 
@@ -200,6 +214,8 @@ class SlackDelivery:
         if data is None:
             raise GiveUp("message or request no longer exists")
         msg = data["message"]
+        if msg.get("digest_id"):
+            return self._update_digest(job, msg["digest_id"])
         if not msg["ts"]:
             raise Defer("message not posted yet")
         text, blks = render(data)
@@ -213,9 +229,72 @@ class SlackDelivery:
             raise GiveUp("message or request no longer exists")
         if not msg["ts"]:
             raise Defer("parent message not posted yet")
+        text = job.payload["text"]
+        if msg.get("digest_id"):
+            # the digest's thread holds the notes of all its requests: say which one
+            data = self._context(job)
+            title = (data or {}).get("request", {}).get("title")
+            text = blocks.digest_thread_note(msg["request_id"], title, text)
         priority = PRIORITY["exception"] if msg.get("role") == "exception" else PRIORITY["thread"]
         self._slack("chat.postMessage", priority=priority, channel=msg["channel"], thread_ts=msg["ts"],
-                    text=job.payload["text"], unfurl_links=False)
+                    text=text, unfurl_links=False)
+
+    # ------------------------------------------------------------------ digests
+    def digest(self, job: Job) -> Record | None:
+        """Post a digest (exactly once, like any post: after a crash mid-delivery it is
+        looked for by its metadata first); where it landed is recorded on it, on each
+        message it shows, and in each request's evidence."""
+        digest_id = job.payload["digest_id"]
+        data = digest_context(self.ctx, digest_id)
+        if data is None or not data["items"]:
+            raise GiveUp("digest or its requests no longer exist")
+        d = data["digest"]
+        if d["ts"]:
+            return None
+        if job.was_in_flight:
+            found = self._find_posted(d["target"], "digest_id", str(digest_id))
+            if found:
+                return self._digest_posted(digest_id, *found)
+        text, blks = blocks.digest_message(d["kind"], data["items"])
+        metadata = {"event_type": METADATA_TYPE, "event_payload": {"digest_id": str(digest_id)}}
+        priority = PRIORITY["exception"] if d["kind"] == "exception" else PRIORITY["request"]
+        resp = self._slack("chat.postMessage", priority=priority, channel=d["target"], text=text, blocks=blks,
+                           metadata=metadata, unfurl_links=False, unfurl_media=False)
+        return self._digest_posted(digest_id, resp["channel"], resp["ts"])
+
+    def _digest_posted(self, digest_id: int, channel: str, ts: str) -> Record:
+        clock = self.ctx.clock
+
+        def write(session) -> None:
+            record_digest_posted_in(session, clock(), digest_id=digest_id, channel=channel, ts=ts)
+
+        return Record(write, key=f"digest:{digest_id}")
+
+    def _update_digest(self, job: Job, digest_id: int) -> None:
+        """A request shown in a digest changed: the whole digest is rendered again from
+        what is committed now. Several of its requests' updates in one claim make one
+        ``chat.update`` (the first renders what all of them committed before the claim)."""
+        claim = job.claim
+        if claim is None:
+            return self._rerender_digest(digest_id)
+        with claim.lock:
+            lock = claim.cache.setdefault(("digest-lock", digest_id), threading.Lock())
+        with lock:
+            if claim.cache.get(("digest-updated", digest_id)):
+                return None
+            self._rerender_digest(digest_id)
+            claim.cache[("digest-updated", digest_id)] = True
+        return None
+
+    def _rerender_digest(self, digest_id: int) -> None:
+        data = digest_context(self.ctx, digest_id)
+        if data is None or not data["items"]:
+            raise GiveUp("digest or its requests no longer exist")
+        d = data["digest"]
+        if not d["ts"]:
+            raise Defer("digest not posted yet", after=0.5)
+        text, blks = blocks.digest_message(d["kind"], data["items"])
+        self._slack("chat.update", channel=d["channel"], ts=d["ts"], text=text, blocks=blks)
 
     def comment(self, job: Job) -> Record | None:
         """An agent's comment, posted in the thread of a request's root message once that

@@ -789,3 +789,101 @@ def request_detail_text(r: dict[str, Any]) -> str:
     else:
         rollback = "*Rollback plan:* none given"
     return _cap("\n".join([head, justification, action, rollback]), MAX_FALLBACK)
+
+
+# ---------------------------------------------------------------------------------------
+# Digests: several requests in one message, each with its own buttons
+
+DIGEST_MAX = 10  # requests per digest message: 10 × (section + actions + context) + 3 < 50 blocks
+
+
+def _digest_request(r: dict, role: str, n: int) -> list[dict]:
+    """A request's part of a digest: a compact summary, then its own buttons while it is
+    pending, or its outcome (no buttons) once it is not."""
+    a = _action(r)
+    pending = str(r.get("status") or "") == "pending"
+    where = f" in {_inline(a.get('environment'), 200)}" if a.get("environment") else ""
+    lead = "⏫ _Escalated to you_ · " if role == "escalation" else ""
+    text = (f"{lead}*{n}. {_flat(r.get('title'), 200)}*\n"
+            f"{_risk(r)} · {_inline(a.get('type'), 200)} on {_inline(a.get('target'), 300)}{where}\n"
+            f"Agent {_agent(r)} · workflow {_inline(r.get('workflow'), 100)} · deadline {_when(r.get('deadline'))}")
+    if pending:
+        quorum = _quorum_line(r)
+        if quorum:
+            text += f"\n{quorum}"
+    out = [_section(text)]
+    rid = r.get("id")
+    if pending:
+        typed = bool(r.get("typed_confirmation"))
+        confirm = _approve_confirm(r) if str(r.get("risk")) in ("high", "critical") and not typed else None
+        # block ids are unique within a message: one decision block per request
+        out.append({"type": "actions", "block_id": f"{DECISION_BLOCK}.{n}", "elements": [
+            _button(ActionId.APPROVE.value, "Approve…" if typed else "Approve", rid, "primary", confirm),
+            _button(ActionId.REJECT.value, "Reject", rid, "danger"),
+            _button(ActionId.REJECT_REASON.value, "Reject with reason…", rid, None),
+        ]})
+        out.append(_context(_request_context(r) + (" · approving asks you to type the target" if typed else "")))
+    else:
+        out.append(_context(_request_context(r)))
+        out.append(_section(_outcome_text(r)))
+    return out
+
+
+def _digest_exception(r: dict, n: int) -> list[dict]:
+    """A request's part of an exception digest: what happened, the evidence link, and
+    "Mark reviewed" until the security owner has."""
+    title = _flat(r.get("title"), 200)
+    link = _evidence_link(r.get("evidence_url"))
+    text = (f"*{n}. {title}*\n{_inline(r.get('id'), 120)} · workflow {_inline(r.get('workflow'), 100)}"
+            f" · status {_inline(r.get('status'), 40)} · risk {_risk(r)}\n"
+            + _exception_lines(list(r.get("exceptions") or []), 1800))
+    if link:
+        text += f"\n📄 {link} (signed link, expires)"
+    out = [_section(text), _context(_owners(r))]
+    if r.get("reviewed_by"):
+        at = f" at {_when(r['reviewed_at'])}" if r.get("reviewed_at") else ""
+        out.append(_section(f"👀 Reviewed by {_who(r['reviewed_by'])}{at}"))
+    else:
+        out.append({"type": "actions", "block_id": f"{REVIEW_BLOCK}.{n}", "elements": [
+            _button(ActionId.REVIEW.value, "Mark reviewed", r.get("id"), "primary")]})
+    return out
+
+
+def digest_message(kind: str, items: list[tuple[str, dict[str, Any]]]) -> tuple[str, list[dict]]:
+    """One message for several requests owed to the same channel or person: ``kind``
+    ``decide`` (requests and escalations; ``items`` are (role, render data)) or
+    ``exception`` (security review). Each request has its own section and, while it is
+    open, its own buttons (value = its id); a decided one shows its outcome and none."""
+    items = list(items)[:DIGEST_MAX]
+    n = len(items)
+    blks: list[dict] = []
+    if kind == "exception":
+        open_ = sum(1 for _role, r in items if not r.get("reviewed_by"))
+        head = (f"🛡️ {n} exceptions for security review" if open_ == n
+                else f"🛡️ {open_} of {n} exceptions still to review" if open_ else f"🛡️ {n} exceptions, all reviewed")
+        blks.append({"type": "header", "text": _pt(head)})
+        for i, (_role, r) in enumerate(items, 1):
+            blks += _digest_exception(r, i)
+        titles = ", ".join(_flat(r.get("title"), 80) for _role, r in items)
+        fallback = f"Security review needed for {open_} request(s): {titles}" if open_ else \
+            f"Security review done: {titles}"
+    else:
+        open_ = sum(1 for _role, r in items if str(r.get("status") or "") == "pending")
+        head = (f"{n} requests need a decision" if open_ == n
+                else f"{open_} of {n} requests still need a decision" if open_ else f"{n} requests, all decided")
+        blks.append({"type": "header", "text": _pt(head)})
+        for i, (role, r) in enumerate(items, 1):
+            blks.append({"type": "divider"})
+            blks += _digest_request(r, role, i)
+        titles = ", ".join(_flat(r.get("title"), 80) for _role, r in items)
+        fallback = f"Approval needed for {open_} request(s): {titles}" if open_ else f"Decided: {titles}"
+    blks.append(_context("Posted together: more arrived at once than Slack lets signoff post one by one. "
+                         "Each request is decided on its own, with its own buttons; its thread notes "
+                         "appear in this message's thread."))
+    return _fallback(fallback), blks[:MAX_BLOCKS]
+
+
+def digest_thread_note(request_id: Any, title: Any, text: str) -> str:
+    """A request's thread note (trusted mrkdwn ``text``) posted in its digest's thread:
+    prefixed with which request it is about."""
+    return _cap(f"*{_flat(title, 150)}* ({_inline(request_id, 120)}): {text}", MAX_FALLBACK)

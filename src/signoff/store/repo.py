@@ -23,6 +23,7 @@ from signoff.store.tables import (
     OutboxRow,
     RequestRow,
     SeenEventRow,
+    SlackDigestRow,
     SlackMessageRow,
 )
 
@@ -296,14 +297,16 @@ class Repo:
     def message(self, message_id: int) -> SlackMessageRow | None:
         return self.session.get(SlackMessageRow, message_id)
 
-    def message_by_ts(self, channel: str | None, ts: str) -> SlackMessageRow | None:
-        q = select(SlackMessageRow).where(SlackMessageRow.ts == ts)
-        rows = list(self.session.scalars(q))
+    def messages_by_ts(self, channel: str | None, ts: str) -> list[SlackMessageRow]:
+        """Every message row at ``ts`` (in ``channel`` when one there matches): one, or the
+        requests of a digest, which share its ``ts``."""
+        rows = list(self.session.scalars(select(SlackMessageRow).where(SlackMessageRow.ts == ts)
+                                         .order_by(SlackMessageRow.id)))
         if channel:
             exact = [r for r in rows if r.channel == channel]
             if exact:
-                return exact[0]
-        return rows[0] if rows else None
+                return exact
+        return rows
 
     def add_message(self, request_id: str, role: str, target: str, now: datetime,
                     *, fresh: bool = False) -> tuple[SlackMessageRow, bool]:
@@ -322,6 +325,107 @@ class Repo:
         table = SlackMessageRow.__table__
         new_id = self.session.connection().execute(insert(table).returning(table.c.id), values).scalar_one()
         return SlackMessageRow(id=new_id, **values), True
+
+    # digests ------------------------------------------------------------------------
+    def take_claimed(self, row_ids: list[int], worker: str, now: datetime, note: str) -> int:
+        """Mark outbox rows that ``worker`` holds (claimed, still owed) done without
+        delivering them; returns how many it still held."""
+        t = OutboxRow.__table__
+        return self.session.execute(update(t).where(t.c.id.in_(row_ids), t.c.state == "pending",
+                                                    t.c.claimed_by == worker).values(
+            state="done", done_at=now, last_error=note, claimed_by=None, claimed_until=None,
+            in_flight=False)).rowcount or 0
+
+    def add_digest(self, kind: str, target: str, now: datetime) -> int:
+        t = SlackDigestRow.__table__
+        return self.session.connection().execute(insert(t).returning(t.c.id), {
+            "kind": kind, "target": target, "created_at": now}).scalar_one()
+
+    def put_in_digest(self, digest_id: int, message_ids: list[int]) -> int:
+        """Show these (unposted) messages in the digest instead; returns how many moved."""
+        t = SlackMessageRow.__table__
+        return self.session.execute(update(t).where(t.c.id.in_(message_ids), t.c.ts.is_(None),
+                                                    t.c.digest_id.is_(None)).values(digest_id=digest_id)).rowcount or 0
+
+    def digest(self, digest_id: int) -> dict[str, Any] | None:
+        t = SlackDigestRow.__table__
+        row = self.session.execute(select(t).where(t.c.id == digest_id)).first()
+        return dict(row._mapping) if row is not None else None
+
+    def digest_members(self, digest_id: int) -> list[Any]:
+        """(id, request_id, role, target, ts) of the messages a digest shows, in its order."""
+        t = SlackMessageRow.__table__
+        return list(self.session.execute(select(t.c.id, t.c.request_id, t.c.role, t.c.target, t.c.ts)
+                                         .where(t.c.digest_id == digest_id).order_by(t.c.id)))
+
+    def record_digest_post(self, digest_id: int, channel: str, ts: str, now: datetime) -> bool:
+        """Where Slack put a digest, on it and on the messages it shows. False: recorded already."""
+        d, m = SlackDigestRow.__table__, SlackMessageRow.__table__
+        moved = self.session.execute(update(d).where(d.c.id == digest_id, d.c.ts.is_(None))
+                                     .values(channel=channel, ts=ts, posted_at=now)).rowcount
+        if not moved:
+            return False
+        self.session.execute(update(m).where(m.c.digest_id == digest_id, m.c.ts.is_(None))
+                             .values(channel=channel, ts=ts, posted_at=now))
+        return True
+
+    def owed_posts(self, targets: list[str], exclude: list[int], since: datetime) -> dict[str, int]:
+        """Posts still owed to each target besides the messages ``exclude``: messages not
+        posted whose request has a ``slack.post`` row pending, and digests not posted
+        (created after ``since``: one whose post was given up on stops counting)."""
+        if not targets:
+            return {}
+        m, o, d = SlackMessageRow.__table__, OutboxRow.__table__, SlackDigestRow.__table__
+        owed = (select(m.c.target, func.count()).where(
+            m.c.target.in_(targets), m.c.ts.is_(None), m.c.digest_id.is_(None),
+            select(o.c.id).where(o.c.request_id == m.c.request_id, o.c.kind == "slack.post",
+                                 o.c.state == "pending").exists())
+            .group_by(m.c.target))
+        if exclude:
+            owed = owed.where(m.c.id.not_in(exclude))
+        out: dict[str, int] = {}
+        for target, n in self.session.execute(owed):
+            out[target] = out.get(target, 0) + int(n)
+        digests = (select(d.c.target, func.count()).where(d.c.target.in_(targets), d.c.ts.is_(None),
+                                                          d.c.created_at > since).group_by(d.c.target))
+        for target, n in self.session.execute(digests):
+            out[target] = out.get(target, 0) + int(n)
+        return out
+
+    def open_digests(self, targets: list[str], since: datetime, claimed: list[int]) -> list[dict[str, Any]]:
+        """Digests not posted yet that may still take more requests: their post is owed and
+        nobody is delivering it (it waits for its turn, or it is one of the rows ``claimed``
+        that this worker has not started). Each: id, kind, target, members (how many)."""
+        if not targets:
+            return []
+        d, m, o = SlackDigestRow.__table__, SlackMessageRow.__table__, OutboxRow.__table__
+        members = select(func.count()).where(m.c.digest_id == d.c.id).scalar_subquery()
+        rows = self.session.execute(select(d.c.id, d.c.kind, d.c.target, members.label("members")).where(
+            d.c.target.in_(targets), d.c.ts.is_(None), d.c.created_at > since).order_by(d.c.id)).all()
+        if not rows:
+            return []
+        posts = {r.dedupe_key: r for r in self.session.execute(
+            select(o.c.id, o.c.dedupe_key, o.c.state, o.c.claimed_by, o.c.in_flight)
+            .where(o.c.dedupe_key.in_([digest_key(r.id) for r in rows])))}
+        out = []
+        for r in rows:
+            post = posts.get(digest_key(r.id))
+            if post is None or post.state != "pending":
+                continue
+            if (post.claimed_by is None and not post.in_flight) or post.id in claimed:
+                out.append({"id": r.id, "kind": r.kind, "target": r.target, "members": int(r.members)})
+        return out
+
+    def hold_digest_post(self, digest_id: int, worker: str, claimed: list[int]) -> bool:
+        """Lock a digest's post row for this transaction if nobody is delivering it (so it
+        cannot be rendered and posted while requests are added to it)."""
+        o = OutboxRow.__table__
+        cond = (o.c.claimed_by.is_(None) & (o.c.in_flight.is_(False)))
+        if claimed:
+            cond = cond | (o.c.id.in_(claimed) & (o.c.claimed_by == worker))
+        return bool(self.session.execute(update(o).where(o.c.dedupe_key == digest_key(digest_id),
+                                                         o.c.state == "pending", cond)
+                                         .values(last_error=o.c.last_error)).rowcount)
 
     # idempotency --------------------------------------------------------------------
     def idempotency(self, agent: str, key: str) -> IdempotencyRow | None:
@@ -360,6 +464,11 @@ class Repo:
 
     def spend_budget(self, scope: str, request_id: str, now: datetime) -> None:
         self.session.add(BudgetRow(scope=scope, request_id=request_id, at=now))
+
+
+def digest_key(digest_id: int) -> str:
+    """The ``dedupe_key`` of a digest's ``slack.digest`` outbox row."""
+    return f"digest:{digest_id}"
 
 
 def _outbox_row(kind: str, payload: dict[str, Any], request_id: str | None, now: datetime, *,

@@ -203,6 +203,26 @@ class SlackMessageRow(Base):
     ts: Mapped[str | None] = mapped_column(String(40), index=True)
     created_at: Mapped[datetime]
     posted_at: Mapped[datetime | None]
+    # Shown in this digest instead of a message of its own (its channel/ts are the
+    # digest's once that is posted).
+    digest_id: Mapped[int | None] = mapped_column(BigId, index=True, default=None)
+
+
+class SlackDigestRow(Base):
+    """One Slack message showing several requests, each with its own buttons: posted when
+    more are owed to one channel or person than Slack's limits let through in time. Its
+    requests are the ``slack_messages`` rows whose ``digest_id`` is this id."""
+
+    __tablename__ = "slack_digests"
+    __table_args__ = (Index("ix_slack_digests_unposted", "target", "ts"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(20))  # decide (requests, escalations) | exception
+    target: Mapped[str] = mapped_column(String(40))  # channel id or user id as configured
+    channel: Mapped[str | None] = mapped_column(String(40))
+    ts: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+    posted_at: Mapped[datetime | None]
 
 
 class IdempotencyRow(Base):

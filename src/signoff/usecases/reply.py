@@ -40,20 +40,23 @@ def record_thread_message(ctx: Context, *, event: dict[str, Any], event_id: str 
     def tx(session) -> bool:
         repo = Repo(session)
         now = ctx.clock()
-        msg = repo.message_by_ts(channel, thread_ts)
-        if msg is None:
+        # a digest's thread is the thread of every request it shows
+        msgs = repo.messages_by_ts(channel, thread_ts)
+        if not msgs:
             return False
         # Keyed by what the message is, not by event_id: Slack's retries and the
         # reconciliation after close (conversations.replies) must not record it twice.
         text_hash = hashlib.sha256((data.get("text") or "").encode()).hexdigest()[:16]
         if not repo.first_sighting(f"{kind}:{channel}:{ts}:{text_hash}", now):
             return False
-        req = repo.get(msg.request_id)
-        if req is None:
-            return False
-        repo.append_event(req, kind, user, data, now)
-        repo.touch(req)  # the agent's view shows the thread
-        return True
+        recorded = False
+        for request_id in dict.fromkeys(m.request_id for m in msgs):
+            req = repo.get(request_id)
+            if req is not None:
+                repo.append_event(req, kind, user, data, now)
+                repo.touch(req)  # the agent's view shows the thread
+                recorded = True
+        return recorded
 
     return ctx.store.transaction(tx)
 

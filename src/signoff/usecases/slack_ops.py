@@ -37,7 +37,7 @@ class _RenderRepo(Repo):
 
 def _message_data(msg: SlackMessageRow) -> dict[str, Any]:
     return {"id": msg.id, "role": msg.role, "target": msg.target, "channel": msg.channel, "ts": msg.ts,
-            "request_id": msg.request_id}
+            "request_id": msg.request_id, "digest_id": msg.digest_id}
 
 
 def message_context(ctx: Context, message_id: int) -> dict[str, Any] | None:
@@ -100,6 +100,17 @@ class ClaimRead:
             data = self._rendered[rid] = render_data(self.ctx, self.repo, self.requests[rid])
         return {"message": dict(msg), "request": data}
 
+    def digested(self, message_id: int, digest_id: int) -> None:
+        """The message is shown in a digest from now on (its own post is not made)."""
+        msg = self.messages.get(message_id)
+        if msg is not None:
+            self.messages[message_id] = {**msg, "digest_id": digest_id}
+
+    def policy(self, request_id: str) -> dict[str, Any] | None:
+        """The request's policy snapshot as stored (plain data)."""
+        req = self.requests.get(request_id)
+        return req.policy if req is not None else None
+
     def posted(self, message_id: int, channel: str, ts: str) -> None:
         """Slack took the post (and it is recorded before the request's next row runs)."""
         msg = self.messages.get(message_id)
@@ -115,7 +126,8 @@ def read_messages(ctx: Context, message_ids) -> ClaimRead:
 
     def read(session) -> ClaimRead:
         m, r, d = SlackMessageRow.__table__, RequestRow.__table__, DecisionRow.__table__
-        msgs = session.execute(select(m.c.id, m.c.role, m.c.target, m.c.channel, m.c.ts, m.c.request_id)
+        msgs = session.execute(select(m.c.id, m.c.role, m.c.target, m.c.channel, m.c.ts, m.c.request_id,
+                                      m.c.digest_id)
                                .where(m.c.id.in_(ids))).all() if ids else []
         rids = sorted({row.request_id for row in msgs})
         reqs = {row.id: row for row in session.execute(select(r).where(r.c.id.in_(rids)))} if rids else {}
