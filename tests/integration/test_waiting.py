@@ -47,9 +47,16 @@ class Api:
         self.ctx = rt.context
         self.app = create_app(rt.context)
         self.waiters = self.app.state.waiters
+        self._signed: set[tuple] = set()
 
     def headers(self, agent: str, body: bytes) -> dict:
-        return signed_headers(agent, AGENTS[agent], body)
+        # Each call is a new request: never the same bytes signed at the same second as an
+        # earlier one (a submission that is would be answered as a replay of it).
+        ts = int(time.time())
+        while (agent, ts, body) in self._signed:
+            ts -= 1
+        self._signed.add((agent, ts, body))
+        return signed_headers(agent, AGENTS[agent], body, ts=ts)
 
     async def acall(self, method: str, path: str, body=None, *, agent: str = "deploy-bot", timeout: float = 90):
         data = b"" if body is None else (body if isinstance(body, bytes) else dumps(body))
