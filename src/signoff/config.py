@@ -115,6 +115,80 @@ class OIDCIdentity(_Model):
         return self
 
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class StepUp(_Model):
+    """Approval only after a fresh sign-in at the company's OpenID Connect provider."""
+
+    issuer: str
+    client_id: str = Field(min_length=1, max_length=500)
+    # env var holding the client secret; absent: a public client (PKCE alone)
+    client_secret_env: str | None = Field(None, min_length=1, max_length=200)
+    require_amr: list[str] = Field(default_factory=lambda: ["mfa"])
+    max_age: Duration = timedelta(minutes=5)
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(v)
+            host = parts.hostname or ""
+        except ValueError:
+            raise ValueError(f"issuer {v!r} is not a URL") from None
+        if parts.scheme not in ("https", "http") or not host or parts.query or parts.fragment:
+            raise ValueError(f"issuer {v!r} must be an https:// URL without query or fragment")
+        if parts.scheme == "http" and not _loopback(host):
+            raise ValueError(f"issuer {v!r}: http:// is accepted only on a loopback address "
+                             "(localhost, 127.0.0.1, ::1); use https://")
+        return v
+
+    @field_validator("require_amr")
+    @classmethod
+    def _amr(cls, v: list[str]) -> list[str]:
+        if any(not isinstance(x, str) or not x.strip() for x in v):
+            raise ValueError("require_amr values must be non-empty strings (e.g. mfa)")
+        return list(dict.fromkeys(v))
+
+    @field_validator("max_age")
+    @classmethod
+    def _max_age(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("max_age must be positive (e.g. 5m)")
+        if v > timedelta(hours=24):
+            raise ValueError("max_age is at most 24h: a step-up proves a recent sign-in")
+        return v
+
+    @property
+    def discovery_url(self) -> str:
+        return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+    def client_secret(self, environ: dict[str, str] | None = None) -> str | None:
+        """The client secret from the environment variable it names (None: unset or public)."""
+        if not self.client_secret_env:
+            return None
+        if environ is None:
+            value = os.environ.get(self.client_secret_env)
+            if value is None:
+                value = _environ_with_dotenv().get(self.client_secret_env)
+        else:
+            value = environ.get(self.client_secret_env)
+        return value or None
+
+
 class Agent(_Model):
     id: str
     sponsor: UserId
@@ -276,7 +350,7 @@ class RuleMatch(_Model):
 
 # Keys a rule may set to override the workflow's for the requests it matches.
 RULE_OVERRIDES = ("approvers", "required_approvals", "timeout", "escalation", "repeat", "windows", "freezes",
-                  "approval_ttl", "require_rollback", "confirm", "digest_after")
+                  "approval_ttl", "require_rollback", "confirm", "digest_after", "step_up")
 
 
 class Rule(_Model):
@@ -295,6 +369,7 @@ class Rule(_Model):
     approval_ttl: Duration | None = None
     confirm: Literal["none", "typed"] | None = None
     digest_after: DurationOrZero | None = None
+    step_up: StepUp | None = None
 
     @field_validator("name")
     @classmethod
@@ -349,6 +424,7 @@ class Workflow(_Model):
     # Requests owed to one channel or person beyond what Slack's pacing lets through within
     # this long are posted together as digest messages; 0 turns digests off.
     digest_after: DurationOrZero = timedelta(seconds=5)
+    step_up: StepUp | None = None  # Approve only after a fresh sign-in at the company's OIDC provider
     rules: list[Rule] = Field(default_factory=list)
 
     @field_validator("id")
@@ -534,6 +610,35 @@ def log_warnings(config: Config, logger: logging.Logger) -> None:
     """Log ``config.warnings()`` (names and lines only; never a value)."""
     for problem in config.warnings():
         logger.warning("workflow file %s: %s", config.source, problem)
+
+
+def step_up_warnings(config: Config, environ: dict[str, str] | None = None) -> list[str]:
+    """What would make a workflow's step-up refuse every approver, or prove less than it
+    seems to: an unset client secret, no required authentication method."""
+    out = []
+    for i, wf in enumerate(config.workflows):
+        places = [(f"workflows[{i}].step_up", wf.step_up)] + [
+            (f"workflows[{i}].rules[{j}].step_up", r.step_up) for j, r in enumerate(wf.rules)]
+        for where, su in places:
+            if su is None:
+                continue
+            if su.client_secret_env and su.client_secret(environ) is None:
+                out.append(f"{where}.client_secret_env: {su.client_secret_env} is not set in the environment "
+                           "(the provider will refuse the token exchange)")
+            if not su.require_amr:
+                out.append(f"{where}.require_amr is empty: a step-up then proves a recent sign-in, "
+                           "not that it used MFA")
+    return out
+
+
+def step_ups(config: Config) -> list[StepUp]:
+    """Every distinct step-up configuration of the file (workflows and rules)."""
+    seen: dict[tuple, StepUp] = {}
+    for wf in config.workflows:
+        for su in [wf.step_up, *(r.step_up for r in wf.rules)]:
+            if su is not None:
+                seen.setdefault((su.issuer, su.client_id), su)
+    return list(seen.values())
 
 
 def _environ_with_dotenv() -> dict[str, str]:

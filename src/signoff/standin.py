@@ -105,8 +105,10 @@ class SlackStandIn:
 
     Configure with the plain attributes ``groups`` (user group id -> user ids),
     ``channel_members`` (channel id -> user ids), ``users`` (user id -> fields merged into
-    the ``users.info`` answer), ``delay`` (seconds to wait before each answer) and ``on_call``
-    (a function given each ``Call`` after it was recorded; ``signoff standin`` prints them).
+    the ``users.info`` answer), ``emails`` (email address -> user id, for
+    ``users.lookupByEmail``; a user whose ``users`` entry sets ``profile.email`` is found by
+    it too), ``delay`` (seconds to wait before each answer) and ``on_call`` (a function
+    given each ``Call`` after it was recorded; ``signoff standin`` prints them).
     """
 
     def __init__(self, *, start: bool = True, host: str = "127.0.0.1", port: int = 0):
@@ -114,6 +116,7 @@ class SlackStandIn:
         self.groups: dict[str, list[str]] = {}
         self.channel_members: dict[str, list[str]] = {}
         self.users: dict[str, dict] = {}
+        self.emails: dict[str, str] = {}
         self.delay: float = 0.0
         self.limits: SlackLimits | None = None  # set to answer 429 as Slack's rate limits do
         self.on_call: Callable[[Call], None] | None = None  # told of each call once answered
@@ -143,6 +146,7 @@ class SlackStandIn:
             "conversations.history": self._conversations_history,
             "conversations.open": self._conversations_open,
             "users.info": self._users_info,
+            "users.lookupByEmail": self._users_lookup_by_email,
             "views.open": self._views_open,
             "views.publish": self._views_publish,
         }
@@ -435,6 +439,18 @@ class SlackStandIn:
         user["profile"] = profile
         return {"ok": True, "user": user}
 
+    def _users_lookup_by_email(self, params: dict) -> dict:
+        email = str(_require(params, "email", "invalid_email")).strip().lower()
+        uid = next((u for e, u in self.emails.items() if e.strip().lower() == email), None)
+        if uid is None:
+            uid = next((u for u, extra in self.users.items()
+                        if str((extra.get("profile") or {}).get("email") or "").lower() == email), None)
+        if uid is None:
+            raise _SlackError("users_not_found")
+        user = self._users_info({"user": uid})["user"]
+        user["profile"]["email"] = email
+        return {"ok": True, "user": user}
+
     def _view(self, params: dict, **extra: Any) -> dict:
         view = params.get("view")
         if not isinstance(view, dict):
@@ -527,8 +543,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 class LoopbackHTTP:
     """A small HTTP server on a free 127.0.0.1 port, served from a daemon thread (an
-    executor's webhook, a JWKS endpoint). Subclasses answer in ``respond``; ``url`` is the
-    server's root; ``close`` when done."""
+    executor's webhook, a JWKS endpoint). Subclasses answer in ``respond`` (or, to see the
+    path and set headers, ``handle``); ``url`` is the server's root; ``close`` when done."""
 
     def __init__(self):
         owner = self
@@ -539,10 +555,12 @@ class LoopbackHTTP:
 
             def answer(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, out = owner.answer(self.command, self.path, dict(self.headers), body)
+                status, out, headers = owner.handle(self.command, self.path, dict(self.headers), body)
                 self.send_response(status)
-                if out:
+                if out and "Content-Type" not in headers:
                     self.send_header("Content-Type", "application/json")
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(out)))
                 self.end_headers()
                 self.wfile.write(out)
@@ -562,6 +580,11 @@ class LoopbackHTTP:
         """Like ``respond``, also given the request target as sent (path and ?query): a
         subclass that checks a signature over it overrides this one instead."""
         return self.respond(method, headers, body)
+
+    def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes, dict]:
+        """Like ``answer``, also setting response headers: (status, body, extra headers)."""
+        status, out = self.answer(method, target, headers, body)
+        return status, out, {}
 
     def close(self):
         self.server.shutdown()

@@ -173,7 +173,8 @@ def mrkdwn_text(obj: Any) -> str:
 
 def test_ids():
     assert [a.value for a in ActionId] == ["signoff.approve", "signoff.reject", "signoff.review",
-                                          "signoff.revoke", "signoff.rollback", "signoff.reject_reason"]
+                                          "signoff.revoke", "signoff.rollback", "signoff.reject_reason",
+                                          "signoff.step_up"]
     assert REVIEW_MODAL == "signoff.review_modal"
 
 
@@ -556,3 +557,16 @@ def test_invisible_characters_in_identifier_fields_are_shown():
     assert _field(blks, "Action") == "`db.drop\\u2060`"
     assert _field(blks, "Environment") == "`prod\\ufeff`"
     assert _field(blks, "Executor") == "`deploy-bot\\u200d`"
+
+
+def test_step_up_shows_approve_as_a_link_and_reject_as_a_button():
+    r = {"id": "req-1", "status": "pending", "title": "t", "risk": "critical", "action": {"type": "a", "target": "b"},
+         "step_up_url": "https://signoff.example.com/step-up/req-1"}
+    _, bl = blocks.request_message(r)
+    [actions] = [b for b in bl if b.get("type") == "actions"]
+    approve, reject = actions["elements"]
+    assert approve["action_id"] == "signoff.step_up" and approve["value"] == "req-1"
+    assert approve["url"] == "https://signoff.example.com/step-up/req-1" and "confirm" not in approve
+    assert reject["action_id"] == "signoff.reject" and "url" not in reject
+    decided = blocks.request_message({**r, "status": "approved"})[1]
+    assert not any(b.get("type") == "actions" for b in decided)

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from signoff.api import agents
+from signoff.api import agents, stepup
 from signoff.api.auth import RefusalLog
 from signoff.api.deadline import ReadDeadline
 from signoff.api.metrics import Metrics
@@ -161,6 +161,7 @@ def create_app(ctx: Context, *, slack_endpoint=None, slack_readiness=None, metri
         return JSONResponse(error_body("internal", "internal error; nothing was changed"), status_code=500)
 
     app.include_router(agents.router(ctx, metrics, refusals or RefusalLog(), waiters))
+    app.include_router(stepup.router(ctx))
 
     @app.get("/healthz")
     async def healthz():

@@ -54,3 +54,4 @@ class ExceptionKind(StrEnum):
     FAILED = "failed"
     GRANT_UNUSED = "grant_without_outcome"
     POLICY_REFUSED = "policy_refused"
+    STEP_UP_REFUSED = "step_up_refused"

@@ -123,7 +123,8 @@ def sign_bundle(bundle: dict[str, Any], keys: KeyRing) -> dict[str, Any]:
 
 # Refused clicks on any of the bot's buttons (each is also evidence of who tried).
 REFUSALS = {"click.refused": "decide", "review.refused": "review", "revoke.refused": "revoke",
-            "rollback.refused": "roll back", "confirmation.refused": "confirm"}
+            "rollback.refused": "roll back", "confirmation.refused": "confirm",
+            "step_up.refused": "approve after signing in"}
 
 
 def _derive(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -137,7 +138,8 @@ def _derive(events: list[dict[str, Any]]) -> dict[str, Any]:
         t, d, actor, at, seq = e["type"], e["data"] if isinstance(e["data"], dict) else {}, e["actor"], e["at"], e["seq"]
         if t == "decision.recorded":
             decisions.append({"by": actor, "decision": d.get("decision"), "at": at, "seq": seq,
-                              **({"reason": d["reason"]} if d.get("reason") else {})})
+                              **({"reason": d["reason"]} if d.get("reason") else {}),
+                              **({"step_up": d["step_up"]} if d.get("step_up") else {})})
         elif t in REFUSALS:
             refused.append({"by": actor, "what": REFUSALS[t], "decision": d.get("decision"), "reason": d.get("reason"),
                             "at": at, "seq": seq})

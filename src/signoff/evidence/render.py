@@ -57,7 +57,14 @@ def _summary(ev: dict[str, Any]) -> str:
     if t == "request.submitted":
         return f"submitted “{e(d.get('title'))}” ({e(d.get('risk'))} risk) to workflow {e(d.get('workflow'))}"
     if t == "decision.recorded":
+        su = d.get("step_up") if isinstance(d.get("step_up"), dict) else None
+        if su:
+            return (f"<b>{e(d.get('decision'))}</b> after signing in at {e(su.get('issuer'))} as {e(su.get('sub'))} "
+                    f"(amr {e(', '.join(map(str, su.get('amr') or [])))}, auth_time {e(su.get('auth_time'))})")
         return f"<b>{e(d.get('decision'))}</b>"
+    if t == "step_up.refused":
+        return f"tried to approve after signing in: <span class=bad>refused</span> — {e(d.get('reason'))}" + (
+            f" ({e(d.get('detail'))})" if d.get("detail") else "")
     if t == "click.refused":
         return f"tried to {e(d.get('decision'))}: <span class=bad>refused</span> — {e(d.get('reason'))}"
     if t == "click.repeated":

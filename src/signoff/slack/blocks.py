@@ -40,6 +40,7 @@ MAX_CONTEXT = 2000
 MAX_BLOCKS = 50
 MAX_BUTTON_VALUE = 2000
 MAX_BUTTON_TEXT = 75
+MAX_URL = 3000
 MAX_FALLBACK = 4000
 MAX_CONFIRM_TITLE = 100
 MAX_CONFIRM_TEXT = 300
@@ -525,12 +526,21 @@ def request_message(r: dict[str, Any], *, role: str = "request") -> tuple[str, l
         # a typed confirmation (a modal) replaces the confirm dialog
         typed = bool(r.get("typed_confirmation"))
         confirm = _approve_confirm(r) if str(r.get("risk")) in ("high", "critical") and not typed else None
+        step_up_url = r.get("step_up_url")
+        if step_up_url:
+            # Approve only after a sign-in at the company's identity provider: a link, not a
+            # click Slack's own session could make (rejecting stays one click).
+            approve = {**_button(ActionId.STEP_UP.value, "Approve (sign in)", rid, "primary"),
+                       "url": str(step_up_url)[:MAX_URL]}
+            blocks.append(_context("🔐 Approving takes a fresh sign-in with the company's identity provider."))
+        else:
+            approve = _button(ActionId.APPROVE.value, "Approve…" if typed else "Approve", rid, "primary", confirm)
         blocks.append({"type": "actions", "block_id": DECISION_BLOCK, "elements": [
-            _button(ActionId.APPROVE.value, "Approve…" if typed else "Approve", rid, "primary", confirm),
+            approve,
             _button(ActionId.REJECT.value, "Reject", rid, "danger"),
             _button(ActionId.REJECT_REASON.value, "Reject with reason…", rid, None),
         ]})
-        if typed:
+        if typed and not step_up_url:
             blocks.append(_context("Approving asks you to type the target exactly."))
         lead = "Escalated — approval needed" if role == "escalation" else "Approval needed"
         fallback = f"{lead}: {title} ({str(r.get('risk') or 'medium')} risk, workflow {_flat(r.get('workflow'), 100)})"

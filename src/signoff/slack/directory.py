@@ -26,6 +26,7 @@ class SlackDirectory:
         self.ttl = ttl
         self._cache: dict[str, tuple[float, set[str]]] = {}
         self._inflight: dict[str, threading.Event] = {}
+        self._emails: dict[str, tuple[float, str | None]] = {}
         self._lock = threading.Lock()
 
     def members(self, ref: str) -> set[str]:
@@ -74,3 +75,32 @@ class SlackDirectory:
         with self._lock:
             self._cache[ref] = (now, users)
         return users
+
+    EMAIL_TTL = 300.0  # a found user, cached this long
+    EMAIL_MISS_TTL = 30.0  # nobody found: asked again this soon
+
+    def user_by_email(self, email: str) -> str | None:
+        """The active (not deleted, not a bot) Slack user with this email, cached. A Slack
+        failure answers None (fail closed) and is not cached."""
+        key = email.strip().lower()
+        now = time.monotonic()
+        with self._lock:
+            hit = self._emails.get(key)
+        if hit and now - hit[0] < (self.EMAIL_TTL if hit[1] else self.EMAIL_MISS_TTL):
+            return hit[1]
+        try:
+            user = (self.client.users_lookupByEmail(email=email.strip()).get("user") or {})
+        except SlackApiError as exc:
+            error = (exc.response.data or {}).get("error") if isinstance(exc.response.data, dict) else None
+            if error != "users_not_found":
+                log.warning("cannot look up a Slack user by email: %s", error or exc)
+                return None
+            user = {}
+        except (SlackClientError, OSError) as exc:
+            log.warning("cannot look up a Slack user by email: %s", exc)
+            return None
+        uid = user.get("id") if isinstance(user.get("id"), str) and not user.get("deleted") \
+            and not user.get("is_bot") else None
+        with self._lock:
+            self._emails[key] = (now, uid)
+        return uid

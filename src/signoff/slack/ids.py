@@ -12,6 +12,7 @@ class ActionId(StrEnum):
     REVOKE = "signoff.revoke"
     ROLLBACK = "signoff.rollback"
     REJECT_REASON = "signoff.reject_reason"
+    STEP_UP = "signoff.step_up"  # Approve as a link to the identity provider's sign-in
 
 
 # callback_id of the typed-confirmation modal opened by Approve on a request that asks for one

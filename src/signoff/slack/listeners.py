@@ -144,6 +144,8 @@ def register(app: App, ctx: Context) -> None:
     app.view(REJECT_REASON_MODAL)(ack=_ack, lazy=[on_reject_with_reason])
     app.action(ActionId.REVOKE.value)(ack=_ack, lazy=[clicked(partial(revoke, ctx))])
     app.action(ActionId.ROLLBACK.value)(ack=_ack, lazy=[clicked(partial(request_rollback, ctx))])
+    # Slack also reports a click on a link button; the approval happens at the link.
+    app.action(ActionId.STEP_UP.value)(_ack)
 
     def on_review(body, client):
         request_id, user, channel = _click(body)

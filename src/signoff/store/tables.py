@@ -264,3 +264,21 @@ class BudgetRow(Base):
     scope: Mapped[str] = mapped_column(String(300), index=True)
     request_id: Mapped[str] = mapped_column(String(40))
     at: Mapped[datetime] = mapped_column(index=True)
+
+
+class StepUpFlowRow(Base):
+    """A sign-in at the identity provider under way for a step-up approval: the secrets
+    the callback must match (single use; short-lived). The state itself is not kept, only
+    its hash; the browser that started the flow holds a cookie whose hash is kept too."""
+
+    __tablename__ = "step_up_flows"
+
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(40), index=True)
+    browser_hash: Mapped[str] = mapped_column(String(64))
+    nonce: Mapped[str] = mapped_column(String(100))
+    code_verifier: Mapped[str] = mapped_column(String(128))
+    issuer: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from signoff.config import CHANNEL_RE, GROUP_RE, Workflow
-from signoff.domain.approval import SPONSOR_REASON, may_decide, tally
+from signoff.domain.approval import SPONSOR_REASON, Verdict, may_decide, tally
 from signoff.domain.model import Decision, ExceptionKind, Status
 from signoff.domain.rules import typed_confirmation
 from signoff.store.repo import Repo
@@ -71,20 +71,29 @@ def deciders(ctx: Context, request_id: str) -> Deciders | None:
 
 MAX_REASON = 3000
 CONFIRM_REFUSED = "the typed confirmation does not match the action's target"
+STEP_UP_NEEDED = ("this workflow approves only after a sign-in at the company's identity provider: "
+                  "use the Approve link in the message")
 
 
 def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: str | None = None,
-           confirmed_target: str | None = None, reason: str | None = None) -> DecideResult:
+           confirmed_target: str | None = None, reason: str | None = None,
+           step_up: dict | None = None) -> DecideResult:
     """Record a click. Exactly one decision wins however clicks race (compare-and-set).
 
     ``confirmed_target``: what the approver typed in the confirmation modal; an approval of a
     request that asks for a typed confirmation is recorded only when it is exactly the
     action's target (otherwise a ``confirmation.refused`` event, nothing decided).
-    ``reason``: a rejection's stated reason, kept on the decision and shown everywhere."""
+    ``reason``: a rejection's stated reason, kept on the decision and shown everywhere.
+    ``step_up``: what a verified sign-in at the identity provider proved (usecases.step_up);
+    a workflow with ``step_up`` records an approval only with it. It is kept in the
+    decision's evidence, and a refusal is then a ``step_up.refused`` event."""
     d = Decision(decision)
     if not (isinstance(reason, str) and d == Decision.REJECT):
         reason = None
     reason = (reason or "").strip()[:MAX_REASON] or None
+    refused_type, refused_kind = ("step_up.refused", ExceptionKind.STEP_UP_REFUSED) if step_up else \
+        ("click.refused", ExceptionKind.REFUSED_CLICK)
+    via = {"step_up": step_up} if step_up else {}
     pre = deciders(ctx, request_id)
     if pre is None:
         return DecideResult("unknown", "This request no longer exists.")
@@ -102,7 +111,7 @@ def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: 
             raise _Retry()
         if req.status != Status.PENDING:
             repo.append_event(req, "click.repeated", user,
-                              {"decision": d.value, "status": req.status, "channel": channel}, now)
+                              {"decision": d.value, "status": req.status, "channel": channel, **via}, now)
             if channel:
                 repo.enqueue("slack.ephemeral", {"channel": channel, "user": user,
                                                  "text": f"This request is already {req.status}; nothing changed."},
@@ -122,16 +131,18 @@ def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: 
             return DecideResult("already", text, req.status)
         verdict = may_decide(clicker=user, decision=d, eligible=eligible, sponsors=sponsors,
                              already_decided_by=[p.by for p in prior])
+        if verdict.allowed and d is Decision.APPROVE and wf.step_up is not None and not step_up:
+            verdict = Verdict(False, STEP_UP_NEEDED)
         if not verdict.allowed:
-            refused = {"decision": d.value, "reason": verdict.reason, "channel": channel}
+            refused = {"decision": d.value, "reason": verdict.reason, "channel": channel, **via}
             if verdict.reason == SPONSOR_REASON:
                 refused["sponsors"] = sorted(sponsors)  # who is set aside, as evidence
-            repo.append_event(req, "click.refused", user, refused, now)
+            repo.append_event(req, refused_type, user, refused, now)
             if channel:
                 repo.enqueue("slack.ephemeral", {"channel": channel, "user": user,
                                                  "text": f"Not recorded: {verdict.reason}."}, now,
                              request_id=req.id)
-            raise_exception(repo, req, ExceptionKind.REFUSED_CLICK, now, detail=f"{user}: {verdict.reason}")
+            raise_exception(repo, req, refused_kind, now, detail=f"{user}: {verdict.reason}")
             return DecideResult("refused", f"Not recorded: {verdict.reason}.", req.status)
         if d == Decision.APPROVE and typed_confirmation(req.risk, wf.confirm):
             target = str((req.action or {}).get("target") or "")
@@ -139,7 +150,7 @@ def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: 
                 typed = None if confirmed_target is None else confirmed_target[:300]
                 repo.append_event(req, "confirmation.refused", user,
                                   {"decision": d.value, "reason": CONFIRM_REFUSED, "typed": typed,
-                                   "channel": channel}, now)
+                                   "channel": channel, **via}, now)
                 text = ("Not recorded: this request asks you to type its target to approve."
                         if confirmed_target is None else f"Not recorded: {CONFIRM_REFUSED}.")
                 if channel:
@@ -148,7 +159,7 @@ def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: 
                 return DecideResult("refused", text, req.status)
         repo.add_decision(req.id, user, d.value, now, reason=reason)
         repo.touch(req)  # the view's decisions grow, whether or not the quorum is met
-        recorded = {"decision": d.value, "channel": channel}
+        recorded = {"decision": d.value, "channel": channel, **via}
         if reason:
             recorded["reason"] = reason
         if d == Decision.APPROVE and confirmed_target is not None:

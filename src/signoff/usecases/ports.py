@@ -25,12 +25,19 @@ class Directory(Protocol):
 
     def members(self, ref: str) -> set[str]: ...
 
+    def user_by_email(self, email: str) -> str | None:
+        """The id of the active Slack user with this email address (None: nobody)."""
+        ...
+
 
 class NoDirectory:
     """A directory that knows no groups: only listed user ids may approve."""
 
     def members(self, ref: str) -> set[str]:
         return set()
+
+    def user_by_email(self, email: str) -> str | None:
+        return None
 
 
 class Changes(Protocol):

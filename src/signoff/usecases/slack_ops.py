@@ -196,6 +196,8 @@ def render_data(ctx: Context, repo: Repo, req) -> dict[str, Any]:
         grant_expires_at=req.grant_expires_at.isoformat().replace("+00:00", "Z") if req.grant_expires_at else None,
         evidence_url=evidence_url(ctx, req.id),
         typed_confirmation=typed_confirmation(req.risk, confirm),
+        # Approve is a link to the identity provider's sign-in (usecases.step_up)
+        step_up_url=f"{ctx.public_url}/step-up/{req.id}" if (req.policy or {}).get("step_up") else None,
     )
     data.update(policy_render_data(repo, req))
     return data

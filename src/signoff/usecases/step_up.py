@@ -1,0 +1,201 @@
+"""Step-up approvals: an approver proves a fresh sign-in at the company's identity
+provider before an approval is recorded.
+
+``begin`` keeps a single-use flow (state, nonce, PKCE verifier, the browser's cookie) when
+the approver opens the Approve link; ``take`` hands it to the provider's callback once;
+``conclude`` checks what the verified ID token proves, finds the Slack user by its email
+and whether they may approve now, and ``approve`` records the approval through ``decide``,
+as a click would be, with the proof in its evidence. Every refusal (``refuse``) is a
+``step_up.refused`` evidence event and an exception for security; nothing is decided.
+
+No network call here runs inside a transaction: the directory look-up is made before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from signoff.config import StepUp
+from signoff.domain.approval import SPONSOR_REASON, may_decide
+from signoff.domain.model import Decision, ExceptionKind, Status
+from signoff.domain.step_up import REASONS, Proof, Refusal, check_claims
+from signoff.store import step_up as flows
+from signoff.store.repo import Repo
+from signoff.usecases.common import raise_exception, workflow_snapshot
+from signoff.usecases.decide import DecideResult, decide, deciders
+from signoff.usecases.ports import Context
+
+FLOW_TTL = timedelta(minutes=10)
+
+
+def _hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class NotFound(Exception):
+    """No such request."""
+
+
+@dataclass(frozen=True)
+class Started:
+    """A flow kept for the callback: what the authorization request carries, and the
+    cookie value that binds the flow to the browser that started it."""
+
+    request_id: str
+    step_up: StepUp
+    state: str
+    nonce: str
+    code_verifier: str
+    browser: str
+
+
+@dataclass(frozen=True)
+class Taken:
+    request_id: str
+    step_up: StepUp
+    nonce: str
+    code_verifier: str
+
+
+def step_up_of(ctx: Context, request_id: str) -> tuple[StepUp | None, str]:
+    """(the request's step-up configuration, its status); NotFound when it does not exist."""
+
+    def read(session):
+        req = Repo(session).get(request_id)
+        return None if req is None else (workflow_snapshot(req).step_up, req.status)
+
+    found = ctx.store.read(read)
+    if found is None:
+        raise NotFound(request_id)
+    return found
+
+
+def begin(ctx: Context, *, request_id: str) -> Started:
+    """Start a sign-in for approving ``request_id``. NotFound; Refusal ``not_step_up`` or
+    ``not_pending`` (nothing recorded: nobody has signed in yet)."""
+    su, status = step_up_of(ctx, request_id)
+    if su is None:
+        raise Refusal("not_step_up")
+    if status != Status.PENDING:
+        raise Refusal("not_pending", f"it is {status}")
+    started = Started(request_id=request_id, step_up=su, state=secrets.token_urlsafe(32),
+                      nonce=secrets.token_urlsafe(32), code_verifier=secrets.token_urlsafe(48),
+                      browser=secrets.token_urlsafe(32))
+    now = ctx.clock()
+    ctx.store.transaction(lambda session: flows.add_flow(
+        session, state_hash=_hash(started.state), request_id=request_id, browser_hash=_hash(started.browser),
+        nonce=started.nonce, code_verifier=started.code_verifier, issuer=su.issuer, now=now, ttl=FLOW_TTL))
+    return started
+
+
+def take(ctx: Context, *, state: str, browser: str) -> Taken:
+    """The flow ``state`` names, taken once, for the browser that started it. Refusal
+    ``bad_state`` (unknown, or another browser), ``replayed`` or ``expired_flow``; those
+    that name a request are recorded on it."""
+    if not state or len(state) > 200:
+        raise Refusal("bad_state", "no state")
+    state_hash = _hash(state)
+
+    def tx(session) -> tuple[Taken | None, Refusal | None]:
+        now = ctx.clock()
+        flow, mine = flows.take_flow(session, state_hash, now)
+        if flow is None:
+            return None, Refusal("bad_state", "unknown state")
+        if not mine:
+            refusal = Refusal("replayed", f"state used at {flow.used_at.isoformat() if flow.used_at else '?'}")
+        elif not browser or not secrets.compare_digest(_hash(browser), flow.browser_hash):
+            refusal = Refusal("bad_state", "the callback came to a browser that did not start this sign-in")
+        elif now >= flow.expires_at:
+            refusal = Refusal("expired_flow", f"started more than {int(FLOW_TTL.total_seconds() // 60)} minutes ago")
+        else:
+            refusal = None
+        repo = Repo(session)
+        req = repo.get(flow.request_id)
+        if req is None:
+            return None, Refusal("bad_state", "the request is gone")
+        if refusal is not None:
+            _record(repo, req, refusal, actor="anonymous", data={"issuer": flow.issuer}, now=now)
+            return None, refusal
+        su = workflow_snapshot(req).step_up
+        if su is None:
+            return None, Refusal("not_step_up")
+        return Taken(flow.request_id, su, flow.nonce, flow.code_verifier), None
+
+    taken, refusal = ctx.store.transaction(tx)
+    if refusal is not None:
+        ctx.notify()
+        raise refusal
+    return taken
+
+
+def _record(repo: Repo, req, refusal: Refusal, *, actor: str, data: dict[str, Any], now) -> None:
+    reason = REASONS.get(refusal.code, refusal.code)
+    repo.append_event(req, "step_up.refused", actor,
+                      {"decision": "approve", "code": refusal.code, "reason": reason, "detail": refusal.detail, **data},
+                      now)
+    raise_exception(repo, req, ExceptionKind.STEP_UP_REFUSED, now, detail=f"{actor}: step-up refused — {reason}")
+
+
+def refuse(ctx: Context, *, request_id: str, refusal: Refusal, actor: str = "anonymous",
+           data: dict[str, Any] | None = None) -> None:
+    """Record a refused step-up on the request (evidence and a security exception)."""
+
+    def tx(session) -> None:
+        repo = Repo(session)
+        req = repo.get(request_id)
+        if req is not None:
+            _record(repo, req, refusal, actor=actor, data=data or {}, now=ctx.clock())
+
+    ctx.store.transaction(tx)
+    ctx.notify()
+
+
+def conclude(ctx: Context, *, taken: Taken, claims: dict[str, Any]) -> DecideResult:
+    """After the provider's ID token verified: approve as the Slack user it names, when
+    that user may approve now. Refusal (recorded) otherwise."""
+    su, rid = taken.step_up, taken.request_id
+    sub = str(claims.get("sub") or "")[:190]
+    seen = {"issuer": su.issuer, "sub": sub, "amr": claims.get("amr"), "auth_time": claims.get("auth_time")}
+    email = claims.get("email") if isinstance(claims.get("email"), str) else None
+    data: dict[str, Any] = {"step_up": seen, **({"email": email[:320]} if email else {})}
+    actor = f"oidc:{sub}"
+    try:
+        proof = check_claims(claims, issuer=su.issuer, require_amr=su.require_amr, max_age=su.max_age,
+                             now=ctx.clock().timestamp())
+        user = ctx.directory.user_by_email(proof.email)
+        if user is None:
+            raise Refusal("unknown_email", f"no active Slack user has {proof.email}")
+        actor = user
+        _, status = step_up_of(ctx, rid)
+        if status != Status.PENDING:
+            raise Refusal("not_pending", f"it is {status}")
+        pre = deciders(ctx, rid)
+        verdict = may_decide(clicker=user, decision=Decision.APPROVE, eligible=pre.eligible, sponsors=pre.sponsors,
+                             already_decided_by=_decided_by(ctx, rid))
+        if not verdict.allowed:
+            code = {SPONSOR_REASON: "sponsor", "you have already decided on this request": "already_decided"}.get(
+                verdict.reason, "not_approver")
+            if code == "sponsor":
+                data["sponsors"] = sorted(pre.sponsors)
+            raise Refusal(code, verdict.reason)
+    except Refusal as refusal:
+        refuse(ctx, request_id=rid, refusal=refusal, actor=actor, data=data)
+        raise
+    except NotFound:
+        raise Refusal("not_pending", "the request is gone") from None
+    return approve(ctx, request_id=rid, user=user, proof=proof)
+
+
+def _decided_by(ctx: Context, request_id: str) -> list[str]:
+    return ctx.store.read(lambda session: [d.by for d in Repo(session).decisions(request_id)])
+
+
+def approve(ctx: Context, *, request_id: str, user: str, proof: Proof) -> DecideResult:
+    """The one way an approval is recorded after a step-up verified (a further check, e.g.
+    a typed confirmation, goes here). Recorded by ``decide``, exactly as a click by
+    ``user``, with ``step_up: {issuer, sub, amr, auth_time}`` in its evidence."""
+    return decide(ctx, request_id=request_id, user=user, decision="approve", step_up=proof.evidence())
