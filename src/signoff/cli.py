@@ -149,7 +149,32 @@ def cmd_check_config(args) -> int:
         print(show(problem, "warning: "), file=sys.stderr)
     print(f"{path}: OK — {len(config.agents)} agent(s), {len(config.workflows)} workflow(s)"
           + (f", {len(warnings)} warning(s)" if warnings else ""))
-    return 0
+    return _check_step_up(config, path, online=args.online)
+
+
+def _check_step_up(config, path, *, online: bool) -> int:
+    """Step-up warnings (exit 0), and with ``--online`` each provider's discovery document
+    and keys fetched and checked (a problem: exit 1)."""
+    from signoff.config import step_up_warnings, step_ups
+
+    for warning in step_up_warnings(config):
+        print(f"{path}: warning: {warning}", file=sys.stderr)
+    if not online:
+        return 0
+    from signoff.stepup.oidc import check_online
+
+    failed = 0
+    for su in step_ups(config):
+        problems = check_online(su)
+        for problem in problems:
+            warn = problem.startswith("warning: ")
+            print(f"{path}: {'warning: ' if warn else ''}step_up issuer {su.issuer}: "
+                  f"{problem.removeprefix('warning: ')}", file=sys.stderr)
+        if any(not p.startswith("warning: ") for p in problems):
+            failed += 1
+        else:
+            print(f"{path}: step_up issuer {su.issuer}: discovery and keys OK")
+    return 1 if failed else 0
 
 
 def cmd_db_upgrade(args) -> int:
@@ -497,6 +522,8 @@ def parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check-config", help="validate the workflow file")
     c.add_argument("path", nargs="?")
+    c.add_argument("--online", action="store_true",
+                   help="also fetch each step-up provider's discovery document and keys, and check them")
     c.set_defaults(fn=cmd_check_config)
 
     db = sub.add_parser("db", help="database schema")

@@ -211,3 +211,41 @@ class Provider:
 
 
 PROVIDER = Provider()
+
+
+def check_online(su: StepUp, *, timeout: float = TIMEOUT) -> list[str]:
+    """What is wrong with ``su``'s provider, asked now (``check-config --online``): its
+    discovery document, its keys, and whether it says it can assert what is required.
+    Lines starting "warning: " are doubts (a provider may send a claim it does not list)."""
+    try:
+        resp = httpx.get(su.discovery_url, timeout=timeout, follow_redirects=False)
+    except httpx.HTTPError as exc:
+        return [f"cannot fetch {su.discovery_url}: {type(exc).__name__}: {exc}"]
+    if resp.status_code != 200:
+        return [f"{su.discovery_url} answered HTTP {resp.status_code}"]
+    try:
+        meta = resp.json()
+    except ValueError:
+        return [f"{su.discovery_url} is not JSON"]
+    problems = metadata_problems(su, meta)
+    if problems:
+        return problems
+    claims = meta.get("claims_supported")
+    if isinstance(claims, list):
+        for claim in ("email", "email_verified", *(("amr",) if su.require_amr else ()), "auth_time"):
+            if claim not in claims:
+                problems.append(f"warning: its claims_supported does not list {claim!r}: if its ID tokens lack "
+                                "it, every approval will be refused (see docs/step-up.md)")
+    scopes = meta.get("scopes_supported")
+    if isinstance(scopes, list) and "email" not in scopes:
+        problems.append("its scopes_supported does not list 'email'")
+    try:
+        jwks = httpx.get(meta["jwks_uri"], timeout=timeout, follow_redirects=False)
+        jwks.raise_for_status()
+        keys = KeySet.import_key_set({"keys": [k for k in jwks.json().get("keys") or []
+                                               if isinstance(k, dict) and k.get("use", "sig") == "sig"]})
+        if not keys.keys:
+            problems.append(f"its JWKS {meta['jwks_uri']} holds no signing key")
+    except (httpx.HTTPError, ValueError, JoseError, AttributeError, TypeError) as exc:
+        problems.append(f"cannot use its JWKS {meta['jwks_uri']}: {type(exc).__name__}: {exc}")
+    return problems
