@@ -1,0 +1,95 @@
+"""Step-up against ``signoff serve`` as a process: the approver's browser (httpx, following
+redirects, keeping cookies) goes from the Approve link in the Slack message to the
+OpenID Connect provider of fakes.oidc and back; the approval is recorded as the Slack user
+the provider's email names, and every copy of the message is updated. Then the same
+browser replays the callback, and a second browser tries it: both refused, recorded."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import httpx
+
+from e2e.harness import Serve, serve_env, submit, top_level_posts
+from fakes.oidc import CLIENT_ID, CLIENT_SECRET, FakeIdP
+from fakes.slack_api import FakeSlack
+from support import DEPLOY_BOT, ROUTING, wait_until
+
+
+def yaml(issuer: str) -> str:
+    return f"""
+agents:
+{DEPLOY_BOT}\
+workflows:
+  - id: guarded
+{ROUTING}\
+    approvers: [U0OWNER, U0SECOND]
+    agents: [deploy-bot]
+    timeout: 10m
+    step_up:
+      issuer: {issuer}
+      client_id: {CLIENT_ID}
+      client_secret_env: STEP_UP_CLIENT_SECRET
+      require_amr: [mfa]
+      max_age: 5m
+"""
+
+
+def approve_url(post) -> str:
+    for block in post.params["blocks"]:
+        for element in block.get("elements") or []:
+            if element.get("action_id") == "signoff.step_up":
+                return element["url"]
+    raise AssertionError("no step-up link")
+
+
+def test_step_up_through_a_browser(tmp_path, db_url):
+    idp = FakeIdP()
+    config = tmp_path / "signoff.yaml"
+    config.write_text(yaml(idp.issuer))
+    with FakeSlack() as slack:
+        slack.emails["owner@example.com"] = "U0OWNER"
+        env = serve_env(db_url=db_url, slack_url=slack.url, config=config, STEP_UP_CLIENT_SECRET=CLIENT_SECRET)
+        server = Serve(tmp_path, env, "step-up")
+        env["SIGNOFF_PUBLIC_URL"] = server.url
+        try:
+            server.start()
+            rid = submit(server, "guarded", 1)
+            post = wait_until(lambda: next((c for c in top_level_posts(slack) if c.params["channel"] == "C0APPROVALS"),
+                                           None), 15, "the request to be posted", 0.05)
+            link = approve_url(post)
+            assert link == f"{server.url}/step-up/{rid}"
+
+            with httpx.Client(follow_redirects=True, timeout=10) as browser:
+                page = browser.get(link)
+                assert page.status_code == 200, page.text
+                assert "Approved" in page.text
+                assert [str(r.url).split("?")[0] for r in page.history] == [
+                    link, idp.url + "/authorize"]
+                callback = str(page.url)
+
+                view = server.agent("GET", f"/v1/actions/{rid}", "deploy-bot").json()
+                assert view["status"] in ("approved", "executing")
+                assert [(d["by"], d["decision"]) for d in view["decisions"]] == [("U0OWNER", "approve")]
+                wait_until(lambda: any(c.ok and c.params.get("ts") == post.response["ts"]
+                                       and not any(b.get("type") == "actions" for b in c.params["blocks"])
+                                       for c in slack.calls_to("chat.update")), 15, "the message to be updated", 0.05)
+
+                replay = browser.get(callback)
+                assert replay.status_code == 400 and "already used" in replay.text
+            assert httpx.get(callback, timeout=10).status_code == 400
+
+            bundle = tmp_path / "bundle.json"
+            subprocess.run([sys.executable, "-m", "signoff.cli", "evidence", "export", rid, "-o", str(bundle)],
+                           env=env, cwd=tmp_path, check=True, timeout=60)
+            events = json.loads(bundle.read_text())["events"]
+            [decision] = [e for e in events if e["type"] == "decision.recorded"]
+            assert decision["actor"] == "U0OWNER"
+            assert decision["data"]["step_up"]["issuer"] == idp.issuer
+            assert decision["data"]["step_up"]["amr"] == ["pwd", "mfa"]
+            assert [e["data"]["code"] for e in events if e["type"] == "step_up.refused"] == ["replayed", "replayed"]
+        finally:
+            server.stop()
+            idp.close()
