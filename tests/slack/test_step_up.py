@@ -44,6 +44,11 @@ workflows:
       client_secret_env: STEP_UP_CLIENT_SECRET
       require_amr: {require_amr}
       max_age: {max_age}
+  - id: critical-typed
+{ROUTING}\
+    agents: [deploy-bot]
+    timeout: 30m
+    step_up: {{issuer: {issuer}, client_id: {CLIENT_ID}, client_secret_env: STEP_UP_CLIENT_SECRET}}
   - id: plain
 {ROUTING}\
     agents: [deploy-bot]
@@ -65,8 +70,9 @@ class Stage:
         self.service = build_service(self.rt)
         self.browser = TestClient(self.service.app, raise_server_exceptions=False)
 
-    def submit(self, workflow: str = "prod-restart") -> str:
-        return submit(self.ctx, agent_id="deploy-bot", body=submission(workflow=workflow)).request["id"]
+    def submit(self, workflow: str = "prod-restart", **over) -> str:
+        body = submission(workflow=workflow, **over)
+        return submit(self.ctx, agent_id="deploy-bot", body=body).request["id"]
 
     def deliver(self) -> None:
         for _ in range(100):
@@ -206,6 +212,15 @@ def test_reject_stays_one_click(stage):
     result = decide(stage.ctx, request_id=rid, user="U0SECOND", decision="reject", channel="C0APPROVALS")
     assert result.outcome == "rejected"
     assert stage.request(rid).status == "rejected"
+
+
+def test_a_critical_request_that_asks_for_a_typed_confirmation_is_not_approved_by_step_up(stage):
+    rid = stage.submit("critical-typed", risk="critical", rollback={"description": "restart again"})
+    done = stage.sign_in(rid)
+    assert done.status_code == 403 and "type its target" in done.text
+    assert stage.decisions(rid) == []
+    [(_, actor, data)] = stage.events(rid, "confirmation.refused")
+    assert actor == "U0OWNER" and data["step_up"]["sub"] == "00u-owner"
 
 
 def test_a_workflow_without_step_up_keeps_its_approve_button(stage):

@@ -564,9 +564,10 @@ def test_step_up_shows_approve_as_a_link_and_reject_as_a_button():
          "step_up_url": "https://signoff.example.com/step-up/req-1"}
     _, bl = blocks.request_message(r)
     [actions] = [b for b in bl if b.get("type") == "actions"]
-    approve, reject = actions["elements"]
+    approve, reject, reject_reason = actions["elements"]
     assert approve["action_id"] == "signoff.step_up" and approve["value"] == "req-1"
     assert approve["url"] == "https://signoff.example.com/step-up/req-1" and "confirm" not in approve
     assert reject["action_id"] == "signoff.reject" and "url" not in reject
+    assert reject_reason["action_id"] == "signoff.reject_reason"
     decided = blocks.request_message({**r, "status": "approved"})[1]
     assert not any(b.get("type") == "actions" for b in decided)

@@ -198,4 +198,6 @@ def approve(ctx: Context, *, request_id: str, user: str, proof: Proof) -> Decide
     """The one way an approval is recorded after a step-up verified (a further check, e.g.
     a typed confirmation, goes here). Recorded by ``decide``, exactly as a click by
     ``user``, with ``step_up: {issuer, sub, amr, auth_time}`` in its evidence."""
+    # A request that also asks for a typed confirmation (confirm) is refused by decide here:
+    # the browser has no form for it yet (check-config warns about such workflows).
     return decide(ctx, request_id=request_id, user=user, decision="approve", step_up=proof.evidence())

@@ -1,7 +1,7 @@
 """step-up sign-in flows
 
 Revision ID: 0003_step_up
-Revises: 0001
+Revises: 0002
 """
 from alembic import op
 import sqlalchemy as sa
@@ -9,7 +9,7 @@ import signoff.store.tables
 
 
 revision = '0003_step_up'
-down_revision = '0001'
+down_revision = '0002'
 branch_labels = None
 depends_on = None
 

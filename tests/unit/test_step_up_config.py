@@ -19,13 +19,14 @@ from signoff.slack.directory import SlackDirectory
 NOW = 1_800_000_000
 
 
-def workflow(step_up: str, rules: str = "") -> str:
+def workflow(step_up: str, rules: str = "", confirm: str = "none") -> str:
     return f"""
 workflows:
   - id: w
     owner: U0OWNER
     platform_owner: U0PLAT
     security_owner: U0SEC
+    confirm: {confirm}
     step_up: {step_up}
 {rules}"""
 
@@ -76,6 +77,21 @@ def test_warnings():
     assert any("require_amr is empty" in w for w in warnings)
     assert step_up_warnings(parse_config(workflow("{issuer: 'https://id.example.com', client_id: c, "
                                                   "client_secret_env: SU_SECRET}")), {"SU_SECRET": "x"}) == []
+
+
+def test_a_typed_confirmation_cannot_be_given_by_step_up():
+    su = "{issuer: 'https://id.example.com', client_id: c}"
+    [warning] = step_up_warnings(parse_config(workflow(su, confirm="null")))
+    assert warning.startswith("workflows[0]: critical requests also ask for a typed confirmation")
+    [warning] = step_up_warnings(parse_config(workflow(su, confirm="typed")))
+    assert "every request" in warning and "confirm: none" in warning
+    rules = """\
+    rules:
+      - name: careful
+        confirm: typed
+"""
+    [warning] = step_up_warnings(parse_config(workflow(su, rules)))
+    assert warning.startswith("workflows[0].rules[0]: every request")
 
 
 # -- what the token must prove ------------------------------------------------------------------
