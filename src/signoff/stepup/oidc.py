@@ -22,11 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from authlib.integrations.httpx_client import OAuth2Client
-from authlib.oidc.core import CodeIDToken
-from joserfc import jwt
-from joserfc.errors import InvalidKeyIdError, JoseError
-from joserfc.jwk import KeySet
+from joserfc.errors import JoseError
 
 from signoff.config import StepUp, _loopback
 from signoff.domain.step_up import Refusal
@@ -133,7 +129,9 @@ class Provider:
             raise Refusal("provider_error", f"{su.discovery_url}: " + "; ".join(problems))
         return meta
 
-    def _keys(self, meta: dict[str, Any], *, refresh: bool = False) -> KeySet:
+    def _keys(self, meta: dict[str, Any], *, refresh: bool = False):
+        from joserfc.jwk import KeySet
+
         data = self._cached(meta["jwks_uri"], refresh=refresh)
         try:
             keys = [k for k in (data or {}).get("keys") or [] if isinstance(k, dict) and k.get("use", "sig") == "sig"]
@@ -142,7 +140,10 @@ class Provider:
             raise Refusal("provider_error", f"the provider's JWKS is unusable: {exc}") from None
 
     # -- the flow -------------------------------------------------------------------------
-    def _client(self, su: StepUp, meta: dict[str, Any], redirect_uri: str) -> OAuth2Client:
+    def _client(self, su: StepUp, meta: dict[str, Any], redirect_uri: str):
+        # Authlib is imported when a step-up is first used: serve starts no slower without one.
+        from authlib.integrations.httpx_client import OAuth2Client
+
         secret = su.client_secret()
         supported = meta.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
         if secret is None:
@@ -182,6 +183,10 @@ class Provider:
     def verify(self, su: StepUp, token: dict[str, Any], *, nonce: str, now: float) -> dict[str, Any]:
         """The claims of the ID token in ``token``, once its signature (the issuer's JWKS),
         ``iss``, ``aud``, ``exp``, ``iat`` and ``nonce`` hold at ``now`` (unix seconds)."""
+        from authlib.oidc.core import CodeIDToken
+        from joserfc import jwt
+        from joserfc.errors import InvalidKeyIdError
+
         meta = self.metadata(su)
         raw = token.get("id_token")
         if not isinstance(raw, str) or len(raw) > MAX_TOKEN:
@@ -217,6 +222,8 @@ def check_online(su: StepUp, *, timeout: float = TIMEOUT) -> list[str]:
     """What is wrong with ``su``'s provider, asked now (``check-config --online``): its
     discovery document, its keys, and whether it says it can assert what is required.
     Lines starting "warning: " are doubts (a provider may send a claim it does not list)."""
+    from joserfc.jwk import KeySet
+
     try:
         resp = httpx.get(su.discovery_url, timeout=timeout, follow_redirects=False)
     except httpx.HTTPError as exc:
