@@ -21,11 +21,16 @@ NOW = 1_800_000_000
 
 def workflow(step_up: str, rules: str = "", confirm: str = "none") -> str:
     return f"""
+agents:
+  - id: deploy-bot
+    sponsor: U0SPONSOR
+    secret_env: DEPLOY_BOT_SECRET
 workflows:
   - id: w
     owner: U0OWNER
     platform_owner: U0PLAT
     security_owner: U0SEC
+    agents: [deploy-bot]
     confirm: {confirm}
     step_up: {step_up}
 {rules}"""

@@ -1,15 +1,15 @@
 """step-up sign-in flows
 
-Revision ID: 0003_step_up
-Revises: 0002
+Revision ID: 0005
+Revises: 0004
 """
 from alembic import op
 import sqlalchemy as sa
 import signoff.store.tables
 
 
-revision = '0003_step_up'
-down_revision = '0002'
+revision = '0005'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 
