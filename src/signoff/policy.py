@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from signoff.config import AutoApprove, Rule, Workflow
+from signoff.config import AutoApprove, Rule, Workflow, _memo
 from signoff.domain import rules as rules_
 from signoff.domain import windows as win
 from signoff.domain.rules import Facts, RuleResult
@@ -45,8 +45,12 @@ def facts_of(action: Mapping[str, Any], risk: str, rollback_of: str | None = Non
 
 def evaluate(wf: Workflow, facts: Facts) -> Evaluation:
     """Which rule applies and what it means for the request."""
-    results = rules_.evaluate(wf.rules, facts)
-    first = next((r.index for r in results if r.matched), None)
+    memo = _memo(wf)  # the workflow's models are immutable once loaded: prepare its rules once
+    compiled = memo.get("compiled_rules")
+    if compiled is None:
+        compiled = memo.setdefault("compiled_rules", rules_.compile_rules(wf.rules))
+    results = rules_.evaluate(wf.rules, facts, compiled)
+    first = next((r.index for r in results if not r.mismatched), None)
     rule = wf.rules[first] if first is not None else None
     effective = wf.merged(rule)
     auto = rule.auto_approve if rule is not None and rules_.may_auto_approve(facts.risk) else None
@@ -65,7 +69,12 @@ def evaluate(wf: Workflow, facts: Facts) -> Evaluation:
 
 def schedule_of(wf: Workflow) -> win.Schedule:
     """The change windows and freezes of a (usually effective) workflow definition."""
-    return win.Schedule(tuple(w.to_domain() for w in wf.windows), tuple(f.to_domain() for f in wf.freezes))
+    memo = _memo(wf)
+    schedule = memo.get("schedule")
+    if schedule is None:
+        schedule = memo.setdefault("schedule", win.Schedule(tuple(w.to_domain() for w in wf.windows),
+                                                             tuple(f.to_domain() for f in wf.freezes)))
+    return schedule
 
 
 def execution_check(schedules: list[win.Schedule], now: datetime) -> win.Verdict:

@@ -3,11 +3,17 @@
 from datetime import timedelta
 
 import pytest
+from support import BASIC_YAML
 
 from signoff.config import ConfigError, parse_config
-from signoff.domain.rules import Facts, first_match, merge, mismatches, rollback_required
+from signoff.domain.rules import (
+    Facts,
+    first_match,
+    merge,
+    mismatches,
+    rollback_required,
+)
 from signoff.policy import evaluate, facts_of
-from support import BASIC_YAML
 
 
 class M:
@@ -207,3 +213,28 @@ def test_match_values_no_identifier_could_ever_equal_are_errors(value, path):
     bad = RULES_YAML.replace('match: {action_type: "db.drop*", environment: production}', f"match: {{{key}: {value}}}")
     errors = _errors(bad)
     assert any(f"workflows[0].rules[0].{path}" in e and "never" in e for e in errors), errors
+
+
+def test_compiled_rules_answer_exactly_as_mismatches():
+    """``compile_rules`` (what ``policy.evaluate`` uses, once per workflow) gives every rule
+    the same failed conditions, in the same order, as matching it afresh."""
+    from signoff.domain.rules import compile_rules
+    from signoff.domain.rules import evaluate as evaluate_rules
+
+    matches = [None, M(), M(action_type="db.*"), M(action_type=["svc.*", "DB.Migrate"]), M(action_type=[]),
+               M(target="[a-m]rders-*"), M(target=["ORDERS-D?", "x*"]), M(target="straße-*"),
+               M(environment="production"), M(environment=["Staging", "ｐｒｏｄｕｃｔｉｏｎ"]), M(environment=[]),
+               M(risk=["high", "critical"]), M(risk=[]), M(rollback=True), M(rollback=False),
+               M(action_type="db.*", target="payments-*", environment="production", risk=["low"], rollback=True),
+               M(target="*[*"), M(target="a**b?c*")]
+    facts = [FACTS, Facts("DB.DROP", "Orders-DB", "Production", "high"), Facts("x", "STRASSE-1", None, "low"),
+             Facts("svc.restart", "payments-1", "prоduction", "low", is_rollback=True),
+             Facts("db.migrate", "a*[*", "staging", "critical"), Facts("", "", "", "medium")]
+    rules = [R(f"r{i}", m) for i, m in enumerate(matches)]
+    compiled = compile_rules(rules)
+    for f in facts:
+        for _ in range(2):  # the second time through the shared results
+            got = evaluate_rules(rules, f, compiled)
+            assert [(r.index, r.name, list(r.mismatched)) for r in got] == \
+                [(i, r.name, mismatches(r.match, f)) for i, r in enumerate(rules)]
+        assert evaluate_rules(rules, f) == got

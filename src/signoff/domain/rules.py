@@ -5,13 +5,19 @@ Rules are ordered; the first rule whose every condition holds is the one that ap
 (``*``, ``?``, ``[abc]``). Values and globs compare case-insensitively: both sides are
 folded (``identifiers.fold``) before ``fnmatchcase``, so ``DB.DROP`` in ``Production``
 meets a rule written for ``db.drop*`` in ``production``.
+
+``compile_rules`` prepares rules once (patterns folded, each condition's globs joined into
+one regular expression of the same ``fnmatch`` translation) for callers that evaluate the
+same immutable rules many times; ``mismatches`` and ``evaluate`` give the same answers with
+or without it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
+from fnmatch import fnmatchcase, translate
 from typing import Any, Protocol
 
 from signoff.domain.identifiers import fold
@@ -85,9 +91,81 @@ class RuleResult:
         return not self.mismatched
 
 
-def evaluate(rules: Sequence[RuleLike], facts: Facts) -> list[RuleResult]:
-    """Every rule, in order, with the conditions it failed."""
-    return [RuleResult(i, r.name, tuple(mismatches(r.match, facts))) for i, r in enumerate(rules)]
+def _never(_: str) -> None:
+    return None
+
+
+def _compiled_globs(value: str | Sequence[str] | None) -> Callable[[str], Any] | None:
+    """A folded value's test against these globs (truthy: one matches); None: no condition."""
+    patterns = _as_list(value)
+    if patterns is None:
+        return None
+    if not patterns:
+        return _never
+    # Each piece is fnmatch's own translation (``(?s:…)\Z``), so the alternation matches
+    # exactly when ``fnmatchcase`` would match one of the patterns.
+    return re.compile("|".join(f"(?:{translate(fold(p))})" for p in patterns)).match
+
+
+_CONDITIONS = ("action_type", "target", "environment", "risk", "rollback")  # in mismatches' order
+
+
+class CompiledRule:
+    """One rule, prepared: its conditions folded and compiled once. Only for rules that
+    are not changed afterwards (the workflow file's models are immutable)."""
+
+    __slots__ = ("_envs", "_results", "_risks", "_rollback", "_targets", "_types", "index", "name")
+
+    def __init__(self, index: int, rule: RuleLike):
+        self.index, self.name = index, rule.name
+        m = rule.match
+        self._types = _compiled_globs(m.action_type) if m is not None else None
+        self._targets = _compiled_globs(m.target) if m is not None else None
+        envs = _as_list(m.environment) if m is not None else None
+        self._envs = frozenset(fold(e) for e in envs) if envs is not None else None
+        self._risks = frozenset(m.risk) if m is not None and m.risk is not None else None
+        self._rollback = (bool(m.rollback) if m is not None and m.rollback is not None else None)
+        self._results: list[RuleResult | None] = [None] * (1 << len(_CONDITIONS))
+
+    def result(self, folded: tuple[str, str, str | None], facts: Facts) -> RuleResult:
+        """This rule's result for ``facts`` (``folded``: its type, target and environment
+        folded). Equal results are shared: ``RuleResult`` is immutable."""
+        failed = 0
+        if self._types is not None and not self._types(folded[0]):
+            failed = 1
+        if self._targets is not None and not self._targets(folded[1]):
+            failed |= 2
+        if self._envs is not None and (folded[2] is None or folded[2] not in self._envs):
+            failed |= 4
+        if self._risks is not None and facts.risk not in self._risks:
+            failed |= 8
+        if self._rollback is not None and self._rollback != facts.is_rollback:
+            failed |= 16
+        r = self._results[failed]
+        if r is None:
+            r = self._results[failed] = RuleResult(
+                self.index, self.name, tuple(c for bit, c in enumerate(_CONDITIONS) if failed >> bit & 1))
+        return r
+
+
+def compile_rules(rules: Sequence[RuleLike]) -> tuple[CompiledRule, ...]:
+    """``rules`` prepared for ``evaluate(…, compiled=…)``."""
+    return tuple(CompiledRule(i, r) for i, r in enumerate(rules))
+
+
+def _folded(facts: Facts) -> tuple[str, str, str | None]:
+    env = facts.environment
+    return fold(facts.action_type), fold(facts.target), fold(env) if env is not None else None
+
+
+def evaluate(rules: Sequence[RuleLike], facts: Facts,
+             compiled: Sequence[CompiledRule] | None = None) -> list[RuleResult]:
+    """Every rule, in order, with the conditions it failed. ``compiled``: the same rules
+    through ``compile_rules`` (made once by a caller that evaluates them often)."""
+    if compiled is None:
+        compiled = compile_rules(rules)
+    folded = _folded(facts)
+    return [c.result(folded, facts) for c in compiled]
 
 
 def first_match(rules: Sequence[RuleLike], facts: Facts) -> RuleLike | None:
