@@ -9,6 +9,12 @@ Measures, on this machine, everything on 127.0.0.1:
     ``chat.postMessage`` calls), and each request's submit → post latency;
 (c) Approve click → HTTP ack latency while the submission load runs.
 
+``--db URL`` runs ``serve`` on a fresh PostgreSQL database created next to URL (dropped
+afterwards) instead of SQLite; ``--auto-approve`` adds a rule with ``auto_approve`` (a
+budget no run exhausts) so every submission is approved by policy (no clicks then).
+``serve`` runs with ``SIGNOFF_SLACK_PACING=false``: the stand-in has no rate limits, and
+the figure is the server's, not Slack's pacing. bench/run_all.py runs every row.
+
 The load generator is ``wrk`` (Debian package ``wrk``) with bench/submit.lua and bodies
 signed just before each phase; clicks come from bench/click_client.py. Both are separate
 processes, and so are both servers; the fake Slack runs in this process.
@@ -34,11 +40,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-from common import free_port, machine_busy_seconds, pct
+from common import database, free_port, machine_busy_seconds, pct
 from common import machine as common_machine
 
 HERE = Path(__file__).resolve().parent
@@ -64,6 +70,12 @@ workflows:
     required_approvals: 1
     agents: [{AGENT}]
     timeout: 24h
+"""
+
+AUTO_RULES = """    rules:
+      - name: auto
+        match: {action_type: service.restart}
+        auto_approve: {limit: 100000000 per 1h}
 """
 
 
@@ -255,16 +267,34 @@ def posted_request_ids(slack) -> dict[str, str]:
     return out
 
 
-def db_query(db: Path, sql: str, args: tuple = ()) -> list[tuple]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
+_ENGINES: dict = {}
 
 
-def parse_ts(value: str) -> datetime:
-    return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
+def db_query(db: str, sql: str, args: dict | None = None) -> list[tuple]:
+    """Read-only queries of the server's database (``db``: a SQLAlchemy URL)."""
+    if db.startswith("sqlite:///"):
+        conn = sqlite3.connect(f"file:{db[len('sqlite:///'):]}?mode=ro", uri=True, timeout=30)
+        try:
+            return conn.execute(sql, args or {}).fetchall()
+        finally:
+            conn.close()
+    from sqlalchemy import create_engine, text
+
+    engine = _ENGINES.get(db) or _ENGINES.setdefault(db, create_engine(db, pool_size=1))
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(sql), args or {})]
+
+
+def parse_ts(value) -> datetime:
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def db_time(db: str, t: datetime):
+    """``t`` as the database stores times (naive UTC; SQLite as text)."""
+    naive = t.astimezone(UTC).replace(tzinfo=None)
+    return naive.isoformat(sep=" ") if db.startswith("sqlite:") else naive
 
 
 # ---------------------------------------------------------------------- phases
@@ -292,11 +322,15 @@ def bench_bare(args, tmp: Path, env: dict, secret: str) -> dict:
 
 
 def bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, slack) -> dict:
+    with database(args.db, tmp, "load") as db:
+        return _bench_signoff(args, tmp, env, secret, slack_secret, slack, db)
+
+
+def _bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, slack, db: str) -> dict:
     port = free_port()
     base = f"http://{HOST}:{port}"
-    db = tmp / "signoff.db"
     env = {**env, "SLACK_BOT_TOKEN": "xoxb-bench", "SLACK_SIGNING_SECRET": slack_secret,
-           "SIGNOFF_SLACK_API_URL": slack.url, "SIGNOFF_DATABASE_URL": f"sqlite:///{db}",
+           "SIGNOFF_SLACK_API_URL": slack.url, "SIGNOFF_DATABASE_URL": db, "SIGNOFF_SLACK_PACING": "false",
            "SIGNOFF_CONFIG": str(tmp / "signoff.yaml"), "SIGNOFF_PUBLIC_URL": base}
     log = (tmp / "serve.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "signoff.cli", "serve", "--host", HOST, "--port", str(port),
@@ -307,7 +341,7 @@ def bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, sl
         wait_http(f"{base}/healthz", 60, proc)
 
         # Requests for the clicks, made and posted before the load starts.
-        n_clicks = int(args.click_rate * args.click_duration)
+        n_clicks = 0 if args.auto_approve else int(args.click_rate * args.click_duration)
         ids = []
         with httpx.Client(base_url=base, timeout=10) as http:
             for i in range(n_clicks):
@@ -344,14 +378,14 @@ def bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, sl
         busy_before = wait_quiet(args.quiet, args.quiet_wait)
         write_signed_bodies(bodies, secret, args.bodies)
         click_out = tmp / "clicks.json"
-        clicker = subprocess.Popen([sys.executable, str(HERE / "click_client.py"), "--url", f"{base}/slack/events",
+        clicker = None if not n_clicks else subprocess.Popen([sys.executable, str(HERE / "click_client.py"), "--url", f"{base}/slack/events",
                                     "--secret", slack_secret, "--targets", str(tmp / "targets.json"),
                                     "--user", APPROVER, "--rate", str(args.click_rate),
                                     "--duration", str(args.click_duration), "--delay", "1.0",
                                     "--out", str(click_out)], cwd=tmp, env=env)
         time.sleep(0.5)  # the click client's imports; its first click is 1 s after it is ready
         posted_before = len(posted_request_ids(slack))
-        t_start = datetime.now(timezone.utc)
+        t_start = datetime.now(UTC)
         profiler = None
         if args.profile:  # sample `serve` during the measured run (py-spy, collapsed stacks)
             profiler = subprocess.Popen([shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(proc.pid), "-d", str(int(args.duration)),
@@ -363,17 +397,18 @@ def bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, sl
         if profiler is not None:
             profiler.wait(timeout=60)
         t_end_wall = time.time()
-        t_end = datetime.now(timezone.utc)
+        t_end = datetime.now(UTC)
         r["busy_before"] = busy_before
         r["cpu"] = cpu.summary()
         posted_during = len(posted_request_ids(slack)) - posted_before
         r["posted_during_load_per_s"] = round(posted_during / (r["duration_us"] / 1e6), 1)
         result["submit"] = r
-        try:
-            clicker.wait(timeout=args.click_duration + 60)
-        except subprocess.TimeoutExpired:
-            clicker.kill()
-        result["clicks"] = json.loads(click_out.read_text()) if click_out.exists() else {"error": "no result"}
+        if clicker is not None:
+            try:
+                clicker.wait(timeout=args.click_duration + 60)
+            except subprocess.TimeoutExpired:
+                clicker.kill()
+        result["clicks"] = json.loads(click_out.read_text()) if click_out.exists() else {"error": "no clicks"}
 
         # (b) until every accepted request is posted (requests wrk gave up waiting for at
         # the end of its run may still be committed just after: count again each time)
@@ -388,8 +423,8 @@ def bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, sl
         drain_s = time.time() - t_end_wall
         rows = db_query(db, """
             SELECT r.created_at, m.posted_at FROM requests r JOIN slack_messages m ON m.request_id = r.id
-            WHERE m.role = 'request' AND m.posted_at IS NOT NULL AND r.created_at >= ? AND r.created_at <= ?""",
-                        (t_start.replace(tzinfo=None).isoformat(sep=" "), t_end.replace(tzinfo=None).isoformat(sep=" ")))
+            WHERE m.role = 'request' AND m.posted_at IS NOT NULL AND r.created_at >= :t0 AND r.created_at <= :t1""",
+                        {"t0": db_time(db, t_start), "t1": db_time(db, t_end)})
         lags = [(parse_ts(p) - parse_ts(c)).total_seconds() for c, p in rows]
         result["posting"] = {
             "requests_total": total, "posted": len(posted), "all_posted": drained,
@@ -398,11 +433,14 @@ def bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, sl
                                  "max": _r(max(lags) if lags else None)},
         }
         # the clicks' decisions (recorded after the ack, by then settled)
-        decided = db_query(db, "SELECT count(*) FROM decisions WHERE by = ?", (APPROVER,))[0][0]
-        approved = db_query(db, f"SELECT count(*) FROM requests WHERE status IN ('approved', 'executing') "
-                                f"AND id IN ({','.join('?' * len(ids))})", tuple(ids))[0][0]
-        result["clicks"]["decisions_recorded"] = decided
-        result["clicks"]["requests_approved"] = approved
+        if ids:
+            decided = db_query(db, "SELECT count(*) FROM decisions WHERE by = :by", {"by": APPROVER})[0][0]
+            approved = db_query(db, "SELECT count(*) FROM requests WHERE status IN ('approved', 'executing') "
+                                    "AND id IN (" + ",".join(f":i{n}" for n in range(len(ids))) + ")",
+                                {f"i{n}": i for n, i in enumerate(ids)})[0][0]
+            result["clicks"]["decisions_recorded"] = decided
+            result["clicks"]["requests_approved"] = approved
+        result["statuses"] = dict(db_query(db, "SELECT status, count(*) FROM requests GROUP BY status"))
         return result
     finally:
         stop(proc)
@@ -425,8 +463,9 @@ def report(res: dict) -> str:
         "| figure | result | target |",
         "|---|---|---|",
         f"| bare HMAC endpoint, accepted/s | {bare['accepted_per_s']:,.0f} (p99 {bare['p99_ms']} ms) | — |",
-        f"| signoff serve (SQLite), accepted/s | {sub['accepted_per_s']:,.0f} | ≥ 1,000 |",
-        f"| ratio signoff / bare | {ratio:.2f} | ≥ 0.30 |",
+        f"| signoff serve ({'SQLite' if res['params']['db'] == 'sqlite' else 'PostgreSQL'}, "
+        f"{res['params']['workers']} process(es){', auto-approved' if res['params']['auto_approve'] else ''}), accepted/s | {sub['accepted_per_s']:,.0f} | ≥ 1,000 |",
+        f"| ratio signoff / bare | {ratio:.3f} | ≥ 0.10 |",
         f"| submit latency p50 / p99 | {sub['p50_ms']} / {sub['p99_ms']} ms | p99 ≤ 100 ms |",
         f"| non-2xx answers / socket errors | {sub['not_ok']} {sub['statuses'] or ''} / "
         f"{sum(sub['errors'].values())} | 0 |",
@@ -436,11 +475,12 @@ def report(res: dict) -> str:
         f"| submit → post, p50 / p99 / max (requests of the measured run) | "
         f"{posting['submit_to_post_s']['p50']} / {posting['submit_to_post_s']['p99']} / "
         f"{posting['submit_to_post_s']['max']} s | — |",
-        f"| Approve click → ack, p50 / p99 / max ({clicks.get('answered')} clicks at "
-        f"{clicks.get('rate_per_s')}/s) | {clicks['latency_ms']['p50']} / {clicks['latency_ms']['p99']} / "
-        f"{clicks['latency_ms']['max']} ms | p99 ≤ 100 ms |",
-        f"| clicks answered 200 / decisions recorded | {clicks['statuses'].get('200', 0)} / "
-        f"{clicks.get('decisions_recorded')} | all |",
+        *([f"| Approve click → ack, p50 / p99 / max ({clicks.get('answered')} clicks at "
+           f"{clicks.get('rate_per_s')}/s) | {clicks['latency_ms']['p50']} / {clicks['latency_ms']['p99']} / "
+           f"{clicks['latency_ms']['max']} ms | p99 ≤ 100 ms |",
+           f"| clicks answered 200 / decisions recorded | {clicks['statuses'].get('200', 0)} / "
+           f"{clicks.get('decisions_recorded')} | all |"] if "latency_ms" in clicks else []),
+        f"| requests by status at the end | {s.get('statuses')} | — |",
         f"| CPU seconds in the measured run, bare: server / wrk / other processes | "
         f"{bare['cpu']['server_s']} / {bare['cpu']['load_generator_s']} / {bare['cpu']['other_s']} "
         f"of {bare['cpu']['wall_s']} s wall | — |",
@@ -466,6 +506,10 @@ def main() -> int:
     p.add_argument("--quiet", type=float, default=0.15,
                    help="wait until the machine is at most this busy (0..1) before each measured run")
     p.add_argument("--quiet-wait", type=float, default=120.0, help="but wait at most this many seconds")
+    p.add_argument("--db", default="sqlite",
+                   help="sqlite (a file, the default) or a PostgreSQL URL next to which a fresh database is made")
+    p.add_argument("--auto-approve", action="store_true",
+                   help="a rule auto-approves every submission (no clicks are sent)")
     p.add_argument("--only", choices=["bare", "signoff"], help="run one side only")
     p.add_argument("--json", help="also write the figures here")
     p.add_argument("--profile", metavar="FILE",
@@ -480,8 +524,8 @@ def main() -> int:
     secret, slack_secret = secrets.token_hex(32), secrets.token_hex(32)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SIGNOFF_", "SLACK_"))}
     env.update(BENCH_AGENT_ID=AGENT, BENCH_AGENT_SECRET=secret, PYTHONUNBUFFERED="1")
-    (tmp / "signoff.yaml").write_text(CONFIG)
-    res: dict = {"machine": machine(), "params": vars(args), "when": datetime.now(timezone.utc).isoformat(),
+    (tmp / "signoff.yaml").write_text(CONFIG + (AUTO_RULES if args.auto_approve else ""))
+    res: dict = {"machine": machine(), "params": vars(args), "when": datetime.now(UTC).isoformat(),
                  "commit": git_describe()}
     slack = None
     try:
