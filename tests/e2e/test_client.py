@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, select
 from e2e.client_world import join_clean
 from signoff.client import AsyncClient, Cancelled, Client, Expired, Rejected, SignoffError, WaitTimeout
 from signoff.store.tables import RequestRow
-from support import agent_secret
+from support import agent_secret, wait_until
 
 
 def client(world, agent: str = "deploy-bot", **kw) -> Client:
@@ -308,7 +308,8 @@ def test_comment_is_posted_in_the_request_thread(agent_world):
         after = c.comment(view["id"], "draining traffic first")
         assert after["id"] == view["id"]
         assert after["thread"][-1] == {**after["thread"][-1], "user": "deploy-bot", "text": "draining traffic first"}
-        replies = [c_ for c_ in agent_world.slack.calls_to("chat.postMessage") if c_.params.get("thread_ts")
-                   and "draining traffic first" in json.dumps(c_.params)]
-        assert replies
+        # posted by the outbox once the request's own message is there: wait for it
+        wait_until(lambda: [c_ for c_ in agent_world.slack.calls_to("chat.postMessage") if c_.params.get("thread_ts")
+                            and "draining traffic first" in json.dumps(c_.params)],
+                   10, "the comment in the request's thread")
         c.cancel(view["id"])
