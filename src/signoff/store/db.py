@@ -313,7 +313,8 @@ class Store:
         self.on_change: list[Callable[[frozenset[str]], None]] = []
         event.listen(self.sessions, "before_commit", self._announce)
         event.listen(self.sessions, "after_commit", self._changes_committed)
-        event.listen(self.sessions, "after_rollback", lambda session: session.info.pop(CHANGED, None))
+        event.listen(self.sessions, "after_commit", self._committed)
+        event.listen(self.sessions, "after_rollback", self._forget)
 
     @property
     def dialect(self) -> str:
@@ -328,6 +329,12 @@ class Store:
         for payload in _payloads(sorted(ids)):
             session.connection().exec_driver_sql("SELECT pg_notify(%(c)s, %(p)s)",
                                                  {"c": CHANGES_CHANNEL, "p": payload})
+
+    @staticmethod
+    def _forget(session: Session) -> None:
+        """A rolled-back transaction announces nothing."""
+        session.info.pop(CHANGED, None)
+        session.info.pop(COMMITTED, None)
 
     def _changes_committed(self, session: Session) -> None:
         ids = session.info.pop(CHANGED, None)
@@ -369,10 +376,8 @@ class Store:
                 try:
                     result = fn(session)
                     session.commit()
-                    self._committed(session)
                     return result
                 except Exception as exc:
-                    session.info.pop(COMMITTED, None)
                     session.rollback()
                     if not is_retryable(exc) or attempt == attempts - 1:
                         if is_retryable(exc):
@@ -411,9 +416,7 @@ class Store:
                         try:
                             items[0].result = items[0].fn(session)
                             session.commit()
-                            self._committed(session)
                         except Exception as exc:
-                            session.info.pop(COMMITTED, None)
                             session.rollback()
                             items[0].failed(exc)
                         return
@@ -429,10 +432,8 @@ class Store:
                             del session.info.setdefault(COMMITTED, [])[mark:]
                             item.failed(exc)
                     session.commit()
-                    self._committed(session)
                 except Exception:
                     log.debug("batched transaction failed; its callers run alone", exc_info=True)
-                    session.info.pop(COMMITTED, None)
                     session.rollback()
                     for item in items:
                         item.result, item.error, item.alone = None, None, True
