@@ -39,6 +39,17 @@ ROUTING = """\
     channel: C0APPROVALS
 """
 
+# deploy-bot alone, asking in one workflow that posts to C0APPROVALS
+ONE_WORKFLOW_YAML = f"""
+agents:
+{DEPLOY_BOT}\
+workflows:
+  - id: prod-restart
+{ROUTING}\
+    agents: [deploy-bot]
+    timeout: 30m
+"""
+
 BASIC_YAML = f"""
 agents:
 {DEPLOY_BOT}\

@@ -16,19 +16,11 @@ import pytest
 from conftest import PG_ENV
 from e2e.harness import Serve, pem_key, request_of, serve_env, top_level_posts
 from fakes.slack_api import FakeSlack
-from support import DEPLOY_BOT, ROUTING, submission, wait_until
+from support import ONE_WORKFLOW_YAML, submission, wait_until
 
 pytestmark = pytest.mark.skipif(not os.environ.get(PG_ENV), reason=f"{PG_ENV} is not set: replica test skipped")
 
-YAML = f"""
-agents:
-{DEPLOY_BOT}\
-workflows:
-  - id: prod-restart
-{ROUTING}\
-    agents: [deploy-bot]
-    timeout: 30m
-"""
+YAML = ONE_WORKFLOW_YAML
 N = 80
 
 

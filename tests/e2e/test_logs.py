@@ -8,17 +8,9 @@ import json
 
 from e2e.harness import Serve, serve_env
 from fakes.slack_api import FakeSlack
-from support import DEPLOY_BOT, ROUTING, submission, wait_until
+from support import ONE_WORKFLOW_YAML, submission, wait_until
 
-CONFIG = f"""
-agents:
-{DEPLOY_BOT}\
-workflows:
-  - id: prod-restart
-{ROUTING}\
-    agents: [deploy-bot]
-    timeout: 30m
-"""
+CONFIG = ONE_WORKFLOW_YAML
 
 NOISE = ("alembic.runtime.plugins", "Adding job tentatively", "will be ignored", "will be unused",
          "Context impl", "Will assume non-transactional DDL")

@@ -10,17 +10,9 @@ import httpx
 
 from e2e.harness import Serve, serve_env, submit
 from fakes.slack_api import FakeSlack
-from support import DEPLOY_BOT, ROUTING, wait_until
+from support import ONE_WORKFLOW_YAML, wait_until
 
-CONFIG = f"""
-agents:
-{DEPLOY_BOT}\
-workflows:
-  - id: prod-restart
-{ROUTING}\
-    agents: [deploy-bot]
-    timeout: 30m
-"""
+CONFIG = ONE_WORKFLOW_YAML
 
 
 def _sample(text: str, name: str, labels: str = "") -> float | None:
