@@ -8,6 +8,11 @@ Run by load_bench.py as its own process while the submission load runs::
 ``targets.json`` is a list of ``{"request_id", "channel", "ts"}``; each click approves one
 request as ``--user``. The schedule is open-loop (a click is sent at its time whether or not
 earlier ones were answered), so a slow server shows up as latency, not as fewer clicks.
+
+``--connections N`` replays clicks instead: N connections each send the next click as soon
+as the last one was answered (closed loop), cycling through the targets for ``--duration``
+seconds, each click signed afresh. A request clicked again is a repeated click (recorded as
+evidence, answered with an ephemeral note), as when approvers click a message twice.
 """
 
 from __future__ import annotations
@@ -42,6 +47,57 @@ def signed_click(secret: str, user: str, target: dict) -> tuple[bytes, dict]:
                  "Content-Type": "application/x-www-form-urlencoded"}
 
 
+def summarize(results: list[tuple[float, int]], errors: list[str], sent: int, **extra) -> dict:
+    lat = sorted(r[0] * 1000 for r in results)
+    statuses: dict[str, int] = {}
+    for _, s in results:
+        statuses[str(s)] = statuses.get(str(s), 0) + 1
+
+    def pct(p: float) -> float | None:
+        if not lat:
+            return None
+        return round(lat[min(len(lat) - 1, int(round(p / 100 * len(lat) + 0.5)) - 1)], 2)
+
+    return {"sent": sent, "answered": len(results), "errors": len(errors), "error_samples": errors[:3],
+            "statuses": statuses, **extra,
+            "latency_ms": {"p50": pct(50), "p90": pct(90), "p99": pct(99), "max": round(lat[-1], 2) if lat else None,
+                           "mean": round(sum(lat) / len(lat), 2) if lat else None}}
+
+
+async def replay(args) -> dict:
+    """``--connections`` closed-loop connections replaying clicks for ``--duration`` s."""
+    import httpx
+
+    targets = json.loads(open(args.targets).read())
+    results: list[tuple[float, int]] = []
+    errors: list[str] = []
+    n = args.connections
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    async with httpx.AsyncClient(timeout=args.timeout, limits=limits) as client:
+        health = args.url.rsplit("/slack/", 1)[0] + "/healthz"
+        await asyncio.gather(*(client.get(health) for _ in range(n)))  # open the connections untimed
+        await asyncio.sleep(args.delay)
+        end = time.perf_counter() + args.duration
+
+        async def loop(k: int) -> None:
+            i = k
+            while time.perf_counter() < end:
+                raw, headers = signed_click(args.secret, args.user, targets[i % len(targets)])
+                i += n
+                t0 = time.perf_counter()
+                try:
+                    resp = await client.post(args.url, content=raw, headers=headers)
+                    results.append((time.perf_counter() - t0, resp.status_code))
+                except Exception as exc:  # a timeout is a result too
+                    errors.append(f"{type(exc).__name__}: {exc}")
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(loop(k) for k in range(n)))
+        took = time.perf_counter() - t0
+    return summarize(results, errors, len(results) + len(errors), connections=n,
+                     rate_per_s=round(len(results) / took, 1), seconds=round(took, 2))
+
+
 async def run(args) -> dict:
     import httpx
 
@@ -72,20 +128,7 @@ async def run(args) -> dict:
                 await asyncio.sleep(wait)
             tasks.append(asyncio.create_task(one(targets[k])))
         await asyncio.gather(*tasks)
-    lat = sorted(r[0] * 1000 for r in results)
-    statuses: dict[str, int] = {}
-    for _, s in results:
-        statuses[str(s)] = statuses.get(str(s), 0) + 1
-
-    def pct(p: float) -> float | None:
-        if not lat:
-            return None
-        return round(lat[min(len(lat) - 1, int(round(p / 100 * len(lat) + 0.5)) - 1)], 2)
-
-    return {"sent": count, "answered": len(results), "errors": len(errors), "error_samples": errors[:3],
-            "statuses": statuses, "rate_per_s": args.rate,
-            "latency_ms": {"p50": pct(50), "p90": pct(90), "p99": pct(99), "max": round(lat[-1], 2) if lat else None,
-                           "mean": round(sum(lat) / len(lat), 2) if lat else None}}
+    return summarize(results, errors, count, rate_per_s=args.rate)
 
 
 def main() -> None:
@@ -95,6 +138,8 @@ def main() -> None:
     p.add_argument("--targets", required=True)
     p.add_argument("--user", default="U0OWNER")
     p.add_argument("--rate", type=float, default=20.0)
+    p.add_argument("--connections", type=int, default=0,
+                   help="replay clicks over this many closed-loop connections instead of --rate open-loop")
     p.add_argument("--duration", type=float, default=8.0)
     p.add_argument("--delay", type=float, default=1.0, help="seconds to wait before the first click")
     p.add_argument("--timeout", type=float, default=10.0)
@@ -102,7 +147,7 @@ def main() -> None:
     args = p.parse_args()
     if not args.url.startswith(("http://127.", "http://localhost")):
         raise SystemExit("click_client only sends to loopback")
-    result = asyncio.run(run(args))
+    result = asyncio.run(replay(args) if args.connections else run(args))
     with open(args.out, "w") as f:
         json.dump(result, f)
 

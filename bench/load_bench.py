@@ -7,13 +7,22 @@ Measures, on this machine, everything on 127.0.0.1:
     stack that only checks the same HMAC (bench/bare_hmac_app.py); their ratio and p99;
 (b) the time until every accepted request is posted to a local fake Slack (counting its
     ``chat.postMessage`` calls), and each request's submit → post latency;
-(c) Approve click → HTTP ack latency while the submission load runs.
+(c) Approve click → HTTP ack latency while the submission load runs (open loop, ``--click-rate``);
+(d) Approve clicks replayed by ``--replay-connections`` closed-loop connections (16) for
+    ``--replay-duration`` seconds after the load, timing each ack; then every click answered
+    must be recorded (a decision or a ``click.repeated`` event).
 
 ``--db URL`` runs ``serve`` on a fresh PostgreSQL database created next to URL (dropped
 afterwards) instead of SQLite; ``--auto-approve`` adds a rule with ``auto_approve`` (a
 budget no run exhausts) so every submission is approved by policy (no clicks then).
-``serve`` runs with ``SIGNOFF_SLACK_PACING=false``: the stand-in has no rate limits, and
-the figure is the server's, not Slack's pacing. bench/run_all.py runs every row.
+The Slack stand-in answers every call after ``--slack-latency`` seconds (0.1: about what
+Slack's Web API takes), so deliveries must overlap to keep up. By default it enforces no
+rate limits and ``serve`` runs with ``SIGNOFF_SLACK_PACING=false``: at 1,000 requests a
+second to one channel no implementation can post each within a second under Slack's limits
+(about one message a second per channel), and the figure is to be the server's, not Slack's
+pacing. ``--slack-limits`` enforces Slack's limits in the stand-in (429 with Retry-After, as
+``SlackLimits``) and runs ``serve`` with its pacing and digests, as in production.
+bench/run_all.py runs every row.
 
 The load generator is ``wrk`` (Debian package ``wrk``) with bench/submit.lua and bodies
 signed just before each phase; clicks come from bench/click_client.py. Both are separate
@@ -239,7 +248,7 @@ def git_describe() -> str:
         return "unknown"
 
 
-def load_fake_slack():
+def load_fake_slack(args=None):
     """The Slack Web API stand-in the tests and ``signoff demo`` use, on loopback."""
     try:
         from signoff.standin import SlackStandIn
@@ -247,8 +256,26 @@ def load_fake_slack():
         sys.path.insert(0, str(REPO / "tests"))
         from fakes.slack_api import FakeSlack as SlackStandIn
     slack = SlackStandIn()
+    slack.delay = getattr(args, "slack_latency", 0.0)
+    if getattr(args, "slack_limits", False):
+        try:
+            from signoff.standin import SlackLimits
+        except ImportError:
+            from fakes.slack_api import SlackLimits
+        slack.limits = SlackLimits()
     slack.start()
     return slack
+
+
+def posted_count(db: str) -> int:
+    """Requests whose message Slack accepted (on its own or in a digest), as recorded."""
+    return db_query(db, "SELECT count(*) FROM slack_messages WHERE role = 'request' AND posted_at IS NOT NULL")[0][0]
+
+
+def clicks_recorded(db: str) -> int:
+    """Approve clicks by the bench's approver recorded as evidence (decided or repeated)."""
+    return db_query(db, "SELECT count(*) FROM events WHERE actor = :a AND type IN "
+                        "('decision.recorded', 'click.repeated')", {"a": APPROVER})[0][0]
 
 
 def posted_request_ids(slack) -> dict[str, str]:
@@ -330,7 +357,8 @@ def _bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, s
     port = free_port()
     base = f"http://{HOST}:{port}"
     env = {**env, "SLACK_BOT_TOKEN": "xoxb-bench", "SLACK_SIGNING_SECRET": slack_secret,
-           "SIGNOFF_SLACK_API_URL": slack.url, "SIGNOFF_DATABASE_URL": db, "SIGNOFF_SLACK_PACING": "false",
+           "SIGNOFF_SLACK_API_URL": slack.url, "SIGNOFF_DATABASE_URL": db,
+           "SIGNOFF_SLACK_PACING": "true" if args.slack_limits else "false",
            "SIGNOFF_CONFIG": str(tmp / "signoff.yaml"), "SIGNOFF_PUBLIC_URL": base}
     log = (tmp / "serve.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "signoff.cli", "serve", "--host", HOST, "--port", str(port),
@@ -354,14 +382,15 @@ def _bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, s
                     raise RuntimeError(f"setup submission answered {r.status_code}: {r.text[:300]}")
                 ids.append(r.json()["id"])
         end = time.monotonic() + 60
-        while True:
-            posted = posted_request_ids(slack)
+        while True:  # where Slack put each (its own message, or a digest with Slack's limits on)
+            posted = {rid: (ch, ts) for rid, ch, ts in db_query(
+                db, "SELECT request_id, channel, ts FROM slack_messages WHERE role = 'request' AND ts IS NOT NULL")}
             if all(i in posted for i in ids):
                 break
             if time.monotonic() > end:
                 raise RuntimeError("the click targets were not posted within 60 s")
             time.sleep(0.1)
-        targets = [{"request_id": i, "channel": CHANNEL, "ts": posted[i]} for i in ids]
+        targets = [{"request_id": i, "channel": posted[i][0], "ts": posted[i][1]} for i in ids]
         (tmp / "targets.json").write_text(json.dumps(targets))
 
         bodies = tmp / "signoff.tsv"
@@ -372,7 +401,7 @@ def _bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, s
         # Let the dispatcher catch up with the warm-up so the measured run starts level.
         count0 = db_query(db, "SELECT count(*) FROM requests")[0][0]
         end = time.monotonic() + args.drain_timeout
-        while len(posted_request_ids(slack)) < count0 and time.monotonic() < end:
+        while posted_count(db) < count0 and time.monotonic() < end:
             time.sleep(0.2)
 
         busy_before = wait_quiet(args.quiet, args.quiet_wait)
@@ -384,7 +413,7 @@ def _bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, s
                                     "--duration", str(args.click_duration), "--delay", "1.0",
                                     "--out", str(click_out)], cwd=tmp, env=env)
         time.sleep(0.5)  # the click client's imports; its first click is 1 s after it is ready
-        posted_before = len(posted_request_ids(slack))
+        posted_before = posted_count(db)
         t_start = datetime.now(UTC)
         profiler = None
         if args.profile:  # sample `serve` during the measured run (py-spy, collapsed stacks)
@@ -400,7 +429,7 @@ def _bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, s
         t_end = datetime.now(UTC)
         r["busy_before"] = busy_before
         r["cpu"] = cpu.summary()
-        posted_during = len(posted_request_ids(slack)) - posted_before
+        posted_during = posted_count(db) - posted_before
         r["posted_during_load_per_s"] = round(posted_during / (r["duration_us"] / 1e6), 1)
         result["submit"] = r
         if clicker is not None:
@@ -415,11 +444,11 @@ def _bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, s
         end = time.monotonic() + args.drain_timeout
         while True:
             total = db_query(db, "SELECT count(*) FROM requests")[0][0]
-            posted = posted_request_ids(slack)
-            if len(posted) >= total or time.monotonic() > end:
+            posted = posted_count(db)
+            if posted >= total or time.monotonic() > end:
                 break
             time.sleep(0.05)
-        drained = len(posted) >= total
+        drained = posted >= total
         drain_s = time.time() - t_end_wall
         rows = db_query(db, """
             SELECT r.created_at, m.posted_at FROM requests r JOIN slack_messages m ON m.request_id = r.id
@@ -427,11 +456,32 @@ def _bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, s
                         {"t0": db_time(db, t_start), "t1": db_time(db, t_end)})
         lags = [(parse_ts(p) - parse_ts(c)).total_seconds() for c, p in rows]
         result["posting"] = {
-            "requests_total": total, "posted": len(posted), "all_posted": drained,
+            "requests_total": total, "posted": posted, "all_posted": drained,
             "seconds_after_load_end": round(drain_s, 2),
             "submit_to_post_s": {"requests": len(lags), "p50": _r(pct(lags, 50)), "p99": _r(pct(lags, 99)),
                                  "max": _r(max(lags) if lags else None)},
         }
+        # (d) clicks replayed over closed-loop connections, after the load
+        if ids and args.replay_connections:
+            before = clicks_recorded(db)
+            wait_quiet(args.quiet, min(args.quiet_wait, 30))
+            replay_out = tmp / "replay.json"
+            with CpuWindow(proc.pid) as cpu:
+                subprocess.run([sys.executable, str(HERE / "click_client.py"), "--url", f"{base}/slack/events",
+                                "--secret", slack_secret, "--targets", str(tmp / "targets.json"),
+                                "--user", APPROVER, "--connections", str(args.replay_connections),
+                                "--duration", str(args.replay_duration), "--delay", "0.5",
+                                "--out", str(replay_out)], cwd=tmp, env=env, timeout=args.replay_duration + 120)
+            replayed = json.loads(replay_out.read_text()) if replay_out.exists() else {"error": "no clicks"}
+            replayed["cpu"] = cpu.summary()
+            answered = replayed.get("statuses", {}).get("200", 0)
+            t0 = time.monotonic()
+            end = t0 + args.drain_timeout
+            while clicks_recorded(db) - before < answered and time.monotonic() < end:
+                time.sleep(0.1)
+            replayed["recorded"] = clicks_recorded(db) - before
+            replayed["recorded_within_s"] = round(time.monotonic() - t0, 2)
+            result["replay"] = replayed
         # the clicks' decisions (recorded after the ack, by then settled)
         if ids:
             decided = db_query(db, "SELECT count(*) FROM decisions WHERE by = :by", {"by": APPROVER})[0][0]
@@ -458,7 +508,8 @@ def report(res: dict) -> str:
     lines = [
         f"commit {res.get('commit')}; machine: {m['nproc']} cores, {m['cpu']}, {m['ram_gib']} GiB RAM, Python {m['python']}, {m['wrk']}",
         f"concurrency {res['params']['concurrency']}, {res['params']['duration']} s measured after "
-        f"{res['params']['warmup']} s warm-up",
+        f"{res['params']['warmup']} s warm-up; Slack stand-in answers in {res['params']['slack_latency']} s, "
+        f"{'with' if res['params']['slack_limits'] else 'without'} Slack's rate limits",
         "",
         "| figure | result | target |",
         "|---|---|---|",
@@ -480,6 +531,12 @@ def report(res: dict) -> str:
            f"{clicks['latency_ms']['max']} ms | p99 ≤ 100 ms |",
            f"| clicks answered 200 / decisions recorded | {clicks['statuses'].get('200', 0)} / "
            f"{clicks.get('decisions_recorded')} | all |"] if "latency_ms" in clicks else []),
+        *([f"| Approve click → ack, {s['replay']['connections']} connections replaying clicks, p50 / p99 / max "
+           f"({s['replay']['answered']} clicks, {s['replay']['rate_per_s']}/s) | {s['replay']['latency_ms']['p50']} / "
+           f"{s['replay']['latency_ms']['p99']} / {s['replay']['latency_ms']['max']} ms | p99 ≤ 100 ms |",
+           f"| replayed clicks answered 200 / recorded as evidence | {s['replay']['statuses'].get('200', 0)} / "
+           f"{s['replay']['recorded']} (within {s['replay']['recorded_within_s']} s) | all |"]
+          if "latency_ms" in s.get("replay", {}) else []),
         f"| requests by status at the end | {s.get('statuses')} | — |",
         f"| CPU seconds in the measured run, bare: server / wrk / other processes | "
         f"{bare['cpu']['server_s']} / {bare['cpu']['load_generator_s']} / {bare['cpu']['other_s']} "
@@ -502,6 +559,13 @@ def main() -> int:
     p.add_argument("--bodies", type=int, default=2000, help="distinct pre-signed bodies")
     p.add_argument("--click-rate", type=float, default=20.0, help="Approve clicks per second during the load")
     p.add_argument("--click-duration", type=float, default=8.0)
+    p.add_argument("--replay-connections", type=int, default=16,
+                   help="closed-loop connections replaying Approve clicks after the load (0: none)")
+    p.add_argument("--replay-duration", type=float, default=5.0)
+    p.add_argument("--slack-latency", type=float, default=0.1,
+                   help="seconds the Slack stand-in takes to answer each call")
+    p.add_argument("--slack-limits", action="store_true",
+                   help="the stand-in enforces Slack's rate limits; serve paces its calls and digests")
     p.add_argument("--drain-timeout", type=float, default=300.0)
     p.add_argument("--quiet", type=float, default=0.15,
                    help="wait until the machine is at most this busy (0..1) before each measured run")
@@ -533,7 +597,7 @@ def main() -> int:
             res["bare"] = bench_bare(args, tmp, env, secret)
             print(f"bare: {res['bare']['accepted_per_s']:,.0f}/s, p99 {res['bare']['p99_ms']} ms", flush=True)
         if args.only != "bare":
-            slack = load_fake_slack()
+            slack = load_fake_slack(args)
             res["signoff"] = bench_signoff(args, tmp, env, secret, slack_secret, slack)
             print(f"signoff: {res['signoff']['submit']['accepted_per_s']:,.0f}/s, "
                   f"p99 {res['signoff']['submit']['p99_ms']} ms", flush=True)

@@ -3,15 +3,21 @@
 Rows (each load row measures the bare HMAC endpoint with the same worker count in the
 same run, so every ratio is taken within one run):
 
-- submissions, SQLite, ``serve`` one process, with Approve clicks during the load;
+- submissions, SQLite, ``serve`` one process, with Approve clicks during the load (20/s,
+  open loop) and then clicks replayed by 16 closed-loop connections;
 - submissions, SQLite, ``serve --workers 2``, with clicks;
 - submissions, PostgreSQL, ``serve --workers 2``, with clicks (only with ``--pg URL`` or
   ``SIGNOFF_TEST_POSTGRES_URL`` set: a fresh database is made next to it and dropped);
 - auto-approved submissions (a rule with ``auto_approve``), SQLite, one process;
+- submissions, SQLite, one process, with Slack's rate limits enforced by the stand-in and
+  ``serve``'s pacing and digests on (row ``limits``: what production does; the post figure
+  is then Slack's limits, not the server);
 - in-process policy evaluation (bench/policy_bench.py).
 
-``serve`` runs with ``SIGNOFF_SLACK_PACING=false`` (the Slack stand-in has no rate
-limits). The 1-minute load average before and after each run is printed next to it.
+The Slack stand-in answers each call in ``--slack-latency`` seconds (0.1, as Slack's Web
+API about does). Except in the ``limits`` row, it enforces no rate limits and ``serve`` runs
+with ``SIGNOFF_SLACK_PACING=false``. The 1-minute load average before and after each run is
+printed next to it.
 
     python bench/run_all.py                       # ~10 minutes on a quiet 2-core machine
     python bench/run_all.py --repeat 1 --duration 5 --json all.json
@@ -39,7 +45,7 @@ def load_row(label: str, extra: list[str], args) -> dict:
         out = Path(f.name)
     cmd = [sys.executable, str(HERE / "load_bench.py"), "--duration", str(args.duration),
            "--quiet-wait", str(args.quiet_wait), "--drain-timeout", str(args.drain_timeout),
-           "--json", str(out), *extra]
+           "--slack-latency", str(args.slack_latency), "--json", str(out), *extra]
     before = loadavg()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration * 4 + 900)
     after = loadavg()
@@ -71,27 +77,32 @@ def _fmt_load(load) -> str:
 
 def table(rows: list[dict]) -> str:
     lines = ["| row | accepted/s | bare HMAC /s (same run) | ratio | submit p50 / p99 ms | submit → post p99 s "
-             "| click ack p50 / p99 ms | non-2xx | serve CPU-s / other CPU-s | load avg |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| click ack p50 / p99 ms, 20/s during load | click ack p50 / p99 ms, 16 connections replaying "
+             "| non-2xx | serve CPU-s / other CPU-s | load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["label"] == "policy":
             p, b = r["res"]["policy"], r["res"]["baseline"]
             lines.append(f"| policy.evaluate + window check, 20 rules | {p['per_s']:,}/s ({p['per_cpu_s']:,} per CPU-s) "
                          f"| fnmatch loop: {b['per_s']:,}/s ({b['per_cpu_s']:,} per CPU-s) | {r['res']['ratio']} "
-                         f"| {p['p50_ms']} / {p['p99_ms']} | — | — | — | — | {_fmt_load(r['load'])} |")
+                         f"| {p['p50_ms']} / {p['p99_ms']} | — | — | — | — | — | {_fmt_load(r['load'])} |")
             continue
         if "error" in r:
-            lines.append(f"| {r['label']} | failed: {r['error'][-200:]!r} | | | | | | | | {_fmt_load(r['load'])} |")
+            lines.append(f"| {r['label']} | failed: {r['error'][-200:]!r} | | | | | | | | | {_fmt_load(r['load'])} |")
             continue
         bare, s = r["res"]["bare"], r["res"]["signoff"]
         sub, clicks, posting = s["submit"], s["clicks"], s["posting"]
         ratio = sub["accepted_per_s"] / bare["accepted_per_s"] if bare["accepted_per_s"] else 0
         lat = clicks.get("latency_ms")
         click = f"{lat['p50']} / {lat['p99']} ({clicks.get('answered')} at {clicks.get('rate_per_s')}/s)" if lat else "—"
+        rp = s.get("replay") or {}
+        rlat = rp.get("latency_ms")
+        replay = (f"{rlat['p50']} / {rlat['p99']} ({rp.get('answered')} at {rp.get('rate_per_s')}/s; "
+                  f"{rp.get('recorded')} recorded)") if rlat else "—"
         lines.append(
             f"| {r['label']} | {sub['accepted_per_s']:,.0f} | {bare['accepted_per_s']:,.0f} | {ratio:.3f} "
             f"| {sub['p50_ms']} / {sub['p99_ms']} | {posting['submit_to_post_s']['p99']} "
-            f"({posting['posted']}/{posting['requests_total']} posted) | {click} | {sub['not_ok']} "
+            f"({posting['posted']}/{posting['requests_total']} posted) | {click} | {replay} | {sub['not_ok']} "
             f"| {sub['cpu']['server_s']} / {sub['cpu']['other_s']} of {sub['cpu']['wall_s']} s "
             f"| {_fmt_load(r['load'])} |")
     return "\n".join(lines)
@@ -107,7 +118,8 @@ def main() -> int:
                    help="seconds each phase may wait for the machine to be quiet")
     p.add_argument("--drain-timeout", type=float, default=120.0)
     p.add_argument("--policy-calls", type=int, default=200_000)
-    p.add_argument("--rows", default="sqlite1,sqlite2,pg2,auto,policy", help="comma-separated subset")
+    p.add_argument("--slack-latency", type=float, default=0.1, help="seconds the Slack stand-in takes per call")
+    p.add_argument("--rows", default="sqlite1,sqlite2,pg2,auto,limits,policy", help="comma-separated subset")
     p.add_argument("--json", help="also write every raw figure here")
     args = p.parse_args()
     want = set(args.rows.split(","))
@@ -118,6 +130,8 @@ def main() -> int:
     elif "pg2" in want:
         print("no PostgreSQL URL (--pg or SIGNOFF_TEST_POSTGRES_URL): the PostgreSQL row is skipped", flush=True)
     plan.append(("auto", "auto-approved, SQLite, 1 process", ["--workers", "1", "--auto-approve"]))
+    plan.append(("limits", "submissions, SQLite, 1 process, Slack's rate limits and pacing on",
+                 ["--workers", "1", "--slack-limits", "--replay-connections", "0"]))
     m = machine()
     print(f"machine: {m['nproc']} cores, {m['cpu']}, {m['ram_gib']} GiB RAM, Python {m['python']}", flush=True)
     rows = []
