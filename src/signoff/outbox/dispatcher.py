@@ -11,6 +11,11 @@
   put a message, with its evidence event). It runs in the transaction that finishes the
   row, together with other rows' results, so a delivery costs no write of its own; it is
   committed before the next row of the same request is delivered.
+- Running (``start``), deliveries overlap: rows are claimed whenever fewer than ``workers``
+  are under way, not once the previous claim is all delivered, so a Slack call's latency
+  (~100 ms) does not cap the rate at ``workers`` calls per latency per claim. A row of a
+  request that still has a row under way (or a result not yet recorded) waits behind it,
+  and reads afresh once that is committed. ``run_once`` (tests) is one claim, delivered.
 """
 
 from __future__ import annotations
@@ -22,10 +27,10 @@ import socket
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -125,10 +130,23 @@ def backoff(attempts: int) -> float:
     return BACKOFF[min(attempts, len(BACKOFF) - 1)]
 
 
+class _Group:
+    """The rows of one request this process holds while running: delivered one at a time,
+    in order; the next waits until the last one's result is recorded (``pending``)."""
+
+    __slots__ = ("blocked", "jobs", "pending", "running")
+
+    def __init__(self) -> None:
+        self.jobs: deque[Job] = deque()
+        self.running = False  # a pool thread is delivering them
+        self.pending = 0  # results handed to the finisher, not yet committed
+        self.blocked = False  # a row did not go through: the rest wait for the next attempt
+
+
 class Dispatcher:
     # Deliveries wait on Slack (tens of milliseconds a call against the real one), not on
     # the CPU: enough of them in flight is what makes hundreds of calls a second possible.
-    def __init__(self, ctx: Context, handlers: dict[str, Handler], *, workers: int = 8, batch: int = 128):
+    def __init__(self, ctx: Context, handlers: dict[str, Handler], *, workers: int = 128, batch: int = 128):
         self.ctx = ctx
         self.handlers = handlers
         # Called with each claim before its rows are delivered; may take some of them over
@@ -139,35 +157,200 @@ class Dispatcher:
         self.on_delivered: Callable[[str, datetime | None, datetime], None] | None = None
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.batch = batch
+        self.workers = workers
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="outbox")
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # the running loop's state (see ``_loop``)
+        self._lock = threading.Lock()
+        self._groups: dict[str, _Group] = {}
+        self._active = 0  # rows claimed and not yet finished
+        self._done: queue.SimpleQueue = queue.SimpleQueue()  # (key, Result) to record; None: a wake-up
 
     # ------------------------------------------------------------------ running
     def wake(self) -> None:
         self._wake.set()
+        self._done.put(None)
 
     def start(self, idle_interval: float = 1.0) -> None:
-        def loop():
-            while not self._stop.is_set():
+        self._thread = threading.Thread(target=self._loop, args=(idle_interval,), name="outbox-dispatcher",
+                                        daemon=True)
+        self._thread.start()
+
+    def _loop(self, idle_interval: float) -> None:
+        """Claim while fewer than ``workers`` rows are under way; record results in batches
+        (one transaction for those that finished within FINISH_EVERY of each other)."""
+        more = True  # the last claim was full, or we were woken: rows may be due
+        buffered: list[tuple[str, Result]] = []
+        oldest = 0.0
+        last_claim = 0.0
+        while True:
+            stopping = self._stop.is_set()
+            if stopping and not self._active and not buffered:
+                return
+            if self._wake.is_set():
+                self._wake.clear()
+                more = True
+            free = self.workers - self._active
+            if not stopping and free > 0 and (more or time.monotonic() - last_claim >= idle_interval):
+                last_claim = time.monotonic()
                 try:
-                    while self.run_once() and not self._stop.is_set():
-                        pass
+                    want = min(self.batch, free)
+                    jobs = self._claim(want)
+                    more = len(jobs) == want
+                    if jobs:
+                        self._dispatch(jobs)
                 except Exception:  # keep the loop alive; the rows stay owed
                     log.exception("outbox dispatch failed")
-                self._wake.wait(idle_interval)
-                self._wake.clear()
+                    more = False
+            # wait for results or a wake-up (each puts an item in _done)
+            free = self.workers - self._active
+            if buffered:
+                timeout = max(0.0, oldest + FINISH_EVERY - time.monotonic())
+            elif more and free > 0 and not stopping:
+                timeout = 0.0  # claim again at once
+            elif stopping:
+                timeout = FINISH_EVERY
+            else:
+                timeout = max(0.0, last_claim + idle_interval - time.monotonic())
+            got = []
+            try:
+                got.append(self._done.get(timeout=timeout) if timeout > 0 else self._done.get_nowait())
+            except queue.Empty:
+                pass
+            got += _drain(self._done)
+            results = [g for g in got if g is not None]
+            if results and not buffered:
+                oldest = time.monotonic()
+            buffered += results
+            if buffered and (len(buffered) >= FINISH_MAX or time.monotonic() - oldest >= FINISH_EVERY
+                             or len(buffered) >= self._active):
+                self._record([r for _k, r in buffered], [k for k, _r in buffered])
+                buffered = []
 
-        self._thread = threading.Thread(target=loop, name="outbox-dispatcher", daemon=True)
-        self._thread.start()
+    def _dispatch(self, jobs: list[Job]) -> None:
+        """Hand a claim's rows to the pool, each behind its request's rows still under way."""
+        deliver = jobs
+        if self.plan is not None and jobs[0].claim is not None:
+            try:
+                taken = self.plan(jobs[0].claim)
+            except Exception:  # planning is an optimisation: the rows are delivered as they are
+                log.exception("planning the outbox claim failed")
+                taken = set()
+            if taken:
+                deliver = [j for j in jobs if j.id not in taken]
+        start = []
+        with self._lock:
+            held = set(self._groups)
+            for job in deliver:
+                key = job.request_id or f"#{job.id}"
+                group = self._groups.get(key)
+                if group is None:
+                    group = self._groups[key] = _Group()
+                if key in held:
+                    # the claim's read predates what the rows under way will record: read afresh
+                    job = replace(job, claim=None)
+                group.jobs.append(job)
+                self._active += 1
+                if not group.running and not group.pending:
+                    group.running = True
+                    start.append((key, group))
+        for key, group in start:
+            self._start_group(key, group)
+
+    def _start_group(self, key: str, group: _Group) -> None:
+        try:
+            self.pool.submit(self._run_group, key, group)
+        except RuntimeError:  # the pool is shut down (stopping): the rows' lease frees them
+            with self._lock:
+                group.running = False
+                self._drop(key, group)
+
+    def _drop(self, key: str, group: _Group) -> None:
+        """Forget a group's queued rows (under ``_lock``): their claim runs out, they are
+        delivered again then."""
+        self._active -= len(group.jobs)
+        group.jobs.clear()
+        if not group.running and not group.pending:
+            self._groups.pop(key, None)
+
+    def _run_group(self, key: str, group: _Group) -> None:
+        held = False  # a row taken off the group and not yet handed on (counted in _active)
+        try:
+            while True:
+                with self._lock:
+                    if not group.jobs or group.pending:
+                        group.running = False
+                        if not group.jobs and not group.pending:
+                            group.blocked = False
+                            self._groups.pop(key, None)
+                        return
+                    job = group.jobs.popleft()
+                    held = True
+                if group.blocked or self._stop.is_set():
+                    # keep order within a request, or stopping: release the rest for the next
+                    # pass (of this process or, when it stops, of another)
+                    result = Result(job, "defer", after=0.1)
+                else:
+                    result = Result(job, *self._deliver(job))
+                    group.blocked = result.outcome != "done"
+                with self._lock:
+                    more = bool(group.jobs)
+                    if not (result.record is not None and more):
+                        group.pending += 1
+                        held = False
+                if result.record is not None and more:
+                    # the request's next row may read what this one records: commit it first
+                    failed = self._finish_many([result])
+                    group.blocked = group.blocked or bool(failed)
+                    with self._lock:
+                        self._active -= 1
+                        held = False
+                else:
+                    self._done.put((key, result))
+        except Exception:  # the rows stay claimed until their lease runs out, then go again
+            log.exception("outbox delivery failed")
+            with self._lock:
+                if held:
+                    self._active -= 1
+                group.running = False
+                self._drop(key, group)
+
+    def _record(self, results: list[Result], keys: list[str]) -> None:
+        """Record results; then the rows waiting behind them may go."""
+        try:
+            self._finish_many(results)
+        except Exception:  # the rows stay claimed until their lease runs out, then go again
+            log.exception("recording outbox results failed")
+        start = []
+        with self._lock:
+            self._active -= len(results)
+            for key in keys:
+                group = self._groups.get(key)
+                if group is None:
+                    continue
+                group.pending -= 1
+                if group.pending:
+                    continue
+                if group.jobs and not group.running:
+                    if self._stop.is_set():
+                        self._drop(key, group)
+                    else:
+                        group.running = True
+                        start.append((key, group))
+                elif not group.jobs and not group.running:
+                    group.blocked = False
+                    self._groups.pop(key, None)
+        for key, group in start:
+            self._start_group(key, group)
 
     def stop(self) -> None:
         """Finish the deliveries under way (no new ones start), then release every row this
         process still holds, so that another replica takes them at once instead of when
         their lease runs out."""
         self._stop.set()
-        self._wake.set()
+        self.wake()
         if self._thread:
             self._thread.join(timeout=10)
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -232,7 +415,7 @@ class Dispatcher:
             f.result()
         return len(jobs)
 
-    def _claim(self) -> list[Job]:
+    def _claim(self, limit: int | None = None) -> list[Job]:
         def tx(session) -> list[Job]:
             now = self.ctx.clock()
             t = OutboxRow.__table__
@@ -241,7 +424,7 @@ class Dispatcher:
                 .where(t.c.state == "pending", t.c.next_attempt_at <= now,
                        or_(t.c.claimed_until.is_(None), t.c.claimed_until < now))
                 .order_by(t.c.id)
-                .limit(self.batch)
+                .limit(limit or self.batch)
             )
             if session.bind.dialect.name == "postgresql":
                 q = q.with_for_update(skip_locked=True)

@@ -6,13 +6,14 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.orm.util import identity_key
 
 from signoff.domain import chain
 from signoff.domain.thread import TYPES as THREAD_TYPES
+from signoff.store import fast
 from signoff.store.db import CHANGED, Committed, written
 from signoff.store.tables import (
     BudgetRow,
@@ -31,6 +32,17 @@ LIVE_STATUSES = ("pending", "approved", "executing")
 LEDGER_LOCK = 0x51670FF1  # PostgreSQL advisory lock key of the ledger head
 _LOCKED = "signoff_locked_requests"  # session.info key: request rows this transaction has locked
 _FRESH = "signoff_fresh_requests"  # session.info key: requests this transaction created
+# Statements written out per dialect (store.fast.execute), parameters by name.
+_ADVISORY_LOCK = {"postgresql": "SELECT pg_advisory_xact_lock(%(k)s)"}
+_LEDGER_HEAD = {d: "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1" for d in ("sqlite", "postgresql")}
+_CHAIN_HEAD = {"sqlite": "SELECT event_count, head_hash, version FROM requests WHERE id = :id",
+               "postgresql": "SELECT event_count, head_hash, version FROM requests WHERE id = %(id)s FOR UPDATE"}
+_MOVE_HEAD = {"sqlite": "UPDATE requests SET event_count = :seq, head_hash = :hash, version = :new "
+                        "WHERE id = :id AND version = :old",
+              "postgresql": "UPDATE requests SET event_count = %(seq)s, head_hash = %(hash)s, version = %(new)s "
+                            "WHERE id = %(id)s AND version = %(old)s"}
+_BUDGET_USED = {"sqlite": "SELECT count(*) FROM auto_approvals WHERE scope = :scope AND at >= :since",
+                "postgresql": "SELECT count(*) FROM auto_approvals WHERE scope = %(scope)s AND at >= %(since)s"}
 
 
 class Repo:
@@ -68,9 +80,8 @@ class Repo:
                 value = default.arg(None)
             setattr(row, column.key, value)
             values[column.key] = value
-        conn = self.session.connection()
-        conn.execute(insert(table), values)
-        conn.execute(insert(EventRow.__table__), first)
+        fast.insert_row(self.session, table, values)
+        fast.insert_row(self.session, EventRow.__table__, first)
         written(self.session, Committed(type_, row.id, at, row.workflow, row.created_at))
         make_transient_to_detached(row)
         self.session.add(row)
@@ -158,7 +169,8 @@ class Repo:
         return list(self.session.scalars(q))
 
     def add_decision(self, request_id: str, by: str, decision: str, at: datetime, reason: str | None = None) -> None:
-        self.session.add(DecisionRow(request_id=request_id, by=by, decision=decision, at=at, reason=reason))
+        fast.insert_row(self.session, DecisionRow.__table__, {"request_id": request_id, "by": by,
+                                                              "decision": decision, "at": at, "reason": reason})
 
     # evidence -----------------------------------------------------------------------
     def append_event(self, req: RequestRow, type_: str, actor: str, data: dict[str, Any],
@@ -171,7 +183,7 @@ class Repo:
         # unit-of-work bookkeeping (several times cheaper than add + flush), and going past
         # the session does not autoflush a pending request early (it is then INSERTed once,
         # with its final chain head, instead of INSERTed and UPDATEd). No foreign keys here.
-        self.session.connection().execute(insert(EventRow.__table__), values)
+        fast.insert_row(self.session, EventRow.__table__, values)
         written(self.session, Committed(type_, req.id, at, req.workflow, req.created_at, data.get("kind")))
         req.event_count = values["seq"]
         req.head_hash = values["hash"]
@@ -200,21 +212,16 @@ class Repo:
         if held is not None:
             self.append_event(held, type_, actor, data, at)
             return True
-        t = RequestRow.__table__
-        conn = self.session.connection()
-        q = select(t.c.event_count, t.c.head_hash, t.c.version).where(t.c.id == request_id)
-        if conn.dialect.name == "postgresql":
-            q = q.with_for_update()
-        head = conn.execute(q).first()
-        if head is None:
+        rows, _ = fast.execute(self.session, _CHAIN_HEAD, {"id": request_id})
+        if not rows:
             return False
-        values = self._event(request_id, (head.event_count or 0) + 1, head.head_hash or chain.GENESIS, type_, actor,
-                             data, at)
-        conn.execute(insert(EventRow.__table__), values)
+        event_count, head_hash, version = rows[0]
+        values = self._event(request_id, (event_count or 0) + 1, head_hash or chain.GENESIS, type_, actor, data, at)
+        fast.insert_row(self.session, EventRow.__table__, values)
         written(self.session, Committed(type_, request_id, at, kind=data.get("kind")))
-        moved = conn.execute(update(t).where(t.c.id == request_id, t.c.version == head.version).values(
-            event_count=values["seq"], head_hash=values["hash"], version=head.version + 1))
-        if moved.rowcount != 1:
+        _, moved = fast.execute(self.session, _MOVE_HEAD, {"seq": values["seq"], "hash": values["hash"],
+                                                           "new": version + 1, "id": request_id, "old": version})
+        if moved != 1:
             raise StaleDataError(f"request {request_id} changed while an event was appended")
         return True
 
@@ -251,32 +258,28 @@ class Repo:
         the next ``seq`` and retrying the whole transaction. SQLite writers are serial."""
         # Core on the transaction's connection (as in append_event): the ledger is only ever
         # written this way, so nothing pending in the session needs flushing to read it.
-        ledger = LedgerRow.__table__
-        conn = self.session.connection()
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LEDGER_LOCK})
-        head = conn.execute(select(ledger.c.seq, ledger.c.hash).order_by(ledger.c.seq.desc()).limit(1)).first()
-        seq = head.seq + 1 if head else 1
-        prev = head.hash if head else chain.GENESIS
+        if self.session.bind.dialect.name == "postgresql":
+            fast.execute(self.session, _ADVISORY_LOCK, {"k": LEDGER_LOCK})
+        rows, _ = fast.execute(self.session, _LEDGER_HEAD)
+        seq = rows[0][0] + 1 if rows else 1
+        prev = rows[0][1] if rows else chain.GENESIS
         body = {"seq": seq, "request_id": request_id, "at": chain.iso(at)}
-        conn.execute(insert(ledger), {"seq": seq, "request_id": request_id, "at": body["at"],
-                                      "prev_hash": prev, "hash": chain.link(prev, body)})
+        fast.insert_row(self.session, LedgerRow.__table__, {"seq": seq, "request_id": request_id, "at": body["at"],
+                                                            "prev_hash": prev, "hash": chain.link(prev, body)})
 
     # outbox -------------------------------------------------------------------------
     def enqueue(self, kind: str, payload: dict[str, Any], now: datetime, *, request_id: str | None = None,
                 dedupe_key: str | None = None, delay: timedelta | None = None) -> None:
-        if dedupe_key is not None:
-            exists = self.session.scalar(select(OutboxRow.id).where(OutboxRow.dedupe_key == dedupe_key))
-            if exists:
-                return
-        self.session.connection().execute(insert(OutboxRow.__table__), _outbox_row(
+        if dedupe_key is not None and fast.select_first(self.session, OutboxRow.__table__, ("id",),
+                                                        dedupe_key=dedupe_key):
+            return
+        fast.insert_row(self.session, OutboxRow.__table__, _outbox_row(
             kind, payload, request_id, now, dedupe_key=dedupe_key, due=now + (delay or timedelta(0))))
 
     def enqueue_many(self, rows: list[tuple[str, dict[str, Any], str | None]], now: datetime) -> None:
         """Several outbox rows (kind, payload, request id) in one statement, in order."""
-        if rows:
-            self.session.execute(insert(OutboxRow.__table__),
-                                 [_outbox_row(kind, payload, request_id, now) for kind, payload, request_id in rows])
+        fast.insert_rows(self.session, OutboxRow.__table__,
+                         [_outbox_row(kind, payload, request_id, now) for kind, payload, request_id in rows])
 
     # slack messages -----------------------------------------------------------------
     def messages(self, request_id: str, role: str | None = None) -> list[SlackMessageRow]:
@@ -322,8 +325,7 @@ class Repo:
         # Core INSERT … RETURNING id: the caller needs the id now (outbox payloads), and a
         # unit-of-work flush for it costs several times more. The row returned is a plain
         # copy, not tracked by the session (load it with message() to change it).
-        table = SlackMessageRow.__table__
-        new_id = self.session.connection().execute(insert(table).returning(table.c.id), values).scalar_one()
+        new_id = fast.insert_row(self.session, SlackMessageRow.__table__, values, returning="id")
         return SlackMessageRow(id=new_id, **values), True
 
     # digests ------------------------------------------------------------------------
@@ -429,11 +431,14 @@ class Repo:
 
     # idempotency --------------------------------------------------------------------
     def idempotency(self, agent: str, key: str) -> IdempotencyRow | None:
+        # Nearly always there is none (every signed submission asks): a plain look-up first.
+        if fast.select_first(self.session, IdempotencyRow.__table__, ("agent",), agent=agent, key=key) is None:
+            return None
         return self.session.get(IdempotencyRow, (agent, key))
 
     def remember_idempotency(self, agent: str, key: str, body_sha256: str, request_id: str, now: datetime) -> None:
-        self.session.add(IdempotencyRow(agent=agent, key=key, body_sha256=body_sha256, request_id=request_id,
-                                        created_at=now))
+        fast.insert_row(self.session, IdempotencyRow.__table__, {
+            "agent": agent, "key": key, "body_sha256": body_sha256, "request_id": request_id, "created_at": now})
 
     def forget_idempotency_before(self, cutoff: datetime) -> int:
         return self.session.execute(delete(IdempotencyRow).where(IdempotencyRow.created_at < cutoff)).rowcount
@@ -448,8 +453,9 @@ class Repo:
 
     # budgets ------------------------------------------------------------------------
     def budget_used(self, scope: str, since: datetime) -> int:
-        q = select(func.count()).select_from(BudgetRow).where(BudgetRow.scope == scope, BudgetRow.at >= since)
-        return int(self.session.scalar(q) or 0)
+        rows, _ = fast.execute(self.session, _BUDGET_USED, {"scope": scope, "since": fast.bind(
+            self.session, BudgetRow.__table__.c.at, since)})
+        return int(rows[0][0] or 0)
 
     def lock_scope(self, scope: str) -> None:
         """Serialise this transaction with others counting the same budget scope.
@@ -460,10 +466,10 @@ class Repo:
         if self.session.bind.dialect.name == "postgresql":
             digest = hashlib.sha256(scope.encode()).digest()
             key = int.from_bytes(digest[:8], "big", signed=True)
-            self.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+            fast.execute(self.session, _ADVISORY_LOCK, {"k": key})
 
     def spend_budget(self, scope: str, request_id: str, now: datetime) -> None:
-        self.session.add(BudgetRow(scope=scope, request_id=request_id, at=now))
+        fast.insert_row(self.session, BudgetRow.__table__, {"scope": scope, "request_id": request_id, "at": now})
 
 
 def digest_key(digest_id: int) -> str:
