@@ -228,7 +228,9 @@ def run_wrk(url: str, bodies: Path, *, duration: float, connections: int, thread
         raise RuntimeError(f"wrk gave no result:\n{out.stdout}\n{out.stderr}")
     r = json.loads(line[len("WRK_RESULT "):])
     secs = r["duration_us"] / 1e6
-    r["accepted_per_s"] = round(r["ok"] / secs, 1)
+    # new requests (201) only: a pre-signed body sent again is a cheaper replay (200)
+    r["accepted_per_s"] = round(r["created"] / secs, 1)
+    r["replayed"] = r["ok"] - r["created"]
     r["p99_ms"] = round(r["latency_us"]["p99"] / 1000, 1)
     r["p50_ms"] = round(r["latency_us"]["p50"] / 1000, 1)
     return r
@@ -518,8 +520,8 @@ def report(res: dict) -> str:
         f"{res['params']['workers']} process(es){', auto-approved' if res['params']['auto_approve'] else ''}), accepted/s | {sub['accepted_per_s']:,.0f} | ≥ 1,000 |",
         f"| ratio signoff / bare | {ratio:.3f} | ≥ 0.10 |",
         f"| submit latency p50 / p99 | {sub['p50_ms']} / {sub['p99_ms']} ms | p99 ≤ 100 ms |",
-        f"| non-2xx answers / socket errors | {sub['not_ok']} {sub['statuses'] or ''} / "
-        f"{sum(sub['errors'].values())} | 0 |",
+        f"| non-2xx answers / socket errors / replays answered 200 | {sub['not_ok']} {sub['statuses'] or ''} / "
+        f"{sum(sub['errors'].values())} / {sub.get('replayed', 0)} | 0 |",
         f"| posted to fake Slack during the load | {sub['posted_during_load_per_s']:,.0f}/s | — |",
         f"| every accepted request posted, after load end | {posting['seconds_after_load_end']} s "
         f"({posting['posted']}/{posting['requests_total']}) | — |",
@@ -556,7 +558,8 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds per server")
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--wrk-threads", type=int, default=1)
-    p.add_argument("--bodies", type=int, default=2000, help="distinct pre-signed bodies")
+    p.add_argument("--bodies", type=int, default=40000,
+                   help="distinct pre-signed bodies (more than a run sends: each answer is then a new request)")
     p.add_argument("--click-rate", type=float, default=20.0, help="Approve clicks per second during the load")
     p.add_argument("--click-duration", type=float, default=8.0)
     p.add_argument("--replay-connections", type=int, default=16,

@@ -4,12 +4,14 @@
 --
 -- requests.tsv has one request a line: agent<TAB>timestamp<TAB>signature<TAB>json body.
 -- The bodies are signed by load_bench.py just before the run (the server accepts
--- timestamps within 300 s), so no HMAC is computed here.
+-- timestamps within 300 s), so no HMAC is computed here. "created" counts 201 answers (a new
+-- request); a body sent again within a run is a replay of the signed request (200).
 
 local reqs = {}
 local n = 0
 local i = 0
 ok = 0
+created = 0
 bad = 0
 statuses = ""
 local by_status = {}
@@ -49,6 +51,9 @@ end
 function response(status, headers, body)
    if status >= 200 and status < 300 then
       ok = ok + 1
+      if status == 201 then
+         created = created + 1
+      end
    else
       bad = bad + 1
       by_status[status] = (by_status[status] or 0) + 1
@@ -61,9 +66,10 @@ function response(status, headers, body)
 end
 
 function done(summary, latency, requests)
-   local total_ok, total_bad, codes = 0, 0, {}
+   local total_ok, total_created, total_bad, codes = 0, 0, 0, {}
    for _, t in ipairs(threads) do
       total_ok = total_ok + t:get("ok")
+      total_created = total_created + t:get("created")
       total_bad = total_bad + t:get("bad")
       local s = t:get("statuses")
       if s and s ~= "" then
@@ -72,10 +78,10 @@ function done(summary, latency, requests)
    end
    local e = summary.errors
    io.write(string.format(
-      'WRK_RESULT {"duration_us": %d, "requests": %d, "ok": %d, "not_ok": %d, "statuses": "%s", ' ..
+      'WRK_RESULT {"duration_us": %d, "requests": %d, "ok": %d, "created": %d, "not_ok": %d, "statuses": "%s", ' ..
       '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}, ' ..
       '"latency_us": {"mean": %.1f, "p50": %d, "p90": %d, "p99": %d, "p999": %d, "max": %d}}\n',
-      summary.duration, summary.requests, total_ok, total_bad, table.concat(codes, ","),
+      summary.duration, summary.requests, total_ok, total_created, total_bad, table.concat(codes, ","),
       e.connect, e.read, e.write, e.status, e.timeout,
       latency.mean, latency:percentile(50), latency:percentile(90), latency:percentile(99),
       latency:percentile(99.9), latency.max))
