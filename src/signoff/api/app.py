@@ -113,6 +113,10 @@ def create_app(ctx: Context, *, slack_endpoint=None, slack_readiness=None, metri
     metrics = metrics or Metrics(ctx)
     app.state.metrics = metrics
     app.state.waiters = waiters
+    refusals = refusals or RefusalLog()
+    post_action = agents.submission_endpoint(ctx, metrics, refusals)
+    # innermost (added first): inside the log context and the read deadline
+    app.add_middleware(agents.FastSubmit, endpoint=post_action, exception_handlers=app.exception_handlers)
     app.add_middleware(LogContext)
     if read_timeout is not None:
         app.add_middleware(ReadDeadline, timeout=read_timeout, on_timeout=metrics.count_timeout)
@@ -160,7 +164,7 @@ def create_app(ctx: Context, *, slack_endpoint=None, slack_readiness=None, metri
         metrics.http_errors.labels(status="500").inc()
         return JSONResponse(error_body("internal", "internal error; nothing was changed"), status_code=500)
 
-    app.include_router(agents.router(ctx, metrics, refusals or RefusalLog(), waiters))
+    app.include_router(agents.router(ctx, metrics, refusals, waiters, post_action=post_action))
     app.include_router(stepup.router(ctx))
 
     @app.get("/healthz")

@@ -1,13 +1,19 @@
 """``POST /slack/events``: verify Slack's signature ourselves, parse defensively, then hand
 the request to Bolt in a worker thread (Bolt's sync dispatch must not block the loop).
 
+A click on one of our buttons is acknowledged at once, from the event loop, before Bolt
+sees it: its listener only ever acks plainly and does its work afterwards, so answering
+first changes nothing but the wait (no thread hop, no Bolt middleware before the answer).
+
 Junk gets 400, a bad or stale signature 401 — never a 500.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -16,6 +22,8 @@ from slack_sdk.signature import SignatureVerifier
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+from signoff.slack.listeners import PLAIN_ACK_ACTIONS
 
 log = logging.getLogger(__name__)
 MAX_SLACK_BODY = 1024 * 1024
@@ -153,10 +161,29 @@ async def _read_limited(request: Request) -> bytes | None:
     return b"".join(chunks)
 
 
+def plain_ack(body: Any) -> bool:
+    """A click on one of our buttons (acknowledged with an empty 200, work after)."""
+    if not isinstance(body, dict) or body.get("type") != "block_actions":
+        return False
+    actions = body.get("actions")
+    return isinstance(actions, list) and len(actions) == 1 and isinstance(actions[0], dict) \
+        and actions[0].get("action_id") in PLAIN_ACK_ACTIONS
+
+
 class SlackEndpoint:
     def __init__(self, app: App, signing_secret: str, clock=None):
         self.app = app
         self.verifier = SignatureVerifier(signing_secret, clock=clock) if clock else SignatureVerifier(signing_secret)
+        # Bolt's dispatch of the clicks answered already (it runs their lazy listeners).
+        self._after_ack = ThreadPoolExecutor(max_workers=4, thread_name_prefix="slack-click")
+
+    def _dispatch_acked(self, body: str, query: str, headers: dict) -> None:
+        try:
+            resp = self.app.dispatch(BoltRequest(body=body, query=query, headers=headers))
+            if resp.status >= 300:
+                log.warning("an acknowledged Slack click was answered %s by Bolt", resp.status)
+        except Exception:
+            log.exception("Slack dispatch of an acknowledged click failed")
 
     def _signed(self, body: bytes, headers) -> bool:
         """Slack's v0 signature, fresh (5 minutes). Junk headers or a non-UTF-8 body are
@@ -183,6 +210,11 @@ class SlackEndpoint:
         if problem:
             log.info("refused a malformed Slack payload: %s", problem)
             return _error(400, "bad_request", f"malformed Slack payload: {problem}")
+        if plain_ack(parsed):
+            headers = {k: [v] for k, v in request.headers.items()}
+            run = contextvars.copy_context().run  # the request's log fields go along
+            self._after_ack.submit(run, self._dispatch_acked, body.decode("utf-8"), request.url.query, headers)
+            return Response(status_code=200)
         try:
             bolt_req = BoltRequest(body=body.decode("utf-8"), query=request.url.query,
                                    headers={k: [v] for k, v in request.headers.items()})

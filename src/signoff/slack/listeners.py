@@ -79,6 +79,11 @@ def _ack(ack) -> None:
     ack()
 
 
+# Buttons whose click is acknowledged with a plain, empty ack (every one of ours: their
+# work runs after it, as a lazy listener). ``SlackEndpoint`` answers these itself at once.
+PLAIN_ACK_ACTIONS = frozenset(a.value for a in ActionId)
+
+
 def register(app: App, ctx: Context) -> None:
     """Clicks, modal submissions and events are acknowledged at once, in the request's own
     thread; the work runs afterwards as a Bolt lazy listener. The ack never waits for a free
