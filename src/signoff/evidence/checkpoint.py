@@ -42,7 +42,7 @@ from datetime import datetime, timedelta
 from json.encoder import encode_basestring as _json_str
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, text
+from sqlalchemy import and_, delete, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from signoff.domain import chain
@@ -50,6 +50,7 @@ from signoff.domain.canonical import canonical_json
 from signoff.evidence.scan import stream
 from signoff.evidence.signing import verify_signature
 from signoff.keys import KeyRing
+from signoff.store import fast
 from signoff.store.db import Store
 from signoff.store.tables import CheckpointHeadRow, CheckpointRow, EventRow, LedgerRow
 
@@ -293,16 +294,22 @@ def write_checkpoint(store: Store, keys: KeyRing, now: datetime, *, settle: time
 _PG_LOCK = 0x51670FFC  # advisory lock key of checkpoint writers
 
 
+# A head that moved replaces the kept one (both dialects know ON CONFLICT … DO UPDATE).
+_UPSERT_HEAD = {
+    "sqlite": "INSERT INTO checkpoint_heads (request_id, seq, hash) VALUES (:request_id, :seq, :hash) "
+              "ON CONFLICT (request_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+    "postgresql": "INSERT INTO checkpoint_heads (request_id, seq, hash) VALUES (%(request_id)s, %(seq)s, %(hash)s) "
+                  "ON CONFLICT (request_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+}
+
+
 def _store_heads(session: Session, moved: dict[str, tuple[int, str]], rewrite_all: bool) -> None:
+    """The moved heads written, one ``executemany`` of plain rows: this runs under the
+    writer lock (on SQLite, every other writer waits), with thousands of heads under load."""
     if rewrite_all:
         session.execute(delete(CheckpointHeadRow))
-    ids = list(moved)
-    for i in range(0, len(ids), _CHUNK):
-        chunk = ids[i:i + _CHUNK]
-        if not rewrite_all:
-            session.execute(delete(CheckpointHeadRow).where(CheckpointHeadRow.request_id.in_(chunk)))
-        session.execute(insert(CheckpointHeadRow),
-                        [{"request_id": rid, "seq": moved[rid][0], "hash": moved[rid][1]} for rid in chunk])
+    fast.execute_many(session, _UPSERT_HEAD, [{"request_id": rid, "seq": n, "hash": h}
+                                              for rid, (n, h) in moved.items()])
 
 
 def _remember(memo: _Memo, checkpoint_id: int, probe, settled: bool, entries) -> None:

@@ -165,6 +165,13 @@ def execute(session: Session, sql: dict[str, str], params: dict[str, Any] | None
         return rows, c.cur.rowcount
 
 
+def execute_many(session: Session, sql: dict[str, str], rows: list[dict[str, Any]]) -> None:
+    """``execute`` once per parameter set, as one ``executemany`` (values as the driver takes them)."""
+    if rows:
+        with _Cursor(session) as c:
+            c.executemany(sql[c.dialect.name], rows)
+
+
 def bind(session: Session, column, value: Any) -> Any:
     """``value`` as the driver is given it for ``column`` (for ``execute``'s parameters)."""
     dialect = session.bind.dialect
