@@ -83,7 +83,9 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         if r["label"] == "policy":
             p, b = r["res"]["policy"], r["res"]["baseline"]
-            lines.append(f"| policy.evaluate + window check, 20 rules | {p['per_s']:,}/s ({p['per_cpu_s']:,} per CPU-s) "
+            mv = r["res"].get("policy_moving_clock")
+            moving = f"; moment moving 1 ms a call: {mv['per_s']:,}/s, p99 {mv['p99_ms']} ms" if mv else ""
+            lines.append(f"| policy.evaluate + window check, 20 rules | {p['per_s']:,}/s ({p['per_cpu_s']:,} per CPU-s{moving}) "
                          f"| fnmatch loop: {b['per_s']:,}/s ({b['per_cpu_s']:,} per CPU-s) | {r['res']['ratio']} "
                          f"| {p['p50_ms']} / {p['p99_ms']} | — | — | — | — | — | {_fmt_load(r['load'])} |")
             continue

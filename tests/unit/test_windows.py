@@ -170,3 +170,27 @@ def test_24_only_where_allowed_and_unknown_zone():
 def test_describe():
     assert office().describe() == "mon,tue,wed,thu,fri 09:00–17:00 Europe/Paris"
     assert timedelta(0) == timedelta(0)
+
+
+@pytest.mark.parametrize("window", [
+    Window(WEEKDAYS, time(9, 0), time(17, 0), "Europe/Paris"),
+    Window(frozenset({4, 5}), time(22, 0), time(2, 0), "America/New_York"),  # overnight, across DST
+    Window(frozenset({6}), time(2, 30), time(3, 0), "Europe/Berlin"),  # inside the spring-forward gap
+    Window(frozenset({0, 6}), time(1, 0), None, "America/New_York"),  # to midnight, over the fall-back hour
+    Window(frozenset(range(7)), time(0, 0), None, "Asia/Kolkata"),
+])
+@pytest.mark.parametrize("order", ["forward", "backward", "shuffled"])
+def test_contains_answers_as_the_occurrences_say_in_any_order_of_instants(window, order):
+    """``contains`` keeps the span around the last instant asked about; whatever the order
+    the instants come in, every answer is what the window's occurrences say."""
+    import random
+
+    instants = [utc(2026, 3, 6) + timedelta(minutes=13 * k) for k in range(2600)]  # both DST changes in the US
+    instants += [utc(2026, 10, 23) + timedelta(minutes=11 * k) for k in range(2600)]  # and in Europe
+    if order == "backward":
+        instants.reverse()
+    elif order == "shuffled":
+        random.Random(7).shuffle(instants)
+    win._SPANS.clear()
+    for t in instants:
+        assert window.contains(t) == any(o <= t < c for o, c in window.occurrences_around(t, 0)), t

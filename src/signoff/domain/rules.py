@@ -141,10 +141,11 @@ class CompiledRule:
             failed |= 8
         if self._rollback is not None and self._rollback != facts.is_rollback:
             failed |= 16
-        r = self._results[failed]
-        if r is None:
-            r = self._results[failed] = RuleResult(
-                self.index, self.name, tuple(c for bit, c in enumerate(_CONDITIONS) if failed >> bit & 1))
+        return self._results[failed] or self._result(failed)
+
+    def _result(self, failed: int) -> RuleResult:
+        r = self._results[failed] = RuleResult(
+            self.index, self.name, tuple(c for bit, c in enumerate(_CONDITIONS) if failed >> bit & 1))
         return r
 
 
@@ -164,8 +165,24 @@ def evaluate(rules: Sequence[RuleLike], facts: Facts,
     through ``compile_rules`` (made once by a caller that evaluates them often)."""
     if compiled is None:
         compiled = compile_rules(rules)
-    folded = _folded(facts)
-    return [c.result(folded, facts) for c in compiled]
+    # CompiledRule.result, written out in one loop (a call per rule is a third of the work)
+    action_type, target, env = _folded(facts)
+    risk, is_rollback = facts.risk, facts.is_rollback
+    out = []
+    for c in compiled:
+        failed = 0
+        if c._types is not None and not c._types(action_type):
+            failed = 1
+        if c._targets is not None and not c._targets(target):
+            failed |= 2
+        if c._envs is not None and (env is None or env not in c._envs):
+            failed |= 4
+        if c._risks is not None and risk not in c._risks:
+            failed |= 8
+        if c._rollback is not None and c._rollback != is_rollback:
+            failed |= 16
+        out.append(c._results[failed] or c._result(failed))
+    return out
 
 
 def first_match(rules: Sequence[RuleLike], facts: Facts) -> RuleLike | None:

@@ -80,12 +80,38 @@ class Window:
                     yield opens, closes
 
     def contains(self, t: datetime) -> bool:
-        return any(o <= t < c for o, c in self.occurrences_around(t, 0))
+        span = _SPANS.get(self)
+        if span is not None and span[0] <= t < span[1]:
+            return span[2]
+        return self._contains_span(t)
+
+    def _contains_span(self, t: datetime) -> bool:
+        """``contains``, remembering the span around ``t`` with the same answer: the
+        occurrence holding it, or the gap between the last close and the next opening
+        (each check of "now" then costs a comparison until the next of them)."""
+        occurrences = list(self.occurrences_around(t, 8))
+        inside = next(((o, c) for o, c in occurrences if o <= t < c), None)
+        if inside is not None:
+            span = (inside[0], inside[1], True)
+        else:
+            # occurrences of earlier days than these close before the local day of ``t``
+            span = (max((c for _o, c in occurrences if c <= t), default=t),
+                    min((o for o, _c in occurrences if o > t), default=t), False)
+        if len(_SPANS) >= _SPANS_MAX:
+            _SPANS.clear()
+        _SPANS[self] = span
+        return span[2]
 
     def describe(self) -> str:
         days = ",".join(DAYS[d] for d in sorted(self.days))
         end = "24:00" if self.end is None else self.end.strftime("%H:%M")
         return f"{days} {self.start.strftime('%H:%M')}–{end} {self.tz}"
+
+
+# Window -> (from, until, whether it contains the instants in [from, until)): equal windows
+# share it (a pure function of the window and the instant).
+_SPANS: dict[Window, tuple[datetime, datetime, bool]] = {}
+_SPANS_MAX = 4096
 
 
 @dataclass(frozen=True)
