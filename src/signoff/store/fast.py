@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 _cache: dict[tuple, _Prepared] = {}
 _lock = threading.Lock()
+_HELD = "signoff.fast.cursor"  # session.info: (its transaction or savepoint, dialect, DB-API cursor)
 
 
 class _Prepared:
@@ -105,9 +106,16 @@ class _Cursor:
     __slots__ = ("cur", "dialect", "params", "sql")
 
     def __init__(self, session: Session):
-        conn = session.connection()
-        self.dialect = conn.dialect
-        self.cur = conn.connection.cursor()
+        # One cursor per transaction (or savepoint), kept in the session: asking the session
+        # for its connection each time costs more than the statements here. A savepoint
+        # begun since is asked for it once, which is when SQLAlchemy emits its SAVEPOINT.
+        current = session.get_nested_transaction() or session.get_transaction()
+        held = session.info.get(_HELD)
+        if held is None or held[0] is not current or current is None:
+            conn = session.connection()
+            current = session.get_nested_transaction() or session.get_transaction()
+            held = session.info[_HELD] = (current, conn.dialect, conn.connection.cursor())
+        self.dialect, self.cur = held[1], held[2]
         self.sql: str | None = None
         self.params: Any = None
 
@@ -115,7 +123,6 @@ class _Cursor:
         return self
 
     def __exit__(self, _t, exc, _tb) -> None:
-        self.cur.close()
         dbapi = self.dialect.loaded_dbapi
         if exc is not None and isinstance(exc, dbapi.Error):
             raise DBAPIError.instance(self.sql, self.params, exc, dbapi.Error, dialect=self.dialect) from exc

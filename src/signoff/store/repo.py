@@ -32,6 +32,10 @@ LIVE_STATUSES = ("pending", "approved", "executing")
 LEDGER_LOCK = 0x51670FF1  # PostgreSQL advisory lock key of the ledger head
 _LOCKED = "signoff_locked_requests"  # session.info key: request rows this transaction has locked
 _FRESH = "signoff_fresh_requests"  # session.info key: requests this transaction created
+# session.info keys: request id -> the Slack messages / decisions this transaction added to
+# a request it created (all it has: nothing to ask the database)
+_FRESH_MESSAGES = "signoff_fresh_messages"
+_FRESH_DECISIONS = "signoff_fresh_decisions"
 # Statements written out per dialect (store.fast.execute), parameters by name.
 _ADVISORY_LOCK = {"postgresql": "SELECT pg_advisory_xact_lock(%(k)s)"}
 _LEDGER_HEAD = {d: "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1" for d in ("sqlite", "postgresql")}
@@ -41,6 +45,10 @@ _MOVE_HEAD = {"sqlite": "UPDATE requests SET event_count = :seq, head_hash = :ha
                         "WHERE id = :id AND version = :old",
               "postgresql": "UPDATE requests SET event_count = %(seq)s, head_hash = %(hash)s, version = %(new)s "
                             "WHERE id = %(id)s AND version = %(old)s"}
+_RECORD_POST = {"sqlite": "UPDATE slack_messages SET channel = :channel, ts = :ts, posted_at = :at "
+                           "WHERE id = :id AND ts IS NULL RETURNING request_id, role, target",
+                "postgresql": "UPDATE slack_messages SET channel = %(channel)s, ts = %(ts)s, posted_at = %(at)s "
+                              "WHERE id = %(id)s AND ts IS NULL RETURNING request_id, role, target"}
 _BUDGET_USED = {"sqlite": "SELECT count(*) FROM auto_approvals WHERE scope = :scope AND at >= :since",
                 "postgresql": "SELECT count(*) FROM auto_approvals WHERE scope = %(scope)s AND at >= %(since)s"}
 
@@ -129,12 +137,15 @@ class Repo:
         holder of that lock (a sweep's FOR UPDATE) appending to the same chain. Locked
         first, the loser waits, then fails the version check and is retried.
         """
+        self._lock_row_id(req.id)
+
+    def _lock_row_id(self, request_id: str) -> None:
         if self.session.bind.dialect.name != "postgresql":
             return  # SQLite writers hold the database lock already
         locked = self.session.info.setdefault(_LOCKED, set())
-        if req.id not in locked:
-            self.session.execute(select(RequestRow.id).where(RequestRow.id == req.id).with_for_update())
-            locked.add(req.id)
+        if request_id not in locked:
+            self.session.execute(select(RequestRow.id).where(RequestRow.id == request_id).with_for_update())
+            locked.add(request_id)
 
     def children(self, request_id: str) -> list[RequestRow]:
         """Requests that continue ``request_id`` in a chain (``parent_id``)."""
@@ -165,12 +176,25 @@ class Repo:
 
     # decisions ----------------------------------------------------------------------
     def decisions(self, request_id: str) -> list[DecisionRow]:
+        if self._fresh(request_id):
+            return list(self.session.info.get(_FRESH_DECISIONS, {}).get(request_id, ()))
         q = select(DecisionRow).where(DecisionRow.request_id == request_id).order_by(DecisionRow.id)
         return list(self.session.scalars(q))
 
     def add_decision(self, request_id: str, by: str, decision: str, at: datetime, reason: str | None = None) -> None:
-        fast.insert_row(self.session, DecisionRow.__table__, {"request_id": request_id, "by": by,
-                                                              "decision": decision, "at": at, "reason": reason})
+        values = {"request_id": request_id, "by": by, "decision": decision, "at": at, "reason": reason}
+        # The request's row lock first, as for an event (see _lock_row): holding the
+        # decision's unique key while waiting for it would deadlock against a holder of the
+        # lock adding the same decision (a click and its retry racing).
+        self._lock_row_id(request_id)
+        new_id = fast.insert_row(self.session, DecisionRow.__table__, values, returning="id")
+        if self._fresh(request_id):
+            self.session.info.setdefault(_FRESH_DECISIONS, {}).setdefault(request_id, []).append(
+                DecisionRow(id=new_id, **values))
+
+    def _fresh(self, request_id: str) -> bool:
+        """Created in this transaction: whatever it has, this transaction added."""
+        return request_id in self.session.info.get(_FRESH, ())
 
     # evidence -----------------------------------------------------------------------
     def append_event(self, req: RequestRow, type_: str, actor: str, data: dict[str, Any],
@@ -283,6 +307,9 @@ class Repo:
 
     # slack messages -----------------------------------------------------------------
     def messages(self, request_id: str, role: str | None = None) -> list[SlackMessageRow]:
+        if self._fresh(request_id):  # plain copies of the rows added (as add_message returns them)
+            added = self.session.info.get(_FRESH_MESSAGES, {}).get(request_id, ())
+            return [m for m in added if role is None or m.role == role]
         q = select(SlackMessageRow).where(SlackMessageRow.request_id == request_id)
         if role:
             q = q.where(SlackMessageRow.role == role)
@@ -300,6 +327,15 @@ class Repo:
     def message(self, message_id: int) -> SlackMessageRow | None:
         return self.session.get(SlackMessageRow, message_id)
 
+    def record_post(self, message_id: int, channel: str, ts: str, now: datetime) -> tuple[str, str, str] | None:
+        """Where Slack put a message not posted before, on its row (one statement, no ORM
+        object: call it for a message this session does not hold). (request id, role,
+        target); None when there is no such message or it was recorded already."""
+        rows, _ = fast.execute(self.session, _RECORD_POST, {
+            "channel": channel, "ts": ts, "at": fast.bind(self.session, SlackMessageRow.__table__.c.posted_at, now),
+            "id": message_id})
+        return tuple(rows[0]) if rows else None
+
     def messages_by_ts(self, channel: str | None, ts: str) -> list[SlackMessageRow]:
         """Every message row at ``ts`` (in ``channel`` when one there matches): one, or the
         requests of a digest, which share its ``ts``."""
@@ -315,7 +351,12 @@ class Repo:
                     *, fresh: bool = False) -> tuple[SlackMessageRow, bool]:
         """The message row for (request, role, target); created when new (second value).
         ``fresh``: the request was created in this transaction, so there is none yet."""
-        if not fresh:
+        if self._fresh(request_id):
+            existing = self.messages(request_id, role)
+            match = next((m for m in existing if m.target == target), None)
+            if match is not None:
+                return match, False
+        elif not fresh:
             q = select(SlackMessageRow).where(SlackMessageRow.request_id == request_id,
                                               SlackMessageRow.role == role, SlackMessageRow.target == target)
             existing = self.session.scalars(q).first()
@@ -326,7 +367,10 @@ class Repo:
         # unit-of-work flush for it costs several times more. The row returned is a plain
         # copy, not tracked by the session (load it with message() to change it).
         new_id = fast.insert_row(self.session, SlackMessageRow.__table__, values, returning="id")
-        return SlackMessageRow(id=new_id, **values), True
+        row = SlackMessageRow(id=new_id, **values)
+        if self._fresh(request_id):
+            self.session.info.setdefault(_FRESH_MESSAGES, {}).setdefault(request_id, []).append(row)
+        return row, True
 
     # digests ------------------------------------------------------------------------
     def take_claimed(self, row_ids: list[int], worker: str, now: datetime, note: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select
 
 from signoff.domain.rules import typed_confirmation
 from signoff.domain.model import Status
@@ -236,13 +236,6 @@ def record_posted(ctx: Context, *, message_id: int, channel: str, ts: str) -> No
                                                            channel=channel, ts=ts))
 
 
-_msgs = SlackMessageRow.__table__
-# built once (its SQL and cache key too): the outbox records every post with it
-_RECORD_POST = (update(_msgs).where(_msgs.c.id == bindparam("mid"), _msgs.c.ts.is_(None))
-                .values(channel=bindparam("channel"), ts=bindparam("ts"), posted_at=bindparam("posted_at"))
-                .returning(_msgs.c.request_id, _msgs.c.role, _msgs.c.target))
-
-
 def record_posted_in(session, now: datetime, *, message_id: int, channel: str, ts: str) -> bool:
     """``record_posted`` inside a transaction the caller owns (the outbox records several
     posts in the transaction that finishes their rows). False: already recorded."""
@@ -250,11 +243,10 @@ def record_posted_in(session, now: datetime, *, message_id: int, channel: str, t
     if not repo.loaded(SlackMessageRow, message_id):
         # Core when nothing is loaded (the usual case: the outbox records a batch of posts
         # without building ORM objects for them).
-        row = session.execute(_RECORD_POST, {"mid": message_id, "channel": channel, "ts": ts,
-                                             "posted_at": now}).first()
+        row = repo.record_post(message_id, channel, ts, now)
         if row is None:
             return False  # gone, or recorded already
-        role, target, request_id = row.role, row.target, row.request_id
+        request_id, role, target = row
     else:  # an object this session holds is changed through the ORM, so it never goes stale
         msg = repo.message(message_id)
         if msg is None or msg.ts:
