@@ -30,8 +30,8 @@ from common import loadavg, machine, pct
 
 from signoff.config import Workflow
 from signoff.domain.identifiers import fold
-from signoff.domain.rules import Facts
-from signoff.policy import evaluate, execution_check, schedule_of
+from signoff.policy.evaluate import evaluate, execution_check, schedule_of
+from signoff.policy.rules import Facts
 
 NOW = datetime(2026, 3, 4, 11, 30, tzinfo=UTC)  # a Wednesday
 WEEKDAYS = {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "09:00", "end": "17:00",

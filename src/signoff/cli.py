@@ -386,7 +386,7 @@ def _load_jwks(ref: str) -> dict:
 
 
 def cmd_policy_explain(args) -> int:
-    from signoff.policy_explain import explain
+    from signoff.policy.explain import explain
 
     return explain(args.file, at=args.at, config_path=args.config)
 

@@ -30,12 +30,12 @@ from pydantic import (
     model_validator,
 )
 
-from signoff.domain import windows as win
 from signoff.domain.budget import Budget, parse_budget
 from signoff.domain.canonical import canonical_json
 from signoff.domain.identifiers import identifier_problem
-from signoff.domain.rules import merge
 from signoff.durations import format_duration, parse_duration, parse_duration_or_zero
+from signoff.policy import windows as win
+from signoff.policy.rules import merge
 
 Duration = Annotated[
     timedelta,

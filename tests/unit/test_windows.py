@@ -4,8 +4,8 @@ from datetime import datetime, time, timedelta, timezone
 
 import pytest
 
-from signoff.domain import windows as win
-from signoff.domain.windows import Freeze, Schedule, Window, check, in_windows, next_allowed, window_closing
+from signoff.policy import windows as win
+from signoff.policy.windows import Freeze, Schedule, Window, check, in_windows, next_allowed, window_closing
 
 UTC = timezone.utc
 WEEKDAYS = frozenset(range(5))

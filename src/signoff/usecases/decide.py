@@ -8,7 +8,7 @@ from typing import NamedTuple
 from signoff.config import CHANNEL_RE, GROUP_RE, Workflow
 from signoff.domain.approval import SPONSOR_REASON, Verdict, may_decide, tally
 from signoff.domain.model import Decision, ExceptionKind, Status
-from signoff.domain.rules import typed_confirmation
+from signoff.policy.rules import typed_confirmation
 from signoff.store.repo import Repo
 from signoff.usecases.common import move, raise_exception, refresh_messages, sponsors_of, thread_note, workflow_snapshot
 from signoff.usecases.grant import issue_grant

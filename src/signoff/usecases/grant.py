@@ -11,8 +11,8 @@ from datetime import datetime
 import jwt
 
 from signoff.domain.model import ExceptionKind, Status
-from signoff.domain.windows import iso
-from signoff.policy import evaluate, facts_of
+from signoff.policy.evaluate import evaluate, facts_of
+from signoff.policy.windows import iso
 from signoff.store.repo import Repo
 from signoff.store.tables import RequestRow
 from signoff.usecases import windows

@@ -115,7 +115,7 @@ def exceptions_for(ctx: Context, user: str, limit: int = 20) -> list[dict[str, A
 def typed_confirmation_for(ctx: Context, request_id: str) -> dict[str, Any] | None:
     """What the confirmation modal shows, when Approve on this request asks for the target to
     be typed and it is still pending; None otherwise (a plain click decides)."""
-    from signoff.domain.rules import typed_confirmation
+    from signoff.policy.rules import typed_confirmation
 
     def read(session):
         req = Repo(session).get(request_id)

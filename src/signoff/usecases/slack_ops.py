@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, update
 
-from signoff.domain.rules import typed_confirmation
 from signoff.domain.model import Status
+from signoff.policy.rules import typed_confirmation
 from signoff.store.repo import Repo
 from signoff.store.tables import RequestRow, SlackMessageRow
 from signoff.usecases.common import request_view, workflow_snapshot

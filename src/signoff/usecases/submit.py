@@ -16,7 +16,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from signoff.config import Config, Workflow
-from signoff.domain import windows as win
 from signoff.domain.approval import step_sponsors
 from signoff.domain.budget import scope_key
 from signoff.domain.canonical import canonical_json, sha256_hex
@@ -24,7 +23,8 @@ from signoff.domain.chain import GENESIS
 from signoff.domain.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from signoff.domain.ladder import Ladder, next_due
 from signoff.domain.model import Status
-from signoff.policy import Evaluation, evaluate, execution_check, facts_of, schedule_of
+from signoff.policy import windows as win
+from signoff.policy.evaluate import Evaluation, evaluate, execution_check, facts_of, schedule_of
 from signoff.schemas import Submission
 from signoff.store.repo import Repo
 from signoff.store.tables import RequestRow

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from signoff.config import Workflow
-from signoff.policy import execution_check, schedule_of
+from signoff.policy.evaluate import execution_check, schedule_of
 from signoff.store.tables import RequestRow
 from signoff.usecases.common import workflow_snapshot
 

@@ -13,9 +13,9 @@ from datetime import datetime
 from typing import Any
 
 from signoff.config import AutoApprove, Rule, Workflow, _memo
-from signoff.domain import rules as rules_
-from signoff.domain import windows as win
-from signoff.domain.rules import Facts, RuleResult
+from signoff.policy import rules as rules_
+from signoff.policy import windows as win
+from signoff.policy.rules import Facts, RuleResult
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ from typing import Any, TextIO
 
 from signoff.api.agents import BadBody, parse_json
 from signoff.config import Config, ConfigError, Workflow, load_config
-from signoff.domain import windows as win
 from signoff.domain.errors import DomainError, Invalid
 from signoff.durations import format_duration
-from signoff.policy import evaluate, facts_of
+from signoff.policy import windows as win
+from signoff.policy.evaluate import evaluate, facts_of
 from signoff.usecases.submit import Plan, ladder_of, parse_submission, plan
 
 ACCEPTED, REFUSED, BAD_INPUT = 0, 1, 2
