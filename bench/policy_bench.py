@@ -30,7 +30,8 @@ from common import loadavg, machine, pct
 
 from signoff.config import Workflow
 from signoff.domain.identifiers import fold
-from signoff.policy.evaluate import evaluate, execution_check, schedule_of
+from signoff.policy import windows as win
+from signoff.policy.evaluate import evaluate, schedule_of
 from signoff.policy.rules import Facts
 
 NOW = datetime(2026, 3, 4, 11, 30, tzinfo=UTC)  # a Wednesday
@@ -121,7 +122,7 @@ def run_policy(wf: Workflow, calls: int) -> tuple[list[int], dict[str, int], flo
         facts = FACTS[i % n]
         t0 = clock()
         ev = evaluate(wf, facts)
-        execution_check([schedule_of(ev.effective)], NOW)
+        win.check([schedule_of(ev.effective)], NOW)
         times[i] = clock() - t0
         if i < n:
             applied[ev.rule_name or "(none)"] = applied.get(ev.rule_name or "(none)", 0) + 1

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from signoff.config import AutoApprove, Rule, Workflow, _memo
+from signoff.config import AutoApprove, Config, Rule, Workflow, _memo
 from signoff.policy import rules as rules_
 from signoff.policy import windows as win
 from signoff.policy.rules import Facts, RuleResult
@@ -33,6 +32,12 @@ class Evaluation:
     @property
     def rule_name(self) -> str | None:
         return self.rule.name if self.rule else None
+
+
+def is_workflow_agent(config: Config, wf: Workflow, agent_id: str) -> bool:
+    """Whether ``agent_id`` may submit to or execute for ``wf``: the workflow lists it and
+    the file defines it."""
+    return agent_id in wf.agents and config.agent(agent_id) is not None
 
 
 def facts_of(action: Mapping[str, Any], risk: str, rollback_of: str | None = None) -> Facts:
@@ -75,8 +80,3 @@ def schedule_of(wf: Workflow) -> win.Schedule:
         schedule = memo.setdefault("schedule", win.Schedule(tuple(w.to_domain() for w in wf.windows),
                                                              tuple(f.to_domain() for f in wf.freezes)))
     return schedule
-
-
-def execution_check(schedules: list[win.Schedule], now: datetime) -> win.Verdict:
-    """May a grant be issued at ``now``? Every schedule must allow it."""
-    return win.check(schedules, now)

@@ -11,37 +11,20 @@ from datetime import datetime
 import jwt
 
 from signoff.domain.model import ExceptionKind, Status
-from signoff.policy.evaluate import evaluate, facts_of
+from signoff.policy.execute import may_execute
 from signoff.policy.windows import iso
 from signoff.store.repo import Repo
 from signoff.store.tables import RequestRow
-from signoff.usecases import windows
 from signoff.usecases.common import move, raise_exception, refresh_messages, thread_note, workflow_snapshot
 from signoff.usecases.ports import Context
-
-
-def runtime_check(ctx: Context, req: RequestRow, now: datetime) -> tuple[bool, str, datetime | None]:
-    """(allowed, reason, not_before). The current configuration is what counts at run time."""
-    config = ctx.config()
-    wf = config.workflow(req.workflow)
-    if wf is None:
-        return False, "workflow_removed", None
-    if req.executor not in wf.agents or config.agent(req.executor) is None:
-        return False, "executor_not_allowed", None
-    if req.status != Status.APPROVED:
-        return False, "not_approved", None
-    # A rule added since submission that denies this request stops it here too.
-    current = evaluate(wf, facts_of(req.action, req.risk, req.rollback_of))
-    if current.deny:
-        return False, f"denied_by_rule:{current.rule_name}", None
-    return windows.check(req, current.effective, now)
 
 
 def issue_grant(ctx: Context, repo: Repo, req: RequestRow, now: datetime) -> bool:
     """Try to issue the grant; True when issued. Refusal rejects the request by policy."""
     if req.status != Status.APPROVED or req.grant_token:
         return False
-    allowed, reason, not_before = runtime_check(ctx, req, now)
+    verdict = may_execute(ctx.config(), req, workflow_snapshot(req), now)
+    allowed, reason, not_before = verdict.allowed, verdict.reason, verdict.not_before
     repo.append_event(req, "policy.checked", "signoff",
                       {"allowed": allowed, "reason": reason,
                        "not_before": not_before.isoformat() if not_before else None}, now)

@@ -24,7 +24,7 @@ from signoff.domain.errors import Conflict, DomainError, Forbidden, Invalid, Not
 from signoff.domain.ladder import Ladder, next_due
 from signoff.domain.model import Status
 from signoff.policy import windows as win
-from signoff.policy.evaluate import Evaluation, evaluate, execution_check, facts_of, schedule_of
+from signoff.policy.evaluate import Evaluation, evaluate, facts_of, is_workflow_agent, schedule_of
 from signoff.schemas import Submission
 from signoff.store.repo import Repo
 from signoff.store.tables import RequestRow
@@ -90,10 +90,10 @@ def check_permission(config: Config, agent_id: str, sub: Submission) -> Workflow
     wf = config.workflow(sub.workflow)
     if wf is None:
         raise NotFound(f"unknown workflow {sub.workflow!r}")
-    if agent_id not in wf.agents or config.agent(agent_id) is None:
+    if not is_workflow_agent(config, wf, agent_id):
         raise Forbidden(f"agent {agent_id!r} may not submit to workflow {wf.id!r}")
     executor = sub.executor or agent_id
-    if executor not in wf.agents or config.agent(executor) is None:
+    if not is_workflow_agent(config, wf, executor):
         raise Forbidden(f"executor {executor!r} is not one of workflow {wf.id!r}'s agents")
     return wf
 
@@ -115,7 +115,7 @@ def plan(config: Config, agent_id: str, sub: Submission, now: datetime) -> Plan:
     if ev.deny:
         raise Forbidden(f"refused by rule {ev.rule_name!r}: {ev.deny}")
     check_rollback(ev, sub)
-    verdict = execution_check([schedule_of(ev.effective)], now)
+    verdict = win.check([schedule_of(ev.effective)], now)
     if not verdict.allowed and verdict.not_before is None:
         raise Forbidden(f"this request could never execute: {verdict.reason}, and no change window opens "
                         "outside the freezes within a year")
@@ -184,7 +184,7 @@ def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key
             if found is not None:
                 return Submitted(found, created=False)
         # The moment of record is the transaction's: look at the windows again then.
-        p = replace(planned, verdict=execution_check([schedule_of(planned.effective)], now))
+        p = replace(planned, verdict=win.check([schedule_of(planned.effective)], now))
         req = create_request(ctx, repo, p, body, now)
         for key, expected in keys:
             repo.remember_idempotency(agent_id, key, expected, req.id, now)
