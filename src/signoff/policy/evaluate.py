@@ -1,20 +1,28 @@
-"""Runtime policy: what the workflow file says about one request.
+"""The effective policy of a request: what the workflow file says about one submission.
 
-Pure functions of (workflow definition, request facts, now), shared by ``submit``, the
-grant-time re-check and ``signoff policy explain`` so that the dry run and the real thing
-can never disagree.
+Pure functions of (workflow file, request facts, now), shared by ``submit``, the Slack
+"Roll back" button, the grant-time check (``policy.execute``) and ``signoff policy
+explain``, so that the dry run and the real thing can never disagree. ``evaluate``: which
+rule applies and the definition the request is decided under; ``plan``: a submission
+checked in the documented order, or the domain error that refuses it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from signoff.config import AutoApprove, Config, Rule, Workflow, _memo
+from signoff.config import CHANNEL_RE, GROUP_RE, AutoApprove, Config, Rule, Workflow, _memo
+from signoff.domain import approval
+from signoff.domain.approval import quorum_reachable, step_sponsors
+from signoff.domain.errors import Forbidden, Invalid, NotFound
+from signoff.domain.ladder import Ladder
 from signoff.policy import rules as rules_
 from signoff.policy import windows as win
 from signoff.policy.rules import Facts, RuleResult
+from signoff.schemas import Submission
 
 
 @dataclass(frozen=True)
@@ -80,3 +88,100 @@ def schedule_of(wf: Workflow) -> win.Schedule:
         schedule = memo.setdefault("schedule", win.Schedule(tuple(w.to_domain() for w in wf.windows),
                                                              tuple(f.to_domain() for f in wf.freezes)))
     return schedule
+
+
+def ladder_of(wf: Workflow) -> Ladder:
+    """The escalation ladder of a (usually effective) workflow definition."""
+    return Ladder(tuple(s.after for s in wf.escalation), wf.timeout, wf.repeat)
+
+
+def agent_sponsor(config: Config, agent_id: str) -> str | None:
+    agent = config.agent(agent_id)
+    return agent.sponsor if agent is not None else None
+
+
+def possible_deciders(wf: Workflow) -> tuple[set[str], bool]:
+    """Everyone who could ever decide a request of ``wf``: (the users named among its
+    approvers and escalation targets, whether some are named through groups or channels)."""
+    refs = set(wf.approver_ids) | {t for step in wf.escalation for t in step.to}
+    groups = {r for r in refs if GROUP_RE.match(r) or CHANNEL_RE.match(r)}
+    return refs - groups, bool(groups)
+
+
+def approvable(wf: Workflow, sponsors: frozenset[str]) -> approval.Verdict:
+    """Whether ``wf``'s quorum can be reached once ``sponsors`` are set aside."""
+    people, unresolved = possible_deciders(wf)
+    return quorum_reachable(people=people, unresolved=unresolved, sponsors=sponsors,
+                            required=wf.required_approvals)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A submission the policy accepts, and what the policy says about it."""
+
+    sub: Submission
+    agent_id: str
+    executor: str
+    sponsor: str  # the submitting agent's sponsor (a chain may replace it)
+    sponsors: frozenset[str]  # who may not approve it: the submitter's and executor's sponsors (a chain adds)
+    evaluation: Evaluation
+    verdict: win.Verdict  # may it execute at the moment of planning; if not, from when
+
+    @property
+    def workflow(self) -> Workflow:
+        return self.evaluation.workflow
+
+    @property
+    def effective(self) -> Workflow:
+        return self.evaluation.effective
+
+
+def check_permission(config: Config, agent_id: str, sub: Submission) -> Workflow:
+    """404 for an unknown workflow, 403 for an agent or executor outside it."""
+    wf = config.workflow(sub.workflow)
+    if wf is None:
+        raise NotFound(f"unknown workflow {sub.workflow!r}")
+    if not is_workflow_agent(config, wf, agent_id):
+        raise Forbidden(f"agent {agent_id!r} may not submit to workflow {wf.id!r}")
+    executor = sub.executor or agent_id
+    if not is_workflow_agent(config, wf, executor):
+        raise Forbidden(f"executor {executor!r} is not one of workflow {wf.id!r}'s agents")
+    return wf
+
+
+def check_rollback(ev: Evaluation, sub: Submission) -> None:
+    if ev.rollback_required and not sub.has_rollback_plan():
+        why = f"rule {ev.rule_name!r} requires" if ev.rule and ev.rule.require_rollback is not None \
+            else f"a {sub.risk}-risk request needs"
+        raise Invalid(f"{why} a rollback plan (rollback.description or rollback.action)", fields=["rollback"])
+
+
+def plan(config: Config, agent_id: str, sub: Submission, now: datetime) -> Plan:
+    """Apply the workflow's policy to a submission, in the documented order: unknown
+    workflow (404), agent or executor not allowed (403), a deny rule (403), a missing
+    rollback plan (422), no moment it could ever execute (403), nobody who could ever
+    approve it once its agents' sponsors are set aside (403)."""
+    wf = check_permission(config, agent_id, sub)
+    ev = evaluate(wf, facts_of(sub.action_json(), sub.risk, sub.rollback_of))
+    if ev.deny:
+        raise Forbidden(f"refused by rule {ev.rule_name!r}: {ev.deny}")
+    check_rollback(ev, sub)
+    verdict = win.check([schedule_of(ev.effective)], now)
+    if not verdict.allowed and verdict.not_before is None:
+        raise Forbidden(f"this request could never execute: {verdict.reason}, and no change window opens "
+                        "outside the freezes within a year")
+    executor = sub.executor or agent_id
+    sponsors = step_sponsors(submitter=agent_sponsor(config, agent_id), executor=agent_sponsor(config, executor))
+    check_approvable(ev, sponsors)
+    return Plan(sub=sub, agent_id=agent_id, executor=executor, sponsor=config.agent(agent_id).sponsor,
+                sponsors=sponsors, evaluation=ev, verdict=verdict)
+
+
+def check_approvable(ev: Evaluation, sponsors: frozenset[str]) -> None:
+    """403 when people could never reach the quorum with ``sponsors`` set aside (a rule
+    that may approve it by policy is left to do so; beyond its budget it expires unapproved)."""
+    if ev.auto_approve is not None:
+        return
+    verdict = approvable(ev.effective, sponsors)
+    if not verdict.allowed:
+        raise Forbidden(f"this request could never be approved: {verdict.reason}")

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from signoff.config import CHANNEL_RE, GROUP_RE, Config, Workflow
+from signoff.config import Config, Workflow
 from signoff.domain import thread as thread_fold
-from signoff.domain.approval import Verdict, quorum_reachable, step_sponsors
+from signoff.domain.approval import step_sponsors
 from signoff.domain.model import TERMINAL, ExceptionKind, Status, can_move
+from signoff.policy.evaluate import agent_sponsor
 from signoff.store.repo import Repo
 from signoff.store.tables import RequestRow
 
@@ -22,11 +23,6 @@ def workflow_snapshot(req: RequestRow) -> Workflow:
     return Workflow.model_validate(req.policy)
 
 
-def agent_sponsor(config: Config, agent_id: str) -> str | None:
-    agent = config.agent(agent_id)
-    return agent.sponsor if agent is not None else None
-
-
 def sponsors_of(repo: Repo, config: Config, reqs: list[RequestRow]) -> dict[str, frozenset[str]]:
     """Who may never approve each request (``domain.approval.step_sponsors``): the sponsors
     recorded when it was submitted (its agents' and its chain's), the chain's sponsor on
@@ -37,21 +33,6 @@ def sponsors_of(repo: Repo, config: Config, reqs: list[RequestRow]) -> dict[str,
                                 executor=agent_sponsor(config, r.executor),
                                 chain=[r.sponsor, *recorded.get(r.id, ())])
             for r in reqs}
-
-
-def possible_deciders(wf: Workflow) -> tuple[set[str], bool]:
-    """Everyone who could ever decide a request of ``wf``: (the users named among its
-    approvers and escalation targets, whether some are named through groups or channels)."""
-    refs = set(wf.approver_ids) | {t for step in wf.escalation for t in step.to}
-    groups = {r for r in refs if GROUP_RE.match(r) or CHANNEL_RE.match(r)}
-    return refs - groups, bool(groups)
-
-
-def approvable(wf: Workflow, sponsors: frozenset[str]) -> Verdict:
-    """Whether ``wf``'s quorum can be reached once ``sponsors`` are set aside."""
-    people, unresolved = possible_deciders(wf)
-    return quorum_reachable(people=people, unresolved=unresolved, sponsors=sponsors,
-                            required=wf.required_approvals)
 
 
 def move(repo: Repo, req: RequestRow, new: Status, *, actor: str, now: datetime,

@@ -8,8 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from signoff.config import CHANNEL_RE, GROUP_RE, Workflow
+from signoff.policy.evaluate import agent_sponsor
 from signoff.store.repo import Repo
-from signoff.usecases.common import agent_sponsor, sponsors_of, workflow_snapshot
+from signoff.usecases.common import sponsors_of, workflow_snapshot
 from signoff.usecases.decide import eligible_refs
 from signoff.usecases.ports import Context
 from signoff.usecases.slack_ops import render_data

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 
 from signoff.domain.errors import DomainError
 from signoff.domain.model import ExceptionKind, Status
+from signoff.policy.evaluate import plan
 from signoff.store.repo import Repo
 from signoff.store.tables import RequestRow
 from signoff.usecases.common import raise_exception, refresh_messages, thread_note
 from signoff.usecases.decide import deciders
 from signoff.usecases.ports import Context
-from signoff.usecases.submit import create_request, parse_submission, plan
+from signoff.usecases.submit import create_request, parse_submission
 
 OFFERED_FROM = (Status.SUCCEEDED, Status.FAILED)
 DEAD = (Status.REJECTED, Status.EXPIRED, Status.CANCELLED)

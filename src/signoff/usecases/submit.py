@@ -1,8 +1,8 @@
 """submit: an agent proposes an action.
 
-The policy part (``plan``) is pure and shared with ``signoff policy explain`` and the
-Slack "Roll back" button; ``create_request`` records a planned request inside the
-caller's transaction.
+The policy decides (``policy.evaluate.plan``, pure and shared with ``signoff policy
+explain`` and the Slack "Roll back" button); ``create_request`` records a planned request
+inside the caller's transaction.
 """
 
 from __future__ import annotations
@@ -15,20 +15,20 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from signoff.config import Config, Workflow
+from signoff.config import Config
 from signoff.domain.approval import step_sponsors
 from signoff.domain.budget import scope_key
 from signoff.domain.canonical import canonical_json, sha256_hex
 from signoff.domain.chain import GENESIS
 from signoff.domain.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
-from signoff.domain.ladder import Ladder, next_due
+from signoff.domain.ladder import next_due
 from signoff.domain.model import Status
 from signoff.policy import windows as win
-from signoff.policy.evaluate import Evaluation, evaluate, facts_of, is_workflow_agent, schedule_of
+from signoff.policy.evaluate import Plan, check_approvable, ladder_of, plan, schedule_of
 from signoff.schemas import Submission
 from signoff.store.repo import Repo
 from signoff.store.tables import RequestRow
-from signoff.usecases.common import agent_sponsor, approvable, move, request_view, sponsors_of
+from signoff.usecases.common import move, request_view, sponsors_of
 from signoff.usecases.grant import issue_grant
 from signoff.usecases.ports import Context
 
@@ -50,31 +50,6 @@ class Submitted:
     created: bool
 
 
-@dataclass(frozen=True)
-class Plan:
-    """A submission the policy accepts, and what the policy says about it."""
-
-    sub: Submission
-    agent_id: str
-    executor: str
-    sponsor: str  # the submitting agent's sponsor (a chain may replace it)
-    sponsors: frozenset[str]  # who may not approve it: the submitter's and executor's sponsors (a chain adds)
-    evaluation: Evaluation
-    verdict: win.Verdict  # may it execute at the moment of planning; if not, from when
-
-    @property
-    def workflow(self) -> Workflow:
-        return self.evaluation.workflow
-
-    @property
-    def effective(self) -> Workflow:
-        return self.evaluation.effective
-
-
-def ladder_of(wf: Workflow) -> Ladder:
-    return Ladder(tuple(s.after for s in wf.escalation), wf.timeout, wf.repeat)
-
-
 def parse_submission(body: Any) -> Submission:
     """The body as a Submission; Invalid (422) naming every bad field otherwise."""
     try:
@@ -83,57 +58,6 @@ def parse_submission(body: Any) -> Submission:
         fields = sorted({".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()})
         details = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
         raise Invalid(f"invalid submission: {details}", fields=fields) from None
-
-
-def check_permission(config: Config, agent_id: str, sub: Submission) -> Workflow:
-    """404 for an unknown workflow, 403 for an agent or executor outside it."""
-    wf = config.workflow(sub.workflow)
-    if wf is None:
-        raise NotFound(f"unknown workflow {sub.workflow!r}")
-    if not is_workflow_agent(config, wf, agent_id):
-        raise Forbidden(f"agent {agent_id!r} may not submit to workflow {wf.id!r}")
-    executor = sub.executor or agent_id
-    if not is_workflow_agent(config, wf, executor):
-        raise Forbidden(f"executor {executor!r} is not one of workflow {wf.id!r}'s agents")
-    return wf
-
-
-def check_rollback(ev: Evaluation, sub: Submission) -> None:
-    if ev.rollback_required and not sub.has_rollback_plan():
-        why = f"rule {ev.rule_name!r} requires" if ev.rule and ev.rule.require_rollback is not None \
-            else f"a {sub.risk}-risk request needs"
-        raise Invalid(f"{why} a rollback plan (rollback.description or rollback.action)", fields=["rollback"])
-
-
-def plan(config: Config, agent_id: str, sub: Submission, now: datetime) -> Plan:
-    """Apply the workflow's policy to a submission, in the documented order: unknown
-    workflow (404), agent or executor not allowed (403), a deny rule (403), a missing
-    rollback plan (422), no moment it could ever execute (403), nobody who could ever
-    approve it once its agents' sponsors are set aside (403)."""
-    wf = check_permission(config, agent_id, sub)
-    ev = evaluate(wf, facts_of(sub.action_json(), sub.risk, sub.rollback_of))
-    if ev.deny:
-        raise Forbidden(f"refused by rule {ev.rule_name!r}: {ev.deny}")
-    check_rollback(ev, sub)
-    verdict = win.check([schedule_of(ev.effective)], now)
-    if not verdict.allowed and verdict.not_before is None:
-        raise Forbidden(f"this request could never execute: {verdict.reason}, and no change window opens "
-                        "outside the freezes within a year")
-    executor = sub.executor or agent_id
-    sponsors = step_sponsors(submitter=agent_sponsor(config, agent_id), executor=agent_sponsor(config, executor))
-    check_approvable(ev, sponsors)
-    return Plan(sub=sub, agent_id=agent_id, executor=executor, sponsor=config.agent(agent_id).sponsor,
-                sponsors=sponsors, evaluation=ev, verdict=verdict)
-
-
-def check_approvable(ev: Evaluation, sponsors: frozenset[str]) -> None:
-    """403 when people could never reach the quorum with ``sponsors`` set aside (a rule
-    that may approve it by policy is left to do so; beyond its budget it expires unapproved)."""
-    if ev.auto_approve is not None:
-        return
-    verdict = approvable(ev.effective, sponsors)
-    if not verdict.allowed:
-        raise Forbidden(f"this request could never be approved: {verdict.reason}")
 
 
 def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key: str | None = None,

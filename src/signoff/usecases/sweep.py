@@ -26,6 +26,7 @@ from typing import Any
 from signoff.config import GROUP_RE, USER_RE, Workflow
 from signoff.domain.ladder import EXPIRE, Ladder, next_due, owed
 from signoff.domain.model import ExceptionKind, Status
+from signoff.policy.evaluate import ladder_of
 from signoff.store.db import is_retryable
 from signoff.store.repo import Repo
 from signoff.store.tables import RequestRow, SlackMessageRow
@@ -39,7 +40,6 @@ from signoff.usecases.common import (
 )
 from signoff.usecases.grant import issue_grant
 from signoff.usecases.ports import Context
-from signoff.usecases.submit import ladder_of
 
 log = logging.getLogger(__name__)
 
