@@ -339,7 +339,7 @@ MatchValues = Annotated[list[Annotated[str, AfterValidator(_matchable)]], Before
 
 class RuleMatch(_Model):
     """Conditions a request must meet for a rule to apply; a condition left out matches anything.
-    Values compare without regard to case (``domain.rules``)."""
+    Values compare without regard to case (``policy.rules``)."""
 
     action_type: MatchValues | None = None
     target: MatchValues | None = None

@@ -83,7 +83,7 @@ def evaluate(wf: Workflow, facts: Facts) -> Evaluation:
 def schedule_of(wf: Workflow) -> win.Schedule:
     """The change windows and freezes of a (usually effective) workflow definition."""
     memo = _memo(wf)
-    schedule = memo.get("schedule")
+    schedule: win.Schedule | None = memo.get("schedule")
     if schedule is None:
         schedule = memo.setdefault("schedule", win.Schedule(tuple(w.to_domain() for w in wf.windows),
                                                              tuple(f.to_domain() for f in wf.freezes)))
@@ -173,7 +173,9 @@ def plan(config: Config, agent_id: str, sub: Submission, now: datetime) -> Plan:
     executor = sub.executor or agent_id
     sponsors = step_sponsors(submitter=agent_sponsor(config, agent_id), executor=agent_sponsor(config, executor))
     check_approvable(ev, sponsors)
-    return Plan(sub=sub, agent_id=agent_id, executor=executor, sponsor=config.agent(agent_id).sponsor,
+    submitter = config.agent(agent_id)
+    assert submitter is not None  # check_permission found it
+    return Plan(sub=sub, agent_id=agent_id, executor=executor, sponsor=submitter.sponsor,
                 sponsors=sponsors, evaluation=ev, verdict=verdict)
 
 

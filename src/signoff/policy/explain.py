@@ -131,6 +131,7 @@ def _ladder(eff: Workflow, now: datetime, say: Say) -> None:
     say("Escalation:" + (" (repeating)" if eff.repeat else ""))
     for k in range(min(total, MAX_LADDER_LINES)):
         off = ladder.offset(k)
+        assert off is not None  # every step below steps_total() falls
         step = eff.escalation[ladder.step_index(k)]
         say(f"  after {format_duration(off)} ({win.iso(now + off)}): {', '.join(step.to)}"
             + (" (and a reminder to everyone asked before)" if step.remind else ""))
@@ -152,6 +153,7 @@ def _execution(p: Plan, now: datetime, say: Say) -> None:
         say("Could execute: yes, as soon as it is approved"
             + (f" (inside a change window until {win.iso(closes)})" if closes else ""))
     else:
+        assert v.not_before is not None  # plan refuses a request that could never execute
         say(f"Could execute: not now — {v.reason}; from {win.iso(v.not_before)} at the earliest "
             "(an approval before then waits for it)")
     if eff.approval_ttl is not None:

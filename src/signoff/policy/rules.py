@@ -35,16 +35,23 @@ class Facts:
 
 
 class Match(Protocol):
-    action_type: str | list[str] | None
-    target: str | list[str] | None
-    environment: str | list[str] | None
-    risk: list[str] | None
-    rollback: bool | None
+    @property
+    def action_type(self) -> str | Sequence[str] | None: ...
+    @property
+    def target(self) -> str | Sequence[str] | None: ...
+    @property
+    def environment(self) -> str | Sequence[str] | None: ...
+    @property
+    def risk(self) -> Sequence[str] | None: ...
+    @property
+    def rollback(self) -> bool | None: ...
 
 
 class RuleLike(Protocol):
-    name: str
-    match: Match | None
+    @property
+    def name(self) -> str: ...
+    @property
+    def match(self) -> Match | None: ...
 
 
 def _as_list(value: str | Sequence[str] | None) -> list[str] | None:
