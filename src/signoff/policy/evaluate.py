@@ -96,6 +96,7 @@ def ladder_of(wf: Workflow) -> Ladder:
 
 
 def agent_sponsor(config: Config, agent_id: str) -> str | None:
+    """The person accountable for ``agent_id`` (None: the file no longer defines it)."""
     agent = config.agent(agent_id)
     return agent.sponsor if agent is not None else None
 
@@ -150,6 +151,7 @@ def check_permission(config: Config, agent_id: str, sub: Submission) -> Workflow
 
 
 def check_rollback(ev: Evaluation, sub: Submission) -> None:
+    """422 when the policy wants a rollback plan and the submission has none."""
     if ev.rollback_required and not sub.has_rollback_plan():
         why = f"rule {ev.rule_name!r} requires" if ev.rule and ev.rule.require_rollback is not None \
             else f"a {sub.risk}-risk request needs"
