@@ -617,21 +617,11 @@ def step_up_warnings(config: Config, environ: dict[str, str] | None = None) -> l
     seems to: an unset client secret, no required authentication method."""
     out = []
     for i, wf in enumerate(config.workflows):
-        places = [(f"workflows[{i}]", wf.merged(None), True)] + [
-            (f"workflows[{i}].rules[{j}]", wf.merged(r), r.step_up is not None)
-            for j, r in enumerate(wf.rules) if r.step_up is not None or r.confirm is not None]
-        for where, policy, own in places:
-            su = policy.step_up
+        places = [(f"workflows[{i}].step_up", wf.step_up)] + [
+            (f"workflows[{i}].rules[{j}].step_up", r.step_up) for j, r in enumerate(wf.rules)]
+        for where, su in places:
             if su is None:
                 continue
-            if policy.confirm != "none":
-                which = "every request" if policy.confirm == "typed" else "critical requests"
-                out.append(f"{where}: {which} also ask for a typed confirmation, which a step-up approval "
-                           "cannot give: they can only be rejected or expire (set confirm: none to approve them "
-                           "by step-up alone)")
-            if not own:
-                continue
-            where += ".step_up"
             if su.client_secret_env and su.client_secret(environ) is None:
                 out.append(f"{where}.client_secret_env: {su.client_secret_env} is not set in the environment "
                            "(the provider will refuse the token exchange)")

@@ -205,6 +205,12 @@ def typed_confirmation(risk: str, configured: str | None) -> bool:
     return risk == "critical"
 
 
+def confirmation_text(action: Mapping[str, Any] | None) -> str:
+    """What a typed confirmation must be, exactly: the action's target (the Slack modal
+    and the step-up form ask for it; decide records an approval only on this text)."""
+    return str((action or {}).get("target") or "")
+
+
 def may_auto_approve(risk: str) -> bool:
     """Automation never applies to critical requests."""
     return risk != "critical"

@@ -11,6 +11,7 @@ from typing import Any
 
 from slack_bolt import App
 
+from signoff.policy.rules import confirmation_text
 from signoff.slack import blocks
 from signoff.slack.ids import CONFIRM_INPUT, CONFIRM_MODAL, REASON_INPUT, REJECT_REASON_MODAL, ActionId
 from signoff.usecases import queries
@@ -123,7 +124,7 @@ def register(app: App, ctx: Context) -> None:
         the field marked (the refusal is recorded afterwards); a match closes it."""
         request_id, user, typed = _submitted(body, CONFIRM_INPUT)
         confirm = queries.typed_confirmation_for(ctx, request_id) if request_id else None
-        if confirm is not None and typed != str(confirm["action"].get("target") or ""):
+        if confirm is not None and typed != confirmation_text(confirm["action"]):
             ack(response_action="errors",
                 errors={CONFIRM_INPUT: "That is not the target. Type it exactly as shown, or cancel."})
         else:

@@ -269,7 +269,11 @@ class BudgetRow(Base):
 class StepUpFlowRow(Base):
     """A sign-in at the identity provider under way for a step-up approval: the secrets
     the callback must match (single use; short-lived). The state itself is not kept, only
-    its hash; the browser that started the flow holds a cookie whose hash is kept too."""
+    its hash; the browser that started the flow holds a cookie whose hash is kept too.
+
+    When the request also asks for a typed confirmation, the callback keeps who the sign-in
+    verified (``approver``, ``proof``) here and the hash of the confirmation form's token
+    (``confirm_hash``); the form's post is taken once (``confirmed_at``)."""
 
     __tablename__ = "step_up_flows"
 
@@ -282,3 +286,7 @@ class StepUpFlowRow(Base):
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime] = mapped_column(index=True)
     used_at: Mapped[datetime | None]
+    confirm_hash: Mapped[str | None] = mapped_column(String(64), index=True, unique=True)
+    approver: Mapped[str | None] = mapped_column(String(200))
+    proof: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    confirmed_at: Mapped[datetime | None]

@@ -8,7 +8,7 @@ from typing import NamedTuple
 from signoff.config import CHANNEL_RE, GROUP_RE, Workflow
 from signoff.domain.approval import SPONSOR_REASON, Verdict, may_decide, tally
 from signoff.domain.model import Decision, ExceptionKind, Status
-from signoff.policy.rules import typed_confirmation
+from signoff.policy.rules import confirmation_text, typed_confirmation
 from signoff.store.repo import Repo
 from signoff.usecases.common import move, raise_exception, refresh_messages, sponsors_of, thread_note, workflow_snapshot
 from signoff.usecases.grant import issue_grant
@@ -145,8 +145,7 @@ def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: 
             raise_exception(repo, req, refused_kind, now, detail=f"{user}: {verdict.reason}")
             return DecideResult("refused", f"Not recorded: {verdict.reason}.", req.status)
         if d == Decision.APPROVE and typed_confirmation(req.risk, wf.confirm):
-            target = str((req.action or {}).get("target") or "")
-            if confirmed_target != target:
+            if confirmed_target != confirmation_text(req.action):
                 typed = None if confirmed_target is None else confirmed_target[:300]
                 repo.append_event(req, "confirmation.refused", user,
                                   {"decision": d.value, "reason": CONFIRM_REFUSED, "typed": typed,
