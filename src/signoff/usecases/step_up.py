@@ -23,11 +23,9 @@ from signoff.config import StepUp
 from signoff.domain.approval import SPONSOR_REASON, may_decide
 from signoff.domain.model import Decision, ExceptionKind, Status
 from signoff.domain.step_up import REASONS, Proof, Refusal, check_claims
-from signoff.store import step_up as flows
-from signoff.store.repo import Repo
 from signoff.usecases.common import raise_exception, workflow_snapshot
 from signoff.usecases.decide import DecideResult, decide, deciders
-from signoff.usecases.ports import Context
+from signoff.usecases.ports import Context, Repository
 
 FLOW_TTL = timedelta(minutes=10)
 
@@ -64,11 +62,11 @@ class Taken:
 def step_up_of(ctx: Context, request_id: str) -> tuple[StepUp | None, str]:
     """(the request's step-up configuration, its status); NotFound when it does not exist."""
 
-    def read(session):
-        req = Repo(session).get(request_id)
+    def read(repo):
+        req = repo.get(request_id)
         return None if req is None else (workflow_snapshot(req).step_up, req.status)
 
-    found = ctx.store.read(read)
+    found = ctx.uow.read(read)
     if found is None:
         raise NotFound(request_id)
     return found
@@ -86,8 +84,8 @@ def begin(ctx: Context, *, request_id: str) -> Started:
                       nonce=secrets.token_urlsafe(32), code_verifier=secrets.token_urlsafe(48),
                       browser=secrets.token_urlsafe(32))
     now = ctx.clock()
-    ctx.store.transaction(lambda session: flows.add_flow(
-        session, state_hash=_hash(started.state), request_id=request_id, browser_hash=_hash(started.browser),
+    ctx.uow.transaction(lambda repo: repo.add_flow(
+        state_hash=_hash(started.state), request_id=request_id, browser_hash=_hash(started.browser),
         nonce=started.nonce, code_verifier=started.code_verifier, issuer=su.issuer, now=now, ttl=FLOW_TTL))
     return started
 
@@ -100,9 +98,9 @@ def take(ctx: Context, *, state: str, browser: str) -> Taken:
         raise Refusal("bad_state", "no state")
     state_hash = _hash(state)
 
-    def tx(session) -> tuple[Taken | None, Refusal | None]:
+    def tx(repo) -> tuple[Taken | None, Refusal | None]:
         now = ctx.clock()
-        flow, mine = flows.take_flow(session, state_hash, now)
+        flow, mine = repo.take_flow(state_hash, now)
         if flow is None:
             return None, Refusal("bad_state", "unknown state")
         if not mine:
@@ -113,7 +111,6 @@ def take(ctx: Context, *, state: str, browser: str) -> Taken:
             refusal = Refusal("expired_flow", f"started more than {int(FLOW_TTL.total_seconds() // 60)} minutes ago")
         else:
             refusal = None
-        repo = Repo(session)
         req = repo.get(flow.request_id)
         if req is None:
             return None, Refusal("bad_state", "the request is gone")
@@ -125,14 +122,14 @@ def take(ctx: Context, *, state: str, browser: str) -> Taken:
             return None, Refusal("not_step_up")
         return Taken(flow.request_id, su, flow.nonce, flow.code_verifier), None
 
-    taken, refusal = ctx.store.transaction(tx)
+    taken, refusal = ctx.uow.transaction(tx)
     if refusal is not None:
         ctx.notify()
         raise refusal
     return taken
 
 
-def _record(repo: Repo, req, refusal: Refusal, *, actor: str, data: dict[str, Any], now) -> None:
+def _record(repo: Repository, req, refusal: Refusal, *, actor: str, data: dict[str, Any], now) -> None:
     reason = REASONS.get(refusal.code, refusal.code)
     repo.append_event(req, "step_up.refused", actor,
                       {"decision": "approve", "code": refusal.code, "reason": reason, "detail": refusal.detail, **data},
@@ -144,13 +141,12 @@ def refuse(ctx: Context, *, request_id: str, refusal: Refusal, actor: str = "ano
            data: dict[str, Any] | None = None) -> None:
     """Record a refused step-up on the request (evidence and a security exception)."""
 
-    def tx(session) -> None:
-        repo = Repo(session)
+    def tx(repo) -> None:
         req = repo.get(request_id)
         if req is not None:
             _record(repo, req, refusal, actor=actor, data=data or {}, now=ctx.clock())
 
-    ctx.store.transaction(tx)
+    ctx.uow.transaction(tx)
     ctx.notify()
 
 
@@ -191,7 +187,7 @@ def conclude(ctx: Context, *, taken: Taken, claims: dict[str, Any]) -> DecideRes
 
 
 def _decided_by(ctx: Context, request_id: str) -> list[str]:
-    return ctx.store.read(lambda session: [d.by for d in Repo(session).decisions(request_id)])
+    return ctx.uow.read(lambda repo: [d.by for d in repo.decisions(request_id)])
 
 
 def approve(ctx: Context, *, request_id: str, user: str, proof: Proof) -> DecideResult:

@@ -21,14 +21,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from signoff.config import GROUP_RE, USER_RE, Workflow
 from signoff.domain.ladder import EXPIRE, Ladder, next_due, owed
 from signoff.domain.model import ExceptionKind, Status
-from signoff.store.db import is_retryable
-from signoff.store.repo import Repo
-from signoff.store.tables import RequestRow, SlackMessageRow
 from signoff.usecases.common import (
     exception_note,
     move,
@@ -38,8 +35,11 @@ from signoff.usecases.common import (
     workflow_snapshot,
 )
 from signoff.usecases.grant import issue_grant
-from signoff.usecases.ports import Context
+from signoff.usecases.ports import Context, Repository
 from signoff.usecases.submit import ladder_of
+
+if TYPE_CHECKING:
+    from signoff.store.tables import RequestRow, SlackMessageRow
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +98,14 @@ def sweep(ctx: Context, *, now: datetime | None = None, max_batches: int = 50) -
         at = now or ctx.clock()
         try:
             # A fresh report per attempt: Store.transaction re-runs the batch after a lost race.
-            n, part = ctx.store.transaction(lambda s: _batch(ctx, Repo(s), at, skip))
+            n, part = ctx.uow.transaction(lambda repo: _batch(ctx, repo, at, skip))
         except _Poisoned as bad:
             # The batch was rolled back; set the bad row aside, then do the rest again.
             log.exception("sweep: request %s failed; looking again in %s", bad.request_id, POISON_BACKOFF)
             rid = bad.request_id
             skip.add(rid)
             report.failed += 1
-            ctx.store.transaction(lambda s: _postpone(Repo(s), rid, at + POISON_BACKOFF))
+            ctx.uow.transaction(lambda repo: _postpone(repo, rid, at + POISON_BACKOFF))
             continue
         report.add(part)
         if n < BATCH:
@@ -115,7 +115,7 @@ def sweep(ctx: Context, *, now: datetime | None = None, max_batches: int = 50) -
     return report
 
 
-def _postpone(repo: Repo, request_id: str, until: datetime) -> None:
+def _postpone(repo: Repository, request_id: str, until: datetime) -> None:
     req = repo.get(request_id)
     if req is not None and req.due_at is not None:
         req.due_at = until
@@ -130,7 +130,7 @@ class _Item:
     k: int | None = field(compare=False, default=None)
 
 
-def _batch(ctx: Context, repo: Repo, now: datetime, skip: set[str]) -> tuple[int, SweepReport]:
+def _batch(ctx: Context, repo: Repository, now: datetime, skip: set[str]) -> tuple[int, SweepReport]:
     rows = repo.claim_due(now, BATCH)
     if not rows:
         return 0, SweepReport()
@@ -157,16 +157,16 @@ def _batch(ctx: Context, repo: Repo, now: datetime, skip: set[str]) -> tuple[int
     for item in items:
         try:
             if item.kind == "step":
-                with repo.session.no_autoflush:
+                with repo.deferred():
                     work.fire_step(item.req, item.k, item.at)
             elif item.kind == EXPIRE:
-                with repo.session.no_autoflush:
+                with repo.deferred():
                     work.expire(item.req, item.at)
             else:
                 work.flush()  # the helpers below read the database: let them see this batch
                 _other(ctx, repo, item.req, now, work.report)
         except Exception as exc:
-            if is_retryable(exc):
+            if ctx.uow.retryable(exc):
                 raise  # a lost race: the whole batch is retried on a fresh transaction
             raise _Poisoned(item.req.id) from exc
     for req in pending:
@@ -179,7 +179,7 @@ def _batch(ctx: Context, repo: Repo, now: datetime, skip: set[str]) -> tuple[int
 class _Work:
     """The steps and expiries of one batch, written in bulk (see the module docstring)."""
 
-    def __init__(self, repo: Repo, now: datetime, copies: dict[str, list[SlackMessageRow]]):
+    def __init__(self, repo: Repository, now: datetime, copies: dict[str, list[SlackMessageRow]]):
         self.repo = repo
         self.now = now
         self.copies = copies
@@ -205,14 +205,13 @@ class _Work:
         for m in self.copies.setdefault(req.id, []):
             if m.role == role and m.target == target:
                 return m, False
-        m = SlackMessageRow(request_id=req.id, role=role, target=target, created_at=self.now)
-        self.repo.session.add(m)
+        m = self.repo.new_message(req.id, role, target, self.now)
         self.copies[req.id].append(m)
         return m, True
 
     def flush(self) -> None:
         """Write the batch's rows; then the outbox rows that needed their message ids."""
-        self.repo.session.flush()
+        self.repo.flush()
         # The people who can decide hear first: the batch's new escalation copies go out
         # ahead of its notes and security threads (each request's rows keep their order).
         first = [i for i in self.intents if i[0] == "slack.post" and i[2] is not None and i[2].role == "escalation"]
@@ -311,7 +310,7 @@ class _Work:
         self.report.lateness.append(late)
 
 
-def _other(ctx: Context, repo: Repo, req: RequestRow, now: datetime, report: SweepReport) -> None:
+def _other(ctx: Context, repo: Repository, req: RequestRow, now: datetime, report: SweepReport) -> None:
     """Work owed to a request that is no longer pending: a window opening, a grant running out."""
     if req.status == Status.APPROVED and not req.grant_token:
         if req.approval_expires_at and now >= req.approval_expires_at:
@@ -339,7 +338,7 @@ def _other(ctx: Context, repo: Repo, req: RequestRow, now: datetime, report: Swe
         req.due_at = None
 
 
-def expire_if_overdue(repo: Repo, req: RequestRow, now: datetime) -> bool:
+def expire_if_overdue(repo: Repository, req: RequestRow, now: datetime) -> bool:
     """Settle a pending request whose deadline has passed (steps owed first, then expiry).
 
     For use-cases that find such a request before the sweep did (a click arriving after
@@ -349,7 +348,7 @@ def expire_if_overdue(repo: Repo, req: RequestRow, now: datetime) -> bool:
         return False
     work = _Work(repo, now, repo.messages_for([req.id]))
     work.policy(req)
-    with repo.session.no_autoflush:
+    with repo.deferred():
         for o in owed(req.created_at, req.deadline, work.ladders[req.id], req.steps_fired, now):
             if o.kind == EXPIRE:
                 work.expire(req, o.at)
@@ -375,8 +374,7 @@ def expand_group(ctx: Context, *, request_id: str, group: str, members: list[str
     a redelivered expansion of the same (group, step) does nothing more.
     """
 
-    def tx(session) -> None:
-        repo = Repo(session)
+    def tx(repo) -> None:
         now = ctx.clock()
         req = repo.get(request_id)
         if req is None:
@@ -395,12 +393,12 @@ def expand_group(ctx: Context, *, request_id: str, group: str, members: list[str
                                               for m in work.copies[req.id])]
         reminder = "Reminder: this request still needs a decision" + (
             f" (escalation step {step + 1})." if step is not None else ".")
-        with session.no_autoflush:
+        with repo.deferred():
             for user in unique:
                 work.ask(req, user, reminder)
             repo.append_event(req, "escalation.expanded", "signoff",
                               {"group": group, "step": step, "members": members, "asked": asked}, now)
         work.flush()
 
-    ctx.store.transaction(tx)
+    ctx.uow.transaction(tx)
     ctx.notify()
