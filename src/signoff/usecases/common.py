@@ -8,15 +8,11 @@ from typing import TYPE_CHECKING, Any
 from signoff.config import CHANNEL_RE, GROUP_RE, Config, Workflow
 from signoff.domain import thread as thread_fold
 from signoff.domain.approval import Verdict, quorum_reachable, step_sponsors
-from signoff.domain.model import TERMINAL, ExceptionKind, Status, can_move
+from signoff.domain.model import TERMINAL, ExceptionKind, Status, transition
 from signoff.usecases.ports import Repository
 
 if TYPE_CHECKING:
     from signoff.store.tables import RequestRow
-
-
-class IllegalTransition(Exception):
-    pass
 
 
 def workflow_snapshot(req: RequestRow) -> Workflow:
@@ -59,10 +55,8 @@ def approvable(wf: Workflow, sponsors: frozenset[str]) -> Verdict:
 def move(repo: Repository, req: RequestRow, new: Status, *, actor: str, now: datetime,
          data: dict[str, Any] | None = None) -> None:
     """Change status (the version column makes it a compare-and-set) and record it."""
-    if not can_move(req.status, new):
-        raise IllegalTransition(f"{req.status} → {new}")
     old = req.status
-    req.status = new.value
+    req.status = transition(old, new).value
     repo.touch(req)
     if old == Status.PENDING:
         req.decided_at = now

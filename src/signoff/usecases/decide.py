@@ -10,9 +10,9 @@ from signoff.domain.approval import SPONSOR_REASON, Verdict, may_decide, tally
 from signoff.domain.model import Decision, ExceptionKind, Status
 from signoff.domain.rules import typed_confirmation
 from signoff.usecases.common import move, raise_exception, refresh_messages, sponsors_of, thread_note, workflow_snapshot
+from signoff.usecases.expire import expire_if_overdue
 from signoff.usecases.grant import issue_grant
 from signoff.usecases.ports import Context
-from signoff.usecases.sweep import expire_if_overdue
 
 
 @dataclass(frozen=True)

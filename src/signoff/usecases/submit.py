@@ -73,7 +73,8 @@ class Plan:
 
 
 def ladder_of(wf: Workflow) -> Ladder:
-    return Ladder(tuple(s.after for s in wf.escalation), wf.timeout, wf.repeat)
+    """``Ladder.of(wf)``; kept for ``policy_explain`` until it calls that."""
+    return Ladder.of(wf)
 
 
 def parse_submission(body: Any) -> Submission:
@@ -255,7 +256,7 @@ def create_request(ctx: Context, repo: Repository, p: Plan, body: dict[str, Any]
         event_count=0,
         head_hash=GENESIS,
     )
-    req.due_at = next_due(now, req.deadline, ladder_of(eff), 0)
+    req.due_at = next_due(now, req.deadline, Ladder.of(eff), 0)
     repo.insert_request(req, ("request.submitted", agent_id, {
         "workflow": wf.id, "title": sub.title, "action": action, "action_sha256": req.action_sha256,
         "risk": sub.risk, "justification": sub.justification, "prompt": sub.prompt,
