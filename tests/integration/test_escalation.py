@@ -19,7 +19,8 @@ from signoff.usecases import sweep as sweep_module
 from signoff.usecases.agent_ops import cancel, get_request
 from signoff.usecases.decide import decide
 from signoff.usecases.submit import submit
-from signoff.usecases.sweep import expand_group, sweep
+from signoff.usecases.escalate import expand_group
+from signoff.usecases.sweep import sweep
 from support import BASIC_YAML, T0, FakeClock, runtime, submission
 
 MIN = timedelta(minutes=1)

@@ -14,6 +14,7 @@ from signoff.outbox.dispatcher import Claim, Defer, GiveUp, Job, Record, Retry
 from signoff.outbox.pacing import Pacer
 from signoff.slack import blocks
 from signoff.usecases.digest import digest_context, record_digest_posted_in
+from signoff.usecases.escalate import expand_group
 from signoff.usecases.ports import Context
 from signoff.usecases.reply import reconcile_thread
 from signoff.usecases.slack_ops import (
@@ -24,7 +25,6 @@ from signoff.usecases.slack_ops import (
     record_comment_posted_in,
     record_posted_in,
 )
-from signoff.usecases.sweep import expand_group
 
 log = logging.getLogger(__name__)
 

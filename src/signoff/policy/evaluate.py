@@ -18,7 +18,6 @@ from signoff.config import CHANNEL_RE, GROUP_RE, AutoApprove, Config, Rule, Work
 from signoff.domain import approval
 from signoff.domain.approval import quorum_reachable, step_sponsors
 from signoff.domain.errors import Forbidden, Invalid, NotFound
-from signoff.domain.ladder import Ladder
 from signoff.policy import rules as rules_
 from signoff.policy import windows as win
 from signoff.policy.rules import Facts, RuleResult
@@ -88,11 +87,6 @@ def schedule_of(wf: Workflow) -> win.Schedule:
         schedule = memo.setdefault("schedule", win.Schedule(tuple(w.to_domain() for w in wf.windows),
                                                              tuple(f.to_domain() for f in wf.freezes)))
     return schedule
-
-
-def ladder_of(wf: Workflow) -> Ladder:
-    """The escalation ladder of a (usually effective) workflow definition."""
-    return Ladder(tuple(s.after for s in wf.escalation), wf.timeout, wf.repeat)
 
 
 def agent_sponsor(config: Config, agent_id: str) -> str | None:

@@ -15,7 +15,8 @@ from signoff.config import Config, Workflow
 from signoff.domain.errors import DomainError
 from signoff.durations import format_duration
 from signoff.policy import windows as win
-from signoff.policy.evaluate import Plan, evaluate, facts_of, ladder_of, plan
+from signoff.domain.ladder import Ladder
+from signoff.policy.evaluate import Plan, evaluate, facts_of, plan
 from signoff.schemas import Submission
 
 MAX_LADDER_LINES = 40
@@ -123,7 +124,7 @@ def _approval(p: Plan, say: Say) -> None:
 def _ladder(eff: Workflow, now: datetime, say: Say) -> None:
     say(f"Timeout:     {format_duration(eff.timeout)} — undecided by {win.iso(now + eff.timeout)} it expires "
         "(a denial)")
-    ladder = ladder_of(eff)
+    ladder = Ladder.of(eff)
     total = ladder.steps_total()
     if not total:
         say("Escalation:  none")

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Collection, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.orm.util import identity_key
 
 from signoff.domain import chain
 from signoff.domain.thread import TYPES as THREAD_TYPES
+from signoff.store import step_up as flows
 from signoff.store.db import CHANGED, Committed, written
 from signoff.store.tables import (
     BudgetRow,
@@ -33,13 +36,42 @@ _LOCKED = "signoff_locked_requests"  # session.info key: request rows this trans
 _FRESH = "signoff_fresh_requests"  # session.info key: requests this transaction created
 
 
+_msgs = SlackMessageRow.__table__
+# built once (its SQL and cache key too): the outbox records every post with it
+_RECORD_POST = (update(_msgs).where(_msgs.c.id == bindparam("mid"), _msgs.c.ts.is_(None))
+                .values(channel=bindparam("channel"), ts=bindparam("ts"), posted_at=bindparam("posted_at"))
+                .returning(_msgs.c.request_id, _msgs.c.role, _msgs.c.target))
+
+
 class Repo:
+    """``usecases.ports.Repository`` on one SQLAlchemy session (one transaction)."""
+
     def __init__(self, session: Session):
         self.session = session
+
+    # the transaction ----------------------------------------------------------------
+    def flush(self) -> None:
+        self.session.flush()
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        with self.session.no_autoflush:
+            yield
+
+    def once(self, tag: str, key: Any) -> bool:
+        done = self.session.info.setdefault(tag, set())
+        if key in done:
+            return False
+        done.add(key)
+        return True
 
     # requests -----------------------------------------------------------------------
     def get(self, request_id: str) -> RequestRow | None:
         return self.session.get(RequestRow, request_id)
+
+    @staticmethod
+    def new_request(**fields: Any) -> RequestRow:
+        return RequestRow(**fields)
 
     def insert_request(self, row: RequestRow, first_event: tuple[str, str, dict[str, Any]], at: datetime) -> None:
         """INSERT a new request together with the first event of its chain, then attach it
@@ -326,6 +358,67 @@ class Repo:
         new_id = self.session.connection().execute(insert(table).returning(table.c.id), values).scalar_one()
         return SlackMessageRow(id=new_id, **values), True
 
+    def new_message(self, request_id: str, role: str, target: str, now: datetime) -> SlackMessageRow:
+        m = SlackMessageRow(request_id=request_id, role=role, target=target, created_at=now)
+        self.session.add(m)
+        return m
+
+    def record_post(self, message_id: int, channel: str, ts: str, now: datetime) -> tuple[str, str, str] | None:
+        if not self.loaded(SlackMessageRow, message_id):
+            # Core when nothing is loaded (the usual case: the outbox records a batch of posts
+            # without building ORM objects for them).
+            row = self.session.execute(_RECORD_POST, {"mid": message_id, "channel": channel, "ts": ts,
+                                                      "posted_at": now}).first()
+            if row is None:
+                return None  # gone, or recorded already
+            return row.request_id, row.role, row.target
+        # an object this session holds is changed through the ORM, so it never goes stale
+        msg = self.message(message_id)
+        if msg is None or msg.ts:
+            return None
+        msg.channel, msg.ts, msg.posted_at = channel, ts, now
+        return msg.request_id, msg.role, msg.target
+
+    def message_with_request(self, message_id: int) -> tuple[SlackMessageRow, RequestRow] | None:
+        """The message and its request, in one query."""
+        row = self.session.execute(
+            select(SlackMessageRow, RequestRow)
+            .join(RequestRow, RequestRow.id == SlackMessageRow.request_id)
+            .where(SlackMessageRow.id == message_id)
+        ).first()
+        return None if row is None else (row[0], row[1])
+
+    def request_message(self, message_id: int) -> SlackMessageRow | None:
+        """The message, when its request exists."""
+        return self.session.scalars(select(SlackMessageRow)
+                                    .join(RequestRow, RequestRow.id == SlackMessageRow.request_id)
+                                    .where(SlackMessageRow.id == message_id)).first()
+
+    def render_rows(self, message_ids: list[int], executed: Collection[str]) -> tuple[
+            list[Any], dict[str, Any], dict[str, list[Any]], dict[str, list[Any]]]:
+        """A few Core queries, no ORM objects: the messages, their requests, the requests'
+        decisions and, for requests whose status is in ``executed``, their rollbacks."""
+        session = self.session
+        m, r, d = SlackMessageRow.__table__, RequestRow.__table__, DecisionRow.__table__
+        ids = message_ids
+        msgs = session.execute(select(m.c.id, m.c.role, m.c.target, m.c.channel, m.c.ts, m.c.request_id,
+                                      m.c.digest_id)
+                               .where(m.c.id.in_(ids))).all() if ids else []
+        rids = sorted({row.request_id for row in msgs})
+        reqs = {row.id: row for row in session.execute(select(r).where(r.c.id.in_(rids)))} if rids else {}
+        decisions: dict[str, list] = {}
+        if reqs:
+            for row in session.execute(select(d.c.request_id, d.c.by, d.c.decision, d.c.at, d.c.reason)
+                                       .where(d.c.request_id.in_(list(reqs))).order_by(d.c.id)):
+                decisions.setdefault(row.request_id, []).append(row)
+        done = [rid for rid, req in reqs.items() if req.status in executed]
+        rollbacks: dict[str, list] = {}
+        if done:
+            for row in session.execute(select(r.c.id, r.c.status, r.c.rollback_of)
+                                       .where(r.c.rollback_of.in_(done)).order_by(r.c.created_at)):
+                rollbacks.setdefault(row.rollback_of, []).append(row)
+        return msgs, reqs, decisions, rollbacks
+
     # digests ------------------------------------------------------------------------
     def take_claimed(self, row_ids: list[int], worker: str, now: datetime, note: str) -> int:
         """Mark outbox rows that ``worker`` holds (claimed, still owed) done without
@@ -445,6 +538,22 @@ class Repo:
         self.session.add(SeenEventRow(event_id=event_id, at=now))
         self.session.flush()
         return True
+
+    # step-up sign-ins ---------------------------------------------------------------
+    def add_flow(self, **flow: Any) -> None:
+        flows.add_flow(self.session, **flow)
+
+    def take_flow(self, state_hash: str, now: datetime) -> tuple[flows.Flow | None, bool]:
+        return flows.take_flow(self.session, state_hash, now)
+
+    def hold_flow(self, state_hash: str, *, confirm_hash: str, approver: str, proof: dict[str, Any]) -> bool:
+        return flows.hold(self.session, state_hash, confirm_hash=confirm_hash, approver=approver, proof=proof)
+
+    def held_flow(self, confirm_hash: str) -> flows.Held | None:
+        return flows.held(self.session, confirm_hash)
+
+    def take_held_flow(self, confirm_hash: str, now: datetime) -> bool:
+        return flows.take_held(self.session, confirm_hash, now)
 
     # budgets ------------------------------------------------------------------------
     def budget_used(self, scope: str, since: datetime) -> int:

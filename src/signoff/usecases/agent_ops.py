@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from signoff.domain.errors import Conflict, Forbidden, Invalid, NotFound
 from signoff.domain.model import TERMINAL, ExceptionKind, Status
 from signoff.domain.thread import slack_ts
-from signoff.store.repo import Repo
-from signoff.store.tables import RequestRow
 from signoff.usecases.common import move, raise_exception, refresh_messages, request_view
-from signoff.usecases.ports import Context
+from signoff.usecases.ports import Context, Repository
+
+if TYPE_CHECKING:
+    from signoff.store.tables import RequestRow
 
 
 def _visible(req: RequestRow | None, agent_id: str) -> RequestRow:
@@ -24,12 +25,11 @@ def _visible(req: RequestRow | None, agent_id: str) -> RequestRow:
 def get_request(ctx: Context, *, agent_id: str, request_id: str) -> dict[str, Any]:
     """The request as this agent may see it. In pull mode, the executor fetching an
     approved request with its grant is the delivery: the request becomes ``executing``."""
-    view = ctx.store.read(lambda s: _view_or_none(Repo(s), agent_id, request_id))
+    view = ctx.uow.read(lambda repo: _view_or_none(repo, agent_id, request_id))
     if not (view["status"] == Status.APPROVED and view["grant"] and agent_id == view["executor"]):
         return view
 
-    def tx(session) -> dict[str, Any]:
-        repo = Repo(session)
+    def tx(repo) -> dict[str, Any]:
         now = ctx.clock()
         req = _visible(repo.get(request_id), agent_id)
         if req.status == Status.APPROVED and req.grant_token and req.grant_delivered_at is None \
@@ -39,7 +39,7 @@ def get_request(ctx: Context, *, agent_id: str, request_id: str) -> dict[str, An
             refresh_messages(repo, req, now)
         return request_view(repo, req, viewer=agent_id)
 
-    result = ctx.store.transaction(tx)
+    result = ctx.uow.transaction(tx)
     ctx.notify()
     return result
 
@@ -48,15 +48,14 @@ def _has_webhook(req: RequestRow) -> bool:
     return bool((req.policy.get("execution") or {}).get("webhook"))
 
 
-def _view_or_none(repo: Repo, agent_id: str, request_id: str) -> dict[str, Any]:
+def _view_or_none(repo: Repository, agent_id: str, request_id: str) -> dict[str, Any]:
     return request_view(repo, _visible(repo.get(request_id), agent_id), viewer=agent_id)
 
 
 def cancel(ctx: Context, *, agent_id: str, request_id: str) -> dict[str, Any]:
     """The submitter withdraws a pending request."""
 
-    def tx(session) -> dict[str, Any]:
-        repo = Repo(session)
+    def tx(repo) -> dict[str, Any]:
         now = ctx.clock()
         req = _visible(repo.get(request_id), agent_id)
         if req.submitted_by != agent_id:
@@ -68,7 +67,7 @@ def cancel(ctx: Context, *, agent_id: str, request_id: str) -> dict[str, Any]:
         refresh_messages(repo, req, now)
         return request_view(repo, req, viewer=agent_id)
 
-    result = ctx.store.transaction(tx)
+    result = ctx.uow.transaction(tx)
     ctx.notify()
     return result
 
@@ -84,8 +83,7 @@ def record_outcome(ctx: Context, *, agent_id: str, request_id: str, body: Any) -
     if detail is not None and (not isinstance(detail, str) or len(detail) > 4000):
         raise Invalid("detail must be a string of at most 4,000 characters", fields=["detail"])
 
-    def tx(session) -> dict[str, Any]:
-        repo = Repo(session)
+    def tx(repo) -> dict[str, Any]:
         now = ctx.clock()
         req = _visible(repo.get(request_id), agent_id)
         if req.executor != agent_id:
@@ -104,7 +102,7 @@ def record_outcome(ctx: Context, *, agent_id: str, request_id: str, body: Any) -
         refresh_messages(repo, req, now)
         return request_view(repo, req, viewer=agent_id)
 
-    result = ctx.store.transaction(tx)
+    result = ctx.uow.transaction(tx)
     ctx.notify()
     return result
 
@@ -125,8 +123,7 @@ def comment(ctx: Context, *, agent_id: str, request_id: str, body: Any) -> dict[
         raise Invalid(f"text must be a string of 1 to {COMMENT_MAX:,} characters, not only blanks",
                       fields=["text"])
 
-    def tx(session) -> dict[str, Any]:
-        repo = Repo(session)
+    def tx(repo) -> dict[str, Any]:
         now = ctx.clock()
         req = _visible(repo.get(request_id), agent_id)
         if req.status in TERMINAL:
@@ -141,7 +138,7 @@ def comment(ctx: Context, *, agent_id: str, request_id: str, body: Any) -> dict[
                                            "text": text}, now, request_id=req.id)
         return {"id": comment_id, "request": request_view(repo, req, viewer=agent_id)}
 
-    result = ctx.store.transaction(tx)
+    result = ctx.uow.transaction(tx)
     ctx.notify()
     return result
 
@@ -149,8 +146,7 @@ def comment(ctx: Context, *, agent_id: str, request_id: str, body: Any) -> dict[
 def mark_delivered(ctx: Context, *, request_id: str, detail: dict[str, Any]) -> None:
     """The executor webhook answered 2xx: the grant is delivered, the request executing."""
 
-    def tx(session) -> None:
-        repo = Repo(session)
+    def tx(repo) -> None:
         now = ctx.clock()
         req = repo.get(request_id)
         if req is None or req.grant_delivered_at is not None:
@@ -161,19 +157,18 @@ def mark_delivered(ctx: Context, *, request_id: str, detail: dict[str, Any]) -> 
             move(repo, req, Status.EXECUTING, actor="signoff", now=now, data={"delivery": "webhook"})
         refresh_messages(repo, req, now)
 
-    ctx.store.transaction(tx)
+    ctx.uow.transaction(tx)
     ctx.notify()
 
 
 def record_delivery_failure(ctx: Context, *, request_id: str, reason: str) -> None:
     """The webhook never answered 2xx before the grant expired."""
 
-    def tx(session) -> None:
-        repo = Repo(session)
+    def tx(repo) -> None:
         now = ctx.clock()
         req = repo.get(request_id)
         if req is None:
             return
         repo.append_event(req, "grant.undelivered", "signoff", {"reason": reason}, now)
 
-    ctx.store.transaction(tx)
+    ctx.uow.transaction(tx)

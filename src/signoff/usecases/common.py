@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from signoff.config import Config, Workflow
 from signoff.domain import thread as thread_fold
 from signoff.domain.approval import step_sponsors
-from signoff.domain.model import TERMINAL, ExceptionKind, Status, can_move
+from signoff.domain.model import TERMINAL, ExceptionKind, Status, transition
 from signoff.policy.evaluate import agent_sponsor
-from signoff.store.repo import Repo
-from signoff.store.tables import RequestRow
+from signoff.usecases.ports import Repository
 
-
-class IllegalTransition(Exception):
-    pass
+if TYPE_CHECKING:
+    from signoff.store.tables import RequestRow
 
 
 def workflow_snapshot(req: RequestRow) -> Workflow:
@@ -23,7 +21,7 @@ def workflow_snapshot(req: RequestRow) -> Workflow:
     return Workflow.model_validate(req.policy)
 
 
-def sponsors_of(repo: Repo, config: Config, reqs: list[RequestRow]) -> dict[str, frozenset[str]]:
+def sponsors_of(repo: Repository, config: Config, reqs: list[RequestRow]) -> dict[str, frozenset[str]]:
     """Who may never approve each request (``domain.approval.step_sponsors``): the sponsors
     recorded when it was submitted (its agents' and its chain's), the chain's sponsor on
     the row, and the current sponsors of the agents that submitted and execute it (an
@@ -35,13 +33,11 @@ def sponsors_of(repo: Repo, config: Config, reqs: list[RequestRow]) -> dict[str,
             for r in reqs}
 
 
-def move(repo: Repo, req: RequestRow, new: Status, *, actor: str, now: datetime,
+def move(repo: Repository, req: RequestRow, new: Status, *, actor: str, now: datetime,
          data: dict[str, Any] | None = None) -> None:
     """Change status (the version column makes it a compare-and-set) and record it."""
-    if not can_move(req.status, new):
-        raise IllegalTransition(f"{req.status} → {new}")
     old = req.status
-    req.status = new.value
+    req.status = transition(old, new).value
     repo.touch(req)
     if old == Status.PENDING:
         req.decided_at = now
@@ -52,26 +48,24 @@ def move(repo: Repo, req: RequestRow, new: Status, *, actor: str, now: datetime,
             repo.enqueue("slack.reconcile", {"message_id": msg.id}, now, request_id=req.id, delay=timedelta(seconds=2))
 
 
-def refresh_messages(repo: Repo, req: RequestRow, now: datetime) -> None:
+def refresh_messages(repo: Repository, req: RequestRow, now: datetime) -> None:
     """Every Slack copy of the request is re-rendered from its current state.
 
     Rendering happens at delivery, from what is committed then: one update per message
     per transaction is enough, however many steps of the transaction asked for it."""
-    done = repo.session.info.setdefault("signoff.refreshed", set())
     for msg in repo.messages(req.id):
-        if msg.id in done:
+        if not repo.once("signoff.refreshed", msg.id):
             continue
-        done.add(msg.id)
         repo.enqueue("slack.update", {"message_id": msg.id}, now, request_id=req.id)
 
 
-def thread_note(repo: Repo, req: RequestRow, text: str, now: datetime) -> None:
+def thread_note(repo: Repository, req: RequestRow, text: str, now: datetime) -> None:
     """A note in the thread of the request's root message(s)."""
     for msg in repo.messages(req.id, role="request"):
         repo.enqueue("slack.thread", {"message_id": msg.id, "text": text}, now, request_id=req.id)
 
 
-def record_exception(repo: Repo, req: RequestRow, kind: ExceptionKind, now: datetime, detail: str,
+def record_exception(repo: Repository, req: RequestRow, kind: ExceptionKind, now: datetime, detail: str,
                      wf: Workflow | None = None) -> str:
     """The record part of ``raise_exception`` (on the request, re-opening review, and as
     evidence); returns where its security thread goes. ``wf``: the request's policy
@@ -90,7 +84,7 @@ def exception_note(kind: ExceptionKind, detail: str) -> str:
     return f"New exception: {kind.value}" + (f" — {detail}" if detail else "")
 
 
-def raise_exception(repo: Repo, req: RequestRow, kind: ExceptionKind, now: datetime, *,
+def raise_exception(repo: Repository, req: RequestRow, kind: ExceptionKind, now: datetime, *,
                     detail: str = "") -> None:
     """Record an exception for security review: one thread per request, notes after the first."""
     target = record_exception(repo, req, kind, now, detail)
@@ -103,7 +97,7 @@ def raise_exception(repo: Repo, req: RequestRow, kind: ExceptionKind, now: datet
                      request_id=req.id)
 
 
-def request_view(repo: Repo, req: RequestRow, *, viewer: str | None = None,
+def request_view(repo: Repository, req: RequestRow, *, viewer: str | None = None,
                  decisions: list | None = None, thread: list | None = None) -> dict[str, Any]:
     """The request object agents get. The grant appears only in the executor's view; the
     thread only in an agent's view (``viewer`` set). ``decisions`` / ``thread``: the

@@ -9,11 +9,10 @@ from signoff.config import CHANNEL_RE, GROUP_RE, Workflow
 from signoff.domain.approval import SPONSOR_REASON, Verdict, may_decide, tally
 from signoff.domain.model import Decision, ExceptionKind, Status
 from signoff.policy.rules import confirmation_text, typed_confirmation
-from signoff.store.repo import Repo
 from signoff.usecases.common import move, raise_exception, refresh_messages, sponsors_of, thread_note, workflow_snapshot
+from signoff.usecases.expire import expire_if_overdue
 from signoff.usecases.grant import issue_grant
 from signoff.usecases.ports import Context
-from signoff.usecases.sweep import expire_if_overdue
 
 
 @dataclass(frozen=True)
@@ -55,14 +54,13 @@ def deciders(ctx: Context, request_id: str) -> Deciders | None:
     transaction opens: the directory look-ups (Slack calls) never run inside it."""
     config = ctx.config()
 
-    def read(session):
-        repo = Repo(session)
+    def read(repo):
         req = repo.get(request_id)
         if req is None:
             return None
         return workflow_snapshot(req), req.steps_fired, sponsors_of(repo, config, [req])[req.id]
 
-    pre = ctx.store.read(read)
+    pre = ctx.uow.read(read)
     if pre is None:
         return None
     wf, steps_fired, sponsors = pre
@@ -99,8 +97,7 @@ def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: 
         return DecideResult("unknown", "This request no longer exists.")
     wf, steps_fired, eligible, sponsors = pre
 
-    def tx(session) -> DecideResult:
-        repo = Repo(session)
+    def tx(repo) -> DecideResult:
         now = ctx.clock()
         req = repo.get(request_id)
         if req is None:
@@ -184,7 +181,7 @@ def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: 
 
     for _ in range(3):
         try:
-            result = ctx.store.transaction(tx)
+            result = ctx.uow.transaction(tx)
             break
         except _Retry:
             wf, steps_fired, eligible, sponsors = deciders(ctx, request_id)

@@ -7,19 +7,19 @@ change window open). Never issues a grant for a request that is not ``approved``
 from __future__ import annotations
 
 from datetime import datetime
-
-import jwt
+from typing import TYPE_CHECKING
 
 from signoff.domain.model import ExceptionKind, Status
 from signoff.policy.execute import may_execute
 from signoff.policy.windows import iso
-from signoff.store.repo import Repo
-from signoff.store.tables import RequestRow
 from signoff.usecases.common import move, raise_exception, refresh_messages, thread_note, workflow_snapshot
-from signoff.usecases.ports import Context
+from signoff.usecases.ports import Context, Repository
+
+if TYPE_CHECKING:
+    from signoff.store.tables import RequestRow
 
 
-def issue_grant(ctx: Context, repo: Repo, req: RequestRow, now: datetime) -> bool:
+def issue_grant(ctx: Context, repo: Repository, req: RequestRow, now: datetime) -> bool:
     """Try to issue the grant; True when issued. Refusal rejects the request by policy."""
     if req.status != Status.APPROVED or req.grant_token:
         return False
@@ -62,8 +62,7 @@ def issue_grant(ctx: Context, repo: Repo, req: RequestRow, now: datetime) -> boo
         "action_sha256": req.action_sha256,
         "workflow": req.workflow,
     }
-    key = ctx.keys.active
-    token = jwt.encode(claims, key.private, algorithm="EdDSA", headers={"kid": key.kid})
+    token, kid = ctx.keys.sign_grant(claims)
     req.grant_token = token
     repo.touch(req)
     req.grant_claims = claims
@@ -71,7 +70,7 @@ def issue_grant(ctx: Context, repo: Repo, req: RequestRow, now: datetime) -> boo
     req.not_before = None
     # The sweep looks again when the grant runs out without an outcome.
     req.due_at = req.grant_expires_at
-    repo.append_event(req, "grant.issued", "signoff", {"claims": claims, "kid": key.kid}, now)
+    repo.append_event(req, "grant.issued", "signoff", {"claims": claims, "kid": kid}, now)
     current = ctx.config().workflow(req.workflow)
     webhook = (current.execution.webhook if current else None) or wf.execution.webhook
     if webhook:

@@ -9,7 +9,6 @@ from typing import Any
 
 from signoff.config import CHANNEL_RE, GROUP_RE, Workflow
 from signoff.policy.evaluate import agent_sponsor
-from signoff.store.repo import Repo
 from signoff.usecases.common import sponsors_of, workflow_snapshot
 from signoff.usecases.decide import eligible_refs
 from signoff.usecases.ports import Context
@@ -34,22 +33,21 @@ def pending_for(ctx: Context, user: str, limit: int = 20) -> list[dict[str, Any]
     whose agents or chain they sponsor."""
     config = ctx.config()
 
-    def candidates(session) -> list[tuple[str, list[str]]]:
+    def candidates(repo) -> list[tuple[str, list[str]]]:
         policies: dict[str, Workflow] = {}
         out = []
-        for req in Repo(session).requests_where(status=["pending"], limit=PENDING_SCAN):
+        for req in repo.requests_where(status=["pending"], limit=PENDING_SCAN):
             if user in (req.sponsor, agent_sponsor(config, req.submitted_by), agent_sponsor(config, req.executor)):
                 continue
             wf = policies.get(req.policy_hash) or policies.setdefault(req.policy_hash, workflow_snapshot(req))
             out.append((req.id, eligible_refs(wf, req.steps_fired)))
         return out
 
-    mine = [rid for rid, refs in ctx.store.read(candidates) if is_among(ctx, user, refs)]
+    mine = [rid for rid, refs in ctx.uow.read(candidates) if is_among(ctx, user, refs)]
     if not mine:
         return []
 
-    def render(session) -> list[dict[str, Any]]:
-        repo = Repo(session)
+    def render(repo) -> list[dict[str, Any]]:
         out = []
         for start in range(0, len(mine), limit):
             rows = [r for r in (repo.get(rid) for rid in mine[start:start + limit])
@@ -63,7 +61,7 @@ def pending_for(ctx: Context, user: str, limit: int = 20) -> list[dict[str, Any]
                     return out
         return out
 
-    return ctx.store.read(render)
+    return ctx.uow.read(render)
 
 
 def audience(wf: Workflow) -> list[str]:
@@ -79,8 +77,7 @@ def show(ctx: Context, request_id: str, user: str | None) -> dict[str, Any] | No
     chain. None for anyone else, exactly as for an unknown id."""
     config = ctx.config()
 
-    def read(session):
-        repo = Repo(session)
+    def read(repo):
         req = repo.get(request_id.strip())
         if req is None:
             return None
@@ -90,7 +87,7 @@ def show(ctx: Context, request_id: str, user: str | None) -> dict[str, Any] | No
             refs += audience(current)
         return render_data(ctx, repo, req), refs, sponsors_of(repo, config, [req])[req.id]
 
-    found = ctx.store.read(read) if user else None
+    found = ctx.uow.read(read) if user else None
     if found is None:
         return None
     data, refs, sponsors = found
@@ -102,15 +99,14 @@ def exceptions_for(ctx: Context, user: str, limit: int = 20) -> list[dict[str, A
     config = ctx.config()
     workflows = [w.id for w in config.workflows if w.security_owner == user]
 
-    def read(session):
-        repo = Repo(session)
+    def read(repo):
         rows = repo.unreviewed_exceptions(workflows, limit=limit * 2)
         return [render_data(ctx, repo, r) for r in rows if workflow_snapshot(r).security_owner == user][:limit]
 
     if not workflows:
         # security ownership is per request snapshot too; check recent ones
         return None
-    return ctx.store.read(read)
+    return ctx.uow.read(read)
 
 
 def typed_confirmation_for(ctx: Context, request_id: str) -> dict[str, Any] | None:
@@ -118,12 +114,12 @@ def typed_confirmation_for(ctx: Context, request_id: str) -> dict[str, Any] | No
     be typed and it is still pending; None otherwise (a plain click decides)."""
     from signoff.policy.rules import typed_confirmation
 
-    def read(session):
-        req = Repo(session).get(request_id)
+    def read(repo):
+        req = repo.get(request_id)
         if req is None or req.status != "pending":
             return None
         if not typed_confirmation(req.risk, workflow_snapshot(req).confirm):
             return None
         return {"id": req.id, "title": req.title, "risk": req.risk, "action": dict(req.action or {})}
 
-    return ctx.store.read(read)
+    return ctx.uow.read(read)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from signoff.store.repo import Repo
 from signoff.usecases.common import workflow_snapshot
 from signoff.usecases.ports import Context
 
@@ -19,8 +18,7 @@ def review(ctx: Context, *, request_id: str, user: str, comment: str | None = No
            channel: str | None = None) -> ReviewResult:
     """Record the review at once (who, when); a later modal may add a comment."""
 
-    def tx(session) -> ReviewResult:
-        repo = Repo(session)
+    def tx(repo) -> ReviewResult:
         now = ctx.clock()
         req = repo.get(request_id)
         if req is None:
@@ -43,6 +41,6 @@ def review(ctx: Context, *, request_id: str, user: str, comment: str | None = No
             repo.enqueue("slack.update", {"message_id": msg.id}, now, request_id=req.id)
         return ReviewResult(True, "Marked reviewed.")
 
-    result = ctx.store.transaction(tx)
+    result = ctx.uow.transaction(tx)
     ctx.notify()
     return result

@@ -9,13 +9,15 @@ withdrawn (never delivered nor shown again) and the request becomes ``rejected``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from signoff.domain.model import ExceptionKind, Status
-from signoff.store.repo import Repo
-from signoff.store.tables import RequestRow
 from signoff.usecases.common import move, raise_exception, refresh_messages, thread_note
 from signoff.usecases.decide import deciders
-from signoff.usecases.ports import Context
+from signoff.usecases.ports import Context, Repository
+
+if TYPE_CHECKING:
+    from signoff.store.tables import RequestRow
 
 POLICY_RULE = "policy:rule:"
 
@@ -27,7 +29,7 @@ class RevokeResult:
     status: str | None = None
 
 
-def auto_approved_by(repo: Repo, req: RequestRow) -> str | None:
+def auto_approved_by(repo: Repository, req: RequestRow) -> str | None:
     """The rule that approved ``req`` by policy, if one did."""
     for d in repo.decisions(req.id):
         if d.decision == "approve" and d.by.startswith(POLICY_RULE):
@@ -35,7 +37,7 @@ def auto_approved_by(repo: Repo, req: RequestRow) -> str | None:
     return None
 
 
-def revocable(repo: Repo, req: RequestRow) -> bool:
+def revocable(repo: Repository, req: RequestRow) -> bool:
     return req.status == Status.APPROVED and req.grant_delivered_at is None \
         and auto_approved_by(repo, req) is not None
 
@@ -49,8 +51,7 @@ def revoke(ctx: Context, *, request_id: str, user: str, channel: str | None = No
     # Revoking only withdraws an approval, like a rejection: the agent's sponsors may too.
     allowed = pre.eligible | {pre.workflow.owner}
 
-    def tx(session) -> RevokeResult:
-        repo = Repo(session)
+    def tx(repo) -> RevokeResult:
         now = ctx.clock()
         req = repo.get(request_id)
         if req is None:
@@ -87,7 +88,7 @@ def revoke(ctx: Context, *, request_id: str, user: str, channel: str | None = No
         refresh_messages(repo, req, now)
         return RevokeResult("revoked", "You revoked this automatic approval; the grant is withdrawn.", req.status)
 
-    result = ctx.store.transaction(tx)
+    result = ctx.uow.transaction(tx)
     ctx.notify()
     return result
 

@@ -11,16 +11,18 @@ the first.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from signoff.domain.errors import DomainError
 from signoff.domain.model import ExceptionKind, Status
 from signoff.policy.evaluate import plan
-from signoff.store.repo import Repo
-from signoff.store.tables import RequestRow
 from signoff.usecases.common import raise_exception, refresh_messages, thread_note
 from signoff.usecases.decide import deciders
-from signoff.usecases.ports import Context
+from signoff.usecases.ports import Context, Repository
 from signoff.usecases.submit import create_request, parse_submission
+
+if TYPE_CHECKING:
+    from signoff.store.tables import RequestRow
 
 OFFERED_FROM = (Status.SUCCEEDED, Status.FAILED)
 DEAD = (Status.REJECTED, Status.EXPIRED, Status.CANCELLED)
@@ -38,12 +40,12 @@ def rollback_action(req: RequestRow) -> dict | None:
     return action if isinstance(action, dict) and action else None
 
 
-def live_rollback(repo: Repo, req: RequestRow) -> RequestRow | None:
+def live_rollback(repo: Repository, req: RequestRow) -> RequestRow | None:
     """A rollback of ``req`` that is not dead (rejected, expired, cancelled), if any."""
     return next((r for r in repo.rollbacks_of(req.id) if r.status not in DEAD), None)
 
 
-def offers_rollback(repo: Repo, req: RequestRow) -> bool:
+def offers_rollback(repo: Repository, req: RequestRow) -> bool:
     """Whether the request's message shows a live "Roll back" button."""
     return req.status in OFFERED_FROM and rollback_action(req) is not None and live_rollback(repo, req) is None
 
@@ -76,8 +78,7 @@ def request_rollback(ctx: Context, *, request_id: str, user: str, channel: str |
     allowed = (pre.eligible | {pre.workflow.owner}) - pre.sponsors
     config = ctx.config()
 
-    def tx(session) -> RollbackResult:
-        repo = Repo(session)
+    def tx(repo) -> RollbackResult:
         now = ctx.clock()
         req = repo.get(request_id)
         if req is None:
@@ -116,7 +117,7 @@ def request_rollback(ctx: Context, *, request_id: str, user: str, channel: str |
         return RollbackResult("created", f"Rollback requested: {new.id}. It goes through approval like any "
                                          "request.", new.id)
 
-    result = ctx.store.transaction(tx)
+    result = ctx.uow.transaction(tx)
     ctx.notify()
     return result
 

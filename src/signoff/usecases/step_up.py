@@ -23,19 +23,20 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from signoff.config import StepUp
 from signoff.domain.approval import SPONSOR_REASON, may_decide
 from signoff.domain.model import Decision, ExceptionKind, Status
 from signoff.domain.step_up import REASONS, Refusal, check_claims
 from signoff.policy.rules import confirmation_text
-from signoff.store import step_up as flows
-from signoff.store.repo import Repo
 from signoff.usecases import queries
 from signoff.usecases.common import raise_exception, workflow_snapshot
 from signoff.usecases.decide import CONFIRM_REFUSED, DecideResult, decide, deciders
-from signoff.usecases.ports import Context
+from signoff.usecases.ports import Context, Repository
+
+if TYPE_CHECKING:
+    from signoff.store.step_up import Held
 
 FLOW_TTL = timedelta(minutes=10)
 
@@ -89,11 +90,11 @@ class ToConfirm:
 def step_up_of(ctx: Context, request_id: str) -> tuple[StepUp | None, str]:
     """(the request's step-up configuration, its status); NotFound when it does not exist."""
 
-    def read(session):
-        req = Repo(session).get(request_id)
+    def read(repo):
+        req = repo.get(request_id)
         return None if req is None else (workflow_snapshot(req).step_up, req.status)
 
-    found = ctx.store.read(read)
+    found = ctx.uow.read(read)
     if found is None:
         raise NotFound(request_id)
     return found
@@ -111,8 +112,8 @@ def begin(ctx: Context, *, request_id: str) -> Started:
                       nonce=secrets.token_urlsafe(32), code_verifier=secrets.token_urlsafe(48),
                       browser=secrets.token_urlsafe(32))
     now = ctx.clock()
-    ctx.store.transaction(lambda session: flows.add_flow(
-        session, state_hash=_hash(started.state), request_id=request_id, browser_hash=_hash(started.browser),
+    ctx.uow.transaction(lambda repo: repo.add_flow(
+        state_hash=_hash(started.state), request_id=request_id, browser_hash=_hash(started.browser),
         nonce=started.nonce, code_verifier=started.code_verifier, issuer=su.issuer, now=now, ttl=FLOW_TTL))
     return started
 
@@ -125,9 +126,9 @@ def take(ctx: Context, *, state: str, browser: str) -> Taken:
         raise Refusal("bad_state", "no state")
     state_hash = _hash(state)
 
-    def tx(session) -> tuple[Taken | None, Refusal | None]:
+    def tx(repo) -> tuple[Taken | None, Refusal | None]:
         now = ctx.clock()
-        flow, mine = flows.take_flow(session, state_hash, now)
+        flow, mine = repo.take_flow(state_hash, now)
         if flow is None:
             return None, Refusal("bad_state", "unknown state")
         if not mine:
@@ -138,7 +139,6 @@ def take(ctx: Context, *, state: str, browser: str) -> Taken:
             refusal = Refusal("expired_flow", f"started more than {int(FLOW_TTL.total_seconds() // 60)} minutes ago")
         else:
             refusal = None
-        repo = Repo(session)
         req = repo.get(flow.request_id)
         if req is None:
             return None, Refusal("bad_state", "the request is gone")
@@ -150,14 +150,14 @@ def take(ctx: Context, *, state: str, browser: str) -> Taken:
             return None, Refusal("not_step_up")
         return Taken(flow.request_id, su, flow.nonce, flow.code_verifier, flow.state_hash), None
 
-    taken, refusal = ctx.store.transaction(tx)
+    taken, refusal = ctx.uow.transaction(tx)
     if refusal is not None:
         ctx.notify()
         raise refusal
     return taken
 
 
-def _record(repo: Repo, req, refusal: Refusal, *, actor: str, data: dict[str, Any], now) -> None:
+def _record(repo: Repository, req, refusal: Refusal, *, actor: str, data: dict[str, Any], now) -> None:
     reason = REASONS.get(refusal.code, refusal.code)
     repo.append_event(req, "step_up.refused", actor,
                       {"decision": "approve", "code": refusal.code, "reason": reason, "detail": refusal.detail, **data},
@@ -169,13 +169,12 @@ def refuse(ctx: Context, *, request_id: str, refusal: Refusal, actor: str = "ano
            data: dict[str, Any] | None = None) -> None:
     """Record a refused step-up on the request (evidence and a security exception)."""
 
-    def tx(session) -> None:
-        repo = Repo(session)
+    def tx(repo) -> None:
         req = repo.get(request_id)
         if req is not None:
             _record(repo, req, refusal, actor=actor, data=data or {}, now=ctx.clock())
 
-    ctx.store.transaction(tx)
+    ctx.uow.transaction(tx)
     ctx.notify()
 
 
@@ -228,19 +227,20 @@ def _may_approve(ctx: Context, request_id: str, user: str, data: dict[str, Any])
 
 
 def _decided_by(ctx: Context, request_id: str) -> list[str]:
-    return ctx.store.read(lambda session: [d.by for d in Repo(session).decisions(request_id)])
+    return ctx.uow.read(lambda repo: [d.by for d in repo.decisions(request_id)])
 
 
 def _hold(ctx: Context, *, taken: Taken, user: str, kept: dict[str, Any], form: dict[str, Any]) -> ToConfirm:
     """Keep the verified sign-in in the taken flow, for its confirmation form."""
     token = secrets.token_urlsafe(32)
 
-    def tx(session) -> datetime | None:
-        if not flows.hold(session, taken.flow, confirm_hash=_hash(token), approver=user, proof=kept):
+    def tx(repo: Repository) -> datetime | None:
+        if not repo.hold_flow(taken.flow, confirm_hash=_hash(token), approver=user, proof=kept):
             return None
-        return flows.held(session, _hash(token)).expires_at
+        held = repo.held_flow(_hash(token))
+        return held.expires_at if held is not None else None
 
-    expires_at = ctx.store.transaction(tx)
+    expires_at = ctx.uow.transaction(tx)
     if expires_at is None:  # the flow is gone or already held: nothing to confirm with
         refusal = Refusal("replayed", "this sign-in already waits for a confirmation")
         refuse(ctx, request_id=taken.request_id, refusal=refusal, actor=user, data={"issuer": taken.step_up.issuer})
@@ -262,9 +262,9 @@ def confirm(ctx: Context, *, token: str, browser: str, typed: str | None) -> Dec
         raise Refusal("bad_state", "the confirmation form has no token")
     key = _hash(token)
 
-    def check(session) -> tuple[flows.Held | None, Refusal | None]:
+    def check(repo: Repository) -> tuple[Held | None, Refusal | None]:
         now = ctx.clock()
-        held = flows.held(session, key)
+        held = repo.held_flow(key)
         if held is None:
             return None, Refusal("bad_state", "no sign-in waits for this confirmation")
         mine = bool(browser) and secrets.compare_digest(_hash(browser), held.browser_hash)
@@ -277,14 +277,13 @@ def confirm(ctx: Context, *, token: str, browser: str, typed: str | None) -> Dec
                                               "after the Approve link was opened")
         else:
             return held, None
-        repo = Repo(session)
         req = repo.get(held.request_id)
         if req is not None:
             _record(repo, req, refusal, actor=held.approver if mine else "anonymous",
                     data={"issuer": held.issuer, "at": "confirmation"}, now=now)
         return None, refusal
 
-    held, refusal = ctx.store.transaction(check)
+    held, refusal = ctx.uow.transaction(check)
     if refusal is not None:
         ctx.notify()
         raise refusal
@@ -306,7 +305,7 @@ def confirm(ctx: Context, *, token: str, browser: str, typed: str | None) -> Dec
             return ToConfirm(token=token, request=form, approver=user, email=str(held.proof.get("email") or ""),
                              expires_at=held.expires_at, mismatch=True)
         return result
-    if not ctx.store.transaction(lambda session: flows.take_held(session, key, ctx.clock())):
+    if not ctx.uow.transaction(lambda repo: repo.take_held_flow(key, ctx.clock())):
         refused = Refusal("replayed", "the confirmation was posted twice at once")
         refuse(ctx, request_id=rid, refusal=refused, actor=user, data=data)
         raise refused

@@ -11,7 +11,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -21,16 +21,17 @@ from signoff.domain.budget import scope_key
 from signoff.domain.canonical import canonical_json, sha256_hex
 from signoff.domain.chain import GENESIS
 from signoff.domain.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
-from signoff.domain.ladder import next_due
+from signoff.domain.ladder import Ladder, next_due
 from signoff.domain.model import Status
 from signoff.policy import windows as win
-from signoff.policy.evaluate import Plan, check_approvable, ladder_of, plan, schedule_of
+from signoff.policy.evaluate import Plan, check_approvable, plan, schedule_of
 from signoff.schemas import Submission
-from signoff.store.repo import Repo
-from signoff.store.tables import RequestRow
 from signoff.usecases.common import move, request_view, sponsors_of
 from signoff.usecases.grant import issue_grant
-from signoff.usecases.ports import Context
+from signoff.usecases.ports import Context, Repository
+
+if TYPE_CHECKING:
+    from signoff.store.tables import RequestRow
 
 IDEMPOTENCY_KEEP = timedelta(hours=48)
 # Prefix of the idempotency row a signed submission leaves under its own name. The tab
@@ -76,7 +77,7 @@ def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key
     keys = ([(SIGNED_KEY + signed, signed)] if signed else []) + \
         ([(idempotency_key, body_hash)] if idempotency_key else [])
 
-    def replay(repo: Repo) -> dict[str, Any] | None:
+    def replay(repo: Repository) -> dict[str, Any] | None:
         for key, expected in keys:
             found = _replay(repo, agent_id, key, expected)
             if found is not None:
@@ -86,7 +87,7 @@ def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key
     # A client's retry is common: answer it before planning. A replayed signature is rare;
     # the transaction's own look-up catches it (one read fewer per submission).
     if idempotency_key:
-        found = ctx.store.read(lambda s: replay(Repo(s)))
+        found = ctx.uow.read(lambda repo: replay(repo))
         if found is not None:
             return Submitted(found, created=False)
 
@@ -95,13 +96,12 @@ def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key
     except DomainError:
         # The policy refuses it now (the workflow changed since?): a replay still answers
         # the request it made then, as a retry with a key would.
-        found = ctx.store.read(lambda s: replay(Repo(s))) if keys else None
+        found = ctx.uow.read(lambda repo: replay(repo)) if keys else None
         if found is None:
             raise
         return Submitted(found, created=False)
 
-    def tx(session) -> Submitted:
-        repo = Repo(session)
+    def tx(repo) -> Submitted:
         now = ctx.clock()
         if keys:
             found = replay(repo)
@@ -112,7 +112,7 @@ def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key
         req = create_request(ctx, repo, p, body, now)
         for key, expected in keys:
             repo.remember_idempotency(agent_id, key, expected, req.id, now)
-        session.flush()
+        repo.flush()
         # Decided by nobody yet unless the policy approved it: no need to ask the database.
         decided = req.status != Status.PENDING.value
         # A new request has no thread yet either.
@@ -120,13 +120,13 @@ def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key
                          created=True)
 
     # Group commit: concurrent submissions share one commit (each its own savepoint).
-    result = ctx.store.transaction(tx, batch=True)
+    result = ctx.uow.transaction(tx, batch=True)
     if result.created:
         ctx.notify()
     return result
 
 
-def create_request(ctx: Context, repo: Repo, p: Plan, body: dict[str, Any], now: datetime,
+def create_request(ctx: Context, repo: Repository, p: Plan, body: dict[str, Any], now: datetime,
                    *, origin: dict[str, Any] | None = None) -> RequestRow:
     """Record a planned request in the caller's transaction: links (chain, rollback), the
     effective policy snapshot, automatic approval within budget, the Slack post."""
@@ -152,7 +152,7 @@ def create_request(ctx: Context, repo: Repo, p: Plan, body: dict[str, Any], now:
     action = body["action"]
     not_before = None if p.verdict.allowed else p.verdict.not_before
     snapshot, snapshot_hash, workflow_hash = _policy_snapshot(p)
-    req = RequestRow(
+    req = repo.new_request(
         id=str(uuid.uuid4()),
         workflow=wf.id,
         title=sub.title,
@@ -179,7 +179,7 @@ def create_request(ctx: Context, repo: Repo, p: Plan, body: dict[str, Any], now:
         event_count=0,
         head_hash=GENESIS,
     )
-    req.due_at = next_due(now, req.deadline, ladder_of(eff), 0)
+    req.due_at = next_due(now, req.deadline, Ladder.of(eff), 0)
     repo.insert_request(req, ("request.submitted", agent_id, {
         "workflow": wf.id, "title": sub.title, "action": action, "action_sha256": req.action_sha256,
         "risk": sub.risk, "justification": sub.justification, "prompt": sub.prompt,
@@ -208,7 +208,7 @@ def create_request(ctx: Context, repo: Repo, p: Plan, body: dict[str, Any], now:
     return req
 
 
-def _auto_approve(ctx: Context, repo: Repo, req: RequestRow, p: Plan, now: datetime) -> None:
+def _auto_approve(ctx: Context, repo: Repository, req: RequestRow, p: Plan, now: datetime) -> None:
     """Within the rule's budget: approved by policy and the grant issued; beyond it the
     request goes to people as usual. Either way the budget decision is evidence."""
     rule, auto = p.evaluation.rule, p.evaluation.auto_approve
@@ -239,7 +239,7 @@ def _policy_snapshot(p: Plan) -> tuple[dict[str, Any], str, str]:
     return p.effective.snapshot(), p.effective.policy_hash(), p.workflow.policy_hash()
 
 
-def _replay(repo: Repo, agent_id: str, key: str, body_hash: str) -> dict[str, Any] | None:
+def _replay(repo: Repository, agent_id: str, key: str, body_hash: str) -> dict[str, Any] | None:
     row = repo.idempotency(agent_id, key)
     if row is None:
         return None
@@ -249,7 +249,7 @@ def _replay(repo: Repo, agent_id: str, key: str, body_hash: str) -> dict[str, An
     return request_view(repo, req, viewer=agent_id) if req else None
 
 
-def joinable_parent(repo: Repo, agent_id: str, parent_id: str) -> RequestRow:
+def joinable_parent(repo: Repository, agent_id: str, parent_id: str) -> RequestRow:
     """The request a new step continues (``parent_id``). An agent joins a chain only
     through a request it submitted or executes and that is not cancelled, rejected or
     expired: 404 for an unknown id, 403 (naming ``parent_id``) otherwise."""
@@ -265,7 +265,7 @@ def joinable_parent(repo: Repo, agent_id: str, parent_id: str) -> RequestRow:
     return parent
 
 
-def chain_steps(repo: Repo, req: RequestRow) -> list[RequestRow]:
+def chain_steps(repo: Repository, req: RequestRow) -> list[RequestRow]:
     """Every step of the chain ``req`` belongs to: its ancestors up to the root, and
     everything that continues from the root."""
     seen: set[str] = set()
@@ -288,7 +288,7 @@ def chain_steps(repo: Repo, req: RequestRow) -> list[RequestRow]:
     return steps
 
 
-def chain_sponsors(config: Config, repo: Repo, req: RequestRow) -> frozenset[str]:
+def chain_sponsors(config: Config, repo: Repository, req: RequestRow) -> frozenset[str]:
     """Every sponsor already on the chain ``req`` belongs to: each step's chain sponsor,
     the sponsors it set aside when submitted, and its agents' sponsors now."""
     return frozenset().union(*sponsors_of(repo, config, chain_steps(repo, req)).values())
