@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import socket
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -16,7 +15,8 @@ from signoff.bootstrap import build
 from signoff.config import parse_config
 from signoff.domain import agent_signature as sig
 from signoff.settings import Settings
-from signoff.standin import LoopbackHTTP  # noqa: F401  (re-exported for the tests)
+from signoff.demo import samples
+from signoff.demo.loopback import free_port  # noqa: F401  (for the tests)
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 
@@ -24,20 +24,11 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 # Pieces of YAML that most test workflow files repeat word for word; a test's own file is
 # written around them, e.g. f"agents:\n{DEPLOY_BOT}workflows:\n  - id: x\n{ROUTING}    ...".
 
-DEPLOY_BOT = """\
-  - id: deploy-bot
-    sponsor: U0SPONSOR
-    secret_env: DEPLOY_BOT_SECRET
-"""
+# the demo's agent (signoff.demo.samples), its secret in DEPLOY_BOT_SECRET
+DEPLOY_BOT = samples.agent_entry("DEPLOY_BOT_SECRET")
 
 # the owners and where a workflow's requests are posted
-ROUTING = """\
-    owner: U0OWNER
-    platform_owner: U0PLAT
-    security_owner: U0SEC
-    security_channel: C0SEC
-    channel: C0APPROVALS
-"""
+ROUTING = samples.ROUTING
 
 # deploy-bot alone, asking in one workflow that posts to C0APPROVALS
 ONE_WORKFLOW_YAML = f"""
@@ -201,23 +192,10 @@ def wait_until(predicate, timeout: float = 5.0, what: str = "condition", interva
         time.sleep(interval)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def submission(**over) -> dict:
-    body = {
-        "workflow": "prod-restart",
-        "title": "Restart checkout-api in prod-eu",
-        "action": {"type": "service.restart", "target": "checkout-api", "environment": "production",
-                   "parameters": {"graceful": True}},
-        "justification": "p99 latency doubled after the 14:02 deploy",
-        "prompt": "latency is bad, fix it",
-        "risk": "medium",
-    }
+    """The sample submission (signoff.demo.samples) at medium risk with a short prompt,
+    then the fields in ``over``."""
+    body = samples.submission(prompt="latency is bad, fix it", risk="medium")
     body.update(over)
     return body
 

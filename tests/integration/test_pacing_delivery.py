@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from fakes.slack_api import FakeSlack, SlackLimits
+from fakes.slack_api import FakeSlack
+from signoff.demo.slack_standin import SlackLimits
 from signoff.outbox.dispatcher import Dispatcher
 from signoff.outbox.pacing import Pacer
 from signoff.outbox.slack_delivery import SlackDelivery

@@ -20,13 +20,15 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from fakes.slack_api import FakeSlack, dm_channel
+from fakes.slack_api import FakeSlack
+from signoff.demo.loopback import LoopbackHTTP
+from signoff.demo.slack_standin import dm_channel
 from signoff.server import build_service
 from signoff.store.repo import Repo
 from signoff.store.tables import OutboxRow, RequestRow
 from signoff.usecases.submit import submit
 from signoff.usecases.sweep import sweep
-from support import DEPLOY_BOT, ROUTING, FakeClock, LoopbackHTTP, block_actions, runtime, slack_signed, submission, wait_until
+from support import DEPLOY_BOT, ROUTING, FakeClock, block_actions, runtime, slack_signed, submission, wait_until
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 
