@@ -13,10 +13,10 @@ from urllib.parse import urlencode
 
 from signoff.bootstrap import build
 from signoff.config import parse_config
-from signoff.domain import agent_signature as sig
-from signoff.settings import Settings
 from signoff.demo import samples
 from signoff.demo.loopback import free_port  # noqa: F401  (for the tests)
+from signoff.domain import agent_signature as sig
+from signoff.settings import Settings
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 
@@ -190,6 +190,23 @@ def wait_until(predicate, timeout: float = 5.0, what: str = "condition", interva
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def listeners_done(app, timeout: float = 10.0) -> None:
+    """Return once every Bolt listener (lazy ones too) that ``app`` started so far has
+    finished: proof that a request acknowledged earlier did all it was going to do.
+
+    One task per worker of the app's listener pool, all held at a barrier: they run
+    together only when no worker is busy with anything else, and the pool hands out its
+    tasks in order, so everything queued before them has run to its end."""
+    pool = app.listener_runner.listener_executor
+    workers = pool._max_workers  # a ThreadPoolExecutor (Bolt's default): it starts that many threads
+    barrier = threading.Barrier(workers, timeout=timeout)
+    try:
+        for future in [pool.submit(barrier.wait) for _ in range(workers)]:
+            future.result(timeout)
+    except (threading.BrokenBarrierError, TimeoutError) as exc:
+        raise AssertionError(f"Slack listeners still busy after {timeout}s") from exc
 
 
 def submission(**over) -> dict:
