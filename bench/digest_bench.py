@@ -34,7 +34,7 @@ from signoff.outbox.pacing import Pacer
 from signoff.outbox.slack_delivery import SlackDelivery
 from signoff.settings import Settings
 from signoff.slack.app import web_client
-from signoff.standin import SlackLimits, SlackStandIn
+from signoff.demo.slack_standin import SlackLimits, SlackStandIn
 from signoff.usecases.ports import system_clock
 from signoff.usecases.submit import submit
 from common import database, loadavg, machine, pct

@@ -68,6 +68,7 @@ from sqlalchemy.engine import make_url
 
 from signoff.bootstrap import build, load_keyring
 from signoff.config import parse_config
+from signoff.demo.samples import ROUTING, agent_entry
 from signoff.domain import chain
 from signoff.domain.canonical import sha256_hex
 from signoff.evidence.checkpoint import write_checkpoint
@@ -89,22 +90,16 @@ T0 = datetime(2026, 6, 1, 8, 0, tzinfo=timezone.utc)
 SPACING = 30  # seconds between cloned requests: ~100,000 requests span ~35 days
 SECRETS = {"BENCH_DEPLOY_SECRET": "deploy-secret", "BENCH_OTHER_SECRET": "other-secret"}
 
-YAML = """
+YAML = f"""
 agents:
-  - id: deploy-bot
-    sponsor: U0SPONSOR
-    secret_env: BENCH_DEPLOY_SECRET
+{agent_entry("BENCH_DEPLOY_SECRET")}\
   - id: other-bot
     sponsor: U0OTHERSP
     secret_env: BENCH_OTHER_SECRET
 workflows:
   - id: prod-restart
     description: Restart production services
-    owner: U0OWNER
-    platform_owner: U0PLAT
-    security_owner: U0SEC
-    security_channel: C0SEC
-    channel: C0APPROVALS
+{ROUTING}\
     approvers: [U0OWNER, U0SPONSOR, U0SECOND, U0THIRD]
     required_approvals: 1
     agents: [deploy-bot, other-bot]

@@ -242,10 +242,13 @@ def git_describe() -> str:
 def load_fake_slack():
     """The Slack Web API stand-in the tests and ``signoff demo`` use, on loopback."""
     try:
-        from signoff.standin import SlackStandIn
-    except ImportError:  # an older tree: the tests' copy
-        sys.path.insert(0, str(REPO / "tests"))
-        from fakes.slack_api import FakeSlack as SlackStandIn
+        from signoff.demo.slack_standin import SlackStandIn
+    except ImportError:  # an older tree: signoff.standin, or before it the tests' copy
+        try:
+            from signoff.standin import SlackStandIn
+        except ImportError:
+            sys.path.insert(0, str(REPO / "tests"))
+            from fakes.slack_api import FakeSlack as SlackStandIn
     slack = SlackStandIn()
     slack.start()
     return slack

@@ -50,7 +50,7 @@ from signoff.config import parse_config
 from signoff.domain.canonical import sha256_hex
 from signoff.domain.chain import GENESIS
 from signoff.settings import Settings
-from signoff.standin import SlackStandIn, dm_channel
+from signoff.demo.slack_standin import SlackStandIn, dm_channel
 from signoff.store.tables import EventRow, OutboxRow, RequestRow, SlackMessageRow
 from common import HOST, database, free_port, loadavg, machine, pct
 

@@ -91,7 +91,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from signoff.demo import run_demo
+    from signoff.demo.run import run_demo
 
     return run_demo(verbose=args.verbose)
 
@@ -100,7 +100,7 @@ def cmd_standin(args) -> int:
     import signal
     import threading
 
-    from signoff.standin import SlackStandIn
+    from signoff.demo.slack_standin import SlackStandIn
 
     def show(call) -> None:
         p = {**call.params, **{k: call.response[k] for k in ("channel", "ts") if isinstance(call.response.get(k), str)}}

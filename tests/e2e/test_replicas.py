@@ -18,7 +18,8 @@ from sqlalchemy import create_engine, select
 
 from conftest import PG_ENV
 from e2e.harness import Serve, all_expired_and_delivered, ladder_yaml, pem_key, request_of, serve_env, submit, top_level_posts
-from fakes.slack_api import FakeSlack, dm_channel
+from fakes.slack_api import FakeSlack
+from signoff.demo.slack_standin import dm_channel
 from signoff.store.tables import EventRow
 from support import ROUTING, wait_until
 

@@ -11,7 +11,8 @@ from collections import Counter
 from sqlalchemy import create_engine, func, select
 
 from e2e.harness import Serve, all_expired_and_delivered, ladder_yaml, pem_key, request_of, serve_env, submit, top_level_posts
-from fakes.slack_api import FakeSlack, dm_channel
+from fakes.slack_api import FakeSlack
+from signoff.demo.slack_standin import dm_channel
 from signoff.store.tables import EventRow, RequestRow
 from support import wait_until
 

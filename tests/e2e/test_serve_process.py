@@ -21,7 +21,8 @@ import rfc8785
 
 from e2e.harness import BOT_TOKEN, SIGNOFF, SLACK_SECRET, Serve, base_env, serve_env
 from fakes.slack_api import FakeSlack
-from support import (DEPLOY_BOT, ROUTING, LoopbackHTTP, agent_secret, free_port, signed_headers, v1_signature,
+from signoff.demo.loopback import LoopbackHTTP
+from support import (DEPLOY_BOT, ROUTING, agent_secret, free_port, signed_headers, v1_signature,
                      v2_signature, wait_until)
 from support import submission as base_submission
 

@@ -17,12 +17,13 @@ from sqlalchemy import func, select
 
 from signoff.api.app import create_app
 from signoff.api.auth import RefusalLog
+from signoff.demo.loopback import LoopbackHTTP
 from signoff.domain import agent_signature as sig
 from signoff.outbox.dispatcher import Job
 from signoff.outbox.webhook import WebhookDelivery
 from signoff.store.tables import Base, RequestRow
 from signoff.usecases.ports import system_clock
-from support import (BASIC_YAML, SECRETS, LoopbackHTTP, agent_secret, dumps, runtime, signature, signed_headers,
+from support import (BASIC_YAML, SECRETS, agent_secret, dumps, runtime, signature, signed_headers,
                      submission)
 from test_api import PAIR_YAML_EXTRA, Api, assert_error
 

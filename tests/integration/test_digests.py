@@ -212,7 +212,7 @@ def test_requests_arriving_before_a_digest_is_posted_join_it(db_url, monkeypatch
 
 @pytest.mark.timeout(120)
 def test_escalation_dms_notes_and_replies_of_a_digested_burst(db_url, monkeypatch, fake_slack):
-    from signoff.standin import dm_channel
+    from signoff.demo.slack_standin import dm_channel
     from signoff.usecases.reply import record_thread_message
     from signoff.usecases.sweep import sweep
 
