@@ -77,7 +77,8 @@ from signoff.evidence.verify import verify_store
 from signoff.settings import Settings
 from signoff.store.repo import Repo
 from signoff.store.tables import EventRow, LedgerRow, RequestRow
-from signoff.usecases.agent_ops import get_request, record_outcome
+from signoff.usecases.agent_ops import get_request
+from signoff.usecases.outcome import record_outcome
 from signoff.usecases.decide import decide
 from signoff.usecases.reply import record_thread_message
 from signoff.usecases.slack_ops import record_posted

@@ -16,7 +16,8 @@ from signoff.store.repo import Repo
 from signoff.store.tables import OutboxRow, RequestRow, SlackMessageRow
 from signoff.usecases import decide as decide_module
 from signoff.usecases import sweep as sweep_module
-from signoff.usecases.agent_ops import cancel, get_request
+from signoff.usecases.agent_ops import get_request
+from signoff.usecases.cancel import cancel
 from signoff.usecases.decide import decide
 from signoff.usecases.submit import submit
 from signoff.usecases.escalate import expand_group

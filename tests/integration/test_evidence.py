@@ -32,7 +32,8 @@ from signoff.store.tables import (
     RequestRow,
     SlackMessageRow,
 )
-from signoff.usecases.agent_ops import get_request, record_outcome
+from signoff.usecases.agent_ops import get_request
+from signoff.usecases.outcome import record_outcome
 from signoff.usecases.decide import decide
 from signoff.usecases.reply import record_thread_message
 from signoff.usecases.slack_ops import record_posted

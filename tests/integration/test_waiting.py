@@ -25,7 +25,7 @@ from signoff.settings import Settings
 from signoff.slack.app import web_client
 from signoff.store.repo import Repo
 from signoff.store.tables import OutboxRow
-from signoff.usecases.agent_ops import cancel
+from signoff.usecases.cancel import cancel
 from signoff.usecases.decide import decide
 from signoff.usecases.ports import system_clock
 from signoff.usecases.reply import record_thread_message

@@ -12,7 +12,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from signoff.outbox.digest import DigestPlanner
 from signoff.outbox.dispatcher import Claim, Defer, GiveUp, Job, Record, Retry
 from signoff.outbox.pacing import Pacer
-from signoff.slack import blocks
+from signoff.slack import blocks, notes
 from signoff.usecases.digest import digest_context, record_digest_posted_in
 from signoff.usecases.escalate import expand_group
 from signoff.usecases.ports import Context
@@ -229,7 +229,7 @@ class SlackDelivery:
             raise GiveUp("message or request no longer exists")
         if not msg["ts"]:
             raise Defer("parent message not posted yet")
-        text = job.payload["text"]
+        text = notes.thread_text(job.payload)
         if msg.get("digest_id"):
             # the digest's thread holds the notes of all its requests: say which one
             data = self._context(job)

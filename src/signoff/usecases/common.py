@@ -1,14 +1,16 @@
-"""Steps shared by several use-cases, always inside the caller's transaction."""
+"""Reads shared by several use-cases, inside the caller's transaction: the policy a request
+runs under, who may never approve it, the agent's view of it. What a transaction owes
+Slack and the outbox is recorded through ``usecases.effects``."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from signoff.config import Config, Workflow
 from signoff.domain import thread as thread_fold
 from signoff.domain.approval import step_sponsors
-from signoff.domain.model import TERMINAL, ExceptionKind, Status, transition
+from signoff.domain.model import Status
 from signoff.policy.evaluate import agent_sponsor
 from signoff.usecases.ports import Repository
 
@@ -31,70 +33,6 @@ def sponsors_of(repo: Repository, config: Config, reqs: list[RequestRow]) -> dic
                                 executor=agent_sponsor(config, r.executor),
                                 chain=[r.sponsor, *recorded.get(r.id, ())])
             for r in reqs}
-
-
-def move(repo: Repository, req: RequestRow, new: Status, *, actor: str, now: datetime,
-         data: dict[str, Any] | None = None) -> None:
-    """Change status (the version column makes it a compare-and-set) and record it."""
-    old = req.status
-    req.status = transition(old, new).value
-    repo.touch(req)
-    if old == Status.PENDING:
-        req.decided_at = now
-    repo.append_event(req, f"request.{new.value}", actor, {"from": old, "to": new.value, **(data or {})}, now)
-    if new in TERMINAL:
-        # Capture thread replies the Events API may have missed, once the request is closed.
-        for msg in repo.messages(req.id, role="request"):
-            repo.enqueue("slack.reconcile", {"message_id": msg.id}, now, request_id=req.id, delay=timedelta(seconds=2))
-
-
-def refresh_messages(repo: Repository, req: RequestRow, now: datetime) -> None:
-    """Every Slack copy of the request is re-rendered from its current state.
-
-    Rendering happens at delivery, from what is committed then: one update per message
-    per transaction is enough, however many steps of the transaction asked for it."""
-    for msg in repo.messages(req.id):
-        if not repo.once("signoff.refreshed", msg.id):
-            continue
-        repo.enqueue("slack.update", {"message_id": msg.id}, now, request_id=req.id)
-
-
-def thread_note(repo: Repository, req: RequestRow, text: str, now: datetime) -> None:
-    """A note in the thread of the request's root message(s)."""
-    for msg in repo.messages(req.id, role="request"):
-        repo.enqueue("slack.thread", {"message_id": msg.id, "text": text}, now, request_id=req.id)
-
-
-def record_exception(repo: Repository, req: RequestRow, kind: ExceptionKind, now: datetime, detail: str,
-                     wf: Workflow | None = None) -> str:
-    """The record part of ``raise_exception`` (on the request, re-opening review, and as
-    evidence); returns where its security thread goes. ``wf``: the request's policy
-    snapshot, when the caller has it parsed already."""
-    req.exceptions = list(req.exceptions or []) + [{"kind": kind.value, "at": now.isoformat(), "detail": detail}]
-    # a new exception re-opens review
-    req.reviewed_at = None
-    req.reviewed_by = None
-    repo.append_event(req, "exception.raised", "signoff", {"kind": kind.value, "detail": detail}, now)
-    wf = wf or workflow_snapshot(req)
-    return wf.security_channel or wf.security_owner
-
-
-def exception_note(kind: ExceptionKind, detail: str) -> str:
-    """The note in a request's security thread for an exception after the first."""
-    return f"New exception: {kind.value}" + (f" — {detail}" if detail else "")
-
-
-def raise_exception(repo: Repository, req: RequestRow, kind: ExceptionKind, now: datetime, *,
-                    detail: str = "") -> None:
-    """Record an exception for security review: one thread per request, notes after the first."""
-    target = record_exception(repo, req, kind, now, detail)
-    msg, created = repo.add_message(req.id, "exception", target, now)
-    if created:
-        repo.enqueue("slack.post", {"message_id": msg.id}, now, request_id=req.id)
-    else:
-        repo.enqueue("slack.update", {"message_id": msg.id}, now, request_id=req.id)
-        repo.enqueue("slack.thread", {"message_id": msg.id, "text": exception_note(kind, detail)}, now,
-                     request_id=req.id)
 
 
 def request_view(repo: Repository, req: RequestRow, *, viewer: str | None = None,

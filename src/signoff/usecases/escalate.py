@@ -13,9 +13,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from signoff.config import GROUP_RE, USER_RE
+from signoff.config import GROUP_RE
+from signoff.domain import notes
 from signoff.domain.ladder import late_seconds
 from signoff.domain.model import ExceptionKind, Status
+from signoff.domain.notes import Note
 from signoff.usecases.effects import ASKED_ROLES, Effects
 from signoff.usecases.ports import Context, Repository
 
@@ -38,14 +40,14 @@ def fire_step(fx: Effects, req: RequestRow, k: int, due_at: datetime) -> int | f
     if step.remind:
         # Re-ping everyone asked so far: each escalation copy gets a reminder in its
         # thread (the root copies get the thread note below).
-        again = [m.target for m in fx.copies.get(req.id, [])
+        again = [m.target for m in fx.messages(req)
                  if m.role == "escalation" and m.target not in targets]
-    reminder = f"Reminder: this request still needs a decision (escalation step {k + 1})."
+    reminder = Note(notes.REMINDER, data={"step": k + 1})
     for target in targets:
         if GROUP_RE.match(target):
             # Members are looked up through Slack after commit; each gets a DM then.
-            fx.repo.enqueue("slack.expand", {"request_id": req.id, "group": target, "step": k}, fx.now,
-                            request_id=req.id, dedupe_key=f"expand:{req.id}:{k}:{target}")
+            fx.enqueue(req, "slack.expand", {"request_id": req.id, "group": target, "step": k},
+                       dedupe_key=f"expand:{req.id}:{k}:{target}")
         else:
             fx.ask(req, target, reminder)
     for target in again:
@@ -55,24 +57,12 @@ def fire_step(fx: Effects, req: RequestRow, k: int, due_at: datetime) -> int | f
                          {"step": k, "ladder_index": index, "cycle": cycle, "to": targets,
                           "reminded": again, "remind": step.remind, "due_at": due_at.isoformat(),
                           "late_seconds": late}, fx.now)
-    names = ", ".join(_mention(t) for t in targets)
-    if step.remind or cycle > 0:
-        fx.note(req, f"Reminder (escalation step {k + 1}): still no decision; asking again: {names}"
-                + (f" and {len(again)} other(s) asked before." if again else "."))
-    else:
-        fx.note(req, f"Escalated (step {k + 1}): no decision yet, now also asking {names}.")
+    fx.note(req, Note(notes.ESCALATED, data={"step": k + 1, "to": targets, "again": len(again),
+                                             "reminder": bool(step.remind or cycle > 0)}))
     if cycle == 0:
         # One exception per rung; a repeating ladder's later rounds are evidence events only.
         fx.raise_exception(req, ExceptionKind.ESCALATED, f"step {k + 1} to {', '.join(targets)}")
     return late
-
-
-def _mention(ref: str) -> str:
-    if USER_RE.match(ref):
-        return f"<@{ref}>"
-    if GROUP_RE.match(ref):
-        return f"<!subteam^{ref}>"
-    return f"<#{ref}>"
 
 
 def expand_group(ctx: Context, *, request_id: str, group: str, members: list[str], step: int | None = None) -> None:
@@ -96,12 +86,11 @@ def expand_group(ctx: Context, *, request_id: str, group: str, members: list[str
                               {"group": group, "step": step, "members": members, "asked": [],
                                "status": req.status}, now)
             return
-        fx = Effects(repo, now, repo.messages_for([req.id]))
+        fx = Effects.of(ctx, repo, now, repo.messages_for([req.id]), batch=True)
         unique = list(dict.fromkeys(members))
         asked = [u for u in unique if not any(m.target == u and m.role in ASKED_ROLES
                                               for m in fx.copies[req.id])]
-        reminder = "Reminder: this request still needs a decision" + (
-            f" (escalation step {step + 1})." if step is not None else ".")
+        reminder = Note(notes.REMINDER, data={"step": step + 1 if step is not None else None})
         with repo.deferred():
             for user in unique:
                 fx.ask(req, user, reminder)

@@ -9,18 +9,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from signoff.domain import notes
 from signoff.domain.model import ExceptionKind, Status
+from signoff.domain.notes import Note
 from signoff.policy.execute import may_execute
 from signoff.policy.windows import iso
-from signoff.usecases.common import move, raise_exception, refresh_messages, thread_note, workflow_snapshot
-from signoff.usecases.ports import Context, Repository
+from signoff.usecases.common import workflow_snapshot
+from signoff.usecases.effects import Effects
+from signoff.usecases.ports import Context
 
 if TYPE_CHECKING:
     from signoff.store.tables import RequestRow
 
 
-def issue_grant(ctx: Context, repo: Repository, req: RequestRow, now: datetime) -> bool:
+def issue_grant(ctx: Context, fx: Effects, req: RequestRow) -> bool:
     """Try to issue the grant; True when issued. Refusal rejects the request by policy."""
+    repo, now = fx.repo, fx.now
     if req.status != Status.APPROVED or req.grant_token:
         return False
     verdict = may_execute(ctx.config(), req, workflow_snapshot(req), now)
@@ -36,18 +40,17 @@ def issue_grant(ctx: Context, repo: Repository, req: RequestRow, now: datetime) 
                 req.approval_expires_at = (req.decided_at or now) + ttl
         if req.not_before != not_before:
             repo.touch(req)  # executable_from moves
-            thread_note(repo, req, f"Approved; waiting for a change window: the grant will be issued at "
-                                   f"{iso(not_before)} ({reason}).", now)
+            fx.note(req, Note(notes.WAITING_FOR_WINDOW, data={"at": iso(not_before), "reason": reason}))
         req.not_before = not_before
         req.due_at = min(x for x in (not_before, req.approval_expires_at) if x is not None)
-        refresh_messages(repo, req, now)
+        fx.refresh(req)
         return False
     if not allowed:
         repo.add_decision(req.id, f"policy:{reason}", "reject", now)
-        move(repo, req, Status.REJECTED, actor=f"policy:{reason}", now=now, data={"reason": reason})
+        fx.move(req, Status.REJECTED, actor=f"policy:{reason}", data={"reason": reason})
         req.due_at = None
-        raise_exception(repo, req, ExceptionKind.POLICY_REFUSED, now, detail=reason)
-        refresh_messages(repo, req, now)
+        fx.raise_exception(req, ExceptionKind.POLICY_REFUSED, reason)
+        fx.refresh(req)
         return False
     wf = workflow_snapshot(req)
     ttl = wf.execution.grant_ttl
@@ -74,7 +77,6 @@ def issue_grant(ctx: Context, repo: Repository, req: RequestRow, now: datetime) 
     current = ctx.config().workflow(req.workflow)
     webhook = (current.execution.webhook if current else None) or wf.execution.webhook
     if webhook:
-        repo.enqueue("webhook.execute", {"request_id": req.id, "url": webhook}, now, request_id=req.id,
-                     dedupe_key=f"webhook:{req.id}")
-    refresh_messages(repo, req, now)
+        fx.enqueue(req, "webhook.execute", {"request_id": req.id, "url": webhook}, dedupe_key=f"webhook:{req.id}")
+    fx.refresh(req)
     return True

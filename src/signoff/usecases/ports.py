@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from signoff.config import Config
 
 if TYPE_CHECKING:  # the rows' types only; nothing of the store is imported at run time
+    from signoff.domain.notes import Note
     from signoff.store.tables import DecisionRow, EventRow, IdempotencyRow, RequestRow, SlackMessageRow
 
 T = TypeVar("T")
@@ -254,6 +255,14 @@ class NoDirectory:
         return None
 
 
+class NoteText(Protocol):
+    """Words a thread note (``domain.notes.Note``) as a Slack thread shows it; the adapter's
+    (``slack.notes.text``). The text is stored with the note in its outbox row, for readers
+    that cannot word it themselves (an older version's delivery)."""
+
+    def __call__(self, note: Note) -> str: ...
+
+
 class Changes(Protocol):
     """Told, after each commit, which requests changed in a way their agents can see (what
     ``Repository.touch`` marks): the agent API's waiters listen here. Called from the
@@ -287,6 +296,9 @@ class Context:
     # Told after every commit which requests changed visibly (the store calls it).
     changes: Changes = field(default_factory=NoChanges)
     store: Any = None
+    # Words thread notes when they are queued (bootstrap: slack.notes.text); without it a
+    # note is queued as facts only and worded at delivery.
+    note_text: NoteText | None = None
 
     def __post_init__(self) -> None:
         hooks = getattr(self.uow, "on_change", None)

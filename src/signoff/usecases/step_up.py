@@ -31,8 +31,9 @@ from signoff.domain.model import Decision, ExceptionKind, Status
 from signoff.domain.step_up import REASONS, Refusal, check_claims
 from signoff.policy.rules import confirmation_text
 from signoff.usecases import queries
-from signoff.usecases.common import raise_exception, workflow_snapshot
+from signoff.usecases.common import workflow_snapshot
 from signoff.usecases.decide import CONFIRM_REFUSED, DecideResult, decide, deciders
+from signoff.usecases.effects import Effects, transaction
 from signoff.usecases.ports import Context, Repository
 
 if TYPE_CHECKING:
@@ -126,8 +127,8 @@ def take(ctx: Context, *, state: str, browser: str) -> Taken:
         raise Refusal("bad_state", "no state")
     state_hash = _hash(state)
 
-    def tx(repo) -> tuple[Taken | None, Refusal | None]:
-        now = ctx.clock()
+    def tx(repo: Repository, fx: Effects) -> tuple[Taken | None, Refusal | None]:
+        now = fx.now
         flow, mine = repo.take_flow(state_hash, now)
         if flow is None:
             return None, Refusal("bad_state", "unknown state")
@@ -143,38 +144,39 @@ def take(ctx: Context, *, state: str, browser: str) -> Taken:
         if req is None:
             return None, Refusal("bad_state", "the request is gone")
         if refusal is not None:
-            _record(repo, req, refusal, actor="anonymous", data={"issuer": flow.issuer}, now=now)
+            _record(fx, req, refusal, actor="anonymous", data={"issuer": flow.issuer})
             return None, refusal
         su = workflow_snapshot(req).step_up
         if su is None:
             return None, Refusal("not_step_up")
         return Taken(flow.request_id, su, flow.nonce, flow.code_verifier, flow.state_hash), None
 
-    taken, refusal = ctx.uow.transaction(tx)
+    taken, refusal = transaction(ctx, tx)
     if refusal is not None:
         ctx.notify()
         raise refusal
     return taken
 
 
-def _record(repo: Repository, req, refusal: Refusal, *, actor: str, data: dict[str, Any], now) -> None:
+def _record(fx: Effects, req, refusal: Refusal, *, actor: str, data: dict[str, Any]) -> None:
     reason = REASONS.get(refusal.code, refusal.code)
-    repo.append_event(req, "step_up.refused", actor,
-                      {"decision": "approve", "code": refusal.code, "reason": reason, "detail": refusal.detail, **data},
-                      now)
-    raise_exception(repo, req, ExceptionKind.STEP_UP_REFUSED, now, detail=f"{actor}: step-up refused — {reason}")
+    # No private answer: the refusal is shown on the identity provider's callback page.
+    fx.refuse(req, "step_up.refused", actor,
+              {"decision": "approve", "code": refusal.code, "reason": reason, "detail": refusal.detail, **data},
+              channel=None, text=reason, exception=ExceptionKind.STEP_UP_REFUSED,
+              detail=f"{actor}: step-up refused — {reason}")
 
 
 def refuse(ctx: Context, *, request_id: str, refusal: Refusal, actor: str = "anonymous",
            data: dict[str, Any] | None = None) -> None:
     """Record a refused step-up on the request (evidence and a security exception)."""
 
-    def tx(repo) -> None:
+    def tx(repo: Repository, fx: Effects) -> None:
         req = repo.get(request_id)
         if req is not None:
-            _record(repo, req, refusal, actor=actor, data=data or {}, now=ctx.clock())
+            _record(fx, req, refusal, actor=actor, data=data or {})
 
-    ctx.uow.transaction(tx)
+    transaction(ctx, tx)
     ctx.notify()
 
 
@@ -262,8 +264,8 @@ def confirm(ctx: Context, *, token: str, browser: str, typed: str | None) -> Dec
         raise Refusal("bad_state", "the confirmation form has no token")
     key = _hash(token)
 
-    def check(repo: Repository) -> tuple[Held | None, Refusal | None]:
-        now = ctx.clock()
+    def check(repo: Repository, fx: Effects) -> tuple[Held | None, Refusal | None]:
+        now = fx.now
         held = repo.held_flow(key)
         if held is None:
             return None, Refusal("bad_state", "no sign-in waits for this confirmation")
@@ -279,11 +281,11 @@ def confirm(ctx: Context, *, token: str, browser: str, typed: str | None) -> Dec
             return held, None
         req = repo.get(held.request_id)
         if req is not None:
-            _record(repo, req, refusal, actor=held.approver if mine else "anonymous",
-                    data={"issuer": held.issuer, "at": "confirmation"}, now=now)
+            _record(fx, req, refusal, actor=held.approver if mine else "anonymous",
+                    data={"issuer": held.issuer, "at": "confirmation"})
         return None, refusal
 
-    held, refusal = ctx.uow.transaction(check)
+    held, refusal = transaction(ctx, check)
     if refusal is not None:
         ctx.notify()
         raise refusal

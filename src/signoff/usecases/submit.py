@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -26,7 +26,8 @@ from signoff.domain.model import Status
 from signoff.policy import windows as win
 from signoff.policy.evaluate import Plan, check_approvable, plan, schedule_of
 from signoff.schemas import Submission
-from signoff.usecases.common import move, request_view, sponsors_of
+from signoff.usecases.common import request_view, sponsors_of
+from signoff.usecases.effects import Effects, transaction
 from signoff.usecases.grant import issue_grant
 from signoff.usecases.ports import Context, Repository
 
@@ -101,15 +102,15 @@ def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key
             raise
         return Submitted(found, created=False)
 
-    def tx(repo) -> Submitted:
-        now = ctx.clock()
+    def tx(repo: Repository, fx: Effects) -> Submitted:
+        now = fx.now
         if keys:
             found = replay(repo)
             if found is not None:
                 return Submitted(found, created=False)
         # The moment of record is the transaction's: look at the windows again then.
         p = replace(planned, verdict=win.check([schedule_of(planned.effective)], now))
-        req = create_request(ctx, repo, p, body, now)
+        req = create_request(ctx, fx, p, body)
         for key, expected in keys:
             repo.remember_idempotency(agent_id, key, expected, req.id, now)
         repo.flush()
@@ -120,16 +121,17 @@ def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key
                          created=True)
 
     # Group commit: concurrent submissions share one commit (each its own savepoint).
-    result = ctx.uow.transaction(tx, batch=True)
+    result = transaction(ctx, tx, batch=True)
     if result.created:
         ctx.notify()
     return result
 
 
-def create_request(ctx: Context, repo: Repository, p: Plan, body: dict[str, Any], now: datetime,
+def create_request(ctx: Context, fx: Effects, p: Plan, body: dict[str, Any],
                    *, origin: dict[str, Any] | None = None) -> RequestRow:
     """Record a planned request in the caller's transaction: links (chain, rollback), the
     effective policy snapshot, automatic approval within budget, the Slack post."""
+    repo, now = fx.repo, fx.now
     sub, wf, eff = p.sub, p.workflow, p.effective
     agent_id = p.agent_id
     sponsor, sponsors = p.sponsor, p.sponsors
@@ -199,18 +201,22 @@ def create_request(ctx: Context, repo: Repository, p: Plan, body: dict[str, Any]
         # from one click are serialised).
         repo.append_event(original, "rollback.linked", agent_id, {"rollback_request": req.id, **(origin or {})},
                           now)
+    fx.fresh(req)
     if p.evaluation.auto_approve is not None:
-        _auto_approve(ctx, repo, req, p, now)
-    msg, _ = repo.add_message(req.id, "request", eff.channel or eff.owner, now, fresh=True)
-    repo.enqueue("slack.post", {"message_id": msg.id}, now, request_id=req.id)
+        _auto_approve(ctx, fx, req, p)
+    msg, _ = fx.message(req, "request", eff.channel or eff.owner)
+    fx.enqueue(req, "slack.post", {}, msg)
+    # Written before the ledger's turn is taken, which is held until commit.
+    fx.flush()
     # Last: on PostgreSQL this queues for the ledger head until the transaction commits.
     repo.ledger_append(req.id, now)
     return req
 
 
-def _auto_approve(ctx: Context, repo: Repository, req: RequestRow, p: Plan, now: datetime) -> None:
+def _auto_approve(ctx: Context, fx: Effects, req: RequestRow, p: Plan) -> None:
     """Within the rule's budget: approved by policy and the grant issued; beyond it the
     request goes to people as usual. Either way the budget decision is evidence."""
+    repo, now = fx.repo, fx.now
     rule, auto = p.evaluation.rule, p.evaluation.auto_approve
     budget = auto.budget
     key = scope_key(p.workflow.id, rule.name, auto.scope, p.sub.action.target)
@@ -225,9 +231,9 @@ def _auto_approve(ctx: Context, repo: Repository, req: RequestRow, p: Plan, now:
     repo.spend_budget(key, req.id, now)
     repo.add_decision(req.id, by, "approve", now)
     repo.append_event(req, "decision.recorded", by, {"decision": "approve", **data, "used": used + 1}, now)
-    move(repo, req, Status.APPROVED, actor=by, now=now, data={"rule": rule.name})
+    fx.move(req, Status.APPROVED, actor=by, data={"rule": rule.name})
     req.due_at = None
-    issue_grant(ctx, repo, req, now)
+    issue_grant(ctx, fx, req)
 
 
 def _policy_snapshot(p: Plan) -> tuple[dict[str, Any], str, str]:

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 
 from signoff.domain.ladder import EXPIRE, late_seconds, next_due, owed
 from signoff.domain.model import ExceptionKind, Status
-from signoff.usecases.common import move, raise_exception, refresh_messages
 from signoff.usecases.effects import Effects
 from signoff.usecases.escalate import fire_step
 from signoff.usecases.expire import expire
@@ -125,7 +124,7 @@ def _batch(ctx: Context, repo: Repository, now: datetime, skip: set[str]) -> tup
     # only what fell due up to there keeps the whole backlog in deadline order.
     horizon = rows[-1].due_at if len(rows) == BATCH else now
     pending = [r for r in rows if r.status == Status.PENDING and r.id not in skip]
-    fx = Effects(repo, now, repo.messages_for([r.id for r in pending]))
+    fx = Effects.of(ctx, repo, now, repo.messages_for([r.id for r in pending]), batch=True)
     report = SweepReport()
     items: list[_Item] = []
     for req in rows:
@@ -154,7 +153,8 @@ def _batch(ctx: Context, repo: Repository, now: datetime, skip: set[str]) -> tup
                 report.expired += 1
             else:
                 fx.flush()  # the helpers below read the database: let them see this batch
-                _other(ctx, repo, item.req, now, report)
+                _other(ctx, fx, item.req, report)
+                fx.flush()  # its rows keep their place: written before the next item's
         except Exception as exc:
             if ctx.uow.retryable(exc):
                 raise  # a lost race: the whole batch is retried on a fresh transaction
@@ -166,18 +166,19 @@ def _batch(ctx: Context, repo: Repository, now: datetime, skip: set[str]) -> tup
     return len(rows), report
 
 
-def _other(ctx: Context, repo: Repository, req: RequestRow, now: datetime, report: SweepReport) -> None:
+def _other(ctx: Context, fx: Effects, req: RequestRow, report: SweepReport) -> None:
     """Work owed to a request that is no longer pending: a window opening, a grant running out."""
+    repo, now = fx.repo, fx.now
     if req.status == Status.APPROVED and not req.grant_token:
         if req.approval_expires_at and now >= req.approval_expires_at:
-            move(repo, req, Status.EXPIRED, actor="signoff", now=now,
-                 data={"reason": "approval lapsed before a change window opened",
-                       "late_seconds": late_seconds(now, req.approval_expires_at)})
+            fx.move(req, Status.EXPIRED, actor="signoff",
+                    data={"reason": "approval lapsed before a change window opened",
+                          "late_seconds": late_seconds(now, req.approval_expires_at)})
             req.due_at = None
-            raise_exception(repo, req, ExceptionKind.EXPIRED, now, detail="approval lapsed")
-            refresh_messages(repo, req, now)
+            fx.raise_exception(req, ExceptionKind.EXPIRED, "approval lapsed")
+            fx.refresh(req)
             report.expired += 1
-        elif issue_grant(ctx, repo, req, now):
+        elif issue_grant(ctx, fx, req):
             report.granted += 1
         elif req.status == Status.APPROVED and req.due_at is not None and req.due_at <= now:
             req.due_at = None  # nothing more is owed; avoid spinning on it
@@ -185,8 +186,7 @@ def _other(ctx: Context, repo: Repository, req: RequestRow, now: datetime, repor
         if req.outcome is None:
             repo.append_event(req, "grant.expired_without_outcome", "signoff",
                               {"grant_expired_at": req.grant_expires_at.isoformat()}, now)
-            raise_exception(repo, req, ExceptionKind.GRANT_UNUSED, now,
-                            detail="the grant expired with no outcome reported")
+            fx.raise_exception(req, ExceptionKind.GRANT_UNUSED, "the grant expired with no outcome reported")
             report.grants_unused += 1
         req.due_at = None
     elif req.due_at is not None and req.due_at <= now:
