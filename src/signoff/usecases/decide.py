@@ -35,14 +35,32 @@ def eligible_refs(wf: Workflow, steps_fired: int) -> list[str]:
     return list(dict.fromkeys(refs))
 
 
+def _in_directory(ref: str) -> bool:
+    """Whether ``ref`` names people through the directory (a user group or channel)."""
+    return bool(GROUP_RE.match(ref) or CHANNEL_RE.match(ref))
+
+
 def resolve(ctx: Context, refs: list[str]) -> set[str]:
+    """The users ``refs`` name (user ids, members of user groups and channels). Asks the
+    directory (a Slack call, cached): never while a transaction or read is open."""
     users = set()
     for ref in refs:
-        if GROUP_RE.match(ref) or CHANNEL_RE.match(ref):
+        if _in_directory(ref):
             users |= ctx.directory.members(ref)
         else:
             users.add(ref)
     return users
+
+
+def is_among(ctx: Context, user: str, refs) -> bool:
+    """Whether ``user`` is among the users ``refs`` name (``resolve``, for one user): users
+    named directly are checked before the directory is asked, and it is asked no more
+    than needed. The same resolution as ``deciders``; never call it while a read is open."""
+    refs = list(dict.fromkeys(refs))
+    groups = [r for r in refs if _in_directory(r)]
+    if user in set(refs) - set(groups):
+        return True
+    return any(user in ctx.directory.members(g) for g in groups)
 
 
 class Deciders(NamedTuple):

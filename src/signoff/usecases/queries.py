@@ -1,16 +1,19 @@
 """Read-only questions people ask in Slack: what may I decide, show one, exceptions.
 
-Who is in a user group or channel is asked of the directory (a Slack call, cached) only
-between reads, never while one is open."""
+Who may decide is the rule a click meets (``domain.approval``, ``decide.deciders``); who is
+in a user group or channel is asked of the directory (a Slack call, cached) only between
+reads, never while one is open."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from signoff.config import CHANNEL_RE, GROUP_RE, Workflow
+from signoff.config import Workflow
+from signoff.domain.approval import may_decide, step_sponsors
+from signoff.domain.model import Decision
 from signoff.policy.evaluate import agent_sponsor
 from signoff.usecases.common import sponsors_of, workflow_snapshot
-from signoff.usecases.decide import eligible_refs
+from signoff.usecases.decide import eligible_refs, is_among
 from signoff.usecases.ports import Context
 from signoff.usecases.slack_ops import render_data
 
@@ -18,26 +21,22 @@ from signoff.usecases.slack_ops import render_data
 PENDING_SCAN = 500
 
 
-def is_among(ctx: Context, user: str, refs) -> bool:
-    """Whether ``user`` is one of ``refs`` (user ids, or members of user groups and
-    channels); users named directly are checked before the directory is asked."""
-    refs = list(dict.fromkeys(refs))
-    groups = [r for r in refs if GROUP_RE.match(r) or CHANNEL_RE.match(r)]
-    if user in set(refs) - set(groups):
-        return True
-    return any(user in ctx.directory.members(g) for g in groups)
-
-
 def pending_for(ctx: Context, user: str, limit: int = 20) -> list[dict[str, Any]]:
-    """Pending requests ``user`` may approve now: never one they already decided, nor one
-    whose agents or chain they sponsor."""
+    """Pending requests ``user`` may approve now, by the rule a click meets
+    (``domain.approval.may_decide`` with what ``decide.deciders`` reads): never one they
+    already decided, nor one whose agents or chain they sponsor. Candidates are read
+    first, the directory is asked between reads, then the survivors are read and checked
+    against their recorded sponsors and decisions."""
     config = ctx.config()
 
     def candidates(repo) -> list[tuple[str, list[str]]]:
         policies: dict[str, Workflow] = {}
         out = []
         for req in repo.requests_where(status=["pending"], limit=PENDING_SCAN):
-            if user in (req.sponsor, agent_sponsor(config, req.submitted_by), agent_sponsor(config, req.executor)):
+            # The sponsors known without another read (those recorded are checked below).
+            known = step_sponsors(submitter=agent_sponsor(config, req.submitted_by),
+                                  executor=agent_sponsor(config, req.executor), chain=[req.sponsor])
+            if user in known:
                 continue
             wf = policies.get(req.policy_hash) or policies.setdefault(req.policy_hash, workflow_snapshot(req))
             out.append((req.id, eligible_refs(wf, req.steps_fired)))
@@ -54,7 +53,10 @@ def pending_for(ctx: Context, user: str, limit: int = 20) -> list[dict[str, Any]
                     if r is not None and r.status == "pending"]
             sponsors = sponsors_of(repo, config, rows)
             for req in rows:
-                if user in sponsors[req.id] or user in {d.by for d in repo.decisions(req.id)}:
+                verdict = may_decide(clicker=user, decision=Decision.APPROVE, eligible={user},
+                                     sponsors=sponsors[req.id],
+                                     already_decided_by=[d.by for d in repo.decisions(req.id)])
+                if not verdict.allowed:
                     continue
                 out.append(render_data(ctx, repo, req))
                 if len(out) >= limit:
