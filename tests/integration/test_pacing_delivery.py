@@ -9,8 +9,8 @@ import pytest
 
 from fakes.slack_api import FakeSlack, SlackLimits
 from signoff.outbox.dispatcher import Dispatcher
-from signoff.outbox.pacing import Pacer
-from signoff.outbox.slack_delivery import SlackDelivery
+from signoff.slack.pacing import Pacer
+from signoff.slack.delivery import SlackDelivery
 from signoff.slack.app import web_client
 from signoff.usecases.ports import system_clock
 from signoff.usecases.submit import submit

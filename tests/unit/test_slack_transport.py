@@ -11,8 +11,8 @@ from slack_sdk.errors import SlackApiError
 
 from fakes.slack_api import FakeSlack
 from signoff.outbox.dispatcher import GiveUp, Retry
-from signoff.outbox.slack_delivery import RateLimited, _call
-from signoff.outbox.transport import KeepAliveWebClient
+from signoff.slack.delivery import RateLimited, _call
+from signoff.slack.client import KeepAliveWebClient
 from signoff.slack.app import web_client
 
 

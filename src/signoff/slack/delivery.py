@@ -9,9 +9,9 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from signoff.outbox.digest import DigestPlanner
+from signoff.slack.digest import DigestPlanner
 from signoff.outbox.dispatcher import Claim, Defer, GiveUp, Job, Record, Retry
-from signoff.outbox.pacing import Pacer
+from signoff.slack.pacing import Pacer
 from signoff.slack import blocks
 from signoff.usecases.digest import digest_context, record_digest_posted_in
 from signoff.usecases.ports import Context
@@ -99,7 +99,7 @@ class SlackDelivery:
 
     def plan(self, claim: Claim) -> set[int]:
         """The dispatcher's planning hook: posts owed to one place beyond what pacing lets
-        through within ``digest_after`` are taken over into digests (``outbox.digest``).
+        through within ``digest_after`` are taken over into digests (``slack.digest``).
         Without pacing there is no such limit, and no digest."""
         return self._planner(claim) if self._planner is not None else set()
 
