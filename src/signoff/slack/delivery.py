@@ -37,7 +37,7 @@ PERMANENT = {"channel_not_found", "not_in_channel", "is_archived", "invalid_auth
              "cannot_dm_bot", "user_disabled"}
 
 
-def _call(fn, **kwargs) -> Any:
+def call_slack(fn, **kwargs) -> Any:
     """Call the Web API; turn failures into Retry (transient), GiveUp (permanent) or, for a
     429, ``RateLimited`` (no attempt counted: waiting out a limit is not a failure)."""
     try:
@@ -113,7 +113,7 @@ class SlackDelivery:
             if wait > 0:
                 raise Defer(f"paced: {method}" + (f" in {channel}" if channel else ""), after=wait)
         try:
-            return _call(getattr(self.client, method.replace(".", "_")), **kwargs)
+            return call_slack(getattr(self.client, method.replace(".", "_")), **kwargs)
         except RateLimited as limited:
             if self.pacer is not None:
                 self.pacer.pause(method, channel, limited.after)
