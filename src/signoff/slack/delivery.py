@@ -13,6 +13,7 @@ from signoff.slack.digest import DigestPlanner
 from signoff.outbox.dispatcher import Claim, Defer, GiveUp, Job, Record, Retry
 from signoff.slack.pacing import Pacer
 from signoff.slack import blocks
+from signoff.slack.card import RequestCard
 from signoff.usecases.digest import digest_context, record_digest_posted_in
 from signoff.usecases.ports import Context
 from signoff.usecases.reply import reconcile_thread
@@ -83,11 +84,18 @@ READS = frozenset({"slack.post", "slack.update", "slack.thread", "slack.comment"
 
 
 def render(ctx_data: dict[str, Any]) -> tuple[str, list[dict]]:
+    """Text and blocks of one message, from ``message_context`` (its message and request)."""
     role = ctx_data["message"]["role"]
-    r = ctx_data["request"]
+    card = RequestCard.from_view(ctx_data["request"])
     if role == "exception":
-        return blocks.exception_message(r)
-    return blocks.request_message(r, role=role)
+        return blocks.exception_message(card)
+    return blocks.request_message(card, role=role)
+
+
+def render_digest(data: dict[str, Any]) -> tuple[str, list[dict]]:
+    """Text and blocks of one digest message, from ``digest_context``."""
+    items = [(role, RequestCard.from_view(request)) for role, request in data["items"]]
+    return blocks.digest_message(data["digest"]["kind"], items)
 
 
 class SlackDelivery:
@@ -255,7 +263,7 @@ class SlackDelivery:
             found = self._find_posted(d["target"], "digest_id", str(digest_id))
             if found:
                 return self._digest_posted(digest_id, *found)
-        text, blks = blocks.digest_message(d["kind"], data["items"])
+        text, blks = render_digest(data)
         metadata = {"event_type": METADATA_TYPE, "event_payload": {"digest_id": str(digest_id)}}
         priority = PRIORITY["exception"] if d["kind"] == "exception" else PRIORITY["request"]
         resp = self._slack("chat.postMessage", priority=priority, channel=d["target"], text=text, blocks=blks,
@@ -293,7 +301,7 @@ class SlackDelivery:
         d = data["digest"]
         if not d["ts"]:
             raise Defer("digest not posted yet", after=0.5)
-        text, blks = blocks.digest_message(d["kind"], data["items"])
+        text, blks = render_digest(data)
         self._slack("chat.update", channel=d["channel"], ts=d["ts"], text=text, blocks=blks)
 
     def comment(self, job: Job) -> Record | None:
