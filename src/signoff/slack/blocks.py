@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from signoff.domain.identifiers import INVISIBLE_FILLERS, mixed_scripts
+from signoff.domain.identifiers import GROUP_RE, INVISIBLE_FILLERS, USER_RE, mixed_scripts
 from signoff.slack.card import Decision, ExceptionNote, RequestCard
 from signoff.slack.ids import (COMMENT_INPUT, CONFIRM_INPUT, CONFIRM_MODAL, DECISION_BLOCK, REASON_INPUT,
                               REJECT_REASON_MODAL, REVIEW_BLOCK, REVIEW_MODAL, ActionId)
@@ -48,9 +48,6 @@ MAX_METADATA = 3000
 
 PROMPT_EXCERPT = 500
 LIST_LIMIT = 20
-
-USER_RE = re.compile(r"^[UW][A-Z0-9]{2,}$")
-GROUP_RE = re.compile(r"^S[A-Z0-9]{2,}$")
 
 RISK_EMOJI = {"low": "🟢", "medium": "🟡", "high": "🟠", "critical": "🔴"}
 

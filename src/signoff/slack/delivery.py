@@ -9,11 +9,12 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from signoff.slack.digest import DigestPlanner
+from signoff.domain.identifiers import USER_RE
 from signoff.outbox.dispatcher import Claim, Defer, GiveUp, Job, Record, Retry
-from signoff.slack.pacing import Pacer
 from signoff.slack import blocks
 from signoff.slack.card import RequestCard
+from signoff.slack.digest import DigestPlanner
+from signoff.slack.pacing import Pacer
 from signoff.usecases.digest import digest_context, record_digest_posted_in
 from signoff.usecases.ports import Context
 from signoff.usecases.reply import reconcile_thread
@@ -205,7 +206,7 @@ class SlackDelivery:
         ``target`` whose metadata carries ``key`` = ``value``."""
         channel = target
         try:
-            if target.startswith(("U", "W")):
+            if USER_RE.match(target):
                 channel = self.client.conversations_open(users=target)["channel"]["id"]
             history = self.client.conversations_history(channel=channel, limit=100, include_all_metadata=True)
         except (SlackApiError, SlackClientError, OSError, KeyError, TypeError):

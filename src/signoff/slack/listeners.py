@@ -13,7 +13,8 @@ from slack_bolt import App
 
 from signoff.slack import blocks
 from signoff.slack.card import RequestCard, cards
-from signoff.slack.ids import CONFIRM_INPUT, CONFIRM_MODAL, REASON_INPUT, REJECT_REASON_MODAL, ActionId
+from signoff.slack.ids import (COMMENT_INPUT, CONFIRM_INPUT, CONFIRM_MODAL, REASON_INPUT, REJECT_REASON_MODAL,
+                              REVIEW_MODAL, ActionId)
 from signoff.usecases import queries
 from signoff.usecases.decide import decide
 from signoff.usecases.ports import Context
@@ -23,7 +24,6 @@ from signoff.usecases.revoke import revoke
 from signoff.usecases.rollback import request_rollback
 
 log = logging.getLogger(__name__)
-REVIEW_MODAL = "signoff.review_modal"
 # Seconds a /signoff command may take to answer in its own HTTP response (Slack waits 3).
 COMMAND_BUDGET = 2.0
 _command_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="slash-command")
@@ -167,7 +167,7 @@ def register(app: App, ctx: Context) -> None:
         request_id = _str_id(view.get("private_metadata"), _REQUEST_ID)
         user = _str_id(_dict(body.get("user")).get("id"), _SLACK_ID)
         values = _dict(_dict(view.get("state")).get("values"))
-        comment = _dict(_dict(values.get("comment")).get("comment")).get("value")
+        comment = _dict(_dict(values.get(COMMENT_INPUT)).get(COMMENT_INPUT)).get("value")
         if request_id and user and isinstance(comment, str) and comment.strip():
             review(ctx, request_id=request_id, user=user, comment=comment)
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from signoff.config import CHANNEL_RE, GROUP_RE, Config, Workflow
+from signoff.config import Config, Workflow
 from signoff.domain import thread as thread_fold
 from signoff.domain.approval import Verdict, quorum_reachable, step_sponsors
+from signoff.domain.identifiers import CHANNEL_RE, GROUP_RE
 from signoff.domain.model import TERMINAL, ExceptionKind, Status, can_move
 from signoff.store.repo import Repo
 from signoff.store.tables import RequestRow

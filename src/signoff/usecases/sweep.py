@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from signoff.config import GROUP_RE, USER_RE, Workflow
+from signoff.config import Workflow
+from signoff.domain.identifiers import GROUP_RE, USER_RE
 from signoff.domain.ladder import EXPIRE, Ladder, next_due, owed
 from signoff.domain.model import ExceptionKind, Status
 from signoff.store.db import is_retryable
