@@ -30,10 +30,10 @@ from pathlib import Path
 from signoff.bootstrap import build
 from signoff.config import parse_config
 from signoff.outbox.dispatcher import Dispatcher
-from signoff.slack.pacing import Pacer
-from signoff.slack.delivery import SlackDelivery
 from signoff.settings import Settings
 from signoff.slack.app import web_client
+from signoff.slack.delivery import SlackDelivery
+from signoff.slack.pacing import Pacer
 from signoff.standin import SlackLimits, SlackStandIn
 from signoff.usecases.ports import system_clock
 from signoff.usecases.submit import submit
