@@ -20,7 +20,7 @@ from signoff.bootstrap import build
 from signoff.evidence.export import build_bundle, render_html, verify_bundle
 from signoff.evidence.verify import verify_store
 from signoff.outbox.dispatcher import Dispatcher
-from signoff.outbox.slack_delivery import SlackDelivery
+from signoff.slack.delivery import SlackDelivery
 from signoff.settings import Settings
 from signoff.slack.app import web_client
 from signoff.store.repo import Repo

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from signoff.config import GROUP_RE, USER_RE
 from signoff.domain import notes
+from signoff.domain.identifiers import GROUP_RE, USER_RE
 from signoff.domain.notes import Note
 
 

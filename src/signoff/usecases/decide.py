@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from signoff.config import CHANNEL_RE, GROUP_RE, Workflow
+from signoff.config import Workflow
 from signoff.domain import notes
 from signoff.domain.approval import SPONSOR_REASON, Verdict, may_decide, tally
+from signoff.domain.identifiers import CHANNEL_RE, GROUP_RE
 from signoff.domain.model import Decision, ExceptionKind, Status
 from signoff.domain.notes import Note
 from signoff.policy.rules import confirmation_text, typed_confirmation

@@ -13,8 +13,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from signoff.config import GROUP_RE
 from signoff.domain import notes
+from signoff.domain.identifiers import GROUP_RE
 from signoff.domain.ladder import late_seconds
 from signoff.domain.model import ExceptionKind, Status
 from signoff.domain.notes import Note
