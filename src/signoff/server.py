@@ -182,7 +182,8 @@ class MemoryRelease:
         self.trim(0)
 
 
-def deadline_protocol(base: type, timeout: float, on_timeout=lambda: None, release: MemoryRelease | None = None) -> type:
+def deadline_protocol(base: type, timeout: float, on_timeout=lambda: None,
+                      release: MemoryRelease | None = None) -> type:
     """uvicorn's HTTP/1.1 protocol ``base`` (h11 or httptools) with a deadline on a request's
     headers: ``timeout`` seconds from the connection (or, on a kept-alive one, from the next
     request's first byte) until they are all in; a client too slow gets 408 and the

@@ -139,7 +139,7 @@ class History:
 
 
 @pytest.fixture
-def hist(db_url, monkeypatch):  # noqa: F811
+def hist(db_url, monkeypatch):
     clock = FakeClock()
     rt = runtime(db_url, clock=clock, monkeypatch=monkeypatch)
     try:

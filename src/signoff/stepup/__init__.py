@@ -1,0 +1,1 @@
+"""Step-up sign-in: the OpenID Connect protocol side (``oidc``)."""
