@@ -32,10 +32,10 @@ from signoff.bootstrap import build
 from signoff.config import parse_config
 from signoff.demo.slack_standin import SlackLimits, SlackStandIn
 from signoff.outbox.dispatcher import Dispatcher
-from signoff.outbox.pacing import Pacer
-from signoff.outbox.slack_delivery import SlackDelivery
 from signoff.settings import Settings
 from signoff.slack.app import web_client
+from signoff.slack.delivery import SlackDelivery
+from signoff.slack.pacing import Pacer
 from signoff.usecases.ports import system_clock
 from signoff.usecases.submit import submit
 

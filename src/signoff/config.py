@@ -32,7 +32,7 @@ from pydantic import (
 
 from signoff.domain.budget import Budget, parse_budget
 from signoff.domain.canonical import canonical_json
-from signoff.domain.identifiers import identifier_problem
+from signoff.domain.identifiers import CHANNEL_RE, GROUP_RE, USER_RE, identifier_problem
 from signoff.durations import format_duration, parse_duration, parse_duration_or_zero
 from signoff.policy import windows as win
 from signoff.policy.rules import merge
@@ -50,9 +50,6 @@ DurationOrZero = Annotated[
     PlainSerializer(lambda d: format_duration(d), return_type=str),
 ]
 
-USER_RE = re.compile(r"^[UW][A-Z0-9]{2,}$")
-GROUP_RE = re.compile(r"^S[A-Z0-9]{2,}$")
-CHANNEL_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 
 

@@ -13,9 +13,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from signoff.api.app import create_app
 from signoff.bootstrap import Runtime
 from signoff.outbox.dispatcher import Dispatcher
-from signoff.outbox.slack_delivery import SlackDelivery
 from signoff.outbox.webhook import WebhookDelivery
 from signoff.slack.app import bolt_app, web_client
+from signoff.slack.delivery import SlackDelivery
 from signoff.slack.directory import SlackDirectory
 from signoff.slack.endpoint import SlackEndpoint
 from signoff.usecases.sweep import sweep
@@ -56,7 +56,7 @@ def build_service(runtime: Runtime, *, with_slack: bool = True) -> Service:
     handlers = {}
     pacer = None
     if settings.slack_pacing:
-        from signoff.outbox.pacing import Pacer
+        from signoff.slack.pacing import Pacer
 
         workers = int(os.environ.get("SIGNOFF_WORKER_COUNT") or 1)
         # the context's clock: tests that move time move Slack's windows with it

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import select
 
 from signoff.outbox.dispatcher import Dispatcher
-from signoff.outbox.pacing import Pacer
-from signoff.outbox.slack_delivery import SlackDelivery
 from signoff.slack.app import web_client
+from signoff.slack.delivery import SlackDelivery
+from signoff.slack.pacing import Pacer
 from signoff.store.repo import Repo
 from signoff.store.tables import EventRow, OutboxRow
 from signoff.usecases.decide import decide

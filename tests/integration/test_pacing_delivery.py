@@ -11,9 +11,9 @@ from sqlalchemy import func, select
 from fakes.slack_api import FakeSlack
 from signoff.demo.slack_standin import SlackLimits
 from signoff.outbox.dispatcher import Dispatcher
-from signoff.outbox.pacing import Pacer
-from signoff.outbox.slack_delivery import SlackDelivery
 from signoff.slack.app import web_client
+from signoff.slack.delivery import SlackDelivery
+from signoff.slack.pacing import Pacer
 from signoff.store.tables import OutboxRow
 from signoff.usecases.ports import system_clock
 from signoff.usecases.submit import submit

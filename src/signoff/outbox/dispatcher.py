@@ -1,5 +1,9 @@
 """The outbox dispatcher: claims due rows with a lease, delivers them, records the result.
 
+It knows no peer: the wiring (``server.py``) registers a handler per job kind — Slack's from
+``slack.delivery``, the executor webhook's from ``outbox.webhook`` — and, optionally, a
+planning hook (``Dispatcher.plan``: Slack's digests). A kind without a handler is dead.
+
 - A row is claimed for ``LEASE`` seconds; if the process dies mid-delivery the lease runs
   out and another process (or this one, restarted) picks it up again.
 - Failures retry with backoff: the first retry within 1 s, then doubling, capped at 15 s;

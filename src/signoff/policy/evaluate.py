@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from signoff.config import CHANNEL_RE, GROUP_RE, AutoApprove, Config, Rule, Workflow, _memo
+from signoff.config import AutoApprove, Config, Rule, Workflow, _memo
 from signoff.domain import approval
 from signoff.domain.approval import quorum_reachable, step_sponsors
 from signoff.domain.errors import Forbidden, Invalid, NotFound
+from signoff.domain.identifiers import CHANNEL_RE, GROUP_RE
 from signoff.policy import rules as rules_
 from signoff.policy import windows as win
 from signoff.policy.rules import Facts, RuleResult

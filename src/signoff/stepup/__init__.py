@@ -1,1 +1,1 @@
-"""Step-up sign-in: the OpenID Connect protocol side (``oidc``)."""
+"""Step-up: the OpenID Connect side (discovery, authorization URL, code exchange, ID token)."""

@@ -154,7 +154,12 @@ class Repo:
             return  # SQLite writers hold the database lock already
         locked = self.session.info.setdefault(_LOCKED, set())
         if req.id not in locked:
-            self.session.execute(select(RequestRow.id).where(RequestRow.id == req.id).with_for_update())
+            # Before anything pending is flushed: an INSERT of a row that points at the
+            # request (a decision) takes FOR KEY SHARE on it, and two clicks that each held
+            # that while asking for FOR UPDATE would wait on each other (a deadlock, then
+            # retries that deadlock again). Locked first, the second click simply waits.
+            with self.session.no_autoflush:
+                self.session.execute(select(RequestRow.id).where(RequestRow.id == req.id).with_for_update())
             locked.add(req.id)
 
     def children(self, request_id: str) -> list[RequestRow]:

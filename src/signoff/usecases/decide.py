@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from signoff.config import CHANNEL_RE, GROUP_RE, Workflow
+from signoff.config import Workflow
 from signoff.domain.approval import SPONSOR_REASON, Verdict, may_decide, tally
+from signoff.domain.identifiers import CHANNEL_RE, GROUP_RE
 from signoff.domain.model import Decision, ExceptionKind, Status
 from signoff.policy.rules import confirmation_text, typed_confirmation
 from signoff.usecases.common import move, raise_exception, refresh_messages, sponsors_of, thread_note, workflow_snapshot

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from signoff.config import GROUP_RE, USER_RE
+from signoff.domain.identifiers import GROUP_RE, USER_RE
 from signoff.domain.ladder import late_seconds
 from signoff.domain.model import ExceptionKind, Status
 from signoff.usecases.effects import ASKED_ROLES, Effects

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from signoff.config import CHANNEL_RE, GROUP_RE, Workflow
+from signoff.config import Workflow
+from signoff.domain.identifiers import CHANNEL_RE, GROUP_RE
 from signoff.policy.evaluate import agent_sponsor
 from signoff.usecases.common import sponsors_of, workflow_snapshot
 from signoff.usecases.decide import eligible_refs
