@@ -45,7 +45,8 @@ def signed_click(secret: str, user: str, target: dict) -> tuple[bytes, dict]:
 async def run(args) -> dict:
     import httpx
 
-    targets = json.loads(open(args.targets).read())
+    with open(args.targets) as f:
+        targets = json.load(f)
     count = min(len(targets), int(args.rate * args.duration))
     results: list[tuple[float, int]] = []
     errors: list[str] = []
@@ -80,7 +81,7 @@ async def run(args) -> dict:
     def pct(p: float) -> float | None:
         if not lat:
             return None
-        return round(lat[min(len(lat) - 1, int(round(p / 100 * len(lat) + 0.5)) - 1)], 2)
+        return round(lat[min(len(lat) - 1, round(p / 100 * len(lat) + 0.5) - 1)], 2)
 
     return {"sent": count, "answered": len(results), "errors": len(errors), "error_samples": errors[:3],
             "statuses": statuses, "rate_per_s": args.rate,

@@ -44,6 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+
 from common import database, free_port, machine_busy_seconds, pct
 from common import machine as common_machine
 
@@ -381,18 +382,21 @@ def _bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, s
         busy_before = wait_quiet(args.quiet, args.quiet_wait)
         write_signed_bodies(bodies, secret, args.bodies)
         click_out = tmp / "clicks.json"
-        clicker = None if not n_clicks else subprocess.Popen([sys.executable, str(HERE / "click_client.py"), "--url", f"{base}/slack/events",
-                                    "--secret", slack_secret, "--targets", str(tmp / "targets.json"),
-                                    "--user", APPROVER, "--rate", str(args.click_rate),
-                                    "--duration", str(args.click_duration), "--delay", "1.0",
-                                    "--out", str(click_out)], cwd=tmp, env=env)
+        clicker = None if not n_clicks else subprocess.Popen(
+            [sys.executable, str(HERE / "click_client.py"), "--url", f"{base}/slack/events",
+             "--secret", slack_secret, "--targets", str(tmp / "targets.json"),
+             "--user", APPROVER, "--rate", str(args.click_rate),
+             "--duration", str(args.click_duration), "--delay", "1.0",
+             "--out", str(click_out)], cwd=tmp, env=env)
         time.sleep(0.5)  # the click client's imports; its first click is 1 s after it is ready
         posted_before = len(posted_request_ids(slack))
         t_start = datetime.now(UTC)
         profiler = None
         if args.profile:  # sample `serve` during the measured run (py-spy, collapsed stacks)
-            profiler = subprocess.Popen([shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(proc.pid), "-d", str(int(args.duration)),
-                                         "-r", "250", "--format", "raw", "--nonblocking", "-t", "--subprocesses", *(["--gil"] if os.environ.get("BENCH_PROFILE_GIL") else []),
+            py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+            gil = ["--gil"] if os.environ.get("BENCH_PROFILE_GIL") else []
+            profiler = subprocess.Popen([py_spy, "record", "-p", str(proc.pid), "-d", str(int(args.duration)),
+                                         "-r", "250", "--format", "raw", "--nonblocking", "-t", "--subprocesses", *gil,
                                          "-o", args.profile], stdout=subprocess.DEVNULL)
         with CpuWindow(proc.pid) as cpu:
             r = run_wrk(base, bodies, duration=args.duration, connections=args.concurrency,
@@ -459,37 +463,39 @@ def report(res: dict) -> str:
     sub, clicks, posting = s["submit"], s["clicks"], s["posting"]
     ratio = sub["accepted_per_s"] / bare["accepted_per_s"] if bare["accepted_per_s"] else 0
     lines = [
-        f"commit {res.get('commit')}; machine: {m['nproc']} cores, {m['cpu']}, {m['ram_gib']} GiB RAM, Python {m['python']}, {m['wrk']}",
-        f"concurrency {res['params']['concurrency']}, {res['params']['duration']} s measured after "
-        f"{res['params']['warmup']} s warm-up",
+        (f"commit {res.get('commit')}; machine: {m['nproc']} cores, {m['cpu']}, {m['ram_gib']} GiB RAM, "
+         f"Python {m['python']}, {m['wrk']}"),
+        (f"concurrency {res['params']['concurrency']}, {res['params']['duration']} s measured after "
+         f"{res['params']['warmup']} s warm-up"),
         "",
         "| figure | result | target |",
         "|---|---|---|",
         f"| bare HMAC endpoint, accepted/s | {bare['accepted_per_s']:,.0f} (p99 {bare['p99_ms']} ms) | — |",
-        f"| signoff serve ({'SQLite' if res['params']['db'] == 'sqlite' else 'PostgreSQL'}, "
-        f"{res['params']['workers']} process(es){', auto-approved' if res['params']['auto_approve'] else ''}), accepted/s | {sub['accepted_per_s']:,.0f} | ≥ 1,000 |",
+        (f"| signoff serve ({'SQLite' if res['params']['db'] == 'sqlite' else 'PostgreSQL'}, "
+         f"{res['params']['workers']} process(es){', auto-approved' if res['params']['auto_approve'] else ''}), "
+         f"accepted/s | {sub['accepted_per_s']:,.0f} | ≥ 1,000 |"),
         f"| ratio signoff / bare | {ratio:.3f} | ≥ 0.10 |",
         f"| submit latency p50 / p99 | {sub['p50_ms']} / {sub['p99_ms']} ms | p99 ≤ 100 ms |",
-        f"| non-2xx answers / socket errors | {sub['not_ok']} {sub['statuses'] or ''} / "
-        f"{sum(sub['errors'].values())} | 0 |",
+        (f"| non-2xx answers / socket errors | {sub['not_ok']} {sub['statuses'] or ''} / "
+         f"{sum(sub['errors'].values())} | 0 |"),
         f"| posted to fake Slack during the load | {sub['posted_during_load_per_s']:,.0f}/s | — |",
-        f"| every accepted request posted, after load end | {posting['seconds_after_load_end']} s "
-        f"({posting['posted']}/{posting['requests_total']}) | — |",
-        f"| submit → post, p50 / p99 / max (requests of the measured run) | "
-        f"{posting['submit_to_post_s']['p50']} / {posting['submit_to_post_s']['p99']} / "
-        f"{posting['submit_to_post_s']['max']} s | — |",
-        *([f"| Approve click → ack, p50 / p99 / max ({clicks.get('answered')} clicks at "
-           f"{clicks.get('rate_per_s')}/s) | {clicks['latency_ms']['p50']} / {clicks['latency_ms']['p99']} / "
-           f"{clicks['latency_ms']['max']} ms | p99 ≤ 100 ms |",
-           f"| clicks answered 200 / decisions recorded | {clicks['statuses'].get('200', 0)} / "
-           f"{clicks.get('decisions_recorded')} | all |"] if "latency_ms" in clicks else []),
+        (f"| every accepted request posted, after load end | {posting['seconds_after_load_end']} s "
+         f"({posting['posted']}/{posting['requests_total']}) | — |"),
+        (f"| submit → post, p50 / p99 / max (requests of the measured run) | "
+         f"{posting['submit_to_post_s']['p50']} / {posting['submit_to_post_s']['p99']} / "
+         f"{posting['submit_to_post_s']['max']} s | — |"),
+        *([(f"| Approve click → ack, p50 / p99 / max ({clicks.get('answered')} clicks at "
+            f"{clicks.get('rate_per_s')}/s) | {clicks['latency_ms']['p50']} / {clicks['latency_ms']['p99']} / "
+            f"{clicks['latency_ms']['max']} ms | p99 ≤ 100 ms |"),
+           (f"| clicks answered 200 / decisions recorded | {clicks['statuses'].get('200', 0)} / "
+            f"{clicks.get('decisions_recorded')} | all |")] if "latency_ms" in clicks else []),
         f"| requests by status at the end | {s.get('statuses')} | — |",
-        f"| CPU seconds in the measured run, bare: server / wrk / other processes | "
-        f"{bare['cpu']['server_s']} / {bare['cpu']['load_generator_s']} / {bare['cpu']['other_s']} "
-        f"of {bare['cpu']['wall_s']} s wall | — |",
-        f"| CPU seconds in the measured run, signoff: server / wrk / fake Slack / other (incl. clicks) | "
-        f"{sub['cpu']['server_s']} / {sub['cpu']['load_generator_s']} / {sub['cpu']['bench_process_s']} / "
-        f"{sub['cpu']['other_s']} of {sub['cpu']['wall_s']} s wall | — |",
+        (f"| CPU seconds in the measured run, bare: server / wrk / other processes | "
+         f"{bare['cpu']['server_s']} / {bare['cpu']['load_generator_s']} / {bare['cpu']['other_s']} "
+         f"of {bare['cpu']['wall_s']} s wall | — |"),
+        (f"| CPU seconds in the measured run, signoff: server / wrk / fake Slack / other (incl. clicks) | "
+         f"{sub['cpu']['server_s']} / {sub['cpu']['load_generator_s']} / {sub['cpu']['bench_process_s']} / "
+         f"{sub['cpu']['other_s']} of {sub['cpu']['wall_s']} s wall | — |"),
     ]
     return "\n".join(lines)
 

@@ -27,7 +27,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import loadavg, machine, pct
-
 from signoff.config import Workflow
 from signoff.domain.identifiers import fold
 from signoff.policy import windows as win

@@ -70,13 +70,14 @@ def _fmt_load(load) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| row | accepted/s | bare HMAC /s (same run) | ratio | submit p50 / p99 ms | submit → post p99 s "
-             "| click ack p50 / p99 ms | non-2xx | serve CPU-s / other CPU-s | load avg |",
+    lines = [("| row | accepted/s | bare HMAC /s (same run) | ratio | submit p50 / p99 ms | submit → post p99 s "
+              "| click ack p50 / p99 ms | non-2xx | serve CPU-s / other CPU-s | load avg |"),
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["label"] == "policy":
             p, b = r["res"]["policy"], r["res"]["baseline"]
-            lines.append(f"| policy.evaluate + window check, 20 rules | {p['per_s']:,}/s ({p['per_cpu_s']:,} per CPU-s) "
+            lines.append(f"| policy.evaluate + window check, 20 rules | {p['per_s']:,}/s "
+                         f"({p['per_cpu_s']:,} per CPU-s) "
                          f"| fnmatch loop: {b['per_s']:,}/s ({b['per_cpu_s']:,} per CPU-s) | {r['res']['ratio']} "
                          f"| {p['p50_ms']} / {p['p99_ms']} | — | — | — | — | {_fmt_load(r['load'])} |")
             continue
@@ -87,7 +88,8 @@ def table(rows: list[dict]) -> str:
         sub, clicks, posting = s["submit"], s["clicks"], s["posting"]
         ratio = sub["accepted_per_s"] / bare["accepted_per_s"] if bare["accepted_per_s"] else 0
         lat = clicks.get("latency_ms")
-        click = f"{lat['p50']} / {lat['p99']} ({clicks.get('answered')} at {clicks.get('rate_per_s')}/s)" if lat else "—"
+        click = (f"{lat['p50']} / {lat['p99']} ({clicks.get('answered')} at {clicks.get('rate_per_s')}/s)"
+                 if lat else "—")
         lines.append(
             f"| {r['label']} | {sub['accepted_per_s']:,.0f} | {bare['accepted_per_s']:,.0f} | {ratio:.3f} "
             f"| {sub['p50_ms']} / {sub['p99_ms']} | {posting['submit_to_post_s']['p99']} "

@@ -138,8 +138,7 @@ def build(settings: Settings, *, config: Config | None = None, clock: Clock = sy
                           None if config else settings.config_path)
     keys = load_keyring(store, settings.signing_key,
                         retention=key_retention(holder(), settings.evidence_link_ttl))
-    ctx = Context(uow=SqlUnitOfWork(store), store=store, config=holder, keys=keys, clock=clock, directory=directory or NoDirectory(),
-                  note_text=notes.text,
-                  public_url=settings.public_url,
+    ctx = Context(uow=SqlUnitOfWork(store), store=store, config=holder, keys=keys, clock=clock,
+                  directory=directory or NoDirectory(), note_text=notes.text, public_url=settings.public_url,
                   evidence_link_seconds=int(settings.evidence_link_ttl.total_seconds()))
     return Runtime(settings=settings, store=store, config=holder, context=ctx)

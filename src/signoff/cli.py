@@ -183,7 +183,8 @@ def cmd_db_upgrade(args) -> int:
 
     store = Store(_settings().database_url)
     before, after = migrate.upgrade(store.engine)
-    print(f"database at {after}" + (f" (upgraded from {before or 'empty'})" if before != after else " (already current)"))
+    print(f"database at {after}"
+          + (f" (upgraded from {before or 'empty'})" if before != after else " (already current)"))
     return 0
 
 
@@ -561,7 +562,8 @@ def _workers(text: str) -> int:
     except ValueError:
         n = 0
     if not 1 <= n <= 64:
-        raise argparse.ArgumentTypeError(f"--workers / SIGNOFF_WORKERS must be a whole number from 1 to 64, not {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"--workers / SIGNOFF_WORKERS must be a whole number from 1 to 64, not {text!r}")
     return n
 
 

@@ -106,7 +106,7 @@ class OIDCIdentity(_Model):
     jwks_file: str | None = None
 
     @model_validator(mode="after")
-    def _one_key_source(self) -> "OIDCIdentity":
+    def _one_key_source(self) -> OIDCIdentity:
         if bool(self.jwks_url) == bool(self.jwks_file):
             raise ValueError("give exactly one of jwks_url or jwks_file")
         return self
@@ -206,7 +206,7 @@ class Agent(_Model):
         return v
 
     @model_validator(mode="after")
-    def _has_credential(self) -> "Agent":
+    def _has_credential(self) -> Agent:
         if not self.secret_env and not self.oidc:
             raise ValueError("an agent needs secret_env (HMAC key) or oidc (workload identity)")
         return self
@@ -272,7 +272,7 @@ class ChangeWindow(_Model):
         return v
 
     @model_validator(mode="after")
-    def _not_empty(self) -> "ChangeWindow":
+    def _not_empty(self) -> ChangeWindow:
         if self.start == self.end:
             raise ValueError("start and end are equal: the window would be empty (use 00:00–24:00 for a whole day)")
         return self
@@ -297,7 +297,7 @@ class ChangeFreeze(_Model):
         return v
 
     @model_validator(mode="after")
-    def _order(self) -> "ChangeFreeze":
+    def _order(self) -> ChangeFreeze:
         if self.end <= self.start:
             raise ValueError("a freeze must end after it starts")
         return self
@@ -376,7 +376,7 @@ class Rule(_Model):
         return v
 
     @model_validator(mode="after")
-    def _coherent(self) -> "Rule":
+    def _coherent(self) -> Rule:
         if self.deny and self.auto_approve:
             raise ValueError("a rule cannot both deny and auto_approve")
         if self.auto_approve and self.match and self.match.risk and "critical" in self.match.risk:
@@ -443,7 +443,7 @@ class Workflow(_Model):
         return list(self.approvers) if self.approvers else [self.owner]
 
     @model_validator(mode="after")
-    def _coherent(self) -> "Workflow":
+    def _coherent(self) -> Workflow:
         # One validator for every cross-field problem, so that one does not hide another.
         own = ladder_problems([s.after for s in self.escalation], self.timeout, self.approver_ids,
                               [t for s in self.escalation for t in s.to], self.required_approvals)
@@ -467,7 +467,7 @@ class Workflow(_Model):
             raise ValueError(_SEP.join(errors))
         return self
 
-    def merged(self, rule: "Rule | None") -> "Workflow":
+    def merged(self, rule: Rule | None) -> Workflow:
         """The definition a request matching ``rule`` is decided under: this workflow with the
         rule's keys replacing its own, and no rules (the snapshot stored on the request)."""
         memo = _memo(self)
@@ -513,20 +513,20 @@ def ladder_problems(afters: list[timedelta | None], timeout: timedelta | None, a
             continue
         if last is not None and after <= last:
             problems.append((("escalation", k, "after"),
-                             f"step at {format_duration(after)} is not after the step before it "
-                             f"({format_duration(last)}): escalation steps must have strictly increasing 'after'"))
+                             (f"step at {format_duration(after)} is not after the step before it "
+                              f"({format_duration(last)}): escalation steps must have strictly increasing 'after'")))
         if timeout is not None and after >= timeout:
             problems.append((("escalation", k, "after"),
-                             f"escalation step at {format_duration(after)} is not before the timeout "
-                             f"({format_duration(timeout)}): it could never fire"))
+                             (f"escalation step at {format_duration(after)} is not before the timeout "
+                              f"({format_duration(timeout)}): it could never fire")))
         last = after if last is None else max(last, after)
     # Quorum must be reachable when every possible approver is a known user.
     people = set(approvers or []) | set(targets)
     if (required is not None and approvers is not None and all(isinstance(p, str) and USER_RE.match(p) for p in people)
             and required > len(people)):
         problems.append((("required_approvals",),
-                         f"required_approvals is {required} but only {len(people)} distinct approver(s) "
-                         "could ever approve"))
+                         (f"required_approvals is {required} but only {len(people)} distinct approver(s) "
+                          "could ever approve")))
     return problems
 
 

@@ -167,7 +167,7 @@ def ring_from_schedule(schedule: list[ScheduledKey], now: datetime, retention: t
     upcoming = [s.key for s in ordered if s.activates > now and s is not active]
     older = live[:-1]
     unpublished = frozenset(
-        s.key.kid for s, successor in zip(older, live[1:]) if successor.activates + retention <= now
+        s.key.kid for s, successor in zip(older, live[1:], strict=True) if successor.activates + retention <= now
     )
     return KeyRing(active=active.key, retired=[s.key for s in reversed(older)], loaded_at=now,
                    upcoming=upcoming, unpublished=unpublished)

@@ -13,9 +13,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from signoff.api.app import create_app
 from signoff.bootstrap import Runtime
 from signoff.outbox.dispatcher import Dispatcher
-from signoff.slack.delivery import SlackDelivery
 from signoff.outbox.webhook import WebhookDelivery
 from signoff.slack.app import bolt_app, web_client
+from signoff.slack.delivery import SlackDelivery
 from signoff.slack.directory import SlackDirectory
 from signoff.slack.endpoint import SlackEndpoint
 from signoff.usecases.sweep import sweep
@@ -182,7 +182,8 @@ class MemoryRelease:
         self.trim(0)
 
 
-def deadline_protocol(base: type, timeout: float, on_timeout=lambda: None, release: MemoryRelease | None = None) -> type:
+def deadline_protocol(base: type, timeout: float, on_timeout=lambda: None,
+                      release: MemoryRelease | None = None) -> type:
     """uvicorn's HTTP/1.1 protocol ``base`` (h11 or httptools) with a deadline on a request's
     headers: ``timeout`` seconds from the connection (or, on a kept-alive one, from the next
     request's first byte) until they are all in; a client too slow gets 408 and the

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import statistics
-from datetime import datetime
 import threading
 import time
+from datetime import datetime
 
 import httpx
 import pytest
@@ -52,7 +52,7 @@ def wake_latencies(waiter: Serve, clicker: Serve, slack: FakeSlack, rounds: int 
     took = []
     for n in range(rounds):
         rid = submit(waiter, "slow", n)
-        root = wait_until(lambda: [c for c in top_level_posts(slack) if request_of(c) == rid], 15,
+        root = wait_until(lambda rid=rid: [c for c in top_level_posts(slack) if request_of(c) == rid], 15,
                           "the root post", 0.05)[0]
         out: dict = {}
         t = long_poll(waiter, rid, "wait=30", out)
@@ -73,7 +73,7 @@ def wake_latencies(waiter: Serve, clicker: Serve, slack: FakeSlack, rounds: int 
 
 def report(label: str, took: list[float]) -> None:
     q = sorted(took)
-    p99 = q[min(len(q) - 1, int(round(0.99 * (len(q) - 1))))]
+    p99 = q[min(len(q) - 1, round(0.99 * (len(q) - 1)))]
     print(f"\n{label}: p50 {statistics.median(q) * 1000:.0f} ms, "
           f"p99 {p99 * 1000:.0f} ms, max {q[-1] * 1000:.0f} ms over {len(q)}")
 

@@ -101,7 +101,7 @@ class FakeUnitOfWork:
         nd, ne, no, nm, nb, nl = sizes
         del self.decisions[nd:], self.events[ne:], self.outbox[no:], self.messages[nm:], self.budgets[nb:]
         del self.ledger[nl:]
-        for m, (channel, ts, digest_id) in zip(self.messages, msgs):
+        for m, (channel, ts, digest_id) in zip(self.messages, msgs, strict=True):
             m.channel, m.ts, m.digest_id = channel, ts, digest_id
         self.idempotency, self.seen = idem, seen
 

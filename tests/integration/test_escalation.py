@@ -19,8 +19,8 @@ from signoff.usecases import sweep as sweep_module
 from signoff.usecases.agent_ops import get_request
 from signoff.usecases.cancel import cancel
 from signoff.usecases.decide import decide
-from signoff.usecases.submit import submit
 from signoff.usecases.escalate import expand_group
+from signoff.usecases.submit import submit
 from signoff.usecases.sweep import sweep
 from support import BASIC_YAML, T0, FakeClock, runtime, submission
 
@@ -310,14 +310,14 @@ def test_after_downtime_owed_work_is_done_at_once_in_deadline_order(make):
     clock.now = T0 + 37 * MIN
     report = sweep(ctx)
     assert report.escalated == 8 and report.expired == 3
-    for rid, offset in zip(ids, (0, 3, 6, 9)):
+    for rid, offset in zip(ids, (0, 3, 6, 9), strict=True):
         data = fired(ctx, rid)
         assert [d["step"] for d in data] == [0, 1]
         for d in data:
             due = T0 + (offset + (10 if d["step"] == 0 else 20)) * MIN
             assert d["due_at"] == due.isoformat()
             assert d["late_seconds"] == (clock.now - due).total_seconds()
-    for rid, offset in zip(ids[:3], (0, 3, 6)):
+    for rid, offset in zip(ids[:3], (0, 3, 6), strict=True):
         exp = next(e for e in events(ctx, rid) if e.type == "request.expired")
         assert exp.data["late_seconds"] == (clock.now - T0 - (offset + 30) * MIN).total_seconds()
     assert row(ctx, ids[3]).status == "pending" and row(ctx, ids[3]).due_at == T0 + 39 * MIN

@@ -43,7 +43,7 @@ class JwksServer(LoopbackHTTP):
             return 503, b""
         return 200, json.dumps(self.jwks).encode()
 
-    def publish(self, *keys: "Key") -> None:
+    def publish(self, *keys: Key) -> None:
         self.jwks = {"keys": [k.public_jwk() for k in keys]}
 
 

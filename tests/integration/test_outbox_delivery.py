@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select, update
 
 from signoff.outbox.dispatcher import Dispatcher
-from signoff.slack.delivery import SlackDelivery
 from signoff.slack.app import web_client
+from signoff.slack.delivery import SlackDelivery
 from signoff.store.repo import Repo
 from signoff.store.tables import EventRow, OutboxRow, SlackMessageRow
 from signoff.usecases import slack_ops

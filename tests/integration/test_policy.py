@@ -15,8 +15,8 @@ from signoff.config import load_config, parse_config
 from signoff.domain.errors import Conflict, Forbidden, Invalid, NotFound
 from signoff.store.repo import Repo
 from signoff.usecases import agent_ops
-from signoff.usecases.outcome import record_outcome
 from signoff.usecases.decide import decide
+from signoff.usecases.outcome import record_outcome
 from signoff.usecases.revoke import revoke
 from signoff.usecases.rollback import request_rollback
 from signoff.usecases.slack_ops import render_data

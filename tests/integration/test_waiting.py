@@ -20,9 +20,9 @@ from signoff.bootstrap import build
 from signoff.evidence.export import build_bundle, render_html, verify_bundle
 from signoff.evidence.verify import verify_store
 from signoff.outbox.dispatcher import Dispatcher
-from signoff.slack.delivery import SlackDelivery
 from signoff.settings import Settings
 from signoff.slack.app import web_client
+from signoff.slack.delivery import SlackDelivery
 from signoff.store.repo import Repo
 from signoff.store.tables import OutboxRow
 from signoff.usecases.cancel import cancel

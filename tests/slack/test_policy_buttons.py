@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from signoff.server import build_service
 from signoff.store.repo import Repo
 from signoff.usecases import agent_ops
-from signoff.usecases.outcome import record_outcome
 from signoff.usecases.decide import decide
+from signoff.usecases.outcome import record_outcome
 from signoff.usecases.submit import submit
 from support import DEPLOY_BOT, ROUTING, FakeClock, block_actions, runtime, slack_form, submission, wait_until
 

@@ -28,8 +28,17 @@ from signoff.store.repo import Repo
 from signoff.store.tables import OutboxRow, RequestRow
 from signoff.usecases.submit import submit
 from signoff.usecases.sweep import sweep
-from support import (DEPLOY_BOT, ROUTING, FakeClock, block_actions, listeners_done, runtime, slack_signed, submission,
-                     wait_until)
+from support import (
+    DEPLOY_BOT,
+    ROUTING,
+    FakeClock,
+    block_actions,
+    listeners_done,
+    runtime,
+    slack_signed,
+    submission,
+    wait_until,
+)
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 
@@ -536,8 +545,8 @@ def _junk(rid: str) -> list[tuple[str, bytes]]:
         (js, json.dumps({"type": "event_callback", "event": {"type": "app_home_opened", "user": ["U1"]}}).encode()),
         (js, json.dumps({"type": "event_callback", "event": {"type": "unknown_thing"}}).encode()),
         (js, json.dumps({"type": "url_verification"}).encode()),
-        (js, b'{"type": "event_callback", "event_id": "Ev0SUR", "event": {"type": "message", "user": "U0OWNER",'
-             b' "text": "\\ud800", "ts": "1.2", "thread_ts": "1.1", "channel": "C0APPROVALS"}}'),
+        (js, (b'{"type": "event_callback", "event_id": "Ev0SUR", "event": {"type": "message", "user": "U0OWNER",'
+              b' "text": "\\ud800", "ts": "1.2", "thread_ts": "1.1", "channel": "C0APPROVALS"}}')),
         (form, urlencode({"command": "/signoff", "text": "show a\u0000b", "user_id": "U0OWNER"}).encode()),
         (form, urlencode({"command": "/signoff", "text": "show " + "x" * 3000, "user_id": "U0OWNER"}).encode()),
         (form, urlencode({"command": "/signoff", "text": "pending"}).encode()),

@@ -313,7 +313,7 @@ def test_a_confirmation_after_the_flow_expired(stage):
     rid = stage.submit("critical-typed", **CRITICAL)
     token = form_token(stage.sign_in(rid))
     stage.clock.advance(minutes=10, seconds=1)
-    actor, data = assert_refused(stage, rid, post_confirm(stage.browser, token, TARGET), "expired_flow", 400,
+    actor, _data = assert_refused(stage, rid, post_confirm(stage.browser, token, TARGET), "expired_flow", 400,
                                  "took too long")
     assert actor == "U0OWNER"
 

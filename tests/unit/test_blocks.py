@@ -206,7 +206,8 @@ def test_confirm_dialog_only_for_high_and_critical(risk, confirm):
 
 
 def test_details_shown():
-    _, blks = blocks.request_message(card(make_request(required_approvals=2, approvers=["U0OWNER", "U0APPROVER1", "U0APPROVER2"])))
+    _, blks = blocks.request_message(
+        card(make_request(required_approvals=2, approvers=["U0OWNER", "U0APPROVER1", "U0APPROVER2"])))
     text = all_text(blks)
     assert blks[0]["type"] == "header" and blks[0]["text"]["text"] == "Restart checkout-api in prod-eu"
     assert "`prod-restart`" in text and "`checkout-api`" in text and "`production`" in text
@@ -280,8 +281,8 @@ APPROVED_AT = "<!date^1772442300^{date_short_pretty} {time}|2026-03-02 09:05 UTC
     ({"status": "rejected", "decisions": [APPROVE, {"by": "policy:executor no longer allowed", "decision": "reject",
                                                     "at": "2026-03-02T09:06:00Z"}]},
      ["✅ Approved by <@U0OWNER>", "❌ Rejected by policy (executor no longer allowed) at <!date^"]),
-    ({"status": "expired"}, ["⌛ Expired at <!date^1772445600^{date_short_pretty} {time}|2026-03-02 10:00 UTC>"
-                             " — no decision (denied)"]),
+    ({"status": "expired"}, [("⌛ Expired at <!date^1772445600^{date_short_pretty} {time}|2026-03-02 10:00 UTC>"
+                              " — no decision (denied)")]),
     ({"status": "expired", "required_approvals": 2, "decisions": [APPROVE]},
      ["quorum not reached: <@U0OWNER> (1 of 2) (denied)"]),
     ({"status": "expired", "decisions": [APPROVE], "grant_expires_at": "2026-03-02T09:20:00Z"},

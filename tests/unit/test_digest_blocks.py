@@ -4,12 +4,11 @@ buttons, agent text inert, within Slack's limits at the most a digest holds."""
 from __future__ import annotations
 
 import pytest
+from test_blocks import APPROVE, EXC, actions, all_text, assert_all_inert, assert_limits, evil_request, make_request
 
 from signoff.slack import blocks
 from signoff.slack.card import RequestCard
 from signoff.slack.ids import ActionId
-from test_blocks import (APPROVE, EXC, actions, all_text, assert_all_inert, assert_limits, evil_request,
-                         make_request)
 
 REJECT = {"by": "U0APPROVER1", "decision": "reject", "at": "2026-03-02T09:05:00Z", "reason": "not now"}
 
@@ -49,7 +48,7 @@ def test_a_decided_request_shows_its_outcome_and_no_buttons():
     items = _items(3)
     items[1] = ("request", {**items[1][1], "status": "rejected", "decisions": [REJECT]})
     items[2] = ("request", {**items[2][1], "status": "approved", "decisions": [APPROVE]})
-    fallback, blks = blocks.digest_message("decide", _cards(items))
+    _fallback, blks = blocks.digest_message("decide", _cards(items))
     by = _buttons_by_request(blks)
     assert set(by) == {items[0][1]["id"]}
     text = all_text(blks)

@@ -3,7 +3,6 @@
 from datetime import timedelta
 
 import pytest
-from support import BASIC_YAML
 
 from signoff.config import ConfigError, parse_config
 from signoff.policy.evaluate import evaluate, facts_of
@@ -14,6 +13,7 @@ from signoff.policy.rules import (
     mismatches,
     rollback_required,
 )
+from support import BASIC_YAML
 
 
 class M:

@@ -11,9 +11,9 @@ from slack_sdk.errors import SlackApiError
 
 from fakes.slack_api import FakeSlack
 from signoff.outbox.dispatcher import GiveUp, Retry
-from signoff.slack.delivery import RateLimited, call_slack
-from signoff.slack.client import KeepAliveWebClient
 from signoff.slack.app import web_client
+from signoff.slack.client import KeepAliveWebClient
+from signoff.slack.delivery import RateLimited, call_slack
 
 
 class Counting:

@@ -98,8 +98,8 @@ def test_a_typed_confirmation_next_to_step_up_is_no_warning():
         step_up: {issuer: 'https://id.example.com', client_id: c, require_amr: []}
 """
     assert step_up_warnings(parse_config(workflow(su, rules))) == [
-        "workflows[0].rules[1].step_up.require_amr is empty: a step-up then proves a recent sign-in, not that it "
-        "used MFA"]
+        ("workflows[0].rules[1].step_up.require_amr is empty: a step-up then proves a recent sign-in, not that it "
+         "used MFA")]
 
 
 # -- what the token must prove ------------------------------------------------------------------

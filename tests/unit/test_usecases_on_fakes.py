@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from tests.fakes.uow import FakeRepository, FakeUnitOfWork
+from tests.support import BASIC_YAML, SECRETS, T0, FakeClock, submission
 
 from signoff.config import parse_config
 from signoff.domain import notes
@@ -22,8 +24,6 @@ from signoff.usecases.revoke import revoke
 from signoff.usecases.rollback import request_rollback
 from signoff.usecases.submit import submit
 from signoff.usecases.sweep import sweep
-from tests.fakes.uow import FakeRepository, FakeUnitOfWork
-from tests.support import BASIC_YAML, SECRETS, T0, FakeClock, submission
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ def test_the_sponsor_is_refused_and_the_refusal_goes_to_security(world):
 
 
 def test_sweep_fires_the_due_step_then_expires_at_the_deadline(world):
-    ctx, uow, clock = world
+    ctx, uow, _clock = world
     rid = submitted(ctx)
     assert sweep(ctx, now=T0 + timedelta(minutes=9)).touched == 0
     report = sweep(ctx, now=T0 + timedelta(minutes=10))

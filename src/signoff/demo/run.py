@@ -49,16 +49,15 @@ def run_demo(verbose: bool = False) -> int:
     import logging
 
     import uvicorn
+    from slack_sdk.signature import SignatureVerifier
 
     from signoff.bootstrap import build
     from signoff.config import parse_config
+    from signoff.demo.slack_standin import SlackStandIn
     from signoff.evidence.export import build_bundle, verify_bundle
     from signoff.evidence.verify import verify_store
     from signoff.server import build_service
     from signoff.settings import Settings
-    from slack_sdk.signature import SignatureVerifier
-
-    from signoff.demo.slack_standin import SlackStandIn
 
     slack_signer = SignatureVerifier(samples.SIGNING_SECRET)
 
@@ -103,7 +102,8 @@ def run_demo(verbose: bool = False) -> int:
                                     "value": request_id, "action_ts": str(time.time())}]}
             raw = urlencode({"payload": json.dumps(payload)}).encode()
             st = str(int(time.time()))
-            headers = {"X-Slack-Request-Timestamp": st, "X-Slack-Signature": slack_signer.generate_signature(timestamp=st, body=raw),
+            headers = {"X-Slack-Request-Timestamp": st,
+                       "X-Slack-Signature": slack_signer.generate_signature(timestamp=st, body=raw),
                        "Content-Type": "application/x-www-form-urlencoded"}
             return http.post("/slack/events", content=raw, headers=headers)
 
@@ -114,7 +114,8 @@ def run_demo(verbose: bool = False) -> int:
              f"POST /v1/actions → {resp.status_code}; id {req['id']}, status {req['status']}, "
              f"action_sha256 {req['action_sha256'][:16]}…, sponsor {req['sponsor']}")
 
-        post = _wait(lambda: [c for c in slack.calls_to("chat.postMessage") if c.params.get("channel") == samples.CHANNEL],
+        post = _wait(lambda: [c for c in slack.calls_to("chat.postMessage")
+                              if c.params.get("channel") == samples.CHANNEL],
                      what="the Slack post")[0]
         root = slack.messages(samples.CHANNEL)[0]
         buttons = [e["action_id"] for b in post.params["blocks"] if b.get("type") == "actions" for e in b["elements"]]
@@ -143,8 +144,10 @@ def run_demo(verbose: bool = False) -> int:
              f"grant verified against /.well-known/jwks.json (kid {kid}): sub={claims['sub']} jti={claims['jti']}\n"
              f"   valid {claims['exp'] - claims['iat']} s, bound to the approved action: {bound}")
 
-        resp = agent("POST", f"/v1/actions/{req['id']}/outcome", {"status": "succeeded", "detail": "restarted 6/6 pods"})
-        _say("6. the executor reports the outcome", f"POST …/outcome → {resp.status_code}; status {resp.json()['status']}")
+        resp = agent("POST", f"/v1/actions/{req['id']}/outcome",
+                     {"status": "succeeded", "detail": "restarted 6/6 pods"})
+        _say("6. the executor reports the outcome",
+             f"POST …/outcome → {resp.status_code}; status {resp.json()['status']}")
 
         _wait(lambda: len(slack.calls_to("chat.update")) >= 1, what="the message update")
         final = slack.messages(samples.CHANNEL)[0]

@@ -12,9 +12,10 @@ import itertools
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 BOT_USER_ID = "UBOTSIGNOFF"
@@ -60,7 +61,7 @@ class SlackLimits:
     method's tier and per channel for ``chat.postMessage`` (about one a second, short bursts
     tolerated, under a workspace ceiling of several hundred a minute)."""
 
-    TIERS = {"usergroups.users.list": 20, "chat.update": 50, "conversations.open": 50,
+    TIERS: ClassVar[dict[str, int]] = {"usergroups.users.list": 20, "chat.update": 50, "conversations.open": 50,
              "conversations.history": 50, "conversations.replies": 50, "users.lookupByEmail": 50,
              "chat.postEphemeral": 100, "views.open": 100, "views.update": 100, "views.publish": 100,
              "users.info": 100, "conversations.members": 100}
@@ -155,7 +156,7 @@ class SlackStandIn:
 
     # ---- lifecycle -------------------------------------------------------------------
 
-    def start(self) -> "SlackStandIn":
+    def start(self) -> SlackStandIn:
         if self._server is not None:
             return self
         standin = self
@@ -179,7 +180,7 @@ class SlackStandIn:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "SlackStandIn":
+    def __enter__(self) -> SlackStandIn:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -457,7 +458,7 @@ class _Handler(BaseHTTPRequestHandler):
     # the connection would wait ~40 ms for the delayed ACK on every call.
     disable_nagle_algorithm = True
 
-    def log_message(self, format, *args):  # noqa: A002 - keep test output quiet
+    def log_message(self, format, *args):  # keep test output quiet
         pass
 
     def do_GET(self):

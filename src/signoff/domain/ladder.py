@@ -70,7 +70,7 @@ class Ladder:
         Usually zero or one; after downtime, every step that fell due meanwhile — each
         fires, in order, none instead of another.
         """
-        out = []
+        out: list[int] = []
         k = fired
         while True:
             off = self.offset(k)
@@ -100,9 +100,9 @@ def owed(submitted: datetime, deadline: datetime, ladder: Ladder, fired: int, no
     The steps due (each once, in order) and, when ``now`` has reached the deadline, the
     expiry last. Steps falling at or after the deadline are never owed.
     """
-    out = [Owed(submitted + ladder.offset(k), STEP, k)
+    out = [Owed(submitted + off, STEP, k)
            for k in ladder.due(submitted, fired, min(now, deadline))
-           if submitted + ladder.offset(k) < deadline]
+           if (off := ladder.offset(k)) is not None and submitted + off < deadline]
     if now >= deadline:
         out.append(Owed(deadline, EXPIRE))
     return out

@@ -13,9 +13,9 @@ from datetime import datetime
 
 from signoff.config import Config, Workflow
 from signoff.domain.errors import DomainError
+from signoff.domain.ladder import Ladder
 from signoff.durations import format_duration
 from signoff.policy import windows as win
-from signoff.domain.ladder import Ladder
 from signoff.policy.evaluate import Plan, evaluate, facts_of, plan
 from signoff.schemas import Submission
 

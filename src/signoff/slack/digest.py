@@ -145,7 +145,7 @@ class DigestPlanner:
             return set()
         try:
             digest_ids = form_digests(self.ctx, worker=claim.worker_id, planned=[p for p, _c in planned],
-                                      claimed=claimed_digests)
+                                      capacity=DIGEST_MAX, claimed=claimed_digests)
         except DigestRace as exc:
             log.info("digest not formed (%s): the requests are posted one by one", exc)
             return set()

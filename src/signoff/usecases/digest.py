@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from signoff.slack.blocks import DIGEST_MAX
 from signoff.usecases.ports import Context, Repository
 from signoff.usecases.slack_ops import read_messages
 
@@ -52,9 +51,11 @@ def owed_posts(ctx: Context, *, targets: list[str], exclude: list[int],
     return ctx.uow.read(read)
 
 
-def form_digests(ctx: Context, *, worker: str, planned: list[Planned], claimed: list[int] = ()) -> list[int]:
+def form_digests(ctx: Context, *, worker: str, planned: list[Planned], capacity: int,
+                 claimed: list[int] = ()) -> list[int]:
     """Replace the planned rows' posts by digests (new ones, or ones not posted yet that
-    they join), all or nothing; returns the digest ids. ``DigestRace`` (nothing changed)
+    they join), all or nothing; returns the digest ids. A digest holds at most
+    ``capacity`` requests (what one Slack message can show). ``DigestRace`` (nothing changed)
     when a row is no longer ``worker``'s to deliver, or a digest to join is being posted."""
 
     def tx(repo) -> list[int]:
@@ -69,7 +70,7 @@ def form_digests(ctx: Context, *, worker: str, planned: list[Planned], claimed: 
                 digest_id = p.digest_id
                 if not repo.hold_digest_post(digest_id, worker, list(claimed)):
                     raise DigestRace(f"digest {digest_id} is being posted")
-                if len(repo.digest_members(digest_id)) + len(message_ids) > DIGEST_MAX:
+                if len(repo.digest_members(digest_id)) + len(message_ids) > capacity:
                     raise DigestRace(f"digest {digest_id} is full")
             else:
                 digest_id = repo.add_digest(p.kind, p.target, now)

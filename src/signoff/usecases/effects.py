@@ -35,7 +35,7 @@ RECONCILE_AFTER = timedelta(seconds=2)
 class _Owed:
     """One outbox row owed: ``msg`` is the message whose id goes in the payload (set at flush)."""
 
-    __slots__ = ("kind", "payload", "msg", "request_id", "dedupe_key", "delay")
+    __slots__ = ("dedupe_key", "delay", "kind", "msg", "payload", "request_id")
 
     def __init__(self, kind: str, payload: dict[str, Any], msg: SlackMessageRow | None, request_id: str | None,
                  dedupe_key: str | None, delay: timedelta | None):

@@ -3,10 +3,10 @@
 Revision ID: 0006
 Revises: 0005
 """
-from alembic import op
 import sqlalchemy as sa
-import signoff.store.tables
+from alembic import op
 
+import signoff.store.tables
 
 revision = '0006'
 down_revision = '0005'
