@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Collection, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,6 +44,17 @@ _RECORD_POST = (update(_msgs).where(_msgs.c.id == bindparam("mid"), _msgs.c.ts.i
                 .returning(_msgs.c.request_id, _msgs.c.role, _msgs.c.target))
 
 
+
+@dataclass(frozen=True)
+class Gauges:
+    """Counts read at scrape time (``Repo.gauges``)."""
+
+    by_status: dict[str, int]
+    pending_by_workflow: dict[str, int]
+    overdue: int
+    outbox_pending: int
+    outbox_dead: int
+
 class Repo:
     """``usecases.ports.Repository`` on one SQLAlchemy session (one transaction)."""
 
@@ -64,6 +76,22 @@ class Repo:
             return False
         done.add(key)
         return True
+
+    # operations ---------------------------------------------------------------------
+    def gauges(self, now: datetime) -> Gauges:
+        """What the metrics endpoint shows of the database: requests by status, pending
+        requests by workflow, pending requests past their deadline, the outbox's depth."""
+        by_status = dict(self.session.execute(
+            select(RequestRow.status, func.count()).group_by(RequestRow.status)).all())
+        pending = dict(self.session.execute(
+            select(RequestRow.workflow, func.count()).where(RequestRow.status == "pending")
+            .group_by(RequestRow.workflow)).all())
+        overdue = self.session.scalar(select(func.count()).select_from(RequestRow).where(
+            RequestRow.status == "pending", RequestRow.deadline < now)) or 0
+        outbox = dict(self.session.execute(
+            select(OutboxRow.state, func.count()).where(OutboxRow.state.in_(("pending", "dead")))
+            .group_by(OutboxRow.state)).all())
+        return Gauges(by_status, pending, overdue, outbox.get("pending", 0), outbox.get("dead", 0))
 
     # requests -----------------------------------------------------------------------
     def get(self, request_id: str) -> RequestRow | None:

@@ -41,6 +41,10 @@ def system_clock() -> datetime:
 class Requests(Protocol):
     def get(self, request_id: str) -> RequestRow | None: ...
 
+    def gauges(self, now: datetime) -> Any:
+        """Counts for the metrics endpoint (``store.repo.Gauges``)."""
+        ...
+
     def new_request(self, **fields: Any) -> RequestRow:
         """A request row not stored yet (``insert_request`` stores it)."""
         ...
