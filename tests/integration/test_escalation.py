@@ -382,6 +382,29 @@ def test_group_targets_are_expanded_through_the_outbox(make):
     assert decide(ctx, request_id=rid, user="U0ON2", decision="approve").outcome == "approved"
 
 
+SPONSOR_STEP_YAML = BASIC_YAML.replace("to: [U0ESC]", "to: [U0SPONSOR, U0ESC, S0ONCALL]")
+
+
+def test_a_step_never_asks_the_requests_sponsor_directly_or_through_a_group(make):
+    # The agent's sponsor is named by the step and is in its group: a copy with buttons
+    # would only earn a refused click, so neither the step nor the group's expansion asks them.
+    ctx, clock = make(SPONSOR_STEP_YAML, FakeDirectory({"S0ONCALL": {"U0SPONSOR", "U0ON1"}}))
+    rid = new_request(ctx)
+    clock.now = T0 + 10 * MIN
+    sweep(ctx)
+    assert [m.target for m in messages(ctx, rid, "escalation")] == ["U0ESC"]
+    [step] = fired(ctx, rid)
+    assert step["to"] == ["U0SPONSOR", "U0ESC", "S0ONCALL"] and step["not_asked"] == ["U0SPONSOR"]
+    expand_group(ctx, request_id=rid, group="S0ONCALL", members=["U0SPONSOR", "U0ON1"], step=0)
+    assert sorted(m.target for m in messages(ctx, rid, "escalation")) == ["U0ESC", "U0ON1"]
+    last = events(ctx, rid)[-1]
+    assert last.type == "escalation.expanded"
+    assert last.data["asked"] == ["U0ON1"] and last.data["not_asked"] == ["U0SPONSOR"]
+    # Their click stays refused; the people asked decide.
+    assert decide(ctx, request_id=rid, user="U0SPONSOR", decision="approve").outcome == "refused"
+    assert decide(ctx, request_id=rid, user="U0ON1", decision="approve").outcome == "approved"
+
+
 def test_a_group_expanded_after_expiry_asks_nobody(make):
     ctx, clock = make(GROUP_YAML, FakeDirectory())
     rid = new_request(ctx)

@@ -13,12 +13,12 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from signoff.config import Workflow
+from signoff.config import Config, Workflow
 from signoff.domain import notes
 from signoff.domain.ladder import Ladder
 from signoff.domain.model import TERMINAL, ExceptionKind, Status, transition
 from signoff.domain.notes import Note
-from signoff.usecases.common import workflow_snapshot
+from signoff.usecases.common import sponsors_of, workflow_snapshot
 from signoff.usecases.ports import Context, NoteText, Repository
 
 if TYPE_CHECKING:
@@ -63,8 +63,10 @@ class Effects:
     ``note_text``: words a thread note as stored with it (``ports.NoteText``)."""
 
     def __init__(self, repo: Repository, now: datetime, copies: dict[str, list[SlackMessageRow]] | None = None,
-                 *, batch: bool = False, note_text: NoteText | None = None):
+                 *, batch: bool = False, note_text: NoteText | None = None, config: Config | None = None):
         self.repo = repo
+        self.config = config
+        self._set_aside: dict[str, frozenset[str]] = {}
         self.now = now
         self.copies = copies if copies is not None else {}
         self.batch = batch
@@ -77,7 +79,16 @@ class Effects:
     @classmethod
     def of(cls, ctx: Context, repo: Repository, now: datetime,
            copies: dict[str, list[SlackMessageRow]] | None = None, *, batch: bool = False) -> Effects:
-        return cls(repo, now, copies, batch=batch, note_text=ctx.note_text)
+        return cls(repo, now, copies, batch=batch, note_text=ctx.note_text, config=ctx.config())
+
+    def set_aside(self, req: RequestRow) -> frozenset[str]:
+        """Who may never approve ``req`` (its agents' and its chain's sponsors,
+        ``common.sponsors_of``): nobody asks them to decide it."""
+        found = self._set_aside.get(req.id)
+        if found is None:
+            found = self._set_aside[req.id] = (
+                sponsors_of(self.repo, self.config, [req])[req.id] if self.config is not None else frozenset())
+        return found
 
     def policy(self, req: RequestRow) -> Workflow:
         wf = self.wfs.get(req.id)

@@ -43,20 +43,23 @@ def fire_step(fx: Effects, req: RequestRow, k: int, due_at: datetime) -> int | f
         again = [m.target for m in fx.messages(req)
                  if m.role == "escalation" and m.target not in targets]
     reminder = Note(notes.REMINDER, data={"step": k + 1})
+    # A sponsor named by a step is not asked: their click would be refused (separation of duties).
+    sponsors = fx.set_aside(req)
     for target in targets:
         if GROUP_RE.match(target):
             # Members are looked up through Slack after commit; each gets a DM then.
             fx.enqueue(req, "slack.expand", {"request_id": req.id, "group": target, "step": k},
                        dedupe_key=f"expand:{req.id}:{k}:{target}")
-        else:
+        elif target not in sponsors:
             fx.ask(req, target, reminder)
     for target in again:
         fx.ask(req, target, reminder)
 
-    fx.repo.append_event(req, "escalation.fired", "signoff",
-                         {"step": k, "ladder_index": index, "cycle": cycle, "to": targets,
-                          "reminded": again, "remind": step.remind, "due_at": due_at.isoformat(),
-                          "late_seconds": late}, fx.now)
+    fired = {"step": k, "ladder_index": index, "cycle": cycle, "to": targets, "reminded": again,
+             "remind": step.remind, "due_at": due_at.isoformat(), "late_seconds": late}
+    if skipped := [t for t in targets if t in sponsors]:
+        fired["not_asked"] = skipped  # sponsors: they may not decide it
+    fx.repo.append_event(req, "escalation.fired", "signoff", fired, fx.now)
     fx.note(req, Note(notes.ESCALATED, data={"step": k + 1, "to": targets, "again": len(again),
                                              "reminder": bool(step.remind or cycle > 0)}))
     if cycle == 0:
@@ -87,15 +90,19 @@ def expand_group(ctx: Context, *, request_id: str, group: str, members: list[str
                                "status": req.status}, now)
             return
         fx = Effects.of(ctx, repo, now, repo.messages_for([req.id]), batch=True)
-        unique = list(dict.fromkeys(members))
+        # A member who sponsors the request is not asked: their click would be refused.
+        sponsors = fx.set_aside(req)
+        unique = [u for u in dict.fromkeys(members) if u not in sponsors]
         asked = [u for u in unique if not any(m.target == u and m.role in ASKED_ROLES
                                               for m in fx.copies[req.id])]
         reminder = Note(notes.REMINDER, data={"step": step + 1 if step is not None else None})
+        expanded = {"group": group, "step": step, "members": members, "asked": asked}
+        if skipped := sorted(set(members) & sponsors):
+            expanded["not_asked"] = skipped
         with repo.deferred():
             for user in unique:
                 fx.ask(req, user, reminder)
-            repo.append_event(req, "escalation.expanded", "signoff",
-                              {"group": group, "step": step, "members": members, "asked": asked}, now)
+            repo.append_event(req, "escalation.expanded", "signoff", expanded, now)
         fx.flush()
 
     ctx.uow.transaction(tx)
