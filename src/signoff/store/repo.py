@@ -564,6 +564,9 @@ class Repo:
     def forget_idempotency_before(self, cutoff: datetime) -> int:
         return self.session.execute(delete(IdempotencyRow).where(IdempotencyRow.created_at < cutoff)).rowcount
 
+    def forget_seen_events_before(self, cutoff: datetime) -> int:
+        return self.session.execute(delete(SeenEventRow).where(SeenEventRow.at < cutoff)).rowcount
+
     # slack event dedupe -------------------------------------------------------------
     def first_sighting(self, event_id: str, now: datetime) -> bool:
         if self.session.get(SeenEventRow, event_id):
