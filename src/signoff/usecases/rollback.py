@@ -11,7 +11,7 @@ the first.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from signoff.domain import notes
 from signoff.domain.errors import DomainError
@@ -37,7 +37,7 @@ class RollbackResult:
     request_id: str | None = None
 
 
-def rollback_action(req: RequestRow) -> dict | None:
+def rollback_action(req: RequestRow) -> dict[str, Any] | None:
     action = (req.rollback or {}).get("action")
     return action if isinstance(action, dict) and action else None
 
@@ -52,7 +52,7 @@ def offers_rollback(repo: Repository, req: RequestRow) -> bool:
     return req.status in OFFERED_FROM and rollback_action(req) is not None and live_rollback(repo, req) is None
 
 
-def rollback_body(req: RequestRow, user: str) -> dict:
+def rollback_body(req: RequestRow, user: str) -> dict[str, Any]:
     """The submission a "Roll back" click makes: the rollback action, whose own way back
     is the original action."""
     title = f"Roll back: {req.title}"
