@@ -122,6 +122,10 @@ class Messages(Protocol):
 
     def message_with_request(self, message_id: int) -> tuple[SlackMessageRow, RequestRow] | None: ...
 
+    def request_message(self, message_id: int) -> SlackMessageRow | None:
+        """The message, when its request exists."""
+        ...
+
     def render_rows(self, message_ids: list[int], executed: Collection[str]) -> tuple[
             list[Any], dict[str, Any], dict[str, list[Any]], dict[str, list[Any]]]:
         """Plain rows for rendering several messages: (messages, their requests by id, the
@@ -205,6 +209,15 @@ class Repository(Requests, Decisions, Evidence, Outbox, Messages, Digests, Idemp
     def once(self, tag: str, key: Any) -> bool:
         """True the first time (``tag``, ``key``) is asked in this transaction."""
         ...
+
+
+class RenderReads(Protocol):
+    """What rendering a request reads besides the row: its decisions and its rollbacks. A
+    ``Repository`` answers, or rows read beforehand for several requests at once."""
+
+    def decisions(self, request_id: str) -> list[DecisionRow]: ...
+
+    def rollbacks_of(self, request_id: str) -> list[RequestRow]: ...
 
 
 class UnitOfWork(Protocol):

@@ -20,7 +20,7 @@ from signoff.domain.notes import Note
 from signoff.policy.evaluate import plan
 from signoff.usecases.decide import deciders
 from signoff.usecases.effects import Effects, transaction
-from signoff.usecases.ports import Context, Repository
+from signoff.usecases.ports import Context, RenderReads, Repository
 from signoff.usecases.submit import create_request, parse_submission
 
 if TYPE_CHECKING:
@@ -42,12 +42,12 @@ def rollback_action(req: RequestRow) -> dict[str, Any] | None:
     return action if isinstance(action, dict) and action else None
 
 
-def live_rollback(repo: Repository, req: RequestRow) -> RequestRow | None:
+def live_rollback(repo: RenderReads, req: RequestRow) -> RequestRow | None:
     """A rollback of ``req`` that is not dead (rejected, expired, cancelled), if any."""
     return next((r for r in repo.rollbacks_of(req.id) if r.status not in DEAD), None)
 
 
-def offers_rollback(repo: Repository, req: RequestRow) -> bool:
+def offers_rollback(repo: RenderReads, req: RequestRow) -> bool:
     """Whether the request's message shows a live "Roll back" button."""
     return req.status in OFFERED_FROM and rollback_action(req) is not None and live_rollback(repo, req) is None
 
