@@ -24,6 +24,7 @@ from signoff.config import Config
 
 if TYPE_CHECKING:  # the rows' types only; nothing of the store is imported at run time
     from signoff.domain.notes import Note
+    from signoff.store.step_up import Flow, Held
     from signoff.store.tables import DecisionRow, EventRow, IdempotencyRow, RequestRow, SlackMessageRow
 
 T = TypeVar("T")
@@ -180,13 +181,15 @@ class StepUpFlows(Protocol):
     def add_flow(self, *, state_hash: str, request_id: str, browser_hash: str, nonce: str,
                  code_verifier: str, issuer: str, now: datetime, ttl: timedelta) -> None: ...
 
-    def take_flow(self, state_hash: str, now: datetime) -> tuple[Any, bool]: ...
+    def take_flow(self, state_hash: str, now: datetime) -> tuple[Flow | None, bool]:
+        """(the flow, whether this call took it): a flow is taken once."""
+        ...
 
     def hold_flow(self, state_hash: str, *, confirm_hash: str, approver: str, proof: dict[str, Any]) -> bool:
         """Keep a verified sign-in in a taken flow until its confirmation form is posted."""
         ...
 
-    def held_flow(self, confirm_hash: str) -> Any: ...
+    def held_flow(self, confirm_hash: str) -> Held | None: ...
 
     def take_held_flow(self, confirm_hash: str, now: datetime) -> bool:
         """Claim a held sign-in for its one confirmation (a conditional update)."""
