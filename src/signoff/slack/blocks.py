@@ -28,8 +28,17 @@ from typing import Any
 
 from signoff.domain.identifiers import GROUP_RE, INVISIBLE_FILLERS, USER_RE, mixed_scripts
 from signoff.slack.card import Decision, ExceptionNote, RequestCard
-from signoff.slack.ids import (COMMENT_INPUT, CONFIRM_INPUT, CONFIRM_MODAL, DECISION_BLOCK, REASON_INPUT,
-                              REJECT_REASON_MODAL, REVIEW_BLOCK, REVIEW_MODAL, ActionId)
+from signoff.slack.ids import (
+    COMMENT_INPUT,
+    CONFIRM_INPUT,
+    CONFIRM_MODAL,
+    DECISION_BLOCK,
+    REASON_INPUT,
+    REJECT_REASON_MODAL,
+    REVIEW_BLOCK,
+    REVIEW_MODAL,
+    ActionId,
+)
 
 # Slack's limits (Block Kit reference).
 MAX_SECTION = 3000
@@ -525,7 +534,7 @@ def request_message(r: RequestCard, *, role: str = "request") -> tuple[str, list
         if typed and not step_up_url:
             blocks.append(_context("Approving asks you to type the target exactly."))
         lead = "Escalated — approval needed" if role == "escalation" else "Approval needed"
-        fallback = f"{lead}: {title} ({str(r.risk or 'medium')} risk, workflow {_flat(r.workflow, 100)})"
+        fallback = f"{lead}: {title} ({r.risk or 'medium'} risk, workflow {_flat(r.workflow, 100)})"
     else:
         blocks.append(_section(_outcome_text(r)))
         if r.auto_approved_by:
@@ -753,8 +762,8 @@ def request_detail_text(r: RequestCard) -> str:
     """mrkdwn for ``/signoff show ID``: the request, its decisions and outcome."""
     lines = [
         f"*{_flat(r.title, 200)}*",
-        f"Request {_inline(r.id, 120)} · status {_inline(r.status, 40)} · "
-        f"workflow {_inline(r.workflow, 100)} · risk {_risk(r)}",
+        (f"Request {_inline(r.id, 120)} · status {_inline(r.status, 40)} · "
+         f"workflow {_inline(r.workflow, 100)} · risk {_risk(r)}"),
         f"Action {_inline(r.action_type, 200)} on {_inline(r.target, 200)}"
         + (f" in {_inline(r.environment, 100)}" if r.environment else ""),
         f"Agent {_agent(r)} · executor {_inline(r.executor, 120)}",

@@ -14,8 +14,15 @@ from slack_bolt import App
 from signoff.policy.rules import confirmation_text
 from signoff.slack import blocks
 from signoff.slack.card import RequestCard, cards
-from signoff.slack.ids import (COMMENT_INPUT, CONFIRM_INPUT, CONFIRM_MODAL, REASON_INPUT, REJECT_REASON_MODAL,
-                              REVIEW_MODAL, ActionId)
+from signoff.slack.ids import (
+    COMMENT_INPUT,
+    CONFIRM_INPUT,
+    CONFIRM_MODAL,
+    REASON_INPUT,
+    REJECT_REASON_MODAL,
+    REVIEW_MODAL,
+    ActionId,
+)
 from signoff.usecases import queries
 from signoff.usecases.decide import decide
 from signoff.usecases.ports import Context
@@ -123,7 +130,7 @@ def register(app: App, ctx: Context) -> None:
     def ack_confirmation(ack, body):
         """Answered in the submission's own response: a mismatch keeps the modal open with
         the field marked (the refusal is recorded afterwards); a match closes it."""
-        request_id, user, typed = _submitted(body, CONFIRM_INPUT)
+        request_id, _user, typed = _submitted(body, CONFIRM_INPUT)
         confirm = queries.typed_confirmation_for(ctx, request_id) if request_id else None
         if confirm is not None and typed != confirmation_text(confirm["action"]):
             ack(response_action="errors",

@@ -15,7 +15,7 @@ from signoff.policy.evaluate import agent_sponsor
 from signoff.usecases.ports import Repository
 
 if TYPE_CHECKING:
-    from signoff.store.tables import RequestRow
+    from signoff.store.tables import DecisionRow, RequestRow
 
 
 def workflow_snapshot(req: RequestRow) -> Workflow:
@@ -36,11 +36,12 @@ def sponsors_of(repo: Repository, config: Config, reqs: list[RequestRow]) -> dic
 
 
 def request_view(repo: Repository, req: RequestRow, *, viewer: str | None = None,
-                 decisions: list | None = None, thread: list | None = None) -> dict[str, Any]:
+                 decisions: list[DecisionRow] | None = None,
+                 thread: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The request object agents get. The grant appears only in the executor's view; the
     thread only in an agent's view (``viewer`` set). ``decisions`` / ``thread``: the
     request's decision rows / thread when the caller knows them already."""
-    decisions = [
+    shown = [
         {"by": d.by, "decision": d.decision, "at": d.at.isoformat().replace("+00:00", "Z"),
          **({"reason": d.reason} if getattr(d, "reason", None) else {})}
         for d in (repo.decisions(req.id) if decisions is None else decisions)
@@ -49,7 +50,7 @@ def request_view(repo: Repository, req: RequestRow, *, viewer: str | None = None
     if (viewer is not None and viewer == req.executor and req.grant_token
             and req.status in (Status.APPROVED, Status.EXECUTING)):
         grant = req.grant_token
-    view = {
+    view: dict[str, Any] = {
         "id": req.id,
         "status": req.status,
         "workflow": req.workflow,
@@ -73,7 +74,7 @@ def request_view(repo: Repository, req: RequestRow, *, viewer: str | None = None
         and not req.grant_token else None,
         "rule": req.rule,
         "policy_sha256": req.policy_hash,
-        "decisions": decisions,
+        "decisions": shown,
         "grant": grant,
         "grant_expires_at": _z(req.grant_expires_at) if grant else None,
         "outcome": req.outcome,

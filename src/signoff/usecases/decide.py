@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from signoff.config import Workflow
 from signoff.domain import notes
@@ -16,7 +17,7 @@ from signoff.usecases.common import sponsors_of, workflow_snapshot
 from signoff.usecases.effects import Effects, transaction
 from signoff.usecases.expire import expire_if_overdue
 from signoff.usecases.grant import issue_grant
-from signoff.usecases.ports import Context
+from signoff.usecases.ports import Context, Repository
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def resolve(ctx: Context, refs: list[str]) -> set[str]:
     return users
 
 
-def is_among(ctx: Context, user: str, refs) -> bool:
+def is_among(ctx: Context, user: str, refs: Iterable[str]) -> bool:
     """Whether ``user`` is among the users ``refs`` name (``resolve``, for one user): users
     named directly are checked before the directory is asked, and it is asked no more
     than needed. The same resolution as ``deciders``; never call it while a read is open."""
@@ -76,7 +77,7 @@ def deciders(ctx: Context, request_id: str) -> Deciders | None:
     transaction opens: the directory look-ups (Slack calls) never run inside it."""
     config = ctx.config()
 
-    def read(repo):
+    def read(repo: Repository) -> tuple[Workflow, int, frozenset[str]] | None:
         req = repo.get(request_id)
         if req is None:
             return None
@@ -97,7 +98,7 @@ STEP_UP_NEEDED = ("this workflow approves only after a sign-in at the company's 
 
 def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: str | None = None,
            confirmed_target: str | None = None, reason: str | None = None,
-           step_up: dict | None = None) -> DecideResult:
+           step_up: dict[str, Any] | None = None) -> DecideResult:
     """Record a click. Exactly one decision wins however clicks race (compare-and-set).
 
     ``confirmed_target``: what the approver typed in the confirmation modal; an approval of a
@@ -119,7 +120,7 @@ def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: 
         return DecideResult("unknown", "This request no longer exists.")
     wf, steps_fired, eligible, sponsors = pre
 
-    def tx(repo, fx: Effects) -> DecideResult:
+    def tx(repo: Repository, fx: Effects) -> DecideResult:
         now = fx.now
         req = repo.get(request_id)
         if req is None:
@@ -147,21 +148,21 @@ def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: 
         if verdict.allowed and d is Decision.APPROVE and wf.step_up is not None and not step_up:
             verdict = Verdict(False, STEP_UP_NEEDED)
         if not verdict.allowed:
-            refused = {"decision": d.value, "reason": verdict.reason, "channel": channel, **via}
+            refused: dict[str, Any] = {"decision": d.value, "reason": verdict.reason, "channel": channel, **via}
             if verdict.reason == SPONSOR_REASON:
                 refused["sponsors"] = sorted(sponsors)  # who is set aside, as evidence
             fx.refuse(req, refused_type, user, refused, channel=channel, text=f"Not recorded: {verdict.reason}.",
                       exception=refused_kind, detail=f"{user}: {verdict.reason}")
             return DecideResult("refused", f"Not recorded: {verdict.reason}.", req.status)
-        if d == Decision.APPROVE and typed_confirmation(req.risk, wf.confirm):
-            if confirmed_target != confirmation_text(req.action):
-                typed = None if confirmed_target is None else confirmed_target[:300]
-                text = ("Not recorded: this request asks you to type its target to approve."
-                        if confirmed_target is None else f"Not recorded: {CONFIRM_REFUSED}.")
-                fx.refuse(req, "confirmation.refused", user,
-                          {"decision": d.value, "reason": CONFIRM_REFUSED, "typed": typed, "channel": channel, **via},
-                          channel=channel, text=text)
-                return DecideResult("refused", text, req.status)
+        if (d == Decision.APPROVE and typed_confirmation(req.risk, wf.confirm)
+                and confirmed_target != confirmation_text(req.action)):
+            typed = None if confirmed_target is None else confirmed_target[:300]
+            text = ("Not recorded: this request asks you to type its target to approve."
+                    if confirmed_target is None else f"Not recorded: {CONFIRM_REFUSED}.")
+            fx.refuse(req, "confirmation.refused", user,
+                      {"decision": d.value, "reason": CONFIRM_REFUSED, "typed": typed, "channel": channel, **via},
+                      channel=channel, text=text)
+            return DecideResult("refused", text, req.status)
         repo.add_decision(req.id, user, d.value, now, reason=reason)
         repo.touch(req)  # the view's decisions grow, whether or not the quorum is met
         recorded = {"decision": d.value, "channel": channel, **via}
@@ -193,7 +194,9 @@ def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: 
             result = transaction(ctx, tx)
             break
         except _Retry:
-            wf, steps_fired, eligible, sponsors = deciders(ctx, request_id)
+            again = deciders(ctx, request_id)
+            assert again is not None, "the transaction just read the request, and requests are never deleted"
+            wf, steps_fired, eligible, sponsors = again
     else:
         return DecideResult("refused", "The request changed while you clicked; please try again.")
     ctx.notify()

@@ -10,6 +10,7 @@ the digest message.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,7 +45,7 @@ def owed_posts(ctx: Context, *, targets: list[str], exclude: list[int],
     since = ctx.clock() - OWED_HORIZON
     targets = sorted(set(targets))
 
-    def read(repo):
+    def read(repo: Repository) -> tuple[dict[str, int], list[dict[str, Any]]]:
         return (repo.owed_posts(targets, sorted(set(exclude)), since),
                 repo.open_digests(targets, since, claimed))
 
@@ -52,13 +53,13 @@ def owed_posts(ctx: Context, *, targets: list[str], exclude: list[int],
 
 
 def form_digests(ctx: Context, *, worker: str, planned: list[Planned], capacity: int,
-                 claimed: list[int] = ()) -> list[int]:
+                 claimed: Sequence[int] = ()) -> list[int]:
     """Replace the planned rows' posts by digests (new ones, or ones not posted yet that
     they join), all or nothing; returns the digest ids. A digest holds at most
     ``capacity`` requests (what one Slack message can show). ``DigestRace`` (nothing changed)
     when a row is no longer ``worker``'s to deliver, or a digest to join is being posted."""
 
-    def tx(repo) -> list[int]:
+    def tx(repo: Repository) -> list[int]:
         now = ctx.clock()
         ids = []
         for p in planned:

@@ -45,5 +45,6 @@ def expire_if_overdue(fx: Effects, req: RequestRow) -> bool:
             if o.kind == EXPIRE:
                 expire(fx, req, o.at)
             else:
+                assert o.k is not None, "an owed step carries its index"
                 fire_step(fx, req, o.k, o.at)
     return True

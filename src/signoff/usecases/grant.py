@@ -7,7 +7,7 @@ change window open). Never issues a grant for a request that is not ``approved``
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from signoff.domain import notes
 from signoff.domain.model import ExceptionKind, Status
@@ -55,7 +55,7 @@ def issue_grant(ctx: Context, fx: Effects, req: RequestRow) -> bool:
     wf = workflow_snapshot(req)
     ttl = wf.execution.grant_ttl
     iat = int(now.timestamp())
-    claims = {
+    claims: dict[str, Any] = {
         "iss": "signoff",
         "sub": req.executor,
         "jti": req.id,

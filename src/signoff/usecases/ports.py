@@ -24,6 +24,7 @@ from signoff.config import Config
 
 if TYPE_CHECKING:  # the rows' types only; nothing of the store is imported at run time
     from signoff.domain.notes import Note
+    from signoff.store.step_up import Flow, Held
     from signoff.store.tables import DecisionRow, EventRow, IdempotencyRow, RequestRow, SlackMessageRow
 
 T = TypeVar("T")
@@ -126,6 +127,10 @@ class Messages(Protocol):
 
     def message_with_request(self, message_id: int) -> tuple[SlackMessageRow, RequestRow] | None: ...
 
+    def request_message(self, message_id: int) -> SlackMessageRow | None:
+        """The message, when its request exists."""
+        ...
+
     def render_rows(self, message_ids: list[int], executed: Collection[str]) -> tuple[
             list[Any], dict[str, Any], dict[str, list[Any]], dict[str, list[Any]]]:
         """Plain rows for rendering several messages: (messages, their requests by id, the
@@ -182,13 +187,15 @@ class StepUpFlows(Protocol):
     def add_flow(self, *, state_hash: str, request_id: str, browser_hash: str, nonce: str,
                  code_verifier: str, issuer: str, now: datetime, ttl: timedelta) -> None: ...
 
-    def take_flow(self, state_hash: str, now: datetime) -> tuple[Any, bool]: ...
+    def take_flow(self, state_hash: str, now: datetime) -> tuple[Flow | None, bool]:
+        """(the flow, whether this call took it): a flow is taken once."""
+        ...
 
     def hold_flow(self, state_hash: str, *, confirm_hash: str, approver: str, proof: dict[str, Any]) -> bool:
         """Keep a verified sign-in in a taken flow until its confirmation form is posted."""
         ...
 
-    def held_flow(self, confirm_hash: str) -> Any: ...
+    def held_flow(self, confirm_hash: str) -> Held | None: ...
 
     def take_held_flow(self, confirm_hash: str, now: datetime) -> bool:
         """Claim a held sign-in for its one confirmation (a conditional update)."""
@@ -211,6 +218,15 @@ class Repository(Requests, Decisions, Evidence, Outbox, Messages, Digests, Idemp
     def once(self, tag: str, key: Any) -> bool:
         """True the first time (``tag``, ``key``) is asked in this transaction."""
         ...
+
+
+class RenderReads(Protocol):
+    """What rendering a request reads besides the row: its decisions and its rollbacks. A
+    ``Repository`` answers, or rows read beforehand for several requests at once."""
+
+    def decisions(self, request_id: str) -> list[DecisionRow]: ...
+
+    def rollbacks_of(self, request_id: str) -> list[RequestRow]: ...
 
 
 class UnitOfWork(Protocol):

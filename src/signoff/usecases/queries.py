@@ -14,7 +14,7 @@ from signoff.domain.model import Decision
 from signoff.policy.evaluate import agent_sponsor
 from signoff.usecases.common import sponsors_of, workflow_snapshot
 from signoff.usecases.decide import eligible_refs, is_among
-from signoff.usecases.ports import Context
+from signoff.usecases.ports import Context, Repository
 from signoff.usecases.slack_ops import render_data
 
 # Pending requests looked at for one user's list (the newest first).
@@ -29,7 +29,7 @@ def pending_for(ctx: Context, user: str, limit: int = 20) -> list[dict[str, Any]
     against their recorded sponsors and decisions."""
     config = ctx.config()
 
-    def candidates(repo) -> list[tuple[str, list[str]]]:
+    def candidates(repo: Repository) -> list[tuple[str, list[str]]]:
         policies: dict[str, Workflow] = {}
         out = []
         for req in repo.requests_where(status=["pending"], limit=PENDING_SCAN):
@@ -46,7 +46,7 @@ def pending_for(ctx: Context, user: str, limit: int = 20) -> list[dict[str, Any]
     if not mine:
         return []
 
-    def render(repo) -> list[dict[str, Any]]:
+    def render(repo: Repository) -> list[dict[str, Any]]:
         out = []
         for start in range(0, len(mine), limit):
             rows = [r for r in (repo.get(rid) for rid in mine[start:start + limit])
@@ -79,7 +79,7 @@ def show(ctx: Context, request_id: str, user: str | None) -> dict[str, Any] | No
     chain. None for anyone else, exactly as for an unknown id."""
     config = ctx.config()
 
-    def read(repo):
+    def read(repo: Repository) -> tuple[dict[str, Any], list[str], frozenset[str]] | None:
         req = repo.get(request_id.strip())
         if req is None:
             return None
@@ -89,7 +89,9 @@ def show(ctx: Context, request_id: str, user: str | None) -> dict[str, Any] | No
             refs += audience(current)
         return render_data(ctx, repo, req), refs, sponsors_of(repo, config, [req])[req.id]
 
-    found = ctx.uow.read(read) if user else None
+    if not user:
+        return None
+    found = ctx.uow.read(read)
     if found is None:
         return None
     data, refs, sponsors = found
@@ -101,7 +103,7 @@ def exceptions_for(ctx: Context, user: str, limit: int = 20) -> list[dict[str, A
     config = ctx.config()
     workflows = [w.id for w in config.workflows if w.security_owner == user]
 
-    def read(repo):
+    def read(repo: Repository) -> list[dict[str, Any]]:
         rows = repo.unreviewed_exceptions(workflows, limit=limit * 2)
         return [render_data(ctx, repo, r) for r in rows if workflow_snapshot(r).security_owner == user][:limit]
 
@@ -116,7 +118,7 @@ def typed_confirmation_for(ctx: Context, request_id: str) -> dict[str, Any] | No
     be typed and it is still pending; None otherwise (a plain click decides)."""
     from signoff.policy.rules import typed_confirmation
 
-    def read(repo):
+    def read(repo: Repository) -> dict[str, Any] | None:
         req = repo.get(request_id)
         if req is None or req.status != "pending":
             return None

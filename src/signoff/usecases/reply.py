@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from signoff.usecases.ports import Context
+from signoff.usecases.ports import Context, Repository
 
 
 def record_thread_message(ctx: Context, *, event: dict[str, Any], event_id: str | None,
@@ -36,7 +36,7 @@ def record_thread_message(ctx: Context, *, event: dict[str, Any], event_id: str 
     if found_late:
         data["found_late"] = True
 
-    def tx(repo) -> bool:
+    def tx(repo: Repository) -> bool:
         now = ctx.clock()
         # a digest's thread is the thread of every request it shows
         msgs = repo.messages_by_ts(channel, thread_ts)

@@ -16,7 +16,7 @@ from signoff.domain.model import ExceptionKind, Status
 from signoff.domain.notes import Note
 from signoff.usecases.decide import deciders
 from signoff.usecases.effects import Effects, transaction
-from signoff.usecases.ports import Context, Repository
+from signoff.usecases.ports import Context, RenderReads, Repository
 
 if TYPE_CHECKING:
     from signoff.store.tables import RequestRow
@@ -31,7 +31,7 @@ class RevokeResult:
     status: str | None = None
 
 
-def auto_approved_by(repo: Repository, req: RequestRow) -> str | None:
+def auto_approved_by(repo: RenderReads, req: RequestRow) -> str | None:
     """The rule that approved ``req`` by policy, if one did."""
     for d in repo.decisions(req.id):
         if d.decision == "approve" and d.by.startswith(POLICY_RULE):
@@ -39,7 +39,7 @@ def auto_approved_by(repo: Repository, req: RequestRow) -> str | None:
     return None
 
 
-def revocable(repo: Repository, req: RequestRow) -> bool:
+def revocable(repo: RenderReads, req: RequestRow) -> bool:
     return req.status == Status.APPROVED and req.grant_delivered_at is None \
         and auto_approved_by(repo, req) is not None
 

@@ -11,7 +11,7 @@ the first.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from signoff.domain import notes
 from signoff.domain.errors import DomainError
@@ -20,7 +20,7 @@ from signoff.domain.notes import Note
 from signoff.policy.evaluate import plan
 from signoff.usecases.decide import deciders
 from signoff.usecases.effects import Effects, transaction
-from signoff.usecases.ports import Context, Repository
+from signoff.usecases.ports import Context, RenderReads, Repository
 from signoff.usecases.submit import create_request, parse_submission
 
 if TYPE_CHECKING:
@@ -37,22 +37,22 @@ class RollbackResult:
     request_id: str | None = None
 
 
-def rollback_action(req: RequestRow) -> dict | None:
+def rollback_action(req: RequestRow) -> dict[str, Any] | None:
     action = (req.rollback or {}).get("action")
     return action if isinstance(action, dict) and action else None
 
 
-def live_rollback(repo: Repository, req: RequestRow) -> RequestRow | None:
+def live_rollback(repo: RenderReads, req: RequestRow) -> RequestRow | None:
     """A rollback of ``req`` that is not dead (rejected, expired, cancelled), if any."""
     return next((r for r in repo.rollbacks_of(req.id) if r.status not in DEAD), None)
 
 
-def offers_rollback(repo: Repository, req: RequestRow) -> bool:
+def offers_rollback(repo: RenderReads, req: RequestRow) -> bool:
     """Whether the request's message shows a live "Roll back" button."""
     return req.status in OFFERED_FROM and rollback_action(req) is not None and live_rollback(repo, req) is None
 
 
-def rollback_body(req: RequestRow, user: str) -> dict:
+def rollback_body(req: RequestRow, user: str) -> dict[str, Any]:
     """The submission a "Roll back" click makes: the rollback action, whose own way back
     is the original action."""
     title = f"Roll back: {req.title}"

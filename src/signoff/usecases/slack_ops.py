@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from signoff.domain.model import Status
 from signoff.policy.rules import typed_confirmation
 from signoff.usecases.common import request_view, workflow_snapshot
-from signoff.usecases.ports import Context, Repository
+from signoff.usecases.ports import Context, RenderReads, Repository
+
+if TYPE_CHECKING:
+    from signoff.store.tables import DecisionRow, RequestRow, SlackMessageRow
 
 
 class _RenderRepo:
@@ -17,24 +21,24 @@ class _RenderRepo:
 
     def __init__(self, repo: Repository):
         self._repo = repo
-        self._decisions: dict[str, list] = {}
-        self._rollbacks: dict[str, list] = {}
+        self._decisions: dict[str, list[DecisionRow]] = {}
+        self._rollbacks: dict[str, list[RequestRow]] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._repo, name)
 
-    def decisions(self, request_id: str) -> list:
+    def decisions(self, request_id: str) -> list[DecisionRow]:
         if request_id not in self._decisions:
             self._decisions[request_id] = self._repo.decisions(request_id)
         return self._decisions[request_id]
 
-    def rollbacks_of(self, request_id: str) -> list:
+    def rollbacks_of(self, request_id: str) -> list[RequestRow]:
         if request_id not in self._rollbacks:
             self._rollbacks[request_id] = self._repo.rollbacks_of(request_id)
         return self._rollbacks[request_id]
 
 
-def _message_data(msg: Any) -> dict[str, Any]:
+def _message_data(msg: SlackMessageRow) -> dict[str, Any]:
     return {"id": msg.id, "role": msg.role, "target": msg.target, "channel": msg.channel, "ts": msg.ts,
             "request_id": msg.request_id, "digest_id": msg.digest_id}
 
@@ -42,7 +46,7 @@ def _message_data(msg: Any) -> dict[str, Any]:
 def message_context(ctx: Context, message_id: int) -> dict[str, Any] | None:
     """Everything needed to render one Slack message of a request, as plain data."""
 
-    def read(repo: Repository):
+    def read(repo: Repository) -> dict[str, Any] | None:
         row = repo.message_with_request(message_id)  # the message and its request in one query
         if row is None:
             return None
@@ -56,14 +60,14 @@ class _Preloaded:
     """The repository reads rendering asks for (decisions, rollbacks), answered from rows read
     beforehand for several requests at once."""
 
-    def __init__(self, decisions: dict[str, list], rollbacks: dict[str, list]):
+    def __init__(self, decisions: dict[str, list[DecisionRow]], rollbacks: dict[str, list[RequestRow]]):
         self._decisions = decisions
         self._rollbacks = rollbacks
 
-    def decisions(self, request_id: str) -> list:
+    def decisions(self, request_id: str) -> list[DecisionRow]:
         return self._decisions.get(request_id, [])
 
-    def rollbacks_of(self, request_id: str) -> list:
+    def rollbacks_of(self, request_id: str) -> list[RequestRow]:
         return self._rollbacks.get(request_id, [])
 
 
@@ -73,12 +77,13 @@ class ClaimRead:
     that executed, their rollbacks. A request is rendered once, however many of its
     messages ask (its evidence link signed once)."""
 
-    def __init__(self, ctx: Context, messages: dict[int, dict], requests: dict[str, Any], repo: _Preloaded):
+    def __init__(self, ctx: Context, messages: dict[int, dict[str, Any]], requests: dict[str, Any],
+                 repo: _Preloaded):
         self.ctx = ctx
         self.messages = messages  # id -> _message_data; only messages whose request exists
         self.requests = requests
         self.repo = repo
-        self._rendered: dict[str, dict] = {}
+        self._rendered: dict[str, dict[str, Any]] = {}
 
     def message(self, message_id: int) -> dict[str, Any] | None:
         return self.messages.get(message_id)
@@ -111,7 +116,7 @@ class ClaimRead:
             self.messages[message_id] = {**msg, "channel": channel, "ts": ts}
 
 
-def read_messages(ctx: Context, message_ids) -> ClaimRead:
+def read_messages(ctx: Context, message_ids: Iterable[int]) -> ClaimRead:
     from signoff.usecases.submit import ROLLBACK_FROM
 
     ids = sorted(set(message_ids))
@@ -127,7 +132,7 @@ def read_messages(ctx: Context, message_ids) -> ClaimRead:
 def message_ref(ctx: Context, message_id: int) -> dict[str, Any] | None:
     """Where one Slack message is (no rendering): for thread replies and look-ups."""
 
-    def read(repo: Repository):
+    def read(repo: Repository) -> dict[str, Any] | None:
         msg = repo.request_message(message_id)
         return _message_data(msg) if msg is not None else None
 
@@ -140,7 +145,7 @@ def message_ref(ctx: Context, message_id: int) -> dict[str, Any] | None:
 _POLICY_FIELDS: dict[str, tuple[dict[str, Any], int, tuple[str, ...], str | None]] = {}
 
 
-def _policy_fields(req) -> tuple[dict[str, Any], int, tuple[str, ...], str | None]:
+def _policy_fields(req: RequestRow) -> tuple[dict[str, Any], int, tuple[str, ...], str | None]:
     key = req.policy_hash
     got = _POLICY_FIELDS.get(key) if key else None
     if got is None:
@@ -154,10 +159,11 @@ def _policy_fields(req) -> tuple[dict[str, Any], int, tuple[str, ...], str | Non
     return got
 
 
-def render_data(ctx: Context, repo: Repository, req) -> dict[str, Any]:
+def render_data(ctx: Context, repo: RenderReads, req: RequestRow) -> dict[str, Any]:
     """request_view plus what a Slack rendering shows beyond the agent's view."""
     owners, required, approvers, confirm = _policy_fields(req)
-    data = request_view(repo, req, viewer=None)
+    # With no viewer, request_view reads nothing of the repository but the decisions.
+    data = request_view(cast("Repository", repo), req, viewer=None)
     data.update(
         prompt=req.prompt,
         owners=dict(owners),
@@ -177,7 +183,7 @@ def render_data(ctx: Context, repo: Repository, req) -> dict[str, Any]:
     return data
 
 
-def policy_render_data(repo: Repository, req) -> dict[str, Any]:
+def policy_render_data(repo: RenderReads, req: RequestRow) -> dict[str, Any]:
     """What runtime policy adds to a message: the rule, automatic approval (and whether it
     can still be revoked), when it could execute, and the rollback path."""
     from signoff.usecases.revoke import auto_approved_by, revocable

@@ -38,6 +38,7 @@ from signoff.usecases.ports import Context, Repository
 
 if TYPE_CHECKING:
     from signoff.store.step_up import Held
+    from signoff.store.tables import RequestRow
 
 FLOW_TTL = timedelta(minutes=10)
 
@@ -91,7 +92,7 @@ class ToConfirm:
 def step_up_of(ctx: Context, request_id: str) -> tuple[StepUp | None, str]:
     """(the request's step-up configuration, its status); NotFound when it does not exist."""
 
-    def read(repo):
+    def read(repo: Repository) -> tuple[StepUp | None, str] | None:
         req = repo.get(request_id)
         return None if req is None else (workflow_snapshot(req).step_up, req.status)
 
@@ -155,10 +156,11 @@ def take(ctx: Context, *, state: str, browser: str) -> Taken:
     if refusal is not None:
         ctx.notify()
         raise refusal
+    assert taken is not None, "tx answers the flow taken or a refusal"
     return taken
 
 
-def _record(fx: Effects, req, refusal: Refusal, *, actor: str, data: dict[str, Any]) -> None:
+def _record(fx: Effects, req: RequestRow, refusal: Refusal, *, actor: str, data: dict[str, Any]) -> None:
     reason = REASONS.get(refusal.code, refusal.code)
     # No private answer: the refusal is shown on the identity provider's callback page.
     fx.refuse(req, "step_up.refused", actor,
@@ -289,6 +291,7 @@ def confirm(ctx: Context, *, token: str, browser: str, typed: str | None) -> Dec
     if refusal is not None:
         ctx.notify()
         raise refusal
+    assert held is not None, "check answers the held sign-in or a refusal"
     rid, user = held.request_id, held.approver
     evidence = {k: held.proof.get(k) for k in ("issuer", "sub", "amr", "auth_time")}
     data: dict[str, Any] = {"step_up": evidence, "email": held.proof.get("email"), "at": "confirmation"}
@@ -308,9 +311,9 @@ def confirm(ctx: Context, *, token: str, browser: str, typed: str | None) -> Dec
                              expires_at=held.expires_at, mismatch=True)
         return result
     if not ctx.uow.transaction(lambda repo: repo.take_held_flow(key, ctx.clock())):
-        refused = Refusal("replayed", "the confirmation was posted twice at once")
-        refuse(ctx, request_id=rid, refusal=refused, actor=user, data=data)
-        raise refused
+        twice = Refusal("replayed", "the confirmation was posted twice at once")
+        refuse(ctx, request_id=rid, refusal=twice, actor=user, data=data)
+        raise twice
     return approve(ctx, request_id=rid, user=user, step_up=evidence, confirmed_target=typed)
 
 

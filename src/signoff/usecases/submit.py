@@ -218,6 +218,7 @@ def _auto_approve(ctx: Context, fx: Effects, req: RequestRow, p: Plan) -> None:
     request goes to people as usual. Either way the budget decision is evidence."""
     repo, now = fx.repo, fx.now
     rule, auto = p.evaluation.rule, p.evaluation.auto_approve
+    assert rule is not None and auto is not None, "an automatic approval is a rule's (policy.evaluate)"
     budget = auto.budget
     key = scope_key(p.workflow.id, rule.name, auto.scope, p.sub.action.target)
     repo.lock_scope(key)  # concurrent submissions count one at a time
@@ -283,7 +284,7 @@ def chain_steps(repo: Repository, req: RequestRow) -> list[RequestRow]:
             break
         node = parent
     steps: list[RequestRow] = []
-    todo, visited = [node], set()
+    todo, visited = [node], set[str]()
     while todo and len(visited) < CHAIN_SCAN:
         step = todo.pop()
         if step.id in visited:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
 from signoff.domain.ladder import EXPIRE, late_seconds, next_due, owed
@@ -84,14 +85,14 @@ def sweep(ctx: Context, *, now: datetime | None = None, max_batches: int = 50) -
         at = now or ctx.clock()
         try:
             # A fresh report per attempt: Store.transaction re-runs the batch after a lost race.
-            n, part = ctx.uow.transaction(lambda repo: _batch(ctx, repo, at, skip))
+            n, part = ctx.uow.transaction(partial(_batch, ctx, now=at, skip=skip))
         except _Poisoned as bad:
             # The batch was rolled back; set the bad row aside, then do the rest again.
             log.exception("sweep: request %s failed; looking again in %s", bad.request_id, POISON_BACKOFF)
             rid = bad.request_id
             skip.add(rid)
             report.failed += 1
-            ctx.uow.transaction(lambda repo: _postpone(repo, rid, at + POISON_BACKOFF))
+            ctx.uow.transaction(partial(_postpone, request_id=rid, until=at + POISON_BACKOFF))
             continue
         report.add(part)
         if n < BATCH:
@@ -122,7 +123,7 @@ def _batch(ctx: Context, repo: Repository, now: datetime, skip: set[str]) -> tup
         return 0, SweepReport()
     # When the batch is full, rows beyond it are due no earlier than its last row: doing
     # only what fell due up to there keeps the whole backlog in deadline order.
-    horizon = rows[-1].due_at if len(rows) == BATCH else now
+    horizon = _due(rows[-1]) if len(rows) == BATCH else now
     pending = [r for r in rows if r.status == Status.PENDING and r.id not in skip]
     fx = Effects.of(ctx, repo, now, repo.messages_for([r.id for r in pending]), batch=True)
     report = SweepReport()
@@ -131,7 +132,7 @@ def _batch(ctx: Context, repo: Repository, now: datetime, skip: set[str]) -> tup
         if req.id in skip:
             continue
         if req.status != Status.PENDING:
-            items.append(_Item(req.due_at, len(items), req, "other"))
+            items.append(_Item(_due(req), len(items), req, "other"))
             continue
         try:
             fx.policy(req)
@@ -144,6 +145,7 @@ def _batch(ctx: Context, repo: Repository, now: datetime, skip: set[str]) -> tup
     for item in items:
         try:
             if item.kind == "step":
+                assert item.k is not None, "an owed step carries its index"
                 with repo.deferred():
                     report.lateness.append(fire_step(fx, item.req, item.k, item.at))
                 report.escalated += 1
@@ -164,6 +166,12 @@ def _batch(ctx: Context, repo: Repository, now: datetime, skip: set[str]) -> tup
             req.due_at = next_due(req.created_at, req.deadline, fx.ladders[req.id], req.steps_fired)
     fx.flush()
     return len(rows), report
+
+
+def _due(req: RequestRow) -> datetime:
+    """When a claimed row fell due (``claim_due`` returns only rows whose ``due_at`` is set)."""
+    assert req.due_at is not None, "claim_due returns rows that are due"
+    return req.due_at
 
 
 def _other(ctx: Context, fx: Effects, req: RequestRow, report: SweepReport) -> None:
