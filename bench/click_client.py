@@ -56,7 +56,7 @@ def summarize(results: list[tuple[float, int]], errors: list[str], sent: int, **
     def pct(p: float) -> float | None:
         if not lat:
             return None
-        return round(lat[min(len(lat) - 1, int(round(p / 100 * len(lat) + 0.5)) - 1)], 2)
+        return round(lat[min(len(lat) - 1, round(p / 100 * len(lat) + 0.5) - 1)], 2)
 
     return {"sent": sent, "answered": len(results), "errors": len(errors), "error_samples": errors[:3],
             "statuses": statuses, **extra,
@@ -68,7 +68,8 @@ async def replay(args) -> dict:
     """``--connections`` closed-loop connections replaying clicks for ``--duration`` s."""
     import httpx
 
-    targets = json.loads(open(args.targets).read())
+    with open(args.targets) as f:
+        targets = json.load(f)
     results: list[tuple[float, int]] = []
     errors: list[str] = []
     n = args.connections
@@ -101,7 +102,8 @@ async def replay(args) -> dict:
 async def run(args) -> dict:
     import httpx
 
-    targets = json.loads(open(args.targets).read())
+    with open(args.targets) as f:
+        targets = json.load(f)
     count = min(len(targets), int(args.rate * args.duration))
     results: list[tuple[float, int]] = []
     errors: list[str] = []

@@ -27,17 +27,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import database, loadavg, machine, pct
 from signoff.bootstrap import build
 from signoff.config import parse_config
+from signoff.demo.slack_standin import SlackLimits, SlackStandIn
 from signoff.outbox.dispatcher import Dispatcher
-from signoff.outbox.pacing import Pacer
-from signoff.outbox.slack_delivery import SlackDelivery
 from signoff.settings import Settings
 from signoff.slack.app import web_client
-from signoff.standin import SlackLimits, SlackStandIn
+from signoff.slack.delivery import SlackDelivery
+from signoff.slack.pacing import Pacer
 from signoff.usecases.ports import system_clock
 from signoff.usecases.submit import submit
-from common import database, loadavg, machine, pct
 
 CHANNEL = "C0BENCHAPPROVALS"
 

@@ -66,8 +66,10 @@ import jwt
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import make_url
 
+from common import database, libpq, loadavg, machine, machine_busy_seconds
 from signoff.bootstrap import build, load_keyring
 from signoff.config import parse_config
+from signoff.demo.samples import ROUTING, agent_entry
 from signoff.domain import chain
 from signoff.domain.canonical import sha256_hex
 from signoff.evidence.checkpoint import write_checkpoint
@@ -76,35 +78,29 @@ from signoff.evidence.verify import verify_store
 from signoff.settings import Settings
 from signoff.store.repo import Repo
 from signoff.store.tables import EventRow, LedgerRow, RequestRow
-from signoff.usecases.agent_ops import get_request, record_outcome
+from signoff.usecases.agent_ops import get_request
 from signoff.usecases.decide import decide
+from signoff.usecases.outcome import record_outcome
 from signoff.usecases.reply import record_thread_message
 from signoff.usecases.slack_ops import record_posted
 from signoff.usecases.submit import submit
 from signoff.usecases.sweep import sweep
-from common import database, libpq, loadavg, machine, machine_busy_seconds
 
 CHANNEL = "C0APPROVALS"
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=timezone.utc)
 SPACING = 30  # seconds between cloned requests: ~100,000 requests span ~35 days
 SECRETS = {"BENCH_DEPLOY_SECRET": "deploy-secret", "BENCH_OTHER_SECRET": "other-secret"}
 
-YAML = """
+YAML = f"""
 agents:
-  - id: deploy-bot
-    sponsor: U0SPONSOR
-    secret_env: BENCH_DEPLOY_SECRET
+{agent_entry("BENCH_DEPLOY_SECRET")}\
   - id: other-bot
     sponsor: U0OTHERSP
     secret_env: BENCH_OTHER_SECRET
 workflows:
   - id: prod-restart
     description: Restart production services
-    owner: U0OWNER
-    platform_owner: U0PLAT
-    security_owner: U0SEC
-    security_channel: C0SEC
-    channel: C0APPROVALS
+{ROUTING}\
     approvers: [U0OWNER, U0SPONSOR, U0SECOND, U0THIRD]
     required_approvals: 1
     agents: [deploy-bot, other-bot]
@@ -572,7 +568,7 @@ def baseline(url: str, ordered: bool) -> dict:
             batch = cur.fetchmany(5000)
             if not batch:
                 break
-            for rid, seq, at, type_, actor, data, prev, digest in batch:
+            for rid, seq, at, type_, actor, data, prev, _digest in batch:
                 sha(f"{prev}{actor}{at}{data}{rid}{seq}{type_}".encode()).hexdigest()
                 n += 1
         cur.close()
@@ -736,13 +732,13 @@ def bench_export(base: str, workdir: Path, messages: int, repeat: int, keep: boo
         out["busy_before"] = settle()
         for name, rid in (("thread_request", big), ("ordinary_request", small)):
             res: dict = {"id": rid}
-            t_build, bundle = median_time(lambda: build_bundle(store, keys, rid, now), repeat)
+            t_build, bundle = median_time(lambda rid=rid: build_bundle(store, keys, rid, now), repeat)
             assert bundle["integrity"]["ok"], bundle["integrity"]
             res["events"] = bundle["chain"]["event_count"]
             res["thread_messages"] = len(bundle["thread"])
-            t_json, text = median_time(lambda: json.dumps(bundle, indent=2, ensure_ascii=False), repeat)
-            t_html, page = median_time(lambda: render_html(bundle), repeat)
-            t_vb, verdict = median_time(lambda: verify_bundle(json.loads(text), keys.jwks()), repeat)
+            t_json, text = median_time(lambda bundle=bundle: json.dumps(bundle, indent=2, ensure_ascii=False), repeat)
+            t_html, _page = median_time(lambda bundle=bundle: render_html(bundle), repeat)
+            t_vb, verdict = median_time(lambda text=text: verify_bundle(json.loads(text), keys.jwks()), repeat)
             assert verdict[0], verdict
             res["in_process"] = {"build_bundle_s": round(t_build, 4), "json_dumps_s": round(t_json, 4),
                                  "render_html_s": round(t_html, 4), "verify_bundle_s": round(t_vb, 4)}
@@ -750,7 +746,7 @@ def bench_export(base: str, workdir: Path, messages: int, repeat: int, keep: boo
             for fmt in ("json", "html"):
                 path = workdir / f"{name}.{fmt}"
 
-                def export_cli(fmt=fmt, path=path):
+                def export_cli(fmt=fmt, path=path, rid=rid):
                     wall, proc = run_cli(["evidence", "export", rid, "--format", fmt, "-o", str(path)], url, workdir)
                     assert proc.returncode == 0, proc.stderr
                     return wall
@@ -758,7 +754,7 @@ def bench_export(base: str, workdir: Path, messages: int, repeat: int, keep: boo
                 files[fmt] = {"cli_seconds": round(statistics.median(export_cli() for _ in range(repeat)), 3),
                               "bytes": path.stat().st_size}
 
-            def verify_bundle_cli():
+            def verify_bundle_cli(name=name):
                 wall, proc = run_cli(["evidence", "verify-bundle", str(workdir / f"{name}.json")], url, workdir)
                 assert proc.returncode == 0 and proc.stdout.startswith("OK"), (proc.stdout, proc.stderr)
                 return wall

@@ -53,6 +53,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+
 from common import database, free_port, machine_busy_seconds, pct
 from common import machine as common_machine
 
@@ -253,17 +254,17 @@ def git_describe() -> str:
 def load_fake_slack(args=None):
     """The Slack Web API stand-in the tests and ``signoff demo`` use, on loopback."""
     try:
-        from signoff.standin import SlackStandIn
-    except ImportError:  # an older tree: the tests' copy
-        sys.path.insert(0, str(REPO / "tests"))
-        from fakes.slack_api import FakeSlack as SlackStandIn
+        from signoff.demo.slack_standin import SlackLimits, SlackStandIn
+    except ImportError:  # an older tree: signoff.standin, or before it the tests' copy
+        try:
+            from signoff.standin import SlackLimits, SlackStandIn
+        except ImportError:
+            sys.path.insert(0, str(REPO / "tests"))
+            from fakes.slack_api import FakeSlack as SlackStandIn
+            from fakes.slack_api import SlackLimits
     slack = SlackStandIn()
     slack.delay = getattr(args, "slack_latency", 0.0)
     if getattr(args, "slack_limits", False):
-        try:
-            from signoff.standin import SlackLimits
-        except ImportError:
-            from fakes.slack_api import SlackLimits
         slack.limits = SlackLimits()
     slack.start()
     return slack
@@ -409,18 +410,21 @@ def _bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, s
         busy_before = wait_quiet(args.quiet, args.quiet_wait)
         write_signed_bodies(bodies, secret, args.bodies)
         click_out = tmp / "clicks.json"
-        clicker = None if not n_clicks else subprocess.Popen([sys.executable, str(HERE / "click_client.py"), "--url", f"{base}/slack/events",
-                                    "--secret", slack_secret, "--targets", str(tmp / "targets.json"),
-                                    "--user", APPROVER, "--rate", str(args.click_rate),
-                                    "--duration", str(args.click_duration), "--delay", "1.0",
-                                    "--out", str(click_out)], cwd=tmp, env=env)
+        clicker = None if not n_clicks else subprocess.Popen(
+            [sys.executable, str(HERE / "click_client.py"), "--url", f"{base}/slack/events",
+             "--secret", slack_secret, "--targets", str(tmp / "targets.json"),
+             "--user", APPROVER, "--rate", str(args.click_rate),
+             "--duration", str(args.click_duration), "--delay", "1.0",
+             "--out", str(click_out)], cwd=tmp, env=env)
         time.sleep(0.5)  # the click client's imports; its first click is 1 s after it is ready
         posted_before = posted_count(db)
         t_start = datetime.now(UTC)
         profiler = None
         if args.profile:  # sample `serve` during the measured run (py-spy, collapsed stacks)
-            profiler = subprocess.Popen([shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(proc.pid), "-d", str(int(args.duration)),
-                                         "-r", "250", "--format", "raw", "--nonblocking", "-t", "--subprocesses", *(["--gil"] if os.environ.get("BENCH_PROFILE_GIL") else []),
+            py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+            gil = ["--gil"] if os.environ.get("BENCH_PROFILE_GIL") else []
+            profiler = subprocess.Popen([py_spy, "record", "-p", str(proc.pid), "-d", str(int(args.duration)),
+                                         "-r", "250", "--format", "raw", "--nonblocking", "-t", "--subprocesses", *gil,
                                          "-o", args.profile], stdout=subprocess.DEVNULL)
         with CpuWindow(proc.pid) as cpu:
             r = run_wrk(base, bodies, duration=args.duration, connections=args.concurrency,
@@ -506,46 +510,48 @@ def _r(v: float | None) -> float | None:
 def report(res: dict) -> str:
     m, bare, s = res["machine"], res["bare"], res["signoff"]
     sub, clicks, posting = s["submit"], s["clicks"], s["posting"]
+    rp = s.get("replay") or {}
     ratio = sub["accepted_per_s"] / bare["accepted_per_s"] if bare["accepted_per_s"] else 0
     lines = [
-        f"commit {res.get('commit')}; machine: {m['nproc']} cores, {m['cpu']}, {m['ram_gib']} GiB RAM, Python {m['python']}, {m['wrk']}",
-        f"concurrency {res['params']['concurrency']}, {res['params']['duration']} s measured after "
-        f"{res['params']['warmup']} s warm-up; Slack stand-in answers in {res['params']['slack_latency']} s, "
-        f"{'with' if res['params']['slack_limits'] else 'without'} Slack's rate limits",
+        (f"commit {res.get('commit')}; machine: {m['nproc']} cores, {m['cpu']}, {m['ram_gib']} GiB RAM, "
+         f"Python {m['python']}, {m['wrk']}"),
+        (f"concurrency {res['params']['concurrency']}, {res['params']['duration']} s measured after "
+         f"{res['params']['warmup']} s warm-up; Slack stand-in answers in {res['params']['slack_latency']} s, "
+         f"{'with' if res['params']['slack_limits'] else 'without'} Slack's rate limits"),
         "",
         "| figure | result | target |",
         "|---|---|---|",
         f"| bare HMAC endpoint, accepted/s | {bare['accepted_per_s']:,.0f} (p99 {bare['p99_ms']} ms) | — |",
-        f"| signoff serve ({'SQLite' if res['params']['db'] == 'sqlite' else 'PostgreSQL'}, "
-        f"{res['params']['workers']} process(es){', auto-approved' if res['params']['auto_approve'] else ''}), accepted/s | {sub['accepted_per_s']:,.0f} | ≥ 1,000 |",
+        (f"| signoff serve ({'SQLite' if res['params']['db'] == 'sqlite' else 'PostgreSQL'}, "
+         f"{res['params']['workers']} process(es){', auto-approved' if res['params']['auto_approve'] else ''}), "
+         f"accepted/s | {sub['accepted_per_s']:,.0f} | ≥ 1,000 |"),
         f"| ratio signoff / bare | {ratio:.3f} | ≥ 0.10 |",
         f"| submit latency p50 / p99 | {sub['p50_ms']} / {sub['p99_ms']} ms | p99 ≤ 100 ms |",
-        f"| non-2xx answers / socket errors / replays answered 200 | {sub['not_ok']} {sub['statuses'] or ''} / "
-        f"{sum(sub['errors'].values())} / {sub.get('replayed', 0)} | 0 |",
+        (f"| non-2xx answers / socket errors / replays answered 200 | {sub['not_ok']} {sub['statuses'] or ''} / "
+         f"{sum(sub['errors'].values())} / {sub.get('replayed', 0)} | 0 |"),
         f"| posted to fake Slack during the load | {sub['posted_during_load_per_s']:,.0f}/s | — |",
-        f"| every accepted request posted, after load end | {posting['seconds_after_load_end']} s "
-        f"({posting['posted']}/{posting['requests_total']}) | — |",
-        f"| submit → post, p50 / p99 / max (requests of the measured run) | "
-        f"{posting['submit_to_post_s']['p50']} / {posting['submit_to_post_s']['p99']} / "
-        f"{posting['submit_to_post_s']['max']} s | — |",
-        *([f"| Approve click → ack, p50 / p99 / max ({clicks.get('answered')} clicks at "
-           f"{clicks.get('rate_per_s')}/s) | {clicks['latency_ms']['p50']} / {clicks['latency_ms']['p99']} / "
-           f"{clicks['latency_ms']['max']} ms | p99 ≤ 100 ms |",
-           f"| clicks answered 200 / decisions recorded | {clicks['statuses'].get('200', 0)} / "
-           f"{clicks.get('decisions_recorded')} | all |"] if "latency_ms" in clicks else []),
-        *([f"| Approve click → ack, {s['replay']['connections']} connections replaying clicks, p50 / p99 / max "
-           f"({s['replay']['answered']} clicks, {s['replay']['rate_per_s']}/s) | {s['replay']['latency_ms']['p50']} / "
-           f"{s['replay']['latency_ms']['p99']} / {s['replay']['latency_ms']['max']} ms | p99 ≤ 100 ms |",
-           f"| replayed clicks answered 200 / recorded as evidence | {s['replay']['statuses'].get('200', 0)} / "
-           f"{s['replay']['recorded']} (within {s['replay']['recorded_within_s']} s) | all |"]
-          if "latency_ms" in s.get("replay", {}) else []),
+        (f"| every accepted request posted, after load end | {posting['seconds_after_load_end']} s "
+         f"({posting['posted']}/{posting['requests_total']}) | — |"),
+        (f"| submit → post, p50 / p99 / max (requests of the measured run) | "
+         f"{posting['submit_to_post_s']['p50']} / {posting['submit_to_post_s']['p99']} / "
+         f"{posting['submit_to_post_s']['max']} s | — |"),
+        *([(f"| Approve click → ack, p50 / p99 / max ({clicks.get('answered')} clicks at "
+            f"{clicks.get('rate_per_s')}/s) | {clicks['latency_ms']['p50']} / {clicks['latency_ms']['p99']} / "
+            f"{clicks['latency_ms']['max']} ms | p99 ≤ 100 ms |"),
+           (f"| clicks answered 200 / decisions recorded | {clicks['statuses'].get('200', 0)} / "
+            f"{clicks.get('decisions_recorded')} | all |")] if "latency_ms" in clicks else []),
+        *([(f"| Approve click → ack, {rp['connections']} connections replaying clicks, p50 / p99 / max "
+            f"({rp['answered']} clicks, {rp['rate_per_s']}/s) | {rp['latency_ms']['p50']} / "
+            f"{rp['latency_ms']['p99']} / {rp['latency_ms']['max']} ms | p99 ≤ 100 ms |"),
+           (f"| replayed clicks answered 200 / recorded as evidence | {rp['statuses'].get('200', 0)} / "
+            f"{rp['recorded']} (within {rp['recorded_within_s']} s) | all |")] if "latency_ms" in rp else []),
         f"| requests by status at the end | {s.get('statuses')} | — |",
-        f"| CPU seconds in the measured run, bare: server / wrk / other processes | "
-        f"{bare['cpu']['server_s']} / {bare['cpu']['load_generator_s']} / {bare['cpu']['other_s']} "
-        f"of {bare['cpu']['wall_s']} s wall | — |",
-        f"| CPU seconds in the measured run, signoff: server / wrk / fake Slack / other (incl. clicks) | "
-        f"{sub['cpu']['server_s']} / {sub['cpu']['load_generator_s']} / {sub['cpu']['bench_process_s']} / "
-        f"{sub['cpu']['other_s']} of {sub['cpu']['wall_s']} s wall | — |",
+        (f"| CPU seconds in the measured run, bare: server / wrk / other processes | "
+         f"{bare['cpu']['server_s']} / {bare['cpu']['load_generator_s']} / {bare['cpu']['other_s']} "
+         f"of {bare['cpu']['wall_s']} s wall | — |"),
+        (f"| CPU seconds in the measured run, signoff: server / wrk / fake Slack / other (incl. clicks) | "
+         f"{sub['cpu']['server_s']} / {sub['cpu']['load_generator_s']} / {sub['cpu']['bench_process_s']} / "
+         f"{sub['cpu']['other_s']} of {sub['cpu']['wall_s']} s wall | — |"),
     ]
     return "\n".join(lines)
 

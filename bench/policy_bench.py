@@ -29,11 +29,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import loadavg, machine, pct
-
 from signoff.config import Workflow
 from signoff.domain.identifiers import fold
-from signoff.domain.rules import Facts
-from signoff.policy import evaluate, execution_check, schedule_of
+from signoff.policy import windows as win
+from signoff.policy.evaluate import evaluate, schedule_of
+from signoff.policy.rules import Facts
 
 NOW = datetime(2026, 3, 4, 11, 30, tzinfo=UTC)  # a Wednesday
 WEEKDAYS = {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "09:00", "end": "17:00",
@@ -126,7 +126,7 @@ def run_policy(wf: Workflow, calls: int, step: timedelta = timedelta(0)) -> tupl
         now = nows[i]
         t0 = clock()
         ev = evaluate(wf, facts)
-        execution_check([schedule_of(ev.effective)], now)
+        win.check([schedule_of(ev.effective)], now)
         times[i] = clock() - t0
         if i < n:
             applied[ev.rule_name or "(none)"] = applied.get(ev.rule_name or "(none)", 0) + 1

@@ -76,27 +76,30 @@ def _fmt_load(load) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| row | accepted/s | bare HMAC /s (same run) | ratio | submit p50 / p99 ms | submit → post p99 s "
-             "| click ack p50 / p99 ms, 20/s during load | click ack p50 / p99 ms, 16 connections replaying "
-             "| non-2xx | serve CPU-s / other CPU-s | load avg |",
+    lines = [("| row | accepted/s | bare HMAC /s (same run) | ratio | submit p50 / p99 ms | submit → post p99 s "
+              "| click ack p50 / p99 ms, 20/s during load | click ack p50 / p99 ms, 16 connections replaying "
+              "| non-2xx | serve CPU-s / other CPU-s | load avg |"),
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["label"] == "policy":
             p, b = r["res"]["policy"], r["res"]["baseline"]
             mv = r["res"].get("policy_moving_clock")
             moving = f"; moment moving 1 ms a call: {mv['per_s']:,}/s, p99 {mv['p99_ms']} ms" if mv else ""
-            lines.append(f"| policy.evaluate + window check, 20 rules | {p['per_s']:,}/s ({p['per_cpu_s']:,} per CPU-s{moving}) "
+            lines.append(f"| policy.evaluate + window check, 20 rules | {p['per_s']:,}/s "
+                         f"({p['per_cpu_s']:,} per CPU-s{moving}) "
                          f"| fnmatch loop: {b['per_s']:,}/s ({b['per_cpu_s']:,} per CPU-s) | {r['res']['ratio']} "
                          f"| {p['p50_ms']} / {p['p99_ms']} | — | — | — | — | — | {_fmt_load(r['load'])} |")
             continue
         if "error" in r:
-            lines.append(f"| {r['label']} | failed: {r['error'][-200:]!r} | | | | | | | | | {_fmt_load(r['load'])} |")
+            lines.append(f"| {r['label']} | failed: {r['error'][-200:]!r} | | | | | | | | | "
+                         f"{_fmt_load(r['load'])} |")
             continue
         bare, s = r["res"]["bare"], r["res"]["signoff"]
         sub, clicks, posting = s["submit"], s["clicks"], s["posting"]
         ratio = sub["accepted_per_s"] / bare["accepted_per_s"] if bare["accepted_per_s"] else 0
         lat = clicks.get("latency_ms")
-        click = f"{lat['p50']} / {lat['p99']} ({clicks.get('answered')} at {clicks.get('rate_per_s')}/s)" if lat else "—"
+        click = (f"{lat['p50']} / {lat['p99']} ({clicks.get('answered')} at {clicks.get('rate_per_s')}/s)"
+                 if lat else "—")
         rp = s.get("replay") or {}
         rlat = rp.get("latency_ms")
         replay = (f"{rlat['p50']} / {rlat['p99']} ({rp.get('answered')} at {rp.get('rate_per_s')}/s; "

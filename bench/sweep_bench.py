@@ -45,15 +45,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import create_engine, func, insert, select
 from sqlalchemy.engine import make_url
 
+from common import HOST, database, free_port, loadavg, machine, pct
 from signoff.bootstrap import build
 from signoff.config import parse_config
+from signoff.demo.slack_standin import SlackStandIn, dm_channel
 from signoff.domain.canonical import sha256_hex
 from signoff.domain.chain import GENESIS
 from signoff.settings import Settings
-from signoff.standin import SlackStandIn, dm_channel
 from signoff.store.tables import EventRow, OutboxRow, RequestRow, SlackMessageRow
-from common import HOST, database, free_port, loadavg, machine, pct
-
 
 SECRET_ENV = "BENCH_BOT_SECRET"
 ESCALATE_TO = "U0ESCBENCH"
@@ -216,7 +215,7 @@ def bench_lag(base: str, workdir: Path, n: int, spread: float, interval: float, 
         due = [first_due + timedelta(seconds=spread * i / n) for i in range(n)]
         t = time.monotonic()
         ids = seed(url, wf, [d - step for d in due], root_posted=True)
-        due_of = {rid: d.timestamp() for rid, d in zip(ids, due)}
+        due_of = {rid: d.timestamp() for rid, d in zip(ids, due, strict=True)}
         print(f"    seeded in {time.monotonic() - t:.1f} s")
         serve = Serve(url, slack.url, workdir, interval, "lag", workers)
         try:
@@ -255,7 +254,8 @@ def bench_lag(base: str, workdir: Path, n: int, spread: float, interval: float, 
         calls_per_s = round(calls / (ats[-1] - ats[0]), 1) if len(ats) > 1 else None
     out = {"requests": n, "spread_s": spread, "sweep_interval_s": interval, "escalation_posts": len(posts),
            "missing": n - len(posts), "deadline_to_post_s": summary(lags),
-           "deadline_to_sweep_s": summary(late), "slack_calls": calls, "slack_calls_per_s": calls_per_s, "outbox_left": outbox_left,
+           "deadline_to_sweep_s": summary(late), "slack_calls": calls, "slack_calls_per_s": calls_per_s,
+           "outbox_left": outbox_left,
            "serve_rss_mib": round(rss[0] / 1024, 1), "serve_peak_rss_mib": round(rss[1] / 1024, 1),
            "dm_channel": channel}
     print(f"    deadline → escalation post: {out['deadline_to_post_s']}")

@@ -33,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+
 from click_client import signed_click
 from common import free_port, loadavg, pct
 from common import machine as common_machine

@@ -63,7 +63,8 @@ def main(out: str) -> int:
                               event_id=f"Ev{i}")
     decide(ctx, request_id=rid, user="U0OWNER", decision="approve", channel="C0APPROVALS")
     get_request(ctx, agent_id="deploy-bot", request_id=rid)
-    record_outcome(ctx, agent_id="deploy-bot", request_id=rid, body={"status": "failed", "detail": "2 of 6 pods crashlooping"})
+    record_outcome(ctx, agent_id="deploy-bot", request_id=rid,
+                   body={"status": "failed", "detail": "2 of 6 pods crashlooping"})
     html = Path(tmp) / "evidence.html"
     html.write_text(render_html(build_bundle(rt.store, ctx.keys, rid, now[0])), encoding="utf-8")
     cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

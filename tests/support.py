@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import socket
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -14,9 +13,10 @@ from urllib.parse import urlencode
 
 from signoff.bootstrap import build
 from signoff.config import parse_config
+from signoff.demo import samples
+from signoff.demo.loopback import free_port  # noqa: F401  (for the tests)
 from signoff.domain import agent_signature as sig
 from signoff.settings import Settings
-from signoff.standin import LoopbackHTTP  # noqa: F401  (re-exported for the tests)
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 
@@ -24,20 +24,11 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 # Pieces of YAML that most test workflow files repeat word for word; a test's own file is
 # written around them, e.g. f"agents:\n{DEPLOY_BOT}workflows:\n  - id: x\n{ROUTING}    ...".
 
-DEPLOY_BOT = """\
-  - id: deploy-bot
-    sponsor: U0SPONSOR
-    secret_env: DEPLOY_BOT_SECRET
-"""
+# the demo's agent (signoff.demo.samples), its secret in DEPLOY_BOT_SECRET
+DEPLOY_BOT = samples.agent_entry("DEPLOY_BOT_SECRET")
 
 # the owners and where a workflow's requests are posted
-ROUTING = """\
-    owner: U0OWNER
-    platform_owner: U0PLAT
-    security_owner: U0SEC
-    security_channel: C0SEC
-    channel: C0APPROVALS
-"""
+ROUTING = samples.ROUTING
 
 # deploy-bot alone, asking in one workflow that posts to C0APPROVALS
 ONE_WORKFLOW_YAML = f"""
@@ -201,23 +192,27 @@ def wait_until(predicate, timeout: float = 5.0, what: str = "condition", interva
         time.sleep(interval)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def listeners_done(app, timeout: float = 10.0) -> None:
+    """Return once every Bolt listener (lazy ones too) that ``app`` started so far has
+    finished: proof that a request acknowledged earlier did all it was going to do.
+
+    One task per worker of the app's listener pool, all held at a barrier: they run
+    together only when no worker is busy with anything else, and the pool hands out its
+    tasks in order, so everything queued before them has run to its end."""
+    pool = app.listener_runner.listener_executor
+    workers = pool._max_workers  # a ThreadPoolExecutor (Bolt's default): it starts that many threads
+    barrier = threading.Barrier(workers, timeout=timeout)
+    try:
+        for future in [pool.submit(barrier.wait) for _ in range(workers)]:
+            future.result(timeout)
+    except (threading.BrokenBarrierError, TimeoutError) as exc:
+        raise AssertionError(f"Slack listeners still busy after {timeout}s") from exc
 
 
 def submission(**over) -> dict:
-    body = {
-        "workflow": "prod-restart",
-        "title": "Restart checkout-api in prod-eu",
-        "action": {"type": "service.restart", "target": "checkout-api", "environment": "production",
-                   "parameters": {"graceful": True}},
-        "justification": "p99 latency doubled after the 14:02 deploy",
-        "prompt": "latency is bad, fix it",
-        "risk": "medium",
-    }
+    """The sample submission (signoff.demo.samples) at medium risk with a short prompt,
+    then the fields in ``over``."""
+    body = samples.submission(prompt="latency is bad, fix it", risk="medium")
     body.update(over)
     return body
 

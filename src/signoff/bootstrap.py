@@ -12,9 +12,11 @@ from sqlalchemy import select, text
 from signoff.config import Config, load_config, log_warnings
 from signoff.keys import KeyRing, ScheduledKey, generate, key_from_pem, keys_from_setting, ring_from_schedule
 from signoff.settings import Settings
+from signoff.slack import notes
 from signoff.store import migrate
 from signoff.store.db import Store
 from signoff.store.tables import KeyRow
+from signoff.store.uow import SqlUnitOfWork
 from signoff.usecases.ports import Clock, Context, Directory, NoDirectory, system_clock
 
 log = logging.getLogger(__name__)
@@ -136,7 +138,7 @@ def build(settings: Settings, *, config: Config | None = None, clock: Clock = sy
                           None if config else settings.config_path)
     keys = load_keyring(store, settings.signing_key,
                         retention=key_retention(holder(), settings.evidence_link_ttl))
-    ctx = Context(store=store, config=holder, keys=keys, clock=clock, directory=directory or NoDirectory(),
-                  public_url=settings.public_url,
+    ctx = Context(uow=SqlUnitOfWork(store), store=store, config=holder, keys=keys, clock=clock,
+                  directory=directory or NoDirectory(), note_text=notes.text, public_url=settings.public_url,
                   evidence_link_seconds=int(settings.evidence_link_ttl.total_seconds()))
     return Runtime(settings=settings, store=store, config=holder, context=ctx)

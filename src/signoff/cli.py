@@ -91,7 +91,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from signoff.demo import run_demo
+    from signoff.demo.run import run_demo
 
     return run_demo(verbose=args.verbose)
 
@@ -100,7 +100,7 @@ def cmd_standin(args) -> int:
     import signal
     import threading
 
-    from signoff.standin import SlackStandIn
+    from signoff.demo.slack_standin import SlackStandIn
 
     def show(call) -> None:
         p = {**call.params, **{k: call.response[k] for k in ("channel", "ts") if isinstance(call.response.get(k), str)}}
@@ -183,7 +183,8 @@ def cmd_db_upgrade(args) -> int:
 
     store = Store(_settings().database_url)
     before, after = migrate.upgrade(store.engine)
-    print(f"database at {after}" + (f" (upgraded from {before or 'empty'})" if before != after else " (already current)"))
+    print(f"database at {after}"
+          + (f" (upgraded from {before or 'empty'})" if before != after else " (already current)"))
     return 0
 
 
@@ -386,9 +387,91 @@ def _load_jwks(ref: str) -> dict:
 
 
 def cmd_policy_explain(args) -> int:
-    from signoff.policy_explain import explain
+    """``signoff policy explain REQUEST.json [--at TIME]``: a dry run of the policy.
 
-    return explain(args.file, at=args.at, config_path=args.config)
+    REQUEST.json is a submission body (docs/api.md) plus an optional ``"agent"`` — the
+    submitting agent, by default the workflow's first. Nothing is written anywhere. Exit
+    0: it would be accepted; 1: refused (and why); 2: the request file, the time or the
+    workflow file cannot be read or is invalid."""
+    from signoff.config import ConfigError, load_config
+    from signoff.domain.errors import Invalid
+    from signoff.policy.explain import explain
+    from signoff.usecases.submit import parse_submission
+
+    file, err = args.file, sys.stderr
+    try:
+        now = _explain_at(args.at)
+    except ValueError as exc:
+        print(f"signoff: {exc}", file=err)
+        return 2
+    path = args.config or _explain_config_path()
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"signoff: invalid workflow file {exc.source}:", file=err)
+        for e in exc.errors:
+            print(f"  {e}", file=err)
+        return 2
+    try:
+        body = _explain_body(file)
+    except ValueError as exc:
+        print(f"signoff: {exc}", file=err)
+        return 2
+    agent = body.pop("agent", None)
+    if agent is not None and not isinstance(agent, str):
+        print("signoff: \"agent\" must be an agent id (a string)", file=err)
+        return 2
+    try:
+        sub = parse_submission(body)
+    except Invalid as exc:
+        print(f"signoff: {file}: {exc.message}", file=err)
+        return 2
+    explanation = explain(config, sub, agent, now)
+    for line in explanation.lines:
+        print(line)
+    return 0 if explanation.accepted else 1
+
+
+def _explain_at(at: str | None):
+    """``--at``: an ISO 8601 date-time (a naive one is UTC); default now."""
+    from datetime import datetime, timezone
+
+    if not at:
+        return datetime.now(timezone.utc).replace(microsecond=0)
+    try:
+        t = datetime.fromisoformat(at.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"--at {at!r} is not an ISO 8601 date-time (e.g. 2026-03-02T09:00:00Z)") from None
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+
+def _explain_config_path() -> str:
+    try:
+        from signoff.settings import load_settings
+
+        return load_settings().config_path
+    except Exception:  # an unrelated setting is broken: the workflow file is all we need
+        return os.environ.get("SIGNOFF_CONFIG", "signoff.yaml")
+
+
+def _explain_body(file: str) -> dict:
+    """The submission body in ``file`` (``-``: standard input), read as the API reads one."""
+    from signoff.api.agents import BadBody, parse_json
+    from signoff.domain.errors import Invalid
+
+    try:
+        raw = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {file}: {exc.strerror or exc}") from None
+    try:
+        body = parse_json(raw)  # the API's own reading: duplicated keys, huge numbers refused
+    except BadBody as exc:
+        raise ValueError(f"{file} is not UTF-8 JSON: {exc.message}") from None
+    except Invalid as exc:
+        raise ValueError(f"{file}: {exc.message}") from None
+    if not isinstance(body, dict):
+        raise ValueError(f"{file} must hold a JSON object (a submission body)")
+    return body
 
 
 
@@ -479,7 +562,8 @@ def _workers(text: str) -> int:
     except ValueError:
         n = 0
     if not 1 <= n <= 64:
-        raise argparse.ArgumentTypeError(f"--workers / SIGNOFF_WORKERS must be a whole number from 1 to 64, not {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"--workers / SIGNOFF_WORKERS must be a whole number from 1 to 64, not {text!r}")
     return n
 
 

@@ -30,12 +30,12 @@ from pydantic import (
     model_validator,
 )
 
-from signoff.domain import windows as win
 from signoff.domain.budget import Budget, parse_budget
 from signoff.domain.canonical import canonical_json
-from signoff.domain.identifiers import identifier_problem
-from signoff.domain.rules import merge
+from signoff.domain.identifiers import CHANNEL_RE, GROUP_RE, USER_RE, identifier_problem
 from signoff.durations import format_duration, parse_duration, parse_duration_or_zero
+from signoff.policy import windows as win
+from signoff.policy.rules import merge
 
 Duration = Annotated[
     timedelta,
@@ -50,9 +50,6 @@ DurationOrZero = Annotated[
     PlainSerializer(lambda d: format_duration(d), return_type=str),
 ]
 
-USER_RE = re.compile(r"^[UW][A-Z0-9]{2,}$")
-GROUP_RE = re.compile(r"^S[A-Z0-9]{2,}$")
-CHANNEL_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 
 
@@ -109,7 +106,7 @@ class OIDCIdentity(_Model):
     jwks_file: str | None = None
 
     @model_validator(mode="after")
-    def _one_key_source(self) -> "OIDCIdentity":
+    def _one_key_source(self) -> OIDCIdentity:
         if bool(self.jwks_url) == bool(self.jwks_file):
             raise ValueError("give exactly one of jwks_url or jwks_file")
         return self
@@ -209,7 +206,7 @@ class Agent(_Model):
         return v
 
     @model_validator(mode="after")
-    def _has_credential(self) -> "Agent":
+    def _has_credential(self) -> Agent:
         if not self.secret_env and not self.oidc:
             raise ValueError("an agent needs secret_env (HMAC key) or oidc (workload identity)")
         return self
@@ -275,7 +272,7 @@ class ChangeWindow(_Model):
         return v
 
     @model_validator(mode="after")
-    def _not_empty(self) -> "ChangeWindow":
+    def _not_empty(self) -> ChangeWindow:
         if self.start == self.end:
             raise ValueError("start and end are equal: the window would be empty (use 00:00–24:00 for a whole day)")
         return self
@@ -300,7 +297,7 @@ class ChangeFreeze(_Model):
         return v
 
     @model_validator(mode="after")
-    def _order(self) -> "ChangeFreeze":
+    def _order(self) -> ChangeFreeze:
         if self.end <= self.start:
             raise ValueError("a freeze must end after it starts")
         return self
@@ -339,7 +336,7 @@ MatchValues = Annotated[list[Annotated[str, AfterValidator(_matchable)]], Before
 
 class RuleMatch(_Model):
     """Conditions a request must meet for a rule to apply; a condition left out matches anything.
-    Values compare without regard to case (``domain.rules``)."""
+    Values compare without regard to case (``policy.rules``)."""
 
     action_type: MatchValues | None = None
     target: MatchValues | None = None
@@ -379,7 +376,7 @@ class Rule(_Model):
         return v
 
     @model_validator(mode="after")
-    def _coherent(self) -> "Rule":
+    def _coherent(self) -> Rule:
         if self.deny and self.auto_approve:
             raise ValueError("a rule cannot both deny and auto_approve")
         if self.auto_approve and self.match and self.match.risk and "critical" in self.match.risk:
@@ -446,7 +443,7 @@ class Workflow(_Model):
         return list(self.approvers) if self.approvers else [self.owner]
 
     @model_validator(mode="after")
-    def _coherent(self) -> "Workflow":
+    def _coherent(self) -> Workflow:
         # One validator for every cross-field problem, so that one does not hide another.
         own = ladder_problems([s.after for s in self.escalation], self.timeout, self.approver_ids,
                               [t for s in self.escalation for t in s.to], self.required_approvals)
@@ -470,7 +467,7 @@ class Workflow(_Model):
             raise ValueError(_SEP.join(errors))
         return self
 
-    def merged(self, rule: "Rule | None") -> "Workflow":
+    def merged(self, rule: Rule | None) -> Workflow:
         """The definition a request matching ``rule`` is decided under: this workflow with the
         rule's keys replacing its own, and no rules (the snapshot stored on the request)."""
         memo = _memo(self)
@@ -516,20 +513,20 @@ def ladder_problems(afters: list[timedelta | None], timeout: timedelta | None, a
             continue
         if last is not None and after <= last:
             problems.append((("escalation", k, "after"),
-                             f"step at {format_duration(after)} is not after the step before it "
-                             f"({format_duration(last)}): escalation steps must have strictly increasing 'after'"))
+                             (f"step at {format_duration(after)} is not after the step before it "
+                              f"({format_duration(last)}): escalation steps must have strictly increasing 'after'")))
         if timeout is not None and after >= timeout:
             problems.append((("escalation", k, "after"),
-                             f"escalation step at {format_duration(after)} is not before the timeout "
-                             f"({format_duration(timeout)}): it could never fire"))
+                             (f"escalation step at {format_duration(after)} is not before the timeout "
+                              f"({format_duration(timeout)}): it could never fire")))
         last = after if last is None else max(last, after)
     # Quorum must be reachable when every possible approver is a known user.
     people = set(approvers or []) | set(targets)
     if (required is not None and approvers is not None and all(isinstance(p, str) and USER_RE.match(p) for p in people)
             and required > len(people)):
         problems.append((("required_approvals",),
-                         f"required_approvals is {required} but only {len(people)} distinct approver(s) "
-                         "could ever approve"))
+                         (f"required_approvals is {required} but only {len(people)} distinct approver(s) "
+                          "could ever approve")))
     return problems
 
 
@@ -617,21 +614,11 @@ def step_up_warnings(config: Config, environ: dict[str, str] | None = None) -> l
     seems to: an unset client secret, no required authentication method."""
     out = []
     for i, wf in enumerate(config.workflows):
-        places = [(f"workflows[{i}]", wf.merged(None), True)] + [
-            (f"workflows[{i}].rules[{j}]", wf.merged(r), r.step_up is not None)
-            for j, r in enumerate(wf.rules) if r.step_up is not None or r.confirm is not None]
-        for where, policy, own in places:
-            su = policy.step_up
+        places = [(f"workflows[{i}].step_up", wf.step_up)] + [
+            (f"workflows[{i}].rules[{j}].step_up", r.step_up) for j, r in enumerate(wf.rules)]
+        for where, su in places:
             if su is None:
                 continue
-            if policy.confirm != "none":
-                which = "every request" if policy.confirm == "typed" else "critical requests"
-                out.append(f"{where}: {which} also ask for a typed confirmation, which a step-up approval "
-                           "cannot give: they can only be rejected or expire (set confirm: none to approve them "
-                           "by step-up alone)")
-            if not own:
-                continue
-            where += ".step_up"
             if su.client_secret_env and su.client_secret(environ) is None:
                 out.append(f"{where}.client_secret_env: {su.client_secret_env} is not set in the environment "
                            "(the provider will refuse the token exchange)")

@@ -132,6 +132,20 @@ class KeyRing:
     def find(self, kid: str) -> SigningKey | None:
         return next((k for k in [self.active, *self.upcoming, *self.retired] if k.kid == kid), None)
 
+    # usecases.ports.GrantSigner ------------------------------------------------------
+    def sign_grant(self, claims: dict) -> tuple[str, str]:
+        """(an EdDSA JWT of ``claims`` signed by the active key, that key's id)."""
+        import jwt
+
+        key = self.active
+        return jwt.encode(claims, key.private, algorithm="EdDSA", headers={"kid": key.kid}), key.kid
+
+    def sign_link(self, request_id: str, exp: int) -> str:
+        """The query string of an evidence link (``evidence.links``) signed by the active key."""
+        from signoff.evidence.links import sign_link
+
+        return sign_link(self.active, request_id, exp)
+
 
 @dataclass(frozen=True)
 class ScheduledKey:
@@ -153,7 +167,7 @@ def ring_from_schedule(schedule: list[ScheduledKey], now: datetime, retention: t
     upcoming = [s.key for s in ordered if s.activates > now and s is not active]
     older = live[:-1]
     unpublished = frozenset(
-        s.key.kid for s, successor in zip(older, live[1:]) if successor.activates + retention <= now
+        s.key.kid for s, successor in zip(older, live[1:], strict=True) if successor.activates + retention <= now
     )
     return KeyRing(active=active.key, retired=[s.key for s in reversed(older)], loaded_at=now,
                    upcoming=upcoming, unpublished=unpublished)

@@ -13,13 +13,15 @@ import contextvars
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
+from types import MappingProxyType
 
 FORMATS = ("text", "json")
 FIELDS = ("request_id", "workflow", "agent")
 
-_context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("signoff_log_context", default={})
+_context: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
+    "signoff_log_context", default=MappingProxyType({}))
 
 # Libraries that narrate their own workings at INFO: their warnings and errors still show.
 QUIET = ("alembic", "apscheduler", "httpx", "httpcore", "slack_sdk", "slack_bolt", "multipart")

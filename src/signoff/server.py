@@ -13,17 +13,20 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from signoff.api.app import create_app
 from signoff.bootstrap import Runtime
 from signoff.outbox.dispatcher import Dispatcher
-from signoff.outbox.slack_delivery import SlackDelivery
 from signoff.outbox.webhook import WebhookDelivery
 from signoff.slack.app import bolt_app, web_client
+from signoff.slack.delivery import SlackDelivery
 from signoff.slack.directory import SlackDirectory
 from signoff.slack.endpoint import SlackEndpoint
+from signoff.usecases.prune import prune
 from signoff.usecases.sweep import sweep
 
 log = logging.getLogger(__name__)
 
 # How soon a replica signs with, and publishes, a key that `signoff keys rotate` made.
 KEY_REFRESH_SECONDS = 5
+# Idempotency keys and Slack event ids past their use are deleted this often (usecases/prune.py).
+PRUNE_SECONDS = 600
 # SIGTERM: how long in-flight HTTP requests may take to finish before they are cut. Within
 # Kubernetes' default grace period (30 s) with room for the outbox to hand its rows back.
 GRACEFUL_SECONDS = 15
@@ -56,7 +59,7 @@ def build_service(runtime: Runtime, *, with_slack: bool = True) -> Service:
     handlers = {}
     pacer = None
     if settings.slack_pacing:
-        from signoff.outbox.pacing import Pacer
+        from signoff.slack.pacing import Pacer
 
         workers = int(os.environ.get("SIGNOFF_WORKER_COUNT") or 1)
         # the context's clock: tests that move time move Slack's windows with it
@@ -104,6 +107,15 @@ def build_service(runtime: Runtime, *, with_slack: bool = True) -> Service:
         except Exception:
             log.exception("evidence checkpoint failed")
 
+    def tick_prune():
+        try:
+            pruned = prune(ctx)
+            if pruned.idempotency_keys or pruned.slack_events:
+                log.info("pruned %d idempotency keys and %d Slack event ids", pruned.idempotency_keys,
+                         pruned.slack_events)
+        except Exception:
+            log.exception("pruning idempotency keys failed; trying again later")
+
     def tick_keys():
         # `signoff keys rotate` writes a row; every replica picks it up here, within seconds.
         from signoff.bootstrap import key_retention, load_keyring
@@ -119,6 +131,7 @@ def build_service(runtime: Runtime, *, with_slack: bool = True) -> Service:
     scheduler.add_job(dispatcher.wake, "interval", seconds=interval, id="outbox", max_instances=1, coalesce=True)
     scheduler.add_job(tick_checkpoint, "interval", seconds=max(interval, 5.0), id="checkpoint",
                       max_instances=1, coalesce=True)
+    scheduler.add_job(tick_prune, "interval", seconds=PRUNE_SECONDS, id="prune", max_instances=1, coalesce=True)
     if not settings.signing_key:
         scheduler.add_job(tick_keys, "interval", seconds=KEY_REFRESH_SECONDS, id="keys", max_instances=1,
                           coalesce=True)
@@ -182,7 +195,8 @@ class MemoryRelease:
         self.trim(0)
 
 
-def deadline_protocol(base: type, timeout: float, on_timeout=lambda: None, release: MemoryRelease | None = None) -> type:
+def deadline_protocol(base: type, timeout: float, on_timeout=lambda: None,
+                      release: MemoryRelease | None = None) -> type:
     """uvicorn's HTTP/1.1 protocol ``base`` (h11 or httptools) with a deadline on a request's
     headers: ``timeout`` seconds from the connection (or, on a kept-alive one, from the next
     request's first byte) until they are all in; a client too slow gets 408 and the

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -66,7 +65,7 @@ def test_every_service_has_a_healthcheck_and_signoff_waits_for_them(compose):
                                                  "slack": {"condition": "service_healthy"}}
 
 
-def test_healthchecks_ask_the_real_routes(compose, get_routes):
+def test_healthchecks_ask_the_real_routes(compose, get_routes):  # noqa: F811 - the fixture imported above
     signoff = compose["services"]["signoff"]
     url = httpx.URL(healthcheck_url(signoff))
     assert url.path in get_routes
@@ -81,7 +80,7 @@ def test_ports_are_published_on_loopback_only(compose):
     for name in ("slack", "signoff"):
         service = compose["services"][name]
         (port,) = service["ports"]
-        host, published, target = port.split(":")
+        host, _published, target = port.split(":")
         assert host == "127.0.0.1"
         assert target == service["command"][service["command"].index("--port") + 1]
 

@@ -81,7 +81,7 @@ def test_sqlite_data_is_a_volume_and_the_config_path_is_set():
     assert "SIGNOFF_CONFIG=/config/signoff.yaml" in env
 
 
-def test_healthcheck_asks_a_real_route_on_the_served_port(get_routes):
+def test_healthcheck_asks_a_real_route_on_the_served_port(get_routes):  # noqa: F811 - the fixture imported above
     (check,) = args("HEALTHCHECK")
     (url,) = re.findall(r"http://127\.0\.0\.1:(\d+)(/[a-z]+)", check)
     (cmd,) = args("CMD")

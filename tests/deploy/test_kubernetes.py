@@ -163,7 +163,7 @@ def test_resources_are_requested_and_limited(base):
     assert set(resources["limits"]) == {"cpu", "memory"}
 
 
-def test_probes_hit_routes_the_app_serves_on_the_container_port(base, get_routes):
+def test_probes_hit_routes_the_app_serves_on_the_container_port(base, get_routes):  # noqa: F811 - the fixture imported above
     c = container(one(base, "Deployment"))
     (port,) = c["ports"]
     assert c["command"][:2] == ["signoff", "serve"]
@@ -219,7 +219,8 @@ def test_env_comes_from_the_secret_and_configmap_and_signoff_reads_it(base):
     secret = one(base, "Secret")
     assert sources == {secret["metadata"]["name"], "signoff-env"}
     names = set(secret["stringData"]) | set(config_maps["signoff-env"]["data"])
-    workflow = parse_config(next(cm for cm in config_maps.values() if "signoff.yaml" in cm["data"])["data"]["signoff.yaml"])
+    config_map = next(cm for cm in config_maps.values() if "signoff.yaml" in cm["data"])
+    workflow = parse_config(config_map["data"]["signoff.yaml"])
     agent_secrets = {a.secret_env for a in workflow.agents}
     assert agent_secrets <= set(secret["stringData"])  # every agent's key has a place in the Secret
     assert names - agent_secrets <= signoff_variables(), names - agent_secrets - signoff_variables()

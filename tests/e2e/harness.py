@@ -23,8 +23,17 @@ from sqlalchemy.engine import Engine
 
 from fakes.slack_api import FakeSlack
 from signoff.store.tables import OutboxRow, RequestRow
-from support import (DEPLOY_BOT, ROUTING, SECRETS, agent_secret, block_actions, free_port, signed_headers, slack_form,
-                     submission)
+from support import (
+    DEPLOY_BOT,
+    ROUTING,
+    SECRETS,
+    agent_secret,
+    block_actions,
+    free_port,
+    signed_headers,
+    slack_form,
+    submission,
+)
 
 SIGNOFF = [sys.executable, "-m", "signoff.cli"]
 SLACK_SECRET = "e2e-slack-signing-secret"

@@ -17,8 +17,18 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from conftest import PG_ENV
-from e2e.harness import Serve, all_expired_and_delivered, ladder_yaml, pem_key, request_of, serve_env, submit, top_level_posts
-from fakes.slack_api import FakeSlack, dm_channel
+from e2e.harness import (
+    Serve,
+    all_expired_and_delivered,
+    ladder_yaml,
+    pem_key,
+    request_of,
+    serve_env,
+    submit,
+    top_level_posts,
+)
+from fakes.slack_api import FakeSlack
+from signoff.demo.slack_standin import dm_channel
 from signoff.store.tables import EventRow
 from support import ROUTING, wait_until
 
@@ -74,7 +84,8 @@ def test_three_replicas_post_each_step_once_and_expire_each_request_once(tmp_pat
             with ThreadPoolExecutor(8) as pool:
                 ids = list(pool.map(lambda n: submit(servers[n % 3], "ladder", n), range(N_REQUESTS)))
 
-            wait_until(lambda: all_expired_and_delivered(engine, ids), 60, "every request to expire and every message to be delivered", 0.2)
+            wait_until(lambda: all_expired_and_delivered(engine, ids), 60,
+                       "every request to expire and every message to be delivered", 0.2)
             time.sleep(0.5)  # a straggling duplicate, if any, would show up now
 
             # Slack: each request's root, each step's DM and the exception thread, exactly once.

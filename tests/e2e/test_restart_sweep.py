@@ -10,8 +10,18 @@ from collections import Counter
 
 from sqlalchemy import create_engine, func, select
 
-from e2e.harness import Serve, all_expired_and_delivered, ladder_yaml, pem_key, request_of, serve_env, submit, top_level_posts
-from fakes.slack_api import FakeSlack, dm_channel
+from e2e.harness import (
+    Serve,
+    all_expired_and_delivered,
+    ladder_yaml,
+    pem_key,
+    request_of,
+    serve_env,
+    submit,
+    top_level_posts,
+)
+from fakes.slack_api import FakeSlack
+from signoff.demo.slack_standin import dm_channel
 from signoff.store.tables import EventRow, RequestRow
 from support import wait_until
 
@@ -49,7 +59,8 @@ def test_owed_steps_and_expiries_happen_once_after_a_crash(tmp_path):
             time.sleep(max(0.0, 4.3 - (time.monotonic() - submitted)))
             second.start()
 
-            wait_until(lambda: all_expired_and_delivered(engine, ids), 60, "the owed steps and expiries after the restart", 0.2)
+            wait_until(lambda: all_expired_and_delivered(engine, ids), 60,
+                       "the owed steps and expiries after the restart", 0.2)
             time.sleep(0.5)
 
             posts = Counter((request_of(c), c.response["channel"]) for c in top_level_posts(slack))

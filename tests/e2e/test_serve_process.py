@@ -21,8 +21,8 @@ import rfc8785
 
 from e2e.harness import BOT_TOKEN, SIGNOFF, SLACK_SECRET, Serve, base_env, serve_env
 from fakes.slack_api import FakeSlack
-from support import (DEPLOY_BOT, ROUTING, LoopbackHTTP, agent_secret, free_port, signed_headers, v1_signature,
-                     v2_signature, wait_until)
+from signoff.demo.loopback import LoopbackHTTP
+from support import DEPLOY_BOT, ROUTING, agent_secret, free_port, signed_headers, v1_signature, v2_signature, wait_until
 from support import submission as base_submission
 
 
@@ -310,7 +310,7 @@ def test_killed_between_slacks_answer_and_the_commit_posts_once(world):
     """The one window for a duplicate: Slack accepted the post, the process died before
     recording it. On restart the dispatcher finds the message by its metadata instead of
     posting again."""
-    slack, executor, serve = world
+    slack, _executor, serve = world
     first = serve("in-flight").start()
     slack.delay = 1.5  # every answer from Slack takes this long
     r = first.agent("POST", "/v1/actions", "deploy-bot", submission("Posted while dying"))

@@ -17,7 +17,7 @@ import pytest
 
 from e2e.harness import Serve, serve_env
 from fakes.slack_api import FakeSlack
-from support import BASIC_YAML, agent_secret, signed_headers, submission, wait_until
+from support import BASIC_YAML, agent_secret, signed_headers, submission
 
 DEADLINE = 2.0
 MARGIN = 2.5  # the timer's own granularity and a loaded 2-core machine
@@ -64,7 +64,7 @@ def answer_or_close(sock: socket.socket, within: float) -> tuple[bytes, float]:
     while time.monotonic() - start < within:
         try:
             chunk = sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             continue
         except ConnectionResetError:
             return got, time.monotonic() - start
@@ -101,7 +101,7 @@ def trickle(sock: socket.socket, data: bytes, every: float, until: float) -> boo
         try:
             sock.recv(65536, socket.MSG_PEEK)
             return False  # the end, or an answer (the 408) before the request was done: cut off
-        except socket.timeout:
+        except TimeoutError:
             pass
         except OSError:
             return False

@@ -2,13 +2,17 @@
 redirects, keeping cookies) goes from the Approve link in the Slack message to the
 OpenID Connect provider of fakes.oidc and back; the approval is recorded as the Slack user
 the provider's email names, and every copy of the message is updated. Then the same
-browser replays the callback, and a second browser tries it: both refused, recorded."""
+browser replays the callback, and a second browser tries it: both refused, recorded. On a
+workflow that also asks for a typed confirmation, the callback answers the form asking for
+the target, and the form's post approves."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from urllib.parse import urljoin
 
 import httpx
 
@@ -34,6 +38,13 @@ workflows:
       client_secret_env: STEP_UP_CLIENT_SECRET
       require_amr: [mfa]
       max_age: 5m
+  - id: typed
+{ROUTING}\
+    approvers: [U0OWNER]
+    agents: [deploy-bot]
+    timeout: 10m
+    confirm: typed
+    step_up: {{issuer: {issuer}, client_id: {CLIENT_ID}, client_secret_env: STEP_UP_CLIENT_SECRET}}
 """
 
 
@@ -90,6 +101,51 @@ def test_step_up_through_a_browser(tmp_path, db_url):
             assert decision["data"]["step_up"]["issuer"] == idp.issuer
             assert decision["data"]["step_up"]["amr"] == ["pwd", "mfa"]
             assert [e["data"]["code"] for e in events if e["type"] == "step_up.refused"] == ["replayed", "replayed"]
+        finally:
+            server.stop()
+            idp.close()
+
+
+def test_step_up_then_the_typed_confirmation_through_a_browser(tmp_path, db_url):
+    idp = FakeIdP()
+    config = tmp_path / "signoff.yaml"
+    config.write_text(yaml(idp.issuer))
+    with FakeSlack() as slack:
+        slack.emails["owner@example.com"] = "U0OWNER"
+        env = serve_env(db_url=db_url, slack_url=slack.url, config=config, STEP_UP_CLIENT_SECRET=CLIENT_SECRET)
+        server = Serve(tmp_path, env, "step-up-typed")
+        env["SIGNOFF_PUBLIC_URL"] = server.url
+        try:
+            server.start()
+            rid = submit(server, "typed", 1)
+            post = wait_until(lambda: next((c for c in top_level_posts(slack) if c.params["channel"] == "C0APPROVALS"),
+                                           None), 15, "the request to be posted", 0.05)
+            with httpx.Client(follow_redirects=True, timeout=10) as browser:
+                form = browser.get(approve_url(post))
+                assert form.status_code == 200 and "Confirm approval" in form.text, form.text
+                [action] = re.findall(r'<form method="post" action="([^"]+)"', form.text)
+                [token] = re.findall(r'name="token" value="([^"]+)"', form.text)
+                target = urljoin(str(form.url), action)  # as a browser resolves it
+                assert target == f"{server.url}/step-up/confirm"
+                assert server.agent("GET", f"/v1/actions/{rid}", "deploy-bot").json()["status"] == "pending"
+
+                wrong = browser.post(target, data={"token": token, "typed": "checkout"})
+                assert wrong.status_code == 422 and "That is not the target" in wrong.text
+                done = browser.post(target, data={"token": token, "typed": "checkout-api"})
+                assert done.status_code == 200 and "Approved" in done.text, done.text
+
+            view = server.agent("GET", f"/v1/actions/{rid}", "deploy-bot").json()
+            assert view["status"] in ("approved", "executing")
+            assert [(d["by"], d["decision"]) for d in view["decisions"]] == [("U0OWNER", "approve")]
+            bundle = tmp_path / "bundle.json"
+            subprocess.run([sys.executable, "-m", "signoff.cli", "evidence", "export", rid, "-o", str(bundle)],
+                           env=env, cwd=tmp_path, check=True, timeout=60)
+            events = json.loads(bundle.read_text())["events"]
+            [refused] = [e for e in events if e["type"] == "confirmation.refused"]
+            assert refused["actor"] == "U0OWNER" and refused["data"]["typed"] == "checkout"
+            [decision] = [e for e in events if e["type"] == "decision.recorded"]
+            assert decision["data"]["confirmed"] == "typed target"
+            assert decision["data"]["step_up"]["issuer"] == idp.issuer
         finally:
             server.stop()
             idp.close()

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from signoff.standin import LoopbackHTTP
+from signoff.demo.loopback import LoopbackHTTP
 
 CLIENT_ID = "signoff-test-client"
 CLIENT_SECRET = "idp-client-secret"

@@ -14,17 +14,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
+from test_api import PAIR_YAML_EXTRA, Api, assert_error
 
 from signoff.api.app import create_app
 from signoff.api.auth import RefusalLog
+from signoff.demo.loopback import LoopbackHTTP
 from signoff.domain import agent_signature as sig
 from signoff.outbox.dispatcher import Job
 from signoff.outbox.webhook import WebhookDelivery
 from signoff.store.tables import Base, RequestRow
 from signoff.usecases.ports import system_clock
-from support import (BASIC_YAML, SECRETS, LoopbackHTTP, agent_secret, dumps, runtime, signature, signed_headers,
-                     submission)
-from test_api import PAIR_YAML_EXTRA, Api, assert_error
+from support import BASIC_YAML, SECRETS, agent_secret, dumps, runtime, signature, signed_headers, submission
 
 # deploy-bot and other-bot accept both versions; strict-bot accepts v2 only.
 STRICT_YAML = BASIC_YAML.replace("workflows:\n", """\
@@ -500,7 +500,8 @@ def test_signed_and_mutated_requests_never_500_and_refusals_change_nothing(db_ur
             elif mutation == "secret":
                 h["X-Signoff-Signature"] = signature("wrong", ts, raw, version=version, method=method, target=target)
             elif mutation == "header_junk":
-                h[rnd.choice(["X-Signoff-Timestamp", "X-Signoff-Agent"])] = rnd.choice(["", " ", "1e9", "-0", "\xb2".encode("latin-1")])
+                h[rnd.choice(["X-Signoff-Timestamp", "X-Signoff-Agent"])] = rnd.choice(
+                    ["", " ", "1e9", "-0", "\xb2".encode("latin-1")])
             before = db_state(api.rt)
             r = api.send(send_method, send_target, send_raw, h)
             assert r.status_code < 500, (case, r.status_code, r.text)

@@ -555,10 +555,10 @@ def test_values_that_cannot_be_kept_exactly_are_422(api, subtests):
 
 UNREPRESENTABLE = [
     b'{"workflow":"prod-restart","title":"t\\ud800","action":{"type":"a","target":"b"},"justification":"j"}',
-    b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b","parameters":{"x":"\\udfff"}},'
-    b'"justification":"j"}',
-    b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b","parameters":{"x":1e400}},'
-    b'"justification":"j"}',
+    (b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b","parameters":{"x":"\\udfff"}},'
+     b'"justification":"j"}'),
+    (b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b","parameters":{"x":1e400}},'
+     b'"justification":"j"}'),
     b'{"workflow":"prod-restart","title":"a\\u0000","action":{"type":"a","target":"b"},"justification":"j"}',
     b"[" * 5000 + b"]" * 5000,
     b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b","parameters":'
@@ -763,7 +763,8 @@ def test_fuzzed_requests_never_500(api):
         elif mess == 2:
             headers["X-Signoff-Agent"] = rnd.choice(["", "ghost", "signoff", "a" * 500, "deploy-bot "])
         elif mess == 3:
-            headers["Idempotency-Key"] = rnd.choice(["", "k", "k" * 300, "\u00e9\u00ff".encode("latin-1"), f"key-{i % 3}"])
+            headers["Idempotency-Key"] = rnd.choice(
+                ["", "k", "k" * 300, "\u00e9\u00ff".encode("latin-1"), f"key-{i % 3}"])
         elif mess == 4:
             headers["Content-Type"] = rnd.choice(["text/plain", "application/x-www-form-urlencoded", "a/b; x"])
         r = api.client.request(method, path, content=raw, headers=headers)

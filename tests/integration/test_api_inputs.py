@@ -8,12 +8,12 @@ from urllib.parse import parse_qs
 
 import pytest
 from sqlalchemy import func, select
+from test_api import PAIR_YAML_EXTRA, Api, assert_error
 
 from signoff.evidence.links import sign_link
 from signoff.store.tables import EventRow, OutboxRow, RequestRow
 from signoff.usecases.ports import system_clock
 from support import BASIC_YAML, runtime, submission
-from test_api import PAIR_YAML_EXTRA, Api, assert_error
 
 RULES = """    rules:
       - name: no-prod-db-drops
@@ -104,14 +104,14 @@ def test_deny_rule_refuses_whatever_the_case(api, subtests):
 # --------------------------------------------------------------------------- duplicated keys
 
 DUPLICATES = [
-    (b'{"workflow":"nope","workflow":"prod-restart","title":"t","action":{"type":"a","target":"b"},'
-     b'"justification":"j"}', "workflow"),
-    (b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b","type":"db.drop"},'
-     b'"justification":"j"}', "action.type"),
-    (b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b",'
-     b'"parameters":{"x":[{"k":1,"k":2}]}},"justification":"j"}', "action.parameters.x.0.k"),
-    (b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b"},"justification":"j",'
-     b'"\\u0074itle":"t2"}', "title"),  # the same key spelled with an escape
+    ((b'{"workflow":"nope","workflow":"prod-restart","title":"t","action":{"type":"a","target":"b"},'
+      b'"justification":"j"}'), "workflow"),
+    ((b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b","type":"db.drop"},'
+      b'"justification":"j"}'), "action.type"),
+    ((b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b",'
+      b'"parameters":{"x":[{"k":1,"k":2}]}},"justification":"j"}'), "action.parameters.x.0.k"),
+    ((b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b"},"justification":"j",'
+      b'"\\u0074itle":"t2"}'), "title"),  # the same key spelled with an escape
 ]
 
 

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import select
 
 from signoff.outbox.dispatcher import Claim, Dispatcher, Job
-from signoff.outbox.slack_delivery import SlackDelivery
 from signoff.slack.app import web_client
+from signoff.slack.delivery import SlackDelivery
 from signoff.store.tables import OutboxRow, SlackMessageRow
 from signoff.usecases.decide import decide
 from signoff.usecases.slack_ops import message_context, read_messages

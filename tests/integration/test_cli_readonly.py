@@ -93,7 +93,7 @@ def test_empty_sqlite_file_is_no_schema(tmp_path, capsys, monkeypatch, bundle_fi
     db = tmp_path / "signoff.db"
     db.write_bytes(b"")
     before = files(tmp_path)
-    code, out, err = run(capsys, monkeypatch, f"sqlite:///{db}", commands(bundle_file)[command])
+    code, _out, err = run(capsys, monkeypatch, f"sqlite:///{db}", commands(bundle_file)[command])
     assert code == 2
     assert "holds no signoff schema" in err and str(db) in err
     assert files(tmp_path) == before

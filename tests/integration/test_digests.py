@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import select
 
 from signoff.outbox.dispatcher import Dispatcher
-from signoff.outbox.pacing import Pacer
-from signoff.outbox.slack_delivery import SlackDelivery
 from signoff.slack.app import web_client
+from signoff.slack.delivery import SlackDelivery
+from signoff.slack.pacing import Pacer
 from signoff.store.repo import Repo
 from signoff.store.tables import EventRow, OutboxRow
 from signoff.usecases.decide import decide
@@ -53,7 +53,8 @@ class Env:
         return (self.clock() - start).total_seconds()
 
     def posted_events(self, rid: str, role: str) -> list[SimpleNamespace]:
-        return self.ctx.store.read(lambda s: [SimpleNamespace(type=e.type, data=dict(e.data)) for e in Repo(s).events(rid)
+        return self.ctx.store.read(lambda s: [SimpleNamespace(type=e.type, data=dict(e.data))
+                                              for e in Repo(s).events(rid)
                                               if e.type == "slack.posted" and e.data["role"] == role])
 
     def all_shown(self, rids: list[str], role: str) -> bool:
@@ -65,7 +66,8 @@ class Env:
         return set(rids) <= self.ctx.store.read(read)
 
     def owed(self) -> int:
-        return self.ctx.store.read(lambda s: len(s.execute(select(OutboxRow.id).where(OutboxRow.state == "pending")).all()))
+        return self.ctx.store.read(
+            lambda s: len(s.execute(select(OutboxRow.id).where(OutboxRow.state == "pending")).all()))
 
     def shown(self, channel: str) -> dict[str, list[dict]]:
         """Request id -> the messages in ``channel`` that carry its buttons."""
@@ -212,7 +214,7 @@ def test_requests_arriving_before_a_digest_is_posted_join_it(db_url, monkeypatch
 
 @pytest.mark.timeout(120)
 def test_escalation_dms_notes_and_replies_of_a_digested_burst(db_url, monkeypatch, fake_slack):
-    from signoff.standin import dm_channel
+    from signoff.demo.slack_standin import dm_channel
     from signoff.usecases.reply import record_thread_message
     from signoff.usecases.sweep import sweep
 

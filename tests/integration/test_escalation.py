@@ -16,10 +16,12 @@ from signoff.store.repo import Repo
 from signoff.store.tables import OutboxRow, RequestRow, SlackMessageRow
 from signoff.usecases import decide as decide_module
 from signoff.usecases import sweep as sweep_module
-from signoff.usecases.agent_ops import cancel, get_request
+from signoff.usecases.agent_ops import get_request
+from signoff.usecases.cancel import cancel
 from signoff.usecases.decide import decide
+from signoff.usecases.escalate import expand_group
 from signoff.usecases.submit import submit
-from signoff.usecases.sweep import expand_group, sweep
+from signoff.usecases.sweep import sweep
 from support import BASIC_YAML, T0, FakeClock, runtime, submission
 
 MIN = timedelta(minutes=1)
@@ -308,14 +310,14 @@ def test_after_downtime_owed_work_is_done_at_once_in_deadline_order(make):
     clock.now = T0 + 37 * MIN
     report = sweep(ctx)
     assert report.escalated == 8 and report.expired == 3
-    for rid, offset in zip(ids, (0, 3, 6, 9)):
+    for rid, offset in zip(ids, (0, 3, 6, 9), strict=True):
         data = fired(ctx, rid)
         assert [d["step"] for d in data] == [0, 1]
         for d in data:
             due = T0 + (offset + (10 if d["step"] == 0 else 20)) * MIN
             assert d["due_at"] == due.isoformat()
             assert d["late_seconds"] == (clock.now - due).total_seconds()
-    for rid, offset in zip(ids[:3], (0, 3, 6)):
+    for rid, offset in zip(ids[:3], (0, 3, 6), strict=True):
         exp = next(e for e in events(ctx, rid) if e.type == "request.expired")
         assert exp.data["late_seconds"] == (clock.now - T0 - (offset + 30) * MIN).total_seconds()
     assert row(ctx, ids[3]).status == "pending" and row(ctx, ids[3]).due_at == T0 + 39 * MIN
@@ -378,6 +380,29 @@ def test_group_targets_are_expanded_through_the_outbox(make):
     assert {m.id for m in messages(ctx, rid, "escalation")} <= posted
 
     assert decide(ctx, request_id=rid, user="U0ON2", decision="approve").outcome == "approved"
+
+
+SPONSOR_STEP_YAML = BASIC_YAML.replace("to: [U0ESC]", "to: [U0SPONSOR, U0ESC, S0ONCALL]")
+
+
+def test_a_step_never_asks_the_requests_sponsor_directly_or_through_a_group(make):
+    # The agent's sponsor is named by the step and is in its group: a copy with buttons
+    # would only earn a refused click, so neither the step nor the group's expansion asks them.
+    ctx, clock = make(SPONSOR_STEP_YAML, FakeDirectory({"S0ONCALL": {"U0SPONSOR", "U0ON1"}}))
+    rid = new_request(ctx)
+    clock.now = T0 + 10 * MIN
+    sweep(ctx)
+    assert [m.target for m in messages(ctx, rid, "escalation")] == ["U0ESC"]
+    [step] = fired(ctx, rid)
+    assert step["to"] == ["U0SPONSOR", "U0ESC", "S0ONCALL"] and step["not_asked"] == ["U0SPONSOR"]
+    expand_group(ctx, request_id=rid, group="S0ONCALL", members=["U0SPONSOR", "U0ON1"], step=0)
+    assert sorted(m.target for m in messages(ctx, rid, "escalation")) == ["U0ESC", "U0ON1"]
+    last = events(ctx, rid)[-1]
+    assert last.type == "escalation.expanded"
+    assert last.data["asked"] == ["U0ON1"] and last.data["not_asked"] == ["U0SPONSOR"]
+    # Their click stays refused; the people asked decide.
+    assert decide(ctx, request_id=rid, user="U0SPONSOR", decision="approve").outcome == "refused"
+    assert decide(ctx, request_id=rid, user="U0ON1", decision="approve").outcome == "approved"
 
 
 def test_a_group_expanded_after_expiry_asks_nobody(make):

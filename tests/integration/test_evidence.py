@@ -32,8 +32,9 @@ from signoff.store.tables import (
     RequestRow,
     SlackMessageRow,
 )
-from signoff.usecases.agent_ops import get_request, record_outcome
+from signoff.usecases.agent_ops import get_request
 from signoff.usecases.decide import decide
+from signoff.usecases.outcome import record_outcome
 from signoff.usecases.reply import record_thread_message
 from signoff.usecases.slack_ops import record_posted
 from signoff.usecases.submit import submit
@@ -139,7 +140,7 @@ class History:
 
 
 @pytest.fixture
-def hist(db_url, monkeypatch):  # noqa: F811
+def hist(db_url, monkeypatch):
     clock = FakeClock()
     rt = runtime(db_url, clock=clock, monkeypatch=monkeypatch)
     try:

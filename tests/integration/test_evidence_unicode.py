@@ -21,8 +21,9 @@ from signoff.cli import main
 from signoff.evidence.verify import verify_store
 from signoff.store.repo import Repo
 from signoff.store.tables import EventRow, RequestRow
-from signoff.usecases.agent_ops import get_request, record_outcome
+from signoff.usecases.agent_ops import get_request
 from signoff.usecases.decide import decide
+from signoff.usecases.outcome import record_outcome
 from signoff.usecases.reply import record_thread_message
 from signoff.usecases.slack_ops import record_posted
 from signoff.usecases.submit import submit
@@ -111,7 +112,7 @@ def cli(capsys, *argv) -> tuple[int, str, str]:
 
 
 def test_unicode_in_every_field_verifies_through_the_cli(unicode_store, capsys, tmp_path):
-    rt, ids = unicode_store
+    _rt, ids = unicode_store
     code, out, err = cli(capsys, "evidence", "verify")
     assert code == 0, err
     assert f"OK: {2 * len(TEXTS)} request(s)" in out
@@ -169,7 +170,7 @@ def test_real_changes_to_unicode_requests_are_still_caught(unicode_store, capsys
 def test_unicode_stored_escaped_or_reordered_still_verifies(unicode_store, capsys):
     """Data text that is not the canonical form (\\u escapes, spaces, keys in code-point
     order) takes the full path and still verifies."""
-    rt, ids = unicode_store
+    rt, _ids = unicode_store
     cast = "CAST(:t AS json)" if rt.store.dialect == "postgresql" else ":t"
     with rt.store.engine.begin() as conn:
         for id_, data in conn.execute(text("SELECT id, data FROM events")).all():
@@ -180,7 +181,7 @@ def test_unicode_stored_escaped_or_reordered_still_verifies(unicode_store, capsy
             value = json.loads(rollback) if isinstance(rollback, str) else rollback
             conn.execute(text(f"UPDATE requests SET rollback = {cast} WHERE id = :i"),
                          {"t": json.dumps(value), "i": id_})
-    code, out, err = cli(capsys, "evidence", "verify")
+    code, _out, err = cli(capsys, "evidence", "verify")
     assert code == 0, err
 
 

@@ -18,8 +18,9 @@ from fastapi.testclient import TestClient
 
 from signoff.api import oidc
 from signoff.api.app import create_app
+from signoff.demo.loopback import LoopbackHTTP
 from signoff.usecases.ports import system_clock
-from support import SECRETS, LoopbackHTTP, dumps, runtime, signed_headers, submission
+from support import SECRETS, dumps, runtime, signed_headers, submission
 
 ISSUER = "https://kubernetes.default.svc"
 AUDIENCE = "signoff"
@@ -42,7 +43,7 @@ class JwksServer(LoopbackHTTP):
             return 503, b""
         return 200, json.dumps(self.jwks).encode()
 
-    def publish(self, *keys: "Key") -> None:
+    def publish(self, *keys: Key) -> None:
         self.jwks = {"keys": [k.public_jwk() for k in keys]}
 
 

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select, update
 
 from signoff.outbox.dispatcher import Dispatcher
-from signoff.outbox.slack_delivery import SlackDelivery
 from signoff.slack.app import web_client
+from signoff.slack.delivery import SlackDelivery
 from signoff.store.repo import Repo
 from signoff.store.tables import EventRow, OutboxRow, SlackMessageRow
 from signoff.usecases import slack_ops
@@ -154,7 +154,7 @@ def test_a_failed_record_is_retried_by_looking_first(env, monkeypatch):
             raise RuntimeError("disk on fire")
         return real(session, now, **kw)
 
-    monkeypatch.setattr("signoff.outbox.slack_delivery.record_posted_in", broken_once)
+    monkeypatch.setattr("signoff.slack.delivery.record_posted_in", broken_once)
     env.dispatcher.run_once()
     (row,) = env.rows("slack.post")
     assert row.state == "pending" and row.in_flight and row.attempts == 1

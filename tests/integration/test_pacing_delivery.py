@@ -6,12 +6,15 @@ from __future__ import annotations
 import time
 
 import pytest
+from sqlalchemy import func, select
 
-from fakes.slack_api import FakeSlack, SlackLimits
+from fakes.slack_api import FakeSlack
+from signoff.demo.slack_standin import SlackLimits
 from signoff.outbox.dispatcher import Dispatcher
-from signoff.outbox.pacing import Pacer
-from signoff.outbox.slack_delivery import SlackDelivery
 from signoff.slack.app import web_client
+from signoff.slack.delivery import SlackDelivery
+from signoff.slack.pacing import Pacer
+from signoff.store.tables import OutboxRow
 from signoff.usecases.ports import system_clock
 from signoff.usecases.submit import submit
 from support import runtime, submission, wait_until
@@ -31,7 +34,10 @@ def _run(sqlite_url, monkeypatch, paced: bool):
                 submit(rt.context, agent_id="deploy-bot", body=submission(title=f"burst {i}"))
             dispatcher.start(idle_interval=0.05)
             wait_until(lambda: len([c for c in fake.calls_to("chat.postMessage") if c.ok]) >= N, 20, "all posted")
-            time.sleep(0.3)
+            # every job done: no call to Slack is left to come
+            wait_until(lambda: not rt.store.read(lambda s: s.scalar(
+                select(func.count()).select_from(OutboxRow).where(OutboxRow.state == "pending"))),
+                20, "the outbox done")
             ok = [c for c in fake.calls_to("chat.postMessage") if c.ok]
             limited = [c for c in fake.calls_to("chat.postMessage") if c.status == 429]
             return ok, limited

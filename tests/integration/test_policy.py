@@ -16,6 +16,7 @@ from signoff.domain.errors import Conflict, Forbidden, Invalid, NotFound
 from signoff.store.repo import Repo
 from signoff.usecases import agent_ops
 from signoff.usecases.decide import decide
+from signoff.usecases.outcome import record_outcome
 from signoff.usecases.revoke import revoke
 from signoff.usecases.rollback import request_rollback
 from signoff.usecases.slack_ops import render_data
@@ -283,7 +284,7 @@ def test_auto_approved_request_is_posted_with_revoke_and_the_owner_revokes_it(p)
     assert p.events(rid, "grant.revoked")[0][1] == "U0OWNER"
     assert p.render(rid)["revocable"] is False
     with pytest.raises(Conflict):
-        agent_ops.record_outcome(p.ctx, agent_id="deploy-bot", request_id=rid, body={"status": "succeeded"})
+        record_outcome(p.ctx, agent_id="deploy-bot", request_id=rid, body={"status": "succeeded"})
     assert revoke(p.ctx, request_id=rid, user="U0OWNER").outcome == "already"
 
 
@@ -324,7 +325,7 @@ def _executed(p: P, outcome: str = "succeeded", **over) -> str:
     rid = p.submit(risk="high", rollback=ROLLBACK_PLAN, **over)["id"]
     assert p.approve(rid).outcome == "approved"
     assert p.view(rid)["status"] == "executing"
-    agent_ops.record_outcome(p.ctx, agent_id="deploy-bot", request_id=rid, body={"status": outcome})
+    record_outcome(p.ctx, agent_id="deploy-bot", request_id=rid, body={"status": outcome})
     return rid
 
 
@@ -357,7 +358,7 @@ def test_rollback_is_offered_only_after_the_outcome_and_with_an_action(p):
     plain = p.submit(risk="high", rollback={"description": "by hand"})["id"]
     p.approve(plain)
     p.view(plain)
-    agent_ops.record_outcome(p.ctx, agent_id="deploy-bot", request_id=plain, body={"status": "succeeded"})
+    record_outcome(p.ctx, agent_id="deploy-bot", request_id=plain, body={"status": "succeeded"})
     assert p.render(plain)["can_roll_back"] is False
     assert "no rollback action" in request_rollback(p.ctx, request_id=plain, user="U0OWNER").message
 
@@ -405,7 +406,7 @@ def test_chains_keep_their_sponsor_and_refuse_outsiders(p):
 
 
 def test_a_chain_is_not_continued_through_a_dead_request(p):
-    from signoff.usecases.agent_ops import cancel
+    from signoff.usecases.cancel import cancel
 
     parent = p.submit(risk="high", rollback={"description": "undo"})["id"]
     cancel(p.ctx, agent_id="deploy-bot", request_id=parent)

@@ -44,7 +44,7 @@ def _run_concurrently(fns, store):
         start.wait()
         try:
             results[i] = store.transaction(fn, batch=True)
-        except Exception as exc:  # noqa: BLE001 - the test looks at it
+        except Exception as exc:  # the test looks at it
             results[i] = exc
 
     threads = [threading.Thread(target=worker, args=(i, fn)) for i, fn in enumerate(fns)]

@@ -13,6 +13,7 @@ from signoff.server import build_service
 from signoff.store.repo import Repo
 from signoff.usecases import agent_ops
 from signoff.usecases.decide import decide
+from signoff.usecases.outcome import record_outcome
 from signoff.usecases.submit import submit
 from support import DEPLOY_BOT, ROUTING, FakeClock, block_actions, runtime, slack_form, submission, wait_until
 
@@ -96,7 +97,7 @@ def test_roll_back_button_creates_a_linked_request(slack):
     rid = submit(slack.ctx, agent_id="deploy-bot", body=submission(risk="high", rollback=plan)).request["id"]
     decide(slack.ctx, request_id=rid, user="U0OWNER", decision="approve")
     agent_ops.get_request(slack.ctx, agent_id="deploy-bot", request_id=rid)
-    agent_ops.record_outcome(slack.ctx, agent_id="deploy-bot", request_id=rid, body={"status": "failed"})
+    record_outcome(slack.ctx, agent_id="deploy-bot", request_id=rid, body={"status": "failed"})
     slack.click(rid, "U0OWNER", "signoff.rollback")
     [new] = wait_until(lambda: slack.rollbacks(rid), what="the rollback request")
     row = slack.row(new)

@@ -13,8 +13,18 @@ from fastapi.testclient import TestClient
 from signoff.server import build_service
 from signoff.store.repo import Repo
 from signoff.usecases.sweep import sweep
-from support import ROUTING, FakeClock, block_actions, dumps, runtime, signed_headers, slack_form, slack_signed, \
-    submission, wait_until
+from support import (
+    ROUTING,
+    FakeClock,
+    block_actions,
+    dumps,
+    runtime,
+    signed_headers,
+    slack_form,
+    slack_signed,
+    submission,
+    wait_until,
+)
 
 SIGNING = "separation-of-duties-signing-secret"
 AGENT_SECRETS = {"BOT_A_SECRET": "a-secret", "BOT_B_SECRET": "b-secret", "BOT_C_SECRET": "c-secret"}

@@ -20,13 +20,25 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from fakes.slack_api import FakeSlack, dm_channel
+from fakes.slack_api import FakeSlack
+from signoff.demo.loopback import LoopbackHTTP
+from signoff.demo.slack_standin import dm_channel
 from signoff.server import build_service
 from signoff.store.repo import Repo
 from signoff.store.tables import OutboxRow, RequestRow
 from signoff.usecases.submit import submit
 from signoff.usecases.sweep import sweep
-from support import DEPLOY_BOT, ROUTING, FakeClock, LoopbackHTTP, block_actions, runtime, slack_signed, submission, wait_until
+from support import (
+    DEPLOY_BOT,
+    ROUTING,
+    FakeClock,
+    block_actions,
+    listeners_done,
+    runtime,
+    slack_signed,
+    submission,
+    wait_until,
+)
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 
@@ -454,7 +466,7 @@ def test_forged_stale_or_missing_signatures_are_401_and_change_nothing(hdb):
     # a non-UTF-8 body with a signature over it is not a valid Slack request either
     raw = b"payload=\xff\xfe"
     assert hdb.post(raw, content_type=ctype).status_code in (400, 401)
-    time.sleep(0.2)
+    listeners_done(hdb.service.bolt)
     hdb.deliver()
     assert hdb.status(rid) == "pending"
     assert hdb.events(rid) == before
@@ -533,8 +545,8 @@ def _junk(rid: str) -> list[tuple[str, bytes]]:
         (js, json.dumps({"type": "event_callback", "event": {"type": "app_home_opened", "user": ["U1"]}}).encode()),
         (js, json.dumps({"type": "event_callback", "event": {"type": "unknown_thing"}}).encode()),
         (js, json.dumps({"type": "url_verification"}).encode()),
-        (js, b'{"type": "event_callback", "event_id": "Ev0SUR", "event": {"type": "message", "user": "U0OWNER",'
-             b' "text": "\\ud800", "ts": "1.2", "thread_ts": "1.1", "channel": "C0APPROVALS"}}'),
+        (js, (b'{"type": "event_callback", "event_id": "Ev0SUR", "event": {"type": "message", "user": "U0OWNER",'
+              b' "text": "\\ud800", "ts": "1.2", "thread_ts": "1.1", "channel": "C0APPROVALS"}}')),
         (form, urlencode({"command": "/signoff", "text": "show a\u0000b", "user_id": "U0OWNER"}).encode()),
         (form, urlencode({"command": "/signoff", "text": "show " + "x" * 3000, "user_id": "U0OWNER"}).encode()),
         (form, urlencode({"command": "/signoff", "text": "pending"}).encode()),
@@ -555,7 +567,7 @@ def test_junk_payloads_never_500(h, caplog):
         assert r.status_code < 500, (ctype, body[:120], r.status_code, r.text)
         r = h.post(body, content_type=ctype, headers={"X-Slack-Retry-Num": "1"})
         assert r.status_code < 500, (ctype, body[:120], r.status_code, r.text)
-    time.sleep(0.3)  # listeners run after the ack
+    listeners_done(h.service.bolt)  # listeners run after the ack
     h.deliver()
     failures = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
     assert failures == [], [rec.getMessage() for rec in failures]
@@ -593,7 +605,7 @@ def test_thread_replies_are_recorded_once_per_event(hdb):
     bot["event"]["bot_id"] = "B0OTHER"
     hdb.event(bot)
     hdb.event(_reply_event(channel, root_ts, root_ts, "the root itself", "Ev0005"))
-    time.sleep(0.3)
+    listeners_done(hdb.service.bolt)
     replies = hdb.events(rid, "thread.reply")
     assert [(actor, data["text"]) for _, actor, data in replies] == [("U0OWNER", "why now?"), ("U0SECOND", "ok, go")]
     assert replies[0][2]["ts"] == "1700000100.000100" and replies[0][2]["thread_ts"] == root_ts
@@ -818,7 +830,7 @@ def test_fuzzed_slack_payloads_never_500(h, caplog):
         else:
             r = h.event(mutated)
         assert r.status_code < 500, (i, mutated, r.text)
-    time.sleep(0.5)
+    listeners_done(h.service.bolt)
     failures = [rec.getMessage() for rec in caplog.records if rec.levelno >= logging.ERROR]
     assert failures == []
 

@@ -8,6 +8,7 @@ nothing decided."""
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from fakes.oidc import CLIENT_ID, CLIENT_SECRET, FakeIdP
 from fakes.slack_api import FakeSlack
+from signoff.api.stepup import cookie_name
 from signoff.server import build_service
 from signoff.stepup import oidc
 from signoff.store.repo import Repo
@@ -46,6 +48,7 @@ workflows:
       max_age: {max_age}
   - id: critical-typed
 {ROUTING}\
+    approvers: [U0OWNER, U0SECOND]
     agents: [deploy-bot]
     timeout: 30m
     step_up: {{issuer: {issuer}, client_id: {CLIENT_ID}, client_secret_env: STEP_UP_CLIENT_SECRET}}
@@ -214,13 +217,140 @@ def test_reject_stays_one_click(stage):
     assert stage.request(rid).status == "rejected"
 
 
-def test_a_critical_request_that_asks_for_a_typed_confirmation_is_not_approved_by_step_up(stage):
-    rid = stage.submit("critical-typed", risk="critical", rollback={"description": "restart again"})
-    done = stage.sign_in(rid)
-    assert done.status_code == 403 and "type its target" in done.text
-    assert stage.decisions(rid) == []
+# -- typed confirmation after the step-up --------------------------------------------------------
+
+CRITICAL = {"risk": "critical", "rollback": {"description": "restart again"}}
+TARGET = "checkout-api"  # the target of support.submission
+
+
+def form_token(resp: httpx.Response) -> str:
+    """The confirmation form's token (its hidden field), checking the form is the one shown."""
+    assert resp.headers["content-type"].startswith("text/html")
+    assert "Confirm approval" in resp.text and 'action="confirm"' in resp.text, resp.text
+    [token] = re.findall(r'name="token" value="([^"]+)"', resp.text)
+    return token
+
+
+def post_confirm(browser: TestClient, token: str, typed: str) -> httpx.Response:
+    return browser.post("/step-up/confirm", data={"token": token, "typed": typed}, follow_redirects=False)
+
+
+def test_a_critical_request_asks_for_its_target_after_the_sign_in(stage):
+    rid = stage.submit("critical-typed", **CRITICAL)
+    shown = stage.sign_in(rid)
+    assert shown.status_code == 200, shown.text
+    token = form_token(shown)
+    assert f"<code>{TARGET}</code>" in shown.text and "critical risk" in shown.text
+    assert "owner@example.com" in shown.text and "Reject in Slack" in shown.text
+    assert "frame-ancestors 'none'" in shown.headers["content-security-policy"]
+    assert token not in shown.headers.get("location", "") and stage.decisions(rid) == []
+    assert stage.events(rid, "step_up.refused") == [] and stage.events(rid, "confirmation.refused") == []
+    assert stage.browser.cookies.get(cookie_name(token, "confirm"))  # the browser that signed in, for the post
+
+    done = post_confirm(stage.browser, token, TARGET)
+    assert done.status_code == 200 and "Approved" in done.text, done.text
+    assert stage.decisions(rid) == [("U0OWNER", "approve")]
+    assert stage.request(rid).status == "approved"
+    [(_, actor, data)] = stage.events(rid, "decision.recorded")
+    assert actor == "U0OWNER" and data["confirmed"] == "typed target"
+    assert data["step_up"] == {"issuer": stage.idp.issuer, "sub": "00u-owner", "amr": ["pwd", "mfa"],
+                               "auth_time": int(stage.clock().timestamp()) - 10}
+    assert stage.events(rid, "step_up.refused") == []
+
+    # the same post again (a replay, the back button): refused, recorded, nothing more decided
+    replay = post_confirm(stage.browser, token, TARGET)
+    assert replay.status_code == 400 and "already used" in replay.text
+    [(_, _, data)] = stage.events(rid, "step_up.refused")
+    assert data["code"] == "replayed" and data["at"] == "confirmation"
+    assert stage.decisions(rid) == [("U0OWNER", "approve")]
+
+
+def test_a_wrong_text_keeps_the_form_and_is_recorded(stage):
+    rid = stage.submit("critical-typed", **CRITICAL)
+    token = form_token(stage.sign_in(rid))
+    wrong = post_confirm(stage.browser, token, "checkout-api ")
+    assert wrong.status_code == 422 and "That is not the target" in wrong.text
+    assert form_token(wrong) == token and 'aria-invalid="true"' in wrong.text
     [(_, actor, data)] = stage.events(rid, "confirmation.refused")
-    assert actor == "U0OWNER" and data["step_up"]["sub"] == "00u-owner"
+    assert actor == "U0OWNER" and data["typed"] == "checkout-api " and data["step_up"]["sub"] == "00u-owner"
+    assert stage.decisions(rid) == [] and stage.request(rid).status == "pending"
+    assert stage.events(rid, "step_up.refused") == []
+
+    assert post_confirm(stage.browser, token, "").status_code == 422  # empty: another refusal
+    assert len(stage.events(rid, "confirmation.refused")) == 2
+    done = post_confirm(stage.browser, token, TARGET)  # the form is still usable
+    assert done.status_code == 200 and "Approved" in done.text
+    assert stage.decisions(rid) == [("U0OWNER", "approve")]
+
+
+def test_a_confirmation_without_a_verified_sign_in_is_refused(stage):
+    rid = stage.submit("critical-typed", **CRITICAL)
+    # no flow at all: a made-up token, no token, not a form
+    for resp in (post_confirm(stage.browser, "made-up", TARGET),
+                 stage.browser.post("/step-up/confirm", data={"typed": TARGET}),
+                 stage.browser.post("/step-up/confirm", json={"token": "x", "typed": TARGET}),
+                 stage.browser.post("/step-up/confirm", content=b"token=" + b"x" * 9000,
+                                    headers={"content-type": "application/x-www-form-urlencoded"})):
+        assert resp.status_code == 400 and "Nothing was recorded" in resp.text, resp.text
+    # a flow opened but not signed in: its state is no confirmation token
+    first = stage.open_link(rid)
+    state = parse_qs(urlsplit(first.headers["location"]).query)["state"][0]
+    assert post_confirm(stage.browser, state, TARGET).status_code == 400
+    assert stage.decisions(rid) == [] and stage.events(rid, "step_up.refused") == []
+
+    # the token of a verified sign-in, posted from another browser: refused and recorded,
+    # and the approver's own browser can still confirm
+    token = form_token(stage.browser.get(stage.at_provider(first.headers["location"]), follow_redirects=False))
+    stranger = TestClient(stage.service.app, raise_server_exceptions=False)
+    actor, data = assert_refused(stage, rid, post_confirm(stranger, token, TARGET), "bad_state", 400,
+                                 "another browser")
+    assert actor == "anonymous" and data["at"] == "confirmation"
+    done = post_confirm(stage.browser, token, TARGET)
+    assert done.status_code == 200 and "Approved" in done.text
+
+
+def test_a_confirmation_after_the_flow_expired(stage):
+    rid = stage.submit("critical-typed", **CRITICAL)
+    token = form_token(stage.sign_in(rid))
+    stage.clock.advance(minutes=10, seconds=1)
+    actor, _data = assert_refused(stage, rid, post_confirm(stage.browser, token, TARGET), "expired_flow", 400,
+                                 "took too long")
+    assert actor == "U0OWNER"
+
+
+def test_a_request_rejected_while_the_form_is_open(stage):
+    from signoff.usecases.decide import decide
+
+    rid = stage.submit("critical-typed", **CRITICAL)
+    token = form_token(stage.sign_in(rid))
+    assert decide(stage.ctx, request_id=rid, user="U0SECOND", decision="reject").outcome == "rejected"
+    resp = post_confirm(stage.browser, token, TARGET)
+    assert resp.status_code == 409 and "no longer pending" in resp.text
+    [(_, actor, data)] = stage.events(rid, "step_up.refused")
+    assert actor == "U0OWNER" and data["code"] == "not_pending" and data["step_up"]["sub"] == "00u-owner"
+    assert stage.decisions(rid) == [("U0SECOND", "reject")]
+
+
+def test_a_confirmation_is_taken_once_however_posts_race(stage):
+    from signoff.store import step_up as flows
+    from signoff.usecases.step_up import _hash
+
+    rid = stage.submit("critical-typed", **CRITICAL)
+    token = form_token(stage.sign_in(rid))
+    now = stage.clock()
+    taken = [stage.rt.store.transaction(lambda s: flows.take_held(s, _hash(token), now)) for _ in range(2)]
+    assert taken == [True, False]
+    assert post_confirm(stage.browser, token, TARGET).status_code == 400
+    assert stage.decisions(rid) == []
+
+
+def test_a_request_that_asks_for_no_confirmation_is_approved_by_the_callback(stage):
+    # confirm unset: typed for critical requests only
+    rid = stage.submit("critical-typed", risk="high", rollback={"description": "restart again"})
+    done = stage.sign_in(rid)
+    assert done.status_code == 200 and "Approved" in done.text and "Confirm approval" not in done.text
+    [(_, _, data)] = stage.events(rid, "decision.recorded")
+    assert "confirmed" not in data and data["step_up"]["sub"] == "00u-owner"
 
 
 def test_a_workflow_without_step_up_keeps_its_approve_button(stage):

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from signoff.slack import blocks
+from signoff.slack.card import RequestCard, cards
 from signoff.slack.ids import REVIEW_MODAL, ActionId
 
 RID = "01J9Z3REQUEST0000000000001"
@@ -64,6 +65,9 @@ def make_request(**over: Any) -> dict[str, Any]:
     }
     r.update(over)
     return r
+
+
+card = RequestCard.from_view  # the renderer takes cards; the tests write the query's plain data
 
 
 def evil_request(**over: Any) -> dict[str, Any]:
@@ -179,7 +183,7 @@ def test_ids():
 
 
 def test_pending_has_both_buttons_with_the_request_id():
-    fallback, blks = blocks.request_message(make_request())
+    fallback, blks = blocks.request_message(card(make_request()))
     acts = [b for b in blks if b["type"] == "actions"]
     assert len(acts) == 1 and acts[0]["block_id"] == "signoff.decision"
     approve, reject, with_reason = acts[0]["elements"]
@@ -195,14 +199,15 @@ def test_pending_has_both_buttons_with_the_request_id():
 
 @pytest.mark.parametrize("risk, confirm", [("low", False), ("medium", False), ("high", True), ("critical", True)])
 def test_confirm_dialog_only_for_high_and_critical(risk, confirm):
-    _, blks = blocks.request_message(make_request(risk=risk))
+    _, blks = blocks.request_message(card(make_request(risk=risk)))
     approve = actions(blks)[0]
     assert ("confirm" in approve) is confirm
     assert blocks.RISK_EMOJI[risk] in all_text(blks)
 
 
 def test_details_shown():
-    _, blks = blocks.request_message(make_request(required_approvals=2, approvers=["U0OWNER", "U0APPROVER1", "U0APPROVER2"]))
+    _, blks = blocks.request_message(
+        card(make_request(required_approvals=2, approvers=["U0OWNER", "U0APPROVER1", "U0APPROVER2"])))
     text = all_text(blks)
     assert blks[0]["type"] == "header" and blks[0]["text"]["text"] == "Restart checkout-api in prod-eu"
     assert "`prod-restart`" in text and "`checkout-api`" in text and "`production`" in text
@@ -218,7 +223,7 @@ def test_details_shown():
 
 
 def test_no_rollback_and_no_prompt():
-    _, blks = blocks.request_message(make_request(rollback=None, prompt=None, risk="low"))
+    _, blks = blocks.request_message(card(make_request(rollback=None, prompt=None, risk="low")))
     text = all_text(blks)
     assert "none given" in text and "Prompt excerpt" not in text
 
@@ -226,13 +231,13 @@ def test_no_rollback_and_no_prompt():
 def test_partial_quorum():
     r = make_request(required_approvals=2, approvers=["U0APPROVER1", "U0APPROVER2"],
                      decisions=[{"by": "U0APPROVER1", "decision": "approve", "at": "2026-03-02T09:10:00Z"}])
-    _, blks = blocks.request_message(r)
+    _, blks = blocks.request_message(card(r))
     assert "Approvals so far: <@U0APPROVER1> (1 of 2)" in all_text(blks)
     assert [a["action_id"] for a in actions(blks)] == ["signoff.approve", "signoff.reject", "signoff.reject_reason"]
 
 
 def test_a_typed_confirmation_replaces_the_confirm_dialog():
-    _, blks = blocks.request_message(make_request(risk="critical", typed_confirmation=True))
+    _, blks = blocks.request_message(card(make_request(risk="critical", typed_confirmation=True)))
     approve = actions(blks)[0]
     assert "confirm" not in approve and approve["text"]["text"] == "Approve…"
     assert "type the target exactly" in all_text(blks)
@@ -240,7 +245,7 @@ def test_a_typed_confirmation_replaces_the_confirm_dialog():
 
 def test_modals_carry_the_request_id_and_escape_agent_text():
     r = make_request(action={"type": "db.drop", "target": "<!channel> orders", "environment": "production"})
-    view = blocks.confirm_modal(r)
+    view = blocks.confirm_modal(card(r))
     assert view["callback_id"] == "signoff.confirm" and view["private_metadata"] == RID
     assert "<!channel>" not in json.dumps(view)
     reason = blocks.reject_reason_modal(RID)
@@ -250,18 +255,18 @@ def test_modals_carry_the_request_id_and_escape_agent_text():
 def test_a_rejection_shows_its_reason_escaped():
     r = make_request(status="rejected", decisions=[{"by": "U0APPROVER1", "decision": "reject",
                                                      "at": "2026-03-02T09:10:00Z", "reason": "<@U0ALL> not now"}])
-    _, blks = blocks.request_message(r)
+    _, blks = blocks.request_message(card(r))
     text = all_text(blks)
     assert "Reason given" in text and "not now" in text and "<@U0ALL>" not in text
     assert not actions(blks)
 
 
 def test_escalation_role_adds_a_leading_line():
-    fallback, blks = blocks.request_message(make_request(), role="escalation")
+    fallback, blks = blocks.request_message(card(make_request()), role="escalation")
     assert "Escalated to you: no decision yet from the owner." in blks[0]["text"]["text"].replace("*", "")
     assert fallback.startswith("Escalated")
     assert actions(blks)
-    _, closed = blocks.request_message(make_request(status="cancelled"), role="escalation")
+    _, closed = blocks.request_message(card(make_request(status="cancelled")), role="escalation")
     assert not actions(closed)
 
 
@@ -276,8 +281,8 @@ APPROVED_AT = "<!date^1772442300^{date_short_pretty} {time}|2026-03-02 09:05 UTC
     ({"status": "rejected", "decisions": [APPROVE, {"by": "policy:executor no longer allowed", "decision": "reject",
                                                     "at": "2026-03-02T09:06:00Z"}]},
      ["✅ Approved by <@U0OWNER>", "❌ Rejected by policy (executor no longer allowed) at <!date^"]),
-    ({"status": "expired"}, ["⌛ Expired at <!date^1772445600^{date_short_pretty} {time}|2026-03-02 10:00 UTC>"
-                             " — no decision (denied)"]),
+    ({"status": "expired"}, [("⌛ Expired at <!date^1772445600^{date_short_pretty} {time}|2026-03-02 10:00 UTC>"
+                              " — no decision (denied)")]),
     ({"status": "expired", "required_approvals": 2, "decisions": [APPROVE]},
      ["quorum not reached: <@U0OWNER> (1 of 2) (denied)"]),
     ({"status": "expired", "decisions": [APPROVE], "grant_expires_at": "2026-03-02T09:20:00Z"},
@@ -293,7 +298,7 @@ APPROVED_AT = "<!date^1772442300^{date_short_pretty} {time}|2026-03-02 09:05 UTC
      ["✅ Approved by <@U0OWNER>", "💥 Failed", "pod crashloop"]),
 ])
 def test_no_buttons_after_a_decision_and_the_outcome_names_who(over, expected):
-    fallback, blks = blocks.request_message(make_request(**over))
+    fallback, blks = blocks.request_message(card(make_request(**over)))
     assert not any(b["type"] == "actions" for b in blks)
     last = blks[-1]["text"]["text"]
     for piece in expected:
@@ -314,7 +319,7 @@ def test_injection_cannot_mention_link_or_break_out(status, role):
     if status in ("succeeded", "failed"):
         over["outcome"] = {"status": status, "detail": EVIL * 50, "at": "2026-03-02T09:07:00Z", "by": "deploy-bot"}
     r = evil_request(**over)
-    fallback, blks = blocks.request_message(r, role=role)
+    fallback, blks = blocks.request_message(card(r), role=role)
     assert_all_inert(fallback, blks)
     assert_limits(fallback, blks)
     # the header is plain text and cannot be parsed for tokens at all
@@ -322,15 +327,15 @@ def test_injection_cannot_mention_link_or_break_out(status, role):
 
 
 def test_escaped_text_still_reads_the_same():
-    _, blks = blocks.request_message(make_request(justification="a < b && c > d <!channel>"))
+    _, blks = blocks.request_message(card(make_request(justification="a < b && c > d <!channel>")))
     assert "a &lt; b &amp;&amp; c &gt; d &lt;!channel&gt;" in all_text(blks)
 
 
 def test_fence_breakout_is_contained():
-    good = mrkdwn_text(blocks.request_message(make_request())[1])
-    bad = mrkdwn_text(blocks.request_message(make_request(
+    good = mrkdwn_text(blocks.request_message(card(make_request()))[1])
+    bad = mrkdwn_text(blocks.request_message(card(make_request(
         justification="x\n```\n*Approved* <@U123>\n```", prompt="```", rollback={"description": "``````"},
-        action={"type": "a`b", "target": "```", "parameters": {"k": "```"}}))[1])
+        action={"type": "a`b", "target": "```", "parameters": {"k": "```"}})))[1])
     assert good.count("```") == bad.count("```")
     assert "*Action*\n`aˋb`" in bad  # inline code has no raw backtick inside
     assert '"type": "a`b"' in bad  # the exact action keeps it: one backtick cannot close a fence
@@ -338,7 +343,7 @@ def test_fence_breakout_is_contained():
 
 def test_large_prompt_is_cut_with_a_visible_notice():
     prompt = "p" * 100_000
-    _, blks = blocks.request_message(make_request(prompt=prompt))
+    _, blks = blocks.request_message(card(make_request(prompt=prompt)))
     section = next(b for b in blks if "Prompt excerpt" in b.get("text", {}).get("text", ""))
     text = section["text"]["text"]
     assert "p" * 500 in text and "p" * 501 not in text
@@ -348,7 +353,7 @@ def test_large_prompt_is_cut_with_a_visible_notice():
 def test_long_texts_are_cut_within_limits_with_a_notice():
     r = make_request(title="T" * 200, justification="J" * 4000, rollback={"description": "R" * 4000},
                      action={"type": "t", "target": "x", "parameters": {"blob": "B" * 200_000}})
-    fallback, blks = blocks.request_message(r)
+    fallback, blks = blocks.request_message(card(r))
     assert_limits(fallback, blks)
     assert blks[0]["text"]["text"].endswith("more characters)")
     text = all_text(blks)
@@ -358,7 +363,7 @@ def test_long_texts_are_cut_within_limits_with_a_notice():
 
 def test_every_cut_keeps_the_text_well_formed():
     # escaping triples the size: cuts must not split an entity nor leave a fence open
-    _, blks = blocks.request_message(make_request(justification="<&>" * 2000, prompt="<" * 3000))
+    _, blks = blocks.request_message(card(make_request(justification="<&>" * 2000, prompt="<" * 3000)))
     for t in texts(blks):
         assert not re.search(r"&(?!(amp|lt|gt);)", t), t[-80:]
         assert t.count("```") % 2 == 0
@@ -366,13 +371,13 @@ def test_every_cut_keeps_the_text_well_formed():
 
 def test_bidi_and_invisible_characters_are_visible_in_the_action():
     r = make_request(action={"type": "t", "target": "checkout-api\u200b", "parameters": {"x": "\u202e@here"}})
-    text = all_text(blocks.request_message(r)[1])
+    text = all_text(blocks.request_message(card(r))[1])
     assert "checkout-api\\u200b" in text and "\\u202e\\u0040here" in text
 
 
 def test_button_value_respects_the_limit():
     r = make_request(id="X" * 5000)
-    fallback, blks = blocks.request_message(r)
+    fallback, blks = blocks.request_message(card(r))
     assert_limits(fallback, blks)
 
 
@@ -384,7 +389,7 @@ EXC = [{"kind": "rejected", "at": "2026-03-02T09:05:00Z", "detail": ""},
 
 
 def test_exception_message_with_review_button():
-    fallback, blks = blocks.exception_message(make_request(status="rejected", exceptions=EXC))
+    fallback, blks = blocks.exception_message(card(make_request(status="rejected", exceptions=EXC)))
     (button,) = actions(blks)
     assert (button["action_id"], button["value"], button["text"]["text"]) == ("signoff.review", RID, "Mark reviewed")
     text = all_text(blks)
@@ -399,7 +404,7 @@ def test_exception_message_with_review_button():
 
 def test_exception_message_once_reviewed():
     r = make_request(status="rejected", exceptions=EXC, reviewed_by="U0SECURITY", reviewed_at="2026-03-02T11:00:00Z")
-    fallback, blks = blocks.exception_message(r)
+    fallback, blks = blocks.exception_message(card(r))
     assert not actions(blks)
     assert "Reviewed by <@U0SECURITY> at <!date^" in all_text(blks)
     assert_all_inert(fallback, blks)
@@ -408,7 +413,7 @@ def test_exception_message_once_reviewed():
 def test_exception_message_with_hostile_content():
     exc = [{"kind": EVIL, "at": "not a date " + EVIL, "detail": EVIL * 10}] * 40
     r = evil_request(status="failed", exceptions=exc, evidence_url="http://evil.example|x> <!channel>")
-    fallback, blks = blocks.exception_message(r)
+    fallback, blks = blocks.exception_message(card(r))
     assert_limits(fallback, blks)
     assert_all_inert(fallback, blks)
     assert "Open the evidence" not in all_text(blks)
@@ -435,7 +440,7 @@ def test_ephemeral_text():
 
 def test_home_view_shape():
     pending = [make_request(id=f"R{i}", title=f"Request {i}") for i in range(3)]
-    view = blocks.home_view(pending, None)
+    view = blocks.home_view(cards(pending), None)
     assert view["type"] == "home"
     text = all_text(view["blocks"])
     assert "Request 0" in text and "`R2`" in text and "🟠 high" in text and "`pending`" in text
@@ -443,7 +448,7 @@ def test_home_view_shape():
     assert not actions(view["blocks"])
 
     exc = [make_request(id="E1", status="rejected", exceptions=EXC)]
-    view = blocks.home_view([], exc)
+    view = blocks.home_view([], cards(exc))
     text = all_text(view["blocks"])
     assert "Nothing is waiting" in text and "Exceptions to review" in text and "`E1`" in text
     assert "`refused_click`" in text
@@ -452,7 +457,7 @@ def test_home_view_shape():
 
 def test_home_view_many_and_hostile_items_stay_within_limits():
     many = [evil_request(id=f"R{i}") for i in range(60)]
-    view = blocks.home_view(many, copy.deepcopy(many))
+    view = blocks.home_view(cards(many), cards(copy.deepcopy(many)))
     assert len(view["blocks"]) <= blocks.MAX_BLOCKS
     assert_all_inert("", view["blocks"])
     assert_limits("", view["blocks"])
@@ -461,18 +466,18 @@ def test_home_view_many_and_hostile_items_stay_within_limits():
 
 def test_summary_lines_and_detail_text():
     assert blocks.request_summary_lines([]) == ""
-    lines = blocks.request_summary_lines([make_request(), make_request(id="R2", title="Second")])
+    lines = blocks.request_summary_lines(cards([make_request(), make_request(id="R2", title="Second")]))
     assert lines.count("\n") == 1 and RID in lines and "Second" in lines
-    detail = blocks.request_detail_text(make_request(status="approved", decisions=[APPROVE]))
+    detail = blocks.request_detail_text(card(make_request(status="approved", decisions=[APPROVE])))
     assert "Restart checkout-api in prod-eu" in detail and "approve" in detail and "<@U0OWNER>" in detail
     assert "sha256" in detail and "```" in detail
 
     hostile = [evil_request(id=f"R{i}") for i in range(200)]
-    text = blocks.request_summary_lines(hostile)
+    text = blocks.request_summary_lines(cards(hostile))
     assert len(text) <= blocks.MAX_FALLBACK and "more" in text
     assert_inert(text)
-    detail = blocks.request_detail_text(evil_request(status="failed", decisions=[APPROVE],
-                                                     outcome={"status": "failed", "detail": EVIL * 100}))
+    detail = blocks.request_detail_text(card(evil_request(status="failed", decisions=[APPROVE],
+                                                          outcome={"status": "failed", "detail": EVIL * 100})))
     assert len(detail) <= blocks.MAX_FALLBACK
     assert_inert(detail)
 
@@ -489,11 +494,11 @@ def test_slack_sdk_models_accept_the_blocks(r):
     models = pytest.importorskip("slack_sdk.models.blocks")
     views = pytest.importorskip("slack_sdk.models.views")
     for render in (blocks.request_message, blocks.exception_message):
-        for b in render(r)[1]:
+        for b in render(card(r))[1]:
             parsed = models.Block.parse(b)
             parsed.validate_json()
             assert parsed.to_dict() == b
-    for view in (blocks.review_modal(RID), blocks.home_view([r], [r])):
+    for view in (blocks.review_modal(RID), blocks.home_view(cards([r]), cards([r]))):
         parsed = views.View(**view)
         parsed.validate_json()
         assert parsed.to_dict() == view
@@ -506,14 +511,14 @@ def _action_ids(blocks: list[dict]) -> list[str]:
 def test_follow_up_buttons_after_a_decision():
     from signoff.slack.blocks import request_message
 
-    _, blocks = request_message(make_request(status="approved", revocable=True, auto_approved_by="nightly"))
+    _, blocks = request_message(card(make_request(status="approved", revocable=True, auto_approved_by="nightly")))
     assert _action_ids(blocks) == ["signoff.revoke"]
     assert "Approved by policy" in str(blocks) and "nightly" in str(blocks)
-    _, blocks = request_message(make_request(status="succeeded", can_roll_back=True))
+    _, blocks = request_message(card(make_request(status="succeeded", can_roll_back=True)))
     assert _action_ids(blocks) == ["signoff.rollback"]
-    _, blocks = request_message(make_request(status="succeeded", can_roll_back=True), role="escalation")
+    _, blocks = request_message(card(make_request(status="succeeded", can_roll_back=True)), role="escalation")
     assert _action_ids(blocks) == []
-    _, blocks = request_message(make_request(status="rejected"))
+    _, blocks = request_message(card(make_request(status="rejected")))
     assert _action_ids(blocks) == []
 
 
@@ -531,7 +536,7 @@ def _field(blks: list[dict], label: str) -> str:
 def test_mixed_scripts_are_named_in_a_visible_warning():
     r = make_request(action={"type": "service.restart", "target": "checkоut-api", "environment": "prоduction"})
     for status in ("pending", "approved"):
-        fallback, blks = blocks.request_message({**r, "status": status})
+        fallback, blks = blocks.request_message(card({**r, "status": status}))
         text = all_text(blks)
         assert ":warning: mixed scripts in target: Latin + Cyrillic" in text
         assert ":warning: mixed scripts in environment: Latin + Cyrillic" in text
@@ -539,20 +544,20 @@ def test_mixed_scripts_are_named_in_a_visible_warning():
         assert_all_inert(fallback, blks)
         assert_limits(fallback, blks)
     # the approval dialog of a high-risk request says it too
-    confirm = actions(blocks.request_message(r)[1])[0]["confirm"]["text"]["text"]
+    confirm = actions(blocks.request_message(card(r))[1])[0]["confirm"]["text"]["text"]
     assert "mixed scripts in target, environment" in confirm.lower()
 
 
 def test_single_script_identifiers_carry_no_warning():
     for env in ("production", "среда", "本番環境", None):
         r = make_request(action={"type": "service.restart", "target": "checkout-api", "environment": env})
-        assert "mixed scripts" not in all_text(blocks.request_message(r)[1])
+        assert "mixed scripts" not in all_text(blocks.request_message(card(r))[1])
 
 
 def test_invisible_characters_in_identifier_fields_are_shown():
     r = make_request(action={"type": "db.drop\u2060", "target": "checkout-api\u200b", "environment": "prod\ufeff"},
                      executor="deploy-bot\u200d")
-    blks = blocks.request_message(r)[1]
+    blks = blocks.request_message(card(r))[1]
     assert _field(blks, "Target") == "`checkout-api\\u200b`"
     assert _field(blks, "Action") == "`db.drop\\u2060`"
     assert _field(blks, "Environment") == "`prod\\ufeff`"
@@ -562,12 +567,12 @@ def test_invisible_characters_in_identifier_fields_are_shown():
 def test_step_up_shows_approve_as_a_link_and_reject_as_a_button():
     r = {"id": "req-1", "status": "pending", "title": "t", "risk": "critical", "action": {"type": "a", "target": "b"},
          "step_up_url": "https://signoff.example.com/step-up/req-1"}
-    _, bl = blocks.request_message(r)
+    _, bl = blocks.request_message(card(r))
     [actions] = [b for b in bl if b.get("type") == "actions"]
     approve, reject, reject_reason = actions["elements"]
     assert approve["action_id"] == "signoff.step_up" and approve["value"] == "req-1"
     assert approve["url"] == "https://signoff.example.com/step-up/req-1" and "confirm" not in approve
     assert reject["action_id"] == "signoff.reject" and "url" not in reject
     assert reject_reason["action_id"] == "signoff.reject_reason"
-    decided = blocks.request_message({**r, "status": "approved"})[1]
+    decided = blocks.request_message(card({**r, "status": "approved"}))[1]
     assert not any(b.get("type") == "actions" for b in decided)

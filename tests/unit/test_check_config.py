@@ -181,8 +181,8 @@ def test_reload_logs_the_unset_secret(tmp_path, monkeypatch, caplog):
     "? [a, b]\n: 1\nagents: []\n",
     "agents: [\n",
     "!!python/object/apply:os.system [echo hi]\n",
-    "agents: [{id: a, sponsor: U0S, secret_env: A}]\nworkflows:\n  - id: w\n    owner: U0O\n"
-    "    platform_owner: U0P\n    security_owner: U0S\n    escalation: [{after: 5m, to: [U0X]}, {after: x}]\n",
+    ("agents: [{id: a, sponsor: U0S, secret_env: A}]\nworkflows:\n  - id: w\n    owner: U0O\n"
+     "    platform_owner: U0P\n    security_owner: U0S\n    escalation: [{after: 5m, to: [U0X]}, {after: x}]\n"),
 ])
 def test_odd_files_get_lines_not_tracebacks(tmp_path, capsys, env, text):
     path = tmp_path / "odd.yaml"

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from itertools import pairwise
 
 import httpx
 import jwt
@@ -175,7 +176,7 @@ def test_requests_are_signed_v2_over_method_target_and_body():
     with mock_client(handler) as c:
         c.get("abc")
         c.outcome("abc", "succeeded", "ok")
-    get, post = seen
+    _get, post = seen
     for r in seen:
         ts = r.headers["x-signoff-timestamp"]
         want = core.sign_v2(b"s3cret", ts, r.method, r.url.raw_path.decode(), r.content)
@@ -233,7 +234,7 @@ def test_wait_against_a_server_that_ignores_wait_polls_about_once_a_second():
 
     with mock_client(handler) as c, pytest.raises(WaitTimeout):
         c.wait("r", timeout=2.2)
-    gaps = [b - a for a, b in zip(reads[1:], reads[2:])]
+    gaps = [b - a for a, b in pairwise(reads[1:])]
     assert 2 <= len(reads) <= 5 and all(g >= 0.9 for g in gaps), gaps
 
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from signoff.outbox.digest import digest_after, split
-from signoff.outbox.pacing import POST, Pacer
+from signoff.slack.digest import digest_after, split
+from signoff.slack.pacing import POST, Pacer
 
 
 @pytest.mark.parametrize("n, allowance, free, expected", [

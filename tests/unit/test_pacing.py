@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from signoff.outbox.pacing import Pacer
+from signoff.slack.pacing import Pacer
 
 
 class Clock:

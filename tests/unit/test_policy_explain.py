@@ -157,7 +157,8 @@ def test_explain_and_submit_agree(files, capsys, tmp_path, monkeypatch):
     from datetime import datetime, timezone
 
     from signoff.config import load_config
-    from signoff.usecases.submit import parse_submission, plan
+    from signoff.policy.evaluate import plan
+    from signoff.usecases.submit import parse_submission
 
     cfg, write = files
     code, out, _ = run(capsys, cfg, write(BODY), "--at", "2026-03-02T09:00:00Z")

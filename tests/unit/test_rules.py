@@ -3,17 +3,17 @@
 from datetime import timedelta
 
 import pytest
-from support import BASIC_YAML
 
 from signoff.config import ConfigError, parse_config
-from signoff.domain.rules import (
+from signoff.policy.evaluate import evaluate, facts_of
+from signoff.policy.rules import (
     Facts,
     first_match,
     merge,
     mismatches,
     rollback_required,
 )
-from signoff.policy import evaluate, facts_of
+from support import BASIC_YAML
 
 
 class M:
@@ -218,8 +218,8 @@ def test_match_values_no_identifier_could_ever_equal_are_errors(value, path):
 def test_compiled_rules_answer_exactly_as_mismatches():
     """``compile_rules`` (what ``policy.evaluate`` uses, once per workflow) gives every rule
     the same failed conditions, in the same order, as matching it afresh."""
-    from signoff.domain.rules import compile_rules
-    from signoff.domain.rules import evaluate as evaluate_rules
+    from signoff.policy.rules import compile_rules
+    from signoff.policy.rules import evaluate as evaluate_rules
 
     matches = [None, M(), M(action_type="db.*"), M(action_type=["svc.*", "DB.Migrate"]), M(action_type=[]),
                M(target="[a-m]rders-*"), M(target=["ORDERS-D?", "x*"]), M(target="straße-*"),

@@ -11,9 +11,9 @@ from slack_sdk.errors import SlackApiError
 
 from fakes.slack_api import FakeSlack
 from signoff.outbox.dispatcher import GiveUp, Retry
-from signoff.outbox.slack_delivery import RateLimited, _call
-from signoff.outbox.transport import KeepAliveWebClient
 from signoff.slack.app import web_client
+from signoff.slack.client import KeepAliveWebClient
+from signoff.slack.delivery import RateLimited, call_slack
 
 
 class Counting:
@@ -92,7 +92,7 @@ def test_rate_limit_keeps_retry_after(fake_slack, client):
     assert err.value.response["error"] == "ratelimited"
     fake_slack.rate_limit_next("chat.postMessage", retry_after=3)
     with pytest.raises(RateLimited) as r:  # waited out (a deferral), not counted as a failure
-        _call(client.chat_postMessage, channel="C1", text="x")
+        call_slack(client.chat_postMessage, channel="C1", text="x")
     assert r.value.after == 3.0
     # the connection is still good afterwards
     assert client.chat_postMessage(channel="C1", text="y")["ok"]
@@ -101,12 +101,12 @@ def test_rate_limit_keeps_retry_after(fake_slack, client):
 def test_http_errors_and_refusals(fake_slack, client):
     fake_slack.fail_next("chat.postMessage", status=500)
     with pytest.raises(Retry, match="500"):
-        _call(client.chat_postMessage, channel="C1", text="x")
+        call_slack(client.chat_postMessage, channel="C1", text="x")
     with pytest.raises(GiveUp, match="no_text"):
-        _call(client.chat_postMessage, channel="C1", text="")
+        call_slack(client.chat_postMessage, channel="C1", text="")
     fake_slack.set_down()
     with pytest.raises(Retry, match="503"):
-        _call(client.chat_postMessage, channel="C1", text="x")
+        call_slack(client.chat_postMessage, channel="C1", text="x")
 
 
 def test_unreachable_and_timeout_become_retry(fake_slack):
@@ -117,13 +117,13 @@ def test_unreachable_and_timeout_become_retry(fake_slack):
     with pytest.raises(OSError):
         dead.auth_test()
     with pytest.raises(Retry, match="unreachable"):
-        _call(dead.auth_test)
+        call_slack(dead.auth_test)
     dead.close()
 
     fake_slack.delay = 1.0
     slow = KeepAliveWebClient(token="xoxb-test", base_url=fake_slack.url, timeout=0.2, retry_handlers=[])
     with pytest.raises(Retry, match="unreachable"):
-        _call(slow.auth_test)
+        call_slack(slow.auth_test)
     slow.close()
 
 
@@ -147,7 +147,7 @@ def test_through_a_proxy_calls_go_through_urllib_unless_bypassed(fake_slack, mon
     proxied = KeepAliveWebClient(token="xoxb-test", base_url=fake_slack.url, retry_handlers=[],
                                  proxy=f"http://127.0.0.1:{port}")
     with pytest.raises(Retry, match="unreachable"):  # the (absent) proxy was asked
-        _call(proxied.auth_test)
+        call_slack(proxied.auth_test)
     assert not fake_slack.calls
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     assert proxied.auth_test()["ok"]

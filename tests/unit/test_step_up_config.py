@@ -84,19 +84,22 @@ def test_warnings():
                                                   "client_secret_env: SU_SECRET}")), {"SU_SECRET": "x"}) == []
 
 
-def test_a_typed_confirmation_cannot_be_given_by_step_up():
+def test_a_typed_confirmation_next_to_step_up_is_no_warning():
+    """The step-up form asks for the typed confirmation after the sign-in: nothing to warn about."""
     su = "{issuer: 'https://id.example.com', client_id: c}"
-    [warning] = step_up_warnings(parse_config(workflow(su, confirm="null")))
-    assert warning.startswith("workflows[0]: critical requests also ask for a typed confirmation")
-    [warning] = step_up_warnings(parse_config(workflow(su, confirm="typed")))
-    assert "every request" in warning and "confirm: none" in warning
+    assert step_up_warnings(parse_config(workflow(su, confirm="null"))) == []
+    assert step_up_warnings(parse_config(workflow(su, confirm="typed"))) == []
     rules = """\
     rules:
       - name: careful
         confirm: typed
+      - name: own
+        confirm: typed
+        step_up: {issuer: 'https://id.example.com', client_id: c, require_amr: []}
 """
-    [warning] = step_up_warnings(parse_config(workflow(su, rules)))
-    assert warning.startswith("workflows[0].rules[0]: every request")
+    assert step_up_warnings(parse_config(workflow(su, rules))) == [
+        ("workflows[0].rules[1].step_up.require_amr is empty: a step-up then proves a recent sign-in, not that it "
+         "used MFA")]
 
 
 # -- what the token must prove ------------------------------------------------------------------

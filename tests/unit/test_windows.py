@@ -1,11 +1,11 @@
 """Change-window and freeze arithmetic: timezones, overnight windows, DST, freeze overlap."""
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 
 import pytest
 
-from signoff.domain import windows as win
-from signoff.domain.windows import Freeze, Schedule, Window, check, in_windows, next_allowed, window_closing
+from signoff.policy import windows as win
+from signoff.policy.windows import Freeze, Schedule, Window, check, in_windows, next_allowed, window_closing
 
 UTC = timezone.utc
 WEEKDAYS = frozenset(range(5))
@@ -77,7 +77,7 @@ def test_dst_fall_back_in_new_york():
 def test_window_starting_in_the_dst_gap_opens_just_after_it():
     # 2026-03-08, New York: 02:00 → 03:00. A 02:30–04:00 window opens at 03:30 EDT (07:30 UTC).
     w = Window(frozenset({6}), time(2, 30), time(4, 0), "America/New_York")
-    opens, closes = w.occurrence(datetime(2026, 3, 8).date())
+    opens, closes = w.occurrence(date(2026, 3, 8))
     assert opens == utc(2026, 3, 8, 7, 30)
     assert closes == utc(2026, 3, 8, 8, 0)
 

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from signoff.api.auth import RefusalLog, authenticate
 from signoff.api.waiting import Waiters
 from signoff.domain.errors import DomainError, Invalid, NotFound
-from signoff.usecases import agent_ops
+from signoff.usecases import agent_ops, cancel, outcome
 from signoff.usecases.ports import Context
 from signoff.usecases.submit import submit
 
@@ -248,7 +248,7 @@ def router(ctx: Context, metrics, refusals: RefusalLog, waiters: Waiters | None 
     async def cancel_action(request_id: str, request: Request):
         caller = await authenticate(ctx, request, refusals)
         request_id = checked_id(request_id)
-        view = await run_in_threadpool(agent_ops.cancel, ctx, agent_id=caller.agent_id, request_id=request_id)
+        view = await run_in_threadpool(cancel.cancel, ctx, agent_id=caller.agent_id, request_id=request_id)
         return JSONResponse(view)
 
     @r.post("/v1/actions/{request_id}/outcome")
@@ -256,7 +256,7 @@ def router(ctx: Context, metrics, refusals: RefusalLog, waiters: Waiters | None 
         caller = await authenticate(ctx, request, refusals)
         request_id = checked_id(request_id)
         body = parse_json(caller.body)
-        view = await run_in_threadpool(agent_ops.record_outcome, ctx, agent_id=caller.agent_id,
+        view = await run_in_threadpool(outcome.record_outcome, ctx, agent_id=caller.agent_id,
                                        request_id=request_id, body=body)
         metrics.outcomes.labels(status=view["status"]).inc()
         return JSONResponse(view)

@@ -160,7 +160,7 @@ def create_app(ctx: Context, *, slack_endpoint=None, slack_readiness=None, metri
 
     @app.exception_handler(Exception)
     async def _unexpected(_req: Request, exc: Exception):
-        log.exception("unexpected error")
+        log.error("unexpected error", exc_info=exc)
         metrics.http_errors.labels(status="500").inc()
         return JSONResponse(error_body("internal", "internal error; nothing was changed"), status_code=500)
 

@@ -15,10 +15,8 @@ from datetime import datetime, timezone
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
-from sqlalchemy import func, select
 
 from signoff.store.db import Committed
-from signoff.store.tables import OutboxRow, RequestRow
 from signoff.usecases.ports import Context
 
 log = logging.getLogger(__name__)
@@ -48,35 +46,24 @@ class _DatabaseGauges:
         self.ctx = ctx
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        def read(session):
-            counts = dict(session.execute(select(RequestRow.status, func.count()).group_by(RequestRow.status)).all())
-            pending = dict(session.execute(select(RequestRow.workflow, func.count())
-                                           .where(RequestRow.status == "pending")
-                                           .group_by(RequestRow.workflow)).all())
-            overdue = session.scalar(select(func.count()).select_from(RequestRow).where(
-                RequestRow.status == "pending", RequestRow.deadline < self.ctx.clock()))
-            outbox = dict(session.execute(select(OutboxRow.state, func.count())
-                                          .where(OutboxRow.state.in_(("pending", "dead")))
-                                          .group_by(OutboxRow.state)).all())
-            return counts, pending, overdue, outbox
-
-        counts, pending, overdue, outbox = self.ctx.store.read(read)
+        now = self.ctx.clock()
+        g = self.ctx.uow.read(lambda repo: repo.gauges(now))
         by_status = GaugeMetricFamily("signoff_requests", "Requests by status", labels=["status"])
         for status in STATUSES:
-            by_status.add_metric([status], counts.get(status, 0))
+            by_status.add_metric([status], g.by_status.get(status, 0))
         yield by_status
         by_workflow = GaugeMetricFamily("signoff_pending_requests", "Requests awaiting a decision, by workflow",
                                         labels=["workflow"])
-        for workflow, n in sorted(pending.items()):
+        for workflow, n in sorted(g.pending_by_workflow.items()):
             by_workflow.add_metric([workflow], n)
         yield by_workflow
         # The sweep expires a request within a second of its deadline: a count that stays
         # above zero means no replica is sweeping.
         yield GaugeMetricFamily("signoff_requests_overdue", "Pending requests past their deadline",
-                                value=overdue or 0)
+                                value=g.overdue)
         yield GaugeMetricFamily("signoff_outbox_pending", "Side effects not yet delivered",
-                                value=outbox.get("pending", 0))
-        yield GaugeMetricFamily("signoff_outbox_dead", "Side effects given up", value=outbox.get("dead", 0))
+                                value=g.outbox_pending)
+        yield GaugeMetricFamily("signoff_outbox_dead", "Side effects given up", value=g.outbox_dead)
 
 
 class Metrics:

@@ -114,7 +114,8 @@ ERRORS = {
 
 
 def _error(code: int) -> dict[str, Any]:
-    return {"description": ERRORS[code], "content": {"application/json": {"schema": {"$ref": REF.format(model="Error")}}}}
+    schema = {"$ref": REF.format(model="Error")}
+    return {"description": ERRORS[code], "content": {"application/json": {"schema": schema}}}
 
 
 def _json(model: str, description: str) -> dict[str, Any]:
@@ -138,7 +139,8 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                                        "first answer (200) instead of making a second request",
                         "schema": {"type": "string", "minLength": 1, "maxLength": 200}}],
         "responses": {"201": _json("RequestObject", "the request, created"),
-                      "200": _json("RequestObject", "an idempotent retry (or a byte-for-byte replay): the first request"),
+                      "200": _json("RequestObject",
+                                   "an idempotent retry (or a byte-for-byte replay): the first request"),
                       **{str(c): _error(c) for c in (400, 401, 403, 404, 408, 413, 422, 503)}},
     }},
     "/v1/actions/{request_id}": {"get": {
@@ -245,7 +247,8 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
                 op["responses"] = {}
                 op.update(spec)
                 op["security"] = security
-            op.setdefault("operationId", f"{method}_{path.strip('/').replace('/', '_').replace('{', '').replace('}', '')}")
+            name = path.strip("/").replace("/", "_").replace("{", "").replace("}", "")
+            op.setdefault("operationId", f"{method}_{name}")
     return doc
 
 
@@ -255,14 +258,14 @@ def reference_page(doc: dict[str, Any]) -> str:
     from html import escape as e
 
     out = ["<!doctype html><html><head><meta charset='utf-8'><title>signoff agent API</title>",
-           "<style>body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}"
-           "code,pre{background:#f4f4f4;padding:0 .2em}table{border-collapse:collapse;margin:.5rem 0}"
-           "td,th{border:1px solid #ddd;padding:.2rem .5rem;text-align:left;vertical-align:top}"
-           "h3{margin-top:2rem}.m{font-weight:bold;text-transform:uppercase}</style></head><body>",
+           ("<style>body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}"
+            "code,pre{background:#f4f4f4;padding:0 .2em}table{border-collapse:collapse;margin:.5rem 0}"
+            "td,th{border:1px solid #ddd;padding:.2rem .5rem;text-align:left;vertical-align:top}"
+            "h3{margin-top:2rem}.m{font-weight:bold;text-transform:uppercase}</style></head><body>"),
            f"<h1>{e(doc['info']['title'])} {e(doc['info']['version'])}</h1>",
            f"<p>{e(doc['info'].get('description', ''))}</p>",
-           "<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a> (OpenAPI 3.1). "
-           "Signing, waiting, comments and the input rules are described in the project's docs/api.md.</p>"]
+           ("<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a> (OpenAPI 3.1). "
+            "Signing, waiting, comments and the input rules are described in the project's docs/api.md.</p>")]
     for path, methods in doc.get("paths", {}).items():
         for method, op in methods.items():
             out.append(f"<h3><span class='m'>{e(method)}</span> <code>{e(path)}</code></h3>")
@@ -293,7 +296,8 @@ def reference_page(doc: dict[str, Any]) -> str:
             out.append("<table><tr><th>field</th><th>schema</th><th>required</th><th>about</th></tr>")
             for field, sub in props.items():
                 out.append(f"<tr><td><code>{e(field)}</code></td><td><code>{e(_brief(sub))}</code></td>"
-                           f"<td>{'yes' if field in required else ''}</td><td>{e(sub.get('description', ''))}</td></tr>")
+                           f"<td>{'yes' if field in required else ''}</td>"
+                           f"<td>{e(sub.get('description', ''))}</td></tr>")
             out.append("</table>")
     out.append("</body></html>")
     return "".join(out)

@@ -38,7 +38,7 @@ _CHUNK = 500  # ids per query of that check
 class Waiter:
     """One waiting request handler: its loop, its event, and the revision it last saw."""
 
-    __slots__ = ("loop", "event", "request_id", "known")
+    __slots__ = ("event", "known", "loop", "request_id")
 
     def __init__(self, loop, request_id: str):
         self.loop = loop

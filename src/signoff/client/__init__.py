@@ -12,8 +12,7 @@ This package imports no part of the server (no web framework, database or Slack 
 """
 
 from signoff.client.aio import AsyncClient
-from signoff.client.errors import (Cancelled, Expired, InvalidGrant, Rejected, SignoffError, Unanswered,
-                                   WaitTimeout)
+from signoff.client.errors import Cancelled, Expired, InvalidGrant, Rejected, SignoffError, Unanswered, WaitTimeout
 from signoff.client.grants import action_sha256, verify_grant
 from signoff.client.sync import Client
 

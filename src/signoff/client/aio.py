@@ -189,7 +189,8 @@ class AsyncClient:
             if exc is not None:
                 exc.add_note(f"signoff: the outcome could not be reported: {err}")
 
-    async def _wait_for(self, id: str, view: dict[str, Any], deadline: float, timeout: float, done: Done) -> dict[str, Any]:
+    async def _wait_for(self, id: str, view: dict[str, Any], deadline: float, timeout: float,
+                        done: Done) -> dict[str, Any]:
         while not done(view):
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -87,7 +87,7 @@ def _refuse(obj: Any) -> Any:
 
 
 _decoder = json.JSONDecoder(parse_float=_parse_float, parse_int=_parse_int)
-_scan = _decoder.scan_once
+_scan = _decoder.scan_once  # type: ignore[attr-defined]  # set by JSONDecoder.__init__; typeshed omits it
 json_string = _json_encoder.encode_basestring  # C version: a str as an RFC 8785 JSON string
 # (markers, default, encoder, indent, key_separator, item_separator, sort_keys, skipkeys, allow_nan)
 _c_make_encoder = getattr(_json_encoder, "c_make_encoder", None)
@@ -98,8 +98,12 @@ if _c_make_encoder is not None:
         """Canonical JSON text of a value from ``scan_json``; TypeError/ValueError off the fast path."""
         return "".join(_c_encode(value, 0))
 else:  # pragma: no cover - CPython always has the C encoder
-    encode_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                                        allow_nan=False, default=_refuse).encode
+    _py_encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+                                   default=_refuse)
+
+    def encode_canonical(value: Any) -> str:
+        """Canonical JSON text of a value from ``scan_json``; TypeError/ValueError off the fast path."""
+        return _py_encoder.encode(value)
 
 
 # In text with non-ASCII characters (as a store holds it), what the fast path must decline:

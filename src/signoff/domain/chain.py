@@ -22,7 +22,7 @@ def iso(at: datetime) -> str:
     return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def event_body(request_id: str, seq: int, at: datetime | str, type_: str, actor: str, data: Any) -> dict:
+def event_body(request_id: str, seq: int, at: datetime | str, type_: str, actor: str, data: Any) -> dict[str, Any]:
     return {
         "request_id": request_id,
         "seq": seq,
@@ -33,5 +33,5 @@ def event_body(request_id: str, seq: int, at: datetime | str, type_: str, actor:
     }
 
 
-def link(prev_hash: str, body: dict) -> str:
+def link(prev_hash: str, body: dict[str, Any]) -> str:
     return hashlib.sha256(prev_hash.encode() + canonical_json(body)).hexdigest()

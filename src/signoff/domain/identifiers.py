@@ -10,6 +10,10 @@ text in general, so it is shown, not refused (``mixed_scripts``).
 Scripts come from the Unicode character names in the standard library (``LATIN SMALL
 LETTER A``, ``CYRILLIC SMALL LETTER O``): the name's first word is the script of every
 letter this needs to tell apart, and it needs no dependency for one warning.
+
+Also here, the one definition of the Slack ids the workflow file names people and places
+with (``USER_RE``, ``GROUP_RE``, ``CHANNEL_RE``): who may approve depends on which kind a
+reference is.
 """
 
 from __future__ import annotations
@@ -22,6 +26,12 @@ import unicodedata
 # "production\u3164" looks exactly like "production".
 INVISIBLE_FILLERS = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0")
 _ASCII_BAD = re.compile(r"[\x00-\x1f\x7f]")
+
+# Slack ids: a person (U…, or W… in an Enterprise Grid org), a user group (S…), a channel
+# (C… public, G… private, D… a direct message). A group or a channel stands for its members.
+USER_RE = re.compile(r"^[UW][A-Z0-9]{2,}$")
+GROUP_RE = re.compile(r"^S[A-Z0-9]{2,}$")
+CHANNEL_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 
 
 def identifier_problem(value: str) -> str | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 STEP = "step"
 EXPIRE = "expire"
@@ -25,6 +26,12 @@ class Ladder:
     afters: tuple[timedelta, ...]
     timeout: timedelta
     repeat: bool = False
+
+    @classmethod
+    def of(cls, workflow: Any) -> Ladder:
+        """The ladder of a workflow definition (its ``escalation`` steps' ``after``, its
+        ``timeout`` and ``repeat``)."""
+        return cls(tuple(s.after for s in workflow.escalation), workflow.timeout, workflow.repeat)
 
     @property
     def period(self) -> timedelta:
@@ -63,7 +70,7 @@ class Ladder:
         Usually zero or one; after downtime, every step that fell due meanwhile — each
         fires, in order, none instead of another.
         """
-        out = []
+        out: list[int] = []
         k = fired
         while True:
             off = self.offset(k)
@@ -93,9 +100,9 @@ def owed(submitted: datetime, deadline: datetime, ladder: Ladder, fired: int, no
     The steps due (each once, in order) and, when ``now`` has reached the deadline, the
     expiry last. Steps falling at or after the deadline are never owed.
     """
-    out = [Owed(submitted + ladder.offset(k), STEP, k)
+    out = [Owed(submitted + off, STEP, k)
            for k in ladder.due(submitted, fired, min(now, deadline))
-           if submitted + ladder.offset(k) < deadline]
+           if (off := ladder.offset(k)) is not None and submitted + off < deadline]
     if now >= deadline:
         out.append(Owed(deadline, EXPIRE))
     return out
@@ -105,3 +112,10 @@ def next_due(submitted: datetime, deadline: datetime, ladder: Ladder, fired: int
     """The next moment a pending request needs a sweep: its next step or its expiry."""
     step = ladder.next_at(submitted, fired)
     return min(step, deadline) if step is not None else deadline
+
+
+def late_seconds(now: datetime, due: datetime) -> int | float:
+    """How late (seconds, to the microsecond; never negative). A whole number is an int,
+    so the stored JSON is already in its RFC 8785 form (``3``, not ``3.0``)."""
+    late = max((now - due).total_seconds(), 0.0)
+    return int(late) if late.is_integer() else late

@@ -33,6 +33,17 @@ def can_move(current: str, new: str) -> bool:
     return Status(new) in TRANSITIONS.get(Status(current), frozenset())
 
 
+class IllegalTransition(Exception):
+    """A status change the state machine has no edge for."""
+
+
+def transition(current: str, new: Status) -> Status:
+    """``new``, when the state machine lets ``current`` move there; IllegalTransition otherwise."""
+    if not can_move(current, new):
+        raise IllegalTransition(f"{current} → {new}")
+    return new
+
+
 class Decision(StrEnum):
     APPROVE = "approve"
     REJECT = "reject"

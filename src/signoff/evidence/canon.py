@@ -15,7 +15,7 @@ from typing import Any
 
 import rfc8785
 
-from signoff.domain.canonical import (  # noqa: F401  (re-exported for the verifier)
+from signoff.domain.canonical import (  # re-exported for the verifier
     MAX_SAFE,
     canonical_json,
     canonical_text_of_json,

@@ -207,7 +207,7 @@ class _Memo:
     pass_seconds: float = 0.0  # how long the last full pass took
 
 
-_memos: "weakref.WeakKeyDictionary[Store, _Memo]" = weakref.WeakKeyDictionary()
+_memos: weakref.WeakKeyDictionary[Store, _Memo] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 

@@ -31,7 +31,7 @@ from signoff.store.tables import EventRow, LedgerRow, RequestRow
 
 FORMAT = "signoff.evidence-bundle/1"
 
-__all__ = ["FORMAT", "build_bundle", "render_html", "verify_bundle", "sign_bundle"]
+__all__ = ["FORMAT", "build_bundle", "render_html", "sign_bundle", "verify_bundle"]
 
 
 def _z(dt: datetime | None) -> str | None:
@@ -135,7 +135,8 @@ def _derive(events: list[dict[str, Any]]) -> dict[str, Any]:
     thread: list[dict[str, Any]] = []
     by_ts: dict[str, dict[str, Any]] = {}
     for e in events:
-        t, d, actor, at, seq = e["type"], e["data"] if isinstance(e["data"], dict) else {}, e["actor"], e["at"], e["seq"]
+        t, actor, at, seq = e["type"], e["actor"], e["at"], e["seq"]
+        d = e["data"] if isinstance(e["data"], dict) else {}
         if t == "decision.recorded":
             decisions.append({"by": actor, "decision": d.get("decision"), "at": at, "seq": seq,
                               **({"reason": d["reason"]} if d.get("reason") else {}),

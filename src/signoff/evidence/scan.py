@@ -321,7 +321,7 @@ class _Submissions:
             return f"event seq 1 is {etype}, not request.submitted"
         if not isinstance(data, dict):
             return "the request.submitted event's data is not a JSON object"
-        for name, value in zip(_SUBMITTED_FIELDS, plain):
+        for name, value in zip(_SUBMITTED_FIELDS, plain, strict=True):
             got = data.get(name)
             if got != value or type(got) is not type(value):
                 return f"the request record's {name} differs from its request.submitted event (seq 1)"

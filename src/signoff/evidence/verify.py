@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from sqlalchemy import func, select
@@ -72,11 +73,10 @@ def snapshot(store: Store, *, pg_snapshot: str | None = None):
         opts = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
     else:
         opts = {"signoff_readonly": True}  # BEGIN (deferred): a WAL snapshot
-    with store.engine.connect().execution_options(**opts) as conn:
-        with conn.begin():
-            if pg_snapshot:
-                conn.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{pg_snapshot}'")
-            yield conn
+    with store.engine.connect().execution_options(**opts) as conn, conn.begin():
+        if pg_snapshot:
+            conn.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{pg_snapshot}'")
+        yield conn
 
 
 PARALLEL_FROM = 150_000  # events; below this one process is quicker than starting another
@@ -120,7 +120,8 @@ def verify_store(store: Store, keys_or_jwks: Any, progress: Callable[[int], None
 
 
 def _default_workers(conn: Connection) -> int:
-    if (os.cpu_count() or 1) < 2 or conn.dialect.name == "sqlite" and conn.engine.url.database in (None, "", ":memory:"):
+    in_memory = conn.dialect.name == "sqlite" and conn.engine.url.database in (None, "", ":memory:")
+    if (os.cpu_count() or 1) < 2 or in_memory:
         return 1
     approx = conn.execute(select(func.max(EventRow.id))).scalar() or 0
     return 2 if approx >= PARALLEL_FROM else 1
@@ -131,7 +132,7 @@ def _ranges(request_ids: list[str], parts: int) -> list[tuple[str | None, str | 
     parts = max(1, min(parts, len(request_ids)))
     bounds = [request_ids[len(request_ids) * k // parts] for k in range(1, parts)]
     edges = [None, *bounds, None]
-    return list(zip(edges[:-1], edges[1:]))
+    return list(pairwise(edges))
 
 
 def _run_ranges(store: Store, conn: Connection, ranges, cutoff, pg_snapshot, max_failures, progress) -> list[dict]:
@@ -268,8 +269,8 @@ def _check_ledger(conn: Connection, heads: set[str], failures: _Failures) -> dic
 
 # -- 4. the latest checkpoint --------------------------------------------------------------
 
-def _check_checkpoint(conn: Connection, row, keys_or_jwks: Any, ledger: dict[int, str], at_cutoff: list[tuple[str, int, str]],
-                      failures: _Failures) -> dict[str, Any]:
+def _check_checkpoint(conn: Connection, row, keys_or_jwks: Any, ledger: dict[int, str],
+                      at_cutoff: list[tuple[str, int, str]], failures: _Failures) -> dict[str, Any]:
     at = chain.iso(row.at)
     name = f"checkpoint {row.id} (as of {at})"
     info = {"id": row.id, "at": at, "ledger_seq": row.ledger_seq, "kid": row.kid}

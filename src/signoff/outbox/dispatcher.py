@@ -1,5 +1,9 @@
 """The outbox dispatcher: claims due rows with a lease, delivers them, records the result.
 
+It knows no peer: the wiring (``server.py``) registers a handler per job kind — Slack's from
+``slack.delivery``, the executor webhook's from ``outbox.webhook`` — and, optionally, a
+planning hook (``Dispatcher.plan``: Slack's digests). A kind without a handler is dead.
+
 - A row is claimed for ``LEASE`` seconds; if the process dies mid-delivery the lease runs
   out and another process (or this one, restarted) picks it up again.
 - Failures retry with backoff: the first retry within 1 s, then doubling, capped at 15 s;
@@ -39,6 +43,7 @@ from sqlalchemy import or_, select, update
 from signoff.logs import log_context
 from signoff.store import fast
 from signoff.store.db import is_retryable
+from signoff.store.repo import Repo
 from signoff.store.tables import OutboxRow
 from signoff.usecases.ports import Context
 
@@ -80,7 +85,7 @@ class Record:
     runs (in a savepoint) in the transaction that marks the row done; it must be safe to
     run again. ``key`` orders the writes of one transaction (row locks in a stable order)."""
 
-    write: Callable[[Any], None]
+    write: Callable[[Any], None]  # given the transaction's Repository
     key: Any = 0
 
 
@@ -499,6 +504,7 @@ class Dispatcher:
 
         def tx(session) -> set[int]:
             now = self.ctx.clock()
+            repo = Repo(session)  # what a Record writes through (usecases.ports.Repository)
             failed: dict[int, str] = {}
             writes = sorted(((r.record.key, i) for i, r in enumerate(results)
                              if r.outcome == "done" and r.record is not None), key=lambda kv: (str(kv[0]), kv[1]))
@@ -509,7 +515,7 @@ class Dispatcher:
                 try:
                     with session.begin_nested():
                         for _key, i in writes:
-                            results[i].record.write(session)
+                            results[i].record.write(repo)
                     writes = []
                 except Exception as exc:
                     if is_retryable(exc):
@@ -518,7 +524,7 @@ class Dispatcher:
                 job, record = results[i].job, results[i].record
                 try:
                     with session.begin_nested():
-                        record.write(session)
+                        record.write(repo)
                 except Exception as exc:
                     if is_retryable(exc):
                         raise  # a lost race: the whole transaction runs again

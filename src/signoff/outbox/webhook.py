@@ -11,7 +11,7 @@ import httpx
 from signoff.domain.agent_signature import sign_both
 from signoff.outbox.dispatcher import GiveUp, Job, Retry
 from signoff.store.repo import Repo
-from signoff.usecases.agent_ops import mark_delivered, record_delivery_failure
+from signoff.usecases.deliver import mark_delivered, record_delivery_failure
 from signoff.usecases.ports import Context
 
 

@@ -6,13 +6,12 @@ from slack_bolt import App
 from slack_bolt.authorization import AuthorizeResult
 from slack_sdk import WebClient
 
+from signoff.slack.client import KeepAliveWebClient
 from signoff.slack.listeners import register
 from signoff.usecases.ports import Context
 
 
 def web_client(token: str, base_url: str) -> WebClient:
-    from signoff.outbox.transport import KeepAliveWebClient
-
     # Retries are the outbox's job (it honours Retry-After); the client fails fast. Calls
     # share a pool of keep-alive connections instead of one new connection each.
     return KeepAliveWebClient(token=token, base_url=base_url, timeout=10, retry_handlers=[])

@@ -1,8 +1,7 @@
 """Block Kit rendering: request state → Slack blocks. Pure: no I/O, no Slack SDK.
 
-The input ``r`` is the plain dict of ``request_view()`` plus what the Slack delivery adds
-(``prompt``, ``owners``, ``required_approvals``, ``approvers``, ``steps_fired``,
-``exceptions``, ``reviewed_by``/``reviewed_at``, ``evidence_url``, ``grant_expires_at``).
+A request comes in as a ``RequestCard`` (``slack/card.py``): typed, frozen, built from the
+display query's plain data by ``RequestCard.from_view``.
 
 Trust boundary. Ids from the workflow file (owners, sponsor, approvers) and timestamps we
 wrote ourselves are trusted and may become mentions and date tokens. Everything an agent
@@ -23,13 +22,23 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from signoff.domain.identifiers import INVISIBLE_FILLERS, mixed_scripts
-from signoff.slack.ids import (COMMENT_INPUT, CONFIRM_INPUT, CONFIRM_MODAL, DECISION_BLOCK, REASON_INPUT,
-                              REJECT_REASON_MODAL, REVIEW_BLOCK, REVIEW_MODAL, ActionId)
+from signoff.domain.identifiers import GROUP_RE, INVISIBLE_FILLERS, USER_RE, mixed_scripts
+from signoff.slack.card import Decision, ExceptionNote, RequestCard
+from signoff.slack.ids import (
+    COMMENT_INPUT,
+    CONFIRM_INPUT,
+    CONFIRM_MODAL,
+    DECISION_BLOCK,
+    REASON_INPUT,
+    REJECT_REASON_MODAL,
+    REVIEW_BLOCK,
+    REVIEW_MODAL,
+    ActionId,
+)
 
 # Slack's limits (Block Kit reference).
 MAX_SECTION = 3000
@@ -48,9 +57,6 @@ MAX_METADATA = 3000
 
 PROMPT_EXCERPT = 500
 LIST_LIMIT = 20
-
-USER_RE = re.compile(r"^[UW][A-Z0-9]{2,}$")
-GROUP_RE = re.compile(r"^S[A-Z0-9]{2,}$")
 
 RISK_EMOJI = {"low": "🟢", "medium": "🟡", "high": "🟠", "critical": "🔴"}
 
@@ -194,13 +200,12 @@ def _ident(value: Any, budget: int = 300) -> str:
     return _inline(_visible(value), budget)
 
 
-def _identifiers(r: dict) -> list[tuple[str, Any]]:
-    a = _action(r)
-    return [("workflow", r.get("workflow")), ("action type", a.get("type")), ("target", a.get("target")),
-            ("environment", a.get("environment")), ("executor", r.get("executor"))]
+def _identifiers(r: RequestCard) -> list[tuple[str, str | None]]:
+    return [("workflow", r.workflow), ("action type", r.action_type), ("target", r.target),
+            ("environment", r.environment), ("executor", r.executor)]
 
 
-def _script_warnings(r: dict) -> list[str]:
+def _script_warnings(r: RequestCard) -> list[str]:
     """A visible warning for each identifier that mixes scripts (a Cyrillic о in
     "production" reads the same but is another value, which rules do not match)."""
     out = []
@@ -251,41 +256,29 @@ def _when(value: Any) -> str:
     return f"<!date^{int(dt.timestamp())}^{{date_short_pretty}} {{time}}|{fallback}>"
 
 
-def _risk(r: dict) -> str:
-    risk = str(r.get("risk") or "medium")
+def _risk(r: RequestCard) -> str:
+    risk = str(r.risk or "medium")
     if risk in RISK_EMOJI:
         return f"{RISK_EMOJI[risk]} {risk}"
     return f"⚪ {_inline(risk, 40)}"
 
 
-def _decisions(r: dict, kind: str) -> list[dict]:
-    return [d for d in (r.get("decisions") or []) if isinstance(d, dict) and d.get("decision") == kind]
+def _decisions(r: RequestCard, kind: str) -> list[Decision]:
+    return [d for d in r.decisions if d.decision == kind]
 
 
-def _required(r: dict) -> int:
-    try:
-        return max(1, int(r.get("required_approvals") or 1))
-    except (TypeError, ValueError):
-        return 1
-
-
-def _action(r: dict) -> dict:
-    a = r.get("action")
-    return a if isinstance(a, dict) else {}
-
-
-def _agent(r: dict) -> str:
-    out = _inline(r.get("submitted_by"), 120)
-    if r.get("sponsor"):
-        out += f" (human sponsor {_who(r.get('sponsor'))})"
+def _agent(r: RequestCard) -> str:
+    out = _inline(r.submitted_by, 120)
+    if r.sponsor:
+        out += f" (human sponsor {_who(r.sponsor)})"
     return out
 
 
-def _owners(r: dict) -> str:
-    o = r.get("owners") or {}
-    parts = [f"{label} {_who(o[key])}" for key, label in
-             (("owner", "owner"), ("platform_owner", "platform owner"), ("security_owner", "security owner"))
-             if o.get(key)]
+def _owners(r: RequestCard) -> str:
+    o = r.owners
+    parts = [f"{label} {_who(who)}" for who, label in
+             ((o.owner, "owner"), (o.platform_owner, "platform owner"), (o.security_owner, "security owner"))
+             if who]
     return "*Owners on record:* " + (", ".join(parts) if parts else "none")
 
 
@@ -344,30 +337,30 @@ def _fallback(text: str) -> str:
 # ---------------------------------------------------------------------------------------
 # Status lines
 
-def _approved_line(approvals: list[dict]) -> str:
+def _approved_line(approvals: list[Decision]) -> str:
     if not approvals:
         return ""
-    return "✅ Approved by " + ", ".join(f"{_who(d.get('by'))} at {_when(d.get('at'))}" for d in approvals)
+    return "✅ Approved by " + ", ".join(f"{_who(d.by)} at {_when(d.at)}" for d in approvals)
 
 
-def _quorum_line(r: dict) -> str:
+def _quorum_line(r: RequestCard) -> str:
     approvals = _decisions(r, "approve")
     if not approvals:
         return ""
-    who = ", ".join(_who(d.get("by")) for d in approvals)
-    return f"Approvals so far: {who} ({len(approvals)} of {_required(r)})"
+    who = ", ".join(_who(d.by) for d in approvals)
+    return f"Approvals so far: {who} ({len(approvals)} of {r.required_approvals})"
 
 
-def _outcome_text(r: dict) -> str:
+def _outcome_text(r: RequestCard) -> str:
     """What happened, who decided and when, for a request that is no longer pending."""
-    status = str(r.get("status") or "")
+    status = r.status
     approvals, rejects = _decisions(r, "approve"), _decisions(r, "reject")
     approved = _approved_line(approvals)
-    outcome = r.get("outcome") if isinstance(r.get("outcome"), dict) else {}
-    executor = _inline(r.get("executor"), 120)
+    outcome = r.outcome
+    executor = _inline(r.executor, 120)
     lines: list[str] = []
     if status == "approved":
-        grant = f", valid until {_when(r['grant_expires_at'])}" if r.get("grant_expires_at") else ""
+        grant = f", valid until {_when(r.grant_expires_at)}" if r.grant_expires_at else ""
         lines += [approved or "✅ Approved",
                   f"🔑 Grant issued to {executor}{grant} — waiting for it to run."]
     elif status == "executing":
@@ -375,9 +368,9 @@ def _outcome_text(r: dict) -> str:
     elif status in ("succeeded", "failed"):
         if approved:
             lines.append(approved)
-        by = _inline(outcome.get("by") or r.get("executor"), 120)
-        at = f" at {_when(outcome['at'])}" if outcome.get("at") else ""
-        detail = outcome.get("detail")
+        by = _inline(outcome.by or r.executor, 120)
+        at = f" at {_when(outcome.at)}" if outcome.at else ""
+        detail = outcome.detail
         if status == "succeeded":
             lines.append(f"✅ Succeeded — reported by {by}{at}")
             if detail:
@@ -391,24 +384,24 @@ def _outcome_text(r: dict) -> str:
             lines.append(approved)
         if rejects:
             d = rejects[-1]
-            lines.append(f"❌ Rejected by {_who(d.get('by'))} at {_when(d.get('at'))}")
-            if d.get("reason"):
-                lines.append(_code(d.get("reason"), 1200, "Reason given:\n"))
+            lines.append(f"❌ Rejected by {_who(d.by)} at {_when(d.at)}")
+            if d.reason:
+                lines.append(_code(d.reason, 1200, "Reason given:\n"))
         else:
             lines.append("❌ Rejected")
     elif status == "expired":
-        if approvals and len(approvals) >= _required(r):
+        if approvals and len(approvals) >= r.required_approvals:
             lines.append(approved)
-            until = f" by {_when(r['grant_expires_at'])}" if r.get("grant_expires_at") else ""
+            until = f" by {_when(r.grant_expires_at)}" if r.grant_expires_at else ""
             lines.append(f"⌛ Approval lapsed — not executed{until} (denied)")
         elif approvals:
-            lines.append(f"⌛ Expired at {_when(r.get('deadline'))} — quorum not reached: "
-                         f"{', '.join(_who(d.get('by')) for d in approvals)} "
-                         f"({len(approvals)} of {_required(r)}) (denied)")
+            lines.append(f"⌛ Expired at {_when(r.deadline)} — quorum not reached: "
+                         f"{', '.join(_who(d.by) for d in approvals)} "
+                         f"({len(approvals)} of {r.required_approvals}) (denied)")
         else:
-            lines.append(f"⌛ Expired at {_when(r.get('deadline'))} — no decision (denied)")
+            lines.append(f"⌛ Expired at {_when(r.deadline)} — no decision (denied)")
     elif status == "cancelled":
-        lines.append(f"🚫 Cancelled by the agent {_inline(r.get('submitted_by'), 120)}")
+        lines.append(f"🚫 Cancelled by the agent {_inline(r.submitted_by, 120)}")
     else:
         lines.append(f"Status: {_inline(status, 40)}")
     return "\n".join(lines)
@@ -419,42 +412,42 @@ _STATUS_WORD = {"approved": "Approved", "rejected": "Rejected", "expired": "Expi
                 "failed": "Failed", "pending": "Waiting for approval"}
 
 
-def _status_word(r: dict) -> str:
-    status = str(r.get("status") or "")
+def _status_word(r: RequestCard) -> str:
+    status = r.status
     return _STATUS_WORD.get(status) or _flat(status, 40)
 
 
 # ---------------------------------------------------------------------------------------
 # The request message
 
-def _request_context(r: dict) -> str:
-    parts = [f"Request {_inline(r.get('id'), 120)}"]
-    if r.get("created_at"):
-        parts.append(f"submitted {_when(r['created_at'])}")
-    if r.get("not_before"):
-        parts.append(f"not before {_when(r['not_before'])}")
-    if r.get("parent_id"):
-        parts.append(f"step of {_inline(r['parent_id'], 120)}")
-    if r.get("rollback_of"):
-        parts.append(f"rollback of {_inline(r['rollback_of'], 120)}")
+def _request_context(r: RequestCard) -> str:
+    parts = [f"Request {_inline(r.id, 120)}"]
+    if r.created_at:
+        parts.append(f"submitted {_when(r.created_at)}")
+    if r.not_before:
+        parts.append(f"not before {_when(r.not_before)}")
+    if r.parent_id:
+        parts.append(f"step of {_inline(r.parent_id, 120)}")
+    if r.rollback_of:
+        parts.append(f"rollback of {_inline(r.rollback_of, 120)}")
     return " · ".join(parts)
 
 
-def _rollback_text(r: dict) -> str:
-    rb = r.get("rollback")
-    if not isinstance(rb, dict) or not (rb.get("description") or rb.get("action")):
+def _rollback_text(r: RequestCard) -> str:
+    rb = r.rollback
+    if rb is None or not (rb.description or rb.action):
         return "*Rollback plan:* none given"
     label = "*Rollback plan* (agent-supplied)\n"
-    if rb.get("action") is not None:
-        desc = _code(rb.get("description") or "(no description)", 1400, label)
-        act = _code(_action_json(rb["action"]), MAX_SECTION - len(desc) - 40, "\nRollback action:\n")
+    if rb.action is not None:
+        desc = _code(rb.description or "(no description)", 1400, label)
+        act = _code(_action_json(rb.action), MAX_SECTION - len(desc) - 40, "\nRollback action:\n")
         return desc + act
-    return _code(rb.get("description"), MAX_SECTION, label)
+    return _code(rb.description, MAX_SECTION, label)
 
 
-def _approvals_needed(r: dict) -> str:
-    n = _required(r)
-    approvers = [str(a) for a in (r.get("approvers") or [])]
+def _approvals_needed(r: RequestCard) -> str:
+    n = r.required_approvals
+    approvers = r.approvers
     if approvers and all(USER_RE.match(a) for a in approvers):
         return f"{n} of {len(approvers)}"
     if approvers:
@@ -462,50 +455,48 @@ def _approvals_needed(r: dict) -> str:
     return str(n)
 
 
-def _approve_confirm(r: dict) -> dict:
-    a = _action(r)
-    risk = str(r.get("risk") or "")
+def _approve_confirm(r: RequestCard) -> dict:
+    risk = str(r.risk or "")
     title = _plain(f"Approve a {risk}-risk action?", MAX_CONFIRM_TITLE)
     mixed = [label for label, value in _identifiers(r) if mixed_scripts(value)]
     warn = f"⚠️ Mixed scripts in {', '.join(mixed)}: look-alike letters. " if mixed else ""
-    text = _plain(warn + f"This authorises {a.get('type')} on {a.get('target')}"
-                  + (f" in {a.get('environment')}" if a.get("environment") else "")
-                  + f" (sha256 {str(r.get('action_sha256') or '')[:16]}…). "
+    text = _plain(warn + f"This authorises {r.action_type} on {r.target}"
+                  + (f" in {r.environment}" if r.environment else "")
+                  + f" (sha256 {str(r.action_sha256 or '')[:16]}…). "
                   "Check the exact action in the message first.", MAX_CONFIRM_TEXT)
     return {"title": _pt(title), "text": _pt(text), "confirm": _pt("Approve"), "deny": _pt("Cancel"),
             "style": "primary"}
 
 
-def request_message(r: dict[str, Any], *, role: str = "request") -> tuple[str, list[dict]]:
+def request_message(r: RequestCard, *, role: str = "request") -> tuple[str, list[dict]]:
     """The approval request: details, the exact action, and live buttons only while pending."""
-    status = str(r.get("status") or "")
+    status = r.status
     pending = status == "pending"
-    a = _action(r)
     blocks: list[dict] = []
     if role == "escalation":
         blocks.append(_section("⏫ *Escalated to you:* no decision yet from the owner." if pending
                                else "⏫ This request was escalated to you; it is now closed."))
-    blocks.append(_header(r.get("title")))
+    blocks.append(_header(r.title))
     blocks.append(_fields([
-        ("Workflow", _ident(r.get("workflow"), 200)),
+        ("Workflow", _ident(r.workflow, 200)),
         ("Risk", _risk(r)),
-        ("Action", _ident(a.get("type"), 300)),
-        ("Environment", _ident(a.get("environment"), 300)),
-        ("Target", _ident(a.get("target"), 300)),
+        ("Action", _ident(r.action_type, 300)),
+        ("Environment", _ident(r.environment, 300)),
+        ("Target", _ident(r.target, 300)),
         ("Agent", _agent(r)),
-        ("Executor", _ident(r.get("executor"), 200)),
-        ("Deadline", _when(r.get("deadline"))),
+        ("Executor", _ident(r.executor, 200)),
+        ("Deadline", _when(r.deadline)),
         ("Approvals needed", _approvals_needed(r)),
     ]))
     warnings = _script_warnings(r)
     if warnings:
         blocks.append(_section("\n".join(warnings)))
-    blocks.append(_section(_code(r.get("justification"), MAX_SECTION, "*Justification* (agent-supplied)\n")))
-    sha = f"\nsha256: {_inline(r.get('action_sha256'), 100)}"
-    blocks.append(_section(_code(_action_json(r.get("action")), MAX_SECTION - len(sha),
+    blocks.append(_section(_code(r.justification, MAX_SECTION, "*Justification* (agent-supplied)\n")))
+    sha = f"\nsha256: {_inline(r.action_sha256, 100)}"
+    blocks.append(_section(_code(_action_json(r.action), MAX_SECTION - len(sha),
                                  "*Exact action* (what a grant will authorise)\n") + sha))
     blocks.append(_section(_rollback_text(r)))
-    prompt = r.get("prompt")
+    prompt = r.prompt
     if prompt:
         cleaned = _clean(prompt)
         excerpt = cleaned[:PROMPT_EXCERPT]
@@ -517,16 +508,16 @@ def request_message(r: dict[str, Any], *, role: str = "request") -> tuple[str, l
     blocks.append(_context(_owners(r)))
     blocks.append(_context(_request_context(r)))
 
-    title = _flat(r.get("title"), 300)
+    title = _flat(r.title, 300)
     if pending:
         quorum = _quorum_line(r)
         if quorum:
             blocks.append(_section(quorum))
-        rid = r.get("id")
+        rid = r.id
         # a typed confirmation (a modal) replaces the confirm dialog
-        typed = bool(r.get("typed_confirmation"))
-        confirm = _approve_confirm(r) if str(r.get("risk")) in ("high", "critical") and not typed else None
-        step_up_url = r.get("step_up_url")
+        typed = r.typed_confirmation
+        confirm = _approve_confirm(r) if str(r.risk) in ("high", "critical") and not typed else None
+        step_up_url = r.step_up_url
         if step_up_url:
             # Approve only after a sign-in at the company's identity provider: a link, not a
             # click Slack's own session could make (rejecting stays one click).
@@ -543,21 +534,21 @@ def request_message(r: dict[str, Any], *, role: str = "request") -> tuple[str, l
         if typed and not step_up_url:
             blocks.append(_context("Approving asks you to type the target exactly."))
         lead = "Escalated — approval needed" if role == "escalation" else "Approval needed"
-        fallback = f"{lead}: {title} ({str(r.get('risk') or 'medium')} risk, workflow {_flat(r.get('workflow'), 100)})"
+        fallback = f"{lead}: {title} ({r.risk or 'medium'} risk, workflow {_flat(r.workflow, 100)})"
     else:
         blocks.append(_section(_outcome_text(r)))
-        if r.get("auto_approved_by"):
-            blocks.append(_context(f"Approved by policy (rule {_inline(r.get('auto_approved_by'), 100)}): "
+        if r.auto_approved_by:
+            blocks.append(_context(f"Approved by policy (rule {_inline(r.auto_approved_by, 100)}): "
                                    "posted for information; the owner may revoke it before it runs."))
-        if r.get("not_before") and status == "approved":
-            blocks.append(_context(f"Waiting for the change window: the grant is issued from {_when(r.get('not_before'))}."))
+        if r.not_before and status == "approved":
+            blocks.append(_context(f"Waiting for the change window: the grant is issued from {_when(r.not_before)}."))
         follow_up = []
-        if role == "request" and r.get("revocable"):
-            follow_up.append(_button(ActionId.REVOKE.value, "Revoke", r.get("id"), "danger", {
+        if role == "request" and r.revocable:
+            follow_up.append(_button(ActionId.REVOKE.value, "Revoke", r.id, "danger", {
                 "title": _pt("Revoke this approval?"), "text": _pt("The grant is withdrawn and the request rejected."),
                 "confirm": _pt("Revoke"), "deny": _pt("Keep it")}))
-        if role == "request" and r.get("can_roll_back"):
-            follow_up.append(_button(ActionId.ROLLBACK.value, "Roll back", r.get("id"), None, {
+        if role == "request" and r.can_roll_back:
+            follow_up.append(_button(ActionId.ROLLBACK.value, "Roll back", r.id, None, {
                 "title": _pt("Request a rollback?"), "text": _pt("A linked rollback request goes through approval."),
                 "confirm": _pt("Request rollback"), "deny": _pt("Cancel")}))
         if follow_up:
@@ -576,14 +567,13 @@ def _evidence_link(url: Any) -> str:
     return ""
 
 
-def _exception_lines(items: list[Any], budget: int) -> str:
+def _exception_lines(items: Sequence[ExceptionNote], budget: int) -> str:
     lines: list[str] = []
     used = 0
     for i, e in enumerate(items):
-        e = e if isinstance(e, dict) else {"kind": e}
-        line = f"• {_inline(e.get('kind'), 80)} — {_when(e.get('at'))}"
-        if e.get("detail"):
-            line += f" — {_inline(e.get('detail'), 300)}"
+        line = f"• {_inline(e.kind, 80)} — {_when(e.at)}"
+        if e.detail:
+            line += f" — {_inline(e.detail, 300)}"
         rest = len(items) - i - 1
         reserve = 40 if rest else 0
         if used + len(line) + 1 + reserve > budget:
@@ -594,29 +584,29 @@ def _exception_lines(items: list[Any], budget: int) -> str:
     return "\n".join(lines) if lines else "none recorded"
 
 
-def exception_message(r: dict[str, Any]) -> tuple[str, list[dict]]:
+def exception_message(r: RequestCard) -> tuple[str, list[dict]]:
     """Root post of a request's security exception thread."""
-    exceptions = list(r.get("exceptions") or [])
-    title = _flat(r.get("title"), 300)
+    exceptions = list(r.exceptions)
+    title = _flat(r.title, 300)
     blocks: list[dict] = [
         {"type": "header", "text": _pt("🛡️ Exception for security review")},
-        _section(f"*Request:* {title}\n{_inline(r.get('id'), 120)} · workflow {_inline(r.get('workflow'), 200)}"
-                 f" · status {_inline(r.get('status'), 40)} · risk {_risk(r)}"),
+        _section(f"*Request:* {title}\n{_inline(r.id, 120)} · workflow {_inline(r.workflow, 200)}"
+                 f" · status {_inline(r.status, 40)} · risk {_risk(r)}"),
         _section("*Exceptions*\n" + _exception_lines(exceptions, MAX_SECTION - 20)),
-        _fields([("Agent", _agent(r)), ("Executor", _inline(r.get("executor"), 200))]),
+        _fields([("Agent", _agent(r)), ("Executor", _inline(r.executor, 200))]),
         _context(_owners(r)),
     ]
-    link = _evidence_link(r.get("evidence_url"))
+    link = _evidence_link(r.evidence_url)
     if link:
         blocks.append(_section(f"📄 {link} (signed link, expires)"))
-    if r.get("reviewed_by"):
-        at = f" at {_when(r['reviewed_at'])}" if r.get("reviewed_at") else ""
-        blocks.append(_section(f"👀 Reviewed by {_who(r['reviewed_by'])}{at}"))
+    if r.reviewed_by:
+        at = f" at {_when(r.reviewed_at)}" if r.reviewed_at else ""
+        blocks.append(_section(f"👀 Reviewed by {_who(r.reviewed_by)}{at}"))
         fallback = f"Security review done: {title}"
     else:
         blocks.append({"type": "actions", "block_id": REVIEW_BLOCK, "elements": [
-            _button(ActionId.REVIEW.value, "Mark reviewed", r.get("id"), "primary")]})
-        kinds = ", ".join(_flat((e or {}).get("kind") if isinstance(e, dict) else e, 40) for e in exceptions[:10])
+            _button(ActionId.REVIEW.value, "Mark reviewed", r.id, "primary")]})
+        kinds = ", ".join(_flat(e.kind, 40) for e in exceptions[:10])
         fallback = f"Security review needed ({kinds or 'exception'}): {title}"
     return _fallback(fallback), _finish(blocks)
 
@@ -642,11 +632,10 @@ def review_modal(request_id: str) -> dict[str, Any]:
     }
 
 
-def confirm_modal(r: dict[str, Any]) -> dict[str, Any]:
+def confirm_modal(r: RequestCard) -> dict[str, Any]:
     """Approve on a request that asks for a typed confirmation: type the action's target."""
-    a = _action(r)
-    rid = str(r.get("id") or "")
-    where = f" in {_inline(a.get('environment'), 200)}" if a.get("environment") else ""
+    rid = r.id
+    where = f" in {_inline(r.environment, 200)}" if r.environment else ""
     return {
         "type": "modal",
         "callback_id": CONFIRM_MODAL,
@@ -655,8 +644,8 @@ def confirm_modal(r: dict[str, Any]) -> dict[str, Any]:
         "submit": _pt("Approve"),
         "close": _pt("Cancel"),
         "blocks": [
-            _section(f"*{_flat(r.get('title'), 200)}*\n{_inline(a.get('type'), 200)} on "
-                     f"{_inline(a.get('target'), 300)}{where} — {_inline(r.get('risk'), 20)} risk."),
+            _section(f"*{_flat(r.title, 200)}*\n{_inline(r.action_type, 200)} on "
+                     f"{_inline(r.target, 300)}{where} — {_inline(r.risk, 20)} risk."),
             {"type": "input", "block_id": CONFIRM_INPUT, "label": _pt("Type the target to approve"),
              "hint": _pt("Exactly as shown above; anything else records nothing but a refusal."),
              "element": {"type": "plain_text_input", "action_id": CONFIRM_INPUT, "max_length": 300}},
@@ -717,13 +706,13 @@ def ephemeral_text(reason: Any) -> str:
 # ---------------------------------------------------------------------------------------
 # App Home and slash-command answers
 
-def _list_item(r: dict) -> str:
-    line = (f"{RISK_EMOJI.get(str(r.get('risk')), '⚪')} *{_flat(r.get('title'), 200)}*\n"
-            f"{_inline(r.get('id'), 120)} · {_risk(r)} risk · status {_inline(r.get('status'), 40)}"
-            f" · workflow {_inline(r.get('workflow'), 100)}")
-    if r.get("status") == "pending" and r.get("deadline"):
-        line += f" · deadline {_when(r['deadline'])}"
-    kinds = [e.get("kind") for e in (r.get("exceptions") or []) if isinstance(e, dict)]
+def _list_item(r: RequestCard) -> str:
+    line = (f"{RISK_EMOJI.get(str(r.risk), '⚪')} *{_flat(r.title, 200)}*\n"
+            f"{_inline(r.id, 120)} · {_risk(r)} risk · status {_inline(r.status, 40)}"
+            f" · workflow {_inline(r.workflow, 100)}")
+    if r.status == "pending" and r.deadline:
+        line += f" · deadline {_when(r.deadline)}"
+    kinds = [e.kind for e in r.exceptions]
     if kinds:
         line += " · exceptions: " + ", ".join(_inline(k, 40) for k in kinds[:5])
         if len(kinds) > 5:
@@ -731,7 +720,7 @@ def _list_item(r: dict) -> str:
     return line
 
 
-def home_view(pending: list[dict[str, Any]], exceptions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def home_view(pending: Sequence[RequestCard], exceptions: Sequence[RequestCard] | None = None) -> dict[str, Any]:
     """The App Home tab: what the user may decide now and, for security owners, open exceptions."""
     pending = list(pending or [])
     blocks: list[dict] = [{"type": "header", "text": _pt("Waiting for your decision")}]
@@ -754,7 +743,7 @@ def home_view(pending: list[dict[str, Any]], exceptions: list[dict[str, Any]] | 
     return {"type": "home", "blocks": _finish(blocks)}
 
 
-def request_summary_lines(items: list[dict[str, Any]]) -> str:
+def request_summary_lines(items: Sequence[RequestCard]) -> str:
     """mrkdwn lines for ``/signoff pending`` and ``/signoff exceptions``; empty string for none."""
     items = list(items or [])
     lines: list[str] = []
@@ -769,33 +758,32 @@ def request_summary_lines(items: list[dict[str, Any]]) -> str:
     return _cap("\n".join(lines), MAX_FALLBACK)
 
 
-def request_detail_text(r: dict[str, Any]) -> str:
+def request_detail_text(r: RequestCard) -> str:
     """mrkdwn for ``/signoff show ID``: the request, its decisions and outcome."""
-    a = _action(r)
     lines = [
-        f"*{_flat(r.get('title'), 200)}*",
-        f"Request {_inline(r.get('id'), 120)} · status {_inline(r.get('status'), 40)} · "
-        f"workflow {_inline(r.get('workflow'), 100)} · risk {_risk(r)}",
-        f"Action {_inline(a.get('type'), 200)} on {_inline(a.get('target'), 200)}"
-        + (f" in {_inline(a.get('environment'), 100)}" if a.get("environment") else ""),
-        f"Agent {_agent(r)} · executor {_inline(r.get('executor'), 120)}",
-        f"Deadline {_when(r.get('deadline'))} · approvals needed {_approvals_needed(r)}",
+        f"*{_flat(r.title, 200)}*",
+        (f"Request {_inline(r.id, 120)} · status {_inline(r.status, 40)} · "
+         f"workflow {_inline(r.workflow, 100)} · risk {_risk(r)}"),
+        f"Action {_inline(r.action_type, 200)} on {_inline(r.target, 200)}"
+        + (f" in {_inline(r.environment, 100)}" if r.environment else ""),
+        f"Agent {_agent(r)} · executor {_inline(r.executor, 120)}",
+        f"Deadline {_when(r.deadline)} · approvals needed {_approvals_needed(r)}",
         _owners(r),
     ]
-    decisions = [d for d in (r.get("decisions") or []) if isinstance(d, dict)]
+    decisions = r.decisions
     if decisions:
         lines.append("Decisions: " + "; ".join(
-            f"{_inline(d.get('decision'), 20)} by {_who(d.get('by'))} at {_when(d.get('at'))}" for d in decisions))
-    lines.append(_quorum_line(r) if r.get("status") == "pending" else _outcome_text(r))
+            f"{_inline(d.decision, 20)} by {_who(d.by)} at {_when(d.at)}" for d in decisions))
+    lines.append(_quorum_line(r) if r.status == "pending" else _outcome_text(r))
     head = "\n".join(x for x in lines if x)
-    justification = _code(r.get("justification"), 700, "*Justification* (agent-supplied)\n")
-    sha = f"\nsha256: {_inline(r.get('action_sha256'), 100)}"
-    action = _code(_action_json(r.get("action")), 1200, "*Exact action*\n") + sha
-    rb = r.get("rollback")
-    if isinstance(rb, dict) and rb.get("description"):
-        rollback = _code(rb["description"], 500, "*Rollback plan* (agent-supplied)\n")
-    elif isinstance(rb, dict) and rb.get("action") is not None:
-        rollback = _code(_action_json(rb["action"]), 500, "*Rollback action*\n")
+    justification = _code(r.justification, 700, "*Justification* (agent-supplied)\n")
+    sha = f"\nsha256: {_inline(r.action_sha256, 100)}"
+    action = _code(_action_json(r.action), 1200, "*Exact action*\n") + sha
+    rb = r.rollback
+    if rb is not None and rb.description:
+        rollback = _code(rb.description, 500, "*Rollback plan* (agent-supplied)\n")
+    elif rb is not None and rb.action is not None:
+        rollback = _code(_action_json(rb.action), 500, "*Rollback action*\n")
     else:
         rollback = "*Rollback plan:* none given"
     return _cap("\n".join([head, justification, action, rollback]), MAX_FALLBACK)
@@ -807,25 +795,24 @@ def request_detail_text(r: dict[str, Any]) -> str:
 DIGEST_MAX = 10  # requests per digest message: 10 × (section + actions + context) + 3 < 50 blocks
 
 
-def _digest_request(r: dict, role: str, n: int) -> list[dict]:
+def _digest_request(r: RequestCard, role: str, n: int) -> list[dict]:
     """A request's part of a digest: a compact summary, then its own buttons while it is
     pending, or its outcome (no buttons) once it is not."""
-    a = _action(r)
-    pending = str(r.get("status") or "") == "pending"
-    where = f" in {_inline(a.get('environment'), 200)}" if a.get("environment") else ""
+    pending = r.status == "pending"
+    where = f" in {_inline(r.environment, 200)}" if r.environment else ""
     lead = "⏫ _Escalated to you_ · " if role == "escalation" else ""
-    text = (f"{lead}*{n}. {_flat(r.get('title'), 200)}*\n"
-            f"{_risk(r)} · {_inline(a.get('type'), 200)} on {_inline(a.get('target'), 300)}{where}\n"
-            f"Agent {_agent(r)} · workflow {_inline(r.get('workflow'), 100)} · deadline {_when(r.get('deadline'))}")
+    text = (f"{lead}*{n}. {_flat(r.title, 200)}*\n"
+            f"{_risk(r)} · {_inline(r.action_type, 200)} on {_inline(r.target, 300)}{where}\n"
+            f"Agent {_agent(r)} · workflow {_inline(r.workflow, 100)} · deadline {_when(r.deadline)}")
     if pending:
         quorum = _quorum_line(r)
         if quorum:
             text += f"\n{quorum}"
     out = [_section(text)]
-    rid = r.get("id")
+    rid = r.id
     if pending:
-        typed = bool(r.get("typed_confirmation"))
-        confirm = _approve_confirm(r) if str(r.get("risk")) in ("high", "critical") and not typed else None
+        typed = r.typed_confirmation
+        confirm = _approve_confirm(r) if str(r.risk) in ("high", "critical") and not typed else None
         # block ids are unique within a message: one decision block per request
         out.append({"type": "actions", "block_id": f"{DECISION_BLOCK}.{n}", "elements": [
             _button(ActionId.APPROVE.value, "Approve…" if typed else "Approve", rid, "primary", confirm),
@@ -839,53 +826,53 @@ def _digest_request(r: dict, role: str, n: int) -> list[dict]:
     return out
 
 
-def _digest_exception(r: dict, n: int) -> list[dict]:
+def _digest_exception(r: RequestCard, n: int) -> list[dict]:
     """A request's part of an exception digest: what happened, the evidence link, and
     "Mark reviewed" until the security owner has."""
-    title = _flat(r.get("title"), 200)
-    link = _evidence_link(r.get("evidence_url"))
-    text = (f"*{n}. {title}*\n{_inline(r.get('id'), 120)} · workflow {_inline(r.get('workflow'), 100)}"
-            f" · status {_inline(r.get('status'), 40)} · risk {_risk(r)}\n"
-            + _exception_lines(list(r.get("exceptions") or []), 1800))
+    title = _flat(r.title, 200)
+    link = _evidence_link(r.evidence_url)
+    text = (f"*{n}. {title}*\n{_inline(r.id, 120)} · workflow {_inline(r.workflow, 100)}"
+            f" · status {_inline(r.status, 40)} · risk {_risk(r)}\n"
+            + _exception_lines(list(r.exceptions), 1800))
     if link:
         text += f"\n📄 {link} (signed link, expires)"
     out = [_section(text), _context(_owners(r))]
-    if r.get("reviewed_by"):
-        at = f" at {_when(r['reviewed_at'])}" if r.get("reviewed_at") else ""
-        out.append(_section(f"👀 Reviewed by {_who(r['reviewed_by'])}{at}"))
+    if r.reviewed_by:
+        at = f" at {_when(r.reviewed_at)}" if r.reviewed_at else ""
+        out.append(_section(f"👀 Reviewed by {_who(r.reviewed_by)}{at}"))
     else:
         out.append({"type": "actions", "block_id": f"{REVIEW_BLOCK}.{n}", "elements": [
-            _button(ActionId.REVIEW.value, "Mark reviewed", r.get("id"), "primary")]})
+            _button(ActionId.REVIEW.value, "Mark reviewed", r.id, "primary")]})
     return out
 
 
-def digest_message(kind: str, items: list[tuple[str, dict[str, Any]]]) -> tuple[str, list[dict]]:
+def digest_message(kind: str, items: Sequence[tuple[str, RequestCard]]) -> tuple[str, list[dict]]:
     """One message for several requests owed to the same channel or person: ``kind``
-    ``decide`` (requests and escalations; ``items`` are (role, render data)) or
+    ``decide`` (requests and escalations; ``items`` are (role, card)) or
     ``exception`` (security review). Each request has its own section and, while it is
     open, its own buttons (value = its id); a decided one shows its outcome and none."""
     items = list(items)[:DIGEST_MAX]
     n = len(items)
     blks: list[dict] = []
     if kind == "exception":
-        open_ = sum(1 for _role, r in items if not r.get("reviewed_by"))
+        open_ = sum(1 for _role, r in items if not r.reviewed_by)
         head = (f"🛡️ {n} exceptions for security review" if open_ == n
                 else f"🛡️ {open_} of {n} exceptions still to review" if open_ else f"🛡️ {n} exceptions, all reviewed")
         blks.append({"type": "header", "text": _pt(head)})
         for i, (_role, r) in enumerate(items, 1):
             blks += _digest_exception(r, i)
-        titles = ", ".join(_flat(r.get("title"), 80) for _role, r in items)
+        titles = ", ".join(_flat(r.title, 80) for _role, r in items)
         fallback = f"Security review needed for {open_} request(s): {titles}" if open_ else \
             f"Security review done: {titles}"
     else:
-        open_ = sum(1 for _role, r in items if str(r.get("status") or "") == "pending")
+        open_ = sum(1 for _role, r in items if r.status == "pending")
         head = (f"{n} requests need a decision" if open_ == n
                 else f"{open_} of {n} requests still need a decision" if open_ else f"{n} requests, all decided")
         blks.append({"type": "header", "text": _pt(head)})
         for i, (role, r) in enumerate(items, 1):
             blks.append({"type": "divider"})
             blks += _digest_request(r, role, i)
-        titles = ", ".join(_flat(r.get("title"), 80) for _role, r in items)
+        titles = ", ".join(_flat(r.title, 80) for _role, r in items)
         fallback = f"Approval needed for {open_} request(s): {titles}" if open_ else f"Decided: {titles}"
     blks.append(_context("Posted together: more arrived at once than Slack lets signoff post one by one. "
                          "Each request is decided on its own, with its own buttons; its thread notes "

@@ -9,6 +9,8 @@ import time
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
+from signoff.domain.identifiers import GROUP_RE
+
 log = logging.getLogger(__name__)
 
 
@@ -55,7 +57,7 @@ class SlackDirectory:
     def _fetch(self, ref: str) -> set[str]:
         now = time.monotonic()
         try:
-            if ref.startswith("S"):
+            if GROUP_RE.match(ref):
                 users = set(self.client.usergroups_users_list(usergroup=ref).get("users") or [])
             else:
                 users = set()

@@ -11,8 +11,18 @@ from typing import Any
 
 from slack_bolt import App
 
+from signoff.policy.rules import confirmation_text
 from signoff.slack import blocks
-from signoff.slack.ids import CONFIRM_INPUT, CONFIRM_MODAL, REASON_INPUT, REJECT_REASON_MODAL, ActionId
+from signoff.slack.card import RequestCard, cards
+from signoff.slack.ids import (
+    COMMENT_INPUT,
+    CONFIRM_INPUT,
+    CONFIRM_MODAL,
+    REASON_INPUT,
+    REJECT_REASON_MODAL,
+    REVIEW_MODAL,
+    ActionId,
+)
 from signoff.usecases import queries
 from signoff.usecases.decide import decide
 from signoff.usecases.ports import Context
@@ -22,7 +32,6 @@ from signoff.usecases.revoke import revoke
 from signoff.usecases.rollback import request_rollback
 
 log = logging.getLogger(__name__)
-REVIEW_MODAL = "signoff.review_modal"
 # Seconds a /signoff command may take to answer in its own HTTP response (Slack waits 3).
 COMMAND_BUDGET = 2.0
 _command_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="slash-command")
@@ -109,7 +118,7 @@ def register(app: App, ctx: Context) -> None:
         if confirm is None:
             decide(ctx, request_id=request_id, user=user, decision="approve", channel=channel)
         elif isinstance(trigger, str) and trigger:
-            client.views_open(trigger_id=trigger, view=blocks.confirm_modal(confirm))
+            client.views_open(trigger_id=trigger, view=blocks.confirm_modal(RequestCard.from_view(confirm)))
         else:  # no way to ask: a refusal is recorded, nothing approved
             decide(ctx, request_id=request_id, user=user, decision="approve", channel=channel)
 
@@ -126,9 +135,9 @@ def register(app: App, ctx: Context) -> None:
     def ack_confirmation(ack, body):
         """Answered in the submission's own response: a mismatch keeps the modal open with
         the field marked (the refusal is recorded afterwards); a match closes it."""
-        request_id, user, typed = _submitted(body, CONFIRM_INPUT)
+        request_id, _user, typed = _submitted(body, CONFIRM_INPUT)
         confirm = queries.typed_confirmation_for(ctx, request_id) if request_id else None
-        if confirm is not None and typed != str(confirm["action"].get("target") or ""):
+        if confirm is not None and typed != confirmation_text(confirm["action"]):
             ack(response_action="errors",
                 errors={CONFIRM_INPUT: "That is not the target. Type it exactly as shown, or cancel."})
         else:
@@ -171,7 +180,7 @@ def register(app: App, ctx: Context) -> None:
         request_id = _str_id(view.get("private_metadata"), _REQUEST_ID)
         user = _str_id(_dict(body.get("user")).get("id"), _SLACK_ID)
         values = _dict(_dict(view.get("state")).get("values"))
-        comment = _dict(_dict(values.get("comment")).get("comment")).get("value")
+        comment = _dict(_dict(values.get(COMMENT_INPUT)).get(COMMENT_INPUT)).get("value")
         if request_id and user and isinstance(comment, str) and comment.strip():
             review(ctx, request_id=request_id, user=user, comment=comment)
 
@@ -190,7 +199,9 @@ def register(app: App, ctx: Context) -> None:
         user = _str_id(event.get("user"), _SLACK_ID)
         if not user or event.get("tab", "home") != "home":
             return
-        view = blocks.home_view(queries.pending_for(ctx, user), queries.exceptions_for(ctx, user))
+        pending = cards(queries.pending_for(ctx, user))
+        exceptions = queries.exceptions_for(ctx, user)
+        view = blocks.home_view(pending, None if exceptions is None else cards(exceptions))
         client.views_publish(user_id=user, view=view)
 
     app.event("app_home_opened")(ack=_ack, lazy=[on_home])
@@ -198,17 +209,17 @@ def register(app: App, ctx: Context) -> None:
     def answer(user: str | None, words: list[str]) -> str:
         verb = words[0].lower() if words else "help"
         if verb == "pending":
-            return blocks.request_summary_lines(queries.pending_for(ctx, user)) or \
+            return blocks.request_summary_lines(cards(queries.pending_for(ctx, user))) or \
                 "Nothing is waiting for your decision."
         if verb == "show" and len(words) > 1:
             # Someone outside the request's workflow gets the answer for an unknown id.
             r = queries.show(ctx, words[1], user) if _REQUEST_ID.match(words[1]) else None
-            return blocks.request_detail_text(r) if r else f"No request {words[1][:60]}."
+            return blocks.request_detail_text(RequestCard.from_view(r)) if r else f"No request {words[1][:60]}."
         if verb == "exceptions":
             items = queries.exceptions_for(ctx, user)
             if items is None:
                 return "Only a workflow's security owner can list its exceptions."
-            return blocks.request_summary_lines(items) or "No unreviewed exceptions."
+            return blocks.request_summary_lines(cards(items)) or "No unreviewed exceptions."
         return "Usage: `/signoff pending` · `/signoff show ID` · `/signoff exceptions`"
 
     @app.command("/signoff")

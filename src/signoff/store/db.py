@@ -239,7 +239,7 @@ class WriterLock:
 class _Queued:
     """One caller's ``fn`` waiting for a batched transaction (see ``Store.transaction``)."""
 
-    __slots__ = ("fn", "wake", "lead", "done", "result", "error", "alone")
+    __slots__ = ("alone", "done", "error", "fn", "lead", "result", "wake")
 
     def __init__(self, fn: Callable[[Session], Any]):
         self.fn = fn

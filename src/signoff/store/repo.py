@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,6 +17,7 @@ from sqlalchemy.orm.util import identity_key
 from signoff.domain import chain
 from signoff.domain.thread import TYPES as THREAD_TYPES
 from signoff.store import fast
+from signoff.store import step_up as flows
 from signoff.store.db import CHANGED, Committed, written
 from signoff.store.tables import (
     BudgetRow,
@@ -45,21 +49,70 @@ _MOVE_HEAD = {"sqlite": "UPDATE requests SET event_count = :seq, head_hash = :ha
                         "WHERE id = :id AND version = :old",
               "postgresql": "UPDATE requests SET event_count = %(seq)s, head_hash = %(hash)s, version = %(new)s "
                             "WHERE id = %(id)s AND version = %(old)s"}
-_RECORD_POST = {"sqlite": "UPDATE slack_messages SET channel = :channel, ts = :ts, posted_at = :at "
-                           "WHERE id = :id AND ts IS NULL RETURNING request_id, role, target",
-                "postgresql": "UPDATE slack_messages SET channel = %(channel)s, ts = %(ts)s, posted_at = %(at)s "
-                              "WHERE id = %(id)s AND ts IS NULL RETURNING request_id, role, target"}
+_RECORD_POST_SQL = {"sqlite": "UPDATE slack_messages SET channel = :channel, ts = :ts, posted_at = :at "
+                               "WHERE id = :id AND ts IS NULL RETURNING request_id, role, target",
+                    "postgresql": "UPDATE slack_messages SET channel = %(channel)s, ts = %(ts)s, posted_at = %(at)s "
+                                  "WHERE id = %(id)s AND ts IS NULL RETURNING request_id, role, target"}
 _BUDGET_USED = {"sqlite": "SELECT count(*) FROM auto_approvals WHERE scope = :scope AND at >= :since",
                 "postgresql": "SELECT count(*) FROM auto_approvals WHERE scope = %(scope)s AND at >= %(since)s"}
 
 
+
+@dataclass(frozen=True)
+class Gauges:
+    """Counts read at scrape time (``Repo.gauges``)."""
+
+    by_status: dict[str, int]
+    pending_by_workflow: dict[str, int]
+    overdue: int
+    outbox_pending: int
+    outbox_dead: int
+
 class Repo:
+    """``usecases.ports.Repository`` on one SQLAlchemy session (one transaction)."""
+
     def __init__(self, session: Session):
         self.session = session
+
+    # the transaction ----------------------------------------------------------------
+    def flush(self) -> None:
+        self.session.flush()
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        with self.session.no_autoflush:
+            yield
+
+    def once(self, tag: str, key: Any) -> bool:
+        done = self.session.info.setdefault(tag, set())
+        if key in done:
+            return False
+        done.add(key)
+        return True
+
+    # operations ---------------------------------------------------------------------
+    def gauges(self, now: datetime) -> Gauges:
+        """What the metrics endpoint shows of the database: requests by status, pending
+        requests by workflow, pending requests past their deadline, the outbox's depth."""
+        by_status = dict(self.session.execute(
+            select(RequestRow.status, func.count()).group_by(RequestRow.status)).all())
+        pending = dict(self.session.execute(
+            select(RequestRow.workflow, func.count()).where(RequestRow.status == "pending")
+            .group_by(RequestRow.workflow)).all())
+        overdue = self.session.scalar(select(func.count()).select_from(RequestRow).where(
+            RequestRow.status == "pending", RequestRow.deadline < now)) or 0
+        outbox = dict(self.session.execute(
+            select(OutboxRow.state, func.count()).where(OutboxRow.state.in_(("pending", "dead")))
+            .group_by(OutboxRow.state)).all())
+        return Gauges(by_status, pending, overdue, outbox.get("pending", 0), outbox.get("dead", 0))
 
     # requests -----------------------------------------------------------------------
     def get(self, request_id: str) -> RequestRow | None:
         return self.session.get(RequestRow, request_id)
+
+    @staticmethod
+    def new_request(**fields: Any) -> RequestRow:
+        return RequestRow(**fields)
 
     def insert_request(self, row: RequestRow, first_event: tuple[str, str, dict[str, Any]], at: datetime) -> None:
         """INSERT a new request together with the first event of its chain, then attach it
@@ -144,7 +197,12 @@ class Repo:
             return  # SQLite writers hold the database lock already
         locked = self.session.info.setdefault(_LOCKED, set())
         if request_id not in locked:
-            self.session.execute(select(RequestRow.id).where(RequestRow.id == request_id).with_for_update())
+            # Before anything pending is flushed: an INSERT of a row that points at the
+            # request (a decision) takes FOR KEY SHARE on it, and two clicks that each held
+            # that while asking for FOR UPDATE would wait on each other (a deadlock, then
+            # retries that deadlock again). Locked first, the second click simply waits.
+            with self.session.no_autoflush:
+                self.session.execute(select(RequestRow.id).where(RequestRow.id == request_id).with_for_update())
             locked.add(request_id)
 
     def children(self, request_id: str) -> list[RequestRow]:
@@ -327,15 +385,6 @@ class Repo:
     def message(self, message_id: int) -> SlackMessageRow | None:
         return self.session.get(SlackMessageRow, message_id)
 
-    def record_post(self, message_id: int, channel: str, ts: str, now: datetime) -> tuple[str, str, str] | None:
-        """Where Slack put a message not posted before, on its row (one statement, no ORM
-        object: call it for a message this session does not hold). (request id, role,
-        target); None when there is no such message or it was recorded already."""
-        rows, _ = fast.execute(self.session, _RECORD_POST, {
-            "channel": channel, "ts": ts, "at": fast.bind(self.session, SlackMessageRow.__table__.c.posted_at, now),
-            "id": message_id})
-        return tuple(rows[0]) if rows else None
-
     def messages_by_ts(self, channel: str | None, ts: str) -> list[SlackMessageRow]:
         """Every message row at ``ts`` (in ``channel`` when one there matches): one, or the
         requests of a digest, which share its ``ts``."""
@@ -371,6 +420,69 @@ class Repo:
         if self._fresh(request_id):
             self.session.info.setdefault(_FRESH_MESSAGES, {}).setdefault(request_id, []).append(row)
         return row, True
+
+    def new_message(self, request_id: str, role: str, target: str, now: datetime) -> SlackMessageRow:
+        m = SlackMessageRow(request_id=request_id, role=role, target=target, created_at=now)
+        self.session.add(m)
+        return m
+
+    def record_post(self, message_id: int, channel: str, ts: str, now: datetime) -> tuple[str, str, str] | None:
+        if not self.loaded(SlackMessageRow, message_id):
+            # Core when nothing is loaded (the usual case: the outbox records a batch of posts
+            # without building ORM objects for them).
+            # (one prepared statement: the outbox records hundreds of posts a second)
+            rows, _ = fast.execute(self.session, _RECORD_POST_SQL, {
+                "channel": channel, "ts": ts, "at": fast.bind(self.session, SlackMessageRow.__table__.c.posted_at, now),
+                "id": message_id})
+            if not rows:
+                return None  # gone, or recorded already
+            return tuple(rows[0])
+        # an object this session holds is changed through the ORM, so it never goes stale
+        msg = self.message(message_id)
+        if msg is None or msg.ts:
+            return None
+        msg.channel, msg.ts, msg.posted_at = channel, ts, now
+        return msg.request_id, msg.role, msg.target
+
+    def message_with_request(self, message_id: int) -> tuple[SlackMessageRow, RequestRow] | None:
+        """The message and its request, in one query."""
+        row = self.session.execute(
+            select(SlackMessageRow, RequestRow)
+            .join(RequestRow, RequestRow.id == SlackMessageRow.request_id)
+            .where(SlackMessageRow.id == message_id)
+        ).first()
+        return None if row is None else (row[0], row[1])
+
+    def request_message(self, message_id: int) -> SlackMessageRow | None:
+        """The message, when its request exists."""
+        return self.session.scalars(select(SlackMessageRow)
+                                    .join(RequestRow, RequestRow.id == SlackMessageRow.request_id)
+                                    .where(SlackMessageRow.id == message_id)).first()
+
+    def render_rows(self, message_ids: list[int], executed: Collection[str]) -> tuple[
+            list[Any], dict[str, Any], dict[str, list[Any]], dict[str, list[Any]]]:
+        """A few Core queries, no ORM objects: the messages, their requests, the requests'
+        decisions and, for requests whose status is in ``executed``, their rollbacks."""
+        session = self.session
+        m, r, d = SlackMessageRow.__table__, RequestRow.__table__, DecisionRow.__table__
+        ids = message_ids
+        msgs = session.execute(select(m.c.id, m.c.role, m.c.target, m.c.channel, m.c.ts, m.c.request_id,
+                                      m.c.digest_id)
+                               .where(m.c.id.in_(ids))).all() if ids else []
+        rids = sorted({row.request_id for row in msgs})
+        reqs = {row.id: row for row in session.execute(select(r).where(r.c.id.in_(rids)))} if rids else {}
+        decisions: dict[str, list] = {}
+        if reqs:
+            for row in session.execute(select(d.c.request_id, d.c.by, d.c.decision, d.c.at, d.c.reason)
+                                       .where(d.c.request_id.in_(list(reqs))).order_by(d.c.id)):
+                decisions.setdefault(row.request_id, []).append(row)
+        done = [rid for rid, req in reqs.items() if req.status in executed]
+        rollbacks: dict[str, list] = {}
+        if done:
+            for row in session.execute(select(r.c.id, r.c.status, r.c.rollback_of)
+                                       .where(r.c.rollback_of.in_(done)).order_by(r.c.created_at)):
+                rollbacks.setdefault(row.rollback_of, []).append(row)
+        return msgs, reqs, decisions, rollbacks
 
     # digests ------------------------------------------------------------------------
     def take_claimed(self, row_ids: list[int], worker: str, now: datetime, note: str) -> int:
@@ -487,6 +599,9 @@ class Repo:
     def forget_idempotency_before(self, cutoff: datetime) -> int:
         return self.session.execute(delete(IdempotencyRow).where(IdempotencyRow.created_at < cutoff)).rowcount
 
+    def forget_seen_events_before(self, cutoff: datetime) -> int:
+        return self.session.execute(delete(SeenEventRow).where(SeenEventRow.at < cutoff)).rowcount
+
     # slack event dedupe -------------------------------------------------------------
     def first_sighting(self, event_id: str, now: datetime) -> bool:
         if self.session.get(SeenEventRow, event_id):
@@ -494,6 +609,22 @@ class Repo:
         self.session.add(SeenEventRow(event_id=event_id, at=now))
         self.session.flush()
         return True
+
+    # step-up sign-ins ---------------------------------------------------------------
+    def add_flow(self, **flow: Any) -> None:
+        flows.add_flow(self.session, **flow)
+
+    def take_flow(self, state_hash: str, now: datetime) -> tuple[flows.Flow | None, bool]:
+        return flows.take_flow(self.session, state_hash, now)
+
+    def hold_flow(self, state_hash: str, *, confirm_hash: str, approver: str, proof: dict[str, Any]) -> bool:
+        return flows.hold(self.session, state_hash, confirm_hash=confirm_hash, approver=approver, proof=proof)
+
+    def held_flow(self, confirm_hash: str) -> flows.Held | None:
+        return flows.held(self.session, confirm_hash)
+
+    def take_held_flow(self, confirm_hash: str, now: datetime) -> bool:
+        return flows.take_held(self.session, confirm_hash, now)
 
     # budgets ------------------------------------------------------------------------
     def budget_used(self, scope: str, since: datetime) -> int:

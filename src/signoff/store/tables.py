@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -44,7 +44,7 @@ BigId = BigInteger().with_variant(Integer, "sqlite")
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
 
 
 class RequestRow(Base):
@@ -93,7 +93,7 @@ class RequestRow(Base):
     # is the optimistic lock and moves with every write (a Slack post recorded, a review).
     revision: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
 
-    __mapper_args__ = {"version_id_col": version}
+    __mapper_args__: ClassVar[dict[str, Any]] = {"version_id_col": version}
 
 
 class DecisionRow(Base):
@@ -269,7 +269,11 @@ class BudgetRow(Base):
 class StepUpFlowRow(Base):
     """A sign-in at the identity provider under way for a step-up approval: the secrets
     the callback must match (single use; short-lived). The state itself is not kept, only
-    its hash; the browser that started the flow holds a cookie whose hash is kept too."""
+    its hash; the browser that started the flow holds a cookie whose hash is kept too.
+
+    When the request also asks for a typed confirmation, the callback keeps who the sign-in
+    verified (``approver``, ``proof``) here and the hash of the confirmation form's token
+    (``confirm_hash``); the form's post is taken once (``confirmed_at``)."""
 
     __tablename__ = "step_up_flows"
 
@@ -282,3 +286,7 @@ class StepUpFlowRow(Base):
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime] = mapped_column(index=True)
     used_at: Mapped[datetime | None]
+    confirm_hash: Mapped[str | None] = mapped_column(String(64), index=True, unique=True)
+    approver: Mapped[str | None] = mapped_column(String(200))
+    proof: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    confirmed_at: Mapped[datetime | None]

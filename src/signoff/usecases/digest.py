@@ -10,13 +10,12 @@ the digest message.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from signoff.slack.blocks import DIGEST_MAX
-from signoff.store.repo import Repo, digest_key
-from signoff.usecases.ports import Context
+from signoff.usecases.ports import Context, Repository
 from signoff.usecases.slack_ops import read_messages
 
 # A digest not posted after this long (its post given up on) no longer counts as owed.
@@ -41,26 +40,26 @@ class Planned:
 def owed_posts(ctx: Context, *, targets: list[str], exclude: list[int],
                claimed: list[int]) -> tuple[dict[str, int], list[dict[str, Any]]]:
     """Posts already owed to each target besides the messages ``exclude`` (a claim's), and
-    the digests among them that may still take requests (``Repo.open_digests``;
+    the digests among them that may still take requests (``Repository.open_digests``;
     ``claimed``: the digest rows of this claim, not delivered yet)."""
     since = ctx.clock() - OWED_HORIZON
     targets = sorted(set(targets))
 
-    def read(session):
-        repo = Repo(session)
+    def read(repo: Repository) -> tuple[dict[str, int], list[dict[str, Any]]]:
         return (repo.owed_posts(targets, sorted(set(exclude)), since),
                 repo.open_digests(targets, since, claimed))
 
-    return ctx.store.read(read)
+    return ctx.uow.read(read)
 
 
-def form_digests(ctx: Context, *, worker: str, planned: list[Planned], claimed: list[int] = ()) -> list[int]:
+def form_digests(ctx: Context, *, worker: str, planned: list[Planned], capacity: int,
+                 claimed: Sequence[int] = ()) -> list[int]:
     """Replace the planned rows' posts by digests (new ones, or ones not posted yet that
-    they join), all or nothing; returns the digest ids. ``DigestRace`` (nothing changed)
+    they join), all or nothing; returns the digest ids. A digest holds at most
+    ``capacity`` requests (what one Slack message can show). ``DigestRace`` (nothing changed)
     when a row is no longer ``worker``'s to deliver, or a digest to join is being posted."""
 
-    def tx(session) -> list[int]:
-        repo = Repo(session)
+    def tx(repo: Repository) -> list[int]:
         now = ctx.clock()
         ids = []
         for p in planned:
@@ -72,23 +71,23 @@ def form_digests(ctx: Context, *, worker: str, planned: list[Planned], claimed: 
                 digest_id = p.digest_id
                 if not repo.hold_digest_post(digest_id, worker, list(claimed)):
                     raise DigestRace(f"digest {digest_id} is being posted")
-                if len(repo.digest_members(digest_id)) + len(message_ids) > DIGEST_MAX:
+                if len(repo.digest_members(digest_id)) + len(message_ids) > capacity:
                     raise DigestRace(f"digest {digest_id} is full")
             else:
                 digest_id = repo.add_digest(p.kind, p.target, now)
                 repo.enqueue("slack.digest", {"digest_id": digest_id, "target": p.target}, now,
-                             dedupe_key=digest_key(digest_id))
+                             dedupe_key=f"digest:{digest_id}")  # store.repo.digest_key
             if repo.put_in_digest(digest_id, message_ids) != len(message_ids):
                 raise DigestRace("a message was posted meanwhile")
             ids.append(digest_id)
         return ids
 
-    return ctx.store.transaction(tx, attempts=3)
+    return ctx.uow.transaction(tx, attempts=3)
 
 
 def digest_context(ctx: Context, digest_id: int) -> dict[str, Any] | None:
     """The digest and, in its order, (role, render data) of each request it shows."""
-    head = ctx.store.read(lambda session: (Repo(session).digest(digest_id), Repo(session).digest_members(digest_id)))
+    head = ctx.uow.read(lambda repo: (repo.digest(digest_id), repo.digest_members(digest_id)))
     digest, members = head
     if digest is None:
         return None
@@ -102,10 +101,9 @@ def digest_context(ctx: Context, digest_id: int) -> dict[str, Any] | None:
             "request_ids": [m.request_id for m in members]}
 
 
-def record_digest_posted_in(session, now: datetime, *, digest_id: int, channel: str, ts: str) -> bool:
+def record_digest_posted_in(repo: Repository, now: datetime, *, digest_id: int, channel: str, ts: str) -> bool:
     """Slack took the digest: where it is, on the digest and its messages, and per request
     a ``slack.posted`` event naming it. False: recorded already."""
-    repo = Repo(session)
     if not repo.record_digest_post(digest_id, channel, ts, now):
         return False
     members = repo.digest_members(digest_id)

@@ -7,41 +7,28 @@ change window open). Never issues a grant for a request that is not ``approved``
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-import jwt
-
+from signoff.domain import notes
 from signoff.domain.model import ExceptionKind, Status
-from signoff.domain.windows import iso
-from signoff.policy import evaluate, facts_of
-from signoff.store.repo import Repo
-from signoff.store.tables import RequestRow
-from signoff.usecases import windows
-from signoff.usecases.common import move, raise_exception, refresh_messages, thread_note, workflow_snapshot
+from signoff.domain.notes import Note
+from signoff.policy.execute import may_execute
+from signoff.policy.windows import iso
+from signoff.usecases.common import workflow_snapshot
+from signoff.usecases.effects import Effects
 from signoff.usecases.ports import Context
 
-
-def runtime_check(ctx: Context, req: RequestRow, now: datetime) -> tuple[bool, str, datetime | None]:
-    """(allowed, reason, not_before). The current configuration is what counts at run time."""
-    config = ctx.config()
-    wf = config.workflow(req.workflow)
-    if wf is None:
-        return False, "workflow_removed", None
-    if req.executor not in wf.agents or config.agent(req.executor) is None:
-        return False, "executor_not_allowed", None
-    if req.status != Status.APPROVED:
-        return False, "not_approved", None
-    # A rule added since submission that denies this request stops it here too.
-    current = evaluate(wf, facts_of(req.action, req.risk, req.rollback_of))
-    if current.deny:
-        return False, f"denied_by_rule:{current.rule_name}", None
-    return windows.check(req, current.effective, now)
+if TYPE_CHECKING:
+    from signoff.store.tables import RequestRow
 
 
-def issue_grant(ctx: Context, repo: Repo, req: RequestRow, now: datetime) -> bool:
+def issue_grant(ctx: Context, fx: Effects, req: RequestRow) -> bool:
     """Try to issue the grant; True when issued. Refusal rejects the request by policy."""
+    repo, now = fx.repo, fx.now
     if req.status != Status.APPROVED or req.grant_token:
         return False
-    allowed, reason, not_before = runtime_check(ctx, req, now)
+    verdict = may_execute(ctx.config(), req, workflow_snapshot(req), now)
+    allowed, reason, not_before = verdict.allowed, verdict.reason, verdict.not_before
     repo.append_event(req, "policy.checked", "signoff",
                       {"allowed": allowed, "reason": reason,
                        "not_before": not_before.isoformat() if not_before else None}, now)
@@ -53,23 +40,22 @@ def issue_grant(ctx: Context, repo: Repo, req: RequestRow, now: datetime) -> boo
                 req.approval_expires_at = (req.decided_at or now) + ttl
         if req.not_before != not_before:
             repo.touch(req)  # executable_from moves
-            thread_note(repo, req, f"Approved; waiting for a change window: the grant will be issued at "
-                                   f"{iso(not_before)} ({reason}).", now)
+            fx.note(req, Note(notes.WAITING_FOR_WINDOW, data={"at": iso(not_before), "reason": reason}))
         req.not_before = not_before
         req.due_at = min(x for x in (not_before, req.approval_expires_at) if x is not None)
-        refresh_messages(repo, req, now)
+        fx.refresh(req)
         return False
     if not allowed:
         repo.add_decision(req.id, f"policy:{reason}", "reject", now)
-        move(repo, req, Status.REJECTED, actor=f"policy:{reason}", now=now, data={"reason": reason})
+        fx.move(req, Status.REJECTED, actor=f"policy:{reason}", data={"reason": reason})
         req.due_at = None
-        raise_exception(repo, req, ExceptionKind.POLICY_REFUSED, now, detail=reason)
-        refresh_messages(repo, req, now)
+        fx.raise_exception(req, ExceptionKind.POLICY_REFUSED, reason)
+        fx.refresh(req)
         return False
     wf = workflow_snapshot(req)
     ttl = wf.execution.grant_ttl
     iat = int(now.timestamp())
-    claims = {
+    claims: dict[str, Any] = {
         "iss": "signoff",
         "sub": req.executor,
         "jti": req.id,
@@ -79,8 +65,7 @@ def issue_grant(ctx: Context, repo: Repo, req: RequestRow, now: datetime) -> boo
         "action_sha256": req.action_sha256,
         "workflow": req.workflow,
     }
-    key = ctx.keys.active
-    token = jwt.encode(claims, key.private, algorithm="EdDSA", headers={"kid": key.kid})
+    token, kid = ctx.keys.sign_grant(claims)
     req.grant_token = token
     repo.touch(req)
     req.grant_claims = claims
@@ -88,11 +73,10 @@ def issue_grant(ctx: Context, repo: Repo, req: RequestRow, now: datetime) -> boo
     req.not_before = None
     # The sweep looks again when the grant runs out without an outcome.
     req.due_at = req.grant_expires_at
-    repo.append_event(req, "grant.issued", "signoff", {"claims": claims, "kid": key.kid}, now)
+    repo.append_event(req, "grant.issued", "signoff", {"claims": claims, "kid": kid}, now)
     current = ctx.config().workflow(req.workflow)
     webhook = (current.execution.webhook if current else None) or wf.execution.webhook
     if webhook:
-        repo.enqueue("webhook.execute", {"request_id": req.id, "url": webhook}, now, request_id=req.id,
-                     dedupe_key=f"webhook:{req.id}")
-    refresh_messages(repo, req, now)
+        fx.enqueue(req, "webhook.execute", {"request_id": req.id, "url": webhook}, dedupe_key=f"webhook:{req.id}")
+    fx.refresh(req)
     return True

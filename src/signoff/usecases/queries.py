@@ -1,68 +1,69 @@
 """Read-only questions people ask in Slack: what may I decide, show one, exceptions.
 
-Who is in a user group or channel is asked of the directory (a Slack call, cached) only
-between reads, never while one is open."""
+Who may decide is the rule a click meets (``domain.approval``, ``decide.deciders``); who is
+in a user group or channel is asked of the directory (a Slack call, cached) only between
+reads, never while one is open."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from signoff.config import CHANNEL_RE, GROUP_RE, Workflow
-from signoff.store.repo import Repo
-from signoff.usecases.common import agent_sponsor, sponsors_of, workflow_snapshot
-from signoff.usecases.decide import eligible_refs
-from signoff.usecases.ports import Context
+from signoff.config import Workflow
+from signoff.domain.approval import may_decide, step_sponsors
+from signoff.domain.model import Decision
+from signoff.policy.evaluate import agent_sponsor
+from signoff.usecases.common import sponsors_of, workflow_snapshot
+from signoff.usecases.decide import eligible_refs, is_among
+from signoff.usecases.ports import Context, Repository
 from signoff.usecases.slack_ops import render_data
 
 # Pending requests looked at for one user's list (the newest first).
 PENDING_SCAN = 500
 
 
-def is_among(ctx: Context, user: str, refs) -> bool:
-    """Whether ``user`` is one of ``refs`` (user ids, or members of user groups and
-    channels); users named directly are checked before the directory is asked."""
-    refs = list(dict.fromkeys(refs))
-    groups = [r for r in refs if GROUP_RE.match(r) or CHANNEL_RE.match(r)]
-    if user in set(refs) - set(groups):
-        return True
-    return any(user in ctx.directory.members(g) for g in groups)
-
-
 def pending_for(ctx: Context, user: str, limit: int = 20) -> list[dict[str, Any]]:
-    """Pending requests ``user`` may approve now: never one they already decided, nor one
-    whose agents or chain they sponsor."""
+    """Pending requests ``user`` may approve now, by the rule a click meets
+    (``domain.approval.may_decide`` with what ``decide.deciders`` reads): never one they
+    already decided, nor one whose agents or chain they sponsor. Candidates are read
+    first, the directory is asked between reads, then the survivors are read and checked
+    against their recorded sponsors and decisions."""
     config = ctx.config()
 
-    def candidates(session) -> list[tuple[str, list[str]]]:
+    def candidates(repo: Repository) -> list[tuple[str, list[str]]]:
         policies: dict[str, Workflow] = {}
         out = []
-        for req in Repo(session).requests_where(status=["pending"], limit=PENDING_SCAN):
-            if user in (req.sponsor, agent_sponsor(config, req.submitted_by), agent_sponsor(config, req.executor)):
+        for req in repo.requests_where(status=["pending"], limit=PENDING_SCAN):
+            # The sponsors known without another read (those recorded are checked below).
+            known = step_sponsors(submitter=agent_sponsor(config, req.submitted_by),
+                                  executor=agent_sponsor(config, req.executor), chain=[req.sponsor])
+            if user in known:
                 continue
             wf = policies.get(req.policy_hash) or policies.setdefault(req.policy_hash, workflow_snapshot(req))
             out.append((req.id, eligible_refs(wf, req.steps_fired)))
         return out
 
-    mine = [rid for rid, refs in ctx.store.read(candidates) if is_among(ctx, user, refs)]
+    mine = [rid for rid, refs in ctx.uow.read(candidates) if is_among(ctx, user, refs)]
     if not mine:
         return []
 
-    def render(session) -> list[dict[str, Any]]:
-        repo = Repo(session)
+    def render(repo: Repository) -> list[dict[str, Any]]:
         out = []
         for start in range(0, len(mine), limit):
             rows = [r for r in (repo.get(rid) for rid in mine[start:start + limit])
                     if r is not None and r.status == "pending"]
             sponsors = sponsors_of(repo, config, rows)
             for req in rows:
-                if user in sponsors[req.id] or user in {d.by for d in repo.decisions(req.id)}:
+                verdict = may_decide(clicker=user, decision=Decision.APPROVE, eligible={user},
+                                     sponsors=sponsors[req.id],
+                                     already_decided_by=[d.by for d in repo.decisions(req.id)])
+                if not verdict.allowed:
                     continue
                 out.append(render_data(ctx, repo, req))
                 if len(out) >= limit:
                     return out
         return out
 
-    return ctx.store.read(render)
+    return ctx.uow.read(render)
 
 
 def audience(wf: Workflow) -> list[str]:
@@ -78,8 +79,7 @@ def show(ctx: Context, request_id: str, user: str | None) -> dict[str, Any] | No
     chain. None for anyone else, exactly as for an unknown id."""
     config = ctx.config()
 
-    def read(session):
-        repo = Repo(session)
+    def read(repo: Repository) -> tuple[dict[str, Any], list[str], frozenset[str]] | None:
         req = repo.get(request_id.strip())
         if req is None:
             return None
@@ -89,7 +89,9 @@ def show(ctx: Context, request_id: str, user: str | None) -> dict[str, Any] | No
             refs += audience(current)
         return render_data(ctx, repo, req), refs, sponsors_of(repo, config, [req])[req.id]
 
-    found = ctx.store.read(read) if user else None
+    if not user:
+        return None
+    found = ctx.uow.read(read)
     if found is None:
         return None
     data, refs, sponsors = found
@@ -101,28 +103,27 @@ def exceptions_for(ctx: Context, user: str, limit: int = 20) -> list[dict[str, A
     config = ctx.config()
     workflows = [w.id for w in config.workflows if w.security_owner == user]
 
-    def read(session):
-        repo = Repo(session)
+    def read(repo: Repository) -> list[dict[str, Any]]:
         rows = repo.unreviewed_exceptions(workflows, limit=limit * 2)
         return [render_data(ctx, repo, r) for r in rows if workflow_snapshot(r).security_owner == user][:limit]
 
     if not workflows:
         # security ownership is per request snapshot too; check recent ones
         return None
-    return ctx.store.read(read)
+    return ctx.uow.read(read)
 
 
 def typed_confirmation_for(ctx: Context, request_id: str) -> dict[str, Any] | None:
     """What the confirmation modal shows, when Approve on this request asks for the target to
     be typed and it is still pending; None otherwise (a plain click decides)."""
-    from signoff.domain.rules import typed_confirmation
+    from signoff.policy.rules import typed_confirmation
 
-    def read(session):
-        req = Repo(session).get(request_id)
+    def read(repo: Repository) -> dict[str, Any] | None:
+        req = repo.get(request_id)
         if req is None or req.status != "pending":
             return None
         if not typed_confirmation(req.risk, workflow_snapshot(req).confirm):
             return None
         return {"id": req.id, "title": req.title, "risk": req.risk, "action": dict(req.action or {})}
 
-    return ctx.store.read(read)
+    return ctx.uow.read(read)

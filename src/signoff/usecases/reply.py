@@ -5,8 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from signoff.store.repo import Repo
-from signoff.usecases.ports import Context
+from signoff.usecases.ports import Context, Repository
 
 
 def record_thread_message(ctx: Context, *, event: dict[str, Any], event_id: str | None,
@@ -37,8 +36,7 @@ def record_thread_message(ctx: Context, *, event: dict[str, Any], event_id: str 
     if found_late:
         data["found_late"] = True
 
-    def tx(session) -> bool:
-        repo = Repo(session)
+    def tx(repo: Repository) -> bool:
         now = ctx.clock()
         # a digest's thread is the thread of every request it shows
         msgs = repo.messages_by_ts(channel, thread_ts)
@@ -58,7 +56,7 @@ def record_thread_message(ctx: Context, *, event: dict[str, Any], event_id: str 
                 recorded = True
         return recorded
 
-    return ctx.store.transaction(tx)
+    return ctx.uow.transaction(tx)
 
 
 def reconcile_thread(ctx: Context, *, channel: str, thread_ts: str, replies: list[dict[str, Any]]) -> int:

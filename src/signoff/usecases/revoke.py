@@ -9,13 +9,17 @@ withdrawn (never delivered nor shown again) and the request becomes ``rejected``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from signoff.domain import notes
 from signoff.domain.model import ExceptionKind, Status
-from signoff.store.repo import Repo
-from signoff.store.tables import RequestRow
-from signoff.usecases.common import move, raise_exception, refresh_messages, thread_note
+from signoff.domain.notes import Note
 from signoff.usecases.decide import deciders
-from signoff.usecases.ports import Context
+from signoff.usecases.effects import Effects, transaction
+from signoff.usecases.ports import Context, RenderReads, Repository
+
+if TYPE_CHECKING:
+    from signoff.store.tables import RequestRow
 
 POLICY_RULE = "policy:rule:"
 
@@ -27,7 +31,7 @@ class RevokeResult:
     status: str | None = None
 
 
-def auto_approved_by(repo: Repo, req: RequestRow) -> str | None:
+def auto_approved_by(repo: RenderReads, req: RequestRow) -> str | None:
     """The rule that approved ``req`` by policy, if one did."""
     for d in repo.decisions(req.id):
         if d.decision == "approve" and d.by.startswith(POLICY_RULE):
@@ -35,7 +39,7 @@ def auto_approved_by(repo: Repo, req: RequestRow) -> str | None:
     return None
 
 
-def revocable(repo: Repo, req: RequestRow) -> bool:
+def revocable(repo: RenderReads, req: RequestRow) -> bool:
     return req.status == Status.APPROVED and req.grant_delivered_at is None \
         and auto_approved_by(repo, req) is not None
 
@@ -49,22 +53,17 @@ def revoke(ctx: Context, *, request_id: str, user: str, channel: str | None = No
     # Revoking only withdraws an approval, like a rejection: the agent's sponsors may too.
     allowed = pre.eligible | {pre.workflow.owner}
 
-    def tx(session) -> RevokeResult:
-        repo = Repo(session)
-        now = ctx.clock()
+    def tx(repo: Repository, fx: Effects) -> RevokeResult:
+        now = fx.now
         req = repo.get(request_id)
         if req is None:
             return RevokeResult("unknown", "This request no longer exists.")
         rule = auto_approved_by(repo, req)
 
         def refuse(outcome: str, reason: str, *, exception: bool) -> RevokeResult:
-            repo.append_event(req, "revoke.refused", user, {"reason": reason, "status": req.status,
-                                                            "channel": channel}, now)
-            if channel:
-                repo.enqueue("slack.ephemeral", {"channel": channel, "user": user, "text": f"Not revoked: {reason}."},
-                             now, request_id=req.id)
-            if exception:
-                raise_exception(repo, req, ExceptionKind.REFUSED_CLICK, now, detail=f"{user}: {reason}")
+            fx.refuse(req, "revoke.refused", user, {"reason": reason, "status": req.status, "channel": channel},
+                      channel=channel, text=f"Not revoked: {reason}.",
+                      exception=ExceptionKind.REFUSED_CLICK if exception else None, detail=f"{user}: {reason}")
             return RevokeResult(outcome, f"Not revoked: {reason}.", req.status)
 
         if user not in allowed:
@@ -80,14 +79,13 @@ def revoke(ctx: Context, *, request_id: str, user: str, channel: str | None = No
         req.grant_token = None  # never delivered nor shown from now on
         req.due_at = None
         req.not_before = None
-        move(repo, req, Status.REJECTED, actor=user, now=now, data={"reason": "automatic approval revoked"})
-        raise_exception(repo, req, ExceptionKind.REJECTED, now,
-                        detail=f"automatic approval (rule {rule}) revoked by {user}")
-        thread_note(repo, req, f"<@{user}> revoked the automatic approval; the grant is withdrawn.", now)
-        refresh_messages(repo, req, now)
+        fx.move(req, Status.REJECTED, actor=user, data={"reason": "automatic approval revoked"})
+        fx.raise_exception(req, ExceptionKind.REJECTED, f"automatic approval (rule {rule}) revoked by {user}")
+        fx.note(req, Note(notes.REVOKED, user))
+        fx.refresh(req)
         return RevokeResult("revoked", "You revoked this automatic approval; the grant is withdrawn.", req.status)
 
-    result = ctx.store.transaction(tx)
+    result = transaction(ctx, tx)
     ctx.notify()
     return result
 

@@ -11,15 +11,20 @@ the first.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from signoff.domain import notes
 from signoff.domain.errors import DomainError
 from signoff.domain.model import ExceptionKind, Status
-from signoff.store.repo import Repo
-from signoff.store.tables import RequestRow
-from signoff.usecases.common import raise_exception, refresh_messages, thread_note
+from signoff.domain.notes import Note
+from signoff.policy.evaluate import plan
 from signoff.usecases.decide import deciders
-from signoff.usecases.ports import Context
-from signoff.usecases.submit import create_request, parse_submission, plan
+from signoff.usecases.effects import Effects, transaction
+from signoff.usecases.ports import Context, RenderReads, Repository
+from signoff.usecases.submit import create_request, parse_submission
+
+if TYPE_CHECKING:
+    from signoff.store.tables import RequestRow
 
 OFFERED_FROM = (Status.SUCCEEDED, Status.FAILED)
 DEAD = (Status.REJECTED, Status.EXPIRED, Status.CANCELLED)
@@ -32,22 +37,22 @@ class RollbackResult:
     request_id: str | None = None
 
 
-def rollback_action(req: RequestRow) -> dict | None:
+def rollback_action(req: RequestRow) -> dict[str, Any] | None:
     action = (req.rollback or {}).get("action")
     return action if isinstance(action, dict) and action else None
 
 
-def live_rollback(repo: Repo, req: RequestRow) -> RequestRow | None:
+def live_rollback(repo: RenderReads, req: RequestRow) -> RequestRow | None:
     """A rollback of ``req`` that is not dead (rejected, expired, cancelled), if any."""
     return next((r for r in repo.rollbacks_of(req.id) if r.status not in DEAD), None)
 
 
-def offers_rollback(repo: Repo, req: RequestRow) -> bool:
+def offers_rollback(repo: RenderReads, req: RequestRow) -> bool:
     """Whether the request's message shows a live "Roll back" button."""
     return req.status in OFFERED_FROM and rollback_action(req) is not None and live_rollback(repo, req) is None
 
 
-def rollback_body(req: RequestRow, user: str) -> dict:
+def rollback_body(req: RequestRow, user: str) -> dict[str, Any]:
     """The submission a "Roll back" click makes: the rollback action, whose own way back
     is the original action."""
     title = f"Roll back: {req.title}"
@@ -75,20 +80,16 @@ def request_rollback(ctx: Context, *, request_id: str, user: str, channel: str |
     allowed = (pre.eligible | {pre.workflow.owner}) - pre.sponsors
     config = ctx.config()
 
-    def tx(session) -> RollbackResult:
-        repo = Repo(session)
-        now = ctx.clock()
+    def tx(repo: Repository, fx: Effects) -> RollbackResult:
+        now = fx.now
         req = repo.get(request_id)
         if req is None:
             return RollbackResult("unknown", "This request no longer exists.")
 
         def refuse(reason: str, *, exception: bool = False, outcome: str = "refused") -> RollbackResult:
-            repo.append_event(req, "rollback.refused", user, {"reason": reason, "channel": channel}, now)
-            if channel:
-                repo.enqueue("slack.ephemeral", {"channel": channel, "user": user,
-                                                 "text": f"No rollback requested: {reason}."}, now, request_id=req.id)
-            if exception:
-                raise_exception(repo, req, ExceptionKind.REFUSED_CLICK, now, detail=f"{user}: {reason}")
+            fx.refuse(req, "rollback.refused", user, {"reason": reason, "channel": channel}, channel=channel,
+                      text=f"No rollback requested: {reason}.",
+                      exception=ExceptionKind.REFUSED_CLICK if exception else None, detail=f"{user}: {reason}")
             return RollbackResult(outcome, f"No rollback requested: {reason}.")
 
         if user not in allowed:
@@ -107,15 +108,15 @@ def request_rollback(ctx: Context, *, request_id: str, user: str, channel: str |
         try:
             sub = parse_submission(body)
             p = plan(config, req.executor, sub, now)
-            new = create_request(ctx, repo, p, body, now, origin={"requested_by": user, "via": "slack"})
+            new = create_request(ctx, fx, p, body, origin={"requested_by": user, "via": "slack"})
         except DomainError as exc:
             return refuse(f"the policy refuses it: {exc.message}")
-        thread_note(repo, req, f"<@{user}> asked to roll this back: request {new.id}.", now)
-        refresh_messages(repo, req, now)
+        fx.note(req, Note(notes.ROLLBACK_REQUESTED, user, {"request": new.id}))
+        fx.refresh(req)
         return RollbackResult("created", f"Rollback requested: {new.id}. It goes through approval like any "
                                          "request.", new.id)
 
-    result = ctx.store.transaction(tx)
+    result = transaction(ctx, tx)
     ctx.notify()
     return result
 

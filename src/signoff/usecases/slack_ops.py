@@ -2,36 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import select
-
-from signoff.domain.rules import typed_confirmation
 from signoff.domain.model import Status
-from signoff.store.repo import Repo
-from signoff.store.tables import RequestRow, SlackMessageRow
+from signoff.policy.rules import typed_confirmation
 from signoff.usecases.common import request_view, workflow_snapshot
-from signoff.usecases.ports import Context
+from signoff.usecases.ports import Context, RenderReads, Repository
+
+if TYPE_CHECKING:
+    from signoff.store.tables import DecisionRow, RequestRow, SlackMessageRow
 
 
-class _RenderRepo(Repo):
-    """A read-only Repo for one rendering: a request's decisions and rollbacks are read
-    once, however many of the view's parts ask for them."""
+class _RenderRepo:
+    """A read-only repository for one rendering: a request's decisions and rollbacks are
+    read once, however many of the view's parts ask for them."""
 
-    def __init__(self, session):
-        super().__init__(session)
-        self._decisions: dict[str, list] = {}
-        self._rollbacks: dict[str, list] = {}
+    def __init__(self, repo: Repository):
+        self._repo = repo
+        self._decisions: dict[str, list[DecisionRow]] = {}
+        self._rollbacks: dict[str, list[RequestRow]] = {}
 
-    def decisions(self, request_id: str) -> list:
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._repo, name)
+
+    def decisions(self, request_id: str) -> list[DecisionRow]:
         if request_id not in self._decisions:
-            self._decisions[request_id] = super().decisions(request_id)
+            self._decisions[request_id] = self._repo.decisions(request_id)
         return self._decisions[request_id]
 
-    def rollbacks_of(self, request_id: str) -> list:
+    def rollbacks_of(self, request_id: str) -> list[RequestRow]:
         if request_id not in self._rollbacks:
-            self._rollbacks[request_id] = super().rollbacks_of(request_id)
+            self._rollbacks[request_id] = self._repo.rollbacks_of(request_id)
         return self._rollbacks[request_id]
 
 
@@ -43,34 +46,28 @@ def _message_data(msg: SlackMessageRow) -> dict[str, Any]:
 def message_context(ctx: Context, message_id: int) -> dict[str, Any] | None:
     """Everything needed to render one Slack message of a request, as plain data."""
 
-    def read(session):
-        repo = _RenderRepo(session)
-        # the message and its request in one query
-        row = session.execute(
-            select(SlackMessageRow, RequestRow)
-            .join(RequestRow, RequestRow.id == SlackMessageRow.request_id)
-            .where(SlackMessageRow.id == message_id)
-        ).first()
+    def read(repo: Repository) -> dict[str, Any] | None:
+        row = repo.message_with_request(message_id)  # the message and its request in one query
         if row is None:
             return None
         msg, req = row
-        return {"message": _message_data(msg), "request": render_data(ctx, repo, req)}
+        return {"message": _message_data(msg), "request": render_data(ctx, _RenderRepo(repo), req)}
 
-    return ctx.store.read(read)
+    return ctx.uow.read(read)
 
 
 class _Preloaded:
-    """The Repo reads rendering asks for (decisions, rollbacks), answered from rows read
+    """The repository reads rendering asks for (decisions, rollbacks), answered from rows read
     beforehand for several requests at once."""
 
-    def __init__(self, decisions: dict[str, list], rollbacks: dict[str, list]):
+    def __init__(self, decisions: dict[str, list[DecisionRow]], rollbacks: dict[str, list[RequestRow]]):
         self._decisions = decisions
         self._rollbacks = rollbacks
 
-    def decisions(self, request_id: str) -> list:
+    def decisions(self, request_id: str) -> list[DecisionRow]:
         return self._decisions.get(request_id, [])
 
-    def rollbacks_of(self, request_id: str) -> list:
+    def rollbacks_of(self, request_id: str) -> list[RequestRow]:
         return self._rollbacks.get(request_id, [])
 
 
@@ -80,12 +77,13 @@ class ClaimRead:
     that executed, their rollbacks. A request is rendered once, however many of its
     messages ask (its evidence link signed once)."""
 
-    def __init__(self, ctx: Context, messages: dict[int, dict], requests: dict[str, Any], repo: _Preloaded):
+    def __init__(self, ctx: Context, messages: dict[int, dict[str, Any]], requests: dict[str, Any],
+                 repo: _Preloaded):
         self.ctx = ctx
         self.messages = messages  # id -> _message_data; only messages whose request exists
         self.requests = requests
         self.repo = repo
-        self._rendered: dict[str, dict] = {}
+        self._rendered: dict[str, dict[str, Any]] = {}
 
     def message(self, message_id: int) -> dict[str, Any] | None:
         return self.messages.get(message_id)
@@ -118,46 +116,27 @@ class ClaimRead:
             self.messages[message_id] = {**msg, "channel": channel, "ts": ts}
 
 
-def read_messages(ctx: Context, message_ids) -> ClaimRead:
-    from signoff.store.tables import DecisionRow
+def read_messages(ctx: Context, message_ids: Iterable[int]) -> ClaimRead:
     from signoff.usecases.submit import ROLLBACK_FROM
 
     ids = sorted(set(message_ids))
 
-    def read(session) -> ClaimRead:
-        m, r, d = SlackMessageRow.__table__, RequestRow.__table__, DecisionRow.__table__
-        msgs = session.execute(select(m.c.id, m.c.role, m.c.target, m.c.channel, m.c.ts, m.c.request_id,
-                                      m.c.digest_id)
-                               .where(m.c.id.in_(ids))).all() if ids else []
-        rids = sorted({row.request_id for row in msgs})
-        reqs = {row.id: row for row in session.execute(select(r).where(r.c.id.in_(rids)))} if rids else {}
-        decisions: dict[str, list] = {}
-        if reqs:
-            for row in session.execute(select(d.c.request_id, d.c.by, d.c.decision, d.c.at, d.c.reason)
-                                       .where(d.c.request_id.in_(list(reqs))).order_by(d.c.id)):
-                decisions.setdefault(row.request_id, []).append(row)
-        executed = [rid for rid, req in reqs.items() if req.status in ROLLBACK_FROM]
-        rollbacks: dict[str, list] = {}
-        if executed:
-            for row in session.execute(select(r.c.id, r.c.status, r.c.rollback_of)
-                                       .where(r.c.rollback_of.in_(executed)).order_by(r.c.created_at)):
-                rollbacks.setdefault(row.rollback_of, []).append(row)
+    def read(repo: Repository) -> ClaimRead:
+        msgs, reqs, decisions, rollbacks = repo.render_rows(ids, ROLLBACK_FROM)
         messages = {row.id: _message_data(row) for row in msgs if row.request_id in reqs}
         return ClaimRead(ctx, messages, reqs, _Preloaded(decisions, rollbacks))
 
-    return ctx.store.read(read)
+    return ctx.uow.read(read)
 
 
 def message_ref(ctx: Context, message_id: int) -> dict[str, Any] | None:
     """Where one Slack message is (no rendering): for thread replies and look-ups."""
 
-    def read(session):
-        msg = session.scalars(select(SlackMessageRow)
-                              .join(RequestRow, RequestRow.id == SlackMessageRow.request_id)
-                              .where(SlackMessageRow.id == message_id)).first()
+    def read(repo: Repository) -> dict[str, Any] | None:
+        msg = repo.request_message(message_id)
         return _message_data(msg) if msg is not None else None
 
-    return ctx.store.read(read)
+    return ctx.uow.read(read)
 
 
 # What a rendering shows of a request's policy snapshot, by the snapshot's hash: the
@@ -166,7 +145,7 @@ def message_ref(ctx: Context, message_id: int) -> dict[str, Any] | None:
 _POLICY_FIELDS: dict[str, tuple[dict[str, Any], int, tuple[str, ...], str | None]] = {}
 
 
-def _policy_fields(req) -> tuple[dict[str, Any], int, tuple[str, ...], str | None]:
+def _policy_fields(req: RequestRow) -> tuple[dict[str, Any], int, tuple[str, ...], str | None]:
     key = req.policy_hash
     got = _POLICY_FIELDS.get(key) if key else None
     if got is None:
@@ -180,10 +159,11 @@ def _policy_fields(req) -> tuple[dict[str, Any], int, tuple[str, ...], str | Non
     return got
 
 
-def render_data(ctx: Context, repo: Repo, req) -> dict[str, Any]:
+def render_data(ctx: Context, repo: RenderReads, req: RequestRow) -> dict[str, Any]:
     """request_view plus what a Slack rendering shows beyond the agent's view."""
     owners, required, approvers, confirm = _policy_fields(req)
-    data = request_view(repo, req, viewer=None)
+    # With no viewer, request_view reads nothing of the repository but the decisions.
+    data = request_view(cast("Repository", repo), req, viewer=None)
     data.update(
         prompt=req.prompt,
         owners=dict(owners),
@@ -203,7 +183,7 @@ def render_data(ctx: Context, repo: Repo, req) -> dict[str, Any]:
     return data
 
 
-def policy_render_data(repo: Repo, req) -> dict[str, Any]:
+def policy_render_data(repo: RenderReads, req: RequestRow) -> dict[str, Any]:
     """What runtime policy adds to a message: the rule, automatic approval (and whether it
     can still be revoked), when it could execute, and the rollback path."""
     from signoff.usecases.revoke import auto_approved_by, revocable
@@ -224,44 +204,32 @@ def policy_render_data(repo: Repo, req) -> dict[str, Any]:
 
 
 def evidence_url(ctx: Context, request_id: str) -> str:
-    from signoff.evidence.links import sign_link
-
     exp = int(ctx.clock().timestamp()) + ctx.evidence_link_seconds
-    return f"{ctx.public_url}/evidence/{request_id}?{sign_link(ctx.keys.active, request_id, exp)}"
+    return f"{ctx.public_url}/evidence/{request_id}?{ctx.keys.sign_link(request_id, exp)}"
 
 
 def record_posted(ctx: Context, *, message_id: int, channel: str, ts: str) -> None:
     """Slack accepted a post: keep where it is so later updates find it."""
-    ctx.store.transaction(lambda session: record_posted_in(session, ctx.clock(), message_id=message_id,
+    ctx.uow.transaction(lambda repo: record_posted_in(repo, ctx.clock(), message_id=message_id,
                                                            channel=channel, ts=ts))
 
 
-def record_posted_in(session, now: datetime, *, message_id: int, channel: str, ts: str) -> bool:
+def record_posted_in(repo: Repository, now: datetime, *, message_id: int, channel: str, ts: str) -> bool:
     """``record_posted`` inside a transaction the caller owns (the outbox records several
     posts in the transaction that finishes their rows). False: already recorded."""
-    repo = Repo(session)
-    if not repo.loaded(SlackMessageRow, message_id):
-        # Core when nothing is loaded (the usual case: the outbox records a batch of posts
-        # without building ORM objects for them).
-        row = repo.record_post(message_id, channel, ts, now)
-        if row is None:
-            return False  # gone, or recorded already
-        request_id, role, target = row
-    else:  # an object this session holds is changed through the ORM, so it never goes stale
-        msg = repo.message(message_id)
-        if msg is None or msg.ts:
-            return False
-        msg.channel, msg.ts, msg.posted_at = channel, ts, now
-        role, target, request_id = msg.role, msg.target, msg.request_id
+    where = repo.record_post(message_id, channel, ts, now)
+    if where is None:
+        return False  # gone, or recorded already
+    request_id, role, target = where
     repo.append_event_by_id(request_id, "slack.posted", "signoff",
                             {"role": role, "target": target, "channel": channel, "ts": ts}, now)
     return True
 
 
-def record_comment_posted_in(session, now: datetime, *, request_id: str, comment_id: str, channel: str,
+def record_comment_posted_in(repo: Repository, now: datetime, *, request_id: str, comment_id: str, channel: str,
                              thread_ts: str, ts: str) -> None:
     """An agent's comment is in Slack: where, as evidence (the agent's view does not change)."""
-    Repo(session).append_event_by_id(request_id, "slack.posted", "signoff",
+    repo.append_event_by_id(request_id, "slack.posted", "signoff",
                                      {"role": "comment", "comment_id": comment_id, "channel": channel,
                                       "thread_ts": thread_ts, "ts": ts}, now)
 

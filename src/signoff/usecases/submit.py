@@ -1,8 +1,8 @@
 """submit: an agent proposes an action.
 
-The policy part (``plan``) is pure and shared with ``signoff policy explain`` and the
-Slack "Roll back" button; ``create_request`` records a planned request inside the
-caller's transaction.
+The policy decides (``policy.evaluate.plan``, pure and shared with ``signoff policy
+explain`` and the Slack "Roll back" button); ``create_request`` records a planned request
+inside the caller's transaction.
 """
 
 from __future__ import annotations
@@ -10,13 +10,12 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from signoff.config import Config, Workflow
-from signoff.domain import windows as win
+from signoff.config import Config
 from signoff.domain.approval import step_sponsors
 from signoff.domain.budget import scope_key
 from signoff.domain.canonical import canonical_json, sha256_hex
@@ -24,13 +23,16 @@ from signoff.domain.chain import GENESIS
 from signoff.domain.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from signoff.domain.ladder import Ladder, next_due
 from signoff.domain.model import Status
-from signoff.policy import Evaluation, evaluate, execution_check, facts_of, schedule_of
+from signoff.policy import windows as win
+from signoff.policy.evaluate import Plan, check_approvable, plan, schedule_of
 from signoff.schemas import Submission
-from signoff.store.repo import Repo
-from signoff.store.tables import RequestRow
-from signoff.usecases.common import agent_sponsor, approvable, move, request_view, sponsors_of
+from signoff.usecases.common import request_view, sponsors_of
+from signoff.usecases.effects import Effects, transaction
 from signoff.usecases.grant import issue_grant
-from signoff.usecases.ports import Context
+from signoff.usecases.ports import Context, Repository
+
+if TYPE_CHECKING:
+    from signoff.store.tables import RequestRow
 
 IDEMPOTENCY_KEEP = timedelta(hours=48)
 # Prefix of the idempotency row a signed submission leaves under its own name. The tab
@@ -50,31 +52,6 @@ class Submitted:
     created: bool
 
 
-@dataclass(frozen=True)
-class Plan:
-    """A submission the policy accepts, and what the policy says about it."""
-
-    sub: Submission
-    agent_id: str
-    executor: str
-    sponsor: str  # the submitting agent's sponsor (a chain may replace it)
-    sponsors: frozenset[str]  # who may not approve it: the submitter's and executor's sponsors (a chain adds)
-    evaluation: Evaluation
-    verdict: win.Verdict  # may it execute at the moment of planning; if not, from when
-
-    @property
-    def workflow(self) -> Workflow:
-        return self.evaluation.workflow
-
-    @property
-    def effective(self) -> Workflow:
-        return self.evaluation.effective
-
-
-def ladder_of(wf: Workflow) -> Ladder:
-    return Ladder(tuple(s.after for s in wf.escalation), wf.timeout, wf.repeat)
-
-
 def parse_submission(body: Any) -> Submission:
     """The body as a Submission; Invalid (422) naming every bad field otherwise."""
     try:
@@ -83,57 +60,6 @@ def parse_submission(body: Any) -> Submission:
         fields = sorted({".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()})
         details = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
         raise Invalid(f"invalid submission: {details}", fields=fields) from None
-
-
-def check_permission(config: Config, agent_id: str, sub: Submission) -> Workflow:
-    """404 for an unknown workflow, 403 for an agent or executor outside it."""
-    wf = config.workflow(sub.workflow)
-    if wf is None:
-        raise NotFound(f"unknown workflow {sub.workflow!r}")
-    if agent_id not in wf.agents or config.agent(agent_id) is None:
-        raise Forbidden(f"agent {agent_id!r} may not submit to workflow {wf.id!r}")
-    executor = sub.executor or agent_id
-    if executor not in wf.agents or config.agent(executor) is None:
-        raise Forbidden(f"executor {executor!r} is not one of workflow {wf.id!r}'s agents")
-    return wf
-
-
-def check_rollback(ev: Evaluation, sub: Submission) -> None:
-    if ev.rollback_required and not sub.has_rollback_plan():
-        why = f"rule {ev.rule_name!r} requires" if ev.rule and ev.rule.require_rollback is not None \
-            else f"a {sub.risk}-risk request needs"
-        raise Invalid(f"{why} a rollback plan (rollback.description or rollback.action)", fields=["rollback"])
-
-
-def plan(config: Config, agent_id: str, sub: Submission, now: datetime) -> Plan:
-    """Apply the workflow's policy to a submission, in the documented order: unknown
-    workflow (404), agent or executor not allowed (403), a deny rule (403), a missing
-    rollback plan (422), no moment it could ever execute (403), nobody who could ever
-    approve it once its agents' sponsors are set aside (403)."""
-    wf = check_permission(config, agent_id, sub)
-    ev = evaluate(wf, facts_of(sub.action_json(), sub.risk, sub.rollback_of))
-    if ev.deny:
-        raise Forbidden(f"refused by rule {ev.rule_name!r}: {ev.deny}")
-    check_rollback(ev, sub)
-    verdict = execution_check([schedule_of(ev.effective)], now)
-    if not verdict.allowed and verdict.not_before is None:
-        raise Forbidden(f"this request could never execute: {verdict.reason}, and no change window opens "
-                        "outside the freezes within a year")
-    executor = sub.executor or agent_id
-    sponsors = step_sponsors(submitter=agent_sponsor(config, agent_id), executor=agent_sponsor(config, executor))
-    check_approvable(ev, sponsors)
-    return Plan(sub=sub, agent_id=agent_id, executor=executor, sponsor=config.agent(agent_id).sponsor,
-                sponsors=sponsors, evaluation=ev, verdict=verdict)
-
-
-def check_approvable(ev: Evaluation, sponsors: frozenset[str]) -> None:
-    """403 when people could never reach the quorum with ``sponsors`` set aside (a rule
-    that may approve it by policy is left to do so; beyond its budget it expires unapproved)."""
-    if ev.auto_approve is not None:
-        return
-    verdict = approvable(ev.effective, sponsors)
-    if not verdict.allowed:
-        raise Forbidden(f"this request could never be approved: {verdict.reason}")
 
 
 def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key: str | None = None,
@@ -152,7 +78,7 @@ def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key
     keys = ([(SIGNED_KEY + signed, signed)] if signed else []) + \
         ([(idempotency_key, body_hash)] if idempotency_key else [])
 
-    def replay(repo: Repo) -> dict[str, Any] | None:
+    def replay(repo: Repository) -> dict[str, Any] | None:
         for key, expected in keys:
             found = _replay(repo, agent_id, key, expected)
             if found is not None:
@@ -162,7 +88,7 @@ def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key
     # A client's retry is common: answer it before planning. A replayed signature is rare;
     # the transaction's own look-up catches it (one read fewer per submission).
     if idempotency_key:
-        found = ctx.store.read(lambda s: replay(Repo(s)))
+        found = ctx.uow.read(lambda repo: replay(repo))
         if found is not None:
             return Submitted(found, created=False)
 
@@ -171,24 +97,23 @@ def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key
     except DomainError:
         # The policy refuses it now (the workflow changed since?): a replay still answers
         # the request it made then, as a retry with a key would.
-        found = ctx.store.read(lambda s: replay(Repo(s))) if keys else None
+        found = ctx.uow.read(lambda repo: replay(repo)) if keys else None
         if found is None:
             raise
         return Submitted(found, created=False)
 
-    def tx(session) -> Submitted:
-        repo = Repo(session)
-        now = ctx.clock()
+    def tx(repo: Repository, fx: Effects) -> Submitted:
+        now = fx.now
         if keys:
             found = replay(repo)
             if found is not None:
                 return Submitted(found, created=False)
         # The moment of record is the transaction's: look at the windows again then.
-        p = replace(planned, verdict=execution_check([schedule_of(planned.effective)], now))
-        req = create_request(ctx, repo, p, body, now)
+        p = replace(planned, verdict=win.check([schedule_of(planned.effective)], now))
+        req = create_request(ctx, fx, p, body)
         for key, expected in keys:
             repo.remember_idempotency(agent_id, key, expected, req.id, now)
-        session.flush()
+        repo.flush()
         # Decided by nobody yet unless the policy approved it: no need to ask the database.
         decided = req.status != Status.PENDING.value
         # A new request has no thread yet either.
@@ -196,16 +121,17 @@ def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key
                          created=True)
 
     # Group commit: concurrent submissions share one commit (each its own savepoint).
-    result = ctx.store.transaction(tx, batch=True)
+    result = transaction(ctx, tx, batch=True)
     if result.created:
         ctx.notify()
     return result
 
 
-def create_request(ctx: Context, repo: Repo, p: Plan, body: dict[str, Any], now: datetime,
+def create_request(ctx: Context, fx: Effects, p: Plan, body: dict[str, Any],
                    *, origin: dict[str, Any] | None = None) -> RequestRow:
     """Record a planned request in the caller's transaction: links (chain, rollback), the
     effective policy snapshot, automatic approval within budget, the Slack post."""
+    repo, now = fx.repo, fx.now
     sub, wf, eff = p.sub, p.workflow, p.effective
     agent_id = p.agent_id
     sponsor, sponsors = p.sponsor, p.sponsors
@@ -228,7 +154,7 @@ def create_request(ctx: Context, repo: Repo, p: Plan, body: dict[str, Any], now:
     action = body["action"]
     not_before = None if p.verdict.allowed else p.verdict.not_before
     snapshot, snapshot_hash, workflow_hash = _policy_snapshot(p)
-    req = RequestRow(
+    req = repo.new_request(
         id=str(uuid.uuid4()),
         workflow=wf.id,
         title=sub.title,
@@ -255,7 +181,7 @@ def create_request(ctx: Context, repo: Repo, p: Plan, body: dict[str, Any], now:
         event_count=0,
         head_hash=GENESIS,
     )
-    req.due_at = next_due(now, req.deadline, ladder_of(eff), 0)
+    req.due_at = next_due(now, req.deadline, Ladder.of(eff), 0)
     repo.insert_request(req, ("request.submitted", agent_id, {
         "workflow": wf.id, "title": sub.title, "action": action, "action_sha256": req.action_sha256,
         "risk": sub.risk, "justification": sub.justification, "prompt": sub.prompt,
@@ -275,19 +201,24 @@ def create_request(ctx: Context, repo: Repo, p: Plan, body: dict[str, Any], now:
         # from one click are serialised).
         repo.append_event(original, "rollback.linked", agent_id, {"rollback_request": req.id, **(origin or {})},
                           now)
+    fx.fresh(req)
     if p.evaluation.auto_approve is not None:
-        _auto_approve(ctx, repo, req, p, now)
-    msg, _ = repo.add_message(req.id, "request", eff.channel or eff.owner, now, fresh=True)
-    repo.enqueue("slack.post", {"message_id": msg.id}, now, request_id=req.id)
+        _auto_approve(ctx, fx, req, p)
+    msg, _ = fx.message(req, "request", eff.channel or eff.owner)
+    fx.enqueue(req, "slack.post", {}, msg)
+    # Written before the ledger's turn is taken, which is held until commit.
+    fx.flush()
     # Last: on PostgreSQL this queues for the ledger head until the transaction commits.
     repo.ledger_append(req.id, now)
     return req
 
 
-def _auto_approve(ctx: Context, repo: Repo, req: RequestRow, p: Plan, now: datetime) -> None:
+def _auto_approve(ctx: Context, fx: Effects, req: RequestRow, p: Plan) -> None:
     """Within the rule's budget: approved by policy and the grant issued; beyond it the
     request goes to people as usual. Either way the budget decision is evidence."""
+    repo, now = fx.repo, fx.now
     rule, auto = p.evaluation.rule, p.evaluation.auto_approve
+    assert rule is not None and auto is not None, "an automatic approval is a rule's (policy.evaluate)"
     budget = auto.budget
     key = scope_key(p.workflow.id, rule.name, auto.scope, p.sub.action.target)
     repo.lock_scope(key)  # concurrent submissions count one at a time
@@ -301,9 +232,9 @@ def _auto_approve(ctx: Context, repo: Repo, req: RequestRow, p: Plan, now: datet
     repo.spend_budget(key, req.id, now)
     repo.add_decision(req.id, by, "approve", now)
     repo.append_event(req, "decision.recorded", by, {"decision": "approve", **data, "used": used + 1}, now)
-    move(repo, req, Status.APPROVED, actor=by, now=now, data={"rule": rule.name})
+    fx.move(req, Status.APPROVED, actor=by, data={"rule": rule.name})
     req.due_at = None
-    issue_grant(ctx, repo, req, now)
+    issue_grant(ctx, fx, req)
 
 
 def _policy_snapshot(p: Plan) -> tuple[dict[str, Any], str, str]:
@@ -315,7 +246,7 @@ def _policy_snapshot(p: Plan) -> tuple[dict[str, Any], str, str]:
     return p.effective.snapshot(), p.effective.policy_hash(), p.workflow.policy_hash()
 
 
-def _replay(repo: Repo, agent_id: str, key: str, body_hash: str) -> dict[str, Any] | None:
+def _replay(repo: Repository, agent_id: str, key: str, body_hash: str) -> dict[str, Any] | None:
     row = repo.idempotency(agent_id, key)
     if row is None:
         return None
@@ -325,7 +256,7 @@ def _replay(repo: Repo, agent_id: str, key: str, body_hash: str) -> dict[str, An
     return request_view(repo, req, viewer=agent_id) if req else None
 
 
-def joinable_parent(repo: Repo, agent_id: str, parent_id: str) -> RequestRow:
+def joinable_parent(repo: Repository, agent_id: str, parent_id: str) -> RequestRow:
     """The request a new step continues (``parent_id``). An agent joins a chain only
     through a request it submitted or executes and that is not cancelled, rejected or
     expired: 404 for an unknown id, 403 (naming ``parent_id``) otherwise."""
@@ -341,7 +272,7 @@ def joinable_parent(repo: Repo, agent_id: str, parent_id: str) -> RequestRow:
     return parent
 
 
-def chain_steps(repo: Repo, req: RequestRow) -> list[RequestRow]:
+def chain_steps(repo: Repository, req: RequestRow) -> list[RequestRow]:
     """Every step of the chain ``req`` belongs to: its ancestors up to the root, and
     everything that continues from the root."""
     seen: set[str] = set()
@@ -353,7 +284,7 @@ def chain_steps(repo: Repo, req: RequestRow) -> list[RequestRow]:
             break
         node = parent
     steps: list[RequestRow] = []
-    todo, visited = [node], set()
+    todo, visited = [node], set[str]()
     while todo and len(visited) < CHAIN_SCAN:
         step = todo.pop()
         if step.id in visited:
@@ -364,7 +295,7 @@ def chain_steps(repo: Repo, req: RequestRow) -> list[RequestRow]:
     return steps
 
 
-def chain_sponsors(config: Config, repo: Repo, req: RequestRow) -> frozenset[str]:
+def chain_sponsors(config: Config, repo: Repository, req: RequestRow) -> frozenset[str]:
     """Every sponsor already on the chain ``req`` belongs to: each step's chain sponsor,
     the sponsors it set aside when submitted, and its agents' sponsors now."""
     return frozenset().union(*sponsors_of(repo, config, chain_steps(repo, req)).values())

@@ -10,7 +10,9 @@ target_metadata = Base.metadata
 
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
-    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+    # compare_*: what autogenerate checks for a new revision, as tests/integration/test_migrations.py does
+    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
+                      compare_type=True, compare_server_default=True)
     with context.begin_transaction():
         context.run_migrations()
 

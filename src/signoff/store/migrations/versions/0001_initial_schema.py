@@ -1,12 +1,12 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 """
-from alembic import op
 import sqlalchemy as sa
-import signoff.store.tables
+from alembic import op
 
+import signoff.store.tables
 
 revision = '0001'
 down_revision = None

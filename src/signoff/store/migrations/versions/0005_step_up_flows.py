@@ -3,10 +3,10 @@
 Revision ID: 0005
 Revises: 0004
 """
-from alembic import op
 import sqlalchemy as sa
-import signoff.store.tables
+from alembic import op
 
+import signoff.store.tables
 
 revision = '0005'
 down_revision = '0004'

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 from signoff.durations import parse_duration_or_zero
 from signoff.outbox.dispatcher import Claim, Job
-from signoff.outbox.pacing import POST, Pacer
 from signoff.slack.blocks import DIGEST_MAX
+from signoff.slack.pacing import POST, Pacer
 from signoff.usecases.digest import DigestRace, Planned, form_digests, owed_posts
 from signoff.usecases.ports import Context
 from signoff.usecases.slack_ops import ClaimRead
@@ -145,7 +145,7 @@ class DigestPlanner:
             return set()
         try:
             digest_ids = form_digests(self.ctx, worker=claim.worker_id, planned=[p for p, _c in planned],
-                                      claimed=claimed_digests)
+                                      capacity=DIGEST_MAX, claimed=claimed_digests)
         except DigestRace as exc:
             log.info("digest not formed (%s): the requests are posted one by one", exc)
             return set()

@@ -35,16 +35,23 @@ class Facts:
 
 
 class Match(Protocol):
-    action_type: str | list[str] | None
-    target: str | list[str] | None
-    environment: str | list[str] | None
-    risk: list[str] | None
-    rollback: bool | None
+    @property
+    def action_type(self) -> str | Sequence[str] | None: ...
+    @property
+    def target(self) -> str | Sequence[str] | None: ...
+    @property
+    def environment(self) -> str | Sequence[str] | None: ...
+    @property
+    def risk(self) -> Sequence[str] | None: ...
+    @property
+    def rollback(self) -> bool | None: ...
 
 
 class RuleLike(Protocol):
-    name: str
-    match: Match | None
+    @property
+    def name(self) -> str: ...
+    @property
+    def match(self) -> Match | None: ...
 
 
 def _as_list(value: str | Sequence[str] | None) -> list[str] | None:
@@ -213,6 +220,12 @@ def typed_confirmation(risk: str, configured: str | None) -> bool:
     if configured is not None:
         return configured == "typed"
     return risk == "critical"
+
+
+def confirmation_text(action: Mapping[str, Any] | None) -> str:
+    """What a typed confirmation must be, exactly: the action's target (the Slack modal
+    and the step-up form ask for it; decide records an approval only on this text)."""
+    return str((action or {}).get("target") or "")
 
 
 def may_auto_approve(risk: str) -> bool:

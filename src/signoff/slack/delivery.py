@@ -9,11 +9,14 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from signoff.outbox.digest import DigestPlanner
+from signoff.domain.identifiers import USER_RE
 from signoff.outbox.dispatcher import Claim, Defer, GiveUp, Job, Record, Retry
-from signoff.outbox.pacing import Pacer
-from signoff.slack import blocks
+from signoff.slack import blocks, notes
+from signoff.slack.card import RequestCard
+from signoff.slack.digest import DigestPlanner
+from signoff.slack.pacing import Pacer
 from signoff.usecases.digest import digest_context, record_digest_posted_in
+from signoff.usecases.escalate import expand_group
 from signoff.usecases.ports import Context
 from signoff.usecases.reply import reconcile_thread
 from signoff.usecases.slack_ops import (
@@ -24,7 +27,6 @@ from signoff.usecases.slack_ops import (
     record_comment_posted_in,
     record_posted_in,
 )
-from signoff.usecases.sweep import expand_group
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ PERMANENT = {"channel_not_found", "not_in_channel", "is_archived", "invalid_auth
              "cannot_dm_bot", "user_disabled"}
 
 
-def _call(fn, **kwargs) -> Any:
+def call_slack(fn, **kwargs) -> Any:
     """Call the Web API; turn failures into Retry (transient), GiveUp (permanent) or, for a
     429, ``RateLimited`` (no attempt counted: waiting out a limit is not a failure)."""
     try:
@@ -83,11 +85,18 @@ READS = frozenset({"slack.post", "slack.update", "slack.thread", "slack.comment"
 
 
 def render(ctx_data: dict[str, Any]) -> tuple[str, list[dict]]:
+    """Text and blocks of one message, from ``message_context`` (its message and request)."""
     role = ctx_data["message"]["role"]
-    r = ctx_data["request"]
+    card = RequestCard.from_view(ctx_data["request"])
     if role == "exception":
-        return blocks.exception_message(r)
-    return blocks.request_message(r, role=role)
+        return blocks.exception_message(card)
+    return blocks.request_message(card, role=role)
+
+
+def render_digest(data: dict[str, Any]) -> tuple[str, list[dict]]:
+    """Text and blocks of one digest message, from ``digest_context``."""
+    items = [(role, RequestCard.from_view(request)) for role, request in data["items"]]
+    return blocks.digest_message(data["digest"]["kind"], items)
 
 
 class SlackDelivery:
@@ -99,7 +108,7 @@ class SlackDelivery:
 
     def plan(self, claim: Claim) -> set[int]:
         """The dispatcher's planning hook: posts owed to one place beyond what pacing lets
-        through within ``digest_after`` are taken over into digests (``outbox.digest``).
+        through within ``digest_after`` are taken over into digests (``slack.digest``).
         Without pacing there is no such limit, and no digest."""
         return self._planner(claim) if self._planner is not None else set()
 
@@ -113,7 +122,7 @@ class SlackDelivery:
             if wait > 0:
                 raise Defer(f"paced: {method}" + (f" in {channel}" if channel else ""), after=wait)
         try:
-            return _call(getattr(self.client, method.replace(".", "_")), **kwargs)
+            return call_slack(getattr(self.client, method.replace(".", "_")), **kwargs)
         except RateLimited as limited:
             if self.pacer is not None:
                 self.pacer.pause(method, channel, limited.after)
@@ -197,7 +206,7 @@ class SlackDelivery:
         ``target`` whose metadata carries ``key`` = ``value``."""
         channel = target
         try:
-            if target.startswith(("U", "W")):
+            if USER_RE.match(target):
                 channel = self.client.conversations_open(users=target)["channel"]["id"]
             history = self.client.conversations_history(channel=channel, limit=100, include_all_metadata=True)
         except (SlackApiError, SlackClientError, OSError, KeyError, TypeError):
@@ -229,7 +238,7 @@ class SlackDelivery:
             raise GiveUp("message or request no longer exists")
         if not msg["ts"]:
             raise Defer("parent message not posted yet")
-        text = job.payload["text"]
+        text = notes.thread_text(job.payload)
         if msg.get("digest_id"):
             # the digest's thread holds the notes of all its requests: say which one
             data = self._context(job)
@@ -255,7 +264,7 @@ class SlackDelivery:
             found = self._find_posted(d["target"], "digest_id", str(digest_id))
             if found:
                 return self._digest_posted(digest_id, *found)
-        text, blks = blocks.digest_message(d["kind"], data["items"])
+        text, blks = render_digest(data)
         metadata = {"event_type": METADATA_TYPE, "event_payload": {"digest_id": str(digest_id)}}
         priority = PRIORITY["exception"] if d["kind"] == "exception" else PRIORITY["request"]
         resp = self._slack("chat.postMessage", priority=priority, channel=d["target"], text=text, blocks=blks,
@@ -293,7 +302,7 @@ class SlackDelivery:
         d = data["digest"]
         if not d["ts"]:
             raise Defer("digest not posted yet", after=0.5)
-        text, blks = blocks.digest_message(d["kind"], data["items"])
+        text, blks = render_digest(data)
         self._slack("chat.update", channel=d["channel"], ts=d["ts"], text=text, blocks=blks)
 
     def comment(self, job: Job) -> Record | None:

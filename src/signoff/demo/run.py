@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -20,73 +19,14 @@ from urllib.parse import urlencode
 import httpx
 import jwt
 
-from signoff.standin import LoopbackHTTP
-
-DEMO_YAML = """\
-agents:
-  - id: deploy-bot
-    sponsor: U0SPONSOR
-    secret_env: SIGNOFF_DEMO_AGENT_SECRET
-    signature: v2                # v1 signatures from this agent are refused
-workflows:
-  - id: prod-restart
-    description: Restart production services
-    owner: U0OWNER
-    platform_owner: U0PLAT
-    security_owner: U0SEC
-    security_channel: C0SEC
-    channel: C0APPROVALS
-    approvers: [U0OWNER, U0SPONSOR]
-    required_approvals: 1
-    agents: [deploy-bot]
-    timeout: 30m
-    escalation:
-      - after: 10m
-        to: [U0PLAT]
-    execution:
-      webhook: {webhook}
-      grant_ttl: 10m
-"""
-
-AGENT_SECRET = "demo-agent-secret"
-SIGNING_SECRET = "demo-slack-signing-secret"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from signoff.demo import samples
+from signoff.demo.loopback import Executor, free_port
+from signoff.domain.agent_signature import sign_v2
 
 
 def _agent_signature(ts: str, method: str, target: str | bytes, body: bytes) -> str:
     """The agent's v2 signature: it binds the method and the request target too."""
-    from signoff.domain.agent_signature import sign_v2
-
-    return sign_v2(AGENT_SECRET.encode(), ts, method, target, body)
-
-
-class _Executor(LoopbackHTTP):
-    """A stand-in executor: receives the signed webhook, checks signature and grant."""
-
-    def __init__(self):
-        self.received: list[dict] = []
-        self.event = threading.Event()
-        super().__init__()
-        self.url += "/execute"
-
-    def answer(self, method: str, target: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
-        from signoff.domain.agent_signature import MalformedSignature, matches, parse_header
-
-        h = {k.lower(): v for k, v in headers.items()}
-        ts = h.get("x-signoff-timestamp", "")
-        try:  # signoff signs its webhooks v1 and v2: check v2, over this method and target
-            given = parse_header(h.get("x-signoff-signature", "")).get("v2", "")
-        except MalformedSignature:
-            given = ""
-        ok = bool(given) and matches(_agent_signature(ts, method, target, body), given)
-        self.received.append({"body": json.loads(body), "signature_ok": ok, "agent": h.get("x-signoff-agent")})
-        self.event.set()
-        return (200 if ok else 401), b""
+    return sign_v2(samples.AGENT_SECRET.encode(), ts, method, target, body)
 
 
 def _say(step: str, text: str = "") -> None:
@@ -109,33 +49,32 @@ def run_demo(verbose: bool = False) -> int:
     import logging
 
     import uvicorn
+    from slack_sdk.signature import SignatureVerifier
 
     from signoff.bootstrap import build
     from signoff.config import parse_config
+    from signoff.demo.slack_standin import SlackStandIn
     from signoff.evidence.export import build_bundle, verify_bundle
     from signoff.evidence.verify import verify_store
     from signoff.server import build_service
     from signoff.settings import Settings
-    from slack_sdk.signature import SignatureVerifier
 
-    from signoff.standin import SlackStandIn
-
-    slack_signer = SignatureVerifier(SIGNING_SECRET)
+    slack_signer = SignatureVerifier(samples.SIGNING_SECRET)
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     tmp = tempfile.mkdtemp(prefix="signoff-demo-")
-    os.environ["SIGNOFF_DEMO_AGENT_SECRET"] = AGENT_SECRET
-    executor = _Executor()
+    os.environ[samples.AGENT_SECRET_ENV] = samples.AGENT_SECRET
+    executor = Executor(samples.AGENT_SECRET)
     slack = SlackStandIn()
     server = None
     service = None
     try:
-        port = _free_port()
+        port = free_port()
         base = f"http://127.0.0.1:{port}"
-        settings = Settings(SLACK_BOT_TOKEN="xoxb-demo", SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        settings = Settings(SLACK_BOT_TOKEN="xoxb-demo", SLACK_SIGNING_SECRET=samples.SIGNING_SECRET,
                             SIGNOFF_SLACK_API_URL=slack.url, SIGNOFF_DATABASE_URL=f"sqlite:///{tmp}/demo.db",
                             SIGNOFF_SWEEP_INTERVAL=0.2, SIGNOFF_PUBLIC_URL=base)
-        config = parse_config(DEMO_YAML.format(webhook=executor.url), "demo.yaml")
+        config = parse_config(samples.workflow_yaml(executor.url), "demo.yaml")
         runtime = build(settings, config=config)
         service = build_service(runtime)
         server = uvicorn.Server(uvicorn.Config(service.app, host="127.0.0.1", port=port, log_level="warning"))
@@ -148,7 +87,7 @@ def run_demo(verbose: bool = False) -> int:
         def agent(method: str, path: str, body: dict | None = None) -> httpx.Response:
             raw = json.dumps(body).encode() if body is not None else b""
             ts = str(int(time.time()))
-            headers = {"X-Signoff-Agent": "deploy-bot", "X-Signoff-Timestamp": ts,
+            headers = {"X-Signoff-Agent": samples.AGENT, "X-Signoff-Timestamp": ts,
                        "X-Signoff-Signature": _agent_signature(ts, method, httpx.URL(path).raw_path, raw),
                        "Content-Type": "application/json"}
             return http.request(method, path, content=raw, headers=headers)
@@ -163,40 +102,33 @@ def run_demo(verbose: bool = False) -> int:
                                     "value": request_id, "action_ts": str(time.time())}]}
             raw = urlencode({"payload": json.dumps(payload)}).encode()
             st = str(int(time.time()))
-            headers = {"X-Slack-Request-Timestamp": st, "X-Slack-Signature": slack_signer.generate_signature(timestamp=st, body=raw),
+            headers = {"X-Slack-Request-Timestamp": st,
+                       "X-Slack-Signature": slack_signer.generate_signature(timestamp=st, body=raw),
                        "Content-Type": "application/x-www-form-urlencoded"}
             return http.post("/slack/events", content=raw, headers=headers)
 
-        body = {
-            "workflow": "prod-restart",
-            "title": "Restart checkout-api in prod-eu",
-            "action": {"type": "service.restart", "target": "checkout-api", "environment": "production",
-                       "parameters": {"graceful": True}},
-            "justification": "p99 latency doubled after the 14:02 deploy",
-            "prompt": "Checkout is slow since the last deploy. Find out why and fix it. <!channel>",
-            "risk": "high",
-            "rollback": {"description": "no rollback needed: restart is idempotent"},
-        }
+        body = samples.demo_submission()
         resp = agent("POST", "/v1/actions", body)
         req = resp.json()
         _say("1. agent deploy-bot submits over the signed webhook",
              f"POST /v1/actions → {resp.status_code}; id {req['id']}, status {req['status']}, "
              f"action_sha256 {req['action_sha256'][:16]}…, sponsor {req['sponsor']}")
 
-        post = _wait(lambda: [c for c in slack.calls_to("chat.postMessage") if c.params.get("channel") == "C0APPROVALS"],
+        post = _wait(lambda: [c for c in slack.calls_to("chat.postMessage")
+                              if c.params.get("channel") == samples.CHANNEL],
                      what="the Slack post")[0]
-        root = slack.messages("C0APPROVALS")[0]
+        root = slack.messages(samples.CHANNEL)[0]
         buttons = [e["action_id"] for b in post.params["blocks"] if b.get("type") == "actions" for e in b["elements"]]
         _say("2. the owner sees it in #C0APPROVALS",
              f"chat.postMessage → channel C0APPROVALS, ts {root['ts']}, buttons {buttons}\n"
              f"   text: {post.params.get('text')}")
 
-        resp = click("U0SPONSOR", "signoff.approve", req["id"], "C0APPROVALS", root["ts"])
+        resp = click(samples.SPONSOR, "signoff.approve", req["id"], samples.CHANNEL, root["ts"])
         eph = _wait(lambda: slack.calls_to("chat.postEphemeral"), what="the ephemeral refusal")[0]
         _say("3. the agent's sponsor clicks Approve — refused (separation of duties)",
              f"/slack/events → {resp.status_code}; ephemeral to {eph.params['user']}: {eph.params['text']}")
 
-        resp = click("U0OWNER", "signoff.approve", req["id"], "C0APPROVALS", root["ts"])
+        resp = click(samples.OWNER, "signoff.approve", req["id"], samples.CHANNEL, root["ts"])
         _say("4. the owner clicks Approve", f"/slack/events → {resp.status_code} (acknowledged at once)")
 
         executor.event.wait(10)
@@ -212,11 +144,13 @@ def run_demo(verbose: bool = False) -> int:
              f"grant verified against /.well-known/jwks.json (kid {kid}): sub={claims['sub']} jti={claims['jti']}\n"
              f"   valid {claims['exp'] - claims['iat']} s, bound to the approved action: {bound}")
 
-        resp = agent("POST", f"/v1/actions/{req['id']}/outcome", {"status": "succeeded", "detail": "restarted 6/6 pods"})
-        _say("6. the executor reports the outcome", f"POST …/outcome → {resp.status_code}; status {resp.json()['status']}")
+        resp = agent("POST", f"/v1/actions/{req['id']}/outcome",
+                     {"status": "succeeded", "detail": "restarted 6/6 pods"})
+        _say("6. the executor reports the outcome",
+             f"POST …/outcome → {resp.status_code}; status {resp.json()['status']}")
 
         _wait(lambda: len(slack.calls_to("chat.update")) >= 1, what="the message update")
-        final = slack.messages("C0APPROVALS")[0]
+        final = slack.messages(samples.CHANNEL)[0]
         live = any(b.get("type") == "actions" for b in final.get("blocks") or [])
         _say("7. every copy of the message is updated", f"chat.update × {len(slack.calls_to('chat.update'))}; "
              f"live buttons left: {live}")

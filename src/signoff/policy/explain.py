@@ -1,105 +1,44 @@
-"""``signoff policy explain REQUEST.json [--at TIME]``: a dry run of the policy.
+"""A dry run of the policy, as text: what ``signoff policy explain`` prints.
 
-REQUEST.json is a submission body (docs/api.md) plus an optional ``"agent"`` — the
-submitting agent, by default the workflow's first. The same functions ``submit`` uses
-decide; nothing is written anywhere. Exit 0: it would be accepted; 1: refused (and why);
-2: the request file, the time or the workflow file cannot be read or is invalid.
+The same functions ``submit`` uses decide (``policy.evaluate.plan``); nothing is read or
+written anywhere. The command (``cli``) reads the submission and the workflow file and
+prints the lines; it exits 0 when the submission would be accepted, 1 when refused.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, TextIO
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 
-from signoff.api.agents import BadBody, parse_json
-from signoff.config import Config, ConfigError, Workflow, load_config
-from signoff.domain import windows as win
-from signoff.domain.errors import DomainError, Invalid
+from signoff.config import Config, Workflow
+from signoff.domain.errors import DomainError
+from signoff.domain.ladder import Ladder
 from signoff.durations import format_duration
-from signoff.policy import evaluate, facts_of
-from signoff.usecases.submit import Plan, ladder_of, parse_submission, plan
+from signoff.policy import windows as win
+from signoff.policy.evaluate import Plan, evaluate, facts_of, plan
+from signoff.schemas import Submission
 
-ACCEPTED, REFUSED, BAD_INPUT = 0, 1, 2
 MAX_LADDER_LINES = 40
 
-
-def explain(file: str, *, at: str | None = None, config_path: str | None = None,
-            out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Print what the policy would do with the submission in ``file``; the exit code."""
-    out = out or sys.stdout
-    err = err or sys.stderr
-    try:
-        now = parse_at(at)
-    except ValueError as exc:
-        print(f"signoff: {exc}", file=err)
-        return BAD_INPUT
-    path = config_path or _config_path()
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        print(f"signoff: invalid workflow file {exc.source}:", file=err)
-        for e in exc.errors:
-            print(f"  {e}", file=err)
-        return BAD_INPUT
-    try:
-        body = _read_body(file)
-    except ValueError as exc:
-        print(f"signoff: {exc}", file=err)
-        return BAD_INPUT
-    agent = body.pop("agent", None)
-    if agent is not None and not isinstance(agent, str):
-        print("signoff: \"agent\" must be an agent id (a string)", file=err)
-        return BAD_INPUT
-    try:
-        sub = parse_submission(body)
-    except Invalid as exc:
-        print(f"signoff: {file}: {exc.message}", file=err)
-        return BAD_INPUT
-    return _explain(config, sub, agent, now, out)
+Say = Callable[..., None]
 
 
-def parse_at(at: str | None) -> datetime:
-    """``--at``: an ISO 8601 date-time (a naive one is UTC); default now."""
-    if not at:
-        return datetime.now(timezone.utc).replace(microsecond=0)
-    try:
-        t = datetime.fromisoformat(at.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"--at {at!r} is not an ISO 8601 date-time (e.g. 2026-03-02T09:00:00Z)") from None
-    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+@dataclass(frozen=True)
+class Explanation:
+    """What the policy would do with a submission: accepted or refused, and why, as lines."""
+
+    accepted: bool
+    lines: tuple[str, ...]
 
 
-def _config_path() -> str:
-    try:
-        from signoff.settings import load_settings
+def explain(config: Config, sub: Submission, agent: str | None, now: datetime) -> Explanation:
+    """What the policy of ``config`` would do with ``sub`` from ``agent`` (None: the
+    workflow's first agent) at ``now``."""
+    lines: list[str] = []
 
-        return load_settings().config_path
-    except Exception:  # an unrelated setting is broken: the workflow file is all we need
-        return os.environ.get("SIGNOFF_CONFIG", "signoff.yaml")
-
-
-def _read_body(file: str) -> dict[str, Any]:
-    try:
-        raw = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
-    except OSError as exc:
-        raise ValueError(f"cannot read {file}: {exc.strerror or exc}") from None
-    try:
-        body = parse_json(raw)  # the API's own reading: duplicated keys, huge numbers refused
-    except BadBody as exc:
-        raise ValueError(f"{file} is not UTF-8 JSON: {exc.message}") from None
-    except Invalid as exc:
-        raise ValueError(f"{file}: {exc.message}") from None
-    if not isinstance(body, dict):
-        raise ValueError(f"{file} must hold a JSON object (a submission body)")
-    return body
-
-
-def _explain(config: Config, sub, agent: str | None, now: datetime, out: TextIO) -> int:
     def say(text: str = "") -> None:
-        print(text, file=out)
+        lines.append(text)
 
     wf = config.workflow(sub.workflow)
     if agent is None and wf is not None and wf.agents:
@@ -118,13 +57,13 @@ def _explain(config: Config, sub, agent: str | None, now: datetime, out: TextIO)
         say()
         say("REFUSED (403): no submitting agent: give \"agent\" (the workflow lists no agents)"
             if wf is not None else f"REFUSED (404): unknown workflow {sub.workflow!r}")
-        return REFUSED
+        return Explanation(False, tuple(lines))
     try:
         p = plan(config, agent, sub, now)
     except DomainError as exc:
         say()
         say(f"REFUSED ({exc.http_status}): {exc.message}")
-        return REFUSED
+        return Explanation(False, tuple(lines))
     say(f"Agents:      submitted by {p.agent_id} (sponsor {p.sponsor}); executed by {p.executor}")
     say()
     say("ACCEPTED (201): the request would be recorded and posted"
@@ -138,10 +77,10 @@ def _explain(config: Config, sub, agent: str | None, now: datetime, out: TextIO)
             "not in a dry run.")
     say(f"Policy:      the request would record sha256 {p.effective.policy_hash()} (the workflow's definition"
         + (f" with rule {p.evaluation.rule_name!r} applied)" if p.evaluation.rule else ")"))
-    return ACCEPTED
+    return Explanation(True, tuple(lines))
 
 
-def _rules(wf: Workflow, sub, say) -> None:
+def _rules(wf: Workflow, sub: Submission, say: Say) -> None:
     ev = evaluate(wf, facts_of(sub.action_json(), sub.risk, sub.rollback_of))
     if not wf.rules:
         say("Rules:       none in this workflow; its own keys apply")
@@ -161,7 +100,7 @@ def _rules(wf: Workflow, sub, say) -> None:
         say("  no rule matches: the workflow's own keys apply")
 
 
-def _approval(p: Plan, say) -> None:
+def _approval(p: Plan, say: Say) -> None:
     eff, ev = p.effective, p.evaluation
     who = ", ".join(eff.approver_ids)
     n = eff.required_approvals
@@ -182,10 +121,10 @@ def _approval(p: Plan, say) -> None:
             say(f"Approval:    {people}")
 
 
-def _ladder(eff: Workflow, now: datetime, say) -> None:
+def _ladder(eff: Workflow, now: datetime, say: Say) -> None:
     say(f"Timeout:     {format_duration(eff.timeout)} — undecided by {win.iso(now + eff.timeout)} it expires "
         "(a denial)")
-    ladder = ladder_of(eff)
+    ladder = Ladder.of(eff)
     total = ladder.steps_total()
     if not total:
         say("Escalation:  none")
@@ -193,6 +132,7 @@ def _ladder(eff: Workflow, now: datetime, say) -> None:
     say("Escalation:" + (" (repeating)" if eff.repeat else ""))
     for k in range(min(total, MAX_LADDER_LINES)):
         off = ladder.offset(k)
+        assert off is not None  # every step below steps_total() falls
         step = eff.escalation[ladder.step_index(k)]
         say(f"  after {format_duration(off)} ({win.iso(now + off)}): {', '.join(step.to)}"
             + (" (and a reminder to everyone asked before)" if step.remind else ""))
@@ -200,7 +140,7 @@ def _ladder(eff: Workflow, now: datetime, say) -> None:
         say(f"  … {total - MAX_LADDER_LINES} more step(s)")
 
 
-def _execution(p: Plan, now: datetime, say) -> None:
+def _execution(p: Plan, now: datetime, say: Say) -> None:
     eff = p.effective
     mode = f"POSTed to {eff.execution.webhook}" if eff.execution.webhook else "pulled by the executor"
     say(f"Execution:   a single-action grant valid {format_duration(eff.execution.grant_ttl)}, {mode}")
@@ -214,6 +154,7 @@ def _execution(p: Plan, now: datetime, say) -> None:
         say("Could execute: yes, as soon as it is approved"
             + (f" (inside a change window until {win.iso(closes)})" if closes else ""))
     else:
+        assert v.not_before is not None  # plan refuses a request that could never execute
         say(f"Could execute: not now — {v.reason}; from {win.iso(v.not_before)} at the earliest "
             "(an approval before then waits for it)")
     if eff.approval_ttl is not None:

@@ -1,7 +1,9 @@
-"""A stand-in for Slack's Web API on loopback: ``signoff demo`` talks to it instead of Slack,
-and the tests use it as a fake they can inspect and break (failures, rate limits, outages).
+"""A stand-in for Slack's Web API on loopback: ``signoff demo`` and ``signoff standin`` talk
+to it instead of Slack, the benches measure against it, and the tests inspect it (their
+``FakeSlack`` adds failure injection on top).
 
-It answers the methods signoff calls, records every call, and keeps posted messages.
+It answers the methods signoff calls, records every call, keeps posted messages, and, when
+asked, is as slow as a given latency and enforces Slack's rate limits.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ import itertools
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 BOT_USER_ID = "UBOTSIGNOFF"
@@ -25,7 +28,7 @@ _JSON_PARAMS = ("blocks", "attachments", "metadata", "view")
 
 @dataclass(frozen=True)
 class Call:
-    """One request the fake received."""
+    """One request the stand-in received."""
 
     method: str
     params: dict
@@ -46,7 +49,7 @@ def _truthy(value: Any) -> bool:
 
 
 def dm_channel(user_or_channel: str) -> str:
-    """The DM channel id the fake uses for a user id (``U123`` -> ``D123``); others unchanged."""
+    """The DM channel id the stand-in uses for a user id (``U123`` -> ``D123``); others unchanged."""
     if user_or_channel[:1] in ("U", "W") and len(user_or_channel) > 1:
         return "D" + user_or_channel[1:]
     return user_or_channel
@@ -58,7 +61,7 @@ class SlackLimits:
     method's tier and per channel for ``chat.postMessage`` (about one a second, short bursts
     tolerated, under a workspace ceiling of several hundred a minute)."""
 
-    TIERS = {"usergroups.users.list": 20, "chat.update": 50, "conversations.open": 50,
+    TIERS: ClassVar[dict[str, int]] = {"usergroups.users.list": 20, "chat.update": 50, "conversations.open": 50,
              "conversations.history": 50, "conversations.replies": 50, "users.lookupByEmail": 50,
              "chat.postEphemeral": 100, "views.open": 100, "views.update": 100, "views.publish": 100,
              "users.info": 100, "conversations.members": 100}
@@ -107,8 +110,9 @@ class SlackStandIn:
     ``channel_members`` (channel id -> user ids), ``users`` (user id -> fields merged into
     the ``users.info`` answer), ``emails`` (email address -> user id, for
     ``users.lookupByEmail``; a user whose ``users`` entry sets ``profile.email`` is found by
-    it too), ``delay`` (seconds to wait before each answer) and ``on_call`` (a function
-    given each ``Call`` after it was recorded; ``signoff standin`` prints them).
+    it too), ``delay`` (seconds to wait before each answer), ``limits`` (a ``SlackLimits``
+    to answer 429 as Slack does) and ``on_call`` (a function given each ``Call`` after it
+    was recorded; ``signoff standin`` prints them).
     """
 
     def __init__(self, *, start: bool = True, host: str = "127.0.0.1", port: int = 0):
@@ -129,9 +133,6 @@ class SlackStandIn:
         self._order: list[tuple[str, str]] = []  # insertion order of _messages keys
         self._ts_counter = itertools.count(1)
         self._view_counter = itertools.count(1)
-        self._failures: dict[str, list[tuple[int, dict, dict]]] = {}
-        self._down = False
-        self._refused: set[str] = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._handlers: dict[str, Callable[[dict], dict]] = {
@@ -155,18 +156,18 @@ class SlackStandIn:
 
     # ---- lifecycle -------------------------------------------------------------------
 
-    def start(self) -> "SlackStandIn":
+    def start(self) -> SlackStandIn:
         if self._server is not None:
             return self
-        fake = self
+        standin = self
 
         class Handler(_Handler):
-            owner = fake
+            owner = standin
 
         self._server = ThreadingHTTPServer((self.host, self._port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-slack", daemon=True)
+                                        name="slack-standin", daemon=True)
         self._thread.start()
         return self
 
@@ -179,7 +180,7 @@ class SlackStandIn:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "SlackStandIn":
+    def __enter__(self) -> SlackStandIn:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -188,7 +189,7 @@ class SlackStandIn:
     @property
     def port(self) -> int:
         if self._server is None:
-            raise RuntimeError("FakeSlack is not running")
+            raise RuntimeError("the Slack stand-in is not running")
         return self._server.server_address[1]
 
     @property
@@ -242,32 +243,6 @@ class SlackStandIn:
                                   "thread_ts": thread_ts})
             return ts
 
-    # ---- failure injection -----------------------------------------------------------
-
-    def fail_next(self, method: str, times: int = 1, status: int = 500) -> None:
-        """Answer the next ``times`` calls to ``method`` with HTTP ``status``."""
-        body = {"ok": False, "error": f"fake_http_{status}"}
-        self._queue_failure(method, times, status, body, {})
-
-    def rate_limit_next(self, method: str, times: int = 1, retry_after: int = 1) -> None:
-        """Answer the next ``times`` calls to ``method`` with 429 and ``Retry-After``."""
-        self._queue_failure(method, times, 429, {"ok": False, "error": "ratelimited"},
-                            {"Retry-After": str(retry_after)})
-
-    def refuse_token(self, token: str, refused: bool = True) -> None:
-        """Answer every call made with ``token`` with ``invalid_auth`` (a revoked token)."""
-        with self._lock:
-            (self._refused.add if refused else self._refused.discard)(token)
-
-    def set_down(self, down: bool = True) -> None:
-        """While down, every call is answered with HTTP 503."""
-        with self._lock:
-            self._down = down
-
-    def _queue_failure(self, method: str, times: int, status: int, body: dict, headers: dict) -> None:
-        with self._lock:
-            self._failures.setdefault(method, []).extend([(status, body, headers)] * times)
-
     # ---- request handling (called from server threads) -------------------------------
 
     def handle(self, method: str, params: dict, token: str | None) -> tuple[int, dict, dict]:
@@ -287,16 +262,11 @@ class SlackStandIn:
         return status, body, headers
 
     def _answer(self, method: str, params: dict, token: str | None) -> tuple[int, dict, dict]:
-        if self._down:
-            return 503, {"ok": False, "error": "service_unavailable"}, {}
-        queued = self._failures.get(method)
-        if queued:
-            return queued.pop(0)
+        """(HTTP status, body, headers) for one call, the lock held; a subclass that
+        answers some calls otherwise overrides this."""
         handler = self._handlers.get(method)
         if handler is None:
             return 200, {"ok": False, "error": "unknown_method"}, {}
-        if token in self._refused:
-            return 200, {"ok": False, "error": "invalid_auth"}, {}
         if not token and method != "api.test":
             return 200, {"ok": False, "error": "not_authed"}, {}
         try:
@@ -482,13 +452,13 @@ def _require(params: dict, key: str, error: str) -> str:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    owner: FakeSlack
+    owner: SlackStandIn
     protocol_version = "HTTP/1.1"
     # Headers and body go out as two writes; with Nagle's algorithm on, a client reusing
     # the connection would wait ~40 ms for the delayed ACK on every call.
     disable_nagle_algorithm = True
 
-    def log_message(self, format, *args):  # noqa: A002 - keep test output quiet
+    def log_message(self, format, *args):  # keep test output quiet
         pass
 
     def do_GET(self):
@@ -539,56 +509,3 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the caller gave up (a timeout, or it exited)
-
-
-class LoopbackHTTP:
-    """A small HTTP server on a free 127.0.0.1 port, served from a daemon thread (an
-    executor's webhook, a JWKS endpoint). Subclasses answer in ``respond`` (or, to see the
-    path and set headers, ``handle``); ``url`` is the server's root; ``close`` when done."""
-
-    def __init__(self):
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def answer(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, out, headers = owner.handle(self.command, self.path, dict(self.headers), body)
-                self.send_response(status)
-                if out and "Content-Type" not in headers:
-                    self.send_header("Content-Type", "application/json")
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-            do_GET = do_POST = answer
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def respond(self, method: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
-        """(status, JSON body or b"") for one request."""
-        raise NotImplementedError
-
-    def answer(self, method: str, target: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
-        """Like ``respond``, also given the request target as sent (path and ?query): a
-        subclass that checks a signature over it overrides this one instead."""
-        return self.respond(method, headers, body)
-
-    def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes, dict]:
-        """Like ``answer``, also setting response headers: (status, body, extra headers)."""
-        status, out = self.answer(method, target, headers, body)
-        return status, out, {}
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-FakeSlack = SlackStandIn
