@@ -17,21 +17,23 @@ class _Store:
     def __init__(self):
         self.on_commit = []
 
-    def read(self, fn):
-        class Session:
-            def execute(self, *_a):
-                class R:
-                    def all(self):
-                        return []
-                return R()
 
-            def scalar(self, *_a):
-                return 0
-        return fn(Session())
+class _UnitOfWork:
+    """Reads answer an empty database (the gauges count nothing)."""
+
+    def read(self, fn):
+        from signoff.store.repo import Gauges
+
+        class Repo:
+            def gauges(self, now):
+                return Gauges({}, {}, 0, 0, 0)
+
+        return fn(Repo())
 
 
 class _Ctx:
     store = _Store()
+    uow = _UnitOfWork()
 
     @staticmethod
     def clock():
