@@ -103,7 +103,7 @@ class _Cursor:
     (``IntegrityError``, ``OperationalError`` …), as they do from ``Connection.execute``, so
     that the store's retries recognise a lost race."""
 
-    __slots__ = ("cur", "dialect", "params", "sql")
+    __slots__ = ("conn", "cur", "dialect", "params", "sql")
 
     def __init__(self, session: Session):
         # One cursor per transaction (or savepoint), kept in the session: asking the session
@@ -114,8 +114,8 @@ class _Cursor:
         if held is None or held[0] is not current or current is None:
             conn = session.connection()
             current = session.get_nested_transaction() or session.get_transaction()
-            held = session.info[_HELD] = (current, conn.dialect, conn.connection.cursor())
-        self.dialect, self.cur = held[1], held[2]
+            held = session.info[_HELD] = (current, conn.dialect, conn.connection.cursor(), conn)
+        self.dialect, self.cur, self.conn = held[1], held[2], held[3]
         self.sql: str | None = None
         self.params: Any = None
 
@@ -128,12 +128,27 @@ class _Cursor:
             raise DBAPIError.instance(self.sql, self.params, exc, dbapi.Error, dialect=self.dialect) from exc
 
     def execute(self, sql: str, params: Any = None) -> Any:
-        self.sql, self.params = sql, params
-        return self.cur.execute(sql) if params is None else self.cur.execute(sql, params)
+        sql, params = self._before(sql, params, False)
+        self.cur.execute(sql) if params is None else self.cur.execute(sql, params)
+        self._after(False)
 
     def executemany(self, sql: str, params: list) -> Any:
+        sql, params = self._before(sql, params, True)
+        self.cur.executemany(sql, params)
+        self._after(True)
+
+    # The engine's cursor events fire as for any statement (a listener — tracing, a test
+    # watching the order of statements — sees these too; ``context`` is None, as SQLAlchemy
+    # passes for statements it runs outside an execution context).
+    def _before(self, sql: str, params: Any, many: bool) -> tuple[str, Any]:
+        for fn in self.conn.dispatch.before_cursor_execute:
+            sql, params = fn(self.conn, self.cur, sql, params, None, many)
         self.sql, self.params = sql, params
-        return self.cur.executemany(sql, params)
+        return sql, params
+
+    def _after(self, many: bool) -> None:
+        for fn in self.conn.dispatch.after_cursor_execute:
+            fn(self.conn, self.cur, self.sql, self.params, None, many)
 
 
 def insert_row(session: Session, table: Table, values: dict[str, Any], *, returning: str | None = None) -> Any:
