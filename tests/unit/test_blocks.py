@@ -8,8 +8,11 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from signoff.slack import blocks
+from signoff.slack.blocks import indented_json
 from signoff.slack.card import RequestCard, cards
 from signoff.slack.ids import REVIEW_MODAL, ActionId
 
@@ -576,3 +579,17 @@ def test_step_up_shows_approve_as_a_link_and_reject_as_a_button():
     assert reject_reason["action_id"] == "signoff.reject_reason"
     decided = blocks.request_message(card({**r, "status": "approved"}))[1]
     assert not any(b.get("type") == "actions" for b in decided)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_json_values)
+def test_indented_json_writes_what_json_dumps_writes(value):
+    """The action's JSON in a message: the same characters as json.dumps with these options
+    (NaN and infinities included, which it leaves to json.dumps)."""
+    assert indented_json(value) == json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False, default=str)

@@ -172,10 +172,60 @@ def _cap(text: str, limit: int) -> str:
     return f"{cut}\n{_notice(len(text) - len(cut))}"[:limit]
 
 
+def indented_json(value: Any) -> str:
+    """``json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False, default=str)``,
+    character for character, for JSON data (string keys; text, numbers, booleans, null,
+    lists, objects). With ``indent`` the json module encodes in pure Python, several
+    times slower than this; anything else goes to json.dumps itself."""
+    try:
+        return _indented(value, "\n")
+    except _NotPlain:
+        return json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False, default=str)
+
+
+class _NotPlain(Exception):
+    pass
+
+
+_str_json = json.encoder.encode_basestring  # the C one when available, as json.dumps uses
+_INF = float("inf")
+
+
+def _indented(v: Any, newline: str) -> str:
+    t = type(v)
+    if t is str:
+        return _str_json(v)
+    if t is dict:
+        if not v:
+            return "{}"
+        inner = newline + "  "
+        keys = list(v)
+        if any(type(k) is not str for k in keys):
+            raise _NotPlain
+        keys.sort()
+        return "{" + ",".join(f"{inner}{_str_json(k)}: {_indented(v[k], inner)}" for k in keys) + newline + "}"
+    if t is list:
+        if not v:
+            return "[]"
+        inner = newline + "  "
+        return "[" + ",".join(inner + _indented(x, inner) for x in v) + newline + "]"
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if t is int:
+        return int.__repr__(v)
+    if t is float and v == v and v not in (_INF, -_INF):
+        return float.__repr__(v)
+    raise _NotPlain
+
+
 def _action_json(value: Any) -> str:
     """The exact action as JSON (sorted keys, indented); invisible characters shown as \\u escapes."""
     try:
-        s = json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False, default=str)
+        s = indented_json(value)
     except (TypeError, ValueError):
         s = repr(value)
     # These can only occur inside JSON strings, where \uXXXX is the same value, made visible.
