@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 _cache: dict[tuple, _Prepared] = {}
 _lock = threading.Lock()
-_HELD = "signoff.fast.cursor"  # session.info: (its transaction or savepoint, dialect, DB-API cursor)
+_HELD = "signoff.fast.conn"  # session.info: (its transaction or savepoint, dialect, DB-API and SA connection)
 
 
 class _Prepared:
@@ -106,16 +106,18 @@ class _Cursor:
     __slots__ = ("conn", "cur", "dialect", "params", "sql")
 
     def __init__(self, session: Session):
-        # One cursor per transaction (or savepoint), kept in the session: asking the session
-        # for its connection each time costs more than the statements here. A savepoint
-        # begun since is asked for it once, which is when SQLAlchemy emits its SAVEPOINT.
+        # The connection is looked up once per transaction (or savepoint) and kept in the
+        # session: asking the session for it each time costs more than the statements here.
+        # A savepoint begun since asks once, which is when SQLAlchemy emits its SAVEPOINT.
+        # The cursor is the statement's own, closed after it (see __exit__).
         current = session.get_nested_transaction() or session.get_transaction()
         held = session.info.get(_HELD)
         if held is None or held[0] is not current or current is None:
             conn = session.connection()
             current = session.get_nested_transaction() or session.get_transaction()
-            held = session.info[_HELD] = (current, conn.dialect, conn.connection.cursor(), conn)
-        self.dialect, self.cur, self.conn = held[1], held[2], held[3]
+            held = session.info[_HELD] = (current, conn.dialect, conn.connection, conn)
+        self.dialect, self.conn = held[1], held[3]
+        self.cur = held[2].cursor()
         self.sql: str | None = None
         self.params: Any = None
 
@@ -123,6 +125,11 @@ class _Cursor:
         return self
 
     def __exit__(self, _t, exc, _tb) -> None:
+        # Closed here, in the thread that holds the connection: a cursor left to the garbage
+        # collector resets its statement (which sqlite3 shares among the connection's
+        # cursors) whenever and in whichever thread it is collected — by then the
+        # connection may be another thread's, and SQLite answers "API misuse".
+        self.cur.close()
         dbapi = self.dialect.loaded_dbapi
         if exc is not None and isinstance(exc, dbapi.Error):
             raise DBAPIError.instance(self.sql, self.params, exc, dbapi.Error, dialect=self.dialect) from exc
