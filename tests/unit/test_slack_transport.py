@@ -152,3 +152,60 @@ def test_through_a_proxy_calls_go_through_urllib_unless_bypassed(fake_slack, mon
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     assert proxied.auth_test()["ok"]
     proxied.close()
+
+
+# --------------------------------------------------------------------------- post_json
+def _post(client):
+    """chat.postMessage as the outbox makes it (post_json), with call_slack's signature."""
+    return lambda **body: client.post_json("chat.postMessage", body)
+
+
+def test_post_json_sends_what_the_sdk_method_sends(fake_slack, client):
+    args = {"channel": "C1", "text": "n", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "é"}}],
+            "metadata": {"event_type": "t", "event_payload": {"i": "1"}}, "unfurl_links": False, "thread_ts": None}
+    by_sdk = client.chat_postMessage(**args)
+    by_us = client.post_json("chat.postMessage", dict(args))
+    assert by_us["ok"] and by_us["channel"] == by_sdk["channel"] == "C1" and by_us["ts"] != by_sdk["ts"]
+    assert by_us.status_code == 200 and by_us.api_url == by_sdk.api_url
+    sdk_call, our_call = fake_slack.calls_to("chat.postMessage")
+    assert our_call.params == sdk_call.params  # the same JSON body (a None left out, as the SDK does)
+    assert "thread_ts" not in our_call.params
+    assert our_call.token == sdk_call.token == "xoxb-test"
+    update = client.post_json("chat.update", {"channel": "C1", "ts": by_us["ts"], "text": "edited"})
+    assert update["ok"] and fake_slack.calls_to("chat.update")[0].params["text"] == "edited"
+
+
+def test_post_json_fails_as_the_sdk_method_fails(fake_slack, client):
+    fake_slack.rate_limit_next("chat.postMessage", retry_after=7)
+    with pytest.raises(SlackApiError) as err:
+        client.post_json("chat.postMessage", {"channel": "C1", "text": "x"})
+    assert err.value.response.status_code == 429
+    assert err.value.response.headers["Retry-After"] == err.value.response.headers["retry-after"] == "7"
+    assert err.value.response["error"] == "ratelimited"
+    fake_slack.rate_limit_next("chat.postMessage", retry_after=3)
+    with pytest.raises(RateLimited) as r:
+        call_slack(_post(client), channel="C1", text="x")
+    assert r.value.after == 3.0
+    fake_slack.fail_next("chat.postMessage", status=500)
+    with pytest.raises(Retry, match="500"):
+        call_slack(_post(client), channel="C1", text="x")
+    with pytest.raises(GiveUp, match="no_text"):
+        call_slack(_post(client), channel="C1", text="")
+    fake_slack.set_down()
+    with pytest.raises(Retry, match="503"):
+        call_slack(_post(client), channel="C1", text="x")
+    fake_slack.set_down(False)
+    assert client.post_json("chat.postMessage", {"channel": "C1", "text": "y"})["ok"]
+
+
+def test_post_json_reports_to_observe_and_reuses_the_connection(fake_slack, client):
+    conns = Counting(fake_slack)
+    seen = []
+    client.observe = lambda method, outcome, seconds: seen.append((method, outcome))
+    for i in range(5):
+        client.post_json("chat.postMessage", {"channel": "C1", "text": str(i)})
+    fake_slack.rate_limit_next("chat.postMessage", retry_after=1)
+    with pytest.raises(SlackApiError):
+        client.post_json("chat.postMessage", {"channel": "C1", "text": "x"})
+    assert seen == [("chat.postMessage", "ok")] * 5 + [("chat.postMessage", "ratelimited")]
+    assert conns.count == 1

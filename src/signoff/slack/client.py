@@ -15,12 +15,20 @@ handlers and logging are slack_sdk's own. Non-2xx answers are raised as
 failures to connect and time-outs as the same ``OSError`` subclasses. Through a proxy
 (``proxy=`` or ``HTTPS_PROXY`` and the like, as slack_sdk reads them) calls go the
 original way, through urllib.
+
+``post_json`` makes a JSON-bodied call (``chat.postMessage``, ``chat.update``,
+``chat.postEphemeral``: the outbox's calls) as ``api_call(method, json=...)`` would — the same
+headers and body, the same ``SlackResponse`` and ``SlackApiError`` — without slack_sdk's
+general-purpose layers around it (argument conversion, debug logging, retry-handler
+plumbing), which cost about twice the request itself. With retry handlers or a proxy it is
+``api_call``.
 """
 
 from __future__ import annotations
 
 import http.client
 import io
+import json
 import select
 import ssl
 import threading
@@ -29,11 +37,13 @@ import urllib.error
 import weakref
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 from urllib.request import Request, proxy_bypass
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackRequestError
+from slack_sdk.web.internal_utils import _build_unexpected_body_error_message
+from slack_sdk.web.slack_response import SlackResponse
 
 # Headers a urllib Request may carry that the connection sets itself.
 _HOP_HEADERS = {"content-length", "host", "connection", "transfer-encoding"}
@@ -66,6 +76,7 @@ class KeepAliveWebClient(WebClient):
         self._open: weakref.WeakSet[http.client.HTTPConnection] = weakref.WeakSet()
         self._open_lock = threading.Lock()
         self._ssl_context: ssl.SSLContext | None = None
+        self._json_headers: dict[str, dict[str, str]] = {}  # token -> headers of a JSON call
 
     # ------------------------------------------------------------------ connections
     # (method, outcome, seconds) for each Web API call: ok, error (Slack said ok=false),
@@ -73,12 +84,50 @@ class KeepAliveWebClient(WebClient):
     observe: Callable[[str, str, float], None] | None = None
 
     def api_call(self, api_method: str, **kwargs: Any):  # type: ignore[override]
+        return self._observed(api_method, super().api_call, api_method, **kwargs)
+
+    def post_json(self, api_method: str, body: dict[str, Any]) -> SlackResponse:
+        """``api_call(api_method, json=body)`` for plain JSON data (see the module docstring);
+        ``None`` values are left out, as slack_sdk's method wrappers leave them out."""
+        body = {k: v for k, v in body.items() if v is not None}
+        url = urljoin(self.base_url, api_method)
+        if self.retry_handlers or self._proxied(urlsplit(url).hostname or ""):
+            return self.api_call(api_method, json=body)
+        return self._observed(api_method, self._post_json, url, body)
+
+    def _post_json(self, url: str, body: dict[str, Any]) -> SlackResponse:
+        for k, v in (self.default_params or {}).items():  # as slack_sdk's _set_default_params
+            body.setdefault(k, v)
+        token = body.pop("token", None) or self.token or ""
+        headers = self._json_headers.get(token)
+        if headers is None:
+            headers = self._json_headers[token] = self._build_urllib_request_headers(
+                token=token, has_json=True, has_files=False, additional_headers={})
+        status, _reason, msg, data = self._exchange(url, "POST", json.dumps(body).encode("utf-8"),
+                                                    {k: str(v) for k, v in headers.items()})
+        response_headers = dict(msg.items())
+        if status == 429:  # both spellings, as slack_sdk leaves them
+            for a, b in (("retry-after", "Retry-After"), ("Retry-After", "retry-after")):
+                if a not in response_headers and b in response_headers:
+                    response_headers[a] = response_headers[b]
+        text = data.decode(msg.get_content_charset() or "utf-8")
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError:
+            message = _build_unexpected_body_error_message(text)
+            self._logger.error(f"Failed to decode Slack API response: {message}")
+            parsed = {"ok": False, "error": message}
+        req_args = {"headers": headers, "data": {}, "params": {}, "files": None, "json": body}
+        return SlackResponse(client=self, http_verb="POST", api_url=url, req_args=req_args, data=parsed,
+                             headers=response_headers, status_code=status).validate()
+
+    def _observed(self, api_method: str, call: Callable[..., Any], *args: Any, **kwargs: Any):
         if self.observe is None:
-            return super().api_call(api_method, **kwargs)
+            return call(*args, **kwargs)
         start = time.perf_counter()
         outcome = "ok"
         try:
-            return super().api_call(api_method, **kwargs)
+            return call(*args, **kwargs)
         except SlackApiError as exc:
             status = exc.response.status_code
             outcome = "ratelimited" if status == 429 else ("error" if 200 <= status < 300 else "http_error")
@@ -120,22 +169,34 @@ class KeepAliveWebClient(WebClient):
 
     # ------------------------------------------------------------------ one request
     def _perform_urllib_http_request_internal(self, url: str, req: Request) -> dict[str, Any]:
+        if self._proxied(urlsplit(url).hostname or ""):
+            return super()._perform_urllib_http_request_internal(url, req)
+        headers = {k: str(v) for k, v in req.header_items() if k.lower() not in _HOP_HEADERS}
+        status, reason, msg, data = self._exchange(url, req.get_method(), req.data, headers)
+        if not 200 <= status < 300:
+            raise urllib.error.HTTPError(url, status, reason, msg, io.BytesIO(data))
+        if msg.get_content_type() == "application/gzip":
+            return {"status": status, "headers": msg, "body": data}
+        charset = msg.get_content_charset() or "utf-8"
+        return {"status": status, "headers": msg, "body": data.decode(charset)}
+
+    def _exchange(self, url: str, method: str, body: bytes | None,
+                  headers: dict[str, str]) -> tuple[int, str, http.client.HTTPMessage, bytes]:
+        """One request on this thread's kept-alive connection: (status, reason, headers, body).
+        Failures to connect or send come out as urllib's ``URLError``, a time-out as
+        ``TimeoutError``; an idle connection the server closed is replaced once."""
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https"):
             raise SlackRequestError(f"Invalid URL detected: {url}")
         host = parts.hostname or ""
-        if self._proxied(host):
-            return super()._perform_urllib_http_request_internal(url, req)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        headers = {k: str(v) for k, v in req.header_items() if k.lower() not in _HOP_HEADERS}
-        body = req.data
         for attempt in (1, 2):
             conn = self._connection(scheme, host, parts.port)
             reused = conn.sock is not None
             try:
                 try:
-                    conn.request(req.get_method(), path, body=body, headers=headers)
+                    conn.request(method, path, body=body, headers=headers)
                 except _STALE:
                     raise
                 except OSError as exc:  # refused, unreachable: urllib wraps these
@@ -155,10 +216,4 @@ class KeepAliveWebClient(WebClient):
             if resp.will_close:
                 conn.close()
             break
-        msg = resp.headers  # an http.client.HTTPMessage, as urllib's
-        if not 200 <= resp.status < 300:
-            raise urllib.error.HTTPError(url, resp.status, resp.reason, msg, io.BytesIO(data))
-        if msg.get_content_type() == "application/gzip":
-            return {"status": resp.status, "headers": msg, "body": data}
-        charset = msg.get_content_charset() or "utf-8"
-        return {"status": resp.status, "headers": msg, "body": data.decode(charset)}
+        return resp.status, resp.reason, resp.headers, data  # headers: an http.client.HTTPMessage, as urllib's

@@ -39,6 +39,11 @@ PERMANENT = {"channel_not_found", "not_in_channel", "is_archived", "invalid_auth
              "cannot_dm_bot", "user_disabled"}
 
 
+# Calls whose arguments are plain JSON data: made with KeepAliveWebClient.post_json (the
+# same request slack_sdk's method makes, without its layers around it).
+JSON_METHODS = frozenset({"chat.postMessage", "chat.update", "chat.postEphemeral"})
+
+
 def call_slack(fn, **kwargs) -> Any:
     """Call the Web API; turn failures into Retry (transient), GiveUp (permanent) or, for a
     429, ``RateLimited`` (no attempt counted: waiting out a limit is not a failure)."""
@@ -121,8 +126,11 @@ class SlackDelivery:
             wait = self.pacer.take(method, channel, priority)
             if wait > 0:
                 raise Defer(f"paced: {method}" + (f" in {channel}" if channel else ""), after=wait)
+        post_json = getattr(self.client, "post_json", None) if method in JSON_METHODS else None
+        fn = getattr(self.client, method.replace(".", "_")) if post_json is None else \
+            (lambda **body: post_json(method, body))
         try:
-            return call_slack(getattr(self.client, method.replace(".", "_")), **kwargs)
+            return call_slack(fn, **kwargs)
         except RateLimited as limited:
             if self.pacer is not None:
                 self.pacer.pause(method, channel, limited.after)
