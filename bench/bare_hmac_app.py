@@ -46,8 +46,9 @@ def build_app(agent_id: str, secret: bytes) -> Starlette:
     async def healthz(_request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
-    return Starlette(routes=[Route("/v1/actions", post_action, methods=["POST"]),
-                             Route("/healthz", healthz, methods=["GET"])])
+    return Starlette(
+        routes=[Route("/v1/actions", post_action, methods=["POST"]), Route("/healthz", healthz, methods=["GET"])]
+    )
 
 
 def main() -> None:
@@ -59,8 +60,16 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1)
     args = p.parse_args()
     if args.workers > 1:  # uvicorn's own worker processes, sharing the port like `serve --workers`
-        uvicorn.run("bare_hmac_app:from_env", factory=True, app_dir=os.path.dirname(os.path.abspath(__file__)),
-                    host=args.host, port=args.port, workers=args.workers, log_level="warning", access_log=False)
+        uvicorn.run(
+            "bare_hmac_app:from_env",
+            factory=True,
+            app_dir=os.path.dirname(os.path.abspath(__file__)),
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level="warning",
+            access_log=False,
+        )
         return
     # The same uvicorn call as signoff.server.serve: one worker, loop/http "auto".
     uvicorn.run(from_env(), host=args.host, port=args.port, log_level="warning", access_log=False)

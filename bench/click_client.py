@@ -37,14 +37,24 @@ def signed_click(secret: str, user: str, target: dict) -> tuple[bytes, dict]:
         "container": {"type": "message", "channel_id": target["channel"], "message_ts": target["ts"]},
         "message": {"ts": target["ts"]},
         "trigger_id": "1.2.3",
-        "actions": [{"type": "button", "action_id": "signoff.approve", "block_id": "signoff.decision",
-                     "value": target["request_id"], "action_ts": str(time.time())}],
+        "actions": [
+            {
+                "type": "button",
+                "action_id": "signoff.approve",
+                "block_id": "signoff.decision",
+                "value": target["request_id"],
+                "action_ts": str(time.time()),
+            }
+        ],
     }
     raw = urlencode({"payload": json.dumps(payload)}).encode()
     ts = str(int(time.time()))
     sig = "v0=" + hmac.new(secret.encode(), f"v0:{ts}:".encode() + raw, hashlib.sha256).hexdigest()
-    return raw, {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": sig,
-                 "Content-Type": "application/x-www-form-urlencoded"}
+    return raw, {
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": sig,
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
 
 
 def summarize(results: list[tuple[float, int]], errors: list[str], sent: int, **extra) -> dict:
@@ -58,10 +68,21 @@ def summarize(results: list[tuple[float, int]], errors: list[str], sent: int, **
             return None
         return round(lat[min(len(lat) - 1, round(p / 100 * len(lat) + 0.5) - 1)], 2)
 
-    return {"sent": sent, "answered": len(results), "errors": len(errors), "error_samples": errors[:3],
-            "statuses": statuses, **extra,
-            "latency_ms": {"p50": pct(50), "p90": pct(90), "p99": pct(99), "max": round(lat[-1], 2) if lat else None,
-                           "mean": round(sum(lat) / len(lat), 2) if lat else None}}
+    return {
+        "sent": sent,
+        "answered": len(results),
+        "errors": len(errors),
+        "error_samples": errors[:3],
+        "statuses": statuses,
+        **extra,
+        "latency_ms": {
+            "p50": pct(50),
+            "p90": pct(90),
+            "p99": pct(99),
+            "max": round(lat[-1], 2) if lat else None,
+            "mean": round(sum(lat) / len(lat), 2) if lat else None,
+        },
+    }
 
 
 async def replay(args) -> dict:
@@ -95,8 +116,14 @@ async def replay(args) -> dict:
         t0 = time.perf_counter()
         await asyncio.gather(*(loop(k) for k in range(n)))
         took = time.perf_counter() - t0
-    return summarize(results, errors, len(results) + len(errors), connections=n,
-                     rate_per_s=round(len(results) / took, 1), seconds=round(took, 2))
+    return summarize(
+        results,
+        errors,
+        len(results) + len(errors),
+        connections=n,
+        rate_per_s=round(len(results) / took, 1),
+        seconds=round(took, 2),
+    )
 
 
 async def run(args) -> dict:
@@ -140,8 +167,12 @@ def main() -> None:
     p.add_argument("--targets", required=True)
     p.add_argument("--user", default="U0OWNER")
     p.add_argument("--rate", type=float, default=20.0)
-    p.add_argument("--connections", type=int, default=0,
-                   help="replay clicks over this many closed-loop connections instead of --rate open-loop")
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=0,
+        help="replay clicks over this many closed-loop connections instead of --rate open-loop",
+    )
     p.add_argument("--duration", type=float, default=8.0)
     p.add_argument("--delay", type=float, default=1.0, help="seconds to wait before the first click")
     p.add_argument("--timeout", type=float, default=10.0)

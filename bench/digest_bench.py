@@ -81,8 +81,11 @@ def _shown_at(fake: SlackStandIn) -> dict[str, float]:
 def run(mode: str, n: int, latency: float, db_base: str, workdir: Path, timeout: float) -> dict:
     os.environ.setdefault("BENCH_BOT_SECRET", "bench-secret")
     with database(db_base, workdir, f"digest_{mode}") as url:
-        rt = build(Settings(SIGNOFF_DATABASE_URL=url), config=parse_config(_yaml("0" if mode != "digest" else "5s")),
-                   clock=system_clock)
+        rt = build(
+            Settings(SIGNOFF_DATABASE_URL=url),
+            config=parse_config(_yaml("0" if mode != "digest" else "5s")),
+            clock=system_clock,
+        )
         with SlackStandIn() as fake:
             fake.limits = SlackLimits()
             fake.delay = latency
@@ -94,9 +97,12 @@ def run(mode: str, n: int, latency: float, db_base: str, workdir: Path, timeout:
             dispatcher.start(idle_interval=0.05)
             try:
                 submitted: dict[str, float] = {}
-                body = {"workflow": "bench", "action": {"type": "service.restart", "target": "api",
-                                                        "environment": "production"},
-                        "justification": "benchmark", "risk": "medium"}
+                body = {
+                    "workflow": "bench",
+                    "action": {"type": "service.restart", "target": "api", "environment": "production"},
+                    "justification": "benchmark",
+                    "risk": "medium",
+                }
                 t0 = time.time()
                 for i in range(n):
                     rid = submit(rt.context, agent_id="bench-bot", body={**body, "title": f"Burst {i}"}).request["id"]
@@ -113,10 +119,18 @@ def run(mode: str, n: int, latency: float, db_base: str, workdir: Path, timeout:
                 posts = [c for c in fake.calls_to("chat.postMessage") if c.ok and not c.params.get("thread_ts")]
                 refused = [c for c in fake.calls if c.status == 429]
                 digests = sum(1 for c in posts if "requests need a decision" in json.dumps(c.params.get("blocks")))
-                return {"mode": mode, "requests": n, "shown": len(waits), "submit_seconds": round(submit_s, 2),
-                        "p50_s": round(pct(waits, 50) or 0, 2), "p99_s": round(pct(waits, 99) or 0, 2),
-                        "max_s": round(max(waits or [0]), 2), "messages": len(posts), "digests": digests,
-                        "answers_429": len(refused)}
+                return {
+                    "mode": mode,
+                    "requests": n,
+                    "shown": len(waits),
+                    "submit_seconds": round(submit_s, 2),
+                    "p50_s": round(pct(waits, 50) or 0, 2),
+                    "p99_s": round(pct(waits, 99) or 0, 2),
+                    "max_s": round(max(waits or [0]), 2),
+                    "messages": len(posts),
+                    "digests": digests,
+                    "answers_429": len(refused),
+                }
             finally:
                 dispatcher.stop()
                 rt.store.dispose()

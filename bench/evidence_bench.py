@@ -114,8 +114,11 @@ workflows:
       grant_ttl: 10m
 """
 
-TARGETS = [f"{name}-{region}" for name in ("checkout-api", "payments", "search", "catalog", "auth", "ledger",
-                                           "notifier", "images") for region in ("eu", "us", "ap", "sa", "af")]
+TARGETS = [
+    f"{name}-{region}"
+    for name in ("checkout-api", "payments", "search", "catalog", "auth", "ledger", "notifier", "images")
+    for region in ("eu", "us", "ap", "sa", "af")
+]
 # Thread messages as people write them; a few are not ASCII (accents, typographic quotes, emoji).
 SAYINGS = [
     "checking the dashboards now",
@@ -176,9 +179,9 @@ def postgres_cpu_seconds() -> float:
             stat = (d / "stat").read_text()
         except OSError:
             continue
-        if stat[stat.index("(") + 1:stat.rindex(")")] != "postgres":
+        if stat[stat.index("(") + 1 : stat.rindex(")")] != "postgres":
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         # utime, stime, and (the postmaster's) cutime, cstime: backends that exited meanwhile
         total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
     return total / os.sysconf("SC_CLK_TCK")
@@ -256,8 +259,14 @@ def cli_env(url: str) -> dict:
 
 def run_cli(args: list[str], url: str, cwd: Path) -> tuple[float, subprocess.CompletedProcess]:
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "signoff.cli", *args], cwd=cwd, env=cli_env(url),
-                          capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [sys.executable, "-m", "signoff.cli", *args],
+        cwd=cwd,
+        env=cli_env(url),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     return time.perf_counter() - started, proc
 
 
@@ -279,11 +288,19 @@ class History:
         self.rt, self.ctx, self.clock = rt, rt.context, clock
 
     def submit(self, agent: str = "deploy-bot", **over) -> str:
-        body = {"workflow": "prod-restart", "title": "Restart checkout-api in prod-eu",
-                "action": {"type": "service.restart", "target": "checkout-api-eu", "environment": "production",
-                           "parameters": {"graceful": True}},
-                "justification": "p99 latency doubled after the 14:02 deploy; the pool size change needs a restart",
-                "prompt": "checkout latency alert fired, investigate and fix", "risk": "medium"}
+        body = {
+            "workflow": "prod-restart",
+            "title": "Restart checkout-api in prod-eu",
+            "action": {
+                "type": "service.restart",
+                "target": "checkout-api-eu",
+                "environment": "production",
+                "parameters": {"graceful": True},
+            },
+            "justification": "p99 latency doubled after the 14:02 deploy; the pool size change needs a restart",
+            "prompt": "checkout latency alert fired, investigate and fix",
+            "risk": "medium",
+        }
         body.update(over)
         return submit(self.ctx, agent_id=agent, body=body).request["id"]
 
@@ -295,20 +312,38 @@ class History:
 
     def reply(self, root: str, user: str, text: str, k: int) -> str:
         ts = slack_ts(self.clock(), 200 + k)
-        assert record_thread_message(self.ctx, event={"type": "message", "channel": CHANNEL, "user": user,
-                                                      "text": text, "ts": ts, "thread_ts": root}, event_id=None)
+        assert record_thread_message(
+            self.ctx,
+            event={"type": "message", "channel": CHANNEL, "user": user, "text": text, "ts": ts, "thread_ts": root},
+            event_id=None,
+        )
         return ts
 
     def edit(self, root: str, user: str, ts: str, old: str, new: str) -> None:
-        assert record_thread_message(self.ctx, event={
-            "type": "message", "subtype": "message_changed", "channel": CHANNEL,
-            "message": {"user": user, "ts": ts, "text": new, "thread_ts": root},
-            "previous_message": {"user": user, "ts": ts, "text": old, "thread_ts": root}}, event_id=None)
+        assert record_thread_message(
+            self.ctx,
+            event={
+                "type": "message",
+                "subtype": "message_changed",
+                "channel": CHANNEL,
+                "message": {"user": user, "ts": ts, "text": new, "thread_ts": root},
+                "previous_message": {"user": user, "ts": ts, "text": old, "thread_ts": root},
+            },
+            event_id=None,
+        )
 
     def delete(self, root: str, user: str, ts: str, old: str) -> None:
-        assert record_thread_message(self.ctx, event={
-            "type": "message", "subtype": "message_deleted", "channel": CHANNEL, "deleted_ts": ts,
-            "previous_message": {"user": user, "ts": ts, "text": old, "thread_ts": root}}, event_id=None)
+        assert record_thread_message(
+            self.ctx,
+            event={
+                "type": "message",
+                "subtype": "message_deleted",
+                "channel": CHANNEL,
+                "deleted_ts": ts,
+                "previous_message": {"user": user, "ts": ts, "text": old, "thread_ts": root},
+            },
+            event_id=None,
+        )
 
     def decide(self, rid: str, user: str, decision: str, expect: str) -> None:
         got = decide(self.ctx, request_id=rid, user=user, decision=decision, channel=CHANNEL).outcome
@@ -316,9 +351,15 @@ class History:
 
     def execute(self, rid: str, status: str, agent: str = "deploy-bot") -> None:
         assert get_request(self.ctx, agent_id=agent, request_id=rid)["status"] == "executing"
-        record_outcome(self.ctx, agent_id=agent, request_id=rid,
-                       body={"status": status, "detail": "restarted 12/12 pods" if status == "succeeded"
-                             else "3 pods failed readiness after restart"})
+        record_outcome(
+            self.ctx,
+            agent_id=agent,
+            request_id=rid,
+            body={
+                "status": status,
+                "detail": "restarted 12/12 pods" if status == "succeeded" else "3 pods failed readiness after restart",
+            },
+        )
 
 
 def make_templates(h: History) -> list[tuple[str, int]]:
@@ -337,8 +378,9 @@ def make_templates(h: History) -> list[tuple[str, int]]:
     h.execute(ok, "succeeded")
 
     c.advance(minutes=3)
-    failed = h.submit(title="Restart payments in prod-us", risk="high",
-                      rollback={"description": "redeploy the previous image tag"})
+    failed = h.submit(
+        title="Restart payments in prod-us", risk="high", rollback={"description": "redeploy the previous image tag"}
+    )
     root = h.post(failed)
     c.advance(seconds=25)
     h.decide(failed, "U0SPONSOR", "approve", "refused")
@@ -384,9 +426,14 @@ class Template:
         self.rid, self.weight = rid, weight
         self.row = dict(conn.execute(select(table).where(table.c.id == rid)).mappings().one())
         ev = EventRow.__table__
-        self.events = [dict(r) for r in conn.execute(
-            select(ev.c.seq, ev.c.at, ev.c.type, ev.c.actor, ev.c.data).where(ev.c.request_id == rid)
-            .order_by(ev.c.seq)).mappings()]
+        self.events = [
+            dict(r)
+            for r in conn.execute(
+                select(ev.c.seq, ev.c.at, ev.c.type, ev.c.actor, ev.c.data)
+                .where(ev.c.request_id == rid)
+                .order_by(ev.c.seq)
+            ).mappings()
+        ]
         self.slack_ts: set[str] = set()
         for e in self.events:
             for key in ("ts", "thread_ts"):
@@ -440,8 +487,9 @@ class Template:
                 row[col] = tx(v, col)
         row.update(id=rid, title=title, action=action, action_sha256=digest)
         if row.get("grant_claims"):
-            row["grant_token"] = jwt.encode(row["grant_claims"], key.private, algorithm="EdDSA",
-                                            headers={"kid": key.kid})
+            row["grant_token"] = jwt.encode(
+                row["grant_claims"], key.private, algorithm="EdDSA", headers={"kid": key.kid}
+            )
         events = []
         prev = chain.GENESIS
         said = 0
@@ -454,8 +502,18 @@ class Template:
                 said += 1
             at = shift_iso(e["at"])
             digest_e = chain.link(prev, chain.event_body(rid, e["seq"], at, e["type"], e["actor"], data))
-            events.append({"request_id": rid, "seq": e["seq"], "at": at, "type": e["type"], "actor": e["actor"],
-                           "data": data, "prev_hash": prev, "hash": digest_e})
+            events.append(
+                {
+                    "request_id": rid,
+                    "seq": e["seq"],
+                    "at": at,
+                    "type": e["type"],
+                    "actor": e["actor"],
+                    "data": data,
+                    "prev_hash": prev,
+                    "hash": digest_e,
+                }
+            )
             prev = digest_e
         row["event_count"], row["head_hash"] = len(events), prev
         return row, events
@@ -494,8 +552,7 @@ def seed_store(url: str, target_events: int, checkpoint_at: float = 0.95) -> dic
             ledger_seq += 1
             at = chain.iso(row["created_at"])
             h = chain.link(ledger_prev, {"seq": ledger_seq, "request_id": row["id"], "at": at})
-            ledger.append({"seq": ledger_seq, "request_id": row["id"], "at": at, "prev_hash": ledger_prev,
-                           "hash": h})
+            ledger.append({"seq": ledger_seq, "request_id": row["id"], "at": at, "prev_hash": ledger_prev, "hash": h})
             ledger_prev = h
             i += 1
         # events in the order a live store writes them: by time, requests interleaved
@@ -517,10 +574,15 @@ def seed_store(url: str, target_events: int, checkpoint_at: float = 0.95) -> dic
     cut = T0 + timedelta(seconds=base_offset + (last_offset - base_offset) * checkpoint_at)
     cp = write_checkpoint(store, keys, cut + timedelta(seconds=30))
     assert cp is not None, "no checkpoint written"
-    info = {"requests": requests_total, "events": events_total, "templates": [t.rid for t in templates],
-            "events_per_request": round(events_total / requests_total, 2), "seed_seconds": round(seed_seconds, 1),
-            "checkpoint": {"id": cp.id, "at": chain.iso(cp.at), "ledger_seq": cp.ledger_seq},
-            "clone_sample": [r["id"] for r in rows[:3]]}
+    info = {
+        "requests": requests_total,
+        "events": events_total,
+        "templates": [t.rid for t in templates],
+        "events_per_request": round(events_total / requests_total, 2),
+        "seed_seconds": round(seed_seconds, 1),
+        "checkpoint": {"id": cp.id, "at": chain.iso(cp.at), "ledger_seq": cp.ledger_seq},
+        "clone_sample": [r["id"] for r in rows[:3]],
+    }
     store.dispose()
     return info
 
@@ -530,15 +592,16 @@ def reference_check(url: str, rids: list[str]) -> None:
     independently of the project's canonical JSON and of verify."""
     import rfc8785
 
-
     with dbapi_connect(url) as dbc:
         cast = "CAST(data AS TEXT)" if url.startswith("sqlite") else "data::text"
         mark = "?" if url.startswith("sqlite") else "%s"
         for rid in rids:
             prev = chain.GENESIS
             for seq, at, type_, actor, data, p, h in dbc.execute(
-                    f"SELECT seq, at, type, actor, {cast}, prev_hash, hash FROM events WHERE request_id = {mark} "
-                    "ORDER BY seq", [rid]).fetchall():
+                f"SELECT seq, at, type, actor, {cast}, prev_hash, hash FROM events WHERE request_id = {mark} "
+                "ORDER BY seq",
+                [rid],
+            ).fetchall():
                 body = rfc8785.dumps(chain.event_body(rid, seq, at, type_, actor, json.loads(data)))
                 assert p == prev and hashlib.sha256(prev.encode() + body).hexdigest() == h, (rid, seq)
                 prev = h
@@ -551,8 +614,12 @@ def baseline(url: str, ordered: bool) -> dict:
     """The floor: every event's verify columns read over the same driver, SHA-256 of each
     row's stored text. One process, no parsing, no chain logic."""
     pg = not url.startswith("sqlite")
-    sql = ("SELECT request_id, seq, at, type, actor, " + ("data::text" if pg else "CAST(data AS TEXT)")
-           + ", prev_hash, hash FROM events" + (" ORDER BY request_id, seq" if ordered else ""))
+    sql = (
+        "SELECT request_id, seq, at, type, actor, "
+        + ("data::text" if pg else "CAST(data AS TEXT)")
+        + ", prev_hash, hash FROM events"
+        + (" ORDER BY request_id, seq" if ordered else "")
+    )
     sha = hashlib.sha256
     n = 0
     started = time.perf_counter()
@@ -595,11 +662,21 @@ def measure(label: str, run, repeat: int, pg: bool) -> dict:
         with Window(pg) as w:
             seconds, events, extra = run()
         quiet = w.others <= QUIET * cores * w.seconds + 0.3  # (/proc/stat counts in ticks)
-        runs.append({"seconds": round(seconds, 3), "events_per_s": round(events / seconds),
-                     "others_cpu_s": round(w.others, 2), "server_cpu_s": round(w.server, 2), "quiet": quiet,
-                     **extra})
-        log(f"{label}: {seconds:.2f} s, {events / seconds:,.0f} events/s (other work {w.others:.1f} CPU s"
-            + (f", server {w.server:.1f} CPU s" if pg else "") + ")")
+        runs.append(
+            {
+                "seconds": round(seconds, 3),
+                "events_per_s": round(events / seconds),
+                "others_cpu_s": round(w.others, 2),
+                "server_cpu_s": round(w.server, 2),
+                "quiet": quiet,
+                **extra,
+            }
+        )
+        log(
+            f"{label}: {seconds:.2f} s, {events / seconds:,.0f} events/s (other work {w.others:.1f} CPU s"
+            + (f", server {w.server:.1f} CPU s" if pg else "")
+            + ")"
+        )
     top = dict(min(runs, key=lambda r: r["seconds"]))
     for key in ("seconds", "others_cpu_s", "server_cpu_s", "quiet"):
         top["runs" if key == "seconds" else key] = [r[key] for r in runs]
@@ -620,6 +697,7 @@ def bench_verify(base: str, workdir: Path, n: int, repeat: int, keep: bool) -> d
         out["load_before"] = loadavg()
 
         for key, ordered in (("baseline_table_order", False), ("baseline_chain_order", True)):
+
             def run_baseline(ordered=ordered):
                 started = time.perf_counter()
                 b = baseline(url, ordered=ordered)
@@ -644,6 +722,7 @@ def bench_verify(base: str, workdir: Path, n: int, repeat: int, keep: bool) -> d
         store = Store(url)
         keys = load_keyring(store, None)
         for label, workers in (("in_process", None), ("in_process_one_worker", 1)):
+
             def run_in_process(workers=workers):
                 result = verify_store(store, keys, workers=workers)
                 assert result.ok, result.failures[:3]
@@ -656,13 +735,19 @@ def bench_verify(base: str, workdir: Path, n: int, repeat: int, keep: bool) -> d
         # alter one thread message in the middle of the store: verify must name it
         ev = EventRow.__table__
         with store.engine.connect() as conn:
-            rid = conn.execute(select(RequestRow.id).order_by(RequestRow.id)
-                               .offset(seed["requests"] // 2).limit(1)).scalar_one()
-            victim = conn.execute(select(ev.c.id, ev.c.seq, ev.c.data).where(
-                ev.c.request_id == rid, ev.c.type == "thread.reply").order_by(ev.c.seq).limit(1)).one()
+            rid = conn.execute(
+                select(RequestRow.id).order_by(RequestRow.id).offset(seed["requests"] // 2).limit(1)
+            ).scalar_one()
+            victim = conn.execute(
+                select(ev.c.id, ev.c.seq, ev.c.data)
+                .where(ev.c.request_id == rid, ev.c.type == "thread.reply")
+                .order_by(ev.c.seq)
+                .limit(1)
+            ).one()
         with store.engine.begin() as conn:
-            conn.execute(update(ev).where(ev.c.id == victim.id).values(data={**victim.data,
-                                                                             "text": "nothing to see here"}))
+            conn.execute(
+                update(ev).where(ev.c.id == victim.id).values(data={**victim.data, "text": "nothing to see here"})
+            )
         wall_t, proc = run_cli(["evidence", "verify"], url, workdir)
         expected = f"request {rid} event seq {victim.seq}: hash mismatch"
         assert proc.returncode == 1 and expected in proc.stderr, (proc.returncode, proc.stdout, proc.stderr)
@@ -740,8 +825,12 @@ def bench_export(base: str, workdir: Path, messages: int, repeat: int, keep: boo
             t_html, _page = median_time(lambda bundle=bundle: render_html(bundle), repeat)
             t_vb, verdict = median_time(lambda text=text: verify_bundle(json.loads(text), keys.jwks()), repeat)
             assert verdict[0], verdict
-            res["in_process"] = {"build_bundle_s": round(t_build, 4), "json_dumps_s": round(t_json, 4),
-                                 "render_html_s": round(t_html, 4), "verify_bundle_s": round(t_vb, 4)}
+            res["in_process"] = {
+                "build_bundle_s": round(t_build, 4),
+                "json_dumps_s": round(t_json, 4),
+                "render_html_s": round(t_html, 4),
+                "verify_bundle_s": round(t_vb, 4),
+            }
             files = {}
             for fmt in ("json", "html"):
                 path = workdir / f"{name}.{fmt}"
@@ -751,8 +840,10 @@ def bench_export(base: str, workdir: Path, messages: int, repeat: int, keep: boo
                     assert proc.returncode == 0, proc.stderr
                     return wall
 
-                files[fmt] = {"cli_seconds": round(statistics.median(export_cli() for _ in range(repeat)), 3),
-                              "bytes": path.stat().st_size}
+                files[fmt] = {
+                    "cli_seconds": round(statistics.median(export_cli() for _ in range(repeat)), 3),
+                    "bytes": path.stat().st_size,
+                }
 
             def verify_bundle_cli(name=name):
                 wall, proc = run_cli(["evidence", "verify-bundle", str(workdir / f"{name}.json")], url, workdir)
@@ -774,8 +865,12 @@ def bench_export(base: str, workdir: Path, messages: int, repeat: int, keep: boo
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--db", default="sqlite", help="sqlite (default) or a PostgreSQL URL (a fresh database is "
-                   "created next to it for each part and dropped afterwards)")
+    p.add_argument(
+        "--db",
+        default="sqlite",
+        help="sqlite (default) or a PostgreSQL URL (a fresh database is "
+        "created next to it for each part and dropped afterwards)",
+    )
     p.add_argument("--parts", default="verify,export", help="comma-separated: verify, export")
     p.add_argument("--events", type=int, default=1_000_000, help="events in the verify store (default 1,000,000)")
     p.add_argument("--messages", type=int, default=1000, help="thread messages in the exported request")
@@ -789,8 +884,7 @@ def main() -> int:
     if unknown:
         p.error(f"unknown part(s): {', '.join(sorted(unknown))}")
     base = args.db if args.db == "sqlite" else args.db.replace("postgresql://", "postgresql+psycopg://", 1)
-    results: dict = {"machine": machine(), "db": "sqlite" if base == "sqlite" else "postgresql",
-                     "commit": git_commit()}
+    results: dict = {"machine": machine(), "db": "sqlite" if base == "sqlite" else "postgresql", "commit": git_commit()}
     with tempfile.TemporaryDirectory(prefix="signoff-evidence-bench-") as tmp:
         workdir = Path(tmp)
         if "verify" in parts:
@@ -811,10 +905,12 @@ def git_commit() -> str | None:
     """The commit measured (with "+changes" when src/ differs from it)."""
     root = Path(__file__).resolve().parent.parent
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=root, capture_output=True,
-                               text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return head + ("+changes" if dirty else "")
@@ -822,43 +918,62 @@ def git_commit() -> str | None:
 
 def report(r: dict) -> None:
     m = r["machine"]
-    print(f"machine: nproc={m['nproc']}, {m['cpu']}, {m['ram_gib']} GiB RAM, Python {m['python']}; "
-          f"commit {r['commit']}")
+    print(
+        f"machine: nproc={m['nproc']}, {m['cpu']}, {m['ram_gib']} GiB RAM, Python {m['python']}; commit {r['commit']}"
+    )
     v = r.get("verify")
     if v:
         s = v["store"]
-        print(f"\n(a) verify, {v['database']}: {s['requests']:,} requests, {s['events']:,} events "
-              f"({s['events_per_request']}/request), seeded in {s['seed_seconds']} s; "
-              f"busy {v['busy_before']:.0%} before; load {v['load_before']} -> {v['load_after']}")
-        for key, label in (("baseline_table_order", "baseline: read + SHA-256, table order"),
-                           ("baseline_chain_order", "baseline: read + SHA-256, (request_id, seq) order")):
+        print(
+            f"\n(a) verify, {v['database']}: {s['requests']:,} requests, {s['events']:,} events "
+            f"({s['events_per_request']}/request), seeded in {s['seed_seconds']} s; "
+            f"busy {v['busy_before']:.0%} before; load {v['load_before']} -> {v['load_after']}"
+        )
+        for key, label in (
+            ("baseline_table_order", "baseline: read + SHA-256, table order"),
+            ("baseline_chain_order", "baseline: read + SHA-256, (request_id, seq) order"),
+        ):
             b = v[key]
-            print(f"  {label:<52} {b['seconds']:>8.2f} s {b['events_per_s']:>11,}/s   "
-                  f"(other work: {b['others_cpu_s']} CPU s{server(b)})")
-        for key, label in (("cli", "signoff evidence verify (CLI, wall clock)"),
-                           ("in_process", "verify_store in-process (default workers)"),
-                           ("in_process_one_worker", "verify_store in-process, one process")):
+            print(
+                f"  {label:<52} {b['seconds']:>8.2f} s {b['events_per_s']:>11,}/s   "
+                f"(other work: {b['others_cpu_s']} CPU s{server(b)})"
+            )
+        for key, label in (
+            ("cli", "signoff evidence verify (CLI, wall clock)"),
+            ("in_process", "verify_store in-process (default workers)"),
+            ("in_process_one_worker", "verify_store in-process, one process"),
+        ):
             x = v[key]
-            print(f"  {label:<52} {x['seconds']:>8.2f} s {x['events_per_s']:>11,}/s   "
-                  f"x{x['ratio_table_order']:.2f} / x{x['ratio_chain_order']:.2f} of the baselines "
-                  f"(runs {x['runs']} s; other work {x['others_cpu_s']} CPU s{server(x)}"
-                  f"{'' if any(x['quiet']) else '; NO QUIET RUN'})")
-        print(f"  CLI fixed cost (export of a missing id): {v['cli']['fixed_seconds']:.2f} s; altered store: "
-              f"{v['tampered']['reported']}")
+            print(
+                f"  {label:<52} {x['seconds']:>8.2f} s {x['events_per_s']:>11,}/s   "
+                f"x{x['ratio_table_order']:.2f} / x{x['ratio_chain_order']:.2f} of the baselines "
+                f"(runs {x['runs']} s; other work {x['others_cpu_s']} CPU s{server(x)}"
+                f"{'' if any(x['quiet']) else '; NO QUIET RUN'})"
+            )
+        print(
+            f"  CLI fixed cost (export of a missing id): {v['cli']['fixed_seconds']:.2f} s; altered store: "
+            f"{v['tampered']['reported']}"
+        )
     e = r.get("export")
     if e:
-        print(f"\n(b) export, {e['database']}: capture {e['messages']} replies {e['capture']['ms_per_message']} "
-              f"ms each; CLI fixed cost {e['cli_startup_seconds']:.2f} s; load {e['load_before']} -> {e['load_after']}")
+        print(
+            f"\n(b) export, {e['database']}: capture {e['messages']} replies {e['capture']['ms_per_message']} "
+            f"ms each; CLI fixed cost {e['cli_startup_seconds']:.2f} s; load {e['load_before']} -> {e['load_after']}"
+        )
         for name in ("thread_request", "ordinary_request"):
             x = e[name]
             ip, c = x["in_process"], x["cli"]
             print(f"  {name} ({x['events']} events, {x['thread_messages']} thread messages):")
-            print(f"    CLI export json {c['json']['cli_seconds']:.2f} s ({c['json']['bytes']:,} B), "
-                  f"html {c['html']['cli_seconds']:.2f} s ({c['html']['bytes']:,} B), "
-                  f"verify-bundle {c['verify_bundle_cli_seconds']:.2f} s")
-            print(f"    in-process build_bundle {ip['build_bundle_s'] * 1000:.1f} ms, json.dumps "
-                  f"{ip['json_dumps_s'] * 1000:.1f} ms, render_html {ip['render_html_s'] * 1000:.1f} ms, "
-                  f"verify_bundle {ip['verify_bundle_s'] * 1000:.1f} ms")
+            print(
+                f"    CLI export json {c['json']['cli_seconds']:.2f} s ({c['json']['bytes']:,} B), "
+                f"html {c['html']['cli_seconds']:.2f} s ({c['html']['bytes']:,} B), "
+                f"verify-bundle {c['verify_bundle_cli_seconds']:.2f} s"
+            )
+            print(
+                f"    in-process build_bundle {ip['build_bundle_s'] * 1000:.1f} ms, json.dumps "
+                f"{ip['json_dumps_s'] * 1000:.1f} ms, render_html {ip['render_html_s'] * 1000:.1f} ms, "
+                f"verify_bundle {ip['verify_bundle_s'] * 1000:.1f} ms"
+            )
 
 
 if __name__ == "__main__":

@@ -98,8 +98,12 @@ def submission(i: int) -> dict:
     return {
         "workflow": "bench",
         "title": f"Restart checkout-api pod {i} in prod-eu",
-        "action": {"type": "service.restart", "target": f"checkout-api-{i % 50}", "environment": "production",
-                   "parameters": {"graceful": True, "drain_seconds": 30, "replicas": [1, 2, 3]}},
+        "action": {
+            "type": "service.restart",
+            "target": f"checkout-api-{i % 50}",
+            "environment": "production",
+            "parameters": {"graceful": True, "drain_seconds": 30, "replicas": [1, 2, 3]},
+        },
         "justification": "p99 latency doubled after the 14:02 deploy; a restart clears the stuck pool",
         "prompt": "Checkout is slow since the last deploy. Find out why and fix it. " * 3,
         "risk": "medium",
@@ -215,19 +219,36 @@ class CpuWindow:
 
     def summary(self) -> dict:
         other = self.machine - self.server - self.children - self.me
-        return {"wall_s": round(self.wall, 2), "machine_busy_s": round(self.machine, 2),
-                "server_s": round(self.server, 2), "load_generator_s": round(self.children, 2),
-                "bench_process_s": round(self.me, 2), "other_s": round(max(other, 0), 2)}
+        return {
+            "wall_s": round(self.wall, 2),
+            "machine_busy_s": round(self.machine, 2),
+            "server_s": round(self.server, 2),
+            "load_generator_s": round(self.children, 2),
+            "bench_process_s": round(self.me, 2),
+            "other_s": round(max(other, 0), 2),
+        }
 
 
 def run_wrk(url: str, bodies: Path, *, duration: float, connections: int, threads: int) -> dict:
-    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
-           "-s", str(HERE / "submit.lua"), url, "--", str(bodies), "/v1/actions"]
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(HERE / "submit.lua"),
+        url,
+        "--",
+        str(bodies),
+        "/v1/actions",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRK_RESULT ")), None)
     if line is None:
         raise RuntimeError(f"wrk gave no result:\n{out.stdout}\n{out.stderr}")
-    r = json.loads(line[len("WRK_RESULT "):])
+    r = json.loads(line[len("WRK_RESULT ") :])
     secs = r["duration_us"] / 1e6
     # new requests (201) only: a pre-signed body sent again is a cheaper replay (200)
     r["accepted_per_s"] = round(r["created"] / secs, 1)
@@ -244,8 +265,9 @@ def machine() -> dict:
 
 def git_describe() -> str:
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True,
-                             text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True, timeout=10
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -277,8 +299,11 @@ def posted_count(db: str) -> int:
 
 def clicks_recorded(db: str) -> int:
     """Approve clicks by the bench's approver recorded as evidence (decided or repeated)."""
-    return db_query(db, "SELECT count(*) FROM events WHERE actor = :a AND type IN "
-                        "('decision.recorded', 'click.repeated')", {"a": APPROVER})[0][0]
+    return db_query(
+        db,
+        "SELECT count(*) FROM events WHERE actor = :a AND type IN ('decision.recorded', 'click.repeated')",
+        {"a": APPROVER},
+    )[0][0]
 
 
 def posted_request_ids(slack) -> dict[str, str]:
@@ -303,7 +328,7 @@ _ENGINES: dict = {}
 def db_query(db: str, sql: str, args: dict | None = None) -> list[tuple]:
     """Read-only queries of the server's database (``db``: a SQLAlchemy URL)."""
     if db.startswith("sqlite:///"):
-        conn = sqlite3.connect(f"file:{db[len('sqlite:///'):]}?mode=ro", uri=True, timeout=30)
+        conn = sqlite3.connect(f"file:{db[len('sqlite:///') :]}?mode=ro", uri=True, timeout=30)
         try:
             return conn.execute(sql, args or {}).fetchall()
         finally:
@@ -331,9 +356,13 @@ def db_time(db: str, t: datetime):
 def bench_bare(args, tmp: Path, env: dict, secret: str) -> dict:
     port = free_port()
     log = (tmp / "bare.log").open("w")
-    proc = subprocess.Popen([sys.executable, str(HERE / "bare_hmac_app.py"), "--port", str(port),
-                             "--workers", str(args.workers)],
-                            env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "bare_hmac_app.py"), "--port", str(port), "--workers", str(args.workers)],
+        env=env,
+        cwd=tmp,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_http(f"http://{HOST}:{port}/healthz", 30, proc)
         bodies = tmp / "bare.tsv"
@@ -342,8 +371,9 @@ def bench_bare(args, tmp: Path, env: dict, secret: str) -> dict:
         run_wrk(url, bodies, duration=args.warmup, connections=args.concurrency, threads=args.wrk_threads)
         r = {"busy_before": wait_quiet(args.quiet, args.quiet_wait)}
         with CpuWindow(proc.pid) as cpu:
-            r.update(run_wrk(url, bodies, duration=args.duration, connections=args.concurrency,
-                             threads=args.wrk_threads))
+            r.update(
+                run_wrk(url, bodies, duration=args.duration, connections=args.concurrency, threads=args.wrk_threads)
+            )
         r["cpu"] = cpu.summary()
         return r
     finally:
@@ -359,14 +389,35 @@ def bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, sl
 def _bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, slack, db: str) -> dict:
     port = free_port()
     base = f"http://{HOST}:{port}"
-    env = {**env, "SLACK_BOT_TOKEN": "xoxb-bench", "SLACK_SIGNING_SECRET": slack_secret,
-           "SIGNOFF_SLACK_API_URL": slack.url, "SIGNOFF_DATABASE_URL": db,
-           "SIGNOFF_SLACK_PACING": "true" if args.slack_limits else "false",
-           "SIGNOFF_CONFIG": str(tmp / "signoff.yaml"), "SIGNOFF_PUBLIC_URL": base}
+    env = {
+        **env,
+        "SLACK_BOT_TOKEN": "xoxb-bench",
+        "SLACK_SIGNING_SECRET": slack_secret,
+        "SIGNOFF_SLACK_API_URL": slack.url,
+        "SIGNOFF_DATABASE_URL": db,
+        "SIGNOFF_SLACK_PACING": "true" if args.slack_limits else "false",
+        "SIGNOFF_CONFIG": str(tmp / "signoff.yaml"),
+        "SIGNOFF_PUBLIC_URL": base,
+    }
     log = (tmp / "serve.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "signoff.cli", "serve", "--host", HOST, "--port", str(port),
-                             "--workers", str(args.workers)],
-                            env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "signoff.cli",
+            "serve",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+        ],
+        env=env,
+        cwd=tmp,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     result: dict = {}
     try:
         wait_http(f"{base}/healthz", 60, proc)
@@ -378,16 +429,27 @@ def _bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, s
             for i in range(n_clicks):
                 raw = json.dumps(submission(100_000 + i)).encode()
                 ts = str(int(time.time()))
-                r = http.post("/v1/actions", content=raw, headers={
-                    "X-Signoff-Agent": AGENT, "X-Signoff-Timestamp": ts, "X-Signoff-Signature": sign(secret, ts, raw),
-                    "Content-Type": "application/json"})
+                r = http.post(
+                    "/v1/actions",
+                    content=raw,
+                    headers={
+                        "X-Signoff-Agent": AGENT,
+                        "X-Signoff-Timestamp": ts,
+                        "X-Signoff-Signature": sign(secret, ts, raw),
+                        "Content-Type": "application/json",
+                    },
+                )
                 if r.status_code != 201:
                     raise RuntimeError(f"setup submission answered {r.status_code}: {r.text[:300]}")
                 ids.append(r.json()["id"])
         end = time.monotonic() + 60
         while True:  # where Slack put each (its own message, or a digest with Slack's limits on)
-            posted = {rid: (ch, ts) for rid, ch, ts in db_query(
-                db, "SELECT request_id, channel, ts FROM slack_messages WHERE role = 'request' AND ts IS NOT NULL")}
+            posted = {
+                rid: (ch, ts)
+                for rid, ch, ts in db_query(
+                    db, "SELECT request_id, channel, ts FROM slack_messages WHERE role = 'request' AND ts IS NOT NULL"
+                )
+            }
             if all(i in posted for i in ids):
                 break
             if time.monotonic() > end:
@@ -410,12 +472,34 @@ def _bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, s
         busy_before = wait_quiet(args.quiet, args.quiet_wait)
         write_signed_bodies(bodies, secret, args.bodies)
         click_out = tmp / "clicks.json"
-        clicker = None if not n_clicks else subprocess.Popen(
-            [sys.executable, str(HERE / "click_client.py"), "--url", f"{base}/slack/events",
-             "--secret", slack_secret, "--targets", str(tmp / "targets.json"),
-             "--user", APPROVER, "--rate", str(args.click_rate),
-             "--duration", str(args.click_duration), "--delay", "1.0",
-             "--out", str(click_out)], cwd=tmp, env=env)
+        clicker = (
+            None
+            if not n_clicks
+            else subprocess.Popen(
+                [
+                    sys.executable,
+                    str(HERE / "click_client.py"),
+                    "--url",
+                    f"{base}/slack/events",
+                    "--secret",
+                    slack_secret,
+                    "--targets",
+                    str(tmp / "targets.json"),
+                    "--user",
+                    APPROVER,
+                    "--rate",
+                    str(args.click_rate),
+                    "--duration",
+                    str(args.click_duration),
+                    "--delay",
+                    "1.0",
+                    "--out",
+                    str(click_out),
+                ],
+                cwd=tmp,
+                env=env,
+            )
+        )
         time.sleep(0.5)  # the click client's imports; its first click is 1 s after it is ready
         posted_before = posted_count(db)
         t_start = datetime.now(UTC)
@@ -423,12 +507,29 @@ def _bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, s
         if args.profile:  # sample `serve` during the measured run (py-spy, collapsed stacks)
             py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
             gil = ["--gil"] if os.environ.get("BENCH_PROFILE_GIL") else []
-            profiler = subprocess.Popen([py_spy, "record", "-p", str(proc.pid), "-d", str(int(args.duration)),
-                                         "-r", "250", "--format", "raw", "--nonblocking", "-t", "--subprocesses", *gil,
-                                         "-o", args.profile], stdout=subprocess.DEVNULL)
+            profiler = subprocess.Popen(
+                [
+                    py_spy,
+                    "record",
+                    "-p",
+                    str(proc.pid),
+                    "-d",
+                    str(int(args.duration)),
+                    "-r",
+                    "250",
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "-t",
+                    "--subprocesses",
+                    *gil,
+                    "-o",
+                    args.profile,
+                ],
+                stdout=subprocess.DEVNULL,
+            )
         with CpuWindow(proc.pid) as cpu:
-            r = run_wrk(base, bodies, duration=args.duration, connections=args.concurrency,
-                        threads=args.wrk_threads)
+            r = run_wrk(base, bodies, duration=args.duration, connections=args.concurrency, threads=args.wrk_threads)
         if profiler is not None:
             profiler.wait(timeout=60)
         t_end_wall = time.time()
@@ -456,16 +557,25 @@ def _bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, s
             time.sleep(0.05)
         drained = posted >= total
         drain_s = time.time() - t_end_wall
-        rows = db_query(db, """
+        rows = db_query(
+            db,
+            """
             SELECT r.created_at, m.posted_at FROM requests r JOIN slack_messages m ON m.request_id = r.id
             WHERE m.role = 'request' AND m.posted_at IS NOT NULL AND r.created_at >= :t0 AND r.created_at <= :t1""",
-                        {"t0": db_time(db, t_start), "t1": db_time(db, t_end)})
+            {"t0": db_time(db, t_start), "t1": db_time(db, t_end)},
+        )
         lags = [(parse_ts(p) - parse_ts(c)).total_seconds() for c, p in rows]
         result["posting"] = {
-            "requests_total": total, "posted": posted, "all_posted": drained,
+            "requests_total": total,
+            "posted": posted,
+            "all_posted": drained,
             "seconds_after_load_end": round(drain_s, 2),
-            "submit_to_post_s": {"requests": len(lags), "p50": _r(pct(lags, 50)), "p99": _r(pct(lags, 99)),
-                                 "max": _r(max(lags) if lags else None)},
+            "submit_to_post_s": {
+                "requests": len(lags),
+                "p50": _r(pct(lags, 50)),
+                "p99": _r(pct(lags, 99)),
+                "max": _r(max(lags) if lags else None),
+            },
         }
         # (d) clicks replayed over closed-loop connections, after the load
         if ids and args.replay_connections:
@@ -473,11 +583,31 @@ def _bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, s
             wait_quiet(args.quiet, min(args.quiet_wait, 30))
             replay_out = tmp / "replay.json"
             with CpuWindow(proc.pid) as cpu:
-                subprocess.run([sys.executable, str(HERE / "click_client.py"), "--url", f"{base}/slack/events",
-                                "--secret", slack_secret, "--targets", str(tmp / "targets.json"),
-                                "--user", APPROVER, "--connections", str(args.replay_connections),
-                                "--duration", str(args.replay_duration), "--delay", "0.5",
-                                "--out", str(replay_out)], cwd=tmp, env=env, timeout=args.replay_duration + 120)
+                subprocess.run(
+                    [
+                        sys.executable,
+                        str(HERE / "click_client.py"),
+                        "--url",
+                        f"{base}/slack/events",
+                        "--secret",
+                        slack_secret,
+                        "--targets",
+                        str(tmp / "targets.json"),
+                        "--user",
+                        APPROVER,
+                        "--connections",
+                        str(args.replay_connections),
+                        "--duration",
+                        str(args.replay_duration),
+                        "--delay",
+                        "0.5",
+                        "--out",
+                        str(replay_out),
+                    ],
+                    cwd=tmp,
+                    env=env,
+                    timeout=args.replay_duration + 120,
+                )
             replayed = json.loads(replay_out.read_text()) if replay_out.exists() else {"error": "no clicks"}
             replayed["cpu"] = cpu.summary()
             answered = replayed.get("statuses", {}).get("200", 0)
@@ -491,9 +621,12 @@ def _bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, s
         # the clicks' decisions (recorded after the ack, by then settled)
         if ids:
             decided = db_query(db, "SELECT count(*) FROM decisions WHERE by = :by", {"by": APPROVER})[0][0]
-            approved = db_query(db, "SELECT count(*) FROM requests WHERE status IN ('approved', 'executing') "
-                                    "AND id IN (" + ",".join(f":i{n}" for n in range(len(ids))) + ")",
-                                {f"i{n}": i for n, i in enumerate(ids)})[0][0]
+            approved = db_query(
+                db,
+                "SELECT count(*) FROM requests WHERE status IN ('approved', 'executing') "
+                "AND id IN (" + ",".join(f":i{n}" for n in range(len(ids))) + ")",
+                {f"i{n}": i for n, i in enumerate(ids)},
+            )[0][0]
             result["clicks"]["decisions_recorded"] = decided
             result["clicks"]["requests_approved"] = approved
         result["statuses"] = dict(db_query(db, "SELECT status, count(*) FROM requests GROUP BY status"))
@@ -513,45 +646,81 @@ def report(res: dict) -> str:
     rp = s.get("replay") or {}
     ratio = sub["accepted_per_s"] / bare["accepted_per_s"] if bare["accepted_per_s"] else 0
     lines = [
-        (f"commit {res.get('commit')}; machine: {m['nproc']} cores, {m['cpu']}, {m['ram_gib']} GiB RAM, "
-         f"Python {m['python']}, {m['wrk']}"),
-        (f"concurrency {res['params']['concurrency']}, {res['params']['duration']} s measured after "
-         f"{res['params']['warmup']} s warm-up; Slack stand-in answers in {res['params']['slack_latency']} s, "
-         f"{'with' if res['params']['slack_limits'] else 'without'} Slack's rate limits"),
+        (
+            f"commit {res.get('commit')}; machine: {m['nproc']} cores, {m['cpu']}, {m['ram_gib']} GiB RAM, "
+            f"Python {m['python']}, {m['wrk']}"
+        ),
+        (
+            f"concurrency {res['params']['concurrency']}, {res['params']['duration']} s measured after "
+            f"{res['params']['warmup']} s warm-up; Slack stand-in answers in {res['params']['slack_latency']} s, "
+            f"{'with' if res['params']['slack_limits'] else 'without'} Slack's rate limits"
+        ),
         "",
         "| figure | result | target |",
         "|---|---|---|",
         f"| bare HMAC endpoint, accepted/s | {bare['accepted_per_s']:,.0f} (p99 {bare['p99_ms']} ms) | — |",
-        (f"| signoff serve ({'SQLite' if res['params']['db'] == 'sqlite' else 'PostgreSQL'}, "
-         f"{res['params']['workers']} process(es){', auto-approved' if res['params']['auto_approve'] else ''}), "
-         f"accepted/s | {sub['accepted_per_s']:,.0f} | ≥ 1,000 |"),
+        (
+            f"| signoff serve ({'SQLite' if res['params']['db'] == 'sqlite' else 'PostgreSQL'}, "
+            f"{res['params']['workers']} process(es){', auto-approved' if res['params']['auto_approve'] else ''}), "
+            f"accepted/s | {sub['accepted_per_s']:,.0f} | ≥ 1,000 |"
+        ),
         f"| ratio signoff / bare | {ratio:.3f} | ≥ 0.10 |",
         f"| submit latency p50 / p99 | {sub['p50_ms']} / {sub['p99_ms']} ms | p99 ≤ 100 ms |",
-        (f"| non-2xx answers / socket errors / replays answered 200 | {sub['not_ok']} {sub['statuses'] or ''} / "
-         f"{sum(sub['errors'].values())} / {sub.get('replayed', 0)} | 0 |"),
+        (
+            f"| non-2xx answers / socket errors / replays answered 200 | {sub['not_ok']} {sub['statuses'] or ''} / "
+            f"{sum(sub['errors'].values())} / {sub.get('replayed', 0)} | 0 |"
+        ),
         f"| posted to fake Slack during the load | {sub['posted_during_load_per_s']:,.0f}/s | — |",
-        (f"| every accepted request posted, after load end | {posting['seconds_after_load_end']} s "
-         f"({posting['posted']}/{posting['requests_total']}) | — |"),
-        (f"| submit → post, p50 / p99 / max (requests of the measured run) | "
-         f"{posting['submit_to_post_s']['p50']} / {posting['submit_to_post_s']['p99']} / "
-         f"{posting['submit_to_post_s']['max']} s | — |"),
-        *([(f"| Approve click → ack, p50 / p99 / max ({clicks.get('answered')} clicks at "
-            f"{clicks.get('rate_per_s')}/s) | {clicks['latency_ms']['p50']} / {clicks['latency_ms']['p99']} / "
-            f"{clicks['latency_ms']['max']} ms | p99 ≤ 100 ms |"),
-           (f"| clicks answered 200 / decisions recorded | {clicks['statuses'].get('200', 0)} / "
-            f"{clicks.get('decisions_recorded')} | all |")] if "latency_ms" in clicks else []),
-        *([(f"| Approve click → ack, {rp['connections']} connections replaying clicks, p50 / p99 / max "
-            f"({rp['answered']} clicks, {rp['rate_per_s']}/s) | {rp['latency_ms']['p50']} / "
-            f"{rp['latency_ms']['p99']} / {rp['latency_ms']['max']} ms | p99 ≤ 100 ms |"),
-           (f"| replayed clicks answered 200 / recorded as evidence | {rp['statuses'].get('200', 0)} / "
-            f"{rp['recorded']} (within {rp['recorded_within_s']} s) | all |")] if "latency_ms" in rp else []),
+        (
+            f"| every accepted request posted, after load end | {posting['seconds_after_load_end']} s "
+            f"({posting['posted']}/{posting['requests_total']}) | — |"
+        ),
+        (
+            f"| submit → post, p50 / p99 / max (requests of the measured run) | "
+            f"{posting['submit_to_post_s']['p50']} / {posting['submit_to_post_s']['p99']} / "
+            f"{posting['submit_to_post_s']['max']} s | — |"
+        ),
+        *(
+            [
+                (
+                    f"| Approve click → ack, p50 / p99 / max ({clicks.get('answered')} clicks at "
+                    f"{clicks.get('rate_per_s')}/s) | {clicks['latency_ms']['p50']} / {clicks['latency_ms']['p99']} / "
+                    f"{clicks['latency_ms']['max']} ms | p99 ≤ 100 ms |"
+                ),
+                (
+                    f"| clicks answered 200 / decisions recorded | {clicks['statuses'].get('200', 0)} / "
+                    f"{clicks.get('decisions_recorded')} | all |"
+                ),
+            ]
+            if "latency_ms" in clicks
+            else []
+        ),
+        *(
+            [
+                (
+                    f"| Approve click → ack, {rp['connections']} connections replaying clicks, p50 / p99 / max "
+                    f"({rp['answered']} clicks, {rp['rate_per_s']}/s) | {rp['latency_ms']['p50']} / "
+                    f"{rp['latency_ms']['p99']} / {rp['latency_ms']['max']} ms | p99 ≤ 100 ms |"
+                ),
+                (
+                    f"| replayed clicks answered 200 / recorded as evidence | {rp['statuses'].get('200', 0)} / "
+                    f"{rp['recorded']} (within {rp['recorded_within_s']} s) | all |"
+                ),
+            ]
+            if "latency_ms" in rp
+            else []
+        ),
         f"| requests by status at the end | {s.get('statuses')} | — |",
-        (f"| CPU seconds in the measured run, bare: server / wrk / other processes | "
-         f"{bare['cpu']['server_s']} / {bare['cpu']['load_generator_s']} / {bare['cpu']['other_s']} "
-         f"of {bare['cpu']['wall_s']} s wall | — |"),
-        (f"| CPU seconds in the measured run, signoff: server / wrk / fake Slack / other (incl. clicks) | "
-         f"{sub['cpu']['server_s']} / {sub['cpu']['load_generator_s']} / {sub['cpu']['bench_process_s']} / "
-         f"{sub['cpu']['other_s']} of {sub['cpu']['wall_s']} s wall | — |"),
+        (
+            f"| CPU seconds in the measured run, bare: server / wrk / other processes | "
+            f"{bare['cpu']['server_s']} / {bare['cpu']['load_generator_s']} / {bare['cpu']['other_s']} "
+            f"of {bare['cpu']['wall_s']} s wall | — |"
+        ),
+        (
+            f"| CPU seconds in the measured run, signoff: server / wrk / fake Slack / other (incl. clicks) | "
+            f"{sub['cpu']['server_s']} / {sub['cpu']['load_generator_s']} / {sub['cpu']['bench_process_s']} / "
+            f"{sub['cpu']['other_s']} of {sub['cpu']['wall_s']} s wall | — |"
+        ),
     ]
     return "\n".join(lines)
 
@@ -559,34 +728,59 @@ def report(res: dict) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--concurrency", type=int, default=32)
-    p.add_argument("--workers", type=int, default=1,
-                   help="processes for both servers (`signoff serve --workers`, uvicorn workers for the bare one)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes for both servers (`signoff serve --workers`, uvicorn workers for the bare one)",
+    )
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds per server")
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--wrk-threads", type=int, default=1)
-    p.add_argument("--bodies", type=int, default=40000,
-                   help="distinct pre-signed bodies (more than a run sends: each answer is then a new request)")
+    p.add_argument(
+        "--bodies",
+        type=int,
+        default=40000,
+        help="distinct pre-signed bodies (more than a run sends: each answer is then a new request)",
+    )
     p.add_argument("--click-rate", type=float, default=20.0, help="Approve clicks per second during the load")
     p.add_argument("--click-duration", type=float, default=8.0)
-    p.add_argument("--replay-connections", type=int, default=16,
-                   help="closed-loop connections replaying Approve clicks after the load (0: none)")
+    p.add_argument(
+        "--replay-connections",
+        type=int,
+        default=16,
+        help="closed-loop connections replaying Approve clicks after the load (0: none)",
+    )
     p.add_argument("--replay-duration", type=float, default=5.0)
-    p.add_argument("--slack-latency", type=float, default=0.1,
-                   help="seconds the Slack stand-in takes to answer each call")
-    p.add_argument("--slack-limits", action="store_true",
-                   help="the stand-in enforces Slack's rate limits; serve paces its calls and digests")
+    p.add_argument(
+        "--slack-latency", type=float, default=0.1, help="seconds the Slack stand-in takes to answer each call"
+    )
+    p.add_argument(
+        "--slack-limits",
+        action="store_true",
+        help="the stand-in enforces Slack's rate limits; serve paces its calls and digests",
+    )
     p.add_argument("--drain-timeout", type=float, default=300.0)
-    p.add_argument("--quiet", type=float, default=0.15,
-                   help="wait until the machine is at most this busy (0..1) before each measured run")
+    p.add_argument(
+        "--quiet",
+        type=float,
+        default=0.15,
+        help="wait until the machine is at most this busy (0..1) before each measured run",
+    )
     p.add_argument("--quiet-wait", type=float, default=120.0, help="but wait at most this many seconds")
-    p.add_argument("--db", default="sqlite",
-                   help="sqlite (a file, the default) or a PostgreSQL URL next to which a fresh database is made")
-    p.add_argument("--auto-approve", action="store_true",
-                   help="a rule auto-approves every submission (no clicks are sent)")
+    p.add_argument(
+        "--db",
+        default="sqlite",
+        help="sqlite (a file, the default) or a PostgreSQL URL next to which a fresh database is made",
+    )
+    p.add_argument(
+        "--auto-approve", action="store_true", help="a rule auto-approves every submission (no clicks are sent)"
+    )
     p.add_argument("--only", choices=["bare", "signoff"], help="run one side only")
     p.add_argument("--json", help="also write the figures here")
-    p.add_argument("--profile", metavar="FILE",
-                   help="sample `serve` with py-spy during the measured run; collapsed stacks to FILE")
+    p.add_argument(
+        "--profile", metavar="FILE", help="sample `serve` with py-spy during the measured run; collapsed stacks to FILE"
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
     args = p.parse_args()
     if shutil.which("wrk") is None:
@@ -598,8 +792,12 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SIGNOFF_", "SLACK_"))}
     env.update(BENCH_AGENT_ID=AGENT, BENCH_AGENT_SECRET=secret, PYTHONUNBUFFERED="1")
     (tmp / "signoff.yaml").write_text(CONFIG + (AUTO_RULES if args.auto_approve else ""))
-    res: dict = {"machine": machine(), "params": vars(args), "when": datetime.now(UTC).isoformat(),
-                 "commit": git_describe()}
+    res: dict = {
+        "machine": machine(),
+        "params": vars(args),
+        "when": datetime.now(UTC).isoformat(),
+        "commit": git_describe(),
+    }
     slack = None
     try:
         if args.only != "signoff":
@@ -608,8 +806,11 @@ def main() -> int:
         if args.only != "bare":
             slack = load_fake_slack(args)
             res["signoff"] = bench_signoff(args, tmp, env, secret, slack_secret, slack)
-            print(f"signoff: {res['signoff']['submit']['accepted_per_s']:,.0f}/s, "
-                  f"p99 {res['signoff']['submit']['p99_ms']} ms", flush=True)
+            print(
+                f"signoff: {res['signoff']['submit']['accepted_per_s']:,.0f}/s, "
+                f"p99 {res['signoff']['submit']['p99_ms']} ms",
+                flush=True,
+            )
     finally:
         if slack is not None:
             slack.stop()

@@ -36,8 +36,7 @@ from signoff.policy.evaluate import evaluate, schedule_of
 from signoff.policy.rules import Facts
 
 NOW = datetime(2026, 3, 4, 11, 30, tzinfo=UTC)  # a Wednesday
-WEEKDAYS = {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "09:00", "end": "17:00",
-            "timezone": "Europe/Berlin"}
+WEEKDAYS = {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "09:00", "end": "17:00", "timezone": "Europe/Berlin"}
 
 
 def workflow() -> Workflow:
@@ -45,46 +44,102 @@ def workflow() -> Workflow:
     and freezes, globs over type and target, environments, risks, rollbacks."""
     rules = [
         {"name": "no-drops", "match": {"action_type": "db.drop*"}, "deny": "never by agents"},
-        {"name": "no-prod-truncate", "match": {"action_type": ["db.truncate", "db.delete*"],
-                                               "environment": "production"}, "deny": "no"},
-        {"name": "rollbacks", "match": {"rollback": True}, "auto_approve": {"limit": "10 per 1h"},
-         "require_rollback": False},
-        {"name": "restart-low", "match": {"action_type": "service.restart", "risk": ["low", "medium"]},
-         "auto_approve": {"limit": "5 per 1h", "scope": "target"}},
-        {"name": "scale-staging", "match": {"action_type": "service.scale*", "environment": ["staging", "dev"]},
-         "auto_approve": {"limit": "20 per 1h"}},
-        {"name": "payments", "match": {"target": ["payments-*", "billing-*"]}, "required_approvals": 2,
-         "approvers": ["U0PAY1", "U0PAY2", "U0PAY3"], "windows": [WEEKDAYS]},
-        {"name": "edge", "match": {"target": "edge-??", "environment": "production"}, "windows": [WEEKDAYS],
-         "freezes": [{"start": "2026-12-20T00:00:00Z", "end": "2027-01-04T00:00:00Z", "reason": "holidays"}]},
-        {"name": "deploy-prod", "match": {"action_type": "deploy", "environment": "production",
-                                          "risk": ["high", "critical"]},
-         "windows": [WEEKDAYS], "approval_ttl": "2h", "confirm": "typed"},
+        {
+            "name": "no-prod-truncate",
+            "match": {"action_type": ["db.truncate", "db.delete*"], "environment": "production"},
+            "deny": "no",
+        },
+        {
+            "name": "rollbacks",
+            "match": {"rollback": True},
+            "auto_approve": {"limit": "10 per 1h"},
+            "require_rollback": False,
+        },
+        {
+            "name": "restart-low",
+            "match": {"action_type": "service.restart", "risk": ["low", "medium"]},
+            "auto_approve": {"limit": "5 per 1h", "scope": "target"},
+        },
+        {
+            "name": "scale-staging",
+            "match": {"action_type": "service.scale*", "environment": ["staging", "dev"]},
+            "auto_approve": {"limit": "20 per 1h"},
+        },
+        {
+            "name": "payments",
+            "match": {"target": ["payments-*", "billing-*"]},
+            "required_approvals": 2,
+            "approvers": ["U0PAY1", "U0PAY2", "U0PAY3"],
+            "windows": [WEEKDAYS],
+        },
+        {
+            "name": "edge",
+            "match": {"target": "edge-??", "environment": "production"},
+            "windows": [WEEKDAYS],
+            "freezes": [{"start": "2026-12-20T00:00:00Z", "end": "2027-01-04T00:00:00Z", "reason": "holidays"}],
+        },
+        {
+            "name": "deploy-prod",
+            "match": {"action_type": "deploy", "environment": "production", "risk": ["high", "critical"]},
+            "windows": [WEEKDAYS],
+            "approval_ttl": "2h",
+            "confirm": "typed",
+        },
         {"name": "deploy-sub", "match": {"action_type": "deploy.*"}, "approval_ttl": "4h"},
         {"name": "config-low", "match": {"action_type": "config.set", "risk": ["low"]}, "require_rollback": True},
         {"name": "flags", "match": {"action_type": "flag.*", "target": "[a-m]*"}, "timeout": "30m"},
         {"name": "flags-rest", "match": {"action_type": "flag.*"}, "timeout": "2h"},
-        {"name": "dns", "match": {"action_type": ["dns.*", "cdn.purge"], "environment": "production"},
-         "required_approvals": 2, "approvers": ["U0NET1", "U0NET2"]},
-        {"name": "secrets", "match": {"action_type": "secret.rotate", "target": "*-key"},
-         "approvers": ["U0SEC1"], "confirm": "typed"},
-        {"name": "iam", "match": {"action_type": "iam.*", "risk": ["high", "critical"]},
-         "required_approvals": 2, "approvers": ["U0SEC1", "U0SEC2"]},
+        {
+            "name": "dns",
+            "match": {"action_type": ["dns.*", "cdn.purge"], "environment": "production"},
+            "required_approvals": 2,
+            "approvers": ["U0NET1", "U0NET2"],
+        },
+        {
+            "name": "secrets",
+            "match": {"action_type": "secret.rotate", "target": "*-key"},
+            "approvers": ["U0SEC1"],
+            "confirm": "typed",
+        },
+        {
+            "name": "iam",
+            "match": {"action_type": "iam.*", "risk": ["high", "critical"]},
+            "required_approvals": 2,
+            "approvers": ["U0SEC1", "U0SEC2"],
+        },
         {"name": "backup", "match": {"action_type": "backup.restore"}, "windows": [WEEKDAYS]},
-        {"name": "queue", "match": {"action_type": "queue.purge", "target": "*-dlq"},
-         "auto_approve": {"limit": "3 per 1d"}},
-        {"name": "cache", "match": {"action_type": "cache.flush", "environment": ["staging", "dev", "qa"]},
-         "auto_approve": {"limit": "50 per 1h"}},
+        {
+            "name": "queue",
+            "match": {"action_type": "queue.purge", "target": "*-dlq"},
+            "auto_approve": {"limit": "3 per 1d"},
+        },
+        {
+            "name": "cache",
+            "match": {"action_type": "cache.flush", "environment": ["staging", "dev", "qa"]},
+            "auto_approve": {"limit": "50 per 1h"},
+        },
         {"name": "k8s-prod", "match": {"action_type": "k8s.*", "environment": "production"}, "timeout": "4h"},
-        {"name": "catch-critical", "match": {"risk": ["critical"]}, "required_approvals": 2,
-         "approvers": ["U0OWNER", "U0SRE", "U0SEC1"]},
+        {
+            "name": "catch-critical",
+            "match": {"risk": ["critical"]},
+            "required_approvals": 2,
+            "approvers": ["U0OWNER", "U0SRE", "U0SEC1"],
+        },
     ]
     assert len(rules) == 20
-    return Workflow.model_validate({
-        "id": "bench", "owner": "U0OWNER", "platform_owner": "U0PLAT", "security_owner": "U0SEC1",
-        "channel": "C0BENCH", "approvers": ["U0OWNER", "U0SRE"], "escalation": [{"after": "20m", "to": ["U0SRE"]}],
-        "windows": [{"start": "00:00", "end": "24:00"}], "rules": rules,
-    })
+    return Workflow.model_validate(
+        {
+            "id": "bench",
+            "owner": "U0OWNER",
+            "platform_owner": "U0PLAT",
+            "security_owner": "U0SEC1",
+            "channel": "C0BENCH",
+            "approvers": ["U0OWNER", "U0SRE"],
+            "escalation": [{"after": "20m", "to": ["U0SRE"]}],
+            "windows": [{"start": "00:00", "end": "24:00"}],
+            "rules": rules,
+        }
+    )
 
 
 FACTS = [
@@ -108,7 +163,7 @@ FACTS = [
     Facts("cache.flush", "web", "qa", "low"),
     Facts("k8s.rollout", "web", "production", "medium"),
     Facts("anything.else", "web", "production", "critical"),
-    Facts("service.update", "web", None, "medium"),           # no rule applies
+    Facts("service.update", "web", None, "medium"),  # no rule applies
     Facts("ｓｅｒｖｉｃｅ.restart", "ａｐｉ", "ＰＲＯＤＵＣＴＩＯＮ", "low"),  # fullwidth: folds to restart-low
 ]
 
@@ -154,9 +209,14 @@ def summary(times: list[int], cpu: float) -> dict:
     (this process's CPU: what other work on a shared machine takes away does not count)."""
     total = sum(times) / 1e9
     ms = [t / 1e6 for t in times]
-    return {"calls": len(times), "per_s": round(len(times) / total), "per_cpu_s": round(len(times) / cpu),
-            "p50_ms": round(pct(ms, 50), 4),
-            "p99_ms": round(pct(ms, 99), 4), "max_ms": round(max(ms), 3)}
+    return {
+        "calls": len(times),
+        "per_s": round(len(times) / total),
+        "per_cpu_s": round(len(times) / cpu),
+        "p50_ms": round(pct(ms, 50), 4),
+        "p99_ms": round(pct(ms, 99), 4),
+        "max_ms": round(max(ms), 3),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -174,14 +234,25 @@ def main(argv: list[str] | None = None) -> dict:
     pol = summary(times, cpu)
     # the moment checked moving on by 1 ms a call (200 s over 200,000 calls), as "now" does
     moving = summary(*run_policy(wf, args.calls, timedelta(milliseconds=1))[::2])
-    out = {"machine": machine(), "loadavg": [load_before, loadavg()], "baseline": base, "policy": pol,
-           "policy_moving_clock": moving, "ratio": round(pol["per_s"] / base["per_s"], 3), "rules_applied": applied}
-    print(f"load avg {load_before} -> {out['loadavg'][1]}; {len(FACTS)} facts cycled, rules applied: "
-          + ", ".join(f"{k}×{v}" for k, v in applied.items()))
+    out = {
+        "machine": machine(),
+        "loadavg": [load_before, loadavg()],
+        "baseline": base,
+        "policy": pol,
+        "policy_moving_clock": moving,
+        "ratio": round(pol["per_s"] / base["per_s"], 3),
+        "rules_applied": applied,
+    }
+    print(
+        f"load avg {load_before} -> {out['loadavg'][1]}; {len(FACTS)} facts cycled, rules applied: "
+        + ", ".join(f"{k}×{v}" for k, v in applied.items())
+    )
     print(f"{'':44} {'per s':>10} {'per CPU-s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
-    for label, s in (("baseline: fold + fnmatchcase over 20 globs", base),
-                     ("policy.evaluate + window check, 20 rules", pol),
-                     ("the same, the moment moving 1 ms a call", moving)):
+    for label, s in (
+        ("baseline: fold + fnmatchcase over 20 globs", base),
+        ("policy.evaluate + window check, 20 rules", pol),
+        ("the same, the moment moving 1 ms a call", moving),
+    ):
         print(f"{label:44} {s['per_s']:>10,} {s['per_cpu_s']:>10,} {s['p50_ms']:>8} {s['p99_ms']:>8} {s['max_ms']:>8}")
     print(f"ratio policy / baseline: {out['ratio']}")
     if args.json:

@@ -108,20 +108,53 @@ def seed(url: str, wf, created: list[datetime], *, root_posted: bool) -> list[st
     with engine.begin() as conn:
         for start in range(0, len(created), chunk):
             rows, msgs = [], []
-            for i, c in enumerate(created[start:start + chunk], start):
+            for i, c in enumerate(created[start : start + chunk], start):
                 rid = str(uuid.uuid4())
                 ids.append(rid)
-                rows.append(dict(
-                    id=rid, workflow=wf.id, title=f"bench request {i}", action=action, action_sha256=digest,
-                    risk="medium", justification="benchmark", prompt=None, rollback=None, parent_id=None,
-                    rollback_of=None, submitted_by="bench-bot", executor="bench-bot", sponsor="U0SPONSOR",
-                    status="pending", created_at=c, deadline=c + wf.timeout, decided_at=None,
-                    due_at=c + steps[0], steps_fired=0, not_before=None, approval_expires_at=None,
-                    policy=policy, policy_hash=policy_hash, exceptions=[], event_count=0, head_hash=GENESIS,
-                    version=1))
+                rows.append(
+                    dict(
+                        id=rid,
+                        workflow=wf.id,
+                        title=f"bench request {i}",
+                        action=action,
+                        action_sha256=digest,
+                        risk="medium",
+                        justification="benchmark",
+                        prompt=None,
+                        rollback=None,
+                        parent_id=None,
+                        rollback_of=None,
+                        submitted_by="bench-bot",
+                        executor="bench-bot",
+                        sponsor="U0SPONSOR",
+                        status="pending",
+                        created_at=c,
+                        deadline=c + wf.timeout,
+                        decided_at=None,
+                        due_at=c + steps[0],
+                        steps_fired=0,
+                        not_before=None,
+                        approval_expires_at=None,
+                        policy=policy,
+                        policy_hash=policy_hash,
+                        exceptions=[],
+                        event_count=0,
+                        head_hash=GENESIS,
+                        version=1,
+                    )
+                )
                 if root_posted:
-                    msgs.append(dict(request_id=rid, role="request", target="C0APPROVALS", channel="C0APPROVALS",
-                                     ts=f"1600000000.{i:06d}", created_at=c, posted_at=c))
+                    msgs.append(
+                        dict(
+                            request_id=rid,
+                            role="request",
+                            target="C0APPROVALS",
+                            channel="C0APPROVALS",
+                            ts=f"1600000000.{i:06d}",
+                            created_at=c,
+                            posted_at=c,
+                        )
+                    )
             conn.execute(insert(RequestRow.__table__), rows)
             if msgs:
                 conn.execute(insert(SlackMessageRow.__table__), msgs)
@@ -141,20 +174,36 @@ class Serve:
     def __init__(self, url: str, slack_url: str, workdir: Path, interval: float, name: str, workers: int = 1):
         config = workdir / "signoff.yaml"
         config.write_text(YAML)
-        key = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+        key = (
+            Ed25519PrivateKey.generate()
+            .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+            .decode()
+        )
         self.port = free_port()
         self.base = f"http://{HOST}:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SIGNOFF_", "SLACK_"))}
-        env.update({"SLACK_BOT_TOKEN": "xoxb-bench", "SLACK_SIGNING_SECRET": "bench-signing-secret",
-                    "SIGNOFF_SLACK_API_URL": slack_url, "SIGNOFF_DATABASE_URL": url,
-                    "SIGNOFF_CONFIG": str(config), "SIGNOFF_SWEEP_INTERVAL": str(interval),
-                    "SIGNOFF_SIGNING_KEY": key, SECRET_ENV: "bench-secret", "PYTHONUNBUFFERED": "1"})
+        env.update(
+            {
+                "SLACK_BOT_TOKEN": "xoxb-bench",
+                "SLACK_SIGNING_SECRET": "bench-signing-secret",
+                "SIGNOFF_SLACK_API_URL": slack_url,
+                "SIGNOFF_DATABASE_URL": url,
+                "SIGNOFF_CONFIG": str(config),
+                "SIGNOFF_SWEEP_INTERVAL": str(interval),
+                "SIGNOFF_SIGNING_KEY": key,
+                SECRET_ENV: "bench-secret",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         self.log = workdir / f"serve-{name}.log"
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(signoff_command() + ["serve", "--host", HOST, "--port", str(self.port),
-                                                              "--workers", str(workers)],
-                                         cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                signoff_command() + ["serve", "--host", HOST, "--port", str(self.port), "--workers", str(workers)],
+                cwd=workdir,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
 
     def wait_ready(self, timeout: float = 60) -> float:
         t0 = time.monotonic()
@@ -194,17 +243,20 @@ class Serve:
 def summary(values: list[float], unit_scale: float = 1.0, digits: int = 3) -> dict:
     if not values:
         return {"n": 0, "p50": None, "p90": None, "p99": None, "max": None, "mean": None}
-    return {"n": len(values), "p50": round(pct(values, 50) * unit_scale, digits),
-            "p90": round(pct(values, 90) * unit_scale, digits), "p99": round(pct(values, 99) * unit_scale, digits),
-            "max": round(max(values) * unit_scale, digits) if values else None,
-            "mean": round(statistics.fmean(values) * unit_scale, digits) if values else None}
+    return {
+        "n": len(values),
+        "p50": round(pct(values, 50) * unit_scale, digits),
+        "p90": round(pct(values, 90) * unit_scale, digits),
+        "p99": round(pct(values, 99) * unit_scale, digits),
+        "max": round(max(values) * unit_scale, digits) if values else None,
+        "mean": round(statistics.fmean(values) * unit_scale, digits) if values else None,
+    }
 
 
 # ---------------------------------------------------------------------- (a) lag
 
 
-def bench_lag(base: str, workdir: Path, n: int, spread: float, interval: float, lead: float,
-              workers: int = 1) -> dict:
+def bench_lag(base: str, workdir: Path, n: int, spread: float, interval: float, lead: float, workers: int = 1) -> dict:
     print(f"(a) lag: {n} pending, first step due spread over {spread:.0f} s, sweep every {interval} s")
     with database(base, workdir, "lag") as url, SlackStandIn() as slack:
         rt, wf = prepare(url)
@@ -244,20 +296,31 @@ def bench_lag(base: str, workdir: Path, n: int, spread: float, interval: float, 
             serve.stop()
         engine = create_engine(url)
         with engine.connect() as conn:
-            late = [float(d["late_seconds"]) for (d,) in
-                    conn.execute(select(EventRow.data).where(EventRow.type == "escalation.fired"))]
+            late = [
+                float(d["late_seconds"])
+                for (d,) in conn.execute(select(EventRow.data).where(EventRow.type == "escalation.fired"))
+            ]
             outbox_left = conn.scalar(select(func.count()).select_from(OutboxRow).where(OutboxRow.state == "pending"))
         engine.dispose()
         calls = len(slack.calls)
         ats = sorted(c.at for c in slack.calls)
         # calls a second while the dispatcher had work: first to last call of the run
         calls_per_s = round(calls / (ats[-1] - ats[0]), 1) if len(ats) > 1 else None
-    out = {"requests": n, "spread_s": spread, "sweep_interval_s": interval, "escalation_posts": len(posts),
-           "missing": n - len(posts), "deadline_to_post_s": summary(lags),
-           "deadline_to_sweep_s": summary(late), "slack_calls": calls, "slack_calls_per_s": calls_per_s,
-           "outbox_left": outbox_left,
-           "serve_rss_mib": round(rss[0] / 1024, 1), "serve_peak_rss_mib": round(rss[1] / 1024, 1),
-           "dm_channel": channel}
+    out = {
+        "requests": n,
+        "spread_s": spread,
+        "sweep_interval_s": interval,
+        "escalation_posts": len(posts),
+        "missing": n - len(posts),
+        "deadline_to_post_s": summary(lags),
+        "deadline_to_sweep_s": summary(late),
+        "slack_calls": calls,
+        "slack_calls_per_s": calls_per_s,
+        "outbox_left": outbox_left,
+        "serve_rss_mib": round(rss[0] / 1024, 1),
+        "serve_peak_rss_mib": round(rss[1] / 1024, 1),
+        "dm_channel": channel,
+    }
     print(f"    deadline → escalation post: {out['deadline_to_post_s']}")
     print(f"    deadline → sweep:           {out['deadline_to_sweep_s']}")
     print(f"    Slack calls: {calls} at {calls_per_s}/s (first to last call)")
@@ -276,8 +339,15 @@ def bench_tick(base: str, workdir: Path, m: int, ticks: int) -> dict:
         now = datetime.now(timezone.utc)
         t = time.monotonic()
         # every first step falls due between 1 and 2 hours from now: nothing due during the run
-        seed(url, wf, [now + timedelta(hours=1) + timedelta(seconds=3600 * i / m) - timedelta(seconds=STEP_AFTER)
-                       for i in range(m)], root_posted=False)
+        seed(
+            url,
+            wf,
+            [
+                now + timedelta(hours=1) + timedelta(seconds=3600 * i / m) - timedelta(seconds=STEP_AFTER)
+                for i in range(m)
+            ],
+            root_posted=False,
+        )
         print(f"    seeded in {time.monotonic() - t:.1f} s")
         ctx = rt.context
         for _ in range(20):  # warm the pool and the caches
@@ -307,8 +377,12 @@ def bench_rss(base: str, workdir: Path, m: int, interval: float, idle: float) ->
                 rt.store.dispose()
                 if count:
                     now = datetime.now(timezone.utc)
-                    seed(url, wf, [now + timedelta(hours=1) + timedelta(seconds=3600 * i / count)
-                                   for i in range(count)], root_posted=True)
+                    seed(
+                        url,
+                        wf,
+                        [now + timedelta(hours=1) + timedelta(seconds=3600 * i / count) for i in range(count)],
+                        root_posted=True,
+                    )
                 serve = Serve(url, slack.url, workdir, interval, f"rss-{label}")
                 try:
                     serve.wait_ready()
@@ -321,8 +395,12 @@ def bench_rss(base: str, workdir: Path, m: int, interval: float, idle: float) ->
                     rss, hwm = serve.rss()
                 finally:
                     serve.stop()
-            out[label] = {"requests": count, "rss_mib": round(rss / 1024, 1),
-                          "max_sampled_rss_mib": round(peak / 1024, 1), "peak_hwm_mib": round(hwm / 1024, 1)}
+            out[label] = {
+                "requests": count,
+                "rss_mib": round(rss / 1024, 1),
+                "max_sampled_rss_mib": round(peak / 1024, 1),
+                "peak_hwm_mib": round(hwm / 1024, 1),
+            }
             print(f"    {label}: {out[label]}")
     return out
 
@@ -342,19 +420,27 @@ def main() -> int:
     ap.add_argument("--ticks", type=int, default=2000, help="(b) sweep ticks timed")
     ap.add_argument("--idle", type=float, default=15.0, help="(c) seconds serve idles while sampled")
     ap.add_argument("--json", help="also write the figures to this file")
-    ap.add_argument("--workers", type=int, default=1,
-                    help="(a) `serve --workers` (memory figures are of one process: (c) always uses 1)")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="(a) `serve --workers` (memory figures are of one process: (c) always uses 1)",
+    )
     args = ap.parse_args()
     parts = set(args.parts.split(","))
-    result = {"machine": machine(), "db": "sqlite" if args.db == "sqlite" else make_url(args.db).get_backend_name(),
-              "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    result = {
+        "machine": machine(),
+        "db": "sqlite" if args.db == "sqlite" else make_url(args.db).get_backend_name(),
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     print(json.dumps(result["machine"]))
     with tempfile.TemporaryDirectory(prefix="signoff-sweep-bench-") as tmp:
         workdir = Path(tmp)
         if "lag" in parts:
             before = loadavg()
-            result["lag"] = bench_lag(args.db, workdir, args.requests, args.spread, args.interval, args.lead,
-                                      args.workers)
+            result["lag"] = bench_lag(
+                args.db, workdir, args.requests, args.spread, args.interval, args.lead, args.workers
+            )
             result["lag"]["loadavg_before_after"] = [before, loadavg()]
         if "tick" in parts:
             before = loadavg()

@@ -56,8 +56,12 @@ HOST = "127.0.0.1"
 
 def headers(secret: str, raw: bytes, ago: int = 0) -> dict:
     ts = str(int(time.time()) - ago)
-    return {"X-Signoff-Agent": AGENT, "X-Signoff-Timestamp": ts, "X-Signoff-Signature": sign(secret, ts, raw),
-            "Content-Type": "application/json"}
+    return {
+        "X-Signoff-Agent": AGENT,
+        "X-Signoff-Timestamp": ts,
+        "X-Signoff-Signature": sign(secret, ts, raw),
+        "Content-Type": "application/json",
+    }
 
 
 # ---------------------------------------------------------------------- client roles
@@ -68,6 +72,7 @@ async def role_submit(url: str, secret: str, concurrency: int, duration: float, 
     end = time.monotonic() + duration
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as c:
+
         async def one(k: int):
             nonlocal errors
             i = 0
@@ -84,9 +89,18 @@ async def role_submit(url: str, secret: str, concurrency: int, duration: float, 
         t0 = time.monotonic()
         await asyncio.gather(*(one(k) for k in range(concurrency)))
         took = time.monotonic() - t0
-    out.write_text(json.dumps({"ok": len(lat), "errors": errors, "seconds": took,
-                               "per_s": len(lat) / took, "p50_ms": pct(lat, 50) * 1000 if lat else None,
-                               "p99_ms": pct(lat, 99) * 1000 if lat else None}))
+    out.write_text(
+        json.dumps(
+            {
+                "ok": len(lat),
+                "errors": errors,
+                "seconds": took,
+                "per_s": len(lat) / took,
+                "p50_ms": pct(lat, 50) * 1000 if lat else None,
+                "p99_ms": pct(lat, 99) * 1000 if lat else None,
+            }
+        )
+    )
 
 
 async def role_wait(url: str, secret: str, ids: list[str], duration: float, out: Path) -> None:
@@ -97,6 +111,7 @@ async def role_wait(url: str, secret: str, ids: list[str], duration: float, out:
     end = time.monotonic() + duration
     limits = httpx.Limits(max_connections=len(ids) + 10, max_keepalive_connections=len(ids) + 10)
     async with httpx.AsyncClient(base_url=url, timeout=90, limits=limits) as c:
+
         async def poll(n: int, rid: str):
             nonlocal answers
             while time.monotonic() < end:
@@ -129,9 +144,24 @@ def rss_kb(pid: int) -> int:
 
 def run_submit(url: str, secret: str, args, tmp: Path, name: str) -> subprocess.Popen:
     out = tmp / f"{name}.json"
-    return subprocess.Popen([sys.executable, __file__, "--role", "submit", "--url", url, "--secret", secret,
-                             "--concurrency", str(args.concurrency), "--duration", str(args.duration),
-                             "--out", str(out)])
+    return subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--role",
+            "submit",
+            "--url",
+            url,
+            "--secret",
+            secret,
+            "--concurrency",
+            str(args.concurrency),
+            "--duration",
+            str(args.duration),
+            "--out",
+            str(out),
+        ]
+    )
 
 
 def result(tmp: Path, name: str) -> dict:
@@ -165,16 +195,31 @@ def main() -> int:
     (tmp / "signoff.yaml").write_text(CONFIG)
     port = free_port()
     base = f"http://{HOST}:{port}"
-    env = {**os.environ, "BENCH_AGENT_SECRET": secret, "SLACK_BOT_TOKEN": "xoxb-bench",
-           "SLACK_SIGNING_SECRET": slack_secret, "SIGNOFF_SLACK_API_URL": slack.url,
-           "SIGNOFF_DATABASE_URL": f"sqlite:///{tmp / 'signoff.db'}", "SIGNOFF_CONFIG": str(tmp / "signoff.yaml"),
-           "SIGNOFF_PUBLIC_URL": base}
+    env = {
+        **os.environ,
+        "BENCH_AGENT_SECRET": secret,
+        "SLACK_BOT_TOKEN": "xoxb-bench",
+        "SLACK_SIGNING_SECRET": slack_secret,
+        "SIGNOFF_SLACK_API_URL": slack.url,
+        "SIGNOFF_DATABASE_URL": f"sqlite:///{tmp / 'signoff.db'}",
+        "SIGNOFF_CONFIG": str(tmp / "signoff.yaml"),
+        "SIGNOFF_PUBLIC_URL": base,
+    }
     log = (tmp / "serve.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "signoff.cli", "serve", "--host", HOST, "--port", str(port)],
-                            env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "signoff.cli", "serve", "--host", HOST, "--port", str(port)],
+        env=env,
+        cwd=tmp,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     waiter = None
-    res: dict = {"machine": common_machine(), "waiters": args.waiters, "concurrency": args.concurrency,
-                 "duration_s": args.duration}
+    res: dict = {
+        "machine": common_machine(),
+        "waiters": args.waiters,
+        "concurrency": args.concurrency,
+        "duration_s": args.duration,
+    }
     try:
         wait_http(f"{base}/healthz", 60, proc)
         # the requests the waiters wait on, posted to (fake) Slack before anything is measured
@@ -186,7 +231,7 @@ def main() -> int:
                 assert r.status_code == 201, r.text
                 ids.append(r.json()["id"])
         deadline = time.monotonic() + 120
-        while not all(i in (posted := posted_request_ids(slack)) for i in ids[:args.clicks]):
+        while not all(i in (posted := posted_request_ids(slack)) for i in ids[: args.clicks]):
             if time.monotonic() > deadline:
                 raise RuntimeError("the awaited requests were not posted in time")
             time.sleep(0.2)
@@ -199,21 +244,37 @@ def main() -> int:
 
         # (b) with the waiters, (c) clicks on awaited requests meanwhile
         (tmp / "ids.json").write_text(json.dumps(ids))
-        waiter = subprocess.Popen([sys.executable, __file__, "--role", "wait", "--url", base, "--secret", secret,
-                                   "--ids", str(tmp / "ids.json"), "--duration", str(args.duration + 30),
-                                   "--out", str(tmp / "waits.json")])
+        waiter = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--role",
+                "wait",
+                "--url",
+                base,
+                "--secret",
+                secret,
+                "--ids",
+                str(tmp / "ids.json"),
+                "--duration",
+                str(args.duration + 30),
+                "--out",
+                str(tmp / "waits.json"),
+            ]
+        )
         while not (tmp / "waits.json.ready").exists():
             time.sleep(0.1)
         time.sleep(5)  # all 1,000 polls have arrived and are waiting
         res["rss_waiting_kb"] = rss_kb(proc.pid)
         sub = run_submit(base, secret, args, tmp, "with_waiters")
         time.sleep(2)
-        clicks = ids[:args.clicks]
+        clicks = ids[: args.clicks]
         gap = max(0.02, (args.duration - 4) / max(1, len(clicks)))
         with httpx.Client(base_url=base, timeout=30) as http:
             for rid in clicks:
-                raw, h = signed_click(slack_secret, APPROVER, {"request_id": rid, "channel": CHANNEL,
-                                                               "ts": posted[rid]})
+                raw, h = signed_click(
+                    slack_secret, APPROVER, {"request_id": rid, "channel": CHANNEL, "ts": posted[rid]}
+                )
                 http.post("/slack/events", content=raw, headers=h)
                 time.sleep(gap)
         res["rss_under_load_kb"] = rss_kb(proc.pid)
@@ -222,10 +283,17 @@ def main() -> int:
         stop(waiter)
         waiter.wait(timeout=30)
         waits = json.loads((tmp / "waits.json").read_text()) if (tmp / "waits.json").exists() else {"woke": []}
-        lat = [w["answered"] - datetime.fromisoformat(w["decided"].replace("Z", "+00:00")).timestamp()
-               for w in waits["woke"] if w.get("decided")]
-        res["woken"] = {"n": len(lat), "p50_ms": pct(lat, 50) * 1000 if lat else None,
-                        "p99_ms": pct(lat, 99) * 1000 if lat else None, "max_ms": max(lat) * 1000 if lat else None}
+        lat = [
+            w["answered"] - datetime.fromisoformat(w["decided"].replace("Z", "+00:00")).timestamp()
+            for w in waits["woke"]
+            if w.get("decided")
+        ]
+        res["woken"] = {
+            "n": len(lat),
+            "p50_ms": pct(lat, 50) * 1000 if lat else None,
+            "p99_ms": pct(lat, 99) * 1000 if lat else None,
+            "max_ms": max(lat) * 1000 if lat else None,
+        }
         res["load_after"] = loadavg()
     finally:
         if waiter is not None and waiter.poll() is None:
@@ -235,16 +303,24 @@ def main() -> int:
         slack.stop()
     a, w = res["alone"], res["with_waiters"]
     print(f"machine: {res['machine']}")
-    print(f"submissions alone:        {a['per_s']:.0f}/s, p50 {a['p50_ms']:.1f} ms, p99 {a['p99_ms']:.1f} ms "
-          f"({a['errors']} errors)")
-    print(f"with {args.waiters} waiters:   {w['per_s']:.0f}/s, p50 {w['p50_ms']:.1f} ms, p99 {w['p99_ms']:.1f} ms "
-          f"({w['errors']} errors)")
-    print(f"RSS: idle {res['rss_idle_kb'] / 1024:.0f} MiB, {args.waiters} waiting "
-          f"{res['rss_waiting_kb'] / 1024:.0f} MiB, waiting + load {res['rss_under_load_kb'] / 1024:.0f} MiB")
+    print(
+        f"submissions alone:        {a['per_s']:.0f}/s, p50 {a['p50_ms']:.1f} ms, p99 {a['p99_ms']:.1f} ms "
+        f"({a['errors']} errors)"
+    )
+    print(
+        f"with {args.waiters} waiters:   {w['per_s']:.0f}/s, p50 {w['p50_ms']:.1f} ms, p99 {w['p99_ms']:.1f} ms "
+        f"({w['errors']} errors)"
+    )
+    print(
+        f"RSS: idle {res['rss_idle_kb'] / 1024:.0f} MiB, {args.waiters} waiting "
+        f"{res['rss_waiting_kb'] / 1024:.0f} MiB, waiting + load {res['rss_under_load_kb'] / 1024:.0f} MiB"
+    )
     wk = res["woken"]
     if wk["n"]:
-        print(f"decision → waiter answered: p50 {wk['p50_ms']:.0f} ms, p99 {wk['p99_ms']:.0f} ms, "
-              f"max {wk['max_ms']:.0f} ms over {wk['n']} clicks")
+        print(
+            f"decision → waiter answered: p50 {wk['p50_ms']:.0f} ms, p99 {wk['p99_ms']:.0f} ms, "
+            f"max {wk['max_ms']:.0f} ms over {wk['n']} clicks"
+        )
     print(f"load average before/after: {res['load_before']} / {res['load_after']}")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))

@@ -33,9 +33,13 @@ def main(argv: list[str]) -> int:
             return 1
         action = request["action"]  # in a real executor: the action it is about to run, from its own input
         try:
-            claims = verify_grant(request["grant"], action,
-                                  jwks_url=os.environ["SIGNOFF_URL"].rstrip("/") + "/.well-known/jwks.json",
-                                  executor=signoff.agent, request_id=request_id)
+            claims = verify_grant(
+                request["grant"],
+                action,
+                jwks_url=os.environ["SIGNOFF_URL"].rstrip("/") + "/.well-known/jwks.json",
+                executor=signoff.agent,
+                request_id=request_id,
+            )
         except InvalidGrant as exc:
             signoff.outcome(request_id, "failed", f"not run: {exc}")
             print(f"refused: {exc}", file=sys.stderr)

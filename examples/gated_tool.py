@@ -22,8 +22,12 @@ signoff = Client()
     "prod-restart",
     title=lambda service: f"Restart {service} in production",
     justification="p99 latency doubled after the last deploy",
-    action=lambda service: {"type": "service.restart", "target": service, "environment": "production",
-                            "parameters": {"graceful": True}},
+    action=lambda service: {
+        "type": "service.restart",
+        "target": service,
+        "environment": "production",
+        "parameters": {"graceful": True},
+    },
     rollback="A restart is idempotent; nothing to undo.",
     timeout=120,
 )

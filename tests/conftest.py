@@ -20,7 +20,7 @@ def postgres_base_url() -> str | None:
         return None
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            url = "postgresql+psycopg://" + url[len(prefix):]
+            url = "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -54,8 +54,9 @@ def db_url(request, tmp_path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'signoff.db'}"
         return
     if not postgres_base_url():
-        pytest.skip(f"{PG_ENV} is not set: PostgreSQL tests skipped "
-                    "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+        pytest.skip(
+            f"{PG_ENV} is not set: PostgreSQL tests skipped (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)"
+        )
     with fresh_postgres() as url:
         yield url
 

@@ -68,8 +68,13 @@ workflows:
 """
 
 # the agents' shared secrets, by the environment variable their ``secret_env`` names
-SECRETS = {"DEPLOY_BOT_SECRET": "deploy-secret", "OTHER_BOT_SECRET": "other-secret",
-           "OUTSIDER_SECRET": "outsider-secret", "EXEC_BOT_SECRET": "exec-secret", "STRICT_BOT_SECRET": "strict-secret"}
+SECRETS = {
+    "DEPLOY_BOT_SECRET": "deploy-secret",
+    "OTHER_BOT_SECRET": "other-secret",
+    "OUTSIDER_SECRET": "outsider-secret",
+    "EXEC_BOT_SECRET": "exec-secret",
+    "STRICT_BOT_SECRET": "strict-secret",
+}
 
 
 def agent_secret(agent: str) -> str:
@@ -116,8 +121,9 @@ def v2_signature(secret: str, ts: int | str, method: str, target: str, body: byt
     return sig.sign_v2(secret.encode(), str(ts), method, target, body)
 
 
-def signature(secret: str, ts: int | str, body: bytes, *, version: str = "v1", method: str = "POST",
-              target: str = "/v1/actions") -> str:
+def signature(
+    secret: str, ts: int | str, body: bytes, *, version: str = "v1", method: str = "POST", target: str = "/v1/actions"
+) -> str:
     """The X-Signoff-Signature for ``version`` "v1", "v2" or "both" (``v1=…,v2=…``)."""
     if version == "v1":
         return v1_signature(secret, ts, body)
@@ -127,14 +133,25 @@ def signature(secret: str, ts: int | str, body: bytes, *, version: str = "v1", m
     return sig.sign_both(secret.encode(), str(ts), method, target, body)
 
 
-def signed_headers(agent: str, secret: str, body: bytes, ts: int | None = None, *, version: str = "v1",
-                   method: str = "POST", target: str = "/v1/actions") -> dict[str, str]:
+def signed_headers(
+    agent: str,
+    secret: str,
+    body: bytes,
+    ts: int | None = None,
+    *,
+    version: str = "v1",
+    method: str = "POST",
+    target: str = "/v1/actions",
+) -> dict[str, str]:
     """An agent's request headers: JSON body signed with ``secret`` now (or at ``ts``); v2
     (and "both") sign ``method`` and ``target`` too."""
     ts = int(time.time()) if ts is None else ts
-    return {"X-Signoff-Agent": agent, "X-Signoff-Timestamp": str(ts),
-            "X-Signoff-Signature": signature(secret, ts, body, version=version, method=method, target=target),
-            "Content-Type": "application/json"}
+    return {
+        "X-Signoff-Agent": agent,
+        "X-Signoff-Timestamp": str(ts),
+        "X-Signoff-Signature": signature(secret, ts, body, version=version, method=method, target=target),
+        "Content-Type": "application/json",
+    }
 
 
 def slack_signed(body: bytes, secret: str, ts: int | None = None) -> dict[str, str]:
@@ -151,9 +168,16 @@ def slack_form(fields: dict, secret: str) -> tuple[bytes, dict[str, str]]:
     return body, {"Content-Type": "application/x-www-form-urlencoded", **slack_signed(body, secret)}
 
 
-def block_actions(rid: str, user: str, action: str = "signoff.approve", *, channel: str = "C0APPROVALS",
-                  ts: str | None = "1700000000.000100", block_id: str = "signoff.decision",
-                  response_url: str | None = None) -> dict:
+def block_actions(
+    rid: str,
+    user: str,
+    action: str = "signoff.approve",
+    *,
+    channel: str = "C0APPROVALS",
+    ts: str | None = "1700000000.000100",
+    block_id: str = "signoff.decision",
+    response_url: str | None = None,
+) -> dict:
     """The ``block_actions`` payload of a click on button ``action`` (value ``rid``) by
     ``user`` on the message ``ts`` in ``channel`` (``ts=None``: no message in the payload)."""
     payload = {
@@ -165,8 +189,15 @@ def block_actions(rid: str, user: str, action: str = "signoff.approve", *, chann
         "trigger_id": "123.456.abc",
         "team": {"id": "T0FAKE", "domain": "fake"},
         "channel": {"id": channel, "name": "approvals"},
-        "actions": [{"action_id": action, "block_id": block_id, "value": rid, "type": "button",
-                     "action_ts": "1700000001.000200"}],
+        "actions": [
+            {
+                "action_id": action,
+                "block_id": block_id,
+                "value": rid,
+                "type": "button",
+                "action_ts": "1700000001.000200",
+            }
+        ],
     }
     if ts is not None:
         payload["container"]["message_ts"] = ts
@@ -219,5 +250,3 @@ def submission(**over) -> dict:
 
 def dumps(body) -> bytes:
     return json.dumps(body).encode()
-
-

@@ -25,8 +25,14 @@ log = logging.getLogger(__name__)
 DEFAULT_KEY_RETENTION = timedelta(days=7, minutes=5)
 
 
-def load_keyring(store: Store, signing_key: str | None, now: datetime | None = None, *,
-                 retention: timedelta = DEFAULT_KEY_RETENTION, create: bool = True) -> KeyRing:
+def load_keyring(
+    store: Store,
+    signing_key: str | None,
+    now: datetime | None = None,
+    *,
+    retention: timedelta = DEFAULT_KEY_RETENTION,
+    create: bool = True,
+) -> KeyRing:
     """``SIGNOFF_SIGNING_KEY`` if set; else the keys kept in the database (one made on first use).
 
     In the database each key has the moment it starts signing (``signoff keys rotate``); the
@@ -54,15 +60,19 @@ def load_keyring(store: Store, signing_key: str | None, now: datetime | None = N
         active, published = configured[0], configured[1:]
         kids = {k.kid for k in configured}
         # keys made before an operator set one stay verifiable (their grants may be live)
-        return KeyRing(active=active, retired=published + [s.key for s in schedule if s.key.kid not in kids],
-                       loaded_at=now)
+        return KeyRing(
+            active=active, retired=published + [s.key for s in schedule if s.key.kid not in kids], loaded_at=now
+        )
     return ring_from_schedule(schedule, now, retention)
 
 
 def key_schedule(store: Store) -> list[ScheduledKey]:
     """The keys kept in the database, each with the moment it starts signing."""
-    rows = store.read(lambda s: [(r.private_pem, r.created_at) for r in
-                                 s.scalars(select(KeyRow).order_by(KeyRow.created_at, KeyRow.kid))])
+    rows = store.read(
+        lambda s: [
+            (r.private_pem, r.created_at) for r in s.scalars(select(KeyRow).order_by(KeyRow.created_at, KeyRow.kid))
+        ]
+    )
     return [ScheduledKey(key_from_pem(pem), _aware(at)) for pem, at in rows]
 
 
@@ -126,19 +136,31 @@ class Runtime:
     context: Context
 
 
-def build(settings: Settings, *, config: Config | None = None, clock: Clock = system_clock,
-          directory: Directory | None = None, upgrade: bool = True) -> Runtime:
+def build(
+    settings: Settings,
+    *,
+    config: Config | None = None,
+    clock: Clock = system_clock,
+    directory: Directory | None = None,
+    upgrade: bool = True,
+) -> Runtime:
     """Open the store (upgrading its schema), load keys and the workflow file."""
     store = Store(settings.database_url)
     if upgrade:
         before, after = migrate.upgrade(store.engine)
         if before != after:
             log.info("database schema upgraded from %s to %s", before or "empty", after)
-    holder = ConfigHolder(config or load_config(settings.config_path),
-                          None if config else settings.config_path)
-    keys = load_keyring(store, settings.signing_key,
-                        retention=key_retention(holder(), settings.evidence_link_ttl))
-    ctx = Context(uow=SqlUnitOfWork(store), store=store, config=holder, keys=keys, clock=clock,
-                  directory=directory or NoDirectory(), note_text=notes.text, public_url=settings.public_url,
-                  evidence_link_seconds=int(settings.evidence_link_ttl.total_seconds()))
+    holder = ConfigHolder(config or load_config(settings.config_path), None if config else settings.config_path)
+    keys = load_keyring(store, settings.signing_key, retention=key_retention(holder(), settings.evidence_link_ttl))
+    ctx = Context(
+        uow=SqlUnitOfWork(store),
+        store=store,
+        config=holder,
+        keys=keys,
+        clock=clock,
+        directory=directory or NoDirectory(),
+        note_text=notes.text,
+        public_url=settings.public_url,
+        evidence_link_seconds=int(settings.evidence_link_ttl.total_seconds()),
+    )
     return Runtime(settings=settings, store=store, config=holder, context=ctx)

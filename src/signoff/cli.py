@@ -47,16 +47,23 @@ def cmd_serve(args) -> int:
     elif not settings.slack_signing_secret:
         missing.append("SLACK_SIGNING_SECRET (required in HTTP mode; or use --socket-mode)")
     if missing:
-        _fail("cannot serve, missing environment:\n  " + "\n  ".join(missing) +
-              "\nTry `signoff demo` to see the whole flow without Slack.", 2)
+        _fail(
+            "cannot serve, missing environment:\n  "
+            + "\n  ".join(missing)
+            + "\nTry `signoff demo` to see the whole flow without Slack.",
+            2,
+        )
     if args.workers is None:
         try:
             args.workers = _workers(os.environ.get("SIGNOFF_WORKERS") or "1")
         except argparse.ArgumentTypeError as exc:
             _fail(str(exc), 2)
     if args.workers > 1 and _in_memory(settings.database_url):
-        _fail("--workers needs a database the workers can share: an in-memory SQLite database "
-              "exists only inside one process", 2)
+        _fail(
+            "--workers needs a database the workers can share: an in-memory SQLite database "
+            "exists only inside one process",
+            2,
+        )
     from signoff.logs import configure
 
     fmt = args.log_format or os.environ.get("SIGNOFF_LOG_FORMAT") or "text"
@@ -68,8 +75,13 @@ def cmd_serve(args) -> int:
     if args.worker_fd is not None:  # one of `--workers N`: the supervisor upgraded the schema
         from signoff.server import serve
 
-        serve(_runtime(settings, upgrade=False), host=args.host, port=args.port, socket_mode=args.socket_mode,
-              fd=args.worker_fd)
+        serve(
+            _runtime(settings, upgrade=False),
+            host=args.host,
+            port=args.port,
+            socket_mode=args.socket_mode,
+            fd=args.worker_fd,
+        )
         return 0
     runtime = _runtime(settings)
     from signoff.config import log_warnings
@@ -106,8 +118,12 @@ def cmd_standin(args) -> int:
         p = {**call.params, **{k: call.response[k] for k in ("channel", "ts") if isinstance(call.response.get(k), str)}}
         where = " ".join(f"{k}={p[k]}" for k in ("channel", "user", "ts", "thread_ts") if isinstance(p.get(k), str))
         text = str(p.get("text") or "").replace("\n", " ")
-        print(f"{call.method} {call.status} {'ok' if call.ok else call.response.get('error')}"
-              + (f" {where}" if where else "") + (f" text={text[:120]!r}" if text else ""), flush=True)
+        print(
+            f"{call.method} {call.status} {'ok' if call.ok else call.response.get('error')}"
+            + (f" {where}" if where else "")
+            + (f" text={text[:120]!r}" if text else ""),
+            flush=True,
+        )
 
     standin = SlackStandIn(start=False, host=args.host, port=args.port)
     standin.on_call = show
@@ -118,8 +134,11 @@ def cmd_standin(args) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):  # as PID 1 in a container SIGTERM is ignored unless handled
         signal.signal(sig, lambda *_: stop.set())
-    print(f"Slack stand-in listening on http://{args.host}:{standin.port}/ "
-          f"(point SIGNOFF_SLACK_API_URL at it; any bot token is accepted)", flush=True)
+    print(
+        f"Slack stand-in listening on http://{args.host}:{standin.port}/ "
+        f"(point SIGNOFF_SLACK_API_URL at it; any bot token is accepted)",
+        flush=True,
+    )
     while not stop.wait(0.5):
         pass
     standin.stop()
@@ -141,14 +160,18 @@ def cmd_check_config(args) -> int:
         found = [(p, "") for p in exc.problems] + [(p, "warning: ") for p in exc.warnings]
         for problem, kind in sorted(found, key=lambda f: (f[0].line is None, f[0].line or 0)):
             print(show(problem, kind), file=sys.stderr)
-        print(f"{path}: {len(exc.problems)} error(s)" + (f", {len(exc.warnings)} warning(s)" if exc.warnings else ""),
-              file=sys.stderr)
+        print(
+            f"{path}: {len(exc.problems)} error(s)" + (f", {len(exc.warnings)} warning(s)" if exc.warnings else ""),
+            file=sys.stderr,
+        )
         return 1
     warnings = config.warnings()
     for problem in warnings:
         print(show(problem, "warning: "), file=sys.stderr)
-    print(f"{path}: OK — {len(config.agents)} agent(s), {len(config.workflows)} workflow(s)"
-          + (f", {len(warnings)} warning(s)" if warnings else ""))
+    print(
+        f"{path}: OK — {len(config.agents)} agent(s), {len(config.workflows)} workflow(s)"
+        + (f", {len(warnings)} warning(s)" if warnings else "")
+    )
     return _check_step_up(config, path, online=args.online)
 
 
@@ -168,8 +191,10 @@ def _check_step_up(config, path, *, online: bool) -> int:
         problems = check_online(su)
         for problem in problems:
             warn = problem.startswith("warning: ")
-            print(f"{path}: {'warning: ' if warn else ''}step_up issuer {su.issuer}: "
-                  f"{problem.removeprefix('warning: ')}", file=sys.stderr)
+            print(
+                f"{path}: {'warning: ' if warn else ''}step_up issuer {su.issuer}: {problem.removeprefix('warning: ')}",
+                file=sys.stderr,
+            )
         if any(not p.startswith("warning: ") for p in problems):
             failed += 1
         else:
@@ -183,8 +208,9 @@ def cmd_db_upgrade(args) -> int:
 
     store = Store(_settings().database_url)
     before, after = migrate.upgrade(store.engine)
-    print(f"database at {after}"
-          + (f" (upgraded from {before or 'empty'})" if before != after else " (already current)"))
+    print(
+        f"database at {after}" + (f" (upgraded from {before or 'empty'})" if before != after else " (already current)")
+    )
     return 0
 
 
@@ -225,8 +251,9 @@ def cmd_evidence_export(args) -> int:
 
             if store.read(lambda s: s.get(RequestRow, args.id)) is None:
                 _fail(f"no request {args.id}", 1)
-            _fail("cannot sign the bundle: no signing key is kept in the database and SIGNOFF_SIGNING_KEY "
-                  "is not set", 2)
+            _fail(
+                "cannot sign the bundle: no signing key is kept in the database and SIGNOFF_SIGNING_KEY is not set", 2
+            )
         try:
             bundle = build_bundle(store, keys, args.id, datetime.now(timezone.utc))
         except LookupError:
@@ -307,10 +334,13 @@ def cmd_keys_rotate(args) -> int:
 
     settings = _settings()
     if settings.signing_key:
-        _fail("SIGNOFF_SIGNING_KEY is set, so the signing key is yours to rotate, not the database's: "
-              "put a new key (`signoff keys generate`) after the current one in SIGNOFF_SIGNING_KEY, "
-              "roll out, swap the two, roll out, and drop the old one once its grants and links have "
-              "expired (see docs/operations.md, Key rotation)", 2)
+        _fail(
+            "SIGNOFF_SIGNING_KEY is set, so the signing key is yours to rotate, not the database's: "
+            "put a new key (`signoff keys generate`) after the current one in SIGNOFF_SIGNING_KEY, "
+            "roll out, swap the two, roll out, and drop the old one once its grants and links have "
+            "expired (see docs/operations.md, Key rotation)",
+            2,
+        )
     from datetime import timedelta
 
     try:
@@ -320,9 +350,11 @@ def cmd_keys_rotate(args) -> int:
     now = datetime.now(timezone.utc)
     made = rotate_key(_key_store(settings), now, now + delay)
     when = "now" if delay.total_seconds() == 0 else f"at {made.activates.isoformat(timespec='seconds')}"
-    print(f"new signing key {made.key.kid}: published now, signs {when}; "
-          "running replicas pick it up within 5 s; the previous key stays in the JWKS until "
-          "every grant and evidence link it signed has expired")
+    print(
+        f"new signing key {made.key.kid}: published now, signs {when}; "
+        "running replicas pick it up within 5 s; the previous key stays in the JWKS until "
+        "every grant and evidence link it signed has expired"
+    )
     return 0
 
 
@@ -343,8 +375,10 @@ def cmd_keys_list(args) -> int:
     try:
         ring = load_keyring(store, settings.signing_key, now, create=False, **kwargs)
     except LookupError:
-        print("no signing key yet: `signoff serve` makes one when it first starts "
-              "(or set SIGNOFF_SIGNING_KEY)", file=sys.stderr)
+        print(
+            "no signing key yet: `signoff serve` makes one when it first starts (or set SIGNOFF_SIGNING_KEY)",
+            file=sys.stderr,
+        )
         return 0
     except ValueError as exc:  # a SIGNOFF_SIGNING_KEY that is not a key
         _fail(str(exc), 2)
@@ -419,7 +453,7 @@ def cmd_policy_explain(args) -> int:
         return 2
     agent = body.pop("agent", None)
     if agent is not None and not isinstance(agent, str):
-        print("signoff: \"agent\" must be an agent id (a string)", file=err)
+        print('signoff: "agent" must be an agent id (a string)', file=err)
         return 2
     try:
         sub = parse_submission(body)
@@ -474,7 +508,6 @@ def _explain_body(file: str) -> dict:
     return body
 
 
-
 REQUEST_EXIT = {"rejected": 3, "expired": 4, "cancelled": 5}
 
 
@@ -498,8 +531,16 @@ def cmd_request(args) -> int:
         _fail(str(exc), 2)
     with client:
         try:
-            view = client.submit(args.workflow, args.title, action, args.justification, risk=args.risk,
-                                 rollback=args.rollback, prompt=prompt, executor=args.executor)
+            view = client.submit(
+                args.workflow,
+                args.title,
+                action,
+                args.justification,
+                risk=args.risk,
+                rollback=args.rollback,
+                prompt=prompt,
+                executor=args.executor,
+            )
             if args.wait is not None:
                 view = client.wait(view["id"], timeout=args.wait, until="decided")
         except WaitTimeout as exc:
@@ -552,8 +593,9 @@ def cmd_mcp(args) -> int:
 
 
 def _in_memory(url: str) -> bool:
-    return url.startswith("sqlite") and (url.rstrip("/") in ("sqlite:", "sqlite+pysqlite:") or ":memory:" in url
-                                         or "mode=memory" in url)
+    return url.startswith("sqlite") and (
+        url.rstrip("/") in ("sqlite:", "sqlite+pysqlite:") or ":memory:" in url or "mode=memory" in url
+    )
 
 
 def _workers(text: str) -> int:
@@ -563,7 +605,8 @@ def _workers(text: str) -> int:
         n = 0
     if not 1 <= n <= 64:
         raise argparse.ArgumentTypeError(
-            f"--workers / SIGNOFF_WORKERS must be a whole number from 1 to 64, not {text!r}")
+            f"--workers / SIGNOFF_WORKERS must be a whole number from 1 to 64, not {text!r}"
+        )
     return n
 
 
@@ -588,10 +631,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--socket-mode", action="store_true", help="connect to Slack over Socket Mode")
-    s.add_argument("--workers", type=_workers, default=None,
-                   help="processes serving the port (default 1, or $SIGNOFF_WORKERS); each uses about a core")
-    s.add_argument("--log-format", choices=["text", "json"], default=None,
-                   help="text (default, or $SIGNOFF_LOG_FORMAT) or json: one object per line")
+    s.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        help="processes serving the port (default 1, or $SIGNOFF_WORKERS); each uses about a core",
+    )
+    s.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=None,
+        help="text (default, or $SIGNOFF_LOG_FORMAT) or json: one object per line",
+    )
     s.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)  # set by the supervisor for its workers
     s.set_defaults(fn=cmd_serve)
 
@@ -606,8 +657,11 @@ def parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check-config", help="validate the workflow file")
     c.add_argument("path", nargs="?")
-    c.add_argument("--online", action="store_true",
-                   help="also fetch each step-up provider's discovery document and keys, and check them")
+    c.add_argument(
+        "--online",
+        action="store_true",
+        help="also fetch each step-up provider's discovery document and keys, and check them",
+    )
     c.set_defaults(fn=cmd_check_config)
 
     db = sub.add_parser("db", help="database schema")
@@ -632,8 +686,12 @@ def parser() -> argparse.ArgumentParser:
     ke = sub.add_parser("keys", help="signing keys (grants, evidence)")
     kes = ke.add_subparsers(dest="keys_command", required=True)
     kr = kes.add_parser("rotate", help="make a new signing key current; old ones stay published until they expire")
-    kr.add_argument("--in", dest="delay", default=None,
-                    help="publish now, start signing after this duration (e.g. 10m; default at once)")
+    kr.add_argument(
+        "--in",
+        dest="delay",
+        default=None,
+        help="publish now, start signing after this duration (e.g. 10m; default at once)",
+    )
     kr.set_defaults(fn=cmd_keys_rotate)
     kl = kes.add_parser("list", help="the signing keys and their states")
     kl.add_argument("--jwks", action="store_true", help="print every public key ever used, as a JWKS")
@@ -649,18 +707,25 @@ def parser() -> argparse.ArgumentParser:
     pe.add_argument("--config", help="workflow file (default $SIGNOFF_CONFIG)")
     pe.set_defaults(fn=cmd_policy_explain)
 
-    rq = sub.add_parser("request", help="ask for approval of one action, as the agent in $SIGNOFF_AGENT",
-                        description="Submit an action for approval (SIGNOFF_URL, SIGNOFF_AGENT, "
-                                    "SIGNOFF_AGENT_SECRET) and print the request as JSON. With --wait: exit 0 "
-                                    "approved, 3 rejected, 4 expired, 5 cancelled, 6 still pending; "
-                                    "1 on an HTTP error, 2 on bad usage.")
+    rq = sub.add_parser(
+        "request",
+        help="ask for approval of one action, as the agent in $SIGNOFF_AGENT",
+        description="Submit an action for approval (SIGNOFF_URL, SIGNOFF_AGENT, "
+        "SIGNOFF_AGENT_SECRET) and print the request as JSON. With --wait: exit 0 "
+        "approved, 3 rejected, 4 expired, 5 cancelled, 6 still pending; "
+        "1 on an HTTP error, 2 on bad usage.",
+    )
     rq.add_argument("--workflow", required=True)
     rq.add_argument("--title", required=True)
     rq.add_argument("--type", required=True, help="action.type, e.g. service.restart")
     rq.add_argument("--target", required=True, help="action.target, e.g. checkout-api")
     rq.add_argument("--environment", help="action.environment")
-    rq.add_argument("--param", action="append", metavar="KEY=VALUE",
-                    help="an action parameter; VALUE is JSON when it parses, else text (repeatable)")
+    rq.add_argument(
+        "--param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an action parameter; VALUE is JSON when it parses, else text (repeatable)",
+    )
     rq.add_argument("--justification", required=True)
     rq.add_argument("--risk", choices=["low", "medium", "high", "critical"], default="medium")
     rq.add_argument("--rollback", metavar="TEXT", help="the rollback plan")

@@ -149,8 +149,10 @@ class StepUp(_Model):
         if parts.scheme not in ("https", "http") or not host or parts.query or parts.fragment:
             raise ValueError(f"issuer {v!r} must be an https:// URL without query or fragment")
         if parts.scheme == "http" and not _loopback(host):
-            raise ValueError(f"issuer {v!r}: http:// is accepted only on a loopback address "
-                             "(localhost, 127.0.0.1, ::1); use https://")
+            raise ValueError(
+                f"issuer {v!r}: http:// is accepted only on a loopback address "
+                "(localhost, 127.0.0.1, ::1); use https://"
+            )
         return v
 
     @field_validator("require_amr")
@@ -241,7 +243,7 @@ def _one_or_many(value: Any) -> Any:
 def _quoted_time(v: Any) -> str:
     if isinstance(v, int) and not isinstance(v, bool):
         # YAML 1.1 reads an unquoted 10:00 as sexagesimal 600.
-        raise ValueError("write times of day in quotes, e.g. \"10:00\" (unquoted, YAML reads 10:00 as a number)")
+        raise ValueError('write times of day in quotes, e.g. "10:00" (unquoted, YAML reads 10:00 as a number)')
     return v
 
 
@@ -278,8 +280,12 @@ class ChangeWindow(_Model):
         return self
 
     def to_domain(self) -> win.Window:
-        return win.Window(frozenset(win.DAYS.index(d) for d in self.days), win.parse_hhmm(self.start),
-                          win.parse_hhmm(self.end, allow_24=True), self.timezone)
+        return win.Window(
+            frozenset(win.DAYS.index(d) for d in self.days),
+            win.parse_hhmm(self.start),
+            win.parse_hhmm(self.end, allow_24=True),
+            self.timezone,
+        )
 
 
 class ChangeFreeze(_Model):
@@ -346,8 +352,20 @@ class RuleMatch(_Model):
 
 
 # Keys a rule may set to override the workflow's for the requests it matches.
-RULE_OVERRIDES = ("approvers", "required_approvals", "timeout", "escalation", "repeat", "windows", "freezes",
-                  "approval_ttl", "require_rollback", "confirm", "digest_after", "step_up")
+RULE_OVERRIDES = (
+    "approvers",
+    "required_approvals",
+    "timeout",
+    "escalation",
+    "repeat",
+    "windows",
+    "freezes",
+    "approval_ttl",
+    "require_rollback",
+    "confirm",
+    "digest_after",
+    "step_up",
+)
 
 
 class Rule(_Model):
@@ -445,8 +463,13 @@ class Workflow(_Model):
     @model_validator(mode="after")
     def _coherent(self) -> Workflow:
         # One validator for every cross-field problem, so that one does not hide another.
-        own = ladder_problems([s.after for s in self.escalation], self.timeout, self.approver_ids,
-                              [t for s in self.escalation for t in s.to], self.required_approvals)
+        own = ladder_problems(
+            [s.after for s in self.escalation],
+            self.timeout,
+            self.approver_ids,
+            [t for s in self.escalation for t in s.to],
+            self.required_approvals,
+        )
         errors = [_sub_error(loc, msg) for loc, msg in own]
         names = [r.name for r in self.rules]
         for i, rule in enumerate(self.rules):
@@ -502,8 +525,13 @@ class WorkflowFile(_Model):
     workflows: list[Workflow] = Field(default_factory=list)
 
 
-def ladder_problems(afters: list[timedelta | None], timeout: timedelta | None, approvers: list[Any] | None,
-                    targets: list[Any], required: int | None) -> list[tuple[tuple, str]]:
+def ladder_problems(
+    afters: list[timedelta | None],
+    timeout: timedelta | None,
+    approvers: list[Any] | None,
+    targets: list[Any],
+    required: int | None,
+) -> list[tuple[tuple, str]]:
     """A workflow's escalation ladder and quorum: ``(path inside the workflow, message)``
     for each problem. A value that is unknown (``None``: itself invalid) is not judged."""
     problems: list[tuple[tuple, str]] = []
@@ -512,21 +540,40 @@ def ladder_problems(afters: list[timedelta | None], timeout: timedelta | None, a
         if after is None:
             continue
         if last is not None and after <= last:
-            problems.append((("escalation", k, "after"),
-                             (f"step at {format_duration(after)} is not after the step before it "
-                              f"({format_duration(last)}): escalation steps must have strictly increasing 'after'")))
+            problems.append(
+                (
+                    ("escalation", k, "after"),
+                    (
+                        f"step at {format_duration(after)} is not after the step before it "
+                        f"({format_duration(last)}): escalation steps must have strictly increasing 'after'"
+                    ),
+                )
+            )
         if timeout is not None and after >= timeout:
-            problems.append((("escalation", k, "after"),
-                             (f"escalation step at {format_duration(after)} is not before the timeout "
-                              f"({format_duration(timeout)}): it could never fire")))
+            problems.append(
+                (
+                    ("escalation", k, "after"),
+                    (
+                        f"escalation step at {format_duration(after)} is not before the timeout "
+                        f"({format_duration(timeout)}): it could never fire"
+                    ),
+                )
+            )
         last = after if last is None else max(last, after)
     # Quorum must be reachable when every possible approver is a known user.
     people = set(approvers or []) | set(targets)
-    if (required is not None and approvers is not None and all(isinstance(p, str) and USER_RE.match(p) for p in people)
-            and required > len(people)):
-        problems.append((("required_approvals",),
-                         (f"required_approvals is {required} but only {len(people)} distinct approver(s) "
-                          "could ever approve")))
+    if (
+        required is not None
+        and approvers is not None
+        and all(isinstance(p, str) and USER_RE.match(p) for p in people)
+        and required > len(people)
+    ):
+        problems.append(
+            (
+                ("required_approvals",),
+                (f"required_approvals is {required} but only {len(people)} distinct approver(s) could ever approve"),
+            )
+        )
     return problems
 
 
@@ -582,12 +629,12 @@ class Config:
             value = environ.get(agent.secret_env)
         return value.encode() if value else None
 
-
     def warnings(self, environ: dict[str, str] | None = None) -> list[Problem]:
         """What makes a valid file not work as meant: an agent whose ``secret_env`` is unset
         (or empty) in the environment and ``.env`` — every request it signs is refused."""
-        return _secret_warnings([{"id": a.id, "secret_env": a.secret_env} for a in self.file.agents], self.lines,
-                                environ)
+        return _secret_warnings(
+            [{"id": a.id, "secret_env": a.secret_env} for a in self.file.agents], self.lines, environ
+        )
 
 
 def _secret_warnings(agents: list, lines: dict[tuple, int], environ: dict[str, str] | None) -> list[Problem]:
@@ -597,9 +644,14 @@ def _secret_warnings(agents: list, lines: dict[tuple, int], environ: dict[str, s
         name = agent.get("secret_env") if isinstance(agent, dict) else None
         if isinstance(name, str) and name and not env.get(name):
             loc = ("agents", i, "secret_env")
-            out.append(Problem(_line_of(lines, loc), _format_loc(loc),
-                               f"{name} is not set in the environment (nor in .env): every request agent "
-                               f"{agent.get('id')!r} signs with it is refused (401)"))
+            out.append(
+                Problem(
+                    _line_of(lines, loc),
+                    _format_loc(loc),
+                    f"{name} is not set in the environment (nor in .env): every request agent "
+                    f"{agent.get('id')!r} signs with it is refused (401)",
+                )
+            )
     return out
 
 
@@ -615,16 +667,20 @@ def step_up_warnings(config: Config, environ: dict[str, str] | None = None) -> l
     out = []
     for i, wf in enumerate(config.workflows):
         places = [(f"workflows[{i}].step_up", wf.step_up)] + [
-            (f"workflows[{i}].rules[{j}].step_up", r.step_up) for j, r in enumerate(wf.rules)]
+            (f"workflows[{i}].rules[{j}].step_up", r.step_up) for j, r in enumerate(wf.rules)
+        ]
         for where, su in places:
             if su is None:
                 continue
             if su.client_secret_env and su.client_secret(environ) is None:
-                out.append(f"{where}.client_secret_env: {su.client_secret_env} is not set in the environment "
-                           "(the provider will refuse the token exchange)")
+                out.append(
+                    f"{where}.client_secret_env: {su.client_secret_env} is not set in the environment "
+                    "(the provider will refuse the token exchange)"
+                )
             if not su.require_amr:
-                out.append(f"{where}.require_amr is empty: a step-up then proves a recent sign-in, "
-                           "not that it used MFA")
+                out.append(
+                    f"{where}.require_amr is empty: a step-up then proves a recent sign-in, not that it used MFA"
+                )
     return out
 
 
@@ -700,8 +756,13 @@ def _compose(text: str) -> tuple[dict[tuple, int], list[Problem]]:
                 line = k.start_mark.line + 1
                 key = k.value
                 if key in seen:
-                    dupes.append(Problem(line, _format_loc(path + (key,)),
-                                         f"duplicate key {key!r} (also on line {seen[key]}): only the last one counts"))
+                    dupes.append(
+                        Problem(
+                            line,
+                            _format_loc(path + (key,)),
+                            f"duplicate key {key!r} (also on line {seen[key]}): only the last one counts",
+                        )
+                    )
                 seen.setdefault(key, line)
                 index[path + (key,)] = line
                 walk(v, path + (key,))
@@ -786,8 +847,11 @@ def _file_problems(data: dict, index: dict[tuple, int], unchecked: set[int]) -> 
             if not isinstance(ident, str):
                 continue
             if ident in first:
-                add((f"{kind}s", i, "id"), f"duplicate {kind} id {ident!r} (first on line "
-                                           f"{_line_of(index, (f'{kind}s', first[ident], 'id'))})")
+                add(
+                    (f"{kind}s", i, "id"),
+                    f"duplicate {kind} id {ident!r} (first on line "
+                    f"{_line_of(index, (f'{kind}s', first[ident], 'id'))})",
+                )
             else:
                 first[ident] = i
     known = {a.get("id") for a in agents if isinstance(a, dict)}
@@ -812,13 +876,21 @@ def parse_config(text: str, source: str = "<memory>") -> Config:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        raise ConfigError(source, [Problem(mark.line + 1 if mark else None, "",
-                                           f"not valid YAML: {getattr(exc, 'problem', None) or exc}")]) from None
+        raise ConfigError(
+            source,
+            [Problem(mark.line + 1 if mark else None, "", f"not valid YAML: {getattr(exc, 'problem', None) or exc}")],
+        ) from None
     if data is None:
         raise ConfigError(source, [Problem(None, "", "the file is empty: it must define 'agents' and 'workflows'")])
     if not isinstance(data, dict):
-        raise ConfigError(source, [Problem(index.get(()), "", "the file must be a mapping with 'agents' and "
-                                           f"'workflows', not {_kind(data)}")])
+        raise ConfigError(
+            source,
+            [
+                Problem(
+                    index.get(()), "", f"the file must be a mapping with 'agents' and 'workflows', not {_kind(data)}"
+                )
+            ],
+        )
     data = {k: ([] if k in ("agents", "workflows") and v is None else v) for k, v in data.items()}
     config = None
     try:
@@ -838,7 +910,8 @@ def parse_config(text: str, source: str = "<memory>") -> Config:
 
 def _kind(value: Any) -> str:
     return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "true/false"}.get(
-        type(value), type(value).__name__)
+        type(value), type(value).__name__
+    )
 
 
 # A model validator reports errors deeper than its own model as "\x00a.0.b\x00 message",

@@ -46,8 +46,9 @@ def parse_duration(value: object) -> timedelta:
 
 def parse_duration_or_zero(value: object) -> timedelta:
     """``parse_duration``, with 0 (``0``, ``"0"``, ``"0s"``) allowed: a setting turned off."""
-    if not isinstance(value, bool) and (value == 0 or (isinstance(value, str) and
-                                                       value.strip().lower() in ("0", "0s", "0m", "0h"))):
+    if not isinstance(value, bool) and (
+        value == 0 or (isinstance(value, str) and value.strip().lower() in ("0", "0s", "0m", "0h"))
+    ):
         return timedelta(0)
     if isinstance(value, timedelta) and value == timedelta(0):
         return value

@@ -39,8 +39,14 @@ class SigningKey:
         return self.public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
     def jwk(self) -> dict:
-        return {"kty": "OKP", "crv": "Ed25519", "x": b64url(self.public_raw()), "kid": self.kid,
-                "use": "sig", "alg": "EdDSA"}
+        return {
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": b64url(self.public_raw()),
+            "kid": self.kid,
+            "use": "sig",
+            "alg": "EdDSA",
+        }
 
     def sign(self, data: bytes) -> str:
         return b64url(self.private.sign(data))
@@ -169,8 +175,13 @@ def ring_from_schedule(schedule: list[ScheduledKey], now: datetime, retention: t
     unpublished = frozenset(
         s.key.kid for s, successor in zip(older, live[1:], strict=True) if successor.activates + retention <= now
     )
-    return KeyRing(active=active.key, retired=[s.key for s in reversed(older)], loaded_at=now,
-                   upcoming=upcoming, unpublished=unpublished)
+    return KeyRing(
+        active=active.key,
+        retired=[s.key for s in reversed(older)],
+        loaded_at=now,
+        upcoming=upcoming,
+        unpublished=unpublished,
+    )
 
 
 def verify_with_jwk(jwk: dict, data: bytes, signature_b64: str) -> bool:

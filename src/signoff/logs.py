@@ -21,7 +21,8 @@ FORMATS = ("text", "json")
 FIELDS = ("request_id", "workflow", "agent")
 
 _context: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
-    "signoff_log_context", default=MappingProxyType({}))
+    "signoff_log_context", default=MappingProxyType({})
+)
 
 # Libraries that narrate their own workings at INFO: their warnings and errors still show.
 QUIET = ("alembic", "apscheduler", "httpx", "httpcore", "slack_sdk", "slack_bolt", "multipart")
@@ -69,8 +70,9 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, object] = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
-                  .replace("+00:00", "Z"),
+            "ts": datetime.fromtimestamp(record.created, timezone.utc)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),

@@ -33,8 +33,9 @@ answer with comment."""
 
 def result(view: dict[str, Any]) -> CallToolResult:
     """A request object as a tool result: JSON text and the same object as structured content."""
-    return CallToolResult(content=[TextContent(type="text", text=json.dumps(view, ensure_ascii=False))],
-                          structured_content=view)
+    return CallToolResult(
+        content=[TextContent(type="text", text=json.dumps(view, ensure_ascii=False))], structured_content=view
+    )
 
 
 def failure(text: str) -> CallToolResult:
@@ -58,32 +59,40 @@ def build(client: AsyncClient) -> MCPServer:
     """The MCP server, its tools calling signoff through ``client``."""
     server: MCPServer = MCPServer(name="signoff", instructions=INSTRUCTIONS)
 
-    @server.tool(description="Ask a person to approve one action before you run it. Returns the request "
-                             "object after waiting up to wait_seconds for the decision (status \"pending\" if "
-                             "nobody has decided yet: call get_request with wait_seconds to keep waiting).")
+    @server.tool(
+        description="Ask a person to approve one action before you run it. Returns the request "
+        'object after waiting up to wait_seconds for the decision (status "pending" if '
+        "nobody has decided yet: call get_request with wait_seconds to keep waiting)."
+    )
     async def request_approval(
         workflow: Annotated[str, Field(min_length=1, description="the signoff workflow, e.g. prod-restart")],
         title: Annotated[str, Field(min_length=1, max_length=200, description="one line a person reads first")],
-        action: Annotated[dict[str, Any], Field(description="the exact action: {type, target, environment?, "
-                                                            "parameters?}")],
+        action: Annotated[
+            dict[str, Any], Field(description="the exact action: {type, target, environment?, parameters?}")
+        ],
         justification: Annotated[str, Field(min_length=1, max_length=4000, description="why it is needed")],
         risk: Literal["low", "medium", "high", "critical"] = "medium",
-        rollback: Annotated[dict[str, Any] | None, Field(description="how to undo it: {description, action?}; "
-                                                                     "required for high and critical risk")] = None,
+        rollback: Annotated[
+            dict[str, Any] | None,
+            Field(description="how to undo it: {description, action?}; required for high and critical risk"),
+        ] = None,
         prompt: Annotated[str | None, Field(description="the task or conversation that led here")] = None,
         wait_seconds: Annotated[WaitSeconds, Field(description="seconds to wait for a decision (0–600)")] = 50,
     ) -> CallToolResult:
         async def call() -> dict[str, Any]:
-            view = await client.submit(workflow, title, action, justification, risk=risk, rollback=rollback,
-                                       prompt=prompt)
+            view = await client.submit(
+                workflow, title, action, justification, risk=risk, rollback=rollback, prompt=prompt
+            )
             if wait_seconds <= 0 or core.satisfied(view, "decided"):
                 return view
             return await settle(client, view["id"], wait_seconds, "decided")
 
         return await guarded(call)
 
-    @server.tool(description="The request object. With wait_seconds, wait up to that long for it to change "
-                             "(a decision, a grant, an outcome, a reply in its thread).")
+    @server.tool(
+        description="The request object. With wait_seconds, wait up to that long for it to change "
+        "(a decision, a grant, an outcome, a reply in its thread)."
+    )
     async def get_request(
         id: RequestId,
         wait_seconds: Annotated[WaitSeconds, Field(description="seconds to wait for a change (0–600)")] = 0,

@@ -77,8 +77,9 @@ def build_service(runtime: Runtime, *, with_slack: bool = True) -> Service:
     ctx.notify = dispatcher.wake
     bolt = endpoint = None
     if with_slack:
-        bolt = bolt_app(ctx, token=settings.slack_bot_token, signing_secret=settings.slack_signing_secret or "unset",
-                        client=client)
+        bolt = bolt_app(
+            ctx, token=settings.slack_bot_token, signing_secret=settings.slack_signing_secret or "unset", client=client
+        )
         if settings.slack_signing_secret:
             endpoint = SlackEndpoint(bolt, settings.slack_signing_secret)
     readiness = None
@@ -86,8 +87,9 @@ def build_service(runtime: Runtime, *, with_slack: bool = True) -> Service:
         from signoff.slack.readiness import SlackReadiness
 
         readiness = SlackReadiness(client)
-    app = create_app(ctx, slack_endpoint=endpoint, slack_readiness=readiness, metrics=metrics,
-                     read_timeout=settings.read_timeout)
+    app = create_app(
+        ctx, slack_endpoint=endpoint, slack_readiness=readiness, metrics=metrics, read_timeout=settings.read_timeout
+    )
 
     scheduler = BackgroundScheduler(timezone="UTC")
     interval = settings.sweep_interval
@@ -111,8 +113,9 @@ def build_service(runtime: Runtime, *, with_slack: bool = True) -> Service:
         try:
             pruned = prune(ctx)
             if pruned.idempotency_keys or pruned.slack_events:
-                log.info("pruned %d idempotency keys and %d Slack event ids", pruned.idempotency_keys,
-                         pruned.slack_events)
+                log.info(
+                    "pruned %d idempotency keys and %d Slack event ids", pruned.idempotency_keys, pruned.slack_events
+                )
         except Exception:
             log.exception("pruning idempotency keys failed; trying again later")
 
@@ -121,20 +124,25 @@ def build_service(runtime: Runtime, *, with_slack: bool = True) -> Service:
         from signoff.bootstrap import key_retention, load_keyring
 
         try:
-            ctx.keys = load_keyring(ctx.store, None, ctx.clock(), create=False,
-                                    retention=key_retention(ctx.config(), settings.evidence_link_ttl))
+            ctx.keys = load_keyring(
+                ctx.store,
+                None,
+                ctx.clock(),
+                create=False,
+                retention=key_retention(ctx.config(), settings.evidence_link_ttl),
+            )
         except Exception:
             log.exception("reloading signing keys failed; keeping the current ones")
 
     # In-memory job store only: each replica ticks; the rows decide who does the work.
     scheduler.add_job(tick_sweep, "interval", seconds=interval, id="sweep", max_instances=1, coalesce=True)
     scheduler.add_job(dispatcher.wake, "interval", seconds=interval, id="outbox", max_instances=1, coalesce=True)
-    scheduler.add_job(tick_checkpoint, "interval", seconds=max(interval, 5.0), id="checkpoint",
-                      max_instances=1, coalesce=True)
+    scheduler.add_job(
+        tick_checkpoint, "interval", seconds=max(interval, 5.0), id="checkpoint", max_instances=1, coalesce=True
+    )
     scheduler.add_job(tick_prune, "interval", seconds=PRUNE_SECONDS, id="prune", max_instances=1, coalesce=True)
     if not settings.signing_key:
-        scheduler.add_job(tick_keys, "interval", seconds=KEY_REFRESH_SECONDS, id="keys", max_instances=1,
-                          coalesce=True)
+        scheduler.add_job(tick_keys, "interval", seconds=KEY_REFRESH_SECONDS, id="keys", max_instances=1, coalesce=True)
     return Service(runtime, app, dispatcher, scheduler, bolt)
 
 
@@ -153,9 +161,11 @@ def startup_line(runtime: Runtime, listening: str) -> str:
         revision = f"unknown ({type(exc).__name__})"
     path = runtime.config.path or "(given in code)"
     database = make_url(runtime.settings.database_url).render_as_string(hide_password=True)
-    return (f"signoff {__version__} serving on {listening}: workflow file {path} "
-            f"({len(config.agents)} agent(s), {len(config.workflows)} workflow(s)); "
-            f"database {database} at schema revision {revision}")
+    return (
+        f"signoff {__version__} serving on {listening}: workflow file {path} "
+        f"({len(config.agents)} agent(s), {len(config.workflows)} workflow(s)); "
+        f"database {database} at schema revision {revision}"
+    )
 
 
 def _malloc_trim():
@@ -195,8 +205,9 @@ class MemoryRelease:
         self.trim(0)
 
 
-def deadline_protocol(base: type, timeout: float, on_timeout=lambda: None,
-                      release: MemoryRelease | None = None) -> type:
+def deadline_protocol(
+    base: type, timeout: float, on_timeout=lambda: None, release: MemoryRelease | None = None
+) -> type:
     """uvicorn's HTTP/1.1 protocol ``base`` (h11 or httptools) with a deadline on a request's
     headers: ``timeout`` seconds from the connection (or, on a kept-alive one, from the next
     request's first byte) until they are all in; a client too slow gets 408 and the
@@ -212,8 +223,12 @@ def deadline_protocol(base: type, timeout: float, on_timeout=lambda: None,
     from signoff.api.deadline import READ_DEADLINE, timeout_response
 
     start, body = timeout_response(timeout)
-    timeout_answer = (b"HTTP/1.1 408 Request Timeout\r\n"
-                      + b"".join(k + b": " + v + b"\r\n" for k, v in start["headers"]) + b"\r\n" + body["body"])
+    timeout_answer = (
+        b"HTTP/1.1 408 Request Timeout\r\n"
+        + b"".join(k + b": " + v + b"\r\n" for k, v in start["headers"])
+        + b"\r\n"
+        + body["body"]
+    )
 
     class ReadDeadlineProtocol(base):
         _read_timer = None  # the armed TimerHandle while a request's headers are awaited
@@ -272,8 +287,11 @@ def deadline_protocol(base: type, timeout: float, on_timeout=lambda: None,
             # of a body nobody read (the last request was answered without it): then the
             # connection is just closed.
             if not self._silent and (cycle is None or (cycle.response_complete and not cycle.more_body)):
-                log.debug("closed a connection from %s: request headers not received within %g s",
-                          self.client[0] if self.client else "?", timeout)
+                log.debug(
+                    "closed a connection from %s: request headers not received within %g s",
+                    self.client[0] if self.client else "?",
+                    timeout,
+                )
                 on_timeout()
                 self.transport.write(timeout_answer)
             self.transport.close()
@@ -343,11 +361,20 @@ def serve(runtime: Runtime, *, host: str, port: int, socket_mode: bool = False, 
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     timeout = runtime.settings.read_timeout
-    protocol = deadline_protocol(AutoHTTPProtocol, timeout, release=MemoryRelease(),
-                                 on_timeout=service.app.state.metrics.count_timeout)
+    protocol = deadline_protocol(
+        AutoHTTPProtocol, timeout, release=MemoryRelease(), on_timeout=service.app.state.metrics.count_timeout
+    )
     # The same for one process and for each worker of `serve --workers` (fd given).
-    config = uvicorn.Config(service.app, host=host, port=port, log_level="info", access_log=False, log_config=None,
-                            timeout_graceful_shutdown=GRACEFUL_SECONDS, http=protocol)
+    config = uvicorn.Config(
+        service.app,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
+        http=protocol,
+    )
     logging.getLogger("uvicorn.error").addFilter(_QuietInvalidRequests())
     try:
         if fd is None:

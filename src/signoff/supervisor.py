@@ -82,8 +82,13 @@ class Supervisor:
             env["PROMETHEUS_MULTIPROC_DIR"] = self._metrics_path
         # Own session: a Ctrl-C in the terminal reaches the supervisor only, which stops the
         # workers in order; on Linux a worker also stops if the supervisor is killed.
-        proc = subprocess.Popen(worker_command(fd, socket_mode=self.socket_mode), pass_fds=(fd,), env=env,
-                                start_new_session=True, preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(
+            worker_command(fd, socket_mode=self.socket_mode),
+            pass_fds=(fd,),
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         self.procs[slot] = proc
         self.started_at[slot] = time.monotonic()
         log.info("worker %d started (pid %d)", slot, proc.pid)
@@ -125,12 +130,21 @@ class Supervisor:
                         lived = time.monotonic() - self.started_at[slot]
                         early_exits = early_exits + 1 if lived < EARLY_EXIT else 0
                         if early_exits >= EARLY_EXITS_TO_GIVE_UP:
-                            log.error("workers keep exiting within %.0f s of starting (%d in a row, the last "
-                                      "with %s); stopping — see the errors above", EARLY_EXIT, early_exits,
-                                      proc.returncode)
+                            log.error(
+                                "workers keep exiting within %.0f s of starting (%d in a row, the last "
+                                "with %s); stopping — see the errors above",
+                                EARLY_EXIT,
+                                early_exits,
+                                proc.returncode,
+                            )
                             return 1
-                        log.error("worker %d (pid %d) exited with %s; starting it again in %.0f s",
-                                  slot, proc.pid, proc.returncode, RESTART_DELAY)
+                        log.error(
+                            "worker %d (pid %d) exited with %s; starting it again in %.0f s",
+                            slot,
+                            proc.pid,
+                            proc.returncode,
+                            RESTART_DELAY,
+                        )
                         restart_at[slot] = time.monotonic() + RESTART_DELAY
                 time.sleep(0.2)
         finally:

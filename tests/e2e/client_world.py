@@ -53,9 +53,12 @@ class World:
 
     def post_of(self, title: str, timeout: float = 10.0):
         """The Slack post of the request titled ``title`` (waiting for it)."""
+
         def find():
-            return next((c for c in top_level_posts(self.slack)
-                         if title in json.dumps(c.params.get("blocks")) and c.response), None)
+            return next(
+                (c for c in top_level_posts(self.slack) if title in json.dumps(c.params.get("blocks")) and c.response),
+                None,
+            )
 
         return wait_until(find, timeout, f"the Slack post of {title!r}", interval=0.05)
 
@@ -93,8 +96,7 @@ def join_clean(thread: threading.Thread) -> None:
 
 def start_world(workdir: Path, slack: FakeSlack) -> World:
     (workdir / "signoff.yaml").write_text(WORKFLOWS)
-    env = serve_env(db_url=f"sqlite:///{workdir / 'signoff.db'}", slack_url=slack.url,
-                    config=workdir / "signoff.yaml")
+    env = serve_env(db_url=f"sqlite:///{workdir / 'signoff.db'}", slack_url=slack.url, config=workdir / "signoff.yaml")
     server = Serve(workdir, env, "agent-side")
     env["SIGNOFF_PUBLIC_URL"] = server.url
     server.start()

@@ -69,25 +69,30 @@ def serve_env(*, db_url: str, slack_url: str, config: Path, **more: str) -> dict
     secrets of ``support.SECRETS``, a sweep every 0.2 s, and ``more`` on top."""
     env = base_env()
     env.update(SECRETS)
-    env.update({
-        "SLACK_BOT_TOKEN": BOT_TOKEN,
-        "SLACK_SIGNING_SECRET": SLACK_SECRET,
-        "SIGNOFF_SLACK_API_URL": slack_url,
-        "SIGNOFF_DATABASE_URL": db_url,
-        "SIGNOFF_CONFIG": str(config),
-        "SIGNOFF_SWEEP_INTERVAL": "0.2",
-        # The fake Slack has no rate limits unless a test gives it some (and turns pacing on).
-        "SIGNOFF_SLACK_PACING": "false",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_SIGNING_SECRET": SLACK_SECRET,
+            "SIGNOFF_SLACK_API_URL": slack_url,
+            "SIGNOFF_DATABASE_URL": db_url,
+            "SIGNOFF_CONFIG": str(config),
+            "SIGNOFF_SWEEP_INTERVAL": "0.2",
+            # The fake Slack has no rate limits unless a test gives it some (and turns pacing on).
+            "SIGNOFF_SLACK_PACING": "false",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(more)
     return env
 
 
 def pem_key() -> str:
     """A fresh Ed25519 grant-signing key (PEM), for replicas that must share one."""
-    return Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    return (
+        Ed25519PrivateKey.generate()
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        .decode()
+    )
 
 
 class Serve:
@@ -104,8 +109,13 @@ class Serve:
     def launch(self) -> Serve:
         """Start the process and return at once (see ``wait_ready``)."""
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([*SIGNOFF, "serve", "--port", str(self.port), *self.args],
-                                         env=self.env, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [*SIGNOFF, "serve", "--port", str(self.port), *self.args],
+                env=self.env,
+                cwd=self.workdir,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> Serve:
@@ -143,18 +153,21 @@ class Serve:
                 self.kill()
 
     # -- calls ---------------------------------------------------------------------------
-    def agent(self, method: str, path: str, agent: str, body: dict | None = None,
-              headers: dict[str, str] | None = None) -> httpx.Response:
+    def agent(
+        self, method: str, path: str, agent: str, body: dict | None = None, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
         """A request from ``agent``, signed with its secret from ``support.SECRETS``."""
         raw = b"" if body is None else json.dumps(body).encode()
         h = {**signed_headers(agent, agent_secret(agent), raw), **(headers or {})}
         return httpx.request(method, self.url + path, content=raw, headers=h, timeout=10)
 
-    def click(self, rid: str, user: str, channel: str, ts: str | None = None,
-              action: str = "signoff.approve") -> httpx.Response:
+    def click(
+        self, rid: str, user: str, channel: str, ts: str | None = None, action: str = "signoff.approve"
+    ) -> httpx.Response:
         """A signed ``block_actions`` click on button ``action`` of the message ``ts`` in ``channel``."""
-        body, headers = slack_form({"payload": json.dumps(block_actions(rid, user, action, channel=channel, ts=ts))},
-                                   SLACK_SECRET)
+        body, headers = slack_form(
+            {"payload": json.dumps(block_actions(rid, user, action, channel=channel, ts=ts))}, SLACK_SECRET
+        )
         return httpx.post(self.url + "/slack/events", content=body, headers=headers, timeout=10)
 
 
@@ -186,7 +199,8 @@ def request_of(call) -> str | None:
 def all_expired_and_delivered(engine: Engine, ids: list[str]) -> bool:
     """Every request of ``ids`` has expired and nothing is owed to Slack any more."""
     with engine.connect() as conn:
-        open_ = conn.scalar(select(func.count()).select_from(RequestRow)
-                            .where(RequestRow.id.in_(ids), RequestRow.status != "expired"))
+        open_ = conn.scalar(
+            select(func.count()).select_from(RequestRow).where(RequestRow.id.in_(ids), RequestRow.status != "expired")
+        )
         owed = conn.scalar(select(func.count()).select_from(OutboxRow).where(OutboxRow.state == "pending"))
     return open_ == 0 and owed == 0

@@ -31,16 +31,17 @@ def unique(title: str) -> str:
 
 
 def restart(target: str = "checkout-api") -> dict:
-    return {"type": "service.restart", "target": target, "environment": "production",
-            "parameters": {"graceful": True}}
+    return {"type": "service.restart", "target": target, "environment": "production", "parameters": {"graceful": True}}
 
 
 def test_decorated_function_runs_once_approved_in_slack(agent_world):
     title = unique("Restart")
     calls = []
     with client(agent_world) as c:
-        @c.require_approval("prod-restart", title, justification="p99 doubled",
-                            action=lambda target, **_: restart(target))
+
+        @c.require_approval(
+            "prod-restart", title, justification="p99 doubled", action=lambda target, **_: restart(target)
+        )
         def do_restart(target, *, reason=""):
             calls.append((target, reason))
             return f"restarted {target}"
@@ -59,6 +60,7 @@ def test_decorated_function_runs_once_approved_in_slack(agent_world):
 def test_a_failing_function_is_reported_failed_with_its_text_and_re_raised(agent_world):
     title = unique("Flush cache")
     with client(agent_world) as c:
+
         @c.require_approval("prod-restart", title, justification="stale entries", action=restart("cache"))
         def flush():
             raise RuntimeError("cache node unreachable")
@@ -77,6 +79,7 @@ def test_rejected_in_slack_raises_rejected_and_never_runs(agent_world):
     title = unique("Drop table")
     ran = []
     with client(agent_world) as c:
+
         @c.require_approval("prod-restart", title, justification="cleanup", action=restart("db"))
         def drop():
             ran.append(True)
@@ -92,6 +95,7 @@ def test_rejected_in_slack_raises_rejected_and_never_runs(agent_world):
 
 def test_nobody_deciding_raises_expired(agent_world):
     with client(agent_world) as c:
+
         @c.require_approval("quick", unique("Scale down"), justification="night", action=restart("web"))
         def scale():
             raise AssertionError("must not run")
@@ -104,6 +108,7 @@ def test_nobody_deciding_raises_expired(agent_world):
 def test_cancelled_while_waiting_raises_cancelled(agent_world):
     title = unique("Rotate keys")
     with client(agent_world) as c, client(agent_world) as other:
+
         @c.require_approval("prod-restart", title, justification="quarterly", action=restart("kms"))
         def rotate():
             raise AssertionError("must not run")
@@ -127,6 +132,7 @@ def test_async_client_decorator_runs_once_approved(agent_world):
 
     async def main():
         async with AsyncClient(agent_world.server.url, "deploy-bot", agent_secret("deploy-bot")) as c:
+
             @c.require_approval("prod-restart", title, justification="p99", action=restart("api"))
             async def do():
                 await asyncio.sleep(0)
@@ -184,8 +190,9 @@ class BusyFirst(httpx.BaseTransport):
         if request.method == "POST":
             self.keys.append(request.headers.get("idempotency-key"))
             if len(self.keys) == 1:
-                return httpx.Response(503, headers={"Retry-After": "0"},
-                                      json={"error": {"code": "unavailable", "message": "busy"}})
+                return httpx.Response(
+                    503, headers={"Retry-After": "0"}, json={"error": {"code": "unavailable", "message": "busy"}}
+                )
         return self.inner.handle_request(request)
 
 
@@ -277,7 +284,6 @@ def _requests(world):
         engine.dispose()
 
 
-
 def test_wait_long_polls_when_the_server_holds_the_call(agent_world):
     """Needs the server's ?wait=S&version=V."""
     title = unique("Held")
@@ -309,7 +315,13 @@ def test_comment_is_posted_in_the_request_thread(agent_world):
         assert after["id"] == view["id"]
         assert after["thread"][-1] == {**after["thread"][-1], "user": "deploy-bot", "text": "draining traffic first"}
         # posted by the outbox once the request's own message is there: wait for it
-        wait_until(lambda: [c_ for c_ in agent_world.slack.calls_to("chat.postMessage") if c_.params.get("thread_ts")
-                            and "draining traffic first" in json.dumps(c_.params)],
-                   10, "the comment in the request's thread")
+        wait_until(
+            lambda: [
+                c_
+                for c_ in agent_world.slack.calls_to("chat.postMessage")
+                if c_.params.get("thread_ts") and "draining traffic first" in json.dumps(c_.params)
+            ],
+            10,
+            "the comment in the request's thread",
+        )
         c.cancel(view["id"])

@@ -11,8 +11,9 @@ from signoff.demo import samples
 
 
 def test_the_demo_runs_the_whole_loop_and_exits_0():
-    run = subprocess.run([sys.executable, "-m", "signoff", "demo"], env=base_env(), capture_output=True,
-                         text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "signoff", "demo"], env=base_env(), capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     out = run.stdout
     assert f"agent {samples.AGENT} submits" in out

@@ -35,8 +35,14 @@ def env_of(world, **more) -> dict[str, str]:
 
 def hook(world, call: dict, **more) -> subprocess.CompletedProcess:
     env = env_of(world, SIGNOFF_BIN=SIGNOFF_BIN, SIGNOFF_GATE_WORKFLOW="prod-restart", SIGNOFF_GATE_WAIT="20", **more)
-    return subprocess.run(["bash", str(EXAMPLES / "hooks" / "gate-shell.sh")], input=json.dumps(call), env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["bash", str(EXAMPLES / "hooks" / "gate-shell.sh")],
+        input=json.dumps(call),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def bash_call(command: str) -> dict:
@@ -46,8 +52,9 @@ def bash_call(command: str) -> dict:
 def test_the_hook_lets_ungated_commands_through_without_asking(agent_world):
     r = hook(agent_world, bash_call("ls -la"), SIGNOFF_URL="http://127.0.0.1:9")
     assert r.returncode == 0, r.stderr
-    r = hook(agent_world, {"tool_name": "Read", "tool_input": {"file_path": "kubectl.txt"}},
-             SIGNOFF_URL="http://127.0.0.1:9")
+    r = hook(
+        agent_world, {"tool_name": "Read", "tool_input": {"file_path": "kubectl.txt"}}, SIGNOFF_URL="http://127.0.0.1:9"
+    )
     assert r.returncode == 0, r.stderr
 
 
@@ -83,8 +90,11 @@ def test_the_mcp_configuration_starts_the_server(agent_world):
 
     async def main():
         # `signoff` as this interpreter runs it; the env as the configuration names it, filled in
-        params = StdioServerParameters(command=sys.executable, args=["-m", "signoff.cli", *entry["args"]],
-                                       env={**base_env(), **{k: agent_world.agent_env()[k] for k in entry["env"]}})
+        params = StdioServerParameters(
+            command=sys.executable,
+            args=["-m", "signoff.cli", *entry["args"]],
+            env={**base_env(), **{k: agent_world.agent_env()[k] for k in entry["env"]}},
+        )
         with anyio.fail_after(60):
             async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
                 await session.initialize()
@@ -96,8 +106,13 @@ def test_the_mcp_configuration_starts_the_server(agent_world):
 def test_the_gated_tool_runs_once_approved(agent_world):
     service = f"svc-{uuid.uuid4().hex[:8]}"
     clicker = agent_world.click_later(f"Restart {service} in production")
-    r = subprocess.run([sys.executable, str(EXAMPLES / "gated_tool.py"), service], env=env_of(agent_world),
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, str(EXAMPLES / "gated_tool.py"), service],
+        env=env_of(agent_world),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     join_clean(clicker)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.strip() == f"{service} restarted"
@@ -108,8 +123,13 @@ def test_the_executor_checks_its_grant_then_reports(agent_world):
     with Client(agent_world.server.url, "deploy-bot", agent_secret("deploy-bot")) as c:
         view = c.submit("prod-restart", title, {"type": "service.restart", "target": "api"}, "x")
     agent_world.click(title)
-    r = subprocess.run([sys.executable, str(EXAMPLES / "executor.py"), view["id"]], env=env_of(agent_world),
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, str(EXAMPLES / "executor.py"), view["id"]],
+        env=env_of(agent_world),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     out = json.loads(r.stdout)
     assert out["status"] == "succeeded" and out["claims"]["jti"] == view["id"]

@@ -12,8 +12,14 @@ from support import ONE_WORKFLOW_YAML, submission, wait_until
 
 CONFIG = ONE_WORKFLOW_YAML
 
-NOISE = ("alembic.runtime.plugins", "Adding job tentatively", "will be ignored", "will be unused",
-         "Context impl", "Will assume non-transactional DDL")
+NOISE = (
+    "alembic.runtime.plugins",
+    "Adding job tentatively",
+    "will be ignored",
+    "will be unused",
+    "Context impl",
+    "Will assume non-transactional DDL",
+)
 
 
 def _lines(server: Serve) -> list[dict]:
@@ -27,8 +33,9 @@ def _lines(server: Serve) -> list[dict]:
 def test_json_logs_startup_line_quiet_libraries_and_request_ids(tmp_path):
     (tmp_path / "signoff.yaml").write_text(CONFIG)
     with FakeSlack() as slack:
-        env = serve_env(db_url=f"sqlite:///{tmp_path / 'signoff.db'}", slack_url=slack.url,
-                        config=tmp_path / "signoff.yaml")
+        env = serve_env(
+            db_url=f"sqlite:///{tmp_path / 'signoff.db'}", slack_url=slack.url, config=tmp_path / "signoff.yaml"
+        )
         server = Serve(tmp_path, env, "json", ("--log-format", "json"))
         try:
             slack.fail_next("chat.postMessage", times=1, status=500)
@@ -68,9 +75,11 @@ def test_the_startup_line_hides_the_database_password():
     class Engine:
         pass
 
-    rt = SimpleNamespace(config=Holder(), settings=SimpleNamespace(
-        database_url="postgresql+psycopg://signoff:hunter2@db:5432/signoff"),
-        store=SimpleNamespace(engine=Engine()))
+    rt = SimpleNamespace(
+        config=Holder(),
+        settings=SimpleNamespace(database_url="postgresql+psycopg://signoff:hunter2@db:5432/signoff"),
+        store=SimpleNamespace(engine=Engine()),
+    )
     line = startup_line(rt, "http://0.0.0.0:8080")
     assert "hunter2" not in line and "signoff:***@db:5432/signoff" in line
     assert "/etc/signoff/signoff.yaml (1 agent(s), 1 workflow(s))" in line

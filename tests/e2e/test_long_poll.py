@@ -52,8 +52,9 @@ def wake_latencies(waiter: Serve, clicker: Serve, slack: FakeSlack, rounds: int 
     took = []
     for n in range(rounds):
         rid = submit(waiter, "slow", n)
-        root = wait_until(lambda rid=rid: [c for c in top_level_posts(slack) if request_of(c) == rid], 15,
-                          "the root post", 0.05)[0]
+        root = wait_until(
+            lambda rid=rid: [c for c in top_level_posts(slack) if request_of(c) == rid], 15, "the root post", 0.05
+        )[0]
         out: dict = {}
         t = long_poll(waiter, rid, "wait=30", out)
         time.sleep(0.5)  # the poll has reached the server and is waiting
@@ -74,8 +75,10 @@ def wake_latencies(waiter: Serve, clicker: Serve, slack: FakeSlack, rounds: int 
 def report(label: str, took: list[float]) -> None:
     q = sorted(took)
     p99 = q[min(len(q) - 1, round(0.99 * (len(q) - 1)))]
-    print(f"\n{label}: p50 {statistics.median(q) * 1000:.0f} ms, "
-          f"p99 {p99 * 1000:.0f} ms, max {q[-1] * 1000:.0f} ms over {len(q)}")
+    print(
+        f"\n{label}: p50 {statistics.median(q) * 1000:.0f} ms, "
+        f"p99 {p99 * 1000:.0f} ms, max {q[-1] * 1000:.0f} ms over {len(q)}"
+    )
 
 
 def test_a_click_wakes_the_long_poll_on_the_same_process(tmp_path):
@@ -102,9 +105,16 @@ def test_a_click_wakes_the_long_poll_on_the_same_process(tmp_path):
             assert got["status"] == "pending" and got["version"] > view["version"]
             assert [m["text"] for m in got["thread"]] == ["still there?"]
             # and the comment reaches the request's Slack thread
-            wait_until(lambda: [c for c in slack.calls_to("chat.postMessage")
-                                if c.ok and c.params.get("thread_ts") and "still there?" in str(c.params)],
-                       15, "the comment in the thread", 0.1)
+            wait_until(
+                lambda: [
+                    c
+                    for c in slack.calls_to("chat.postMessage")
+                    if c.ok and c.params.get("thread_ts") and "still there?" in str(c.params)
+                ],
+                15,
+                "the comment in the thread",
+                0.1,
+            )
         finally:
             server.stop()
 

@@ -22,8 +22,11 @@ def text(result) -> str:
 
 def run_session(world, body, env: dict | None = None):
     async def main():
-        params = StdioServerParameters(command=sys.executable, args=["-m", "signoff.cli", "mcp"],
-                                       env={**base_env(), **(world.agent_env() if env is None else env)})
+        params = StdioServerParameters(
+            command=sys.executable,
+            args=["-m", "signoff.cli", "mcp"],
+            env={**base_env(), **(world.agent_env() if env is None else env)},
+        )
         with anyio.fail_after(60):
             async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
                 await session.initialize()
@@ -44,9 +47,16 @@ def test_the_tools_act_as_the_agent(agent_world):
         assert schema["properties"]["wait_seconds"]["maximum"] == 600
 
         # nobody decides within 1 s: the request comes back pending
-        r = await session.call_tool("request_approval", {"workflow": "prod-restart", "title": title,
-                                                         "action": action, "justification": "p99 doubled",
-                                                         "wait_seconds": 1})
+        r = await session.call_tool(
+            "request_approval",
+            {
+                "workflow": "prod-restart",
+                "title": title,
+                "action": action,
+                "justification": "p99 doubled",
+                "wait_seconds": 1,
+            },
+        )
         assert not r.is_error, text(r)
         view = json.loads(text(r))
         assert view == r.structured_content and view["status"] == "pending"
@@ -69,9 +79,16 @@ def test_the_tools_act_as_the_agent(agent_world):
         again = await session.call_tool("report_outcome", {"id": rid, "status": "failed"})
         assert again.is_error and "409" in text(again)
 
-        other = await session.call_tool("request_approval", {"workflow": "prod-restart", "title": title + " 2",
-                                                             "action": action, "justification": "x",
-                                                             "wait_seconds": 0})
+        other = await session.call_tool(
+            "request_approval",
+            {
+                "workflow": "prod-restart",
+                "title": title + " 2",
+                "action": action,
+                "justification": "x",
+                "wait_seconds": 0,
+            },
+        )
         oid = other.structured_content["id"]
         cancelled = await session.call_tool("cancel_request", {"id": oid})
         assert not cancelled.is_error and cancelled.structured_content["status"] == "cancelled"
@@ -81,14 +98,38 @@ def test_the_tools_act_as_the_agent(agent_world):
 
 
 BAD = [
-    ("request_approval", {"workflow": "prod-restart", "title": "t", "action": {"type": "x", "target": "y"},
-                          "justification": "j", "wait_seconds": 601}, "wait_seconds"),
-    ("request_approval", {"workflow": "prod-restart", "title": "t", "action": "restart it",
-                          "justification": "j"}, "action"),
-    ("request_approval", {"workflow": "prod-restart", "action": {"type": "x", "target": "y"},
-                          "justification": "j"}, "title"),
-    ("request_approval", {"workflow": "prod-restart", "title": "t", "action": {"type": "x", "target": "y"},
-                          "justification": "j", "risk": "extreme"}, "risk"),
+    (
+        "request_approval",
+        {
+            "workflow": "prod-restart",
+            "title": "t",
+            "action": {"type": "x", "target": "y"},
+            "justification": "j",
+            "wait_seconds": 601,
+        },
+        "wait_seconds",
+    ),
+    (
+        "request_approval",
+        {"workflow": "prod-restart", "title": "t", "action": "restart it", "justification": "j"},
+        "action",
+    ),
+    (
+        "request_approval",
+        {"workflow": "prod-restart", "action": {"type": "x", "target": "y"}, "justification": "j"},
+        "title",
+    ),
+    (
+        "request_approval",
+        {
+            "workflow": "prod-restart",
+            "title": "t",
+            "action": {"type": "x", "target": "y"},
+            "justification": "j",
+            "risk": "extreme",
+        },
+        "risk",
+    ),
     ("get_request", {"id": "x", "wait_seconds": -1}, "wait_seconds"),
     ("get_request", {"id": ""}, "id"),
     ("report_outcome", {"id": "x", "status": "done"}, "status"),
@@ -101,13 +142,21 @@ def test_api_errors_and_bad_arguments_are_tool_errors_and_nothing_approves(agent
     async def body(session):
         r = await session.call_tool("get_request", {"id": str(uuid.uuid4())})
         assert r.is_error and "404" in text(r) and "no such request" in text(r)
-        r = await session.call_tool("request_approval", {"workflow": "prod-restart", "title": "t",
-                                                         "action": {"type": "x", "target": "y"},
-                                                         "justification": "j", "risk": "high"})
+        r = await session.call_tool(
+            "request_approval",
+            {
+                "workflow": "prod-restart",
+                "title": "t",
+                "action": {"type": "x", "target": "y"},
+                "justification": "j",
+                "risk": "high",
+            },
+        )
         assert r.is_error and "422" in text(r) and "rollback" in text(r)
-        r = await session.call_tool("request_approval", {"workflow": "nope", "title": "t",
-                                                         "action": {"type": "x", "target": "y"},
-                                                         "justification": "j"})
+        r = await session.call_tool(
+            "request_approval",
+            {"workflow": "nope", "title": "t", "action": {"type": "x", "target": "y"}, "justification": "j"},
+        )
         assert r.is_error and "404" in text(r)
         for tool, args, name in BAD:
             r = await session.call_tool(tool, args)
@@ -129,9 +178,16 @@ def test_comment_posts_in_the_thread(agent_world):
     title = f"MCP comment {uuid.uuid4().hex[:8]}"
 
     async def body(session):
-        r = await session.call_tool("request_approval", {"workflow": "prod-restart", "title": title,
-                                                         "action": {"type": "x", "target": "y"},
-                                                         "justification": "j", "wait_seconds": 0})
+        r = await session.call_tool(
+            "request_approval",
+            {
+                "workflow": "prod-restart",
+                "title": title,
+                "action": {"type": "x", "target": "y"},
+                "justification": "j",
+                "wait_seconds": 0,
+            },
+        )
         rid = r.structured_content["id"]
         c = await session.call_tool("comment", {"id": rid, "text": "restarting one pod at a time"})
         assert not c.is_error, text(c)
@@ -146,6 +202,12 @@ def test_comment_posts_in_the_thread(agent_world):
 def test_without_an_identity_it_says_what_is_missing(agent_world):
     import subprocess
 
-    r = subprocess.run([sys.executable, "-m", "signoff.cli", "mcp"], env=base_env(), capture_output=True, text=True,
-                       timeout=30, stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        [sys.executable, "-m", "signoff.cli", "mcp"],
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode == 2 and "SIGNOFF_URL" in r.stderr

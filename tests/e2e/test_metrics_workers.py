@@ -25,15 +25,17 @@ def test_counters_are_summed_over_workers_and_histograms_exist(tmp_path):
     (tmp_path / "signoff.yaml").write_text(CONFIG)
     n = 24
     with FakeSlack() as slack:
-        env = serve_env(db_url=f"sqlite:///{tmp_path / 'signoff.db'}", slack_url=slack.url,
-                        config=tmp_path / "signoff.yaml")
+        env = serve_env(
+            db_url=f"sqlite:///{tmp_path / 'signoff.db'}", slack_url=slack.url, config=tmp_path / "signoff.yaml"
+        )
         server = Serve(tmp_path, env, "metrics", ("--workers", "2"))
         try:
             server.start()
             with ThreadPoolExecutor(8) as pool:
                 list(pool.map(lambda i: submit(server, "prod-restart", i), range(n)))
-            wait_until(lambda: len([c for c in slack.calls_to("chat.postMessage") if c.ok]) >= n, 20,
-                       "every request posted")
+            wait_until(
+                lambda: len([c for c in slack.calls_to("chat.postMessage") if c.ok]) >= n, 20, "every request posted"
+            )
             unsigned = httpx.post(server.url + "/v1/actions", content=b"{}", timeout=5)
             assert unsigned.status_code == 401
             for _ in range(12):  # new connections: the kernel spreads them over both workers
@@ -43,8 +45,7 @@ def test_counters_are_summed_over_workers_and_histograms_exist(tmp_path):
                 assert _sample(text, "signoff_requests_submitted_total", 'workflow="prod-restart"') == n, text
                 assert _sample(text, "signoff_auth_refused_total") == 1
                 assert _sample(text, "signoff_pending_requests", 'workflow="prod-restart"') == n
-                assert _sample(text, "signoff_slack_call_seconds_count",
-                               'method="chat.postMessage",outcome="ok"') >= n
+                assert _sample(text, "signoff_slack_call_seconds_count", 'method="chat.postMessage",outcome="ok"') >= n
                 assert _sample(text, "signoff_outbox_delivery_lag_seconds_count", 'kind="slack.post"') >= n
                 assert "signoff_sweep_seconds_bucket" in text
         finally:

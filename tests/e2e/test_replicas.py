@@ -36,12 +36,15 @@ pytestmark = pytest.mark.skipif(not os.environ.get(PG_ENV), reason=f"{PG_ENV} is
 
 N_REQUESTS = 30
 
-YAML = ladder_yaml("3s") + f"""\
+YAML = (
+    ladder_yaml("3s")
+    + f"""\
   - id: slow
 {ROUTING}\
     agents: [deploy-bot]
     timeout: 10m
 """
+)
 
 
 def get_request(server: Serve, rid: str) -> dict:
@@ -69,13 +72,21 @@ def test_three_replicas_post_each_step_once_and_expire_each_request_once(tmp_pat
             # A request submitted through replica 0 is approved by a click sent to replica 1,
             # and replica 2 hands out its grant.
             slow = submit(servers[0], "slow", 0)
-            root = wait_until(lambda: [c for c in top_level_posts(slack) if request_of(c) == slow], 15,
-                              "the slow request's root post", 0.1)[0]
+            root = wait_until(
+                lambda: [c for c in top_level_posts(slack) if request_of(c) == slow],
+                15,
+                "the slow request's root post",
+                0.1,
+            )[0]
             assert root.params["channel"] == "C0APPROVALS"
             resp = servers[1].click(slow, "U0OWNER", root.response["channel"])
             assert resp.status_code == 200, resp.text
-            view = wait_until(lambda: (v := get_request(servers[2], slow))["status"] != "pending" and v, 15,
-                              "the click to take effect", 0.1)
+            view = wait_until(
+                lambda: (v := get_request(servers[2], slow))["status"] != "pending" and v,
+                15,
+                "the click to take effect",
+                0.1,
+            )
             assert view["status"] in ("approved", "executing")
             assert [d["by"] for d in view["decisions"]] == ["U0OWNER"]
             assert view["grant"]
@@ -84,8 +95,12 @@ def test_three_replicas_post_each_step_once_and_expire_each_request_once(tmp_pat
             with ThreadPoolExecutor(8) as pool:
                 ids = list(pool.map(lambda n: submit(servers[n % 3], "ladder", n), range(N_REQUESTS)))
 
-            wait_until(lambda: all_expired_and_delivered(engine, ids), 60,
-                       "every request to expire and every message to be delivered", 0.2)
+            wait_until(
+                lambda: all_expired_and_delivered(engine, ids),
+                60,
+                "every request to expire and every message to be delivered",
+                0.2,
+            )
             time.sleep(0.5)  # a straggling duplicate, if any, would show up now
 
             # Slack: each request's root, each step's DM and the exception thread, exactly once.
@@ -108,8 +123,9 @@ def test_three_replicas_post_each_step_once_and_expire_each_request_once(tmp_pat
 
             # The evidence: two steps and one expiry per request.
             with engine.connect() as conn:
-                rows = conn.execute(select(EventRow.request_id, EventRow.type, EventRow.data)
-                                    .where(EventRow.request_id.in_(ids))).all()
+                rows = conn.execute(
+                    select(EventRow.request_id, EventRow.type, EventRow.data).where(EventRow.request_id.in_(ids))
+                ).all()
             kinds = Counter((r.request_id, r.type) for r in rows)
             for rid in ids:
                 assert kinds[(rid, "escalation.fired")] == 2, rid

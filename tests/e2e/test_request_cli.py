@@ -17,13 +17,25 @@ from signoff.cli import main
 def run(world, *args: str, env: dict | None = None, timeout: float = 30, stdin: str | None = None):
     e = base_env()
     e.update(world.agent_env() if env is None else env)
-    return subprocess.run([*SIGNOFF, "request", *args], env=e, capture_output=True, text=True, timeout=timeout,
-                          input=stdin)
+    return subprocess.run(
+        [*SIGNOFF, "request", *args], env=e, capture_output=True, text=True, timeout=timeout, input=stdin
+    )
 
 
 def args(title: str, workflow: str = "prod-restart", *more: str) -> list[str]:
-    return ["--workflow", workflow, "--title", title, "--type", "service.restart", "--target", "checkout-api",
-            "--justification", "p99 doubled", *more]
+    return [
+        "--workflow",
+        workflow,
+        "--title",
+        title,
+        "--type",
+        "service.restart",
+        "--target",
+        "checkout-api",
+        "--justification",
+        "p99 doubled",
+        *more,
+    ]
 
 
 def unique(title: str) -> str:
@@ -34,23 +46,49 @@ def test_without_wait_it_prints_the_pending_request_and_exits_0(agent_world, tmp
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("the user asked for a restart")
     title = unique("CLI submit")
-    r = run(agent_world, *args(title, "prod-restart", "--environment", "production", "--param", "graceful=true",
-                               "--param", "replicas=3", "--param", "note=hello world", "--param", 'tags=["a","b"]',
-                               "--prompt-file", str(prompt), "--risk", "high", "--rollback", "restart again"))
+    r = run(
+        agent_world,
+        *args(
+            title,
+            "prod-restart",
+            "--environment",
+            "production",
+            "--param",
+            "graceful=true",
+            "--param",
+            "replicas=3",
+            "--param",
+            "note=hello world",
+            "--param",
+            'tags=["a","b"]',
+            "--prompt-file",
+            str(prompt),
+            "--risk",
+            "high",
+            "--rollback",
+            "restart again",
+        ),
+    )
     assert r.returncode == 0, r.stderr
     view = json.loads(r.stdout)
     assert view["status"] == "pending" and view["title"] == title and view["risk"] == "high"
-    assert view["action"] == {"type": "service.restart", "target": "checkout-api", "environment": "production",
-                              "parameters": {"graceful": True, "replicas": 3, "note": "hello world",
-                                             "tags": ["a", "b"]}}
+    assert view["action"] == {
+        "type": "service.restart",
+        "target": "checkout-api",
+        "environment": "production",
+        "parameters": {"graceful": True, "replicas": 3, "note": "hello world", "tags": ["a", "b"]},
+    }
     assert view["rollback"]["description"] == "restart again"
 
 
-@pytest.mark.parametrize("click, code, status", [
-    # this agent is the executor: reading the approved request takes its grant (pull mode)
-    ("signoff.approve", 0, "executing"),
-    ("signoff.reject", 3, "rejected"),
-])
+@pytest.mark.parametrize(
+    "click, code, status",
+    [
+        # this agent is the executor: reading the approved request takes its grant (pull mode)
+        ("signoff.approve", 0, "executing"),
+        ("signoff.reject", 3, "rejected"),
+    ],
+)
 def test_wait_exits_by_the_decision(agent_world, click, code, status):
     title = unique(f"CLI {click}")
     clicker = agent_world.click_later(title, click)
@@ -102,16 +140,19 @@ def test_an_http_error_exits_1_with_its_message(agent_world):
     assert r.returncode == 1 and "401" in r.stderr
 
 
-@pytest.mark.parametrize("bad", [
-    ["--title", "x"],                                           # required flags missing
-    args("x", "prod-restart", "--risk", "extreme"),
-    args("x", "prod-restart", "--param", "novalue"),
-    args("x", "prod-restart", "--param", "=1"),
-    args("x", "prod-restart", "--param", "a=1", "--param", "a=2"),
-    args("x", "prod-restart", "--wait", "soon"),
-    args("x", "prod-restart", "--wait", "-1"),
-    args("x", "prod-restart", "--prompt-file", "/nonexistent/prompt.txt"),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--title", "x"],  # required flags missing
+        args("x", "prod-restart", "--risk", "extreme"),
+        args("x", "prod-restart", "--param", "novalue"),
+        args("x", "prod-restart", "--param", "=1"),
+        args("x", "prod-restart", "--param", "a=1", "--param", "a=2"),
+        args("x", "prod-restart", "--wait", "soon"),
+        args("x", "prod-restart", "--wait", "-1"),
+        args("x", "prod-restart", "--prompt-file", "/nonexistent/prompt.txt"),
+    ],
+)
 def test_bad_usage_exits_2(agent_world, bad, monkeypatch, capsys):
     for k, v in agent_world.agent_env().items():
         monkeypatch.setenv(k, v)

@@ -46,21 +46,29 @@ def test_owed_steps_and_expiries_happen_once_after_a_crash(tmp_path):
 
             # Step one reaches everyone; then the process dies with step two and the
             # expiry still to come.
-            wait_until(lambda: sum(1 for c in top_level_posts(slack)
-                                   if c.response["channel"] == dm_channel("U0ESCONE")) >= N_REQUESTS,
-                       15, "the first escalation step to be posted", 0.1)
+            wait_until(
+                lambda: (
+                    sum(1 for c in top_level_posts(slack) if c.response["channel"] == dm_channel("U0ESCONE"))
+                    >= N_REQUESTS
+                ),
+                15,
+                "the first escalation step to be posted",
+                0.1,
+            )
             first.kill()
             with engine.connect() as conn:
-                pending = conn.scalar(select(func.count()).select_from(RequestRow)
-                                      .where(RequestRow.status == "pending"))
+                pending = conn.scalar(
+                    select(func.count()).select_from(RequestRow).where(RequestRow.status == "pending")
+                )
             assert pending == N_REQUESTS, "the crash came too late to leave work owed"
 
             # Down past every request's deadline.
             time.sleep(max(0.0, 4.3 - (time.monotonic() - submitted)))
             second.start()
 
-            wait_until(lambda: all_expired_and_delivered(engine, ids), 60,
-                       "the owed steps and expiries after the restart", 0.2)
+            wait_until(
+                lambda: all_expired_and_delivered(engine, ids), 60, "the owed steps and expiries after the restart", 0.2
+            )
             time.sleep(0.5)
 
             posts = Counter((request_of(c), c.response["channel"]) for c in top_level_posts(slack))
@@ -69,12 +77,18 @@ def test_owed_steps_and_expiries_happen_once_after_a_crash(tmp_path):
                     assert posts[(rid, channel)] == 1, (rid, channel, posts)
 
             with engine.connect() as conn:
-                rows = conn.execute(select(EventRow.request_id, EventRow.seq, EventRow.type, EventRow.data)
-                                    .order_by(EventRow.request_id, EventRow.seq)).all()
+                rows = conn.execute(
+                    select(EventRow.request_id, EventRow.seq, EventRow.type, EventRow.data).order_by(
+                        EventRow.request_id, EventRow.seq
+                    )
+                ).all()
             for rid in ids:
                 mine = [r for r in rows if r.request_id == rid and r.type in ("escalation.fired", "request.expired")]
                 assert [(r.type, r.data.get("step")) for r in mine] == [
-                    ("escalation.fired", 0), ("escalation.fired", 1), ("request.expired", None)], rid
+                    ("escalation.fired", 0),
+                    ("escalation.fired", 1),
+                    ("request.expired", None),
+                ], rid
                 # what fell due while the process was down is recorded as late
                 assert mine[1].data["late_seconds"] > 0
                 assert mine[2].data["late_seconds"] > 0

@@ -35,13 +35,18 @@ def _signed_call(client: httpx.Client, case, base_url: str) -> httpx.Response:
         raw = data if isinstance(data, bytes) else str(data).encode()
     headers = {k: v for k, v in (kwargs.get("headers") or {}).items() if not k.lower().startswith("x-signoff")}
     headers["Content-Type"] = "application/json"
-    request = client.build_request(kwargs["method"], kwargs["url"], params=kwargs.get("params"), content=raw,
-                                   headers=headers)
+    request = client.build_request(
+        kwargs["method"], kwargs["url"], params=kwargs.get("params"), content=raw, headers=headers
+    )
     ts = str(int(time.time()))
     target = request.url.raw_path.decode("ascii")
-    request.headers.update({"X-Signoff-Agent": AGENT, "X-Signoff-Timestamp": ts,
-                            "X-Signoff-Signature": sign_v2(agent_secret(AGENT).encode(), ts, request.method,
-                                                           target, raw)})
+    request.headers.update(
+        {
+            "X-Signoff-Agent": AGENT,
+            "X-Signoff-Timestamp": ts,
+            "X-Signoff-Signature": sign_v2(agent_secret(AGENT).encode(), ts, request.method, target, raw),
+        }
+    )
     return client.send(request)
 
 
@@ -53,9 +58,16 @@ def test_the_live_api_keeps_its_openapi_promises(agent_world):
     with httpx.Client(timeout=10) as client:
         body = json.dumps(submission(title="schemathesis target")).encode()
         ts = str(int(time.time()))
-        created = client.post(base + "/v1/actions", content=body, headers={
-            "X-Signoff-Agent": AGENT, "X-Signoff-Timestamp": ts, "Content-Type": "application/json",
-            "X-Signoff-Signature": sign_v2(agent_secret(AGENT).encode(), ts, "POST", "/v1/actions", body)})
+        created = client.post(
+            base + "/v1/actions",
+            content=body,
+            headers={
+                "X-Signoff-Agent": AGENT,
+                "X-Signoff-Timestamp": ts,
+                "Content-Type": "application/json",
+                "X-Signoff-Signature": sign_v2(agent_secret(AGENT).encode(), ts, "POST", "/v1/actions", body),
+            },
+        )
         assert created.status_code == 201, created.text
         tested = 0
         for result in schema.get_all_operations():
@@ -63,8 +75,7 @@ def test_the_live_api_keeps_its_openapi_promises(agent_world):
             if not operation.path.startswith("/v1/"):
                 continue
 
-            @settings(max_examples=25, deadline=None, database=None,
-                      suppress_health_check=list(HealthCheck))
+            @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
             @given(case=operation.as_strategy())
             def check(case):
                 if "request_id" in (case.path_parameters or {}) and hash(str(case.path_parameters)) % 3 == 0:

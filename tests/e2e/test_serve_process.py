@@ -79,24 +79,35 @@ class Executor(LoopbackHTTP):
         kid = jwt.get_unverified_header(doc["grant"])["kid"]
         jwk = next(k for k in keys if k["kid"] == kid)
         try:
-            claims = jwt.decode(doc["grant"], jwt.PyJWK(jwk, algorithm="EdDSA").key, algorithms=["EdDSA"],
-                                issuer="signoff", options={"require": ["iss", "sub", "jti", "iat", "exp"]})
+            claims = jwt.decode(
+                doc["grant"],
+                jwt.PyJWK(jwk, algorithm="EdDSA").key,
+                algorithms=["EdDSA"],
+                issuer="signoff",
+                options={"require": ["iss", "sub", "jti", "iat", "exp"]},
+            )
         except jwt.PyJWTError as exc:
             return f"grant does not verify: {exc}"
         digest = hashlib.sha256(rfc8785.dumps(doc["action"])).hexdigest()
-        if claims["sub"] != self.agent or claims["jti"] != doc["id"] or claims["action_sha256"] != digest \
-                or doc["action_sha256"] != digest:
+        if (
+            claims["sub"] != self.agent
+            or claims["jti"] != doc["id"]
+            or claims["action_sha256"] != digest
+            or doc["action_sha256"] != digest
+        ):
             return f"grant claims do not match: {claims}"
         self.accepted.append({"doc": doc, "claims": claims})
         return None
+
 
 @pytest.fixture
 def world(tmp_path):
     with FakeSlack() as slack:
         executor = Executor(agent_secret("exec-bot"), "exec-bot")
         (tmp_path / "signoff.yaml").write_text(config(executor.url))
-        env = serve_env(db_url=f"sqlite:///{tmp_path / 'signoff.db'}", slack_url=slack.url,
-                        config=tmp_path / "signoff.yaml")
+        env = serve_env(
+            db_url=f"sqlite:///{tmp_path / 'signoff.db'}", slack_url=slack.url, config=tmp_path / "signoff.yaml"
+        )
         servers: list[Serve] = []
 
         def serve(name: str, *args: str) -> Serve:
@@ -115,8 +126,9 @@ def world(tmp_path):
 
 def submission(title: str = "Restart checkout-api in prod-eu") -> dict:
     """A high-risk restart with a rollback plan, to be executed by exec-bot."""
-    return base_submission(title=title, risk="high", rollback={"description": "restart is idempotent"},
-                           executor="exec-bot")
+    return base_submission(
+        title=title, risk="high", rollback={"description": "restart is idempotent"}, executor="exec-bot"
+    )
 
 
 def test_the_whole_loop_over_http(world):
@@ -149,8 +161,11 @@ def test_the_whole_loop_over_http(world):
     [delivery] = executor.accepted
     assert delivery["doc"]["id"] == rid and delivery["claims"]["sub"] == "exec-bot"
 
-    view = wait_until(lambda: (v := server.agent("GET", f"/v1/actions/{rid}", "exec-bot").json())
-                      ["status"] == "executing" and v, 10, "executing")
+    view = wait_until(
+        lambda: (v := server.agent("GET", f"/v1/actions/{rid}", "exec-bot").json())["status"] == "executing" and v,
+        10,
+        "executing",
+    )
     assert view["grant"] == delivery["doc"]["grant"]
     assert server.agent("GET", f"/v1/actions/{rid}", "deploy-bot").json()["grant"] is None
 
@@ -158,20 +173,27 @@ def test_the_whole_loop_over_http(world):
     assert done.status_code == 200, done.text
     assert done.json()["status"] == "succeeded"
     assert server.agent("GET", f"/v1/actions/{rid}", "deploy-bot").json()["status"] == "succeeded"
-    assert server.agent("POST", f"/v1/actions/{rid}/outcome", "exec-bot",
-                        {"status": "failed"}).status_code == 409
+    assert server.agent("POST", f"/v1/actions/{rid}/outcome", "exec-bot", {"status": "failed"}).status_code == 409
 
     # the Slack message was updated: no live buttons left
     def settled():
         msg = slack.message(post.response["channel"], post.response["ts"])
-        live = [e for b in msg.get("blocks") or [] if b.get("type") == "actions" for e in b.get("elements") or []
-                if e.get("action_id") in ("signoff.approve", "signoff.reject")]
+        live = [
+            e
+            for b in msg.get("blocks") or []
+            if b.get("type") == "actions"
+            for e in b.get("elements") or []
+            if e.get("action_id") in ("signoff.approve", "signoff.reject")
+        ]
         return msg.get("edited") and not live
 
     wait_until(settled, 10, "the request message updated without buttons")
     assert len(executor.accepted) == 1
-    roots = [c for c in slack.calls_to("chat.postMessage") if c.params["channel"] == "C0APPROVALS"
-             and not c.params.get("thread_ts")]
+    roots = [
+        c
+        for c in slack.calls_to("chat.postMessage")
+        if c.params["channel"] == "C0APPROVALS" and not c.params.get("thread_ts")
+    ]
     assert len(roots) == 1
 
     metrics = httpx.get(server.url + "/metrics", timeout=5)
@@ -203,8 +225,11 @@ def test_sigkill_while_slack_fails_then_restart_delivers_once(world):
     roots = posted()
     assert len(roots) == 1, roots
     assert rid in json.dumps(roots[0]["blocks"])
-    ok_posts = [c for c in slack.calls_to("chat.postMessage") if c.ok and c.params["channel"] == "C0APPROVALS"
-                and not c.params.get("thread_ts")]
+    ok_posts = [
+        c
+        for c in slack.calls_to("chat.postMessage")
+        if c.ok and c.params["channel"] == "C0APPROVALS" and not c.params.get("thread_ts")
+    ]
     assert len(ok_posts) == 1
     # and the restarted process carries on: the request can be decided from that message
     executor.jwks_url = second.url + "/.well-known/jwks.json"
@@ -230,15 +255,20 @@ def test_workers_share_the_port_and_one_sqlite_file(world):
     slack, executor, serve = world
     server = serve("workers", "--workers", "2").start()
     executor.jwks_url = server.url + "/.well-known/jwks.json"
-    workers = wait_until(lambda: len(_children(server.proc.pid)) == 2 and _children(server.proc.pid), 20,
-                         "two worker processes")
+    workers = wait_until(
+        lambda: len(_children(server.proc.pid)) == 2 and _children(server.proc.pid), 20, "two worker processes"
+    )
 
     # concurrent submissions over both workers: every one accepted, posted once
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda i: server.agent("POST", "/v1/actions", "deploy-bot",
-                                                        submission(f"Restart number {i}")), range(40)))
+        answers = list(
+            pool.map(
+                lambda i: server.agent("POST", "/v1/actions", "deploy-bot", submission(f"Restart number {i}")),
+                range(40),
+            )
+        )
     assert [a.status_code for a in answers] == [201] * 40, [a.text for a in answers if a.status_code != 201]
     ids = {a.json()["id"] for a in answers}
 
@@ -253,54 +283,78 @@ def test_workers_share_the_port_and_one_sqlite_file(world):
     # a worker that dies is replaced; the port keeps answering meanwhile
     os.kill(workers[0], signal.SIGKILL)
     assert server.agent("GET", f"/v1/actions/{next(iter(ids))}", "deploy-bot").status_code == 200
-    wait_until(lambda: len(_children(server.proc.pid)) == 2 and workers[0] not in _children(server.proc.pid),
-               20, "the worker started again")
+    wait_until(
+        lambda: len(_children(server.proc.pid)) == 2 and workers[0] not in _children(server.proc.pid),
+        20,
+        "the worker started again",
+    )
     assert "exited with -9" in server.output()
 
     # SIGHUP to the supervisor: every worker reloads the workflow file
     yaml_file = Path(server.env["SIGNOFF_CONFIG"])
-    yaml_file.write_text(yaml_file.read_text() + """
+    yaml_file.write_text(
+        yaml_file.read_text()
+        + """
   - id: prod-deploy
     owner: U0OWNER
     platform_owner: U0PLAT
     security_owner: U0SEC
     channel: C0APPROVALS
     agents: [deploy-bot]
-""")
+"""
+    )
     new_workflow = dict(submission("Deploy after reload"), workflow="prod-deploy")
     new_workflow.pop("executor")
     assert server.agent("POST", "/v1/actions", "deploy-bot", new_workflow).status_code == 404
     server.proc.send_signal(signal.SIGHUP)
-    wait_until(lambda: server.agent("POST", "/v1/actions", "deploy-bot", new_workflow).status_code == 201, 20,
-               "the new workflow after SIGHUP")
+    wait_until(
+        lambda: server.agent("POST", "/v1/actions", "deploy-bot", new_workflow).status_code == 201,
+        20,
+        "the new workflow after SIGHUP",
+    )
     time.sleep(0.5)  # both workers had the signal at once; give the slower one its moment
     # each its own body: the same body signed in the same second would be one signed request, sent again
-    codes = [server.agent("POST", "/v1/actions", "deploy-bot", dict(new_workflow, title=f"Deploy {n}")).status_code
-             for n in range(12)]
+    codes = [
+        server.agent("POST", "/v1/actions", "deploy-bot", dict(new_workflow, title=f"Deploy {n}")).status_code
+        for n in range(12)
+    ]
     assert codes == [201] * 12, codes
 
     # the store is one intact chain after two processes wrote it
     env = dict(server.env)
-    verify = subprocess.run([*SIGNOFF, "evidence", "verify"], env=env, cwd=server.workdir,
-                            capture_output=True, text=True, timeout=60)
+    verify = subprocess.run(
+        [*SIGNOFF, "evidence", "verify"], env=env, cwd=server.workdir, capture_output=True, text=True, timeout=60
+    )
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
     # SIGTERM to the supervisor stops every worker
     alive = _children(server.proc.pid)
     server.proc.terminate()
     assert server.proc.wait(timeout=40) == 0
-    assert all(not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
-               for pid in alive)
+    assert all(
+        not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2] for pid in alive
+    )
     assert "Traceback" not in server.output()
 
 
 def test_serve_without_a_bot_token_says_so(tmp_path):
     (tmp_path / "signoff.yaml").write_text(config("http://127.0.0.1:9/x"))
     env = base_env()
-    env.update({"SLACK_SIGNING_SECRET": SLACK_SECRET, "SIGNOFF_CONFIG": str(tmp_path / "signoff.yaml"),
-                "SIGNOFF_DATABASE_URL": f"sqlite:///{tmp_path / 'signoff.db'}"})
-    out = subprocess.run([*SIGNOFF, "serve", "--port", str(free_port())],
-                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    env.update(
+        {
+            "SLACK_SIGNING_SECRET": SLACK_SECRET,
+            "SIGNOFF_CONFIG": str(tmp_path / "signoff.yaml"),
+            "SIGNOFF_DATABASE_URL": f"sqlite:///{tmp_path / 'signoff.db'}",
+        }
+    )
+    out = subprocess.run(
+        [*SIGNOFF, "serve", "--port", str(free_port())],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode != 0
     assert "SLACK_BOT_TOKEN" in out.stderr
     assert "Traceback" not in out.stderr + out.stdout
@@ -334,16 +388,22 @@ def test_killed_between_slacks_answer_and_the_commit_posts_once(world):
         engine = create_engine(store)
         try:
             with engine.connect() as conn:
-                return conn.execute(select(SlackMessageRow.ts).where(SlackMessageRow.request_id == rid,
-                                                                     SlackMessageRow.role == "request")).scalar()
+                return conn.execute(
+                    select(SlackMessageRow.ts).where(
+                        SlackMessageRow.request_id == rid, SlackMessageRow.role == "request"
+                    )
+                ).scalar()
         finally:
             engine.dispose()
 
     ts = wait_until(recorded, 25, "the in-flight post to be found and recorded")
     assert ts == call.response["ts"]
     time.sleep(0.5)
-    posts = [c for c in slack.calls_to("chat.postMessage") if c.params["channel"] == "C0APPROVALS"
-             and not c.params.get("thread_ts")]
+    posts = [
+        c
+        for c in slack.calls_to("chat.postMessage")
+        if c.params["channel"] == "C0APPROVALS" and not c.params.get("thread_ts")
+    ]
     assert len(posts) == 1
     assert len([m for m in slack.messages("C0APPROVALS") if not m.get("thread_ts")]) == 1
     assert slack.calls_to("conversations.history"), "the restarted dispatcher looked before posting"

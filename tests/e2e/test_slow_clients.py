@@ -27,8 +27,12 @@ MARGIN = 2.5  # the timer's own granularity and a loaded 2-core machine
 def world(tmp_path):
     (tmp_path / "signoff.yaml").write_text(BASIC_YAML)
     with FakeSlack() as slack:
-        env = serve_env(db_url=f"sqlite:///{tmp_path / 'signoff.db'}", slack_url=slack.url,
-                        config=tmp_path / "signoff.yaml", SIGNOFF_READ_TIMEOUT=str(DEADLINE))
+        env = serve_env(
+            db_url=f"sqlite:///{tmp_path / 'signoff.db'}",
+            slack_url=slack.url,
+            config=tmp_path / "signoff.yaml",
+            SIGNOFF_READ_TIMEOUT=str(DEADLINE),
+        )
         servers: list[Serve] = []
 
         def serve(name: str, *args: str) -> Serve:
@@ -50,8 +54,13 @@ def connect(server: Serve) -> socket.socket:
 
 
 def head(path: str, length: int, headers: dict[str, str] | None = None) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", "Host: signoff", f"Content-Length: {length}",
-             "Content-Type: application/json", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+    lines = [
+        f"POST {path} HTTP/1.1",
+        "Host: signoff",
+        f"Content-Length: {length}",
+        "Content-Type: application/json",
+        *(f"{k}: {v}" for k, v in (headers or {}).items()),
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -82,8 +91,10 @@ def status_of(raw: bytes) -> int | None:
 def errors_counted(server: Serve) -> dict[str, float]:
     """signoff_http_errors by status, from /metrics."""
     text = httpx.get(server.url + "/metrics", timeout=10).text
-    return {m.group(1): float(m.group(2))
-            for m in re.finditer(r'^signoff_http_errors_total\{status="(\d+)"\} (\S+)$', text, re.M)}
+    return {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(r'^signoff_http_errors_total\{status="(\d+)"\} (\S+)$', text, re.M)
+    }
 
 
 def trickle(sock: socket.socket, data: bytes, every: float, until: float) -> bool:
@@ -136,7 +147,7 @@ def test_clients_hanging_up_mid_body_or_sending_junk_are_not_errors(world):
     assert server.agent("POST", "/v1/actions", "deploy-bot", submission()).status_code == 201
     errors = errors_counted(server)
     assert not any(s.startswith("5") for s in errors), errors
-    added = server.output()[len(before):]
+    added = server.output()[len(before) :]
     assert not re.search(r"ERROR|Traceback|Exception|WARNING", added), added
     assert len(added.splitlines()) <= 5, added
 
@@ -171,8 +182,10 @@ def test_a_client_that_sends_nothing_is_closed_at_the_deadline(world):
 def test_a_body_trickled_gets_408_at_the_deadline(world, workers):
     server = world(f"slowbody{workers}", *(["--workers", str(workers)] if workers > 1 else []))
     body = json.dumps(submission()).encode()
-    for path, headers in [("/v1/actions", signed_headers("deploy-bot", agent_secret("deploy-bot"), body)),
-                          ("/slack/events", None)]:
+    for path, headers in [
+        ("/v1/actions", signed_headers("deploy-bot", agent_secret("deploy-bot"), body)),
+        ("/slack/events", None),
+    ]:
         sock = connect(server)
         start = time.monotonic()
         sock.sendall(head(path, len(body), headers) + body[:10])
@@ -217,8 +230,10 @@ def test_stalled_big_bodies_are_let_go(world):
     peak = peak[0]
     time.sleep(2.0)  # the memory is handed back a moment after the last one
     after = rss_kib(server.proc.pid)
-    print(f"RSS with {n} stalled {size // 1024} KiB bodies: baseline {baseline / 1024:.1f} MiB, "
-          f"at most {peak / 1024:.1f} MiB while stalled, after the deadline {after / 1024:.1f} MiB")
+    print(
+        f"RSS with {n} stalled {size // 1024} KiB bodies: baseline {baseline / 1024:.1f} MiB, "
+        f"at most {peak / 1024:.1f} MiB while stalled, after the deadline {after / 1024:.1f} MiB"
+    )
     assert after - baseline < 20 * 1024, (baseline, peak, after)
     assert server.agent("POST", "/v1/actions", "deploy-bot", submission()).status_code == 201
 
@@ -228,7 +243,7 @@ def test_a_slow_client_within_the_deadline_is_served(world):
     body = json.dumps(submission()).encode()
     request = head("/v1/actions", len(body), signed_headers("deploy-bot", agent_secret("deploy-bot"), body)) + body
     sock = connect(server)
-    pieces = [request[i:i + len(request) // 6 + 1] for i in range(0, len(request), len(request) // 6 + 1)]
+    pieces = [request[i : i + len(request) // 6 + 1] for i in range(0, len(request), len(request) // 6 + 1)]
     for piece in pieces:  # about 1.2 s in all, within the 2 s deadline
         sock.sendall(piece)
         time.sleep(0.2)

@@ -68,8 +68,12 @@ def test_step_up_through_a_browser(tmp_path, db_url):
         try:
             server.start()
             rid = submit(server, "guarded", 1)
-            post = wait_until(lambda: next((c for c in top_level_posts(slack) if c.params["channel"] == "C0APPROVALS"),
-                                           None), 15, "the request to be posted", 0.05)
+            post = wait_until(
+                lambda: next((c for c in top_level_posts(slack) if c.params["channel"] == "C0APPROVALS"), None),
+                15,
+                "the request to be posted",
+                0.05,
+            )
             link = approve_url(post)
             assert link == f"{server.url}/step-up/{rid}"
 
@@ -77,24 +81,36 @@ def test_step_up_through_a_browser(tmp_path, db_url):
                 page = browser.get(link)
                 assert page.status_code == 200, page.text
                 assert "Approved" in page.text
-                assert [str(r.url).split("?")[0] for r in page.history] == [
-                    link, idp.url + "/authorize"]
+                assert [str(r.url).split("?")[0] for r in page.history] == [link, idp.url + "/authorize"]
                 callback = str(page.url)
 
                 view = server.agent("GET", f"/v1/actions/{rid}", "deploy-bot").json()
                 assert view["status"] in ("approved", "executing")
                 assert [(d["by"], d["decision"]) for d in view["decisions"]] == [("U0OWNER", "approve")]
-                wait_until(lambda: any(c.ok and c.params.get("ts") == post.response["ts"]
-                                       and not any(b.get("type") == "actions" for b in c.params["blocks"])
-                                       for c in slack.calls_to("chat.update")), 15, "the message to be updated", 0.05)
+                wait_until(
+                    lambda: any(
+                        c.ok
+                        and c.params.get("ts") == post.response["ts"]
+                        and not any(b.get("type") == "actions" for b in c.params["blocks"])
+                        for c in slack.calls_to("chat.update")
+                    ),
+                    15,
+                    "the message to be updated",
+                    0.05,
+                )
 
                 replay = browser.get(callback)
                 assert replay.status_code == 400 and "already used" in replay.text
             assert httpx.get(callback, timeout=10).status_code == 400
 
             bundle = tmp_path / "bundle.json"
-            subprocess.run([sys.executable, "-m", "signoff.cli", "evidence", "export", rid, "-o", str(bundle)],
-                           env=env, cwd=tmp_path, check=True, timeout=60)
+            subprocess.run(
+                [sys.executable, "-m", "signoff.cli", "evidence", "export", rid, "-o", str(bundle)],
+                env=env,
+                cwd=tmp_path,
+                check=True,
+                timeout=60,
+            )
             events = json.loads(bundle.read_text())["events"]
             [decision] = [e for e in events if e["type"] == "decision.recorded"]
             assert decision["actor"] == "U0OWNER"
@@ -118,8 +134,12 @@ def test_step_up_then_the_typed_confirmation_through_a_browser(tmp_path, db_url)
         try:
             server.start()
             rid = submit(server, "typed", 1)
-            post = wait_until(lambda: next((c for c in top_level_posts(slack) if c.params["channel"] == "C0APPROVALS"),
-                                           None), 15, "the request to be posted", 0.05)
+            post = wait_until(
+                lambda: next((c for c in top_level_posts(slack) if c.params["channel"] == "C0APPROVALS"), None),
+                15,
+                "the request to be posted",
+                0.05,
+            )
             with httpx.Client(follow_redirects=True, timeout=10) as browser:
                 form = browser.get(approve_url(post))
                 assert form.status_code == 200 and "Confirm approval" in form.text, form.text
@@ -138,8 +158,13 @@ def test_step_up_then_the_typed_confirmation_through_a_browser(tmp_path, db_url)
             assert view["status"] in ("approved", "executing")
             assert [(d["by"], d["decision"]) for d in view["decisions"]] == [("U0OWNER", "approve")]
             bundle = tmp_path / "bundle.json"
-            subprocess.run([sys.executable, "-m", "signoff.cli", "evidence", "export", rid, "-o", str(bundle)],
-                           env=env, cwd=tmp_path, check=True, timeout=60)
+            subprocess.run(
+                [sys.executable, "-m", "signoff.cli", "evidence", "export", rid, "-o", str(bundle)],
+                env=env,
+                cwd=tmp_path,
+                check=True,
+                timeout=60,
+            )
             events = json.loads(bundle.read_text())["events"]
             [refused] = [e for e in events if e["type"] == "confirmation.refused"]
             assert refused["actor"] == "U0OWNER" and refused["data"]["typed"] == "checkout"

@@ -47,8 +47,12 @@ class FakeIdP(LoopbackHTTP):
         self.key = SigningKey("k1")
         self.published = [self.key]
         self.sign_key: SigningKey | None = None
-        self.claims: dict = {"sub": "00u-owner", "email": "owner@example.com", "email_verified": True,
-                             "amr": ["pwd", "mfa"]}
+        self.claims: dict = {
+            "sub": "00u-owner",
+            "email": "owner@example.com",
+            "email_verified": True,
+            "amr": ["pwd", "mfa"],
+        }
         self.auth_age = 10
         self.token_claims: dict = {}
         self.drop: set[str] = set()
@@ -72,14 +76,20 @@ class FakeIdP(LoopbackHTTP):
         return self.key
 
     def metadata(self) -> dict:
-        return {"issuer": self.issuer, "authorization_endpoint": self.url + "/authorize",
-                "token_endpoint": self.url + "/token", "jwks_uri": self.url + "/jwks",
-                "response_types_supported": ["code"], "subject_types_supported": ["public"],
-                "id_token_signing_alg_values_supported": ["RS256"], "code_challenge_methods_supported": ["S256"],
-                "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-                "scopes_supported": ["openid", "email"], "claims_supported": ["sub", "email", "email_verified",
-                                                                               "amr", "auth_time"],
-                **self.discovery}
+        return {
+            "issuer": self.issuer,
+            "authorization_endpoint": self.url + "/authorize",
+            "token_endpoint": self.url + "/token",
+            "jwks_uri": self.url + "/jwks",
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "scopes_supported": ["openid", "email"],
+            "claims_supported": ["sub", "email", "email_verified", "amr", "auth_time"],
+            **self.discovery,
+        }
 
     # -- HTTP -------------------------------------------------------------------------------
     def handle(self, method, path, headers, body):
@@ -104,16 +114,24 @@ class FakeIdP(LoopbackHTTP):
         redirect = q.get("redirect_uri", "")
         if q.get("client_id") != self.client_id or not redirect:
             return 400, json.dumps({"error": "invalid_client"}).encode(), {}
-        if q.get("response_type") != "code" or q.get("code_challenge_method") != "S256" \
-                or not q.get("code_challenge") or "openid" not in q.get("scope", "").split():
+        if (
+            q.get("response_type") != "code"
+            or q.get("code_challenge_method") != "S256"
+            or not q.get("code_challenge")
+            or "openid" not in q.get("scope", "").split()
+        ):
             return 400, json.dumps({"error": "invalid_request"}).encode(), {}
         if self.error:
             back = {"error": self.error, "error_description": "the user said no", "state": q.get("state", "")}
         else:
             code = secrets.token_urlsafe(16)
             with self._lock:
-                self._codes[code] = {"nonce": q.get("nonce"), "challenge": q["code_challenge"],
-                                     "redirect_uri": redirect, "used": False}
+                self._codes[code] = {
+                    "nonce": q.get("nonce"),
+                    "challenge": q["code_challenge"],
+                    "redirect_uri": redirect,
+                    "used": False,
+                }
             back = {"code": code, "state": q.get("state", "")}
         return 302, b"", {"Location": redirect + ("&" if "?" in redirect else "?") + urlencode(back)}
 
@@ -134,20 +152,35 @@ class FakeIdP(LoopbackHTTP):
                 grant["used"] = True
         if not self._client_ok(form, headers):
             return 401, json.dumps({"error": "invalid_client"}).encode(), {}
-        if form.get("grant_type") != "authorization_code" or grant is None \
-                or form.get("redirect_uri") != grant["redirect_uri"]:
+        if (
+            form.get("grant_type") != "authorization_code"
+            or grant is None
+            or form.get("redirect_uri") != grant["redirect_uri"]
+        ):
             return 400, json.dumps({"error": "invalid_grant"}).encode(), {}
         verifier = form.get("code_verifier", "")
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
         if challenge != grant["challenge"]:
             return 400, json.dumps({"error": "invalid_grant", "error_description": "PKCE"}).encode(), {}
         now = self.now()
-        claims = {"iss": self.issuer, "aud": self.client_id, "iat": now, "exp": now + 300,
-                  "auth_time": now - self.auth_age, "nonce": grant["nonce"], **self.claims, **self.token_claims}
+        claims = {
+            "iss": self.issuer,
+            "aud": self.client_id,
+            "iat": now,
+            "exp": now + 300,
+            "auth_time": now - self.auth_age,
+            "nonce": grant["nonce"],
+            **self.claims,
+            **self.token_claims,
+        }
         for name in self.drop:
             claims.pop(name, None)
         key = self.sign_key or self.key
         id_token = jwt.encode(claims, key.private, algorithm="RS256", headers={"kid": key.kid})
-        answer = {"access_token": secrets.token_urlsafe(16), "token_type": "Bearer", "expires_in": 300,
-                  "id_token": id_token}
+        answer = {
+            "access_token": secrets.token_urlsafe(16),
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "id_token": id_token,
+        }
         return 200, json.dumps(answer).encode(), {"Cache-Control": "no-store"}

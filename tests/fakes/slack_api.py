@@ -23,8 +23,9 @@ class FakeSlack(SlackStandIn):
 
     def rate_limit_next(self, method: str, times: int = 1, retry_after: int = 1) -> None:
         """Answer the next ``times`` calls to ``method`` with 429 and ``Retry-After``."""
-        self._queue_failure(method, times, 429, {"ok": False, "error": "ratelimited"},
-                            {"Retry-After": str(retry_after)})
+        self._queue_failure(
+            method, times, 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(retry_after)}
+        )
 
     def refuse_token(self, token: str, refused: bool = True) -> None:
         """Answer every call made with ``token`` with ``invalid_auth`` (a revoked token)."""

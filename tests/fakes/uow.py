@@ -87,8 +87,14 @@ class FakeUnitOfWork:
     # rollback -----------------------------------------------------------------------
     def _save(self) -> Any:
         rows = {rid: {c: getattr(r, c) for c in _COLUMNS} for rid, r in self.requests.items()}
-        sizes = (len(self.decisions), len(self.events), len(self.outbox), len(self.messages), len(self.budgets),
-                 len(self.ledger))
+        sizes = (
+            len(self.decisions),
+            len(self.events),
+            len(self.outbox),
+            len(self.messages),
+            len(self.budgets),
+            len(self.ledger),
+        )
         msgs = [(m.channel, m.ts, m.digest_id) for m in self.messages]
         return rows, sizes, msgs, dict(self.idempotency), set(self.seen)
 
@@ -169,13 +175,16 @@ class FakeRepository:
         return [r for r in self.db.requests.values() if r.parent_id == request_id]
 
     def rollbacks_of(self, request_id: str) -> list[RequestRow]:
-        return sorted((r for r in self.db.requests.values() if r.rollback_of == request_id),
-                      key=lambda r: r.created_at)
+        return sorted((r for r in self.db.requests.values() if r.rollback_of == request_id), key=lambda r: r.created_at)
 
-    def requests_where(self, *, status: list[str] | None = None, workflow: list[str] | None = None,
-                       limit: int = 100) -> list[RequestRow]:
-        rows = [r for r in self.db.requests.values()
-                if (not status or r.status in status) and (not workflow or r.workflow in workflow)]
+    def requests_where(
+        self, *, status: list[str] | None = None, workflow: list[str] | None = None, limit: int = 100
+    ) -> list[RequestRow]:
+        rows = [
+            r
+            for r in self.db.requests.values()
+            if (not status or r.status in status) and (not workflow or r.workflow in workflow)
+        ]
         return sorted(rows, key=lambda r: r.created_at, reverse=True)[:limit]
 
     # decisions ----------------------------------------------------------------------
@@ -183,20 +192,21 @@ class FakeRepository:
         return [d for d in self.db.decisions if d.request_id == request_id]
 
     def add_decision(self, request_id: str, by: str, decision: str, at: datetime, reason: str | None = None) -> None:
-        self.db.decisions.append(DecisionRow(id=len(self.db.decisions) + 1, request_id=request_id, by=by,
-                                             decision=decision, at=at, reason=reason))
+        self.db.decisions.append(
+            DecisionRow(
+                id=len(self.db.decisions) + 1, request_id=request_id, by=by, decision=decision, at=at, reason=reason
+            )
+        )
 
     # evidence -----------------------------------------------------------------------
     def append_event(self, req: RequestRow, type_: str, actor: str, data: dict[str, Any], at: datetime) -> EventRow:
-        values = Repo._event(req.id, (req.event_count or 0) + 1, req.head_hash or chain.GENESIS, type_, actor,
-                             data, at)
+        values = Repo._event(req.id, (req.event_count or 0) + 1, req.head_hash or chain.GENESIS, type_, actor, data, at)
         event = EventRow(**values)
         self.db.events.append(event)
         req.event_count, req.head_hash = values["seq"], values["hash"]
         return event
 
-    def append_event_by_id(self, request_id: str, type_: str, actor: str, data: dict[str, Any],
-                           at: datetime) -> bool:
+    def append_event_by_id(self, request_id: str, type_: str, actor: str, data: dict[str, Any], at: datetime) -> bool:
         req = self.get(request_id)
         if req is None:
             return False
@@ -220,12 +230,27 @@ class FakeRepository:
         self.db.ledger.append(request_id)
 
     # outbox -------------------------------------------------------------------------
-    def enqueue(self, kind: str, payload: dict[str, Any], now: datetime, *, request_id: str | None = None,
-                dedupe_key: str | None = None, delay: timedelta | None = None) -> None:
+    def enqueue(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        now: datetime,
+        *,
+        request_id: str | None = None,
+        dedupe_key: str | None = None,
+        delay: timedelta | None = None,
+    ) -> None:
         if dedupe_key is not None and any(o["dedupe_key"] == dedupe_key for o in self.db.outbox):
             return
-        self.db.outbox.append({"kind": kind, "payload": payload, "request_id": request_id, "dedupe_key": dedupe_key,
-                               "due": now + (delay or timedelta(0))})
+        self.db.outbox.append(
+            {
+                "kind": kind,
+                "payload": payload,
+                "request_id": request_id,
+                "dedupe_key": dedupe_key,
+                "due": now + (delay or timedelta(0)),
+            }
+        )
 
     def enqueue_many(self, rows: list[tuple[str, dict[str, Any], str | None]], now: datetime) -> None:
         for kind, payload, request_id in rows:
@@ -246,13 +271,15 @@ class FakeRepository:
         exact = [m for m in rows if channel and m.channel == channel]
         return exact or rows
 
-    def add_message(self, request_id: str, role: str, target: str, now: datetime,
-                    *, fresh: bool = False) -> tuple[SlackMessageRow, bool]:
+    def add_message(
+        self, request_id: str, role: str, target: str, now: datetime, *, fresh: bool = False
+    ) -> tuple[SlackMessageRow, bool]:
         for m in self.messages(request_id, role):
             if m.target == target:
                 return m, False
-        m = SlackMessageRow(id=len(self.db.messages) + 1, request_id=request_id, role=role, target=target,
-                            created_at=now)
+        m = SlackMessageRow(
+            id=len(self.db.messages) + 1, request_id=request_id, role=role, target=target, created_at=now
+        )
         self.db.messages.append(m)
         return m, True
 

@@ -27,13 +27,20 @@ from signoff.usecases.ports import system_clock
 from support import BASIC_YAML, SECRETS, agent_secret, dumps, runtime, signature, signed_headers, submission
 
 # deploy-bot and other-bot accept both versions; strict-bot accepts v2 only.
-STRICT_YAML = BASIC_YAML.replace("workflows:\n", """\
+STRICT_YAML = (
+    BASIC_YAML.replace(
+        "workflows:\n",
+        """\
   - id: strict-bot
     sponsor: U0STRICTSP
     secret_env: STRICT_BOT_SECRET
     signature: v2
 workflows:
-""", 1).replace("agents: [deploy-bot, other-bot]", "agents: [deploy-bot, other-bot, strict-bot]") + PAIR_YAML_EXTRA
+""",
+        1,
+    ).replace("agents: [deploy-bot, other-bot]", "agents: [deploy-bot, other-bot, strict-bot]")
+    + PAIR_YAML_EXTRA
+)
 assert "strict-bot]" in STRICT_YAML
 
 
@@ -83,11 +90,14 @@ def headers_for(agent: str, method: str, target: str, raw: bytes, version: str, 
 def db_state(rt) -> tuple:
     """Every table's row count and every request's (id, status, version): what a refused
     request must leave exactly as it was."""
+
     def read(s):
         counts = tuple((t.name, s.scalar(select(func.count()).select_from(t))) for t in Base.metadata.sorted_tables)
-        reqs = tuple(s.execute(select(RequestRow.id, RequestRow.status, RequestRow.version)
-                               .order_by(RequestRow.id)).all())
+        reqs = tuple(
+            s.execute(select(RequestRow.id, RequestRow.status, RequestRow.version).order_by(RequestRow.id)).all()
+        )
         return counts, reqs
+
     return rt.store.read(read)
 
 
@@ -247,14 +257,18 @@ def test_v2_binds_the_target_exactly_as_sent_percent_encoding_and_query_included
         r = api.send("GET", target, b"", headers_for("deploy-bot", "GET", target, b"", "v2"))
         assert r.status_code == 200 and r.json()["id"] == rid, (target, r.text)
     # signed over another spelling of the same target, or without its query: refused
-    for signed, sent in ((f"/v1/actions/{rid}", encoded), (encoded, f"/v1/actions/{rid}"),
-                         (f"/v1/actions/{rid}", f"/v1/actions/{rid}?x=1"),
-                         (f"/v1/actions/{rid}?x=1", f"/v1/actions/{rid}?x=2"),
-                         (f"/v1/actions/{rid}?y=a b", f"/v1/actions/{rid}?y=a%20b")):
+    for signed, sent in (
+        (f"/v1/actions/{rid}", encoded),
+        (encoded, f"/v1/actions/{rid}"),
+        (f"/v1/actions/{rid}", f"/v1/actions/{rid}?x=1"),
+        (f"/v1/actions/{rid}?x=1", f"/v1/actions/{rid}?x=2"),
+        (f"/v1/actions/{rid}?y=a b", f"/v1/actions/{rid}?y=a%20b"),
+    ):
         assert_error(api.send("GET", sent, b"", headers_for("deploy-bot", "GET", signed, b"", "v2")), 401)
     # the method is signed upper-case, whatever the client's spelling in its own code
-    h = signed_headers("deploy-bot", agent_secret("deploy-bot"), b"", version="v2", method="get",
-                       target=f"/v1/actions/{rid}")
+    h = signed_headers(
+        "deploy-bot", agent_secret("deploy-bot"), b"", version="v2", method="get", target=f"/v1/actions/{rid}"
+    )
     assert api.send("GET", f"/v1/actions/{rid}", b"", h).status_code == 200
 
 
@@ -262,8 +276,7 @@ def test_a_strict_agent_refuses_v1_and_accepts_v2_or_both(api):
     assert_error(api.call("POST", "/v1/actions", submission(), agent="strict-bot", version="v1"), 401)
     assert api.count() == 0
     assert api.call("POST", "/v1/actions", submission(), agent="strict-bot", version="v2").status_code == 201
-    assert api.call("POST", "/v1/actions", submission(title="b"), agent="strict-bot",
-                    version="both").status_code == 201
+    assert api.call("POST", "/v1/actions", submission(title="b"), agent="strict-bot", version="both").status_code == 201
     assert api.count() == 2
 
 
@@ -288,9 +301,26 @@ def test_a_combined_header_is_checked_as_v2_only(api):
     assert api.count() == 1
 
 
-MALFORMED = ["", "v1", "v1=", "v2=", "v2=zz", "=abc", "v1=" + "0" * 63, "v1=" + "A" * 64, ",", "v2=%s,",
-             "v2=%s,v2=%s", "v2=%s;v1=%s", "v3=" + "0" * 64, "sha256=%s", "v2=%s\x00", "v2 = %s", "v2=%s" * 2,
-             "v2=" + "0" * 10000]
+MALFORMED = [
+    "",
+    "v1",
+    "v1=",
+    "v2=",
+    "v2=zz",
+    "=abc",
+    "v1=" + "0" * 63,
+    "v1=" + "A" * 64,
+    ",",
+    "v2=%s,",
+    "v2=%s,v2=%s",
+    "v2=%s;v1=%s",
+    "v3=" + "0" * 64,
+    "sha256=%s",
+    "v2=%s\x00",
+    "v2 = %s",
+    "v2=%s" * 2,
+    "v2=" + "0" * 10000,
+]
 
 
 def test_malformed_signature_headers_are_401_never_500(api, subtests):
@@ -321,11 +351,16 @@ class Executor(LoopbackHTTP):
     def answer(self, method, target, headers, body):
         h = {k.lower(): v for k, v in headers.items()}
         ts, found = h["x-signoff-timestamp"], sig.parse_header(h["x-signoff-signature"])
-        self.deliveries.append({
-            "agent": h["x-signoff-agent"], "target": target, "versions": sorted(found),
-            "v1_ok": sig.matches(sig.sign_v1(self.secret, ts, body), found.get("v1", "")),
-            "v2_ok": sig.matches(sig.sign_v2(self.secret, ts, method, target, body), found.get("v2", "")),
-            "ts_age": abs(time.time() - int(ts))})
+        self.deliveries.append(
+            {
+                "agent": h["x-signoff-agent"],
+                "target": target,
+                "versions": sorted(found),
+                "v1_ok": sig.matches(sig.sign_v1(self.secret, ts, body), found.get("v1", "")),
+                "v2_ok": sig.matches(sig.sign_v2(self.secret, ts, method, target, body), found.get("v2", "")),
+                "ts_age": abs(time.time() - int(ts)),
+            }
+        )
         return 200, b""
 
 
@@ -335,9 +370,16 @@ def test_the_executor_webhook_is_signed_v1_and_v2_over_its_path_and_query(api):
     executor = Executor(agent_secret("deploy-bot"))
     try:
         url = executor.url + "/hooks/run%20now?env=prod&team=a%2Fb"
-        WebhookDelivery(api.ctx).execute(Job(id=1, kind="webhook.execute", request_id=rid,
-                                             payload={"request_id": rid, "url": url}, attempts=0,
-                                             was_in_flight=False))
+        WebhookDelivery(api.ctx).execute(
+            Job(
+                id=1,
+                kind="webhook.execute",
+                request_id=rid,
+                payload={"request_id": rid, "url": url},
+                attempts=0,
+                was_in_flight=False,
+            )
+        )
         [d] = executor.deliveries
     finally:
         executor.close()
@@ -372,8 +414,12 @@ def test_refused_authentications_are_logged_without_secrets_once_a_minute(db_url
             assert_error(api.send("POST", "/v1/actions", raw, wrong), 401)
         [line] = refusal_lines(caplog)
         assert "deploy-bot" in line and "bad_signature" in line and "testclient" in line, line
-        for secret_or_body in (SECRETS["DEPLOY_BOT_SECRET"], "not-the-secret", wrong["X-Signoff-Signature"][3:],
-                               "very private prompt text"):
+        for secret_or_body in (
+            SECRETS["DEPLOY_BOT_SECRET"],
+            "not-the-secret",
+            wrong["X-Signoff-Signature"][3:],
+            "very private prompt text",
+        ):
             assert secret_or_body not in caplog.text
 
         # another reason and another agent have lines of their own
@@ -431,10 +477,30 @@ def test_refusal_log_unit():
 
 # --------------------------------------------------------------------------- property: refused means unchanged
 
-PATHS = ["/v1/actions", "/v1/actions/{a}", "/v1/actions/{a}/cancel", "/v1/actions/{a}/outcome",
-         "/v1/actions/{b}", "/v1/actions/{b}/cancel", "/v1/actions/{b}/outcome"]
-MUTATIONS = ["none", "body", "path", "query", "method", "timestamp", "agent", "version_label", "strip_v2",
-             "truncate", "garbage", "secret", "header_junk"]
+PATHS = [
+    "/v1/actions",
+    "/v1/actions/{a}",
+    "/v1/actions/{a}/cancel",
+    "/v1/actions/{a}/outcome",
+    "/v1/actions/{b}",
+    "/v1/actions/{b}/cancel",
+    "/v1/actions/{b}/outcome",
+]
+MUTATIONS = [
+    "none",
+    "body",
+    "path",
+    "query",
+    "method",
+    "timestamp",
+    "agent",
+    "version_label",
+    "strip_v2",
+    "truncate",
+    "garbage",
+    "secret",
+    "header_junk",
+]
 
 
 @st.composite
@@ -453,10 +519,15 @@ def signed_requests(draw):
     elif kind == "bytes":
         raw = draw(st.binary(max_size=64))
     else:
-        raw = json.dumps(draw(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-                                           lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c,
-                                                                                              max_size=3),
-                                           max_leaves=8))).encode()
+        raw = json.dumps(
+            draw(
+                st.recursive(
+                    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+                    max_leaves=8,
+                )
+            )
+        ).encode()
     mutation = draw(st.sampled_from(MUTATIONS))
     return agent, version, method, path, raw, mutation, draw(st.randoms(use_true_random=False))
 
@@ -468,8 +539,12 @@ def test_signed_and_mutated_requests_never_500_and_refusals_change_nothing(db_ur
         api.approve(ids["a"])
         seen: dict[int, int] = {}
 
-        @settings(max_examples=100, deadline=None, derandomize=True,
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+        @settings(
+            max_examples=100,
+            deadline=None,
+            derandomize=True,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        )
         @given(signed_requests())
         def check(case):
             agent, version, method, path, raw, mutation, rnd = case
@@ -494,14 +569,15 @@ def test_signed_and_mutated_requests_never_500_and_refusals_change_nothing(db_ur
             elif mutation == "strip_v2":
                 h["X-Signoff-Signature"] = h["X-Signoff-Signature"].split(",")[0]
             elif mutation == "truncate":
-                h["X-Signoff-Signature"] = h["X-Signoff-Signature"][:rnd.randrange(len(h["X-Signoff-Signature"]))]
+                h["X-Signoff-Signature"] = h["X-Signoff-Signature"][: rnd.randrange(len(h["X-Signoff-Signature"]))]
             elif mutation == "garbage":
                 h["X-Signoff-Signature"] = "".join(rnd.choice("v12=,ab f\t") for _ in range(rnd.randrange(80)))
             elif mutation == "secret":
                 h["X-Signoff-Signature"] = signature("wrong", ts, raw, version=version, method=method, target=target)
             elif mutation == "header_junk":
                 h[rnd.choice(["X-Signoff-Timestamp", "X-Signoff-Agent"])] = rnd.choice(
-                    ["", " ", "1e9", "-0", "\xb2".encode("latin-1")])
+                    ["", " ", "1e9", "-0", "\xb2".encode("latin-1")]
+                )
             before = db_state(api.rt)
             r = api.send(send_method, send_target, send_raw, h)
             assert r.status_code < 500, (case, r.status_code, r.text)

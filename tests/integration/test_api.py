@@ -23,8 +23,11 @@ from signoff.usecases.decide import decide
 from signoff.usecases.ports import system_clock
 from support import SECRETS, dumps, runtime, signed_headers, submission
 
-AGENTS = {"deploy-bot": SECRETS["DEPLOY_BOT_SECRET"], "other-bot": SECRETS["OTHER_BOT_SECRET"],
-          "outsider": SECRETS["OUTSIDER_SECRET"]}
+AGENTS = {
+    "deploy-bot": SECRETS["DEPLOY_BOT_SECRET"],
+    "other-bot": SECRETS["OTHER_BOT_SECRET"],
+    "outsider": SECRETS["OUTSIDER_SECRET"],
+}
 KIB = 1024
 
 # A second workflow whose agents can execute each other's requests.
@@ -45,9 +48,19 @@ class Api:
         self.client = TestClient(create_app(rt.context), raise_server_exceptions=False)
         self._signed: set[tuple] = set()
 
-    def call(self, method: str, path: str, body=None, *, agent: str | None = "deploy-bot",
-             raw: bytes | None = None, headers: dict | None = None, ts: int | None = None,
-             secret: str | None = None, version: str = "v1"):
+    def call(
+        self,
+        method: str,
+        path: str,
+        body=None,
+        *,
+        agent: str | None = "deploy-bot",
+        raw: bytes | None = None,
+        headers: dict | None = None,
+        ts: int | None = None,
+        secret: str | None = None,
+        version: str = "v1",
+    ):
         data = raw if raw is not None else (b"" if body is None else dumps(body))
         hdrs = {}
         if agent is not None and ts is None:
@@ -58,8 +71,15 @@ class Api:
                 ts -= 1
             self._signed.add((agent, ts, method, path, data))
         if agent is not None:
-            hdrs = signed_headers(agent, secret if secret is not None else AGENTS[agent], data, ts=ts,
-                                  version=version, method=method, target=path)
+            hdrs = signed_headers(
+                agent,
+                secret if secret is not None else AGENTS[agent],
+                data,
+                ts=ts,
+                version=version,
+                method=method,
+                target=path,
+            )
         hdrs.update(headers or {})
         return self.client.request(method, path, content=data, headers=hdrs)
 
@@ -120,8 +140,22 @@ def test_submit_answers_201_with_the_request_object(api):
     r = api.call("POST", "/v1/actions", body)
     assert r.status_code == 201, r.text
     req = r.json()
-    for key in ("id", "status", "workflow", "title", "action", "action_sha256", "risk", "submitted_by",
-                "executor", "sponsor", "deadline", "decisions", "grant", "outcome"):
+    for key in (
+        "id",
+        "status",
+        "workflow",
+        "title",
+        "action",
+        "action_sha256",
+        "risk",
+        "submitted_by",
+        "executor",
+        "sponsor",
+        "deadline",
+        "decisions",
+        "grant",
+        "outcome",
+    ):
         assert key in req, key
     assert req["status"] == "pending"
     assert req["workflow"] == "prod-restart"
@@ -222,8 +256,15 @@ def test_outcome_failed_while_approved(api):
 
 
 BAD_OUTCOMES = [
-    {}, {"status": "done"}, {"status": "succeeded", "extra": 1}, {"status": "failed", "detail": 5},
-    {"status": "failed", "detail": "x" * 4001}, {"status": "failed", "detail": "a\u0000"}, [], "succeeded", None,
+    {},
+    {"status": "done"},
+    {"status": "succeeded", "extra": 1},
+    {"status": "failed", "detail": 5},
+    {"status": "failed", "detail": "x" * 4001},
+    {"status": "failed", "detail": "a\u0000"},
+    [],
+    "succeeded",
+    None,
 ]
 
 
@@ -263,8 +304,9 @@ def test_idempotency_key_replays_the_first_answer(api):
     assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
     assert api.count() == 1
 
-    assert_error(api.call("POST", "/v1/actions", submission(title="something else"), headers=key), 422,
-                 ["Idempotency-Key"])
+    assert_error(
+        api.call("POST", "/v1/actions", submission(title="something else"), headers=key), 422, ["Idempotency-Key"]
+    )
     assert api.count() == 1
 
     # scoped to the agent: another agent's identical key is its own
@@ -326,8 +368,9 @@ def test_idempotent_replay_after_the_request_moved_on(api):
 
 
 def test_bad_idempotency_keys_are_422(api):
-    assert_error(api.call("POST", "/v1/actions", submission(), headers={"Idempotency-Key": "k" * 201}), 422,
-                 ["Idempotency-Key"])
+    assert_error(
+        api.call("POST", "/v1/actions", submission(), headers={"Idempotency-Key": "k" * 201}), 422, ["Idempotency-Key"]
+    )
     assert api.count() == 0
 
 
@@ -341,8 +384,16 @@ def test_unsigned_request_is_401(api):
     assert api.count() == 0
 
 
-BAD_SIGNATURES = ["wrong_secret", "tampered_body", "no_prefix", "empty_sig", "missing_agent", "missing_ts",
-                  "bad_ts", "other_agents_sig"]
+BAD_SIGNATURES = [
+    "wrong_secret",
+    "tampered_body",
+    "no_prefix",
+    "empty_sig",
+    "missing_agent",
+    "missing_ts",
+    "bad_ts",
+    "other_agents_sig",
+]
 
 
 def test_badly_signed_requests_are_401(api, subtests):
@@ -529,8 +580,16 @@ def test_body_at_the_limit_is_read(api):
 
 
 def test_malformed_or_non_utf8_bodies_are_400(api, subtests):
-    for raw in (b"{not json", b"", b'{"a":1', b"\xff\xfe{}", b'{"title":"caf\xe9"}', b'{"a": NaN}',
-                b'{"a": Infinity}', b'{"a": -Infinity}'):
+    for raw in (
+        b"{not json",
+        b"",
+        b'{"a":1',
+        b"\xff\xfe{}",
+        b'{"title":"caf\xe9"}',
+        b'{"a": NaN}',
+        b'{"a": Infinity}',
+        b'{"a": -Infinity}',
+    ):
         with subtests.test(raw=raw):
             assert_error(api.call("POST", "/v1/actions", raw=raw), 400)
     assert api.count() == 0
@@ -543,8 +602,12 @@ def test_json_that_is_not_an_object_is_422(api, subtests):
 
 
 def test_values_that_cannot_be_kept_exactly_are_422(api, subtests):
-    for params, field in (({"n": 2**60}, "action.parameters.n"), ({"n": -(2**60)}, "action.parameters.n"),
-                          ({"s": "a\u0000b"}, "action.parameters.s"), ({"a\u0000": 1}, "action.parameters")):
+    for params, field in (
+        ({"n": 2**60}, "action.parameters.n"),
+        ({"n": -(2**60)}, "action.parameters.n"),
+        ({"s": "a\u0000b"}, "action.parameters.s"),
+        ({"a\u0000": 1}, "action.parameters"),
+    ):
         with subtests.test(field=field):
             body = submission(action={"type": "x", "target": "y", "parameters": params})
             assert_error(api.call("POST", "/v1/actions", body), 422, [field])
@@ -555,14 +618,21 @@ def test_values_that_cannot_be_kept_exactly_are_422(api, subtests):
 
 UNREPRESENTABLE = [
     b'{"workflow":"prod-restart","title":"t\\ud800","action":{"type":"a","target":"b"},"justification":"j"}',
-    (b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b","parameters":{"x":"\\udfff"}},'
-     b'"justification":"j"}'),
-    (b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b","parameters":{"x":1e400}},'
-     b'"justification":"j"}'),
+    (
+        b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b","parameters":{"x":"\\udfff"}},'
+        b'"justification":"j"}'
+    ),
+    (
+        b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b","parameters":{"x":1e400}},'
+        b'"justification":"j"}'
+    ),
     b'{"workflow":"prod-restart","title":"a\\u0000","action":{"type":"a","target":"b"},"justification":"j"}',
     b"[" * 5000 + b"]" * 5000,
     b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b","parameters":'
-    + b'{"a":' * 200 + b"1" + b"}" * 200 + b'},"justification":"j"}',
+    + b'{"a":' * 200
+    + b"1"
+    + b"}" * 200
+    + b'},"justification":"j"}',
 ]
 
 
@@ -588,8 +658,9 @@ def test_checks_run_in_contract_order(api):
     assert_error(api.client.post("/v1/actions", content=b"\xff\xff"), 401)
     # body (400, then 422) before workflow
     assert_error(api.call("POST", "/v1/actions", raw=b"{nope", agent="outsider"), 400)
-    assert_error(api.call("POST", "/v1/actions", submission(workflow="nope", title=""), agent="outsider"),
-                 422, ["title"])
+    assert_error(
+        api.call("POST", "/v1/actions", submission(workflow="nope", title=""), agent="outsider"), 422, ["title"]
+    )
     # workflow before permission
     assert_error(api.submit("outsider", workflow="nope"), 404)
     # permission before the rollback rule
@@ -649,8 +720,12 @@ def test_metrics_are_prometheus_text(api):
 
 
 def test_jwks_verifies_the_grant(api):
-    action = {"type": "db.migrate", "target": "orders", "environment": "production",
-              "parameters": {"version": 42, "dry_run": False, "note": "é ü 😀", "ratio": 0.5}}
+    action = {
+        "type": "db.migrate",
+        "target": "orders",
+        "environment": "production",
+        "parameters": {"version": 42, "dry_run": False, "note": "é ü 😀", "ratio": 0.5},
+    }
     req = api.created(workflow="pair", executor="other-bot", action=action)
     t0 = int(time.time())
     api.approve(req["id"])
@@ -665,8 +740,9 @@ def test_jwks_verifies_the_grant(api):
     jwk = next(k for k in keys if k["kid"] == header["kid"])
     assert jwk["kty"] == "OKP" and jwk["crv"] == "Ed25519"
     key = jwt.PyJWK(jwk, algorithm="EdDSA")
-    claims = jwt.decode(grant, key.key, algorithms=["EdDSA"], issuer="signoff",
-                        options={"require": ["iss", "sub", "jti", "iat", "exp"]})
+    claims = jwt.decode(
+        grant, key.key, algorithms=["EdDSA"], issuer="signoff", options={"require": ["iss", "sub", "jti", "iat", "exp"]}
+    )
     assert claims["iss"] == "signoff"
     assert claims["sub"] == "other-bot"
     assert claims["jti"] == req["id"]
@@ -701,19 +777,21 @@ def _junk_value(rnd: random.Random, depth: int = 0):
     if kind == 1:
         return rnd.choice([True, False])
     if kind == 2:
-        return rnd.choice([0, -1, 2**31, 2**53 - 1, 2**53, -(2**63), 10**30, rnd.randrange(-10**6, 10**6)])
+        return rnd.choice([0, -1, 2**31, 2**53 - 1, 2**53, -(2**63), 10**30, rnd.randrange(-(10**6), 10**6)])
     if kind == 3:
         return rnd.choice([0.5, -0.0, 1e308, 5e-324, rnd.random() * 1e6])
     if kind in (4, 5, 6):
-        alphabet = "abc <>&@!#\u0000\u200b\ud800é😀\n\t\"\\{}[]" + "x" * 10
+        alphabet = 'abc <>&@!#\u0000\u200b\ud800é😀\n\t"\\{}[]' + "x" * 10
         n = rnd.choice([0, 1, 5, 50, 201, 4001])
         return "".join(rnd.choice(alphabet) for _ in range(n))
     if kind == 7:
         return rnd.choice(["prod-restart", "pair", "high", "critical", "low", "deploy-bot", "outsider"])
     if kind in (8, 9):
         return [_junk_value(rnd, depth + 1) for _ in range(rnd.randrange(4))]
-    return {rnd.choice(["type", "target", "description", "a", "", "environment", "parameters"]):
-            _junk_value(rnd, depth + 1) for _ in range(rnd.randrange(4))}
+    return {
+        rnd.choice(["type", "target", "description", "a", "", "environment", "parameters"]): _junk_value(rnd, depth + 1)
+        for _ in range(rnd.randrange(4))
+    }
 
 
 def _mutated_submission(rnd: random.Random) -> dict:
@@ -738,8 +816,14 @@ def _json_bytes(value) -> bytes:
 def test_fuzzed_requests_never_500(api):
     rnd = random.Random(20260302)
     existing = api.created()["id"]
-    paths = ["/v1/actions", f"/v1/actions/{existing}", f"/v1/actions/{existing}/cancel",
-             f"/v1/actions/{existing}/outcome", "/v1/actions/%00/outcome", "/v1/actions//cancel"]
+    paths = [
+        "/v1/actions",
+        f"/v1/actions/{existing}",
+        f"/v1/actions/{existing}/cancel",
+        f"/v1/actions/{existing}/outcome",
+        "/v1/actions/%00/outcome",
+        "/v1/actions//cancel",
+    ]
     seen = set()
     for i in range(250):
         path = rnd.choice(paths)
@@ -764,7 +848,8 @@ def test_fuzzed_requests_never_500(api):
             headers["X-Signoff-Agent"] = rnd.choice(["", "ghost", "signoff", "a" * 500, "deploy-bot "])
         elif mess == 3:
             headers["Idempotency-Key"] = rnd.choice(
-                ["", "k", "k" * 300, "\u00e9\u00ff".encode("latin-1"), f"key-{i % 3}"])
+                ["", "k", "k" * 300, "\u00e9\u00ff".encode("latin-1"), f"key-{i % 3}"]
+            )
         elif mess == 4:
             headers["Content-Type"] = rnd.choice(["text/plain", "application/x-www-form-urlencoded", "a/b; x"])
         r = api.client.request(method, path, content=raw, headers=headers)

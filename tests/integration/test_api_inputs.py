@@ -35,6 +35,7 @@ def api(db_url, monkeypatch):
 
 def rows(api) -> tuple[int, int, int]:
     """(requests, events, outbox rows): what a refused submission must leave as it was."""
+
     def count(s):
         return tuple(s.scalar(select(func.count()).select_from(t)) for t in (RequestRow, EventRow, OutboxRow))
 
@@ -68,8 +69,10 @@ LOOK_ALIKES = [
     (submission(executor=" deploy-bot"), "executor"),
     (submission(parent_id="abc\u200b"), "parent_id"),
     (submission(rollback_of="abc\r"), "rollback_of"),
-    (submission(rollback={"description": "d", "action": _action(environment="production\u200b")}),
-     "rollback.action.environment"),
+    (
+        submission(rollback={"description": "d", "action": _action(environment="production\u200b")}),
+        "rollback.action.environment",
+    ),
 ]
 
 
@@ -89,29 +92,57 @@ def test_identifiers_in_other_scripts_and_with_inner_spaces_are_accepted(api):
 
 
 def test_deny_rule_refuses_whatever_the_case(api, subtests):
-    for typ, env in (("db.drop", "production"), ("db.drop", "Production"), ("DB.DROP", "production"),
-                     ("DB.Drop_Table", "PRODUCTION"), ("db.drop", "ｐｒｏｄｕｃｔｉｏｎ")):
+    for typ, env in (
+        ("db.drop", "production"),
+        ("db.drop", "Production"),
+        ("DB.DROP", "production"),
+        ("DB.Drop_Table", "PRODUCTION"),
+        ("db.drop", "ｐｒｏｄｕｃｔｉｏｎ"),
+    ):
         with subtests.test(type=typ, env=env):
-            err = assert_error(api.call("POST", "/v1/actions", submission(action=_action(type=typ, environment=env))),
-                               403)
+            err = assert_error(
+                api.call("POST", "/v1/actions", submission(action=_action(type=typ, environment=env))), 403
+            )
             assert "no-prod-db-drops" in err["message"]
     assert rows(api) == (0, 0, 0)
     # the rule still lets other environments through
-    assert api.call("POST", "/v1/actions", submission(action=_action(type="DB.DROP", environment="staging"))
-                    ).status_code == 201
+    assert (
+        api.call("POST", "/v1/actions", submission(action=_action(type="DB.DROP", environment="staging"))).status_code
+        == 201
+    )
 
 
 # --------------------------------------------------------------------------- duplicated keys
 
 DUPLICATES = [
-    ((b'{"workflow":"nope","workflow":"prod-restart","title":"t","action":{"type":"a","target":"b"},'
-      b'"justification":"j"}'), "workflow"),
-    ((b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b","type":"db.drop"},'
-      b'"justification":"j"}'), "action.type"),
-    ((b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b",'
-      b'"parameters":{"x":[{"k":1,"k":2}]}},"justification":"j"}'), "action.parameters.x.0.k"),
-    ((b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b"},"justification":"j",'
-      b'"\\u0074itle":"t2"}'), "title"),  # the same key spelled with an escape
+    (
+        (
+            b'{"workflow":"nope","workflow":"prod-restart","title":"t","action":{"type":"a","target":"b"},'
+            b'"justification":"j"}'
+        ),
+        "workflow",
+    ),
+    (
+        (
+            b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b","type":"db.drop"},'
+            b'"justification":"j"}'
+        ),
+        "action.type",
+    ),
+    (
+        (
+            b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b",'
+            b'"parameters":{"x":[{"k":1,"k":2}]}},"justification":"j"}'
+        ),
+        "action.parameters.x.0.k",
+    ),
+    (
+        (
+            b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b"},"justification":"j",'
+            b'"\\u0074itle":"t2"}'
+        ),
+        "title",
+    ),  # the same key spelled with an escape
 ]
 
 
@@ -134,9 +165,13 @@ def test_duplicated_keys_in_an_outcome_are_422(api):
 
 # --------------------------------------------------------------------------- huge numbers
 
+
 def _with_parameters(raw_params: bytes) -> bytes:
-    return (b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b","parameters":'
-            + raw_params + b'},"justification":"j"}')
+    return (
+        b'{"workflow":"prod-restart","title":"t","action":{"type":"a","target":"b","parameters":'
+        + raw_params
+        + b'},"justification":"j"}'
+    )
 
 
 HUGE = [
@@ -146,8 +181,11 @@ HUGE = [
     (_with_parameters(b'{"n":1e999999}'), "action.parameters.n"),
     (_with_parameters(b'{"n":-1E400}'), "action.parameters.n"),
     (_with_parameters(b'{"n":0.' + b"1" * 5000 + b"e99999999999999999999}"), "action.parameters.n"),
-    (b'{"workflow":"prod-restart","title":' + b"4" * 5000 + b',"action":{"type":"a","target":"b"},'
-     b'"justification":"j"}', "title"),
+    (
+        b'{"workflow":"prod-restart","title":' + b"4" * 5000 + b',"action":{"type":"a","target":"b"},'
+        b'"justification":"j"}',
+        "title",
+    ),
 ]
 
 
@@ -169,6 +207,7 @@ def test_long_numbers_within_range_are_kept(api):
 
 # --------------------------------------------------------------------------- evidence links
 
+
 def test_evidence_links_open_only_in_their_canonical_spelling(api, subtests):
     rid = api.created()["id"]
     query = parse_qs(sign_link(api.ctx.keys.active, rid, int(system_clock().timestamp()) + 3600))
@@ -176,13 +215,33 @@ def test_evidence_links_open_only_in_their_canonical_spelling(api, subtests):
     assert api.client.get(f"/evidence/{rid}", params={"exp": exp, "sig": sig}).status_code == 200
     arabic = "".join(chr(0x660 + int(d)) for d in exp)
     fullwidth = "".join(chr(0xFF10 + int(d)) for d in exp)
-    for bad_exp in (f"+{exp}", f"0{exp}", f"00{exp}", f"{exp[:3]}_{exp[3:]}", f" {exp}", f"{exp} ", f"{exp}\n",
-                    arabic, fullwidth, f"{exp}.0", f"-{exp}", ""):
+    for bad_exp in (
+        f"+{exp}",
+        f"0{exp}",
+        f"00{exp}",
+        f"{exp[:3]}_{exp[3:]}",
+        f" {exp}",
+        f"{exp} ",
+        f"{exp}\n",
+        arabic,
+        fullwidth,
+        f"{exp}.0",
+        f"-{exp}",
+        "",
+    ):
         with subtests.test(exp=bad_exp):
             r = api.client.get(f"/evidence/{rid}", params={"exp": bad_exp, "sig": sig})
             assert_error(r, 403)
-    for bad_sig in (f" {sig}", f"{sig} ", f"{sig}=", f"{sig}==", sig.replace("-", "+").replace("_", "/"),
-                    f"{sig}\n", sig + "A", ""):
+    for bad_sig in (
+        f" {sig}",
+        f"{sig} ",
+        f"{sig}=",
+        f"{sig}==",
+        sig.replace("-", "+").replace("_", "/"),
+        f"{sig}\n",
+        sig + "A",
+        "",
+    ):
         if bad_sig == sig:
             continue
         with subtests.test(sig=bad_sig):

@@ -19,11 +19,14 @@ from signoff.store.tables import EventRow, OutboxRow, RequestRow
 from signoff.usecases.ports import system_clock
 from support import BASIC_YAML, SECRETS, runtime, signed_headers
 
-YAML = BASIC_YAML + """    rules:
+YAML = (
+    BASIC_YAML
+    + """    rules:
       - name: no-prod-db-drops
         match: {action_type: "db.drop*", environment: production}
         deny: dropping production databases is never automated
 """
+)
 
 
 class App:
@@ -63,6 +66,7 @@ def app(request, tmp_path_factory):
 
 
 # -- bodies as trees that can hold what a dict cannot (duplicated keys, raw number literals) --
+
 
 class Obj(list):
     """A JSON object as a list of (key, value) pairs: a key may repeat."""
@@ -106,10 +110,16 @@ def valid(draw) -> Obj:
     if env:
         action.append(("environment", env))
     if draw(st.booleans()):
-        action.append(("parameters", Obj([("n", draw(st.integers(-(2**53) + 1, 2**53 - 1))),
-                                          ("s", draw(text))])))
-    body = Obj([("workflow", "prod-restart"), ("title", draw(text)), ("action", action),
-                ("justification", draw(text)), ("risk", risk)])
+        action.append(("parameters", Obj([("n", draw(st.integers(-(2**53) + 1, 2**53 - 1))), ("s", draw(text))])))
+    body = Obj(
+        [
+            ("workflow", "prod-restart"),
+            ("title", draw(text)),
+            ("action", action),
+            ("justification", draw(text)),
+            ("risk", risk),
+        ]
+    )
     if risk in ("high", "critical") or draw(st.booleans()):
         body.append(("rollback", Obj([("description", draw(text))])))
     if draw(st.booleans()):
@@ -117,10 +127,19 @@ def valid(draw) -> Obj:
     return body
 
 
-LOOK_ALIKE = [lambda s: s + "\u200b", lambda s: s + " ", lambda s: " " + s, lambda s: s + "\u00a0",
-              lambda s: s.replace("o", "\u043e"), lambda s: s.upper(), lambda s: s.title(),
-              lambda s: s[:1] + "\u0301" + s[1:], lambda s: s + "\n", lambda s: "\ufeff" + s,
-              lambda s: s + "\u3164"]
+LOOK_ALIKE = [
+    lambda s: s + "\u200b",
+    lambda s: s + " ",
+    lambda s: " " + s,
+    lambda s: s + "\u00a0",
+    lambda s: s.replace("o", "\u043e"),
+    lambda s: s.upper(),
+    lambda s: s.title(),
+    lambda s: s[:1] + "\u0301" + s[1:],
+    lambda s: s + "\n",
+    lambda s: "\ufeff" + s,
+    lambda s: s + "\u3164",
+]
 WRONG = [None, 5, -1.5, True, [], {}, "x" * 300, ["a"]]
 
 
@@ -128,8 +147,7 @@ WRONG = [None, 5, -1.5, True, [], {}, "x" * 300, ["a"]]
 def mutated(draw) -> bytes:
     body = draw(valid())
     action = get(body, "action")
-    for op in draw(st.lists(st.sampled_from(["drop", "wrong", "dup", "look", "huge", "deep", "extra"]),
-                            max_size=3)):
+    for op in draw(st.lists(st.sampled_from(["drop", "wrong", "dup", "look", "huge", "deep", "extra"]), max_size=3)):
         node = draw(st.sampled_from([body, action]))
         if op == "drop" and node:
             del node[draw(st.integers(0, len(node) - 1))]
@@ -145,8 +163,31 @@ def mutated(draw) -> bytes:
             base = value if isinstance(value, str) else "production"
             put(node, key, draw(st.sampled_from(LOOK_ALIKE))(base))
         elif op == "huge":
-            put(action, "parameters", Obj([("n", Raw(draw(st.sampled_from(
-                ["1" + "0" * 5000, "-" + "9" * 4400, "1e999999", "-1E400", str(2**60), "9007199254740992"]))))]))
+            put(
+                action,
+                "parameters",
+                Obj(
+                    [
+                        (
+                            "n",
+                            Raw(
+                                draw(
+                                    st.sampled_from(
+                                        [
+                                            "1" + "0" * 5000,
+                                            "-" + "9" * 4400,
+                                            "1e999999",
+                                            "-1E400",
+                                            str(2**60),
+                                            "9007199254740992",
+                                        ]
+                                    )
+                                )
+                            ),
+                        )
+                    ]
+                ),
+            )
         elif op == "deep":
             depth = draw(st.integers(60, 3000))
             put(action, "parameters", Obj([("deep", Raw("[" * depth + "]" * depth))]))
@@ -162,8 +203,9 @@ ACCEPTED: dict[bytes, str] = {}
 @given(raw=mutated())
 def test_mutated_submissions_never_5xx_and_refusals_change_nothing(app, raw):
     before = app.rows()
-    r = app.client.post("/v1/actions", content=raw,
-                        headers=signed_headers("deploy-bot", SECRETS["DEPLOY_BOT_SECRET"], raw))
+    r = app.client.post(
+        "/v1/actions", content=raw, headers=signed_headers("deploy-bot", SECRETS["DEPLOY_BOT_SECRET"], raw)
+    )
     event(f"status {r.status_code}")
     assert r.status_code < 500, (raw[:300], r.text)
     after = app.rows()

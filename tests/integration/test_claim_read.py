@@ -48,8 +48,7 @@ def _message_ids(ctx) -> list[int]:
 
 def test_claim_read_renders_what_message_context_renders(env):
     ctx, clock, dispatcher, _delivery, _slack = env
-    rids = [submit(ctx, agent_id="deploy-bot", body=submission(title=f"Restart #{i}")).request["id"]
-            for i in range(4)]
+    rids = [submit(ctx, agent_id="deploy-bot", body=submission(title=f"Restart #{i}")).request["id"] for i in range(4)]
     _drain(ctx, clock, dispatcher)
     decide(ctx, request_id=rids[0], user="U0OWNER", decision="approve")
     decide(ctx, request_id=rids[1], user="U0OWNER", decision="reject")
@@ -71,14 +70,18 @@ def test_escalation_rows_of_one_claim_post_then_thread(env):
     _drain(ctx, clock, dispatcher)
     clock.advance(minutes=11)
     sweep(ctx)
-    kinds = ctx.store.read(lambda s: s.execute(select(OutboxRow.kind, OutboxRow.state)
-                                               .where(OutboxRow.request_id == rid)).all())
+    kinds = ctx.store.read(
+        lambda s: s.execute(select(OutboxRow.kind, OutboxRow.state).where(OutboxRow.request_id == rid)).all()
+    )
     assert sorted(k for k, st in kinds if st == "pending") == ["slack.post", "slack.post", "slack.thread"]
     assert dispatcher.run_once() == 3  # one claim, one group
     states = ctx.store.read(lambda s: s.scalars(select(OutboxRow.state).where(OutboxRow.request_id == rid)).all())
     assert set(states) == {"done"}
-    posted = ctx.store.read(lambda s: s.execute(select(SlackMessageRow.role, SlackMessageRow.ts)
-                                                .where(SlackMessageRow.request_id == rid)).all())
+    posted = ctx.store.read(
+        lambda s: s.execute(
+            select(SlackMessageRow.role, SlackMessageRow.ts).where(SlackMessageRow.request_id == rid)
+        ).all()
+    )
     assert all(ts for _role, ts in posted)
     root_ts = next(ts for role, ts in posted if role == "request")
     threads = [c for c in slack.calls if c.method == "chat.postMessage" and c.params.get("thread_ts")]
@@ -91,11 +94,13 @@ def test_rows_after_a_direct_write_read_afresh(env):
     rid_b = submit(ctx, agent_id="deploy-bot", body=submission(title="B")).request["id"]
     mid_a, mid_b = _message_ids(ctx)
     claim = Claim()
-    claim.jobs = [Job(1, "slack.post", rid_a, {"message_id": mid_a}, 0, False, claim),
-                  Job(2, "slack.expand", rid_a, {"request_id": rid_a, "group": "S1"}, 0, False, claim),
-                  Job(3, "slack.update", rid_a, {"message_id": mid_a}, 0, False, claim),
-                  Job(4, "slack.update", rid_b, {"message_id": mid_b}, 0, False, claim),
-                  Job(5, "slack.update", None, {"message_id": mid_b}, 0, False, claim)]
+    claim.jobs = [
+        Job(1, "slack.post", rid_a, {"message_id": mid_a}, 0, False, claim),
+        Job(2, "slack.expand", rid_a, {"request_id": rid_a, "group": "S1"}, 0, False, claim),
+        Job(3, "slack.update", rid_a, {"message_id": mid_a}, 0, False, claim),
+        Job(4, "slack.update", rid_b, {"message_id": mid_b}, 0, False, claim),
+        Job(5, "slack.update", None, {"message_id": mid_b}, 0, False, claim),
+    ]
     usable = [j.id for j in claim.jobs if delivery._claim_read(j) is not None]
     assert usable == [1, 4]
 
@@ -130,8 +135,10 @@ def test_one_failed_record_among_several_is_found_and_the_rest_are_kept(env):
     def read(s):
         ts = dict(s.execute(select(SlackMessageRow.id, SlackMessageRow.ts)).all())
         events = s.scalars(select(EventRow.request_id).where(EventRow.type == "slack.posted")).all()
-        rows = {r.id: r for r in s.execute(select(OutboxRow.id, OutboxRow.state, OutboxRow.in_flight,
-                                                  OutboxRow.last_error)).all()}
+        rows = {
+            r.id: r
+            for r in s.execute(select(OutboxRow.id, OutboxRow.state, OutboxRow.in_flight, OutboxRow.last_error)).all()
+        }
         return ts, sorted(events), rows
 
     ts, events, rows = ctx.store.read(read)

@@ -29,10 +29,14 @@ def bundle_file(tmp_path):
 
 
 def commands(bundle_file):
-    return {"verify": ["evidence", "verify"], "export": ["evidence", "export", RID],
-            "export-html": ["evidence", "export", RID, "--format", "html"],
-            "verify-bundle": ["evidence", "verify-bundle", bundle_file], "keys-list": ["keys", "list"],
-            "keys-jwks": ["keys", "list", "--jwks"]}
+    return {
+        "verify": ["evidence", "verify"],
+        "export": ["evidence", "export", RID],
+        "export-html": ["evidence", "export", RID, "--format", "html"],
+        "verify-bundle": ["evidence", "verify-bundle", bundle_file],
+        "keys-list": ["keys", "list"],
+        "keys-jwks": ["keys", "list", "--jwks"],
+    }
 
 
 COMMANDS = ["verify", "export", "export-html", "verify-bundle", "keys-list", "keys-jwks"]
@@ -69,8 +73,9 @@ def test_no_database_is_exit_2_and_creates_nothing(db_url, tmp_path, capsys, mon
         engine = create_engine(db_url)
         try:
             with engine.connect() as conn:
-                tables = conn.execute(text("SELECT count(*) FROM information_schema.tables "
-                                           "WHERE table_schema = 'public'")).scalar()
+                tables = conn.execute(
+                    text("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'")
+                ).scalar()
         finally:
             engine.dispose()
         assert tables == 0
@@ -80,8 +85,14 @@ def test_verify_in_the_wrong_directory_creates_no_signoff_db(tmp_path):
     """The default URL (sqlite:///signoff.db) in a directory with no database."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNOFF_")}
     env["PYTHONPATH"] = os.pathsep.join(sys.path)
-    out = subprocess.run([sys.executable, "-m", "signoff.cli", "evidence", "verify"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "signoff.cli", "evidence", "verify"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2, out.stdout + out.stderr
     assert "no database at" in out.stderr and "signoff.db" in out.stderr
     assert "OK" not in out.stdout

@@ -39,8 +39,10 @@ class Env:
         self.t0 = self.clock()
 
     def submit(self, n: int) -> list[str]:
-        return [submit(self.ctx, agent_id="deploy-bot", body=submission(title=f"Restart #{i}")).request["id"]
-                for i in range(n)]
+        return [
+            submit(self.ctx, agent_id="deploy-bot", body=submission(title=f"Restart #{i}")).request["id"]
+            for i in range(n)
+        ]
 
     def run(self, until, seconds: float = 60.0, step: float = 0.25) -> float:
         """Deliver, moving the clock by ``step`` whenever nothing is due, until ``until()``;
@@ -53,12 +55,17 @@ class Env:
         return (self.clock() - start).total_seconds()
 
     def posted_events(self, rid: str, role: str) -> list[SimpleNamespace]:
-        return self.ctx.store.read(lambda s: [SimpleNamespace(type=e.type, data=dict(e.data))
-                                              for e in Repo(s).events(rid)
-                                              if e.type == "slack.posted" and e.data["role"] == role])
+        return self.ctx.store.read(
+            lambda s: [
+                SimpleNamespace(type=e.type, data=dict(e.data))
+                for e in Repo(s).events(rid)
+                if e.type == "slack.posted" and e.data["role"] == role
+            ]
+        )
 
     def all_shown(self, rids: list[str], role: str) -> bool:
         """Whether every request in ``rids`` has a ``slack.posted`` event for ``role`` (one read)."""
+
         def read(s):
             rows = s.execute(select(EventRow.request_id, EventRow.data).where(EventRow.type == "slack.posted")).all()
             return {rid for rid, data in rows if data.get("role") == role}
@@ -67,7 +74,8 @@ class Env:
 
     def owed(self) -> int:
         return self.ctx.store.read(
-            lambda s: len(s.execute(select(OutboxRow.id).where(OutboxRow.state == "pending")).all()))
+            lambda s: len(s.execute(select(OutboxRow.id).where(OutboxRow.state == "pending")).all())
+        )
 
     def shown(self, channel: str) -> dict[str, list[dict]]:
         """Request id -> the messages in ``channel`` that carry its buttons."""
@@ -75,15 +83,21 @@ class Env:
         for m in self.fake.messages(channel):
             if m.get("thread_ts") and m.get("thread_ts") != m["ts"]:
                 continue
-            for rid in {e["value"] for b in m.get("blocks") or [] if b["type"] == "actions"
-                        for e in b["elements"] if e.get("action_id") in ("signoff.approve", "signoff.review")}:
+            for rid in {
+                e["value"]
+                for b in m.get("blocks") or []
+                if b["type"] == "actions"
+                for e in b["elements"]
+                if e.get("action_id") in ("signoff.approve", "signoff.review")
+            }:
                 out.setdefault(rid, []).append(m)
         return out
 
 
 def _digests(fake, channel: str) -> list[dict]:
-    return [m for m in fake.messages(channel)
-            if ((m.get("metadata") or {}).get("event_payload") or {}).get("digest_id")]
+    return [
+        m for m in fake.messages(channel) if ((m.get("metadata") or {}).get("event_payload") or {}).get("digest_id")
+    ]
 
 
 @pytest.mark.timeout(120)
@@ -100,8 +114,10 @@ def test_a_burst_to_one_channel_is_digested_and_every_request_shown_once(db_url,
         singles = [m for m in fake_slack.messages("C0APPROVALS") if m not in digests and not m.get("thread_ts")]
         assert 1 <= len(singles) <= 6 and 2 <= len(digests) <= 4, (len(singles), len(digests))
         assert len(singles) + len(digests) <= 7, "no more posts than pacing lets through in 5 s"
-        assert all(1 < len({e["value"] for b in d["blocks"] if b["type"] == "actions" for e in b["elements"]}) <= 10
-                   for d in digests)
+        assert all(
+            1 < len({e["value"] for b in d["blocks"] if b["type"] == "actions" for e in b["elements"]}) <= 10
+            for d in digests
+        )
 
         # evidence: one slack.posted per request, naming the digest message it is in
         by_ts = {d["ts"]: d for d in digests}
@@ -118,8 +134,13 @@ def test_a_burst_to_one_channel_is_digested_and_every_request_shown_once(db_url,
 
         # a decision: the digest is updated in place, that section decided, no buttons for it
         digest = digests[0]
-        members = [e["value"] for b in digest["blocks"] if b["type"] == "actions" for e in b["elements"]
-                   if e["action_id"] == "signoff.approve"]
+        members = [
+            e["value"]
+            for b in digest["blocks"]
+            if b["type"] == "actions"
+            for e in b["elements"]
+            if e["action_id"] == "signoff.approve"
+        ]
         assert decide(env.ctx, request_id=members[1], user="U0OWNER", decision="reject").outcome == "rejected"
         env.run(lambda: fake_slack.message("C0APPROVALS", digest["ts"]).get("edited"))
         updated = fake_slack.message("C0APPROVALS", digest["ts"])
@@ -127,8 +148,11 @@ def test_a_burst_to_one_channel_is_digested_and_every_request_shown_once(db_url,
         assert live == set(members) - {members[1]}
         assert "Rejected by <@U0OWNER>" in str(updated["blocks"])
         assert updated["blocks"][0]["text"]["text"].startswith(f"{len(members) - 1} of {len(members)}")
-        assert not [m for m in fake_slack.messages("C0APPROVALS") if m["ts"] != digest["ts"]
-                    and members[1] in str(m.get("blocks"))], "shown nowhere else"
+        assert not [
+            m
+            for m in fake_slack.messages("C0APPROVALS")
+            if m["ts"] != digest["ts"] and members[1] in str(m.get("blocks"))
+        ], "shown nowhere else"
     finally:
         env.dispatcher.pool.shutdown()
         env.rt.store.dispose()
@@ -184,8 +208,9 @@ def test_an_exception_burst_to_the_security_channel_is_digested(db_url, monkeypa
         assert set(shown) == set(rids) and all(len(v) == 1 for v in shown.values())
         for d in digests:
             assert d["blocks"][0]["text"]["text"].startswith("🛡️")
-            assert {e["action_id"] for b in d["blocks"] if b["type"] == "actions" for e in b["elements"]} == \
-                {"signoff.review"}
+            assert {e["action_id"] for b in d["blocks"] if b["type"] == "actions" for e in b["elements"]} == {
+                "signoff.review"
+            }
         digested = [r for r in rids if "digest" in env.posted_events(r, "exception")[0].data]
         assert len(digested) >= 8
     finally:
@@ -225,12 +250,22 @@ def test_escalation_dms_notes_and_replies_of_a_digested_burst(db_url, monkeypatc
         digest = _digests(fake_slack, "C0APPROVALS")[0]
         members = sorted({e["value"] for b in digest["blocks"] if b["type"] == "actions" for e in b["elements"]})
         # a reply in the digest's thread is evidence for every request it shows
-        assert record_thread_message(env.ctx, event={
-            "type": "message", "channel": "C0APPROVALS", "user": "U0OWNER", "text": "looking at these",
-            "ts": "1700009999.000100", "thread_ts": digest["ts"]}, event_id="Ev1")
+        assert record_thread_message(
+            env.ctx,
+            event={
+                "type": "message",
+                "channel": "C0APPROVALS",
+                "user": "U0OWNER",
+                "text": "looking at these",
+                "ts": "1700009999.000100",
+                "thread_ts": digest["ts"],
+            },
+            event_id="Ev1",
+        )
         for rid in members:
-            replies = env.ctx.store.read(lambda s, rid=rid: [e.data["text"] for e in Repo(s).events(rid)
-                                                             if e.type == "thread.reply"])
+            replies = env.ctx.store.read(
+                lambda s, rid=rid: [e.data["text"] for e in Repo(s).events(rid) if e.type == "thread.reply"]
+            )
             assert replies == ["looking at these"]
 
         env.clock.advance(minutes=10)
@@ -241,10 +276,23 @@ def test_escalation_dms_notes_and_replies_of_a_digested_burst(db_url, monkeypatc
         shown = env.shown(dm)
         assert set(shown) == set(rids) and all(len(v) == 1 for v in shown.values())
         assert "Escalated to you" in str(_digests(fake_slack, dm)[0]["blocks"])
-        env.run(lambda: len([m for m in fake_slack.messages("C0APPROVALS")
-                             if m.get("thread_ts") == digest["ts"] and m["ts"] != digest["ts"]]) >= len(members))
-        notes = [m["text"] for m in fake_slack.messages("C0APPROVALS")
-                 if m.get("thread_ts") == digest["ts"] and m["ts"] != digest["ts"]]
+        env.run(
+            lambda: (
+                len(
+                    [
+                        m
+                        for m in fake_slack.messages("C0APPROVALS")
+                        if m.get("thread_ts") == digest["ts"] and m["ts"] != digest["ts"]
+                    ]
+                )
+                >= len(members)
+            )
+        )
+        notes = [
+            m["text"]
+            for m in fake_slack.messages("C0APPROVALS")
+            if m.get("thread_ts") == digest["ts"] and m["ts"] != digest["ts"]
+        ]
         for rid in members:
             assert sum(rid in n and "Escalated (step 1)" in n for n in notes) == 1, "its note, naming it"
     finally:
@@ -267,10 +315,17 @@ def test_a_digest_that_reached_slack_before_a_crash_is_found_not_repeated(db_url
         (digest_id,) = env.ctx.store.read(lambda s: [d.id for d in s.scalars(select(SlackDigestRow))])
         # an earlier process posted it, then died before recording anything
         earlier = web_client("xoxb-test", fake_slack.url).chat_postMessage(
-            channel="C0APPROVALS", text="earlier attempt",
-            metadata={"event_type": "signoff_message", "event_payload": {"digest_id": str(digest_id)}})
-        env.ctx.store.transaction(lambda s: s.execute(update(OutboxRow).where(OutboxRow.kind == "slack.digest").values(
-            in_flight=True, claimed_by="gone", claimed_until=env.clock() - timedelta(seconds=1))))
+            channel="C0APPROVALS",
+            text="earlier attempt",
+            metadata={"event_type": "signoff_message", "event_payload": {"digest_id": str(digest_id)}},
+        )
+        env.ctx.store.transaction(
+            lambda s: s.execute(
+                update(OutboxRow)
+                .where(OutboxRow.kind == "slack.digest")
+                .values(in_flight=True, claimed_by="gone", claimed_until=env.clock() - timedelta(seconds=1))
+            )
+        )
         env.run(lambda: env.all_shown(rids, "request"))
         assert len(_digests(fake_slack, "C0APPROVALS")) == 1, "not posted again"
         in_digest = [r for r in rids if "digest" in env.posted_events(r, "request")[0].data]

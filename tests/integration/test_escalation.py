@@ -28,10 +28,13 @@ MIN = timedelta(minutes=1)
 
 GROUP_YAML = BASIC_YAML.replace("to: [U0ESC]", "to: [S0ONCALL, C0WIDER]")
 
-REMIND_YAML = BASIC_YAML.replace("""      - after: 20m
-        to: [U0PLAT]""", """      - after: 20m
+REMIND_YAML = BASIC_YAML.replace(
+    """      - after: 20m
+        to: [U0PLAT]""",
+    """      - after: 20m
         to: [U0PLAT]
-        remind: true""")
+        remind: true""",
+)
 
 REPEAT_YAML = BASIC_YAML.replace("timeout: 30m", "timeout: 65m\n    repeat: true")
 
@@ -493,7 +496,7 @@ def test_a_decision_committing_inside_the_sweeps_window_loses_cleanly(make, monk
     ctx, clock = make()
     rid = new_request(ctx)
     clock.now = T0 + 30 * MIN - timedelta(seconds=1)  # the click is in time …
-    sweep_at = T0 + 30 * MIN                           # … the sweep's clock says expired
+    sweep_at = T0 + 30 * MIN  # … the sweep's clock says expired
     original = decide_module.may_decide
     state = {"calls": 0}
 

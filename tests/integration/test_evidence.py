@@ -49,27 +49,46 @@ ROOT_TS = "1700000000.000100"
 
 # -- making history -------------------------------------------------------------------------------
 
+
 def _post(ctx, request_id: str, ts: str) -> None:
     msg_id = ctx.store.read(lambda s: Repo(s).messages(request_id, role="request")[0].id)
     record_posted(ctx, message_id=msg_id, channel=CHANNEL, ts=ts)
 
 
 def _reply(ctx, user: str, ts: str, text: str) -> None:
-    assert record_thread_message(ctx, event={"type": "message", "channel": CHANNEL, "user": user, "text": text,
-                                             "ts": ts, "thread_ts": ROOT_TS}, event_id=None)
+    assert record_thread_message(
+        ctx,
+        event={"type": "message", "channel": CHANNEL, "user": user, "text": text, "ts": ts, "thread_ts": ROOT_TS},
+        event_id=None,
+    )
 
 
 def _edit(ctx, user: str, ts: str, old: str, new: str) -> None:
-    assert record_thread_message(ctx, event={
-        "type": "message", "subtype": "message_changed", "channel": CHANNEL,
-        "message": {"user": user, "ts": ts, "text": new, "thread_ts": ROOT_TS},
-        "previous_message": {"user": user, "ts": ts, "text": old, "thread_ts": ROOT_TS}}, event_id=None)
+    assert record_thread_message(
+        ctx,
+        event={
+            "type": "message",
+            "subtype": "message_changed",
+            "channel": CHANNEL,
+            "message": {"user": user, "ts": ts, "text": new, "thread_ts": ROOT_TS},
+            "previous_message": {"user": user, "ts": ts, "text": old, "thread_ts": ROOT_TS},
+        },
+        event_id=None,
+    )
 
 
 def _delete(ctx, user: str, ts: str) -> None:
-    assert record_thread_message(ctx, event={
-        "type": "message", "subtype": "message_deleted", "channel": CHANNEL, "deleted_ts": ts,
-        "previous_message": {"user": user, "ts": ts, "text": "gone", "thread_ts": ROOT_TS}}, event_id=None)
+    assert record_thread_message(
+        ctx,
+        event={
+            "type": "message",
+            "subtype": "message_deleted",
+            "channel": CHANNEL,
+            "deleted_ts": ts,
+            "previous_message": {"user": user, "ts": ts, "text": "gone", "thread_ts": ROOT_TS},
+        },
+        event_id=None,
+    )
 
 
 class History:
@@ -82,20 +101,24 @@ class History:
         self.done = submit(ctx, agent_id="deploy-bot", body=submission(prompt=XSS_PROMPT)).request["id"]
         _post(ctx, self.done, ROOT_TS)
         clock.advance(seconds=5)
-        assert decide(ctx, request_id=self.done, user="U0SPONSOR", decision="approve",
-                      channel=CHANNEL).outcome == "refused"
+        assert (
+            decide(ctx, request_id=self.done, user="U0SPONSOR", decision="approve", channel=CHANNEL).outcome
+            == "refused"
+        )
         _reply(ctx, "U0OWNER", "1700000001.000200", "<b>checking</b> the <!channel> graphs")
         _reply(ctx, "U0SECOND", "1700000002.000300", "looks fine to me")
         _edit(ctx, "U0OWNER", "1700000001.000200", "<b>checking</b> the <!channel> graphs", "checked: go")
         _delete(ctx, "U0SECOND", "1700000002.000300")
         clock.advance(seconds=5)
-        assert decide(ctx, request_id=self.done, user="U0OWNER", decision="approve",
-                      channel=CHANNEL).outcome == "approved"
+        assert (
+            decide(ctx, request_id=self.done, user="U0OWNER", decision="approve", channel=CHANNEL).outcome == "approved"
+        )
         assert decide(ctx, request_id=self.done, user="U0SECOND", decision="approve").outcome == "already"
         clock.advance(seconds=5)
         assert get_request(ctx, agent_id="deploy-bot", request_id=self.done)["status"] == "executing"
-        record_outcome(ctx, agent_id="deploy-bot", request_id=self.done,
-                       body={"status": "succeeded", "detail": "restarted <fine>"})
+        record_outcome(
+            ctx, agent_id="deploy-bot", request_id=self.done, body={"status": "succeeded", "detail": "restarted <fine>"}
+        )
 
         clock.advance(seconds=5)
         self.rejected = submit(ctx, agent_id="deploy-bot", body=submission(title=XSS_TITLE)).request["id"]
@@ -150,17 +173,20 @@ def hist(db_url, monkeypatch):
 
 
 def _delete_request(h: History, rid: str, *, ledger: bool) -> None:
-    stmts = [delete(DecisionRow).where(DecisionRow.request_id == rid),
-             delete(SlackMessageRow).where(SlackMessageRow.request_id == rid),
-             delete(OutboxRow).where(OutboxRow.request_id == rid),
-             delete(EventRow).where(EventRow.request_id == rid),
-             delete(RequestRow).where(RequestRow.id == rid)]
+    stmts = [
+        delete(DecisionRow).where(DecisionRow.request_id == rid),
+        delete(SlackMessageRow).where(SlackMessageRow.request_id == rid),
+        delete(OutboxRow).where(OutboxRow.request_id == rid),
+        delete(EventRow).where(EventRow.request_id == rid),
+        delete(RequestRow).where(RequestRow.id == rid),
+    ]
     if ledger:
         stmts.append(delete(LedgerRow).where(LedgerRow.request_id == rid))
     h.sql(*stmts)
 
 
 # -- verify -----------------------------------------------------------------------------------------
+
 
 def test_verify_intact_store(hist):
     seen = []
@@ -172,10 +198,24 @@ def test_verify_intact_store(hist):
     assert result.checked_events == total > 30
     assert seen and seen[-1] == total
     types = {e.type for rid in hist.ids for e in hist.events(rid)}
-    assert {"request.submitted", "click.refused", "click.repeated", "decision.recorded", "grant.issued",
-            "request.executing", "request.succeeded", "request.rejected", "escalation.fired", "request.expired",
-            "grant.expired_without_outcome", "exception.raised", "thread.reply", "thread.edited",
-            "thread.deleted", "policy.checked"} <= types
+    assert {
+        "request.submitted",
+        "click.refused",
+        "click.repeated",
+        "decision.recorded",
+        "grant.issued",
+        "request.executing",
+        "request.succeeded",
+        "request.rejected",
+        "escalation.fired",
+        "request.expired",
+        "grant.expired_without_outcome",
+        "exception.raised",
+        "thread.reply",
+        "thread.edited",
+        "thread.deleted",
+        "policy.checked",
+    } <= types
 
 
 def test_verify_in_two_processes(hist):
@@ -211,14 +251,17 @@ def test_data_stored_as_canonical_text_verifies_and_tampering_still_shows(hist):
         rows = conn.execute(text("SELECT id, data FROM events")).all()
         for id_, data in rows:
             value = json.loads(data) if isinstance(data, str) else data
-            conn.execute(text(f"UPDATE events SET data = {cast} WHERE id = :i"),
-                         {"t": canonical_json(value).decode(), "i": id_})
+            conn.execute(
+                text(f"UPDATE events SET data = {cast} WHERE id = :i"), {"t": canonical_json(value).decode(), "i": id_}
+            )
     result = hist.verify()
     assert result.ok, result.failures
     ev = next(e for e in hist.events(hist.done) if e.type == "decision.recorded")
     with hist.store.engine.begin() as conn:
-        conn.execute(text(f"UPDATE events SET data = {cast} WHERE id = :i"),
-                     {"t": '{"channel":"C0APPROVALS","decision":"reject"}', "i": ev.id})
+        conn.execute(
+            text(f"UPDATE events SET data = {cast} WHERE id = :i"),
+            {"t": '{"channel":"C0APPROVALS","decision":"reject"}', "i": ev.id},
+        )
     assert hist.verify().failure.startswith(f"request {hist.done} event seq {ev.seq}: hash mismatch")
 
 
@@ -232,9 +275,11 @@ def test_deleted_middle_event_is_named(hist):
 
 def test_swapped_events_are_named(hist):
     a, b = hist.events(hist.done)[1:3]
-    hist.sql(update(EventRow).where(EventRow.id == a.id).values(seq=-1),
-             update(EventRow).where(EventRow.id == b.id).values(seq=a.seq),
-             update(EventRow).where(EventRow.id == a.id).values(seq=b.seq))
+    hist.sql(
+        update(EventRow).where(EventRow.id == a.id).values(seq=-1),
+        update(EventRow).where(EventRow.id == b.id).values(seq=a.seq),
+        update(EventRow).where(EventRow.id == a.id).values(seq=b.seq),
+    )
     result = hist.verify()
     assert not result.ok
     assert result.failure.startswith(f"request {hist.done} event seq 2: prev_hash does not link to seq 1")
@@ -245,21 +290,26 @@ def test_deleted_last_event_is_named(hist):
     hist.sql(delete(EventRow).where(EventRow.id == events[-1].id))
     result = hist.verify()
     assert not result.ok
-    assert result.failure == (f"request {hist.rejected} event seq {len(events)}: missing — the request records "
-                              f"{len(events)} event(s), the chain ends at seq {len(events) - 1}")
+    assert result.failure == (
+        f"request {hist.rejected} event seq {len(events)}: missing — the request records "
+        f"{len(events)} event(s), the chain ends at seq {len(events) - 1}"
+    )
 
 
 def test_rewritten_request_record_is_named(hist):
     hist.sql(update(RequestRow).where(RequestRow.id == hist.rejected).values(title="harmless"))
     result = hist.verify()
     assert not result.ok
-    assert result.failure == (f"request {hist.rejected}: the request record's title differs from its "
-                              "request.submitted event (seq 1)")
-    hist.sql(update(RequestRow).where(RequestRow.id == hist.rejected).values(title=XSS_TITLE),
-             update(RequestRow).where(RequestRow.id == hist.expired).values(
-                 action={"type": "db.drop", "target": "prod"}))
-    assert hist.verify().failure == (f"request {hist.expired}: the request record's action does not hash to its "
-                                     "action_sha256")
+    assert result.failure == (
+        f"request {hist.rejected}: the request record's title differs from its request.submitted event (seq 1)"
+    )
+    hist.sql(
+        update(RequestRow).where(RequestRow.id == hist.rejected).values(title=XSS_TITLE),
+        update(RequestRow).where(RequestRow.id == hist.expired).values(action={"type": "db.drop", "target": "prod"}),
+    )
+    assert hist.verify().failure == (
+        f"request {hist.expired}: the request record's action does not hash to its action_sha256"
+    )
 
 
 def test_deleted_request_is_named(hist):
@@ -277,6 +327,7 @@ def test_deleted_request_with_its_ledger_entry_breaks_the_ledger(hist):
 
 
 # -- checkpoints ----------------------------------------------------------------------------------
+
 
 def test_checkpoint_written_once_and_verified(hist):
     row = hist.checkpoint()
@@ -303,9 +354,12 @@ def test_checkpoint_written_once_and_verified(hist):
 def test_truncation_hidden_in_the_request_record_is_caught_by_the_checkpoint(hist, caplog):
     hist.checkpoint()
     events = hist.events(hist.done)
-    hist.sql(delete(EventRow).where(EventRow.id == events[-1].id),
-             update(RequestRow).where(RequestRow.id == hist.done).values(event_count=len(events) - 1,
-                                                                           head_hash=events[-2].hash))
+    hist.sql(
+        delete(EventRow).where(EventRow.id == events[-1].id),
+        update(RequestRow)
+        .where(RequestRow.id == hist.done)
+        .values(event_count=len(events) - 1, head_hash=events[-2].hash),
+    )
     result = hist.verify()
     assert not result.ok
     # named down to the event, from the copy of the heads kept with the checkpoint
@@ -324,18 +378,23 @@ def test_truncation_hidden_in_the_request_record_is_caught_by_the_checkpoint(his
             assert write_checkpoint(other, hist.keys, hist.clock() + timedelta(minutes=1)) is None
     finally:
         other.dispose()
-    assert any(f"request {hist.done} had {len(events)} event(s), now {len(events) - 1}" in r.message
-               for r in caplog.records)
+    assert any(
+        f"request {hist.done} had {len(events)} event(s), now {len(events) - 1}" in r.message for r in caplog.records
+    )
 
 
 def test_checkpoint_failure_unnamed_when_its_kept_heads_were_changed_too(hist):
     hist.checkpoint()
     events = hist.events(hist.done)
-    hist.sql(delete(EventRow).where(EventRow.id == events[-1].id),
-             update(RequestRow).where(RequestRow.id == hist.done).values(event_count=len(events) - 1,
-                                                                           head_hash=events[-2].hash),
-             update(CheckpointHeadRow).where(CheckpointHeadRow.request_id == hist.done).values(
-                 seq=len(events) - 1, hash=events[-2].hash))
+    hist.sql(
+        delete(EventRow).where(EventRow.id == events[-1].id),
+        update(RequestRow)
+        .where(RequestRow.id == hist.done)
+        .values(event_count=len(events) - 1, head_hash=events[-2].hash),
+        update(CheckpointHeadRow)
+        .where(CheckpointHeadRow.request_id == hist.done)
+        .values(seq=len(events) - 1, hash=events[-2].hash),
+    )
     result = hist.verify()
     assert not result.ok
     assert result.failure.startswith("checkpoint ") and "no longer match the signed heads" in result.failure
@@ -357,10 +416,13 @@ def test_kept_heads_are_not_trusted_and_are_repaired(hist):
     assert newer is not None and newer.id > row.id and newer.heads_digest == row.heads_digest
     assert hist.store.read(lambda s: s.scalar(select(func.count()).select_from(CheckpointHeadRow))) == 4
     events = hist.events(hist.rejected)
-    hist.sql(update(EventRow).where(EventRow.id == events[1].id).values(actor="U0SOMEONE"),
-             delete(EventRow).where(EventRow.id == events[-1].id),
-             update(RequestRow).where(RequestRow.id == hist.rejected).values(event_count=len(events) - 1,
-                                                                               head_hash=events[-2].hash))
+    hist.sql(
+        update(EventRow).where(EventRow.id == events[1].id).values(actor="U0SOMEONE"),
+        delete(EventRow).where(EventRow.id == events[-1].id),
+        update(RequestRow)
+        .where(RequestRow.id == hist.rejected)
+        .values(event_count=len(events) - 1, head_hash=events[-2].hash),
+    )
     result = hist.verify()
     assert result.failure.startswith(f"request {hist.rejected} event seq 2: hash mismatch")
     assert any(f.startswith(f"request {hist.rejected} event seq {len(events)}: gone") for f in result.failures)
@@ -388,6 +450,7 @@ def test_forged_checkpoint_is_caught(hist):
 
 # -- bundles ---------------------------------------------------------------------------------------
 
+
 def test_bundle_verifies_and_carries_the_story(hist):
     bundle = build_bundle(hist.store, hist.keys, hist.done, hist.clock())
     jwks = hist.keys.jwks()
@@ -398,9 +461,26 @@ def test_bundle_verifies_and_carries_the_story(hist):
     assert verify_bundle(again, hist.keys)[0]
 
     req = bundle["request"]
-    for key in ("id", "workflow", "title", "action", "action_sha256", "risk", "justification", "prompt", "rollback",
-                "parent_id", "submitted_by", "executor", "sponsor", "status", "created_at", "deadline",
-                "decided_at", "policy_sha256"):
+    for key in (
+        "id",
+        "workflow",
+        "title",
+        "action",
+        "action_sha256",
+        "risk",
+        "justification",
+        "prompt",
+        "rollback",
+        "parent_id",
+        "submitted_by",
+        "executor",
+        "sponsor",
+        "status",
+        "created_at",
+        "deadline",
+        "decided_at",
+        "policy_sha256",
+    ):
         assert key in req
     assert req["prompt"] == XSS_PROMPT
     assert bundle["status"] == req["status"] == "succeeded"
@@ -415,7 +495,9 @@ def test_bundle_verifies_and_carries_the_story(hist):
     # the thread, with the edit applied and the deletion marked
     thread = bundle["thread"]
     assert [(m["user"], m["text"], m["deleted"]) for m in thread] == [
-        ("U0OWNER", "checked: go", False), ("U0SECOND", "looks fine to me", True)]
+        ("U0OWNER", "checked: go", False),
+        ("U0SECOND", "looks fine to me", True),
+    ]
     assert thread[0]["edits"][0]["previous_text"] == "<b>checking</b> the <!channel> graphs"
     assert {"user", "ts", "text"} <= set(thread[0])
     # the grant's claims, never the token
@@ -426,8 +508,15 @@ def test_bundle_verifies_and_carries_the_story(hist):
         assert token not in json.dumps(bundle)
     assert bundle["outcome"]["status"] == "succeeded" and bundle["outcome"]["by"] == "deploy-bot"
     ids = {(c["framework"].split()[0], c["id"]) for c in bundle["controls"]}
-    assert {("NIST", "GV.OC"), ("NIST", "GV.RR"), ("OWASP", "ASI01"), ("OWASP", "ASI02"), ("OWASP", "ASI03"),
-            ("CSA", "L7"), ("CSA", "L6")} <= ids
+    assert {
+        ("NIST", "GV.OC"),
+        ("NIST", "GV.RR"),
+        ("OWASP", "ASI01"),
+        ("OWASP", "ASI02"),
+        ("OWASP", "ASI03"),
+        ("CSA", "L7"),
+        ("CSA", "L6"),
+    } <= ids
     for c in bundle["controls"]:
         assert c["status"] in ("evidenced", "not evidenced", "not applicable")
         assert all(isinstance(x["seq"], int) for x in c["events"])
@@ -489,8 +578,19 @@ def test_html_escapes_agent_and_user_text(hist):
     page = render_html(build_bundle(hist.store, hist.keys, hist.done, hist.clock()))
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert "<b>checking</b>" not in page and "&lt;b&gt;checking&lt;/b&gt;" in page
-    for text in ("U0OWNER", "U0PLAT", "U0SEC", "succeeded", "Timeline", "GV.RR", "ASI01", "Ed25519",
-                 "decision.recorded", "checked: go", "restarted &lt;fine&gt;"):
+    for text in (
+        "U0OWNER",
+        "U0PLAT",
+        "U0SEC",
+        "succeeded",
+        "Timeline",
+        "GV.RR",
+        "ASI01",
+        "Ed25519",
+        "decision.recorded",
+        "checked: go",
+        "restarted &lt;fine&gt;",
+    ):
         assert text in page, text
     assert page.count("<tr>") > len(hist.events(hist.done))
 

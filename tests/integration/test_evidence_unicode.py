@@ -38,7 +38,7 @@ TEXTS = {
     "combining": "e\u0301 a\u0308 n\u0303 Z\u0351\u0334\u0322",  # not NFC: free text may be anything
     "rtl": "שלום עולם مرحبا \u202eevil\u202c \u200f",
     "separators": "line\u2028para\u2029end \x85 \ufeff \u00a0",
-    "controls": "tab\tnew\nline\r \x01\x1f\x7f \\ \" ': \": {\"k\": 1}",
+    "controls": 'tab\tnew\nline\r \x01\x1f\x7f \\ " \': ": {"k": 1}',
     "mixed": "Pаypal (Cyrillic а) ẞ ǅ ﬁ Ω Å",
 }
 
@@ -55,12 +55,32 @@ agents:
 
 def unicode_submission(t: str) -> dict:
     return submission(
-        title=t[:200], justification=t, prompt=t,
-        action={"type": "service.restart", "target": "checkout-api", "environment": "production",
-                "parameters": {t: t, "note": [t, {t: t}], "n": 2**53 - 1, "tiny": 1e-7, "huge": 1e300,
-                               "neg": -0.0, "half": 0.5}},
-        rollback={"description": t, "action": {"type": "service.restart", "target": "checkout-api",
-                                                "parameters": {t: t, "tiny": 1e-7, "n": -(2**53 - 1)}}})
+        title=t[:200],
+        justification=t,
+        prompt=t,
+        action={
+            "type": "service.restart",
+            "target": "checkout-api",
+            "environment": "production",
+            "parameters": {
+                t: t,
+                "note": [t, {t: t}],
+                "n": 2**53 - 1,
+                "tiny": 1e-7,
+                "huge": 1e300,
+                "neg": -0.0,
+                "half": 0.5,
+            },
+        },
+        rollback={
+            "description": t,
+            "action": {
+                "type": "service.restart",
+                "target": "checkout-api",
+                "parameters": {t: t, "tiny": 1e-7, "n": -(2**53 - 1)},
+            },
+        },
+    )
 
 
 def live_through(ctx, clock: FakeClock, t: str, n: int) -> str:
@@ -70,20 +90,32 @@ def live_through(ctx, clock: FakeClock, t: str, n: int) -> str:
     msg_id = ctx.store.read(lambda s: Repo(s).messages(rid, role="request")[0].id)
     record_posted(ctx, message_id=msg_id, channel=CHANNEL, ts=root)
     reply_ts = f"1700000{n:03d}.000200"
-    assert record_thread_message(ctx, event={"type": "message", "channel": CHANNEL, "user": "U0OWNER",
-                                             "text": t, "ts": reply_ts, "thread_ts": root}, event_id=None)
-    assert record_thread_message(ctx, event={
-        "type": "message", "subtype": "message_changed", "channel": CHANNEL,
-        "message": {"user": "U0OWNER", "ts": reply_ts, "text": t + " ✏️", "thread_ts": root},
-        "previous_message": {"user": "U0OWNER", "ts": reply_ts, "text": t, "thread_ts": root}}, event_id=None)
+    assert record_thread_message(
+        ctx,
+        event={"type": "message", "channel": CHANNEL, "user": "U0OWNER", "text": t, "ts": reply_ts, "thread_ts": root},
+        event_id=None,
+    )
+    assert record_thread_message(
+        ctx,
+        event={
+            "type": "message",
+            "subtype": "message_changed",
+            "channel": CHANNEL,
+            "message": {"user": "U0OWNER", "ts": reply_ts, "text": t + " ✏️", "thread_ts": root},
+            "previous_message": {"user": "U0OWNER", "ts": reply_ts, "text": t, "thread_ts": root},
+        },
+        event_id=None,
+    )
     clock.advance(seconds=1)
     assert decide(ctx, request_id=rid, user="U0OWNER", decision="approve", channel=CHANNEL).outcome == "approved"
     assert get_request(ctx, agent_id="deploy-bot", request_id=rid)["status"] == "executing"
     record_outcome(ctx, agent_id="deploy-bot", request_id=rid, body={"status": "failed", "detail": t})
     # and one rejected, with the text as the reason
     other = submit(ctx, agent_id="deploy-bot", body=unicode_submission(t)).request["id"]
-    assert decide(ctx, request_id=other, user="U0OWNER", decision="reject", channel=CHANNEL,
-                  reason=t).outcome == "rejected"
+    assert (
+        decide(ctx, request_id=other, user="U0OWNER", decision="reject", channel=CHANNEL, reason=t).outcome
+        == "rejected"
+    )
     return rid
 
 
@@ -132,11 +164,15 @@ def test_real_changes_to_unicode_requests_are_still_caught(unicode_store, capsys
     rt, ids = unicode_store
 
     def read(rid):
-        return rt.store.read(lambda s: s.execute(
-            select(RequestRow.title, RequestRow.action, RequestRow.rollback).where(RequestRow.id == rid)).one())
+        return rt.store.read(
+            lambda s: s.execute(
+                select(RequestRow.title, RequestRow.action, RequestRow.rollback).where(RequestRow.id == rid)
+            ).one()
+        )
 
     changed = {}
     with rt.store.engine.begin() as conn:
+
         def set_row(rid, **values):
             conn.execute(update(RequestRow).where(RequestRow.id == rid).values(**values))
 
@@ -150,12 +186,19 @@ def test_real_changes_to_unicode_requests_are_still_caught(unicode_store, capsys
         set_row(ids["latin"], action={**action, "parameters": dict(action["parameters"], tiny=2e-7)})
         changed[ids["latin"]] = "the request record's action does not hash to its action_sha256"
     rid = ids["rtl"]
-    id_, seq, data = rt.store.read(lambda s: s.execute(
-        select(EventRow.id, EventRow.seq, EventRow.data).where(EventRow.request_id == rid,
-                                                               EventRow.type == "thread.reply")).one())
+    id_, seq, data = rt.store.read(
+        lambda s: s.execute(
+            select(EventRow.id, EventRow.seq, EventRow.data).where(
+                EventRow.request_id == rid, EventRow.type == "thread.reply"
+            )
+        ).one()
+    )
     with rt.store.engine.begin() as conn:
-        conn.execute(update(EventRow).where(EventRow.id == id_)
-                     .values(data=dict(data, text=data["text"].replace("\u202e", "\u202d"))))
+        conn.execute(
+            update(EventRow)
+            .where(EventRow.id == id_)
+            .values(data=dict(data, text=data["text"].replace("\u202e", "\u202d")))
+        )
     changed[rid] = f"event seq {seq}: hash mismatch"
 
     code, out, err = cli(capsys, "evidence", "verify")
@@ -175,12 +218,15 @@ def test_unicode_stored_escaped_or_reordered_still_verifies(unicode_store, capsy
     with rt.store.engine.begin() as conn:
         for id_, data in conn.execute(text("SELECT id, data FROM events")).all():
             value = json.loads(data) if isinstance(data, str) else data
-            conn.execute(text(f"UPDATE events SET data = {cast} WHERE id = :i"),
-                         {"t": json.dumps(value, sort_keys=True), "i": id_})
+            conn.execute(
+                text(f"UPDATE events SET data = {cast} WHERE id = :i"),
+                {"t": json.dumps(value, sort_keys=True), "i": id_},
+            )
         for id_, rollback in conn.execute(text("SELECT id, rollback FROM requests")).all():
             value = json.loads(rollback) if isinstance(rollback, str) else rollback
-            conn.execute(text(f"UPDATE requests SET rollback = {cast} WHERE id = :i"),
-                         {"t": json.dumps(value), "i": id_})
+            conn.execute(
+                text(f"UPDATE requests SET rollback = {cast} WHERE id = :i"), {"t": json.dumps(value), "i": id_}
+            )
     code, _out, err = cli(capsys, "evidence", "verify")
     assert code == 0, err
 
@@ -188,8 +234,7 @@ def test_unicode_stored_escaped_or_reordered_still_verifies(unicode_store, capsy
 # -- property: random Unicode in every free-text field --------------------------------------------
 
 # what the agent API refuses in text: NUL and lone surrogates (category Cs)
-free_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1,
-                    max_size=40)
+free_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=40)
 
 
 def test_random_unicode_in_every_field_keeps_verify_green(db_url, monkeypatch):
@@ -203,26 +248,44 @@ def test_random_unicode_in_every_field_keeps_verify_green(db_url, monkeypatch):
     def check(title, body, key, reply, detail):
         n = next(counter)
         # a title of only whitespace is refused as empty: keep one visible character
-        sub = submission(title=("T" + title)[:200], justification=body, prompt=body + title,
-                         action={"type": "service.restart", "target": "checkout-api",
-                                 "parameters": {key: body, "list": [reply, detail]}},
-                         rollback={"description": detail, "action": {"type": "service.restart",
-                                                                      "target": "checkout-api",
-                                                                      "parameters": {key: reply}}})
+        sub = submission(
+            title=("T" + title)[:200],
+            justification=body,
+            prompt=body + title,
+            action={
+                "type": "service.restart",
+                "target": "checkout-api",
+                "parameters": {key: body, "list": [reply, detail]},
+            },
+            rollback={
+                "description": detail,
+                "action": {"type": "service.restart", "target": "checkout-api", "parameters": {key: reply}},
+            },
+        )
         rid = submit(ctx, agent_id="deploy-bot", body=sub).request["id"]
         root = f"1800{n:06d}.000100"
         msg_id = ctx.store.read(lambda s: Repo(s).messages(rid, role="request")[0].id)
         record_posted(ctx, message_id=msg_id, channel=CHANNEL, ts=root)
-        record_thread_message(ctx, event={"type": "message", "channel": CHANNEL, "user": "U0OWNER",
-                                          "text": reply, "ts": f"1800{n:06d}.000200", "thread_ts": root},
-                              event_id=None)
-        assert decide(ctx, request_id=rid, user="U0OWNER", decision="approve",
-                      channel=CHANNEL).outcome == "approved"
+        record_thread_message(
+            ctx,
+            event={
+                "type": "message",
+                "channel": CHANNEL,
+                "user": "U0OWNER",
+                "text": reply,
+                "ts": f"1800{n:06d}.000200",
+                "thread_ts": root,
+            },
+            event_id=None,
+        )
+        assert decide(ctx, request_id=rid, user="U0OWNER", decision="approve", channel=CHANNEL).outcome == "approved"
         get_request(ctx, agent_id="deploy-bot", request_id=rid)
         record_outcome(ctx, agent_id="deploy-bot", request_id=rid, body={"status": "succeeded", "detail": detail})
         other = submit(ctx, agent_id="deploy-bot", body=sub).request["id"]
-        assert decide(ctx, request_id=other, user="U0OWNER", decision="reject", channel=CHANNEL,
-                      reason=reply).outcome == "rejected"
+        assert (
+            decide(ctx, request_id=other, user="U0OWNER", decision="reject", channel=CHANNEL, reason=reply).outcome
+            == "rejected"
+        )
         result = verify_store(rt.store, ctx.keys)
         assert result.ok, result.failures
 

@@ -30,10 +30,20 @@ def call(app, headers: dict[str, str], chunks: list[bytes]) -> list[dict]:
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-             "scheme": "http", "path": "/v1/actions", "raw_path": b"/v1/actions", "query_string": b"",
-             "root_path": "", "server": ("127.0.0.1", 8080), "client": ("127.0.0.1", 50000),
-             "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/actions",
+        "raw_path": b"/v1/actions",
+        "query_string": b"",
+        "root_path": "",
+        "server": ("127.0.0.1", 8080),
+        "client": ("127.0.0.1", 50000),
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+    }
     asyncio.run(app(scope, receive, send))
     return sent
 
@@ -43,9 +53,10 @@ def test_a_hang_up_mid_body_is_no_error(db_url, monkeypatch, caplog):
     app = create_app(rt.context)
     body = json.dumps(submission()).encode()
     caplog.set_level(logging.INFO)
-    for headers in ({"Content-Length": str(len(body))},
-                    {**signed_headers("deploy-bot", agent_secret("deploy-bot"), body),
-                     "Content-Length": str(len(body))}):
+    for headers in (
+        {"Content-Length": str(len(body))},
+        {**signed_headers("deploy-bot", agent_secret("deploy-bot"), body), "Content-Length": str(len(body))},
+    ):
         call(app, headers, [body[:100], body[100:200]])
     metrics = app.state.metrics.render().decode()
     assert not re.search(r'signoff_http_errors_total\{status="5', metrics), metrics

@@ -31,8 +31,9 @@ PAIR = """
 def _grant(client, ctx) -> str:
     # a title of its own: one body signed twice in one second would be one signed request, sent again
     body = dumps(submission(workflow="pair", executor="other-bot", title=f"Restart {uuid.uuid4()}"))
-    r = client.post("/v1/actions", content=body, headers=signed_headers("deploy-bot", SECRETS["DEPLOY_BOT_SECRET"],
-                                                                         body))
+    r = client.post(
+        "/v1/actions", content=body, headers=signed_headers("deploy-bot", SECRETS["DEPLOY_BOT_SECRET"], body)
+    )
     assert r.status_code == 201, r.text
     rid = r.json()["id"]
     decide(ctx, request_id=rid, user="U0OWNER", decision="approve")
@@ -67,8 +68,9 @@ def test_rotate_makes_a_new_key_current_and_keeps_the_old_one_published(db_url, 
         assert "new signing key" in capsys.readouterr().out
 
         # what every replica's refresh does
-        ctx.keys = load_keyring(rt.store, None, system_clock(), create=False,
-                                retention=key_retention(ctx.config(), timedelta(days=7)))
+        ctx.keys = load_keyring(
+            rt.store, None, system_clock(), create=False, retention=key_retention(ctx.config(), timedelta(days=7))
+        )
         new_kid = ctx.keys.active.kid
         assert new_kid != old_kid
         jwks = client.get("/.well-known/jwks.json").json()
@@ -85,8 +87,9 @@ def test_rotate_makes_a_new_key_current_and_keeps_the_old_one_published(db_url, 
 
         # a week and a bit later the old key has nothing live left: no longer published
         later = system_clock() + timedelta(days=8)
-        ring = load_keyring(rt.store, None, later, create=False,
-                            retention=key_retention(ctx.config(), timedelta(days=7)))
+        ring = load_keyring(
+            rt.store, None, later, create=False, retention=key_retention(ctx.config(), timedelta(days=7))
+        )
         assert [k["kid"] for k in ring.jwks()["keys"]] == [new_kid]
         assert ring.find(old_kid) is not None
 
@@ -110,8 +113,9 @@ def test_rotate_in_a_while_publishes_first(db_url, monkeypatch, capsys):
         ring = load_keyring(rt.store, None, now, create=False)
         assert ring.active.kid == old_kid and len(ring.upcoming) == 1
         assert len(ring.jwks()["keys"]) == 2
-        assert load_keyring(rt.store, None, now + timedelta(minutes=11), create=False).active.kid == \
-            ring.upcoming[0].kid
+        assert (
+            load_keyring(rt.store, None, now + timedelta(minutes=11), create=False).active.kid == ring.upcoming[0].kid
+        )
     finally:
         rt.store.dispose()
 

@@ -43,16 +43,16 @@ def test_decisions_expiries_and_exceptions_are_observed_once_committed(rt, clock
     wf = rt.context.config().workflows[0].id
     assert sample(text, "signoff_time_to_decision_seconds_count", f'outcome="approved",workflow="{wf}"') == 1
     assert sample(text, "signoff_time_to_decision_seconds_sum", f'outcome="approved",workflow="{wf}"') == 90
-    assert sample(text, "signoff_time_to_decision_seconds_bucket",
-                  f'le="120.0",outcome="approved",workflow="{wf}"') == 1
-    assert sample(text, "signoff_time_to_decision_seconds_bucket",
-                  f'le="60.0",outcome="approved",workflow="{wf}"') == 0
+    assert (
+        sample(text, "signoff_time_to_decision_seconds_bucket", f'le="120.0",outcome="approved",workflow="{wf}"') == 1
+    )
+    assert sample(text, "signoff_time_to_decision_seconds_bucket", f'le="60.0",outcome="approved",workflow="{wf}"') == 0
     assert sample(text, "signoff_time_to_decision_seconds_count", f'outcome="rejected",workflow="{wf}"') == 1
     assert sample(text, "signoff_time_to_decision_seconds_count", f'outcome="expired",workflow="{wf}"') == 1
     assert sample(text, "signoff_exceptions_raised_total", 'kind="rejected"') == 1
     assert sample(text, "signoff_exceptions_raised_total", 'kind="expired"') == 1
     assert sample(text, "signoff_requests", 'status="approved"') == 1
-    assert 'signoff_pending_requests{' not in text  # none pending any more
+    assert "signoff_pending_requests{" not in text  # none pending any more
 
 
 def test_pending_by_workflow_gauge(rt):

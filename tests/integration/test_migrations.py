@@ -25,5 +25,4 @@ def test_the_migrated_schema_is_the_tables_schema(db_url):
             drift = compare_metadata(MigrationContext.configure(conn, opts=COMPARE), Base.metadata)
     finally:
         engine.dispose()
-    assert drift == [], "the migrations and store/tables.py differ; add a migration:\n" + \
-        "\n".join(map(repr, drift))
+    assert drift == [], "the migrations and store/tables.py differ; add a migration:\n" + "\n".join(map(repr, drift))

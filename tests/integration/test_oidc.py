@@ -114,8 +114,7 @@ def env(db_url, monkeypatch, jwks, tmp_path):
     monkeypatch.setattr(oidc.CACHE, "min_refresh", 0.0)
     ci_key = Key("ec", "ci-1")
     (tmp_path / "ci-jwks.json").write_text(json.dumps({"keys": [ci_key.public_jwk()]}))
-    text = YAML.format(issuer=ISSUER, audience=AUDIENCE, subject=SUBJECT, url=jwks.url,
-                       file=tmp_path / "ci-jwks.json")
+    text = YAML.format(issuer=ISSUER, audience=AUDIENCE, subject=SUBJECT, url=jwks.url, file=tmp_path / "ci-jwks.json")
     rt = runtime(db_url, text, clock=system_clock, monkeypatch=monkeypatch)
     client = TestClient(create_app(rt.context), raise_server_exceptions=False)
     yield client, ci_key
@@ -130,8 +129,11 @@ def _b64(raw: bytes) -> str:
 
 def post(client, token: str, body=None, **headers):
     data = dumps(body or submission())
-    return client.post("/v1/actions", content=data,
-                       headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json", **headers})
+    return client.post(
+        "/v1/actions",
+        content=data,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json", **headers},
+    )
 
 
 @pytest.mark.parametrize("kind", ["rsa", "ec", "ed25519"])
@@ -157,8 +159,15 @@ def test_expired_token_is_refused(env, jwks):
     assert post(client, key.token(exp=None)).status_code == 401  # exp is required
 
 
-@pytest.mark.parametrize("claims", [{"aud": "someone-else"}, {"iss": "https://evil.example"},
-                                    {"sub": "system:serviceaccount:ops:other"}, {"aud": None}])
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"aud": "someone-else"},
+        {"iss": "https://evil.example"},
+        {"sub": "system:serviceaccount:ops:other"},
+        {"aud": None},
+    ],
+)
 def test_wrong_audience_issuer_or_subject_is_refused(env, jwks, claims):
     client, _ = env
     key = Key("rsa", "k1")
@@ -215,10 +224,12 @@ def test_unsigned_and_shared_secret_tokens_are_refused(env, jwks):
     assert post(client, none).status_code == 401
     # HS256 keyed with the RSA public key's PEM: the classic confusion attack (built by hand,
     # PyJWT itself refuses to make it).
-    pem = k1.private.public_key().public_bytes(serialization.Encoding.PEM,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
-    signing_input = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "k1"}).encode()) + "." + \
-        _b64(json.dumps(claims).encode())
+    pem = k1.private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    signing_input = (
+        _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "k1"}).encode()) + "." + _b64(json.dumps(claims).encode())
+    )
     hs = signing_input + "." + _b64(hmac.new(pem, signing_input.encode(), hashlib.sha256).digest())
     assert post(client, hs).status_code == 401
     assert post(client, "not-a-jwt").status_code == 401
@@ -238,8 +249,9 @@ def test_agent_hint_and_jwks_file(env, jwks):
 def test_hmac_agents_are_unaffected_and_bearer_does_not_bypass_hmac(env, jwks):
     client, _ = env
     data = dumps(submission())
-    r = client.post("/v1/actions", content=data,
-                    headers=signed_headers("deploy-bot", SECRETS["DEPLOY_BOT_SECRET"], data))
+    r = client.post(
+        "/v1/actions", content=data, headers=signed_headers("deploy-bot", SECRETS["DEPLOY_BOT_SECRET"], data)
+    )
     assert r.status_code == 201
     # An HMAC-only agent has no workload identity: a bearer token never names it.
     k1 = Key("rsa", "k1")

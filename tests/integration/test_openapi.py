@@ -41,8 +41,11 @@ def test_operations_carry_the_real_bodies_statuses_and_error_shape(client):
     err = schemas["Error"]["properties"]["error"]
     assert err["$ref"].endswith("/ErrorDetail")
     assert set(schemas["ErrorDetail"]["required"]) == {"code", "message"}
-    for path in ("/v1/actions/{request_id}/cancel", "/v1/actions/{request_id}/outcome",
-                 "/v1/actions/{request_id}/comments"):
+    for path in (
+        "/v1/actions/{request_id}/cancel",
+        "/v1/actions/{request_id}/outcome",
+        "/v1/actions/{request_id}/comments",
+    ):
         (op,) = doc["paths"][path].values()
         assert "409" in op["responses"] and op["security"]
     wait = {p["name"]: p for p in doc["paths"]["/v1/actions/{request_id}"]["get"]["parameters"]}

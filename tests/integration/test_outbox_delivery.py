@@ -34,8 +34,10 @@ class Env:
         self.dispatcher = Dispatcher(self.ctx, SlackDelivery(self.ctx, self.client).handlers(), workers=4)
 
     def submit(self, n: int = 1) -> list[str]:
-        return [submit(self.ctx, agent_id="deploy-bot", body=submission(title=f"Restart #{i}")).request["id"]
-                for i in range(n)]
+        return [
+            submit(self.ctx, agent_id="deploy-bot", body=submission(title=f"Restart #{i}")).request["id"]
+            for i in range(n)
+        ]
 
     def rows(self, kind: str | None = None) -> list[SimpleNamespace]:
         def read(s):
@@ -128,12 +130,19 @@ def test_a_post_that_reached_slack_before_a_crash_is_found_not_repeated(env):
     (rid,) = env.submit(1)
     (msg,) = env.messages(rid)
     # an earlier process posted, then died before recording anything
-    env.client.chat_postMessage(channel="C0APPROVALS", text="earlier attempt",
-                                metadata={"event_type": "signoff_message",
-                                          "event_payload": {"request_id": rid, "message_id": str(msg.id)}})
+    env.client.chat_postMessage(
+        channel="C0APPROVALS",
+        text="earlier attempt",
+        metadata={"event_type": "signoff_message", "event_payload": {"request_id": rid, "message_id": str(msg.id)}},
+    )
     posted_ts = env.fake.calls_to("chat.postMessage")[-1].response["ts"]
-    env.ctx.store.transaction(lambda s: s.execute(update(OutboxRow).values(
-        in_flight=True, claimed_by="gone", claimed_until=env.clock() - timedelta(seconds=1))))
+    env.ctx.store.transaction(
+        lambda s: s.execute(
+            update(OutboxRow).values(
+                in_flight=True, claimed_by="gone", claimed_until=env.clock() - timedelta(seconds=1)
+            )
+        )
+    )
     env.fake.clear_calls()
     env.drain()
     assert env.fake.calls_to("conversations.history")

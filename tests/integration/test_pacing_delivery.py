@@ -27,17 +27,26 @@ def _run(sqlite_url, monkeypatch, paced: bool):
     with FakeSlack() as fake:
         fake.limits = SlackLimits()
         pacer = Pacer(clock=time.monotonic) if paced else None
-        dispatcher = Dispatcher(rt.context, SlackDelivery(rt.context, web_client("xoxb-t", fake.url), pacer).handlers(),
-                                workers=4)
+        dispatcher = Dispatcher(
+            rt.context, SlackDelivery(rt.context, web_client("xoxb-t", fake.url), pacer).handlers(), workers=4
+        )
         try:
             for i in range(N):
                 submit(rt.context, agent_id="deploy-bot", body=submission(title=f"burst {i}"))
             dispatcher.start(idle_interval=0.05)
             wait_until(lambda: len([c for c in fake.calls_to("chat.postMessage") if c.ok]) >= N, 20, "all posted")
             # every job done: no call to Slack is left to come
-            wait_until(lambda: not rt.store.read(lambda s: s.scalar(
-                select(func.count()).select_from(OutboxRow).where(OutboxRow.state == "pending"))),
-                20, "the outbox done")
+            wait_until(
+                lambda: (
+                    not rt.store.read(
+                        lambda s: s.scalar(
+                            select(func.count()).select_from(OutboxRow).where(OutboxRow.state == "pending")
+                        )
+                    )
+                ),
+                20,
+                "the outbox done",
+            )
             ok = [c for c in fake.calls_to("chat.postMessage") if c.ok]
             limited = [c for c in fake.calls_to("chat.postMessage") if c.status == 429]
             return ok, limited

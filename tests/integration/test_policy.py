@@ -27,7 +27,9 @@ from support import BASIC_YAML, FakeClock, runtime, submission
 UTC = timezone.utc
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
 
-POLICY_YAML = BASIC_YAML + """    rules:
+POLICY_YAML = (
+    BASIC_YAML
+    + """    rules:
       - name: no-drops
         match: {action_type: "db.drop*"}
         deny: dropping databases is never done by agents
@@ -53,6 +55,7 @@ POLICY_YAML = BASIC_YAML + """    rules:
         match: {action_type: config.set, risk: [low]}
         require_rollback: true
 """
+)
 
 
 class P:
@@ -124,6 +127,7 @@ DEPLOY = {"type": "deploy", "target": "checkout-api", "environment": "production
 
 # -- windows -------------------------------------------------------------------------------
 
+
 def test_submission_says_when_it_could_execute(p):
     r = p.submit(action=DEPLOY)
     assert r["rule"] == "evening-deploys"
@@ -175,10 +179,13 @@ def test_approval_lapses_before_the_window_opens(p):
 def test_a_freeze_declared_after_approval_holds_the_grant(p):
     rid = p.submit(action=DEPLOY)["id"]
     p.approve(rid, "U0DEPLOYER")
-    frozen = POLICY_YAML.replace("    rules:\n", """    freezes:
+    frozen = POLICY_YAML.replace(
+        "    rules:\n",
+        """    freezes:
       - {start: 2026-03-02T17:00:00Z, end: 2026-03-02T19:00:00Z, reason: incident 4711}
     rules:
-""")
+""",
+    )
     p.use(frozen)
     assert p.sweep(hours=9).granted == 0  # 18:00: the window is open, the freeze is not over
     # The rule sets windows but no freezes: the workflow's freeze applies to it too; it
@@ -201,6 +208,7 @@ def test_a_deny_rule_added_after_approval_refuses_the_grant(p):
 
 # -- rules at submission -------------------------------------------------------------------
 
+
 def test_deny_rule_refuses_with_its_reason_before_the_rollback_check(p):
     with pytest.raises(Forbidden) as exc:
         p.submit(action={"type": "db.drop_table", "target": "orders"}, risk="high")
@@ -216,8 +224,12 @@ def test_rollback_requirement_by_rule_and_by_risk(p):
     with pytest.raises(Invalid) as exc:
         p.submit(action={"type": "config.set", "target": "flags"}, risk="low")
     assert exc.value.fields == ["rollback"] and "low-risk-config" in exc.value.message
-    assert p.submit(action={"type": "config.set", "target": "flags"}, risk="low",
-                    rollback={"description": "set it back"})["status"] == "pending"
+    assert (
+        p.submit(action={"type": "config.set", "target": "flags"}, risk="low", rollback={"description": "set it back"})[
+            "status"
+        ]
+        == "pending"
+    )
     with pytest.raises(Invalid) as exc:
         p.submit(risk="high")
     assert exc.value.fields == ["rollback"]
@@ -242,6 +254,7 @@ def test_the_request_keeps_the_effective_policy_it_started_with(p):
 
 # -- auto-approve, budgets, revoke ---------------------------------------------------------
 
+
 def test_auto_approve_within_budget_then_people(p):
     first = p.submit(risk="low")
     assert first["status"] == "approved"
@@ -259,8 +272,11 @@ def test_auto_approve_within_budget_then_people(p):
     p.clock.advance(hours=1, seconds=1)
     assert p.submit()["status"] == "approved"
     # Never for critical, whatever the budget.
-    crit = p.submit(risk="critical", action={"type": "service.restart", "target": "idle-api"},
-                    rollback={"description": "restart again"})
+    crit = p.submit(
+        risk="critical",
+        action={"type": "service.restart", "target": "idle-api"},
+        rollback={"description": "restart again"},
+    )
     assert crit["status"] == "pending" and crit["rule"] is None
 
 
@@ -268,8 +284,9 @@ def test_auto_approved_request_is_posted_with_revoke_and_the_owner_revokes_it(p)
     rid = p.submit()["id"]
     data = p.render(rid)
     assert data["auto_approved_by"] == "restarts" and data["revocable"] is True
-    assert p.rt.store.read(lambda s: [(m.role, m.target) for m in Repo(s).messages(rid)]) == \
-        [("request", "C0APPROVALS")]
+    assert p.rt.store.read(lambda s: [(m.role, m.target) for m in Repo(s).messages(rid)]) == [
+        ("request", "C0APPROVALS")
+    ]
 
     refused = revoke(p.ctx, request_id=rid, user="U0NOBODY", channel="C0APPROVALS")
     assert refused.outcome == "refused"
@@ -317,8 +334,10 @@ def test_auto_approve_budget_is_shared_safely_between_concurrent_submissions(p):
 
 # -- rollback ------------------------------------------------------------------------------
 
-ROLLBACK_PLAN = {"description": "start the old version again",
-                 "action": {"type": "service.start", "target": "checkout-api", "parameters": {"version": "41"}}}
+ROLLBACK_PLAN = {
+    "description": "start the old version again",
+    "action": {"type": "service.start", "target": "checkout-api", "parameters": {"version": "41"}},
+}
 
 
 def _executed(p: P, outcome: str = "succeeded", **over) -> str:
@@ -382,6 +401,7 @@ def test_an_agent_submits_a_rollback_itself(p):
 
 # -- chains --------------------------------------------------------------------------------
 
+
 def test_chains_keep_their_sponsor_and_refuse_outsiders(p):
     root = p.submit(risk="high", rollback={"description": "undo"}, executor="deploy-bot")
     # other-bot neither submitted nor executes the root: it may not continue from it.
@@ -397,8 +417,14 @@ def test_chains_keep_their_sponsor_and_refuse_outsiders(p):
     nxt = p.submit(agent="other-bot", parent_id=step["id"], risk="high", rollback={"description": "undo"})
     assert nxt["sponsor"] == "U0SPONSOR" and nxt["submitted_by"] == "other-bot"
     [(_, actor, data)] = p.events(nxt["id"], "request.submitted")
-    assert (actor, data["submitted_by"], data["executor"], data["sponsor"], data["parent_id"], data["sponsors"]) == \
-        ("other-bot", "other-bot", "other-bot", "U0SPONSOR", step["id"], ["U0OTHERSP", "U0SPONSOR"])
+    assert (actor, data["submitted_by"], data["executor"], data["sponsor"], data["parent_id"], data["sponsors"]) == (
+        "other-bot",
+        "other-bot",
+        "other-bot",
+        "U0SPONSOR",
+        step["id"],
+        ["U0OTHERSP", "U0SPONSOR"],
+    )
     # The chain's sponsor may not approve any step of it.
     assert p.approve(nxt["id"], "U0SPONSOR").outcome == "refused"
     assert p.approve(nxt["id"], "U0OTHERSP").outcome == "refused"  # not an approver
@@ -418,6 +444,7 @@ def test_a_chain_is_not_continued_through_a_dead_request(p):
 
 
 # -- policy versioning ---------------------------------------------------------------------
+
 
 def test_reload_keeps_the_old_file_when_the_new_one_is_invalid(tmp_path, p):
     path = tmp_path / "signoff.yaml"
@@ -440,6 +467,7 @@ def test_reload_keeps_the_old_file_when_the_new_one_is_invalid(tmp_path, p):
 
 # -- over HTTP -----------------------------------------------------------------------------
 
+
 def test_policy_answers_over_the_agent_api(p):
     from fastapi.testclient import TestClient
 
@@ -450,8 +478,9 @@ def test_policy_answers_over_the_agent_api(p):
 
     def post(body, agent="deploy-bot", secret=SECRETS["DEPLOY_BOT_SECRET"]):
         data = dumps(body)
-        return client.post("/v1/actions", content=data,
-                           headers=signed_headers(agent, secret, data, ts=int(p.clock().timestamp())))
+        return client.post(
+            "/v1/actions", content=data, headers=signed_headers(agent, secret, data, ts=int(p.clock().timestamp()))
+        )
 
     r = post(submission(action=DEPLOY))
     assert r.status_code == 201

@@ -72,7 +72,8 @@ def test_a_failing_caller_does_not_undo_the_others(store):
     results = _run_concurrently(fns, store)
     assert isinstance(results[10], ValueError)
     assert sorted(v for v in results.values() if isinstance(v, str)) == sorted(
-        [f"k{i}" for i in range(10)] + [f"m{i}" for i in range(10)])
+        [f"k{i}" for i in range(10)] + [f"m{i}" for i in range(10)]
+    )
     assert _count(store) == 20
     assert store.read(lambda s: s.get(IdempotencyRow, ("a", "boom"))) is None
 
@@ -117,8 +118,12 @@ def test_sqlite_writers_of_several_processes_take_turns_on_the_file_lock(tmp_pat
     db = tmp_path / "shared.db"
     s = Store(f"sqlite:///{db}")
     migrate.upgrade(s.engine)
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, f"{db}-writer.lock"], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, f"{db}-writer.lock"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         done = threading.Event()
@@ -152,6 +157,7 @@ def test_commit_listeners_hear_only_what_was_committed(db_url):
     def ok(name):
         def fn(session):
             written(session, Committed("t", name, at))
+
         return fn
 
     def bad(session):

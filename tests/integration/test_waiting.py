@@ -32,8 +32,11 @@ from signoff.usecases.reply import record_thread_message
 from signoff.usecases.slack_ops import record_posted
 from support import BASIC_YAML, SECRETS, dumps, runtime, signed_headers, submission, wait_until
 
-AGENTS = {"deploy-bot": SECRETS["DEPLOY_BOT_SECRET"], "other-bot": SECRETS["OTHER_BOT_SECRET"],
-          "outsider": SECRETS["OUTSIDER_SECRET"]}
+AGENTS = {
+    "deploy-bot": SECRETS["DEPLOY_BOT_SECRET"],
+    "other-bot": SECRETS["OTHER_BOT_SECRET"],
+    "outsider": SECRETS["OUTSIDER_SECRET"],
+}
 CHANNEL = "C0APPROVALS"
 ROOT_TS = "1700000000.000100"
 EVIL = "<!channel> look <@U0OWNER> <http://evil.example|Approve here> *Approved by the owner* ```x``` & @here"
@@ -93,14 +96,27 @@ class Api:
         record_posted(self.ctx, message_id=msg_id, channel=CHANNEL, ts=ts)
 
     def reply(self, user: str, ts: str, text: str, thread_ts: str = ROOT_TS, **extra) -> bool:
-        return record_thread_message(self.ctx, event={"type": "message", "channel": CHANNEL, "user": user,
-                                                      "text": text, "ts": ts, "thread_ts": thread_ts, **extra},
-                                     event_id=None)
+        return record_thread_message(
+            self.ctx,
+            event={
+                "type": "message",
+                "channel": CHANNEL,
+                "user": user,
+                "text": text,
+                "ts": ts,
+                "thread_ts": thread_ts,
+                **extra,
+            },
+            event_id=None,
+        )
 
 
 @pytest.fixture
 def api(db_url, monkeypatch):
-    rt = runtime(db_url, BASIC_YAML + """
+    rt = runtime(
+        db_url,
+        BASIC_YAML
+        + """
   - id: pair
     owner: U0OWNER
     platform_owner: U0PLAT
@@ -108,7 +124,10 @@ def api(db_url, monkeypatch):
     channel: C0APPROVALS
     agents: [deploy-bot, other-bot]
     timeout: 30m
-""", clock=system_clock, monkeypatch=monkeypatch)
+""",
+        clock=system_clock,
+        monkeypatch=monkeypatch,
+    )
     a = Api(rt)
     try:
         yield a
@@ -127,6 +146,7 @@ def error_of(r, status: int, fields=None) -> dict:
 
 
 # --------------------------------------------------------------------------- waiting
+
 
 def test_the_request_object_carries_version_and_thread(api):
     req = api.created()
@@ -206,12 +226,23 @@ def test_invisible_changes_do_not_move_the_version(api):
     assert api.call("GET", f"/v1/actions/{rid}").json()["version"] == 1
 
 
-@pytest.mark.parametrize("query, field", [
-    ("wait=0", "wait"), ("wait=61", "wait"), ("wait=abc", "wait"), ("wait=1.5", "wait"), ("wait=-1", "wait"),
-    ("wait=", "wait"), ("wait=1&wait=2", "wait"), ("wait=%2B5", "wait"),
-    ("wait=5&version=-1", "version"), ("wait=5&version=x", "version"), ("wait=5&version=1.0", "version"),
-    ("version=", "version"),
-])
+@pytest.mark.parametrize(
+    "query, field",
+    [
+        ("wait=0", "wait"),
+        ("wait=61", "wait"),
+        ("wait=abc", "wait"),
+        ("wait=1.5", "wait"),
+        ("wait=-1", "wait"),
+        ("wait=", "wait"),
+        ("wait=1&wait=2", "wait"),
+        ("wait=%2B5", "wait"),
+        ("wait=5&version=-1", "version"),
+        ("wait=5&version=x", "version"),
+        ("wait=5&version=1.0", "version"),
+        ("version=", "version"),
+    ],
+)
 def test_bad_wait_or_version_is_422_naming_it(api, query, field):
     rid = api.created()["id"]
     error_of(api.call("GET", f"/v1/actions/{rid}?{query}"), 422, [field])
@@ -258,13 +289,13 @@ def test_a_thousand_waiters_do_not_slow_other_requests(api):
     async def main():
         transport = httpx.ASGITransport(app=api.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as c:
+
             async def get(path, ago=0):
                 # distinct signatures (timestamps apart within the window): 1,000 requests, no replays
                 hdrs = signed_headers("deploy-bot", AGENTS["deploy-bot"], b"", ts=int(time.time()) - ago)
                 return await c.get(path, headers=hdrs)
 
-            waits = [asyncio.create_task(get(f"/v1/actions/{rid}?wait=30&n={i}", ago=i % 200))
-                     for i in range(1000)]
+            waits = [asyncio.create_task(get(f"/v1/actions/{rid}?wait=30&n={i}", ago=i % 200)) for i in range(1000)]
             # all filed and past their first read: waiting, not queued for a thread
             while api.waiters.count(settled=True) < 1000:
                 await asyncio.sleep(0.05)
@@ -291,6 +322,7 @@ def test_a_thousand_waiters_do_not_slow_other_requests(api):
 
 # --------------------------------------------------------------------------- comments
 
+
 def test_comment_is_201_recorded_and_in_the_thread(api):
     req = api.created()
     rid = req["id"]
@@ -305,10 +337,19 @@ def test_comment_is_201_recorded_and_in_the_thread(api):
     assert entry["id"] == body["id"] and isinstance(entry["ts"], str)
     events = api.ctx.store.read(lambda s: [(e.type, e.actor, e.data) for e in Repo(s).events(rid)])
     replies = [e for e in events if e[0] == "thread.agent_reply"]
-    assert replies == [("thread.agent_reply", "deploy-bot",
-                        {"comment_id": body["id"], "text": "Restarting only the canary first.", "ts": entry["ts"]})]
-    outbox = api.ctx.store.read(lambda s: [r.payload for r in s.scalars(
-        select(OutboxRow).where(OutboxRow.kind == "slack.comment", OutboxRow.request_id == rid))])
+    assert replies == [
+        (
+            "thread.agent_reply",
+            "deploy-bot",
+            {"comment_id": body["id"], "text": "Restarting only the canary first.", "ts": entry["ts"]},
+        )
+    ]
+    outbox = api.ctx.store.read(
+        lambda s: [
+            r.payload
+            for r in s.scalars(select(OutboxRow).where(OutboxRow.kind == "slack.comment", OutboxRow.request_id == rid))
+        ]
+    )
     assert len(outbox) == 1 and outbox[0]["text"] == "Restarting only the canary first."
 
 
@@ -320,8 +361,11 @@ def test_comments_and_replies_interleave_oldest_first(api):
     now_ts = f"{int(time.time()) + 5}.000100"
     assert api.reply("U0SECOND", now_ts, "after")
     thread = api.call("GET", f"/v1/actions/{rid}").json()["thread"]
-    assert [(m["user"], m["text"]) for m in thread] == [("U0OWNER", "an old reply"), ("deploy-bot", "mine"),
-                                                        ("U0SECOND", "after")]
+    assert [(m["user"], m["text"]) for m in thread] == [
+        ("U0OWNER", "an old reply"),
+        ("deploy-bot", "mine"),
+        ("U0SECOND", "after"),
+    ]
     assert thread[1]["id"] == c["id"]
 
 
@@ -356,11 +400,21 @@ def test_comment_while_approved_is_accepted(api):
     assert api.call("POST", f"/v1/actions/{rid}/comments", {"text": "starting"}).status_code == 201
 
 
-@pytest.mark.parametrize("body, fields", [
-    ({}, ["text"]), ({"text": None}, ["text"]), ({"text": 5}, ["text"]), ({"text": ["a"]}, ["text"]),
-    ({"text": ""}, ["text"]), ({"text": "   "}, ["text"]), ({"text": "x" * 4001}, ["text"]),
-    ({"text": "hi", "mood": "sad"}, ["mood"]), (["text"], ["text"]), ("hi", ["text"]),
-])
+@pytest.mark.parametrize(
+    "body, fields",
+    [
+        ({}, ["text"]),
+        ({"text": None}, ["text"]),
+        ({"text": 5}, ["text"]),
+        ({"text": ["a"]}, ["text"]),
+        ({"text": ""}, ["text"]),
+        ({"text": "   "}, ["text"]),
+        ({"text": "x" * 4001}, ["text"]),
+        ({"text": "hi", "mood": "sad"}, ["mood"]),
+        (["text"], ["text"]),
+        ("hi", ["text"]),
+    ],
+)
 def test_bad_comment_bodies_are_422(api, body, fields):
     rid = api.created()["id"]
     error_of(api.call("POST", f"/v1/actions/{rid}/comments", body), 422, fields)
@@ -398,14 +452,14 @@ def test_comment_is_posted_in_the_thread_escaped_and_not_recorded_back(api, fake
 
         def drained():
             dispatcher.run_once()
-            return not api.ctx.store.read(lambda s: s.scalars(
-                select(OutboxRow.id).where(OutboxRow.state == "pending")).first())
+            return not api.ctx.store.read(
+                lambda s: s.scalars(select(OutboxRow.id).where(OutboxRow.state == "pending")).first()
+            )
 
         wait_until(drained, timeout=20, what="the outbox to drain", interval=0.1)
         posts = [c for c in fake_slack.calls_to("chat.postMessage") if c.ok]
         root = next(c for c in posts if not c.params.get("thread_ts"))
-        [comment] = [c for c in posts if c.params.get("thread_ts")
-                     and "agent" in json.dumps(c.params.get("blocks"))]
+        [comment] = [c for c in posts if c.params.get("thread_ts") and "agent" in json.dumps(c.params.get("blocks"))]
         assert comment.params["thread_ts"] == root.response["ts"]
         shown = json.dumps(comment.params["blocks"], ensure_ascii=False) + comment.params["text"]
         assert "deploy-bot" in shown
@@ -418,10 +472,15 @@ def test_comment_is_posted_in_the_thread_escaped_and_not_recorded_back(api, fake
         assert posted and posted[0]["comment_id"] == cid and posted[0]["thread_ts"] == root.response["ts"]
         view = api.call("GET", f"/v1/actions/{rid}").json()
         # the bot's own post, coming back as a thread message event, is not a human reply
-        assert not api.reply("U0BOT", comment.response["ts"], EVIL, thread_ts=root.response["ts"],
-                             bot_id="B0SIGNOFF", subtype="bot_message")
-        assert not api.reply("U0BOT", comment.response["ts"], EVIL, thread_ts=root.response["ts"],
-                             bot_id="B0SIGNOFF")
+        assert not api.reply(
+            "U0BOT",
+            comment.response["ts"],
+            EVIL,
+            thread_ts=root.response["ts"],
+            bot_id="B0SIGNOFF",
+            subtype="bot_message",
+        )
+        assert not api.reply("U0BOT", comment.response["ts"], EVIL, thread_ts=root.response["ts"], bot_id="B0SIGNOFF")
         after = api.call("GET", f"/v1/actions/{rid}").json()
         assert after["version"] == view["version"] and len(after["thread"]) == 1
     finally:
@@ -435,18 +494,31 @@ def test_human_reply_edit_and_delete_show_in_the_thread(api):
     assert api.reply("U0OWNER", "1700000001.000200", "first")
     v1 = api.call("GET", f"/v1/actions/{rid}").json()
     assert v1["version"] == 2
-    assert record_thread_message(api.ctx, event={
-        "type": "message", "subtype": "message_changed", "channel": CHANNEL,
-        "message": {"user": "U0OWNER", "ts": "1700000001.000200", "text": "second", "thread_ts": ROOT_TS},
-        "previous_message": {"user": "U0OWNER", "ts": "1700000001.000200", "text": "first",
-                             "thread_ts": ROOT_TS}}, event_id=None)
+    assert record_thread_message(
+        api.ctx,
+        event={
+            "type": "message",
+            "subtype": "message_changed",
+            "channel": CHANNEL,
+            "message": {"user": "U0OWNER", "ts": "1700000001.000200", "text": "second", "thread_ts": ROOT_TS},
+            "previous_message": {"user": "U0OWNER", "ts": "1700000001.000200", "text": "first", "thread_ts": ROOT_TS},
+        },
+        event_id=None,
+    )
     v2 = api.call("GET", f"/v1/actions/{rid}").json()
     assert v2["version"] == 3
     assert v2["thread"] == [{"user": "U0OWNER", "ts": "1700000001.000200", "text": "second", "edited": True}]
-    assert record_thread_message(api.ctx, event={
-        "type": "message", "subtype": "message_deleted", "channel": CHANNEL, "deleted_ts": "1700000001.000200",
-        "previous_message": {"user": "U0OWNER", "ts": "1700000001.000200", "text": "second",
-                             "thread_ts": ROOT_TS}}, event_id=None)
+    assert record_thread_message(
+        api.ctx,
+        event={
+            "type": "message",
+            "subtype": "message_deleted",
+            "channel": CHANNEL,
+            "deleted_ts": "1700000001.000200",
+            "previous_message": {"user": "U0OWNER", "ts": "1700000001.000200", "text": "second", "thread_ts": ROOT_TS},
+        },
+        event_id=None,
+    )
     v3 = api.call("GET", f"/v1/actions/{rid}").json()
     assert v3["version"] == 4 and v3["thread"] == []
 

@@ -23,8 +23,15 @@ def _actions(message: dict) -> list[dict]:
 @pytest.mark.timeout(120)
 def test_a_click_in_a_digest_decides_that_request_only(db_url, monkeypatch, fake_slack):
     clock = FakeClock()
-    rt = runtime(db_url, BASIC_YAML, clock=clock, monkeypatch=monkeypatch, SLACK_BOT_TOKEN="xoxb-test",
-                 SLACK_SIGNING_SECRET=SECRET, SIGNOFF_SLACK_API_URL=fake_slack.url)
+    rt = runtime(
+        db_url,
+        BASIC_YAML,
+        clock=clock,
+        monkeypatch=monkeypatch,
+        SLACK_BOT_TOKEN="xoxb-test",
+        SLACK_SIGNING_SECRET=SECRET,
+        SIGNOFF_SLACK_API_URL=fake_slack.url,
+    )
     service = build_service(rt)
     client = TestClient(service.app, raise_server_exceptions=False)
     status = lambda rid: rt.store.read(lambda s: Repo(s).get(rid).status)  # noqa: E731
@@ -38,23 +45,42 @@ def test_a_click_in_a_digest_decides_that_request_only(db_url, monkeypatch, fake
         raise AssertionError("not delivered")
 
     def digests() -> list[dict]:
-        return [m for m in fake_slack.messages("C0APPROVALS")
-                if ((m.get("metadata") or {}).get("event_payload") or {}).get("digest_id")]
+        return [
+            m
+            for m in fake_slack.messages("C0APPROVALS")
+            if ((m.get("metadata") or {}).get("event_payload") or {}).get("digest_id")
+        ]
 
     try:
-        rids = [submit(rt.context, agent_id="deploy-bot", body=submission(title=f"Restart #{i}")).request["id"]
-                for i in range(15)]
-        deliver_until(lambda: digests() and all(
-            any(rid in str(m.get("blocks")) for m in fake_slack.messages("C0APPROVALS")) for rid in rids))
+        rids = [
+            submit(rt.context, agent_id="deploy-bot", body=submission(title=f"Restart #{i}")).request["id"]
+            for i in range(15)
+        ]
+        deliver_until(
+            lambda: (
+                digests()
+                and all(any(rid in str(m.get("blocks")) for m in fake_slack.messages("C0APPROVALS")) for rid in rids)
+            )
+        )
         digest = digests()[0]
         members = [e["value"] for e in _actions(digest) if e["action_id"] == "signoff.approve"]
         assert len(members) >= 2
         chosen = members[1]
-        block_id = next(b["block_id"] for b in digest["blocks"] if b["type"] == "actions"
-                        and any(e["value"] == chosen for e in b["elements"]))
-        body, headers = slack_form({"payload": json.dumps(block_actions(
-            chosen, "U0OWNER", "signoff.approve", channel="C0APPROVALS", ts=digest["ts"], block_id=block_id))},
-            SECRET)
+        block_id = next(
+            b["block_id"]
+            for b in digest["blocks"]
+            if b["type"] == "actions" and any(e["value"] == chosen for e in b["elements"])
+        )
+        body, headers = slack_form(
+            {
+                "payload": json.dumps(
+                    block_actions(
+                        chosen, "U0OWNER", "signoff.approve", channel="C0APPROVALS", ts=digest["ts"], block_id=block_id
+                    )
+                )
+            },
+            SECRET,
+        )
         assert client.post("/slack/events", content=body, headers=headers).status_code == 200
         wait_until(lambda: status(chosen) == "approved", 10, "the clicked request approved")
         assert [status(r) for r in members if r != chosen] == ["pending"] * (len(members) - 1)
@@ -67,8 +93,12 @@ def test_a_click_in_a_digest_decides_that_request_only(db_url, monkeypatch, fake
         assert live == set(members) - {chosen}
         # an unsigned click on the same button changes nothing
         body, _headers = slack_form({"payload": json.dumps(block_actions(members[0], "U0OWNER"))}, SECRET)
-        assert client.post("/slack/events", content=body, headers={
-            "Content-Type": "application/x-www-form-urlencoded"}).status_code == 401
+        assert (
+            client.post(
+                "/slack/events", content=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+            ).status_code
+            == 401
+        )
         assert status(members[0]) == "pending"
     finally:
         service.dispatcher.pool.shutdown()

@@ -41,16 +41,29 @@ CRITICAL = {"type": "service.restart", "target": "checkout-api", "environment": 
 class Slack:
     def __init__(self, db_url, monkeypatch, fake):
         self.clock = FakeClock()
-        self.rt = runtime(db_url, YAML, clock=self.clock, monkeypatch=monkeypatch, SLACK_BOT_TOKEN="xoxb-test",
-                          SLACK_SIGNING_SECRET=SECRET, SIGNOFF_SLACK_API_URL=fake.url)
+        self.rt = runtime(
+            db_url,
+            YAML,
+            clock=self.clock,
+            monkeypatch=monkeypatch,
+            SLACK_BOT_TOKEN="xoxb-test",
+            SLACK_SIGNING_SECRET=SECRET,
+            SIGNOFF_SLACK_API_URL=fake.url,
+        )
         self.ctx = self.rt.context
         self.fake = fake
         self.service = build_service(self.rt)
         self.client = TestClient(self.service.app, raise_server_exceptions=False)
 
     def submit(self, **over) -> str:
-        body = submission(**{"risk": "critical", "action": CRITICAL,
-                             "rollback": {"description": "restart the previous build"}, **over})
+        body = submission(
+            **{
+                "risk": "critical",
+                "action": CRITICAL,
+                "rollback": {"description": "restart the previous build"},
+                **over,
+            }
+        )
         return submit(self.ctx, agent_id="deploy-bot", body=body).request["id"]
 
     def post(self, payload: dict):
@@ -63,12 +76,23 @@ class Slack:
         return self.post(block_actions(rid, user, action))
 
     def submit_view(self, callback_id: str, rid: str, user: str, field: str, value: str):
-        return self.post({
-            "type": "view_submission", "team": {"id": "T0FAKE"}, "user": {"id": user, "team_id": "T0FAKE"},
-            "api_app_id": "A0SIGNOFF", "trigger_id": "9.9.9",
-            "view": {"id": "V1", "type": "modal", "callback_id": callback_id, "private_metadata": rid,
-                     "team_id": "T0FAKE",
-                     "state": {"values": {field: {field: {"type": "plain_text_input", "value": value}}}}}})
+        return self.post(
+            {
+                "type": "view_submission",
+                "team": {"id": "T0FAKE"},
+                "user": {"id": user, "team_id": "T0FAKE"},
+                "api_app_id": "A0SIGNOFF",
+                "trigger_id": "9.9.9",
+                "view": {
+                    "id": "V1",
+                    "type": "modal",
+                    "callback_id": callback_id,
+                    "private_metadata": rid,
+                    "team_id": "T0FAKE",
+                    "state": {"values": {field: {field: {"type": "plain_text_input", "value": value}}}},
+                },
+            }
+        )
 
     def status(self, rid: str) -> str:
         return self.rt.store.read(lambda s: Repo(s).get(rid).status)
@@ -113,7 +137,7 @@ def test_approve_on_a_critical_request_opens_the_typed_confirmation(slack):
     answer = wrong.json()
     assert answer["response_action"] == "errors" and "confirm" in answer["errors"]
     wait_until(lambda: slack.events(rid, "confirmation.refused"), what="the refused confirmation")
-    (actor, data), = slack.events(rid, "confirmation.refused")
+    ((actor, data),) = slack.events(rid, "confirmation.refused")
     assert actor == "U0OWNER" and data["typed"] == "checkout-ap"
     assert slack.status(rid) == "pending" and slack.view(rid)["decisions"] == []
 
@@ -140,8 +164,10 @@ def test_the_typed_confirmation_follows_the_policy(slack):
     assert decide(slack.ctx, request_id=plain, user="U0OWNER", decision="approve").outcome == "approved"
     assert decide(slack.ctx, request_id=low, user="U0OWNER", decision="approve").outcome == "approved"
     assert decide(slack.ctx, request_id=typed, user="U0OWNER", decision="approve").outcome == "refused"
-    assert decide(slack.ctx, request_id=typed, user="U0OWNER", decision="approve",
-                  confirmed_target="orders").outcome == "approved"
+    assert (
+        decide(slack.ctx, request_id=typed, user="U0OWNER", decision="approve", confirmed_target="orders").outcome
+        == "approved"
+    )
 
 
 def test_a_refused_approver_typing_correctly_is_still_refused(slack):
@@ -166,7 +192,7 @@ def test_reject_with_a_reason_reaches_the_decision_the_message_the_agent_and_the
     wait_until(lambda: slack.status(rid) == "rejected", what="the rejection")
     (d,) = slack.view(rid)["decisions"]
     assert d["decision"] == "reject" and d["reason"] == "The canary is <@U0ALL> red; wait for 14:00."
-    (_actor, data), = slack.events(rid, "decision.recorded")
+    ((_actor, data),) = slack.events(rid, "decision.recorded")
     assert data["reason"] == d["reason"]
     slack.deliver()
     (update,) = [c for c in slack.fake.calls_to("chat.update") if c.ok][-1:]

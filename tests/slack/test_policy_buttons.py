@@ -40,16 +40,24 @@ workflows:
 class Slack:
     def __init__(self, db_url, monkeypatch, fake):
         self.clock = FakeClock()
-        self.rt = runtime(db_url, YAML, clock=self.clock, monkeypatch=monkeypatch, SLACK_BOT_TOKEN="xoxb-test",
-                          SLACK_SIGNING_SECRET=SECRET, SIGNOFF_SLACK_API_URL=fake.url)
+        self.rt = runtime(
+            db_url,
+            YAML,
+            clock=self.clock,
+            monkeypatch=monkeypatch,
+            SLACK_BOT_TOKEN="xoxb-test",
+            SLACK_SIGNING_SECRET=SECRET,
+            SIGNOFF_SLACK_API_URL=fake.url,
+        )
         self.ctx = self.rt.context
         self.fake = fake
         self.service = build_service(self.rt)
         self.client = TestClient(self.service.app, raise_server_exceptions=False)
 
     def click(self, rid: str, user: str, action: str):
-        payload = block_actions(rid, user, action, block_id="signoff.policy",
-                                response_url=self.fake.url + "response_url")
+        payload = block_actions(
+            rid, user, action, block_id="signoff.policy", response_url=self.fake.url + "response_url"
+        )
         body, headers = slack_form({"payload": json.dumps(payload)}, SECRET)
         r = self.client.post("/slack/events", content=body, headers=headers)
         assert r.status_code == 200, r.text

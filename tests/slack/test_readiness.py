@@ -48,8 +48,14 @@ def test_an_unreachable_slack_is_reported_but_stays_ready(fake_slack):
 
 
 def test_readyz_of_the_service_reports_slack(sqlite_url, monkeypatch, fake_slack):
-    rt = runtime(sqlite_url, clock=system_clock, monkeypatch=monkeypatch, SLACK_BOT_TOKEN="xoxb-test",
-                 SLACK_SIGNING_SECRET="s3cret", SIGNOFF_SLACK_API_URL=fake_slack.url)
+    rt = runtime(
+        sqlite_url,
+        clock=system_clock,
+        monkeypatch=monkeypatch,
+        SLACK_BOT_TOKEN="xoxb-test",
+        SLACK_SIGNING_SECRET="s3cret",
+        SIGNOFF_SLACK_API_URL=fake_slack.url,
+    )
     service = build_service(rt)
     try:
         client = TestClient(service.app, raise_server_exceptions=False)

@@ -68,8 +68,14 @@ class World:
         fake.groups["S0ESC"] = ["U0ESCGROUP", "U0SPONSOR"]
         self.fake = fake
         self.clock = FakeClock()
-        self.rt = runtime(db_url, YAML, clock=self.clock, SLACK_BOT_TOKEN="xoxb-test",
-                          SLACK_SIGNING_SECRET=SIGNING, SIGNOFF_SLACK_API_URL=fake.url)
+        self.rt = runtime(
+            db_url,
+            YAML,
+            clock=self.clock,
+            SLACK_BOT_TOKEN="xoxb-test",
+            SLACK_SIGNING_SECRET=SIGNING,
+            SIGNOFF_SLACK_API_URL=fake.url,
+        )
         self.ctx = self.rt.context
         self.service = build_service(self.rt)
         self.client = TestClient(self.service.app, raise_server_exceptions=False)
@@ -77,8 +83,9 @@ class World:
     # -- the agent API ----------------------------------------------------------------
     def agent_post(self, agent: str, path: str, body: dict | None):
         data = dumps(body) if body is not None else b""
-        return self.client.post(path, content=data, headers=signed_headers(
-            agent, SECRET_OF[agent], data, ts=int(self.clock().timestamp())))
+        return self.client.post(
+            path, content=data, headers=signed_headers(agent, SECRET_OF[agent], data, ts=int(self.clock().timestamp()))
+        )
 
     def submit(self, agent: str, **over):
         return self.agent_post(agent, "/v1/actions", submission(**over))
@@ -102,10 +109,22 @@ class World:
         assert r.status_code == 200, r.text
 
     def command(self, user: str, text: str):
-        r = self.slack({"token": "legacy", "team_id": "T0FAKE", "team_domain": "fake",
-                        "channel_id": "C0APPROVALS", "channel_name": "approvals", "user_id": user,
-                        "user_name": user.lower(), "command": "/signoff", "text": text, "api_app_id": "A0SIGNOFF",
-                        "response_url": self.fake.url + "response_url", "trigger_id": "1.2.3"})
+        r = self.slack(
+            {
+                "token": "legacy",
+                "team_id": "T0FAKE",
+                "team_domain": "fake",
+                "channel_id": "C0APPROVALS",
+                "channel_name": "approvals",
+                "user_id": user,
+                "user_name": user.lower(),
+                "command": "/signoff",
+                "text": text,
+                "api_app_id": "A0SIGNOFF",
+                "response_url": self.fake.url + "response_url",
+                "trigger_id": "1.2.3",
+            }
+        )
         assert r.status_code == 200, r.text
         return r
 
@@ -121,8 +140,9 @@ class World:
 
     def refused(self, rid: str, user: str) -> dict:
         """The evidence of ``user``'s refused click (waits for it)."""
-        found = wait_until(lambda: [d for a, d in self.events(rid, "click.refused") if a == user],
-                           what=f"{user}'s refused click")
+        found = wait_until(
+            lambda: [d for a, d in self.events(rid, "click.refused") if a == user], what=f"{user}'s refused click"
+        )
         return found[-1]
 
     def close(self):
@@ -258,10 +278,20 @@ def test_pending_list_and_app_home_leave_out_what_a_sponsor_cannot_approve(ws):
     text = ws.command("U0REVIEWER", "pending").json()["text"]
     assert all(r["id"] in text for r in (first, step, plain))
     # the App Home shows the same list
-    body = json.dumps({"type": "event_callback", "team_id": "T0FAKE", "event_id": "Ev0HOMESPB", "event_time": 1,
-                       "event": {"type": "app_home_opened", "user": "U0SPB", "channel": "D0SPB", "tab": "home"}})
-    r = ws.client.post("/slack/events", content=body.encode(),
-                       headers={"Content-Type": "application/json", **slack_signed(body.encode(), SIGNING)})
+    body = json.dumps(
+        {
+            "type": "event_callback",
+            "team_id": "T0FAKE",
+            "event_id": "Ev0HOMESPB",
+            "event_time": 1,
+            "event": {"type": "app_home_opened", "user": "U0SPB", "channel": "D0SPB", "tab": "home"},
+        }
+    )
+    r = ws.client.post(
+        "/slack/events",
+        content=body.encode(),
+        headers={"Content-Type": "application/json", **slack_signed(body.encode(), SIGNING)},
+    )
     assert r.status_code == 200
     [publish] = ws.fake.wait_for("views.publish", 1)
     view = json.dumps(publish.params["view"])
@@ -285,10 +315,13 @@ def test_show_answers_only_the_people_of_the_workflow(ws):
         assert got == unknown.replace(UNKNOWN.encode(), rid.encode()), got
         assert b"secret thing" not in got
     people = {
-        "U0OWNER": "owner", "U0PLAT": "platform owner", "U0SEC": "security owner",
+        "U0OWNER": "owner",
+        "U0PLAT": "platform owner",
+        "U0SEC": "security owner",
         "U0SPB": "approver (user), and the executor's and submitter's sponsor",
         "U0REVIEWER": "member of the approver group S0REVIEW",
-        "U0ESC": "escalation target (user)", "U0ESCGROUP": "member of the escalation group S0ESC",
+        "U0ESC": "escalation target (user)",
+        "U0ESCGROUP": "member of the escalation group S0ESC",
         "U0SPONSOR": "the chain's sponsor",
     }
     for user, who in people.items():

@@ -42,6 +42,7 @@ from support import (
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 
+
 def config(hook: str) -> str:
     """The workflow file; the executor's webhook is ``hook``."""
     return f"""
@@ -120,9 +121,15 @@ class Harness:
         self.fake = fake
         self.executor = executor
         self.clock = FakeClock()
-        self.rt = runtime(db_url, config(executor.url), clock=self.clock, monkeypatch=monkeypatch,
-                          SLACK_BOT_TOKEN="xoxb-test", SLACK_SIGNING_SECRET=SECRET,
-                          SIGNOFF_SLACK_API_URL=fake.url)
+        self.rt = runtime(
+            db_url,
+            config(executor.url),
+            clock=self.clock,
+            monkeypatch=monkeypatch,
+            SLACK_BOT_TOKEN="xoxb-test",
+            SLACK_SIGNING_SECRET=SECRET,
+            SIGNOFF_SLACK_API_URL=fake.url,
+        )
         self.ctx = self.rt.context
         self.service = build_service(self.rt)
         self.client = TestClient(self.service.app, raise_server_exceptions=False)
@@ -141,8 +148,9 @@ class Harness:
         return rid
 
     def owed(self) -> list[tuple[str, str | None]]:
-        return self.rt.store.read(lambda s: [(r.kind, r.last_error) for r in
-                                             s.scalars(select(OutboxRow).where(OutboxRow.state == "pending"))])
+        return self.rt.store.read(
+            lambda s: [(r.kind, r.last_error) for r in s.scalars(select(OutboxRow).where(OutboxRow.state == "pending"))]
+        )
 
     def deliver(self, *, step: float = 0.5, max_rounds: int = 200) -> None:
         """Run the dispatcher until nothing is owed, moving the fake clock over backoffs."""
@@ -167,17 +175,36 @@ class Harness:
     def event(self, payload: dict, **kw):
         return self.post(json.dumps(payload).encode(), content_type="application/json", **kw)
 
-    def click(self, rid: str, user: str, action: str = "signoff.approve", *, channel: str = "C0APPROVALS",
-              ts: str = "1700000000.000100", **kw):
-        payload = block_actions(rid, user, action, channel=channel, ts=ts,
-                                response_url=self.fake.url + "response_url")
+    def click(
+        self,
+        rid: str,
+        user: str,
+        action: str = "signoff.approve",
+        *,
+        channel: str = "C0APPROVALS",
+        ts: str = "1700000000.000100",
+        **kw,
+    ):
+        payload = block_actions(rid, user, action, channel=channel, ts=ts, response_url=self.fake.url + "response_url")
         return self.form({"payload": json.dumps(payload)}, **kw)
 
     def command(self, user: str, text: str):
-        return self.form({"token": "legacy", "team_id": "T0FAKE", "team_domain": "fake", "channel_id": "C0APPROVALS",
-                          "channel_name": "approvals", "user_id": user, "user_name": user.lower(),
-                          "command": "/signoff", "text": text, "api_app_id": "A0SIGNOFF",
-                          "response_url": self.fake.url + "response_url", "trigger_id": "1.2.3"})
+        return self.form(
+            {
+                "token": "legacy",
+                "team_id": "T0FAKE",
+                "team_domain": "fake",
+                "channel_id": "C0APPROVALS",
+                "channel_name": "approvals",
+                "user_id": user,
+                "user_name": user.lower(),
+                "command": "/signoff",
+                "text": text,
+                "api_app_id": "A0SIGNOFF",
+                "response_url": self.fake.url + "response_url",
+                "trigger_id": "1.2.3",
+            }
+        )
 
     # -- reading ------------------------------------------------------------------------
     def request(self, rid: str) -> SimpleNamespace:
@@ -260,8 +287,9 @@ def test_without_a_channel_the_request_is_a_dm_to_the_owner(h):
 
 
 def test_agent_text_cannot_mention_or_link(h):
-    rid = h.submit(title="<!channel> approve <@U0VICTIM> <https://evil.example|docs>",
-                   justification="*urgent* <!here> &lt;")
+    rid = h.submit(
+        title="<!channel> approve <@U0VICTIM> <https://evil.example|docs>", justification="*urgent* <!here> &lt;"
+    )
     h.deliver()
     stored = h.fake.message(*h.root(rid))
     text = json.dumps(stored)
@@ -398,8 +426,11 @@ def test_clicks_racing_end_in_one_decision_and_one_execution(hdb, workflow):
 
     def go(user, n):
         barrier.wait()
-        answers.append(hdb.click(rid, user, channel=channel, headers={"X-Slack-Retry-Num": str(n % 2)}
-                                 if n % 2 else None).status_code)
+        answers.append(
+            hdb.click(
+                rid, user, channel=channel, headers={"X-Slack-Retry-Num": str(n % 2)} if n % 2 else None
+            ).status_code
+        )
 
     threads = [threading.Thread(target=go, args=(u, i)) for i, u in enumerate(clicks)]
     for t in threads:
@@ -409,8 +440,11 @@ def test_clicks_racing_end_in_one_decision_and_one_execution(hdb, workflow):
     assert answers == [200] * len(clicks)
 
     def all_recorded():
-        n = len(hdb.events(rid, "decision.recorded")) + len(hdb.events(rid, "click.repeated")) + \
-            len(hdb.events(rid, "click.refused"))
+        n = (
+            len(hdb.events(rid, "decision.recorded"))
+            + len(hdb.events(rid, "click.repeated"))
+            + len(hdb.events(rid, "click.refused"))
+        )
         return n == len(clicks)
 
     wait_until(all_recorded, timeout=15, what="every click recorded")
@@ -430,8 +464,10 @@ def test_slack_retry_of_the_same_click_is_one_decision(h):
     h.deliver()
     h.click(rid, "U0OWNER")
     h.click(rid, "U0OWNER", headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"})
-    wait_until(lambda: len(h.events(rid, "decision.recorded")) + len(h.events(rid, "click.repeated")) == 2,
-               what="both deliveries handled")
+    wait_until(
+        lambda: len(h.events(rid, "decision.recorded")) + len(h.events(rid, "click.repeated")) == 2,
+        what="both deliveries handled",
+    )
     h.deliver()
     assert h.decisions(rid) == [("U0OWNER", "approve")]
     assert len(h.executor.posts) == 1
@@ -444,8 +480,12 @@ def test_forged_stale_or_missing_signatures_are_401_and_change_nothing(hdb):
     rid = hdb.submit()
     hdb.deliver()
     before = hdb.events(rid)
-    payload = {"type": "block_actions", "user": {"id": "U0OWNER"}, "channel": {"id": "C0APPROVALS"},
-               "actions": [{"action_id": "signoff.approve", "value": rid, "type": "button"}]}
+    payload = {
+        "type": "block_actions",
+        "user": {"id": "U0OWNER"},
+        "channel": {"id": "C0APPROVALS"},
+        "actions": [{"action_id": "signoff.approve", "value": rid, "type": "button"}],
+    }
     body = urlencode({"payload": json.dumps(payload)}).encode()
     ctype = "application/x-www-form-urlencoded"
     cases = {
@@ -455,8 +495,10 @@ def test_forged_stale_or_missing_signatures_are_401_and_change_nothing(hdb):
         "missing": {},
         "no_timestamp": {"X-Slack-Signature": slack_signed(body, SECRET)["X-Slack-Signature"]},
         "junk_timestamp": {**slack_signed(body, SECRET), "X-Slack-Request-Timestamp": "soon"},
-        "non_ascii": {"X-Slack-Request-Timestamp": str(int(time.time())),
-                      "X-Slack-Signature": "v0=\xe9".encode("latin-1")},
+        "non_ascii": {
+            "X-Slack-Request-Timestamp": str(int(time.time())),
+            "X-Slack-Signature": "v0=\xe9".encode("latin-1"),
+        },
         "other_body": slack_signed(body + b"&x=1", SECRET),
     }
     for name, headers in cases.items():
@@ -474,8 +516,9 @@ def test_forged_stale_or_missing_signatures_are_401_and_change_nothing(hdb):
 
 
 def test_url_verification_answers_the_challenge(h):
-    r = h.event({"token": "x", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P",
-                 "type": "url_verification"})
+    r = h.event(
+        {"token": "x", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P", "type": "url_verification"}
+    )
     assert r.status_code == 200
     assert "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P" in r.text
     # unsigned: refused like anything else
@@ -514,21 +557,39 @@ def _junk(rid: str) -> list[tuple[str, bytes]]:
         payload({"type": "block_actions", "actions": []}),
         payload({"type": "block_actions", "actions": [1, 2]}),
         payload({"type": "block_actions", "actions": [{}]}),
-        payload({"type": "block_actions", "actions": [{"action_id": "signoff.unknown", "value": rid}],
-                 "user": {"id": "U0OWNER"}}),
+        payload(
+            {
+                "type": "block_actions",
+                "actions": [{"action_id": "signoff.unknown", "value": rid}],
+                "user": {"id": "U0OWNER"},
+            }
+        ),
         payload({"type": "block_actions", "actions": [action]}),
         payload({"type": "block_actions", "actions": [action], "user": "U0OWNER"}),
         payload({"type": "block_actions", "actions": [action], "user": {"id": 7}, "channel": "C0APPROVALS"}),
         payload({"type": "block_actions", "actions": [{**action, "value": 12}], "user": {"id": "U0OWNER"}}),
         payload({"type": "block_actions", "actions": [{**action, "value": {"id": rid}}], "user": {"id": "U0OWNER"}}),
-        payload({"type": "block_actions", "actions": [{**action, "value": "no-such-request"}],
-                 "user": {"id": "U0OWNER"}}),
+        payload(
+            {"type": "block_actions", "actions": [{**action, "value": "no-such-request"}], "user": {"id": "U0OWNER"}}
+        ),
         payload({"type": "block_actions", "actions": [{**action, "value": "a\u0000b"}], "user": {"id": "U0OWNER"}}),
         payload({"type": "block_actions", "actions": [{**action, "value": "x" * 5000}], "user": {"id": "U0OWNER"}}),
-        payload({"type": "block_actions", "actions": [{**action, "action_id": "signoff.review"}],
-                 "user": {"id": "U0SEC"}, "team": 5, "container": [1]}),
-        payload({"type": "view_submission", "user": {"id": "U0SEC"},
-                 "view": {"callback_id": "signoff.review_modal", "private_metadata": 5, "state": "x"}}),
+        payload(
+            {
+                "type": "block_actions",
+                "actions": [{**action, "action_id": "signoff.review"}],
+                "user": {"id": "U0SEC"},
+                "team": 5,
+                "container": [1],
+            }
+        ),
+        payload(
+            {
+                "type": "view_submission",
+                "user": {"id": "U0SEC"},
+                "view": {"callback_id": "signoff.review_modal", "private_metadata": 5, "state": "x"},
+            }
+        ),
         payload({"type": "view_submission", "view": "nope"}),
         payload({"type": "shortcut", "callback_id": "x"}),
         payload({"type": "interactive_message", "actions": [{"name": "x"}]}),
@@ -536,17 +597,54 @@ def _junk(rid: str) -> list[tuple[str, bytes]]:
         payload("[" * 3000 + "]" * 3000),
         (js, json.dumps({"type": "event_callback", "event_id": "Ev0JUNK1", "event": "message"}).encode()),
         (js, json.dumps({"type": "event_callback", "event_id": "Ev0JUNK2", "event": {"type": "message"}}).encode()),
-        (js, json.dumps({"type": "event_callback", "event_id": 5, "event": {
-            "type": "message", "user": 5, "ts": 1, "thread_ts": ["x"], "channel": {}}}).encode()),
-        (js, json.dumps({"type": "event_callback", "event": {
-            "type": "message", "subtype": "message_changed", "message": "x", "channel": "C0APPROVALS"}}).encode()),
-        (js, json.dumps({"type": "event_callback", "event": {
-            "type": "message", "subtype": "message_deleted", "previous_message": [], "channel": "C0X"}}).encode()),
+        (
+            js,
+            json.dumps(
+                {
+                    "type": "event_callback",
+                    "event_id": 5,
+                    "event": {"type": "message", "user": 5, "ts": 1, "thread_ts": ["x"], "channel": {}},
+                }
+            ).encode(),
+        ),
+        (
+            js,
+            json.dumps(
+                {
+                    "type": "event_callback",
+                    "event": {
+                        "type": "message",
+                        "subtype": "message_changed",
+                        "message": "x",
+                        "channel": "C0APPROVALS",
+                    },
+                }
+            ).encode(),
+        ),
+        (
+            js,
+            json.dumps(
+                {
+                    "type": "event_callback",
+                    "event": {
+                        "type": "message",
+                        "subtype": "message_deleted",
+                        "previous_message": [],
+                        "channel": "C0X",
+                    },
+                }
+            ).encode(),
+        ),
         (js, json.dumps({"type": "event_callback", "event": {"type": "app_home_opened", "user": ["U1"]}}).encode()),
         (js, json.dumps({"type": "event_callback", "event": {"type": "unknown_thing"}}).encode()),
         (js, json.dumps({"type": "url_verification"}).encode()),
-        (js, (b'{"type": "event_callback", "event_id": "Ev0SUR", "event": {"type": "message", "user": "U0OWNER",'
-              b' "text": "\\ud800", "ts": "1.2", "thread_ts": "1.1", "channel": "C0APPROVALS"}}')),
+        (
+            js,
+            (
+                b'{"type": "event_callback", "event_id": "Ev0SUR", "event": {"type": "message", "user": "U0OWNER",'
+                b' "text": "\\ud800", "ts": "1.2", "thread_ts": "1.1", "channel": "C0APPROVALS"}}'
+            ),
+        ),
         (form, urlencode({"command": "/signoff", "text": "show a\u0000b", "user_id": "U0OWNER"}).encode()),
         (form, urlencode({"command": "/signoff", "text": "show " + "x" * 3000, "user_id": "U0OWNER"}).encode()),
         (form, urlencode({"command": "/signoff", "text": "pending"}).encode()),
@@ -581,10 +679,24 @@ def test_junk_payloads_never_500(h, caplog):
 
 
 def _reply_event(channel: str, thread_ts: str, ts: str, text: str, event_id: str, user: str = "U0OWNER") -> dict:
-    return {"token": "x", "team_id": "T0FAKE", "api_app_id": "A0SIGNOFF", "type": "event_callback",
-            "event_id": event_id, "event_time": 1700000000,
-            "event": {"type": "message", "channel": channel, "user": user, "text": text, "ts": ts,
-                      "thread_ts": thread_ts, "channel_type": "channel", "event_ts": ts}}
+    return {
+        "token": "x",
+        "team_id": "T0FAKE",
+        "api_app_id": "A0SIGNOFF",
+        "type": "event_callback",
+        "event_id": event_id,
+        "event_time": 1700000000,
+        "event": {
+            "type": "message",
+            "channel": channel,
+            "user": user,
+            "text": text,
+            "ts": ts,
+            "thread_ts": thread_ts,
+            "channel_type": "channel",
+            "event_ts": ts,
+        },
+    }
 
 
 def test_thread_replies_are_recorded_once_per_event(hdb):
@@ -594,8 +706,9 @@ def test_thread_replies_are_recorded_once_per_event(hdb):
     first = _reply_event(channel, root_ts, "1700000100.000100", "why now?", "Ev0001")
     assert hdb.event(first).status_code == 200
     wait_until(lambda: hdb.events(rid, "thread.reply"), what="the reply")
-    assert hdb.event(first, headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}).status_code \
-        == 200
+    assert (
+        hdb.event(first, headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}).status_code == 200
+    )
     second = _reply_event(channel, root_ts, "1700000101.000100", "ok, go", "Ev0002", user="U0SECOND")
     hdb.event(second)
     wait_until(lambda: len(hdb.events(rid, "thread.reply")) >= 2, what="the second reply")
@@ -750,12 +863,21 @@ def test_security_review_button_only_for_the_security_owner(h):
     view = modal.params["view"]
     assert view["callback_id"] == "signoff.review_modal" and view["private_metadata"] == rid
     submission_payload = {
-        "type": "view_submission", "team": {"id": "T0FAKE"}, "user": {"id": "U0SEC", "team_id": "T0FAKE"},
-        "api_app_id": "A0SIGNOFF", "trigger_id": "9.9.9",
-        "view": {"id": "V1", "type": "modal", "callback_id": "signoff.review_modal", "private_metadata": rid,
-                 "team_id": "T0FAKE",
-                 "state": {"values": {"comment": {"comment": {"type": "plain_text_input",
-                                                              "value": "expected: a risky restart"}}}}},
+        "type": "view_submission",
+        "team": {"id": "T0FAKE"},
+        "user": {"id": "U0SEC", "team_id": "T0FAKE"},
+        "api_app_id": "A0SIGNOFF",
+        "trigger_id": "9.9.9",
+        "view": {
+            "id": "V1",
+            "type": "modal",
+            "callback_id": "signoff.review_modal",
+            "private_metadata": rid,
+            "team_id": "T0FAKE",
+            "state": {
+                "values": {"comment": {"comment": {"type": "plain_text_input", "value": "expected: a risky restart"}}}
+            },
+        },
     }
     r = h.form({"payload": json.dumps(submission_payload)})
     assert r.status_code == 200
@@ -768,8 +890,15 @@ def test_security_review_button_only_for_the_security_owner(h):
 def test_app_home_lists_what_the_user_may_decide(h):
     h.submit(title="Home tab request")
     h.deliver()
-    r = h.event({"type": "event_callback", "team_id": "T0FAKE", "event_id": "Ev0HOME", "event_time": 1,
-                 "event": {"type": "app_home_opened", "user": "U0OWNER", "channel": "D0OWNER", "tab": "home"}})
+    r = h.event(
+        {
+            "type": "event_callback",
+            "team_id": "T0FAKE",
+            "event_id": "Ev0HOME",
+            "event_time": 1,
+            "event": {"type": "app_home_opened", "user": "U0OWNER", "channel": "D0OWNER", "tab": "home"},
+        }
+    )
     assert r.status_code == 200
     [publish] = h.fake.wait_for("views.publish", 1)
     assert publish.params["user_id"] == "U0OWNER" and publish.token == "xoxb-test"
@@ -778,8 +907,26 @@ def test_app_home_lists_what_the_user_may_decide(h):
 
 def _mutate(rnd, value, depth=0):
     """A copy of ``value`` with a few random changes somewhere inside."""
-    junk = [None, 0, -1, 2**70, 1.5, True, "", "x", "U0OWNER", "signoff.approve", [], [1], {}, {"id": 5},
-            {"id": "U0X"}, "a\u0000b", "\ud800", "é" * 300]
+    junk = [
+        None,
+        0,
+        -1,
+        2**70,
+        1.5,
+        True,
+        "",
+        "x",
+        "U0OWNER",
+        "signoff.approve",
+        [],
+        [1],
+        {},
+        {"id": 5},
+        {"id": "U0X"},
+        "a\u0000b",
+        "\ud800",
+        "é" * 300,
+    ]
     if isinstance(value, dict) and value and depth < 5:
         out = dict(value)
         key = rnd.choice(list(out))
@@ -806,14 +953,34 @@ def test_fuzzed_slack_payloads_never_500(h, caplog):
     rid = h.submit()
     h.deliver()
     channel, ts = h.root(rid)
-    click = {"type": "block_actions", "user": {"id": "U0RANDOM", "team_id": "T0FAKE"}, "team": {"id": "T0FAKE"},
-             "channel": {"id": channel}, "container": {"type": "message", "channel_id": channel, "message_ts": ts},
-             "message": {"ts": ts, "type": "message"}, "trigger_id": "1.2.3",
-             "actions": [{"action_id": rnd.choice(["signoff.approve", "signoff.reject", "signoff.review"]),
-                          "block_id": "b", "value": rid, "type": "button"}]}
-    view = {"type": "view_submission", "user": {"id": "U0SEC"}, "team": {"id": "T0FAKE"},
-            "view": {"type": "modal", "callback_id": "signoff.review_modal", "private_metadata": rid,
-                     "state": {"values": {"comment": {"comment": {"value": "c"}}}}}}
+    click = {
+        "type": "block_actions",
+        "user": {"id": "U0RANDOM", "team_id": "T0FAKE"},
+        "team": {"id": "T0FAKE"},
+        "channel": {"id": channel},
+        "container": {"type": "message", "channel_id": channel, "message_ts": ts},
+        "message": {"ts": ts, "type": "message"},
+        "trigger_id": "1.2.3",
+        "actions": [
+            {
+                "action_id": rnd.choice(["signoff.approve", "signoff.reject", "signoff.review"]),
+                "block_id": "b",
+                "value": rid,
+                "type": "button",
+            }
+        ],
+    }
+    view = {
+        "type": "view_submission",
+        "user": {"id": "U0SEC"},
+        "team": {"id": "T0FAKE"},
+        "view": {
+            "type": "modal",
+            "callback_id": "signoff.review_modal",
+            "private_metadata": rid,
+            "state": {"values": {"comment": {"comment": {"value": "c"}}}},
+        },
+    }
     event = _reply_event(channel, ts, "1700000200.000100", "fuzz", "Ev0FUZZ")
     home = {"type": "event_callback", "event_id": "Ev0H", "event": {"type": "app_home_opened", "user": "U0OWNER"}}
     command = {"command": "/signoff", "text": "pending", "user_id": "U0OWNER", "channel_id": channel}
@@ -822,8 +989,9 @@ def test_fuzzed_slack_payloads_never_500(h, caplog):
         base = rnd.choice([click, view, event, home, command])
         mutated = _mutate(rnd, base)
         if base is command and isinstance(mutated, dict):
-            body = urlencode({k: v if isinstance(v, str) else json.dumps(v) for k, v in mutated.items()},
-                             errors="surrogatepass").encode()
+            body = urlencode(
+                {k: v if isinstance(v, str) else json.dumps(v) for k, v in mutated.items()}, errors="surrogatepass"
+            ).encode()
             r = h.post(body, content_type="application/x-www-form-urlencoded")
         elif base in (click, view):
             r = h.form({"payload": json.dumps(mutated)})

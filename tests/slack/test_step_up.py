@@ -64,11 +64,24 @@ class Stage:
         monkeypatch.setenv("STEP_UP_CLIENT_SECRET", CLIENT_SECRET)
         oidc.PROVIDER._cache.clear()  # each test's provider is a new server
         self.fake, self.idp, self.clock = fake, idp, clock
-        fake.emails.update({"owner@example.com": "U0OWNER", "second@example.com": "U0SECOND",
-                            "sponsor@example.com": "U0SPONSOR", "outsider@example.com": "U0OUTSIDER"})
-        self.rt = runtime(db_url, config(idp.issuer, **cfg), clock=clock, monkeypatch=monkeypatch,
-                          SLACK_BOT_TOKEN="xoxb-test", SLACK_SIGNING_SECRET=SECRET, SIGNOFF_SLACK_API_URL=fake.url,
-                          SIGNOFF_PUBLIC_URL=PUBLIC)
+        fake.emails.update(
+            {
+                "owner@example.com": "U0OWNER",
+                "second@example.com": "U0SECOND",
+                "sponsor@example.com": "U0SPONSOR",
+                "outsider@example.com": "U0OUTSIDER",
+            }
+        )
+        self.rt = runtime(
+            db_url,
+            config(idp.issuer, **cfg),
+            clock=clock,
+            monkeypatch=monkeypatch,
+            SLACK_BOT_TOKEN="xoxb-test",
+            SLACK_SIGNING_SECRET=SECRET,
+            SIGNOFF_SLACK_API_URL=fake.url,
+            SIGNOFF_PUBLIC_URL=PUBLIC,
+        )
         self.ctx = self.rt.context
         self.service = build_service(self.rt)
         self.browser = TestClient(self.service.app, raise_server_exceptions=False)
@@ -94,7 +107,7 @@ class Stage:
         assert back.status_code == 302, back.text
         url = back.headers["location"]
         assert url.startswith(PUBLIC + "/step-up/callback?"), url
-        return url[len(PUBLIC):]
+        return url[len(PUBLIC) :]
 
     def sign_in(self, rid: str) -> httpx.Response:
         """The whole flow: the Approve link, the provider, the callback."""
@@ -169,8 +182,13 @@ def test_approve_after_a_fresh_mfa_sign_in(stage):
     button = approve_button(post.params)
     assert button["action_id"] == "signoff.step_up"
     assert button["url"] == f"{PUBLIC}/step-up/{rid}" and button["value"] == rid
-    reject = [e for b in post.params["blocks"] if b.get("type") == "actions" for e in b["elements"]
-              if e["action_id"] == "signoff.reject"]
+    reject = [
+        e
+        for b in post.params["blocks"]
+        if b.get("type") == "actions"
+        for e in b["elements"]
+        if e["action_id"] == "signoff.reject"
+    ]
     assert reject and "url" not in reject[0]  # rejecting stays one click
 
     first = stage.open_link(rid)
@@ -188,8 +206,12 @@ def test_approve_after_a_fresh_mfa_sign_in(stage):
     assert stage.request(rid).status == "approved"
     [(_, actor, data)] = stage.events(rid, "decision.recorded")
     assert actor == "U0OWNER"
-    assert data["step_up"] == {"issuer": stage.idp.issuer, "sub": "00u-owner", "amr": ["pwd", "mfa"],
-                               "auth_time": int(stage.clock().timestamp()) - 10}
+    assert data["step_up"] == {
+        "issuer": stage.idp.issuer,
+        "sub": "00u-owner",
+        "amr": ["pwd", "mfa"],
+        "auth_time": int(stage.clock().timestamp()) - 10,
+    }
     token_request = stage.idp.token_requests[-1]
     assert token_request["code_verifier"] and "client_secret" not in token_request  # basic auth
     stage.deliver()
@@ -253,8 +275,12 @@ def test_a_critical_request_asks_for_its_target_after_the_sign_in(stage):
     assert stage.request(rid).status == "approved"
     [(_, actor, data)] = stage.events(rid, "decision.recorded")
     assert actor == "U0OWNER" and data["confirmed"] == "typed target"
-    assert data["step_up"] == {"issuer": stage.idp.issuer, "sub": "00u-owner", "amr": ["pwd", "mfa"],
-                               "auth_time": int(stage.clock().timestamp()) - 10}
+    assert data["step_up"] == {
+        "issuer": stage.idp.issuer,
+        "sub": "00u-owner",
+        "amr": ["pwd", "mfa"],
+        "auth_time": int(stage.clock().timestamp()) - 10,
+    }
     assert stage.events(rid, "step_up.refused") == []
 
     # the same post again (a replay, the back button): refused, recorded, nothing more decided
@@ -286,11 +312,16 @@ def test_a_wrong_text_keeps_the_form_and_is_recorded(stage):
 def test_a_confirmation_without_a_verified_sign_in_is_refused(stage):
     rid = stage.submit("critical-typed", **CRITICAL)
     # no flow at all: a made-up token, no token, not a form
-    for resp in (post_confirm(stage.browser, "made-up", TARGET),
-                 stage.browser.post("/step-up/confirm", data={"typed": TARGET}),
-                 stage.browser.post("/step-up/confirm", json={"token": "x", "typed": TARGET}),
-                 stage.browser.post("/step-up/confirm", content=b"token=" + b"x" * 9000,
-                                    headers={"content-type": "application/x-www-form-urlencoded"})):
+    for resp in (
+        post_confirm(stage.browser, "made-up", TARGET),
+        stage.browser.post("/step-up/confirm", data={"typed": TARGET}),
+        stage.browser.post("/step-up/confirm", json={"token": "x", "typed": TARGET}),
+        stage.browser.post(
+            "/step-up/confirm",
+            content=b"token=" + b"x" * 9000,
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        ),
+    ):
         assert resp.status_code == 400 and "Nothing was recorded" in resp.text, resp.text
     # a flow opened but not signed in: its state is no confirmation token
     first = stage.open_link(rid)
@@ -302,8 +333,7 @@ def test_a_confirmation_without_a_verified_sign_in_is_refused(stage):
     # and the approver's own browser can still confirm
     token = form_token(stage.browser.get(stage.at_provider(first.headers["location"]), follow_redirects=False))
     stranger = TestClient(stage.service.app, raise_server_exceptions=False)
-    actor, data = assert_refused(stage, rid, post_confirm(stranger, token, TARGET), "bad_state", 400,
-                                 "another browser")
+    actor, data = assert_refused(stage, rid, post_confirm(stranger, token, TARGET), "bad_state", 400, "another browser")
     assert actor == "anonymous" and data["at"] == "confirmation"
     done = post_confirm(stage.browser, token, TARGET)
     assert done.status_code == 200 and "Approved" in done.text
@@ -313,8 +343,9 @@ def test_a_confirmation_after_the_flow_expired(stage):
     rid = stage.submit("critical-typed", **CRITICAL)
     token = form_token(stage.sign_in(rid))
     stage.clock.advance(minutes=10, seconds=1)
-    actor, _data = assert_refused(stage, rid, post_confirm(stage.browser, token, TARGET), "expired_flow", 400,
-                                 "took too long")
+    actor, _data = assert_refused(
+        stage, rid, post_confirm(stage.browser, token, TARGET), "expired_flow", 400, "took too long"
+    )
     assert actor == "U0OWNER"
 
 
@@ -511,8 +542,9 @@ def test_an_expired_flow(stage):
     first = stage.open_link(rid)
     stage.clock.advance(minutes=10, seconds=1)
     callback = stage.at_provider(first.headers["location"])
-    assert_refused(stage, rid, stage.browser.get(callback, follow_redirects=False), "expired_flow", 400,
-                   "took too long")
+    assert_refused(
+        stage, rid, stage.browser.get(callback, follow_redirects=False), "expired_flow", 400, "took too long"
+    )
 
 
 def test_unknown_request(stage):

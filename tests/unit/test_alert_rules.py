@@ -38,6 +38,7 @@ class _Ctx:
     @staticmethod
     def clock():
         from datetime import datetime, timezone
+
         return datetime.now(timezone.utc)
 
 

@@ -13,8 +13,9 @@ def test_sponsor_who_is_an_approver_may_reject():
 
 def test_only_eligible_people_decide_and_only_once():
     assert not may_decide(clicker="U9", decision=Decision.APPROVE, eligible={"U1"}, sponsors={"U0"}).allowed
-    assert not may_decide(clicker="U1", decision=Decision.APPROVE, eligible={"U1"}, sponsors={"U0"},
-                          already_decided_by=["U1"]).allowed
+    assert not may_decide(
+        clicker="U1", decision=Decision.APPROVE, eligible={"U1"}, sponsors={"U0"}, already_decided_by=["U1"]
+    ).allowed
     assert may_decide(clicker="U1", decision=Decision.APPROVE, eligible={"U1"}, sponsors={"U0"}).allowed
 
 

@@ -26,9 +26,11 @@ ALLOWED_TOKENS = [
     re.compile(r"^<https://signoff\.example/evidence/[^|<>\s]+\|Open the evidence>$"),
 ]
 
-EVIL = ("<!channel> <!here> <!everyone> <@U123> <!subteam^S0EVIL> <http://evil.example|Approve here> "
-        "@here @channel @Everyone *✅ Approved by the owner* _italic_ ~strike~ "
-        "```\n<!channel> escaped the fence\n``` `inline` &lt;!channel&gt; \u202eevil\u202c")
+EVIL = (
+    "<!channel> <!here> <!everyone> <@U123> <!subteam^S0EVIL> <http://evil.example|Approve here> "
+    "@here @channel @Everyone *✅ Approved by the owner* _italic_ ~strike~ "
+    "```\n<!channel> escaped the fence\n``` `inline` &lt;!channel&gt; \u202eevil\u202c"
+)
 
 
 def make_request(**over: Any) -> dict[str, Any]:
@@ -37,8 +39,12 @@ def make_request(**over: Any) -> dict[str, Any]:
         "status": "pending",
         "workflow": "prod-restart",
         "title": "Restart checkout-api in prod-eu",
-        "action": {"type": "service.restart", "target": "checkout-api", "environment": "production",
-                   "parameters": {"graceful": True}},
+        "action": {
+            "type": "service.restart",
+            "target": "checkout-api",
+            "environment": "production",
+            "parameters": {"graceful": True},
+        },
         "action_sha256": "ab" * 32,
         "risk": "high",
         "justification": "p99 latency doubled after the 14:02 deploy",
@@ -89,6 +95,7 @@ def evil_request(**over: Any) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------
 # helpers
+
 
 def texts(obj: Any) -> list[str]:
     """Every string Slack will render from a block tree (text objects, fields, options)."""
@@ -178,10 +185,17 @@ def mrkdwn_text(obj: Any) -> str:
 # ---------------------------------------------------------------------------------------
 # the request message
 
+
 def test_ids():
-    assert [a.value for a in ActionId] == ["signoff.approve", "signoff.reject", "signoff.review",
-                                          "signoff.revoke", "signoff.rollback", "signoff.reject_reason",
-                                          "signoff.step_up"]
+    assert [a.value for a in ActionId] == [
+        "signoff.approve",
+        "signoff.reject",
+        "signoff.review",
+        "signoff.revoke",
+        "signoff.rollback",
+        "signoff.reject_reason",
+        "signoff.step_up",
+    ]
     assert REVIEW_MODAL == "signoff.review_modal"
 
 
@@ -210,7 +224,8 @@ def test_confirm_dialog_only_for_high_and_critical(risk, confirm):
 
 def test_details_shown():
     _, blks = blocks.request_message(
-        card(make_request(required_approvals=2, approvers=["U0OWNER", "U0APPROVER1", "U0APPROVER2"])))
+        card(make_request(required_approvals=2, approvers=["U0OWNER", "U0APPROVER1", "U0APPROVER2"]))
+    )
     text = all_text(blks)
     assert blks[0]["type"] == "header" and blks[0]["text"]["text"] == "Restart checkout-api in prod-eu"
     assert "`prod-restart`" in text and "`checkout-api`" in text and "`production`" in text
@@ -232,8 +247,11 @@ def test_no_rollback_and_no_prompt():
 
 
 def test_partial_quorum():
-    r = make_request(required_approvals=2, approvers=["U0APPROVER1", "U0APPROVER2"],
-                     decisions=[{"by": "U0APPROVER1", "decision": "approve", "at": "2026-03-02T09:10:00Z"}])
+    r = make_request(
+        required_approvals=2,
+        approvers=["U0APPROVER1", "U0APPROVER2"],
+        decisions=[{"by": "U0APPROVER1", "decision": "approve", "at": "2026-03-02T09:10:00Z"}],
+    )
     _, blks = blocks.request_message(card(r))
     assert "Approvals so far: <@U0APPROVER1> (1 of 2)" in all_text(blks)
     assert [a["action_id"] for a in actions(blks)] == ["signoff.approve", "signoff.reject", "signoff.reject_reason"]
@@ -256,8 +274,12 @@ def test_modals_carry_the_request_id_and_escape_agent_text():
 
 
 def test_a_rejection_shows_its_reason_escaped():
-    r = make_request(status="rejected", decisions=[{"by": "U0APPROVER1", "decision": "reject",
-                                                     "at": "2026-03-02T09:10:00Z", "reason": "<@U0ALL> not now"}])
+    r = make_request(
+        status="rejected",
+        decisions=[
+            {"by": "U0APPROVER1", "decision": "reject", "at": "2026-03-02T09:10:00Z", "reason": "<@U0ALL> not now"}
+        ],
+    )
     _, blks = blocks.request_message(card(r))
     text = all_text(blks)
     assert "Reason given" in text and "not now" in text and "<@U0ALL>" not in text
@@ -277,29 +299,77 @@ APPROVE = {"by": "U0OWNER", "decision": "approve", "at": "2026-03-02T09:05:00Z"}
 APPROVED_AT = "<!date^1772442300^{date_short_pretty} {time}|2026-03-02 09:05 UTC>"
 
 
-@pytest.mark.parametrize("over, expected", [
-    ({"status": "approved", "decisions": [APPROVE]}, [f"✅ Approved by <@U0OWNER> at {APPROVED_AT}", "Grant issued"]),
-    ({"status": "rejected", "decisions": [{"by": "U0OWNER", "decision": "reject", "at": "2026-03-02T09:05:00Z"}]},
-     [f"❌ Rejected by <@U0OWNER> at {APPROVED_AT}"]),
-    ({"status": "rejected", "decisions": [APPROVE, {"by": "policy:executor no longer allowed", "decision": "reject",
-                                                    "at": "2026-03-02T09:06:00Z"}]},
-     ["✅ Approved by <@U0OWNER>", "❌ Rejected by policy (executor no longer allowed) at <!date^"]),
-    ({"status": "expired"}, [("⌛ Expired at <!date^1772445600^{date_short_pretty} {time}|2026-03-02 10:00 UTC>"
-                              " — no decision (denied)")]),
-    ({"status": "expired", "required_approvals": 2, "decisions": [APPROVE]},
-     ["quorum not reached: <@U0OWNER> (1 of 2) (denied)"]),
-    ({"status": "expired", "decisions": [APPROVE], "grant_expires_at": "2026-03-02T09:20:00Z"},
-     ["✅ Approved by <@U0OWNER>", "⌛ Approval lapsed"]),
-    ({"status": "cancelled"}, ["🚫 Cancelled by the agent `deploy-bot`"]),
-    ({"status": "executing", "decisions": [APPROVE]}, ["✅ Approved by <@U0OWNER>", "▶️ Executing"]),
-    ({"status": "succeeded", "decisions": [APPROVE],
-      "outcome": {"status": "succeeded", "detail": "restarted 6/6 pods", "at": "2026-03-02T09:07:00Z",
-                  "by": "deploy-bot"}},
-     ["✅ Approved by <@U0OWNER>", "✅ Succeeded — reported by `deploy-bot` at <!date^", "restarted 6/6 pods"]),
-    ({"status": "failed", "decisions": [APPROVE],
-      "outcome": {"status": "failed", "detail": "pod crashloop", "at": "2026-03-02T09:07:00Z", "by": "deploy-bot"}},
-     ["✅ Approved by <@U0OWNER>", "💥 Failed", "pod crashloop"]),
-])
+@pytest.mark.parametrize(
+    "over, expected",
+    [
+        (
+            {"status": "approved", "decisions": [APPROVE]},
+            [f"✅ Approved by <@U0OWNER> at {APPROVED_AT}", "Grant issued"],
+        ),
+        (
+            {
+                "status": "rejected",
+                "decisions": [{"by": "U0OWNER", "decision": "reject", "at": "2026-03-02T09:05:00Z"}],
+            },
+            [f"❌ Rejected by <@U0OWNER> at {APPROVED_AT}"],
+        ),
+        (
+            {
+                "status": "rejected",
+                "decisions": [
+                    APPROVE,
+                    {"by": "policy:executor no longer allowed", "decision": "reject", "at": "2026-03-02T09:06:00Z"},
+                ],
+            },
+            ["✅ Approved by <@U0OWNER>", "❌ Rejected by policy (executor no longer allowed) at <!date^"],
+        ),
+        (
+            {"status": "expired"},
+            [
+                (
+                    "⌛ Expired at <!date^1772445600^{date_short_pretty} {time}|2026-03-02 10:00 UTC>"
+                    " — no decision (denied)"
+                )
+            ],
+        ),
+        (
+            {"status": "expired", "required_approvals": 2, "decisions": [APPROVE]},
+            ["quorum not reached: <@U0OWNER> (1 of 2) (denied)"],
+        ),
+        (
+            {"status": "expired", "decisions": [APPROVE], "grant_expires_at": "2026-03-02T09:20:00Z"},
+            ["✅ Approved by <@U0OWNER>", "⌛ Approval lapsed"],
+        ),
+        ({"status": "cancelled"}, ["🚫 Cancelled by the agent `deploy-bot`"]),
+        ({"status": "executing", "decisions": [APPROVE]}, ["✅ Approved by <@U0OWNER>", "▶️ Executing"]),
+        (
+            {
+                "status": "succeeded",
+                "decisions": [APPROVE],
+                "outcome": {
+                    "status": "succeeded",
+                    "detail": "restarted 6/6 pods",
+                    "at": "2026-03-02T09:07:00Z",
+                    "by": "deploy-bot",
+                },
+            },
+            ["✅ Approved by <@U0OWNER>", "✅ Succeeded — reported by `deploy-bot` at <!date^", "restarted 6/6 pods"],
+        ),
+        (
+            {
+                "status": "failed",
+                "decisions": [APPROVE],
+                "outcome": {
+                    "status": "failed",
+                    "detail": "pod crashloop",
+                    "at": "2026-03-02T09:07:00Z",
+                    "by": "deploy-bot",
+                },
+            },
+            ["✅ Approved by <@U0OWNER>", "💥 Failed", "pod crashloop"],
+        ),
+    ],
+)
 def test_no_buttons_after_a_decision_and_the_outcome_names_who(over, expected):
     fallback, blks = blocks.request_message(card(make_request(**over)))
     assert not any(b["type"] == "actions" for b in blks)
@@ -314,8 +384,10 @@ def test_no_buttons_after_a_decision_and_the_outcome_names_who(over, expected):
 # ---------------------------------------------------------------------------------------
 # untrusted text
 
-@pytest.mark.parametrize("status", ["pending", "approved", "rejected", "expired", "cancelled", "executing",
-                                    "succeeded", "failed"])
+
+@pytest.mark.parametrize(
+    "status", ["pending", "approved", "rejected", "expired", "cancelled", "executing", "succeeded", "failed"]
+)
 @pytest.mark.parametrize("role", ["request", "escalation"])
 def test_injection_cannot_mention_link_or_break_out(status, role):
     over: dict[str, Any] = {"status": status, "decisions": [APPROVE]}
@@ -336,9 +408,18 @@ def test_escaped_text_still_reads_the_same():
 
 def test_fence_breakout_is_contained():
     good = mrkdwn_text(blocks.request_message(card(make_request()))[1])
-    bad = mrkdwn_text(blocks.request_message(card(make_request(
-        justification="x\n```\n*Approved* <@U123>\n```", prompt="```", rollback={"description": "``````"},
-        action={"type": "a`b", "target": "```", "parameters": {"k": "```"}})))[1])
+    bad = mrkdwn_text(
+        blocks.request_message(
+            card(
+                make_request(
+                    justification="x\n```\n*Approved* <@U123>\n```",
+                    prompt="```",
+                    rollback={"description": "``````"},
+                    action={"type": "a`b", "target": "```", "parameters": {"k": "```"}},
+                )
+            )
+        )[1]
+    )
     assert good.count("```") == bad.count("```")
     assert "*Action*\n`aˋb`" in bad  # inline code has no raw backtick inside
     assert '"type": "a`b"' in bad  # the exact action keeps it: one backtick cannot close a fence
@@ -354,8 +435,12 @@ def test_large_prompt_is_cut_with_a_visible_notice():
 
 
 def test_long_texts_are_cut_within_limits_with_a_notice():
-    r = make_request(title="T" * 200, justification="J" * 4000, rollback={"description": "R" * 4000},
-                     action={"type": "t", "target": "x", "parameters": {"blob": "B" * 200_000}})
+    r = make_request(
+        title="T" * 200,
+        justification="J" * 4000,
+        rollback={"description": "R" * 4000},
+        action={"type": "t", "target": "x", "parameters": {"blob": "B" * 200_000}},
+    )
     fallback, blks = blocks.request_message(card(r))
     assert_limits(fallback, blks)
     assert blks[0]["text"]["text"].endswith("more characters)")
@@ -387,8 +472,10 @@ def test_button_value_respects_the_limit():
 # ---------------------------------------------------------------------------------------
 # exception thread, modal, home, slash commands
 
-EXC = [{"kind": "rejected", "at": "2026-03-02T09:05:00Z", "detail": ""},
-       {"kind": "refused_click", "at": "2026-03-02T09:04:00Z", "detail": "U0SPONSOR is the agent's sponsor"}]
+EXC = [
+    {"kind": "rejected", "at": "2026-03-02T09:05:00Z", "detail": ""},
+    {"kind": "refused_click", "at": "2026-03-02T09:04:00Z", "detail": "U0SPONSOR is the agent's sponsor"},
+]
 
 
 def test_exception_message_with_review_button():
@@ -430,8 +517,7 @@ def test_review_modal():
     assert view["submit"]["text"] == "Mark reviewed"
     (inp,) = [b for b in view["blocks"] if b["type"] == "input"]
     assert inp["block_id"] == "comment" and inp["optional"] is True
-    assert inp["element"] == {"type": "plain_text_input", "action_id": "comment", "multiline": True,
-                              "max_length": 3000}
+    assert inp["element"] == {"type": "plain_text_input", "action_id": "comment", "multiline": True, "max_length": 3000}
     assert len(view["title"]["text"]) <= 24
 
 
@@ -479,19 +565,26 @@ def test_summary_lines_and_detail_text():
     text = blocks.request_summary_lines(cards(hostile))
     assert len(text) <= blocks.MAX_FALLBACK and "more" in text
     assert_inert(text)
-    detail = blocks.request_detail_text(card(evil_request(status="failed", decisions=[APPROVE],
-                                                          outcome={"status": "failed", "detail": EVIL * 100})))
+    detail = blocks.request_detail_text(
+        card(evil_request(status="failed", decisions=[APPROVE], outcome={"status": "failed", "detail": EVIL * 100}))
+    )
     assert len(detail) <= blocks.MAX_FALLBACK
     assert_inert(detail)
 
 
-@pytest.mark.parametrize("r", [
-    make_request(),
-    make_request(risk="low", required_approvals=2, decisions=[APPROVE]),
-    make_request(status="failed", decisions=[APPROVE],
-                 outcome={"status": "failed", "detail": "x", "at": "2026-03-02T09:07:00Z", "by": "deploy-bot"}),
-    evil_request(exceptions=EXC),
-])
+@pytest.mark.parametrize(
+    "r",
+    [
+        make_request(),
+        make_request(risk="low", required_approvals=2, decisions=[APPROVE]),
+        make_request(
+            status="failed",
+            decisions=[APPROVE],
+            outcome={"status": "failed", "detail": "x", "at": "2026-03-02T09:07:00Z", "by": "deploy-bot"},
+        ),
+        evil_request(exceptions=EXC),
+    ],
+)
 def test_slack_sdk_models_accept_the_blocks(r):
     """slack_sdk's own Block Kit models parse, validate and round-trip every block unchanged."""
     models = pytest.importorskip("slack_sdk.models.blocks")
@@ -528,6 +621,7 @@ def test_follow_up_buttons_after_a_decision():
 # ---------------------------------------------------------------------------------------
 # look-alike identifiers
 
+
 def _field(blks: list[dict], label: str) -> str:
     for b in blks:
         for f in b.get("fields", []):
@@ -558,8 +652,10 @@ def test_single_script_identifiers_carry_no_warning():
 
 
 def test_invisible_characters_in_identifier_fields_are_shown():
-    r = make_request(action={"type": "db.drop\u2060", "target": "checkout-api\u200b", "environment": "prod\ufeff"},
-                     executor="deploy-bot\u200d")
+    r = make_request(
+        action={"type": "db.drop\u2060", "target": "checkout-api\u200b", "environment": "prod\ufeff"},
+        executor="deploy-bot\u200d",
+    )
     blks = blocks.request_message(card(r))[1]
     assert _field(blks, "Target") == "`checkout-api\\u200b`"
     assert _field(blks, "Action") == "`db.drop\\u2060`"
@@ -568,8 +664,14 @@ def test_invisible_characters_in_identifier_fields_are_shown():
 
 
 def test_step_up_shows_approve_as_a_link_and_reject_as_a_button():
-    r = {"id": "req-1", "status": "pending", "title": "t", "risk": "critical", "action": {"type": "a", "target": "b"},
-         "step_up_url": "https://signoff.example.com/step-up/req-1"}
+    r = {
+        "id": "req-1",
+        "status": "pending",
+        "title": "t",
+        "risk": "critical",
+        "action": {"type": "a", "target": "b"},
+        "step_up_url": "https://signoff.example.com/step-up/req-1",
+    }
     _, bl = blocks.request_message(card(r))
     [actions] = [b for b in bl if b.get("type") == "actions"]
     approve, reject, reject_reason = actions["elements"]
@@ -584,7 +686,8 @@ def test_step_up_shows_approve_as_a_link_and_reject_as_a_button():
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=20)
+    max_leaves=20,
+)
 
 
 @settings(max_examples=400, deadline=None)

@@ -8,8 +8,10 @@ from signoff.domain.budget import Budget, parse_budget, scope_key
 from support import FakeClock
 
 
-@pytest.mark.parametrize("text,limit,per", [("5 per 1h", 5, 3600), ("1 per 90s", 1, 90), (" 20  per  1d ", 20, 86400),
-                                            ("3 per 1h30m", 3, 5400)])
+@pytest.mark.parametrize(
+    "text,limit,per",
+    [("5 per 1h", 5, 3600), ("1 per 90s", 1, 90), (" 20  per  1d ", 20, 86400), ("3 per 1h30m", 3, 5400)],
+)
 def test_parse(text, limit, per):
     assert parse_budget(text) == Budget(limit, timedelta(seconds=per))
 

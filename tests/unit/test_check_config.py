@@ -84,8 +84,11 @@ def test_every_problem_is_reported_with_its_line(tmp_path, capsys, env):
     path.write_text(ALL_AT_ONCE)
     assert main(["check-config", str(path)]) == 1
     out = capsys.readouterr()
-    errors = [LINE.match(text) for text in out.err.splitlines() if re.match(rf"{re.escape(str(path))}:\d+:", text)
-              and ": warning: " not in text]
+    errors = [
+        LINE.match(text)
+        for text in out.err.splitlines()
+        if re.match(rf"{re.escape(str(path))}:\d+:", text) and ": warning: " not in text
+    ]
     assert all(errors), out.err
     got = [(int(m["line"]), m["where"], m["message"]) for m in errors]
     for line, where, words in EXPECTED:
@@ -107,15 +110,18 @@ def test_parse_config_raises_every_problem_with_lines(env):
     assert all(e.startswith("line ") for e in exc.value.errors)
 
 
-@pytest.mark.parametrize("text,words", [
-    ("", "empty"),
-    ("# only a comment\n", "empty"),
-    ("[]\n", "mapping"),
-    ("just text\n", "mapping"),
-    ("agents: []\nworkflows: []\n", "no workflows"),
-    ("agents:\n  - id: a\n    sponsor: U0S\n    secret_env: A_SECRET\n", "no workflows"),
-    ("workflows:\n  - id: w\n    owner: U0O\n    platform_owner: U0P\n    security_owner: U0S\n", "no agents"),
-])
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        ("", "empty"),
+        ("# only a comment\n", "empty"),
+        ("[]\n", "mapping"),
+        ("just text\n", "mapping"),
+        ("agents: []\nworkflows: []\n", "no workflows"),
+        ("agents:\n  - id: a\n    sponsor: U0S\n    secret_env: A_SECRET\n", "no workflows"),
+        ("workflows:\n  - id: w\n    owner: U0O\n    platform_owner: U0P\n    security_owner: U0S\n", "no agents"),
+    ],
+)
 def test_an_empty_file_is_an_error(tmp_path, capsys, env, text, words):
     path = tmp_path / "signoff.yaml"
     path.write_text(text)
@@ -175,15 +181,20 @@ def test_reload_logs_the_unset_secret(tmp_path, monkeypatch, caplog):
     assert "other-bot" in text and "OTHER_BOT_SECRET" in text and "value-never-logged" not in text
 
 
-@pytest.mark.parametrize("text", [
-    "agents: 5\nworkflows: {a: 1}\n",
-    "agents: [1, \"x\", null]\nworkflows: [3, {id: 5, agents: 7, escalation: 3, timeout: [1]}]\n",
-    "? [a, b]\n: 1\nagents: []\n",
-    "agents: [\n",
-    "!!python/object/apply:os.system [echo hi]\n",
-    ("agents: [{id: a, sponsor: U0S, secret_env: A}]\nworkflows:\n  - id: w\n    owner: U0O\n"
-     "    platform_owner: U0P\n    security_owner: U0S\n    escalation: [{after: 5m, to: [U0X]}, {after: x}]\n"),
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "agents: 5\nworkflows: {a: 1}\n",
+        'agents: [1, "x", null]\nworkflows: [3, {id: 5, agents: 7, escalation: 3, timeout: [1]}]\n',
+        "? [a, b]\n: 1\nagents: []\n",
+        "agents: [\n",
+        "!!python/object/apply:os.system [echo hi]\n",
+        (
+            "agents: [{id: a, sponsor: U0S, secret_env: A}]\nworkflows:\n  - id: w\n    owner: U0O\n"
+            "    platform_owner: U0P\n    security_owner: U0S\n    escalation: [{after: 5m, to: [U0X]}, {after: x}]\n"
+        ),
+    ],
+)
 def test_odd_files_get_lines_not_tracebacks(tmp_path, capsys, env, text):
     path = tmp_path / "odd.yaml"
     path.write_text(text)

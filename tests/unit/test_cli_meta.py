@@ -51,14 +51,21 @@ def test_standin_serves_auth_test_and_prints_each_call(tmp_path):
                 time.sleep(0.05)
         assert r.status_code == 200 and r.json()["ok"] is True and r.json()["user_id"]
         assert httpx.post(url + "auth.test", timeout=2).json() == {"ok": False, "error": "not_authed"}
-        posted = httpx.post(url + "chat.postMessage", headers={"Authorization": "Bearer xoxb-any"},
-                            data={"channel": "C0APPROVALS", "text": "hello"}, timeout=2).json()
+        posted = httpx.post(
+            url + "chat.postMessage",
+            headers={"Authorization": "Bearer xoxb-any"},
+            data={"channel": "C0APPROVALS", "text": "hello"},
+            timeout=2,
+        ).json()
         proc.terminate()  # SIGTERM: a clean stop, as `docker compose stop` asks
         assert proc.wait(timeout=10) == 0
         lines = log.read_text().splitlines()
         assert lines[0].startswith(f"Slack stand-in listening on http://127.0.0.1:{port}/")
-        assert lines[1:] == ["auth.test 200 ok", "auth.test 200 not_authed",
-                             f"chat.postMessage 200 ok channel=C0APPROVALS ts={posted['ts']} text='hello'"]
+        assert lines[1:] == [
+            "auth.test 200 ok",
+            "auth.test 200 not_authed",
+            f"chat.postMessage 200 ok channel=C0APPROVALS ts={posted['ts']} text='hello'",
+        ]
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -31,8 +31,14 @@ def keypair(kid: str = "k1"):
 
 def grant(key, kid: str = "k1", **over) -> str:
     now = int(time.time())
-    claims = {"iss": "signoff", "sub": "deploy-bot", "jti": "req-1", "iat": now, "exp": now + 600,
-              "action_sha256": action_sha256(ACTION)}
+    claims = {
+        "iss": "signoff",
+        "sub": "deploy-bot",
+        "jti": "req-1",
+        "iat": now,
+        "exp": now + 600,
+        "action_sha256": action_sha256(ACTION),
+    }
     claims.update(over)
     claims = {k: v for k, v in claims.items() if v is not None}
     return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid})
@@ -51,21 +57,34 @@ def test_the_action_hash_is_rfc8785():
     assert action_sha256({**ACTION, "target": "other"}) != action_sha256(ACTION)
 
 
-@pytest.mark.parametrize("case, make, check, reason", [
-    ("signature", lambda k, other: grant(other), {}, "signature"),
-    ("expired", lambda k, o: grant(k, iat=int(time.time()) - 900, exp=int(time.time()) - 60), {}, "expired"),
-    ("issuer", lambda k, o: grant(k, iss="someone-else"), {}, "issuer"),
-    ("no issuer", lambda k, o: grant(k, iss=None), {}, "iss"),
-    ("action", lambda k, o: grant(k, action_sha256=action_sha256({**ACTION, "target": "payments"})), {},
-     "another action"),
-    ("no action hash", lambda k, o: grant(k, action_sha256=None), {}, "action_sha256"),
-    ("executor", lambda k, o: grant(k, sub="other-bot"), {"executor": "deploy-bot"}, "executor"),
-    ("request", lambda k, o: grant(k, jti="req-2"), {"request_id": "req-1"}, "request"),
-    ("unknown kid", lambda k, o: grant(k, kid="k9"), {}, "k9"),
-    ("not a jwt", lambda k, o: "not-a-token", {}, "not a JWT"),
-    ("hs256", lambda k, o: jwt.encode({"iss": "signoff"}, "secret-key-of-at-least-32-bytes!!", algorithm="HS256",
-                                      headers={"kid": "k1"}), {}, "not EdDSA"),
-])
+@pytest.mark.parametrize(
+    "case, make, check, reason",
+    [
+        ("signature", lambda k, other: grant(other), {}, "signature"),
+        ("expired", lambda k, o: grant(k, iat=int(time.time()) - 900, exp=int(time.time()) - 60), {}, "expired"),
+        ("issuer", lambda k, o: grant(k, iss="someone-else"), {}, "issuer"),
+        ("no issuer", lambda k, o: grant(k, iss=None), {}, "iss"),
+        (
+            "action",
+            lambda k, o: grant(k, action_sha256=action_sha256({**ACTION, "target": "payments"})),
+            {},
+            "another action",
+        ),
+        ("no action hash", lambda k, o: grant(k, action_sha256=None), {}, "action_sha256"),
+        ("executor", lambda k, o: grant(k, sub="other-bot"), {"executor": "deploy-bot"}, "executor"),
+        ("request", lambda k, o: grant(k, jti="req-2"), {"request_id": "req-1"}, "request"),
+        ("unknown kid", lambda k, o: grant(k, kid="k9"), {}, "k9"),
+        ("not a jwt", lambda k, o: "not-a-token", {}, "not a JWT"),
+        (
+            "hs256",
+            lambda k, o: jwt.encode(
+                {"iss": "signoff"}, "secret-key-of-at-least-32-bytes!!", algorithm="HS256", headers={"kid": "k1"}
+            ),
+            {},
+            "not EdDSA",
+        ),
+    ],
+)
 def test_a_grant_that_does_not_hold_is_invalid(case, make, check, reason):
     key, jwks = keypair()
     other, _ = keypair()
@@ -116,17 +135,26 @@ def test_verify_grant_needs_keys():
 
 # -- answers and errors ---------------------------------------------------------------------
 
+
 def mock_client(handler) -> Client:
     return Client("http://signoff.test", "deploy-bot", "s3cret", transport=httpx.MockTransport(handler))
 
 
-@pytest.mark.parametrize("status, body, headers, code, message", [
-    (422, {"error": {"code": "invalid", "message": "rollback is required", "fields": ["rollback"]}}, {},
-     "invalid", "rollback is required"),
-    (502, "<html><body>Bad Gateway</body></html>", {"content-type": "text/html"}, "bad_gateway", "Bad Gateway"),
-    (500, "", {}, "internal_server_error", "Internal Server Error"),
-    (404, {"detail": "Not Found"}, {}, "not_found", "Not Found"),
-])
+@pytest.mark.parametrize(
+    "status, body, headers, code, message",
+    [
+        (
+            422,
+            {"error": {"code": "invalid", "message": "rollback is required", "fields": ["rollback"]}},
+            {},
+            "invalid",
+            "rollback is required",
+        ),
+        (502, "<html><body>Bad Gateway</body></html>", {"content-type": "text/html"}, "bad_gateway", "Bad Gateway"),
+        (500, "", {}, "internal_server_error", "Internal Server Error"),
+        (404, {"detail": "Not Found"}, {}, "not_found", "Not Found"),
+    ],
+)
 def test_every_error_is_a_signoff_error(status, body, headers, code, message):
     def handler(request):
         if isinstance(body, dict):
@@ -186,13 +214,17 @@ def test_requests_are_signed_v2_over_method_target_and_body():
     # the recipe itself, written out
     import hashlib
     import hmac
-    assert core.sign_v2(b"k", "1700000000", "get", "/v1/actions/x?wait=5", b"") == "v2=" + hmac.new(
-        b"k", b"v2:1700000000:GET:/v1/actions/x?wait=5:", hashlib.sha256).hexdigest()
+
+    assert (
+        core.sign_v2(b"k", "1700000000", "get", "/v1/actions/x?wait=5", b"")
+        == "v2=" + hmac.new(b"k", b"v2:1700000000:GET:/v1/actions/x?wait=5:", hashlib.sha256).hexdigest()
+    )
 
 
 def test_v1_signing_is_the_servers_recipe():
-    request = core.build(core.identity("http://s", "a", "k"), "POST", "/v1/actions", {"a": 1}, version="v1",
-                         now=1700000000)
+    request = core.build(
+        core.identity("http://s", "a", "k"), "POST", "/v1/actions", {"a": 1}, version="v1", now=1700000000
+    )
     assert request.headers["x-signoff-signature"] == v1_signature("k", 1700000000, request.content)
 
 
@@ -211,10 +243,16 @@ def test_missing_identity_names_every_variable(monkeypatch):
 
 # -- waiting --------------------------------------------------------------------------------
 
+
 def test_wait_long_polls_with_the_version_and_stops_when_decided():
     targets = []
-    states = iter([{"id": "r", "status": "pending", "version": 1}, {"id": "r", "status": "pending", "version": 2},
-                   {"id": "r", "status": "approved", "version": 3}])
+    states = iter(
+        [
+            {"id": "r", "status": "pending", "version": 1},
+            {"id": "r", "status": "pending", "version": 2},
+            {"id": "r", "status": "approved", "version": 3},
+        ]
+    )
 
     def handler(request):
         targets.append(request.url.raw_path.decode())
@@ -251,6 +289,7 @@ def test_until_must_be_known():
 
 def test_require_approval_refuses_a_coroutine_function_on_the_sync_client():
     with mock_client(lambda r: httpx.Response(200, json={})) as c:
+
         async def f():
             return None
 
@@ -264,15 +303,21 @@ HEAVY = ["fastapi", "starlette", "sqlalchemy", "slack_bolt", "slack_sdk", "apsch
 
 
 def test_importing_the_client_imports_nothing_of_the_server():
-    code = ("import sys, json; import signoff.client; "
-            "from signoff.client import Client, AsyncClient, verify_grant, SignoffError, Rejected, Expired, "
-            "Cancelled, InvalidGrant; "
-            "print(json.dumps(sorted(m for m in sys.modules)))")
+    code = (
+        "import sys, json; import signoff.client; "
+        "from signoff.client import Client, AsyncClient, verify_grant, SignoffError, Rejected, Expired, "
+        "Cancelled, InvalidGrant; "
+        "print(json.dumps(sorted(m for m in sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     modules = json.loads(out)
     loaded = [m for m in modules if m.split(".")[0] in HEAVY]
     assert loaded == []
-    server_side = [m for m in modules if m.startswith("signoff.") and not m.startswith(
-        ("signoff.client", "signoff.domain.agent_signature", "signoff.domain.canonical"))
-        and m != "signoff.domain"]
+    server_side = [
+        m
+        for m in modules
+        if m.startswith("signoff.")
+        and not m.startswith(("signoff.client", "signoff.domain.agent_signature", "signoff.domain.canonical"))
+        and m != "signoff.domain"
+    ]
     assert server_side == []

@@ -8,8 +8,19 @@ from signoff.durations import format_duration, parse_duration
 from support import BASIC_YAML
 
 
-@pytest.mark.parametrize("text,seconds", [(90, 90), ("90s", 90), ("10m", 600), ("1h30m", 5400), ("7d", 604800),
-                                          ("2h", 7200), ("1d2h3m4s", 93784), ("45", 45)])
+@pytest.mark.parametrize(
+    "text,seconds",
+    [
+        (90, 90),
+        ("90s", 90),
+        ("10m", 600),
+        ("1h30m", 5400),
+        ("7d", 604800),
+        ("2h", 7200),
+        ("1d2h3m4s", 93784),
+        ("45", 45),
+    ],
+)
 def test_durations(text, seconds):
     assert parse_duration(text) == timedelta(seconds=seconds)
 

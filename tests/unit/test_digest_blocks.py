@@ -68,8 +68,10 @@ def test_never_more_than_the_maximum_per_message():
 
 
 def test_typed_confirmation_and_escalation_marks():
-    items = [("escalation", make_request(id="01REQA", risk="critical", typed_confirmation=True)),
-             ("request", make_request(id="01REQB", risk="high"))]
+    items = [
+        ("escalation", make_request(id="01REQA", risk="critical", typed_confirmation=True)),
+        ("request", make_request(id="01REQB", risk="high")),
+    ]
     _fb, blks = blocks.digest_message("decide", _cards(items))
     approve = {e["value"]: e for e in actions(blks) if e["action_id"] == ActionId.APPROVE.value}
     assert approve["01REQA"]["text"]["text"] == "Approve…" and "confirm" not in approve["01REQA"]
@@ -79,9 +81,18 @@ def test_typed_confirmation_and_escalation_marks():
 
 @pytest.mark.parametrize("status", ["pending", "rejected", "failed"])
 def test_hostile_agent_text_stays_inert_and_within_limits(status):
-    items = [("request", evil_request(id=f"01EVIL{i}", status=status, decisions=[REJECT],
-                                      outcome={"status": "failed", "detail": "x" * 5000, "by": "deploy-bot"}))
-             for i in range(blocks.DIGEST_MAX)]
+    items = [
+        (
+            "request",
+            evil_request(
+                id=f"01EVIL{i}",
+                status=status,
+                decisions=[REJECT],
+                outcome={"status": "failed", "detail": "x" * 5000, "by": "deploy-bot"},
+            ),
+        )
+        for i in range(blocks.DIGEST_MAX)
+    ]
     fallback, blks = blocks.digest_message("decide", _cards(items))
     assert_all_inert(fallback, blks)
     assert_limits(fallback, blks)

@@ -10,20 +10,23 @@ from signoff.slack.digest import digest_after, split
 from signoff.slack.pacing import POST, Pacer
 
 
-@pytest.mark.parametrize("n, allowance, free, expected", [
-    (3, 7, 0, (3, 0, [])),            # fits: all one by one
-    (7, 7.9, 0, (7, 0, [])),
-    (30, 7, 0, (4, 0, [9, 9, 8])),     # 4 alone + 3 digests = the 7 posts that fit
-    (8, 7, 0, (6, 0, [2])),
-    (11, 0, 0, (0, 0, [6, 5])),        # nothing fits: all digested, evenly
-    (1, 0, 0, (1, 0, [])),             # a digest of one is just a post
-    (2, 0, 0, (0, 0, [2])),
-    (100, 7, 0, (0, 0, [10] * 10)),
-    (5, 0, 7, (0, 5, [])),             # a digest still owed has room: they join it, no new post
-    (12, 1, 4, (0, 4, [8])),
-    (12, 2, 4, (1, 4, [7])),
-    (6, 3, 3, (3, 3, [])),
-])
+@pytest.mark.parametrize(
+    "n, allowance, free, expected",
+    [
+        (3, 7, 0, (3, 0, [])),  # fits: all one by one
+        (7, 7.9, 0, (7, 0, [])),
+        (30, 7, 0, (4, 0, [9, 9, 8])),  # 4 alone + 3 digests = the 7 posts that fit
+        (8, 7, 0, (6, 0, [2])),
+        (11, 0, 0, (0, 0, [6, 5])),  # nothing fits: all digested, evenly
+        (1, 0, 0, (1, 0, [])),  # a digest of one is just a post
+        (2, 0, 0, (0, 0, [2])),
+        (100, 7, 0, (0, 0, [10] * 10)),
+        (5, 0, 7, (0, 5, [])),  # a digest still owed has room: they join it, no new post
+        (12, 1, 4, (0, 4, [8])),
+        (12, 2, 4, (1, 4, [7])),
+        (6, 3, 3, (3, 3, [])),
+    ],
+)
 def test_split(n, allowance, free, expected):
     assert split(n, allowance, free) == expected
 

@@ -20,12 +20,51 @@ from signoff.evidence.canon import (
     ledger_hash,
 )
 
-STRINGS = ["", "plain", "quote \" backslash \\ slash /", "tab\tnew\nline\rcr\bbs\fff", "\x00\x01\x1f\x7f",
-           "é ü ß", "€ \u2028 \u2029 \ufeff", "\ue000 private", "emoji 😀 and 𝄞", "<script>alert(1)</script>",
-           "'single'", "a" * 300]
-NUMBERS = [0, 1, -1, 42, 2**31, -(2**31), 2**53 - 1, -(2**53 - 1), 0.0, -0.0, 0.5, 1.5, -2.25, 0.1, 1e-4,
-           9.999e-5, 1e-7, 1e-6, 123456.789, 1e15, 1e16, 1e21, 1.7976931348623157e308, 5e-324, 2.0**53, 3.0,
-           0.30000000000000004, 100.0, 1e20]
+STRINGS = [
+    "",
+    "plain",
+    'quote " backslash \\ slash /',
+    "tab\tnew\nline\rcr\bbs\fff",
+    "\x00\x01\x1f\x7f",
+    "é ü ß",
+    "€ \u2028 \u2029 \ufeff",
+    "\ue000 private",
+    "emoji 😀 and 𝄞",
+    "<script>alert(1)</script>",
+    "'single'",
+    "a" * 300,
+]
+NUMBERS = [
+    0,
+    1,
+    -1,
+    42,
+    2**31,
+    -(2**31),
+    2**53 - 1,
+    -(2**53 - 1),
+    0.0,
+    -0.0,
+    0.5,
+    1.5,
+    -2.25,
+    0.1,
+    1e-4,
+    9.999e-5,
+    1e-7,
+    1e-6,
+    123456.789,
+    1e15,
+    1e16,
+    1e21,
+    1.7976931348623157e308,
+    5e-324,
+    2.0**53,
+    3.0,
+    0.30000000000000004,
+    100.0,
+    1e20,
+]
 
 
 def _random_value(rng: random.Random, depth: int = 0):
@@ -82,8 +121,34 @@ def test_fast_path_matches_rfc8785_on_random_documents():
 
 
 # text from every plane: what a store holds literally (its JSON written with ensure_ascii=False)
-WIDE = ["é", "ß", "Ω", "щ", "ש", "م", "中", "€", "\u2028", "\u2029", "\x7f", "\x85", "e\u0301", "\u202e", "\ud7ff",
-        "\ue000", "\uffff", "\ufeff", "😀", "𝄞", "\U00010000", "\U0010ffff", "\\u00e9", "\\ud800", "\"", "\n"]
+WIDE = [
+    "é",
+    "ß",
+    "Ω",
+    "щ",
+    "ש",
+    "م",
+    "中",
+    "€",
+    "\u2028",
+    "\u2029",
+    "\x7f",
+    "\x85",
+    "e\u0301",
+    "\u202e",
+    "\ud7ff",
+    "\ue000",
+    "\uffff",
+    "\ufeff",
+    "😀",
+    "𝄞",
+    "\U00010000",
+    "\U0010ffff",
+    "\\u00e9",
+    "\\ud800",
+    '"',
+    "\n",
+]
 
 
 def _wide_text(rng: random.Random) -> str:
@@ -107,8 +172,9 @@ def test_fast_path_matches_rfc8785_on_literal_unicode():
     fast = fast_wide = 0
     for _ in range(5000):
         value = _wide_value(rng)
-        text = json.dumps(value, ensure_ascii=False, sort_keys=rng.random() < 0.5,
-                          separators=rng.choice([(",", ":"), (", ", ": ")]))
+        text = json.dumps(
+            value, ensure_ascii=False, sort_keys=rng.random() < 0.5, separators=rng.choice([(",", ":"), (", ", ": ")])
+        )
         ref = _reference(json.loads(text))
         got = canonical_text_of_json(text)
         if got is not None:
@@ -119,8 +185,12 @@ def test_fast_path_matches_rfc8785_on_literal_unicode():
     assert fast_wide > 1000, (fast, fast_wide)
 
 
-@pytest.mark.parametrize("value", [{"k": v} for v in NUMBERS] + [{"s": s} for s in STRINGS]
-                         + [{"😀": 1, "\ue000": 2}, {"b": 1, "a": {"d": [1, 2, {"c": None}]}}])
+@pytest.mark.parametrize(
+    "value",
+    [{"k": v} for v in NUMBERS]
+    + [{"s": s} for s in STRINGS]
+    + [{"😀": 1, "\ue000": 2}, {"b": 1, "a": {"d": [1, 2, {"c": None}]}}],
+)
 def test_known_values(value):
     assert canonical_bytes(value) == rfc8785.dumps(value)
 
@@ -145,8 +215,11 @@ def test_event_and_ledger_hashes_match_the_chain_module():
             with pytest.raises(NotCanonicalizable):
                 event_hash(prev, body["request_id"], seq, body["at"], body["type"], body["actor"], json.dumps(data))
             continue
-        assert event_hash(prev, body["request_id"], seq, body["at"], body["type"], body["actor"],
-                          json.dumps(data)) == expected
+        assert (
+            event_hash(prev, body["request_id"], seq, body["at"], body["type"], body["actor"], json.dumps(data))
+            == expected
+        )
         prev = expected
     assert ledger_hash(prev, 7, "r-1", "2026-03-02T09:00:00.000000Z") == chain.link(
-        prev, {"seq": 7, "request_id": "r-1", "at": "2026-03-02T09:00:00.000000Z"})
+        prev, {"seq": 7, "request_id": "r-1", "at": "2026-03-02T09:00:00.000000Z"}
+    )

@@ -29,8 +29,8 @@ def test_round_trip_and_expiry():
 def test_altered_links_fail():
     key = generate()
     exp, sig = _parts(sign_link(key, "req-1", NOW + 60))
-    assert not check_link(key, "req-2", exp, sig, NOW)          # another request
-    assert not check_link(key, "req-1", exp + 1, sig, NOW)      # a later expiry
+    assert not check_link(key, "req-2", exp, sig, NOW)  # another request
+    assert not check_link(key, "req-1", exp + 1, sig, NOW)  # a later expiry
     assert not check_link(key, "req-1", exp, sig[:-1] + ("A" if sig[-1] != "A" else "B"), NOW)
     assert not check_link(key, "req-1", exp, "", NOW)
     assert not check_link(key, "req-1", "soon", sig, NOW)
@@ -64,8 +64,23 @@ def test_only_the_issued_spelling_of_exp_opens():
     assert exp == str(NOW + 60) and check_link(key, "req-1", exp, sig, NOW)
     arabic = "".join(chr(0x660 + int(d)) for d in exp)
     devanagari = "".join(chr(0x966 + int(d)) for d in exp)
-    for spelling in (f"+{exp}", f"0{exp}", f"{exp[:4]}_{exp[4:]}", f" {exp}", f"{exp} ", f"{exp}\n", f"\t{exp}",
-                     arabic, devanagari, f"{exp}.0", f"{exp}e0", "", None, float(exp), True):
+    for spelling in (
+        f"+{exp}",
+        f"0{exp}",
+        f"{exp[:4]}_{exp[4:]}",
+        f" {exp}",
+        f"{exp} ",
+        f"{exp}\n",
+        f"\t{exp}",
+        arabic,
+        devanagari,
+        f"{exp}.0",
+        f"{exp}e0",
+        "",
+        None,
+        float(exp),
+        True,
+    ):
         assert not check_link(key, "req-1", spelling, sig, NOW), repr(spelling)
 
 
@@ -73,7 +88,15 @@ def test_only_the_issued_spelling_of_sig_opens():
     key = generate()
     exp, sig = _parts(sign_link(key, "req-1", NOW + 60))
     assert len(sig) == 43
-    for spelling in (sig + "=", sig + "==", f" {sig}", f"{sig} ", f"{sig}\n", sig.encode(), None,
-                     sig.replace("-", "+").replace("_", "/") if ("-" in sig or "_" in sig) else sig + "A",
-                     "".join(chr(ord(c) + 0xFEE0) if c.isalnum() else c for c in sig)):  # fullwidth
+    for spelling in (
+        sig + "=",
+        sig + "==",
+        f" {sig}",
+        f"{sig} ",
+        f"{sig}\n",
+        sig.encode(),
+        None,
+        sig.replace("-", "+").replace("_", "/") if ("-" in sig or "_" in sig) else sig + "A",
+        "".join(chr(ord(c) + 0xFEE0) if c.isalnum() else c for c in sig),
+    ):  # fullwidth
         assert not check_link(key, "req-1", exp, spelling, NOW), repr(spelling)

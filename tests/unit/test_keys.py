@@ -18,8 +18,9 @@ def kids(keys):
 
 def test_the_newest_key_whose_moment_has_come_signs():
     a, b = generate(), generate()
-    ring = ring_from_schedule([ScheduledKey(a, T0), ScheduledKey(b, T0 + timedelta(hours=1))],
-                              T0 + timedelta(hours=2), WEEK)
+    ring = ring_from_schedule(
+        [ScheduledKey(a, T0), ScheduledKey(b, T0 + timedelta(hours=1))], T0 + timedelta(hours=2), WEEK
+    )
     assert ring.active.kid == b.kid
     assert kids(ring.retired) == [a.kid]
     assert kids(ring.published()) == [b.kid, a.kid]
@@ -27,8 +28,9 @@ def test_the_newest_key_whose_moment_has_come_signs():
 
 def test_a_key_not_yet_active_is_published_but_does_not_sign():
     a, b = generate(), generate()
-    ring = ring_from_schedule([ScheduledKey(a, T0), ScheduledKey(b, T0 + timedelta(minutes=10))],
-                              T0 + timedelta(minutes=1), WEEK)
+    ring = ring_from_schedule(
+        [ScheduledKey(a, T0), ScheduledKey(b, T0 + timedelta(minutes=10))], T0 + timedelta(minutes=1), WEEK
+    )
     assert ring.active.kid == a.kid
     assert kids(ring.upcoming) == [b.kid]
     assert {k["kid"] for k in ring.jwks()["keys"]} == {a.kid, b.kid}

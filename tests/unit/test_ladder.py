@@ -26,16 +26,19 @@ def test_offsets_without_repeat():
     assert lad.steps_total() == 2
 
 
-@pytest.mark.parametrize("minutes, fired, expected", [
-    (0, 0, []),
-    (9.99, 0, []),
-    (10, 0, [0]),          # due exactly at its moment
-    (15, 0, [0]),
-    (15, 1, []),           # already fired: nothing owed
-    (20, 1, [1]),
-    (25, 2, []),
-    (29.99, 2, []),
-])
+@pytest.mark.parametrize(
+    "minutes, fired, expected",
+    [
+        (0, 0, []),
+        (9.99, 0, []),
+        (10, 0, [0]),  # due exactly at its moment
+        (15, 0, [0]),
+        (15, 1, []),  # already fired: nothing owed
+        (20, 1, [1]),
+        (25, 2, []),
+        (29.99, 2, []),
+    ],
+)
 def test_which_step_is_due_at_now(minutes, fired, expected):
     assert ladder([10, 20], 30).due(T0, fired, at(minutes)) == expected
 
@@ -51,8 +54,7 @@ def test_after_downtime_every_owed_step_is_due_in_order():
 def test_owed_lists_steps_then_expiry_in_deadline_order():
     lad = ladder([10, 20], 30)
     got = owed(T0, at(30), lad, 0, at(45))
-    assert [(o.kind, o.k, o.at) for o in got] == [
-        (STEP, 0, at(10)), (STEP, 1, at(20)), (EXPIRE, None, at(30))]
+    assert [(o.kind, o.k, o.at) for o in got] == [(STEP, 0, at(10)), (STEP, 1, at(20)), (EXPIRE, None, at(30))]
     assert [o.at for o in got] == sorted(o.at for o in got)
 
 

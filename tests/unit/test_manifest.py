@@ -53,7 +53,18 @@ def test_events_interactivity_and_home(manifest):
 
 
 def test_bot_scopes(manifest):
-    needed = {"chat:write", "chat:write.public", "im:write", "im:history", "channels:history",
-              "groups:history", "usergroups:read", "users:read", "users:read.email", "commands",
-              "channels:read", "groups:read"}
+    needed = {
+        "chat:write",
+        "chat:write.public",
+        "im:write",
+        "im:history",
+        "channels:history",
+        "groups:history",
+        "usergroups:read",
+        "users:read",
+        "users:read.email",
+        "commands",
+        "channels:read",
+        "groups:read",
+    }
     assert needed <= set(manifest["oauth_config"]["scopes"]["bot"])

@@ -10,7 +10,9 @@ import pytest
 from signoff.cli import main
 from support import BASIC_YAML
 
-YAML = BASIC_YAML + """    windows:
+YAML = (
+    BASIC_YAML
+    + """    windows:
       - {days: [mon, tue, wed, thu, fri], start: "09:00", end: "17:00", timezone: Europe/Paris}
     freezes:
       - {start: 2026-03-04T00:00:00Z, end: 2026-03-05T00:00:00Z, reason: quarterly close}
@@ -30,6 +32,7 @@ YAML = BASIC_YAML + """    windows:
         match: {target: "*-db"}
         approvers: [U0NEVER]
 """
+)
 
 BODY = {
     "workflow": "prod-restart",
@@ -99,17 +102,22 @@ def test_auto_approve_is_explained_and_never_for_critical(files, capsys):
     assert "Beyond the budget: 1 distinct approval from: U0OWNER, U0SPONSOR, U0SECOND" in out
 
 
-@pytest.mark.parametrize("change,needle", [
-    ({"workflow": "nope"}, "REFUSED (404): unknown workflow 'nope'"),
-    ({"agent": "outsider"}, "REFUSED (403): agent 'outsider' may not submit"),
-    ({"executor": "outsider"}, "REFUSED (403): executor 'outsider'"),
-    ({"action": {"type": "db.drop_table", "target": "orders-db"}},
-     "REFUSED (403): refused by rule 'no-drops': dropping databases is never done by agents"),
-    ({"rollback": None}, "REFUSED (422): a high-risk request needs a rollback plan"),
-    ({"rollback": {"description": "  "}}, "REFUSED (422)"),
-    ({"action": {"type": "DB.DROP_TABLE", "target": "orders-db"}}, "REFUSED (403): refused by rule 'no-drops'"),
-    ({"action": {"type": "Db.Drop", "target": "orders-db"}}, "REFUSED (403): refused by rule 'no-drops'"),
-])
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        ({"workflow": "nope"}, "REFUSED (404): unknown workflow 'nope'"),
+        ({"agent": "outsider"}, "REFUSED (403): agent 'outsider' may not submit"),
+        ({"executor": "outsider"}, "REFUSED (403): executor 'outsider'"),
+        (
+            {"action": {"type": "db.drop_table", "target": "orders-db"}},
+            "REFUSED (403): refused by rule 'no-drops': dropping databases is never done by agents",
+        ),
+        ({"rollback": None}, "REFUSED (422): a high-risk request needs a rollback plan"),
+        ({"rollback": {"description": "  "}}, "REFUSED (422)"),
+        ({"action": {"type": "DB.DROP_TABLE", "target": "orders-db"}}, "REFUSED (403): refused by rule 'no-drops'"),
+        ({"action": {"type": "Db.Drop", "target": "orders-db"}}, "REFUSED (403): refused by rule 'no-drops'"),
+    ],
+)
 def test_refusals_say_why(files, capsys, change, needle):
     cfg, write = files
     code, out, _ = run(capsys, cfg, write({**BODY, **change}))
@@ -123,17 +131,20 @@ def test_the_agent_given_is_the_submitter(files, capsys):
     assert code == 0 and "submitted by other-bot (sponsor U0OTHERSP)" in out
 
 
-@pytest.mark.parametrize("content,needle", [
-    ("{not json", "not UTF-8 JSON"),
-    ("[1, 2]", "must hold a JSON object"),
-    (json.dumps({**BODY, "title": ""}), "title"),
-    (json.dumps({**BODY, "surprise": 1}), "surprise"),
-    (json.dumps({**BODY, "agent": 7}), "agent"),
-    (json.dumps({**BODY, "action": {"type": "db.drop\u200b", "target": "orders-db"}}), "action.type"),
-    (json.dumps({**BODY, "action": {"type": "db.migrate", "target": "orders-db "}}), "action.target"),
-    ('{"workflow": "nope", ' + json.dumps(BODY)[1:], "duplicated key 'workflow'"),
-    ('{"n": 1' + "0" * 5000 + "}", "within ±(2^53 - 1)"),
-])
+@pytest.mark.parametrize(
+    "content,needle",
+    [
+        ("{not json", "not UTF-8 JSON"),
+        ("[1, 2]", "must hold a JSON object"),
+        (json.dumps({**BODY, "title": ""}), "title"),
+        (json.dumps({**BODY, "surprise": 1}), "surprise"),
+        (json.dumps({**BODY, "agent": 7}), "agent"),
+        (json.dumps({**BODY, "action": {"type": "db.drop\u200b", "target": "orders-db"}}), "action.type"),
+        (json.dumps({**BODY, "action": {"type": "db.migrate", "target": "orders-db "}}), "action.target"),
+        ('{"workflow": "nope", ' + json.dumps(BODY)[1:], "duplicated key 'workflow'"),
+        ('{"n": 1' + "0" * 5000 + "}", "within ±(2^53 - 1)"),
+    ],
+)
 def test_invalid_input_exits_2(files, capsys, content, needle):
     cfg, write = files
     code, _, err = run(capsys, cfg, write(content))

@@ -15,8 +15,13 @@ pytestmark = pytest.mark.timeout(10)
 
 
 def scope(**extensions) -> dict:
-    return {"type": "http", "method": "POST", "path": "/v1/actions", "headers": [],
-            **({"extensions": extensions} if extensions else {})}
+    return {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/actions",
+        "headers": [],
+        **({"extensions": extensions} if extensions else {}),
+    }
 
 
 def stalling_receive(*chunks: bytes):
@@ -69,8 +74,9 @@ def run(wrapper, scope_, receive):
 
 def test_a_stalled_body_gets_408_at_the_deadline():
     app, timeouts = ReadingApp(), []
-    sent, took = run(ReadDeadline(app, 0.2, on_timeout=lambda: timeouts.append(1)), scope(),
-                     stalling_receive(b"half a ", b"body"))
+    sent, took = run(
+        ReadDeadline(app, 0.2, on_timeout=lambda: timeouts.append(1)), scope(), stalling_receive(b"half a ", b"body")
+    )
     assert app.saw_disconnect and app.body == b"half a body"
     assert 0.2 <= took < 2
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]  # the app's 400 dropped
@@ -97,8 +103,10 @@ def test_the_deadline_runs_from_the_start_the_server_put_in_the_scope():
 
 
 def test_a_body_in_time_is_untouched_and_the_wait_for_a_disconnect_after_it_is_not_bounded():
-    messages = [{"type": "http.request", "body": b"ab", "more_body": True},
-                {"type": "http.request", "body": b"cd", "more_body": False}]
+    messages = [
+        {"type": "http.request", "body": b"ab", "more_body": True},
+        {"type": "http.request", "body": b"cd", "more_body": False},
+    ]
 
     async def receive():
         if messages:

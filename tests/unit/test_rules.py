@@ -76,8 +76,10 @@ def test_rollback_condition():
 
 
 def test_merge_replaces_whole_values():
-    assert merge({"approvers": ["U1", "U2"], "timeout": 1}, {"approvers": ["U3"]}) == \
-        {"approvers": ["U3"], "timeout": 1}
+    assert merge({"approvers": ["U1", "U2"], "timeout": 1}, {"approvers": ["U3"]}) == {
+        "approvers": ["U3"],
+        "timeout": 1,
+    }
 
 
 def test_rollback_requirement_defaults():
@@ -88,7 +90,9 @@ def test_rollback_requirement_defaults():
     assert not rollback_required("critical", workflow=True, rule=False)
 
 
-RULES_YAML = BASIC_YAML + """    rules:
+RULES_YAML = (
+    BASIC_YAML
+    + """    rules:
       - name: no-prod-db-drops
         match: {action_type: "db.drop*", environment: production}
         deny: dropping production databases is never automated
@@ -108,6 +112,7 @@ RULES_YAML = BASIC_YAML + """    rules:
         match: {rollback: true}
         require_rollback: false
 """
+)
 
 
 def test_rules_file_and_effective_policy():
@@ -134,12 +139,14 @@ def test_rules_file_and_effective_policy():
 
 
 def test_auto_approve_never_applies_to_critical_requests():
-    wf = parse_config(RULES_YAML.replace("risk: [low, medium]", "risk: [low, medium, high]")
-                      ).workflow("prod-restart")
+    wf = parse_config(RULES_YAML.replace("risk: [low, medium]", "risk: [low, medium, high]")).workflow("prod-restart")
     ev = evaluate(wf, facts_of({"type": "service.restart", "target": "api"}, "critical"))
     assert ev.rule_name == "db" or ev.auto_approve is None
-    everyone = parse_config(RULES_YAML.replace("match: {action_type: service.restart, risk: [low, medium]}",
-                                               "match: {action_type: service.restart}")).workflow("prod-restart")
+    everyone = parse_config(
+        RULES_YAML.replace(
+            "match: {action_type: service.restart, risk: [low, medium]}", "match: {action_type: service.restart}"
+        )
+    ).workflow("prod-restart")
     ev = evaluate(everyone, facts_of({"type": "service.restart", "target": "api"}, "critical"))
     assert ev.rule_name == "restarts" and ev.auto_approve is None
 
@@ -161,37 +168,50 @@ def test_rule_errors_have_paths_and_lines():
     assert "not before the timeout" in errors[0]
 
 
-@pytest.mark.parametrize("snippet,needle", [
-    ("      - {name: x, deny: never, auto_approve: {limit: 1 per 1h}}\n", "cannot both deny and auto_approve"),
-    ("      - {name: x, match: {risk: [critical]}, auto_approve: {limit: 1 per 1h}}\n", "never applies to critical"),
-    ("      - {name: restarts}\n", "duplicate rule name"),
-    ("      - {name: x, windows: [{start: '9:00', end: '17:00'}]}\n", "not a time of day"),
-    ("      - {name: x, windows: [{start: '09:00', end: '09:00'}]}\n", "would be empty"),
-    ("      - {name: x, windows: [{start: 10:00, end: '12:00'}]}\n", "write times of day in quotes"),
-    ("      - {name: x, windows: [{start: '09:00', end: '17:00', timezone: Mars/Base}]}\n", "unknown timezone"),
-    ("      - {name: x, windows: [{days: [funday], start: '09:00', end: '17:00'}]}\n", "windows[0].days[0]"),
-    ("      - {name: x, freezes: [{start: 2026-12-20T00:00:00Z, end: 2026-12-19T00:00:00Z, reason: r}]}\n",
-     "must end after it starts"),
-    ("      - {name: x, freezes: [{start: '2026-12-20 10:00', end: 2026-12-21T00:00:00Z, reason: r}]}\n",
-     "UTC offset"),
-    ("      - {name: x, auto_approve: {limit: 0 per 1h}}\n", "at least 1"),
-    ("      - {name: x, auto_approve: {limit: 3 per 1h, scope: team}}\n", "scope"),
-    ("      - {name: x, match: {colour: red}}\n", "colour"),
-    ("      - {name: x, required_approvals: 9}\n", "required_approvals is 9"),
-])
+@pytest.mark.parametrize(
+    "snippet,needle",
+    [
+        ("      - {name: x, deny: never, auto_approve: {limit: 1 per 1h}}\n", "cannot both deny and auto_approve"),
+        (
+            "      - {name: x, match: {risk: [critical]}, auto_approve: {limit: 1 per 1h}}\n",
+            "never applies to critical",
+        ),
+        ("      - {name: restarts}\n", "duplicate rule name"),
+        ("      - {name: x, windows: [{start: '9:00', end: '17:00'}]}\n", "not a time of day"),
+        ("      - {name: x, windows: [{start: '09:00', end: '09:00'}]}\n", "would be empty"),
+        ("      - {name: x, windows: [{start: 10:00, end: '12:00'}]}\n", "write times of day in quotes"),
+        ("      - {name: x, windows: [{start: '09:00', end: '17:00', timezone: Mars/Base}]}\n", "unknown timezone"),
+        ("      - {name: x, windows: [{days: [funday], start: '09:00', end: '17:00'}]}\n", "windows[0].days[0]"),
+        (
+            "      - {name: x, freezes: [{start: 2026-12-20T00:00:00Z, end: 2026-12-19T00:00:00Z, reason: r}]}\n",
+            "must end after it starts",
+        ),
+        (
+            "      - {name: x, freezes: [{start: '2026-12-20 10:00', end: 2026-12-21T00:00:00Z, reason: r}]}\n",
+            "UTC offset",
+        ),
+        ("      - {name: x, auto_approve: {limit: 0 per 1h}}\n", "at least 1"),
+        ("      - {name: x, auto_approve: {limit: 3 per 1h, scope: team}}\n", "scope"),
+        ("      - {name: x, match: {colour: red}}\n", "colour"),
+        ("      - {name: x, required_approvals: 9}\n", "required_approvals is 9"),
+    ],
+)
 def test_bad_rules(snippet, needle):
     errors = _errors(RULES_YAML + snippet)
     assert any(needle in e for e in errors), errors
 
 
 def test_workflow_level_windows_freezes_and_ttl():
-    text = BASIC_YAML + """    windows:
+    text = (
+        BASIC_YAML
+        + """    windows:
       - {days: [sat, sun], start: "22:00", end: "24:00"}
     freezes:
       - {start: 2026-12-20T00:00:00+01:00, end: 2027-01-04T00:00:00+01:00, reason: year-end freeze}
     approval_ttl: 12h
     require_rollback: true
 """
+    )
     wf = parse_config(text).workflow("prod-restart")
     assert wf.windows[0].to_domain().end is None
     assert wf.freezes[0].to_domain().start.isoformat() == "2026-12-19T23:00:00+00:00"
@@ -202,12 +222,15 @@ def test_workflow_level_windows_freezes_and_ttl():
     assert Workflow.model_validate(wf.model_dump(mode="json")).policy_hash() == wf.policy_hash()
 
 
-@pytest.mark.parametrize("value, path", [
-    ('"production "', "match.environment[0]"),
-    ('["staging", "production\\u200b"]', "match.environment[1]"),
-    ('"db.drop*\\t"', "match.action_type[0]"),
-    ('" orders-*"', "match.target[0]"),
-])
+@pytest.mark.parametrize(
+    "value, path",
+    [
+        ('"production "', "match.environment[0]"),
+        ('["staging", "production\\u200b"]', "match.environment[1]"),
+        ('"db.drop*\\t"', "match.action_type[0]"),
+        ('" orders-*"', "match.target[0]"),
+    ],
+)
 def test_match_values_no_identifier_could_ever_equal_are_errors(value, path):
     key = path.split(".")[1].split("[")[0]
     bad = RULES_YAML.replace('match: {action_type: "db.drop*", environment: production}', f"match: {{{key}: {value}}}")
@@ -221,20 +244,40 @@ def test_compiled_rules_answer_exactly_as_mismatches():
     from signoff.policy.rules import compile_rules
     from signoff.policy.rules import evaluate as evaluate_rules
 
-    matches = [None, M(), M(action_type="db.*"), M(action_type=["svc.*", "DB.Migrate"]), M(action_type=[]),
-               M(target="[a-m]rders-*"), M(target=["ORDERS-D?", "x*"]), M(target="straße-*"),
-               M(environment="production"), M(environment=["Staging", "ｐｒｏｄｕｃｔｉｏｎ"]), M(environment=[]),
-               M(risk=["high", "critical"]), M(risk=[]), M(rollback=True), M(rollback=False),
-               M(action_type="db.*", target="payments-*", environment="production", risk=["low"], rollback=True),
-               M(target="*[*"), M(target="a**b?c*")]
-    facts = [FACTS, Facts("DB.DROP", "Orders-DB", "Production", "high"), Facts("x", "STRASSE-1", None, "low"),
-             Facts("svc.restart", "payments-1", "prоduction", "low", is_rollback=True),
-             Facts("db.migrate", "a*[*", "staging", "critical"), Facts("", "", "", "medium")]
+    matches = [
+        None,
+        M(),
+        M(action_type="db.*"),
+        M(action_type=["svc.*", "DB.Migrate"]),
+        M(action_type=[]),
+        M(target="[a-m]rders-*"),
+        M(target=["ORDERS-D?", "x*"]),
+        M(target="straße-*"),
+        M(environment="production"),
+        M(environment=["Staging", "ｐｒｏｄｕｃｔｉｏｎ"]),
+        M(environment=[]),
+        M(risk=["high", "critical"]),
+        M(risk=[]),
+        M(rollback=True),
+        M(rollback=False),
+        M(action_type="db.*", target="payments-*", environment="production", risk=["low"], rollback=True),
+        M(target="*[*"),
+        M(target="a**b?c*"),
+    ]
+    facts = [
+        FACTS,
+        Facts("DB.DROP", "Orders-DB", "Production", "high"),
+        Facts("x", "STRASSE-1", None, "low"),
+        Facts("svc.restart", "payments-1", "prоduction", "low", is_rollback=True),
+        Facts("db.migrate", "a*[*", "staging", "critical"),
+        Facts("", "", "", "medium"),
+    ]
     rules = [R(f"r{i}", m) for i, m in enumerate(matches)]
     compiled = compile_rules(rules)
     for f in facts:
         for _ in range(2):  # the second time through the shared results
             got = evaluate_rules(rules, f, compiled)
-            assert [(r.index, r.name, list(r.mismatched)) for r in got] == \
-                [(i, r.name, mismatches(r.match, f)) for i, r in enumerate(rules)]
+            assert [(r.index, r.name, list(r.mismatched)) for r in got] == [
+                (i, r.name, mismatches(r.match, f)) for i, r in enumerate(rules)
+            ]
         assert evaluate_rules(rules, f) == got

@@ -50,9 +50,12 @@ def test_the_server_builds_a_keep_alive_client(client):
 def test_many_calls_share_one_connection(fake_slack, client):
     conns = Counting(fake_slack)
     for i in range(20):
-        resp = client.chat_postMessage(channel="C1", text=f"n{i}", blocks=[{"type": "section",
-                                       "text": {"type": "mrkdwn", "text": "hi"}}],
-                                       metadata={"event_type": "t", "event_payload": {"i": str(i)}})
+        resp = client.chat_postMessage(
+            channel="C1",
+            text=f"n{i}",
+            blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": "hi"}}],
+            metadata={"event_type": "t", "event_payload": {"i": str(i)}},
+        )
         assert resp["ok"] and resp["channel"] == "C1"
     assert len(fake_slack.calls_to("chat.postMessage")) == 20
     assert conns.count == 1
@@ -144,8 +147,9 @@ def test_through_a_proxy_calls_go_through_urllib_unless_bypassed(fake_slack, mon
         port = s.getsockname()[1]
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    proxied = KeepAliveWebClient(token="xoxb-test", base_url=fake_slack.url, retry_handlers=[],
-                                 proxy=f"http://127.0.0.1:{port}")
+    proxied = KeepAliveWebClient(
+        token="xoxb-test", base_url=fake_slack.url, retry_handlers=[], proxy=f"http://127.0.0.1:{port}"
+    )
     with pytest.raises(Retry, match="unreachable"):  # the (absent) proxy was asked
         call_slack(proxied.auth_test)
     assert not fake_slack.calls
@@ -161,8 +165,14 @@ def _post(client):
 
 
 def test_post_json_sends_what_the_sdk_method_sends(fake_slack, client):
-    args = {"channel": "C1", "text": "n", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "é"}}],
-            "metadata": {"event_type": "t", "event_payload": {"i": "1"}}, "unfurl_links": False, "thread_ts": None}
+    args = {
+        "channel": "C1",
+        "text": "n",
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "é"}}],
+        "metadata": {"event_type": "t", "event_payload": {"i": "1"}},
+        "unfurl_links": False,
+        "thread_ts": None,
+    }
     by_sdk = client.chat_postMessage(**args)
     by_us = client.post_json("chat.postMessage", dict(args))
     assert by_us["ok"] and by_us["channel"] == by_sdk["channel"] == "C1" and by_us["ts"] != by_sdk["ts"]

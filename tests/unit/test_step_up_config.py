@@ -37,12 +37,17 @@ workflows:
 
 
 def test_defaults_and_rule_override():
-    config = parse_config(workflow("{issuer: 'https://id.example.com', client_id: signoff}", """\
+    config = parse_config(
+        workflow(
+            "{issuer: 'https://id.example.com', client_id: signoff}",
+            """\
     rules:
       - name: prod
         match: {environment: production}
         step_up: {issuer: 'https://id.example.com/oauth2/default', client_id: other, max_age: 2m}
-"""))
+""",
+        )
+    )
     wf = config.workflows[0]
     su = wf.merged(None).step_up
     assert su.require_amr == ["mfa"] and su.max_age == timedelta(minutes=5) and su.client_secret_env is None
@@ -52,17 +57,20 @@ def test_defaults_and_rule_override():
     assert wf.merged(wf.rules[0]).snapshot()["step_up"]["max_age"] == "2m"
 
 
-@pytest.mark.parametrize("step_up, words", [
-    ("{issuer: 'http://id.example.com', client_id: c}", "loopback"),
-    ("{issuer: 'ftp://id.example.com', client_id: c}", "https://"),
-    ("{issuer: 'https://id.example.com?x=1', client_id: c}", "without query"),
-    ("{issuer: 'https://id.example.com', client_id: ''}", "client_id"),
-    ("{issuer: 'https://id.example.com'}", "client_id"),
-    ("{issuer: 'https://id.example.com', client_id: c, max_age: 0}", "max_age"),
-    ("{issuer: 'https://id.example.com', client_id: c, max_age: 2d}", "at most 24h"),
-    ("{issuer: 'https://id.example.com', client_id: c, require_amr: ['']}", "require_amr"),
-    ("{issuer: 'https://id.example.com', client_id: c, scopes: [x]}", "scopes"),
-])
+@pytest.mark.parametrize(
+    "step_up, words",
+    [
+        ("{issuer: 'http://id.example.com', client_id: c}", "loopback"),
+        ("{issuer: 'ftp://id.example.com', client_id: c}", "https://"),
+        ("{issuer: 'https://id.example.com?x=1', client_id: c}", "without query"),
+        ("{issuer: 'https://id.example.com', client_id: ''}", "client_id"),
+        ("{issuer: 'https://id.example.com'}", "client_id"),
+        ("{issuer: 'https://id.example.com', client_id: c, max_age: 0}", "max_age"),
+        ("{issuer: 'https://id.example.com', client_id: c, max_age: 2d}", "at most 24h"),
+        ("{issuer: 'https://id.example.com', client_id: c, require_amr: ['']}", "require_amr"),
+        ("{issuer: 'https://id.example.com', client_id: c, scopes: [x]}", "scopes"),
+    ],
+)
 def test_bad_step_up_is_reported_with_its_path(step_up, words):
     with pytest.raises(ConfigError) as err:
         parse_config(workflow(step_up))
@@ -75,13 +83,19 @@ def test_http_only_on_loopback(issuer):
 
 
 def test_warnings():
-    config = parse_config(workflow("{issuer: 'https://id.example.com', client_id: c, client_secret_env: SU_SECRET,"
-                                   " require_amr: []}"))
+    config = parse_config(
+        workflow("{issuer: 'https://id.example.com', client_id: c, client_secret_env: SU_SECRET, require_amr: []}")
+    )
     warnings = step_up_warnings(config, environ={})
     assert any("SU_SECRET is not set" in w for w in warnings)
     assert any("require_amr is empty" in w for w in warnings)
-    assert step_up_warnings(parse_config(workflow("{issuer: 'https://id.example.com', client_id: c, "
-                                                  "client_secret_env: SU_SECRET}")), {"SU_SECRET": "x"}) == []
+    assert (
+        step_up_warnings(
+            parse_config(workflow("{issuer: 'https://id.example.com', client_id: c, client_secret_env: SU_SECRET}")),
+            {"SU_SECRET": "x"},
+        )
+        == []
+    )
 
 
 def test_a_typed_confirmation_next_to_step_up_is_no_warning():
@@ -98,8 +112,11 @@ def test_a_typed_confirmation_next_to_step_up_is_no_warning():
         step_up: {issuer: 'https://id.example.com', client_id: c, require_amr: []}
 """
     assert step_up_warnings(parse_config(workflow(su, rules))) == [
-        ("workflows[0].rules[1].step_up.require_amr is empty: a step-up then proves a recent sign-in, not that it "
-         "used MFA")]
+        (
+            "workflows[0].rules[1].step_up.require_amr is empty: a step-up then proves a recent sign-in, not that it "
+            "used MFA"
+        )
+    ]
 
 
 # -- what the token must prove ------------------------------------------------------------------
@@ -109,8 +126,13 @@ GOOD = {"sub": "00u1", "email": "a@example.com", "email_verified": True, "amr": 
 
 def check(**over):
     claims = {**GOOD, **over}
-    return check_claims({k: v for k, v in claims.items() if v is not None}, issuer="https://id", require_amr=["mfa"],
-                        max_age=timedelta(minutes=5), now=NOW)
+    return check_claims(
+        {k: v for k, v in claims.items() if v is not None},
+        issuer="https://id",
+        require_amr=["mfa"],
+        max_age=timedelta(minutes=5),
+        now=NOW,
+    )
 
 
 def test_a_fresh_mfa_sign_in():
@@ -119,18 +141,21 @@ def test_a_fresh_mfa_sign_in():
     assert proof.email == "a@example.com"
 
 
-@pytest.mark.parametrize("over, code", [
-    ({"amr": ["pwd"]}, "no_mfa"),
-    ({"amr": None}, "no_mfa"),
-    ({"amr": "mfa"}, "no_mfa"),  # a string is not a list of methods
-    ({"auth_time": None}, "too_old"),
-    ({"auth_time": "recent"}, "too_old"),
-    ({"auth_time": NOW - 300 - 31}, "too_old"),
-    ({"auth_time": NOW + 120}, "token_invalid"),
-    ({"email_verified": None}, "email_unverified"),
-    ({"email_verified": "true"}, "email_unverified"),  # only the JSON true counts
-    ({"email": None}, "unknown_email"),
-])
+@pytest.mark.parametrize(
+    "over, code",
+    [
+        ({"amr": ["pwd"]}, "no_mfa"),
+        ({"amr": None}, "no_mfa"),
+        ({"amr": "mfa"}, "no_mfa"),  # a string is not a list of methods
+        ({"auth_time": None}, "too_old"),
+        ({"auth_time": "recent"}, "too_old"),
+        ({"auth_time": NOW - 300 - 31}, "too_old"),
+        ({"auth_time": NOW + 120}, "token_invalid"),
+        ({"email_verified": None}, "email_unverified"),
+        ({"email_verified": "true"}, "email_unverified"),  # only the JSON true counts
+        ({"email": None}, "unknown_email"),
+    ],
+)
 def test_what_falls_short(over, code):
     with pytest.raises(Refusal) as err:
         check(**over)

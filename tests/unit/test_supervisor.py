@@ -20,8 +20,9 @@ def handlers():
 
 
 def test_workers_that_keep_dying_at_start_stop_the_supervisor(monkeypatch, handlers):
-    monkeypatch.setattr(supervisor, "worker_command", lambda fd, socket_mode: [sys.executable, "-c",
-                                                                                 "raise SystemExit(3)"])
+    monkeypatch.setattr(
+        supervisor, "worker_command", lambda fd, socket_mode: [sys.executable, "-c", "raise SystemExit(3)"]
+    )
     monkeypatch.setattr(supervisor, "RESTART_DELAY", 0.05)
     sock = supervisor.bind("127.0.0.1", 0)
     started = time.monotonic()

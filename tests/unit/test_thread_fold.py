@@ -24,8 +24,12 @@ def test_an_edit_shows_the_current_text_and_a_deletion_removes_the_reply():
     events = [
         (2, "thread.reply", "U0OWNER", {"user": "U0OWNER", "ts": "1.000001", "text": "first"}),
         (3, "thread.reply", "U0SECOND", {"user": "U0SECOND", "ts": "2.000001", "text": "oops"}),
-        (4, "thread.edited", "U0OWNER", {"user": "U0OWNER", "ts": "1.000001", "text": "second",
-                                         "previous_text": "first"}),
+        (
+            4,
+            "thread.edited",
+            "U0OWNER",
+            {"user": "U0OWNER", "ts": "1.000001", "text": "second", "previous_text": "first"},
+        ),
         (5, "thread.deleted", "U0SECOND", {"user": "U0SECOND", "ts": "2.000001"}),
         # an edit whose original never reached us stands for it
         (6, "thread.edited", "U0PLAT", {"user": "U0PLAT", "ts": "3.000001", "text": "late", "previous_text": "x"}),

@@ -153,8 +153,7 @@ def test_a_stranger_s_revoke_is_refused_recorded_once_and_goes_to_security(world
     events, kinds = _since(uow, rid, *marks)
     assert events == ["revoke.refused", "exception.raised"]
     assert kinds == ["slack.ephemeral", "slack.post"]  # the answer, then the security thread
-    assert uow.outbox[marks[1]]["payload"] == {"channel": "C0APPROVALS", "user": "U0STRANGER",
-                                               "text": result.message}
+    assert uow.outbox[marks[1]]["payload"] == {"channel": "C0APPROVALS", "user": "U0STRANGER", "text": result.message}
 
 
 def test_revoking_what_no_rule_approved_is_refused_privately_without_an_exception(world):
@@ -203,9 +202,14 @@ def test_thread_notes_are_queued_as_facts_and_worded_by_the_slack_adapter(world)
     sweep(ctx, now=T0 + timedelta(minutes=10))
     (root,) = [m for m in uow.messages if m.role == "request"]
     (note,) = [o["payload"] for o in uow.outbox if o["kind"] == "slack.thread"]
-    assert note == {"message_id": root.id,
-                    "note": {"kind": "escalated", "actor": None,
-                             "data": {"step": 1, "to": ["U0ESC"], "again": 0, "reminder": False}}}
+    assert note == {
+        "message_id": root.id,
+        "note": {
+            "kind": "escalated",
+            "actor": None,
+            "data": {"step": 1, "to": ["U0ESC"], "again": 0, "reminder": False},
+        },
+    }
     # no note_text in this context: worded at delivery
     assert slack_notes.thread_text(note) == "Escalated (step 1): no decision yet, now also asking <@U0ESC>."
 
@@ -217,16 +221,17 @@ def test_with_a_note_text_the_text_is_stored_with_the_facts(world):
     sweep(ctx, now=T0 + timedelta(minutes=10))
     sweep(ctx, now=T0 + timedelta(minutes=20))
     notes_ = [o["payload"] for o in uow.outbox if o["kind"] == "slack.thread"]
-    assert [n["text"] for n in notes_] == ["Escalated (step 1): no decision yet, now also asking <@U0ESC>.",
-                                           "Escalated (step 2): no decision yet, now also asking <@U0PLAT>.",
-                                           "New exception: escalated — step 2 to U0PLAT"]
+    assert [n["text"] for n in notes_] == [
+        "Escalated (step 1): no decision yet, now also asking <@U0ESC>.",
+        "Escalated (step 2): no decision yet, now also asking <@U0PLAT>.",
+        "New exception: escalated — step 2 to U0PLAT",
+    ]
     assert all(slack_notes.thread_text(n) == n["text"] for n in notes_)
     assert uow.requests[rid].steps_fired == 2
 
 
 def test_a_row_queued_by_an_older_version_delivers_its_stored_text():
-    assert slack_notes.thread_text({"message_id": 1, "text": "<@U1> approved (1 of 2)."}) == \
-        "<@U1> approved (1 of 2)."
+    assert slack_notes.thread_text({"message_id": 1, "text": "<@U1> approved (1 of 2)."}) == "<@U1> approved (1 of 2)."
     # a note this version cannot word falls back to the text stored with it
     assert slack_notes.thread_text({"message_id": 1, "note": {"kind": "from-the-future"}, "text": "hi"}) == "hi"
     with pytest.raises(ValueError):
@@ -262,8 +267,10 @@ def test_a_batch_posts_its_new_escalation_copies_first(world):
     fx.ask(req, "U0ESC", Note(notes.REMINDER, data={"step": 1}))
     fx.enqueue(req, "slack.expand", {"request_id": rid, "group": "S0GROUP", "step": 0}, dedupe_key="x")
     before = len(uow.outbox)
-    assert [o["kind"] for o in uow.outbox[before - 1:]] == ["slack.expand"]  # deduplicated: written at once
+    assert [o["kind"] for o in uow.outbox[before - 1 :]] == ["slack.expand"]  # deduplicated: written at once
     fx.flush()
     (esc,) = [m for m in uow.messages if m.role == "escalation"]
     assert [(o["kind"], o["payload"].get("message_id")) for o in uow.outbox[before:]] == [
-        ("slack.post", esc.id), ("slack.thread", 1)]
+        ("slack.post", esc.id),
+        ("slack.thread", 1),
+    ]

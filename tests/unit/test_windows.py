@@ -172,13 +172,16 @@ def test_describe():
     assert timedelta(0) == timedelta(0)
 
 
-@pytest.mark.parametrize("window", [
-    Window(WEEKDAYS, time(9, 0), time(17, 0), "Europe/Paris"),
-    Window(frozenset({4, 5}), time(22, 0), time(2, 0), "America/New_York"),  # overnight, across DST
-    Window(frozenset({6}), time(2, 30), time(3, 0), "Europe/Berlin"),  # inside the spring-forward gap
-    Window(frozenset({0, 6}), time(1, 0), None, "America/New_York"),  # to midnight, over the fall-back hour
-    Window(frozenset(range(7)), time(0, 0), None, "Asia/Kolkata"),
-])
+@pytest.mark.parametrize(
+    "window",
+    [
+        Window(WEEKDAYS, time(9, 0), time(17, 0), "Europe/Paris"),
+        Window(frozenset({4, 5}), time(22, 0), time(2, 0), "America/New_York"),  # overnight, across DST
+        Window(frozenset({6}), time(2, 30), time(3, 0), "Europe/Berlin"),  # inside the spring-forward gap
+        Window(frozenset({0, 6}), time(1, 0), None, "America/New_York"),  # to midnight, over the fall-back hour
+        Window(frozenset(range(7)), time(0, 0), None, "Asia/Kolkata"),
+    ],
+)
 @pytest.mark.parametrize("order", ["forward", "backward", "shuffled"])
 def test_contains_answers_as_the_occurrences_say_in_any_order_of_instants(window, order):
     """``contains`` keeps the span around the last instant asked about; whatever the order

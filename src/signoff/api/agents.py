@@ -174,8 +174,9 @@ def submission_endpoint(ctx: Context, metrics, refusals: RefusalLog):
         key = request.headers.get("idempotency-key")
         if key is not None and not (1 <= len(key) <= 200 and key.isprintable()):
             raise Invalid("Idempotency-Key must be 1–200 printable characters", fields=["Idempotency-Key"])
-        result = await run_in_threadpool(submit, ctx, agent_id=caller.agent_id, body=body, idempotency_key=key,
-                                         signed=caller.signed)
+        result = await run_in_threadpool(
+            submit, ctx, agent_id=caller.agent_id, body=body, idempotency_key=key, signed=caller.signed
+        )
         if result.created:
             metrics.submitted.labels(workflow=result.request["workflow"]).inc()
         return JSONResponse(result.request, status_code=201 if result.created else 200)
@@ -211,11 +212,10 @@ class FastSubmit:
 def _route_path(scope) -> str:
     """The path as the router matches it (without the app's ``root_path``)."""
     path, root = scope["path"], scope.get("root_path") or ""
-    return path[len(root):] if root and path.startswith(root) else path
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
-def router(ctx: Context, metrics, refusals: RefusalLog, waiters: Waiters | None = None,
-           post_action=None) -> APIRouter:
+def router(ctx: Context, metrics, refusals: RefusalLog, waiters: Waiters | None = None, post_action=None) -> APIRouter:
     r = APIRouter()
     waiters = waiters or Waiters(ctx.store)
     r.post("/v1/actions")(post_action or submission_endpoint(ctx, metrics, refusals))
@@ -240,8 +240,9 @@ def router(ctx: Context, metrics, refusals: RefusalLog, waiters: Waiters | None 
         caller = await authenticate(ctx, request, refusals)
         request_id = checked_id(request_id)
         body = parse_json(caller.body)
-        result = await run_in_threadpool(agent_ops.comment, ctx, agent_id=caller.agent_id,
-                                         request_id=request_id, body=body)
+        result = await run_in_threadpool(
+            agent_ops.comment, ctx, agent_id=caller.agent_id, request_id=request_id, body=body
+        )
         return JSONResponse(result, status_code=201)
 
     @r.post("/v1/actions/{request_id}/cancel")
@@ -256,8 +257,9 @@ def router(ctx: Context, metrics, refusals: RefusalLog, waiters: Waiters | None 
         caller = await authenticate(ctx, request, refusals)
         request_id = checked_id(request_id)
         body = parse_json(caller.body)
-        view = await run_in_threadpool(outcome.record_outcome, ctx, agent_id=caller.agent_id,
-                                       request_id=request_id, body=body)
+        view = await run_in_threadpool(
+            outcome.record_outcome, ctx, agent_id=caller.agent_id, request_id=request_id, body=body
+        )
         metrics.outcomes.labels(status=view["status"]).inc()
         return JSONResponse(view)
 

@@ -90,8 +90,15 @@ def _describe(app: FastAPI) -> None:
         return HTMLResponse(reference_page(openapi()))
 
 
-def create_app(ctx: Context, *, slack_endpoint=None, slack_readiness=None, metrics: Metrics | None = None,
-               read_timeout: float | None = 10.0, refusals: RefusalLog | None = None) -> FastAPI:
+def create_app(
+    ctx: Context,
+    *,
+    slack_endpoint=None,
+    slack_readiness=None,
+    metrics: Metrics | None = None,
+    read_timeout: float | None = 10.0,
+    refusals: RefusalLog | None = None,
+) -> FastAPI:
     """``slack_readiness``: a ``SlackReadiness`` for ``/readyz`` (absent: Slack is not checked).
     ``read_timeout``: seconds a client has to send a request's body (``None``: no deadline);
     a client too slow gets 408 (see ``api.deadline``). ``refusals`` logs refused agent
@@ -125,8 +132,12 @@ def create_app(ctx: Context, *, slack_endpoint=None, slack_readiness=None, metri
     async def _hung_up(req: Request, _exc: ClientDisconnect):
         # The client went away (or ran out of time, see api.deadline) before its request was in:
         # nobody is left to answer, and it is not the server's error.
-        log.debug("client %s hung up before sending all of %s %s", req.client.host if req.client else "?",
-                  req.method, req.url.path)
+        log.debug(
+            "client %s hung up before sending all of %s %s",
+            req.client.host if req.client else "?",
+            req.method,
+            req.url.path,
+        )
         return Response(status_code=400)
 
     @app.exception_handler(DomainError)
@@ -138,16 +149,20 @@ def create_app(ctx: Context, *, slack_endpoint=None, slack_readiness=None, metri
 
     @app.exception_handler(Conflicted)
     async def _conflict(_req: Request, exc: Conflicted):
-        return JSONResponse(error_body("busy", "the request raced another change; retry"), status_code=503,
-                            headers={"Retry-After": "1"})
+        return JSONResponse(
+            error_body("busy", "the request raced another change; retry"), status_code=503, headers={"Retry-After": "1"}
+        )
 
     @app.exception_handler(OperationalError)
     async def _db_down(_req: Request, exc: OperationalError):
         # The database is unreachable or refused the connection: nothing was changed; retry.
         log.error("database unavailable: %s", exc.orig if exc.orig is not None else exc)
         metrics.http_errors.labels(status="503").inc()
-        return JSONResponse(error_body("unavailable", "the database is unavailable; nothing was changed, retry"),
-                            status_code=503, headers={"Retry-After": "1"})
+        return JSONResponse(
+            error_body("unavailable", "the database is unavailable; nothing was changed, retry"),
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, exc: StarletteHTTPException):
@@ -217,6 +232,7 @@ def create_app(ctx: Context, *, slack_endpoint=None, slack_readiness=None, metri
     if slack_endpoint is not None:
         app.add_api_route("/slack/events", slack_endpoint, methods=["POST"])
     else:
+
         @app.post("/slack/events")
         async def slack_disabled():
             return JSONResponse(error_body("slack_disabled", "Slack is not configured"), status_code=404)

@@ -53,8 +53,13 @@ class RefusalLog:
     seconds of ``clock`` (monotonic); the next line counts those held back. Agent ids that
     name no agent share one line per reason, so made-up ids cannot flood the log."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic, interval: float = 60.0,
-                 emit: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        interval: float = 60.0,
+        emit: Callable[[str], None] | None = None,
+    ):
         self.clock = clock
         self.interval = interval
         self._emit = emit or (lambda line: log.warning("%s", line))
@@ -172,11 +177,13 @@ async def _authenticate(ctx: Context, request: Request, body: bytes) -> Caller:
 
         try:
             # In a worker thread: a key refresh may fetch the issuer's JWKS over the network.
-            agent_id = await run_in_threadpool(verify_bearer, ctx, request.headers.get("x-signoff-agent"),
-                                               auth[7:].strip())
+            agent_id = await run_in_threadpool(
+                verify_bearer, ctx, request.headers.get("x-signoff-agent"), auth[7:].strip()
+            )
         except Unauthorized as exc:
             raise Refused("bad_bearer_token", exc.message) from None
         return Caller(agent_id, body)
-    agent_id, signed = verify_hmac(ctx, request.headers, body, method=request.method,
-                                   target=request_target(request.scope))
+    agent_id, signed = verify_hmac(
+        ctx, request.headers, body, method=request.method, target=request_target(request.scope)
+    )
     return Caller(agent_id, body, signed)

@@ -23,12 +23,19 @@ READ_DEADLINE = "signoff.read_deadline"
 
 def timeout_response(timeout: float) -> tuple[dict, dict]:
     """The ``http.response.start`` and ``http.response.body`` messages of the 408."""
-    body = json.dumps({"error": {"code": "request_timeout",
-                                 "message": f"the request was not received within {timeout:g} s"}},
-                      separators=(",", ":")).encode()
-    start = {"type": "http.response.start", "status": 408,
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                         (b"connection", b"close")]}
+    body = json.dumps(
+        {"error": {"code": "request_timeout", "message": f"the request was not received within {timeout:g} s"}},
+        separators=(",", ":"),
+    ).encode()
+    start = {
+        "type": "http.response.start",
+        "status": 408,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ],
+    }
     return start, {"type": "http.response.body", "body": body, "more_body": False}
 
 

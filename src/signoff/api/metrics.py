@@ -23,8 +23,12 @@ log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 STATUSES = ("pending", "approved", "rejected", "expired", "cancelled", "executing", "succeeded", "failed")
-DECIDED = {"request.approved": "approved", "request.rejected": "rejected", "request.expired": "expired",
-           "request.cancelled": "cancelled"}
+DECIDED = {
+    "request.approved": "approved",
+    "request.rejected": "rejected",
+    "request.expired": "expired",
+    "request.cancelled": "cancelled",
+}
 
 # seconds: a click within a minute … a request left to its 24 h timeout
 DECISION_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
@@ -52,17 +56,16 @@ class _DatabaseGauges:
         for status in STATUSES:
             by_status.add_metric([status], g.by_status.get(status, 0))
         yield by_status
-        by_workflow = GaugeMetricFamily("signoff_pending_requests", "Requests awaiting a decision, by workflow",
-                                        labels=["workflow"])
+        by_workflow = GaugeMetricFamily(
+            "signoff_pending_requests", "Requests awaiting a decision, by workflow", labels=["workflow"]
+        )
         for workflow, n in sorted(g.pending_by_workflow.items()):
             by_workflow.add_metric([workflow], n)
         yield by_workflow
         # The sweep expires a request within a second of its deadline: a count that stays
         # above zero means no replica is sweeping.
-        yield GaugeMetricFamily("signoff_requests_overdue", "Pending requests past their deadline",
-                                value=g.overdue)
-        yield GaugeMetricFamily("signoff_outbox_pending", "Side effects not yet delivered",
-                                value=g.outbox_pending)
+        yield GaugeMetricFamily("signoff_requests_overdue", "Pending requests past their deadline", value=g.overdue)
+        yield GaugeMetricFamily("signoff_outbox_pending", "Side effects not yet delivered", value=g.outbox_pending)
         yield GaugeMetricFamily("signoff_outbox_dead", "Side effects given up", value=g.outbox_dead)
 
 
@@ -76,24 +79,39 @@ class Metrics:
         self.submitted = Counter("signoff_requests_submitted", "Requests submitted by agents", ["workflow"], registry=r)
         self.outcomes = Counter("signoff_outcomes_reported", "Outcomes reported by executors", ["status"], registry=r)
         self.http_errors = Counter("signoff_http_errors", "HTTP error answers", ["status"], registry=r)
-        self.auth_refused = Counter("signoff_auth_refused", "Agent authentications refused, by reason", ["reason"],
-                                    registry=r)
-        self.exceptions = Counter("signoff_exceptions_raised", "Exceptions raised for security review, by kind",
-                                  ["kind"], registry=r)
-        self.slack_ratelimited = Counter("signoff_slack_ratelimited", "Slack answers of 429, by method", ["method"],
-                                         registry=r)
+        self.auth_refused = Counter(
+            "signoff_auth_refused", "Agent authentications refused, by reason", ["reason"], registry=r
+        )
+        self.exceptions = Counter(
+            "signoff_exceptions_raised", "Exceptions raised for security review, by kind", ["kind"], registry=r
+        )
+        self.slack_ratelimited = Counter(
+            "signoff_slack_ratelimited", "Slack answers of 429, by method", ["method"], registry=r
+        )
         self.time_to_decision = Histogram(
-            "signoff_time_to_decision_seconds", "From submission to approved, rejected, expired or cancelled",
-            ["workflow", "outcome"], buckets=DECISION_BUCKETS, registry=r)
+            "signoff_time_to_decision_seconds",
+            "From submission to approved, rejected, expired or cancelled",
+            ["workflow", "outcome"],
+            buckets=DECISION_BUCKETS,
+            registry=r,
+        )
         self.delivery_lag = Histogram(
-            "signoff_outbox_delivery_lag_seconds", "From a side effect's commit to its delivery", ["kind"],
-            buckets=LAG_BUCKETS, registry=r)
+            "signoff_outbox_delivery_lag_seconds",
+            "From a side effect's commit to its delivery",
+            ["kind"],
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
         self.slack_calls = Histogram(
-            "signoff_slack_call_seconds", "Slack Web API calls, by method and outcome "
-            "(ok, error, ratelimited, http_error, unreachable)", ["method", "outcome"], buckets=CALL_BUCKETS,
-            registry=r)
-        self.sweep_seconds = Histogram("signoff_sweep_seconds", "Duration of one deadline sweep",
-                                       buckets=SWEEP_BUCKETS, registry=r)
+            "signoff_slack_call_seconds",
+            "Slack Web API calls, by method and outcome (ok, error, ratelimited, http_error, unreachable)",
+            ["method", "outcome"],
+            buckets=CALL_BUCKETS,
+            registry=r,
+        )
+        self.sweep_seconds = Histogram(
+            "signoff_sweep_seconds", "Duration of one deadline sweep", buckets=SWEEP_BUCKETS, registry=r
+        )
         self._gauges = _DatabaseGauges(ctx)
         if multiprocess_dir() is None:
             self.registry.register(self._gauges)

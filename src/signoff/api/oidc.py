@@ -138,11 +138,19 @@ def verify_bearer(ctx: Context, agent_hint: str | None, token: str) -> str:
         raise Unauthorized("bearer token signed with an unknown key")
     try:
         claims = jwt.decode(
-            token, key, algorithms=ALGORITHMS, audience=oidc.audience, issuer=oidc.issuer,
+            token,
+            key,
+            algorithms=ALGORITHMS,
+            audience=oidc.audience,
+            issuer=oidc.issuer,
             subject=oidc.subject,
             # Time claims are checked below against the server's clock (injectable).
-            options={"require": ["exp", "iss", "aud", "sub"], "verify_exp": False, "verify_nbf": False,
-                     "verify_iat": False},
+            options={
+                "require": ["exp", "iss", "aud", "sub"],
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+            },
         )
     except jwt.PyJWTError as exc:
         raise Unauthorized(f"invalid bearer token: {exc}") from None
@@ -152,14 +160,16 @@ def verify_bearer(ctx: Context, agent_hint: str | None, token: str) -> str:
 
 def _agent_for(config: Config, claims: dict[str, Any], hint: str | None) -> Agent:
     iss, sub = claims.get("iss"), claims.get("sub")
-    candidates = [a for a in config.agents
-                  if a.oidc is not None and a.oidc.issuer == iss and a.oidc.subject == sub]
+    candidates = [a for a in config.agents if a.oidc is not None and a.oidc.issuer == iss and a.oidc.subject == sub]
     if hint:
         candidates = [a for a in candidates if a.id == hint]
     if len(candidates) != 1:
         # Unknown, and ambiguous without a hint: the same answer, nothing to enumerate.
-        raise Unauthorized("no agent has this workload identity" if not candidates else
-                           "several agents share this workload identity: send X-Signoff-Agent")
+        raise Unauthorized(
+            "no agent has this workload identity"
+            if not candidates
+            else "several agents share this workload identity: send X-Signoff-Agent"
+        )
     return candidates[0]
 
 

@@ -32,8 +32,15 @@ MAX_FORM = 8 * 1024  # bytes of a confirmation form's post
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9-]{1,40}$")
 
 # HTTP status of each refusal's page.
-STATUS = {"bad_state": 400, "replayed": 400, "expired_flow": 400, "not_pending": 409, "not_step_up": 404,
-          "provider_error": 502, "token_invalid": 401}
+STATUS = {
+    "bad_state": 400,
+    "replayed": 400,
+    "expired_flow": 400,
+    "not_pending": 409,
+    "not_step_up": 404,
+    "provider_error": 502,
+    "token_invalid": 401,
+}
 
 
 def cookie_name(state: str, kind: str = "") -> str:
@@ -45,9 +52,13 @@ def cookie_name(state: str, kind: str = "") -> str:
 
 # No scripts, no frames, forms post only here: a page with an Approve button cannot be
 # framed (clickjacking) nor made to post elsewhere.
-HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
-           "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-                                      "frame-ancestors 'none'; base-uri 'none'"}
+HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'",
+}
 
 
 def _html(title: str, inner: str, status: int, colour: str) -> HTMLResponse:
@@ -66,8 +77,13 @@ button{{font:inherit;padding:.4em 1.2em;margin-top:.6em;color:#fff;background:#1
 
 
 def page(title: str, message: str, status: int = 200, *, ok: bool = False) -> HTMLResponse:
-    return _html(title, f"""<p>{html.escape(message)}</p>
-<p class="small">You can close this window and go back to Slack.</p>""", status, "#1a7f37" if ok else "#cf222e")
+    return _html(
+        title,
+        f"""<p>{html.escape(message)}</p>
+<p class="small">You can close this window and go back to Slack.</p>""",
+        status,
+        "#1a7f37" if ok else "#cf222e",
+    )
 
 
 def confirm_page(form: step_up.ToConfirm) -> HTMLResponse:
@@ -76,8 +92,12 @@ def confirm_page(form: step_up.ToConfirm) -> HTMLResponse:
     r, a = form.request, form.request.get("action") or {}
     esc = html.escape
     where = f" in <code>{esc(str(a['environment']))}</code>" if a.get("environment") else ""
-    error = ('<p class="error" id="error">That is not the target: nothing was approved (the refusal is recorded). '
-             "Type it exactly as shown, or close this window.</p>" if form.mismatch else "")
+    error = (
+        '<p class="error" id="error">That is not the target: nothing was approved (the refusal is recorded). '
+        "Type it exactly as shown, or close this window.</p>"
+        if form.mismatch
+        else ""
+    )
     until = form.expires_at.astimezone(timezone.utc).strftime("%H:%M:%S UTC")
     inner = f"""<p>You signed in as {esc(form.email)}. This request asks you to type its target to approve it.</p>
 <p><strong>{esc(str(r.get("title") or ""))}</strong><br><code>{esc(str(a.get("type") or ""))}</code> on
@@ -97,8 +117,11 @@ def confirm_page(form: step_up.ToConfirm) -> HTMLResponse:
 def decided_page(result: DecideResult) -> HTMLResponse:
     if result.outcome in ("approved", "recorded"):
         return page("Approved", result.message, ok=True)
-    return page("Not approved", f"Nothing was recorded: {result.message}",
-                409 if result.outcome in ("already", "unknown") else 403)
+    return page(
+        "Not approved",
+        f"Nothing was recorded: {result.message}",
+        409 if result.outcome in ("already", "unknown") else 403,
+    )
 
 
 def refused_page(refusal: Refusal) -> HTMLResponse:
@@ -135,8 +158,9 @@ def router(ctx: Context, provider: Provider = PROVIDER) -> APIRouter:
             # The browser's cookie moves to the form's name: the post must come from it.
             resp = _forget(confirm_page(result), state)
             left = int((result.expires_at - ctx.clock()).total_seconds())
-            _set_cookie(resp, cookie_name(result.token, "confirm"), request.cookies.get(cookie_name(state), ""),
-                        max(left, 1))
+            _set_cookie(
+                resp, cookie_name(result.token, "confirm"), request.cookies.get(cookie_name(state), ""), max(left, 1)
+            )
             return resp
         return _forget(decided_page(result), state)
 
@@ -148,8 +172,9 @@ def router(ctx: Context, provider: Provider = PROVIDER) -> APIRouter:
         token = form.get("token", "")
         browser = request.cookies.get(cookie_name(token, "confirm"), "") if token else ""
         try:
-            result = await run_in_threadpool(step_up.confirm, ctx, token=token, browser=browser,
-                                             typed=form.get("typed"))
+            result = await run_in_threadpool(
+                step_up.confirm, ctx, token=token, browser=browser, typed=form.get("typed")
+            )
         except Refusal as refusal:
             return _forget(refused_page(refusal), token, "confirm")
         if isinstance(result, step_up.ToConfirm):
@@ -162,8 +187,13 @@ def router(ctx: Context, provider: Provider = PROVIDER) -> APIRouter:
             return page("Not found", "There is no such request.", 404)
         try:
             started = step_up.begin(ctx, request_id=request_id)
-            url = provider.authorization_url(started.step_up, redirect_uri=redirect_uri(), state=started.state,
-                                             nonce=started.nonce, code_verifier=started.code_verifier)
+            url = provider.authorization_url(
+                started.step_up,
+                redirect_uri=redirect_uri(),
+                state=started.state,
+                nonce=started.nonce,
+                code_verifier=started.code_verifier,
+            )
         except step_up.NotFound:
             return page("Not found", "There is no such request.", 404)
         except Refusal as refusal:
@@ -175,8 +205,15 @@ def router(ctx: Context, provider: Provider = PROVIDER) -> APIRouter:
         return resp
 
     def _set_cookie(resp, name: str, browser: str, max_age: int) -> None:
-        resp.set_cookie(name, browser, max_age=max_age, path="/step-up/", httponly=True, samesite="lax",
-                        secure=ctx.public_url.startswith("https://"))
+        resp.set_cookie(
+            name,
+            browser,
+            max_age=max_age,
+            path="/step-up/",
+            httponly=True,
+            samesite="lax",
+            secure=ctx.public_url.startswith("https://"),
+        )
 
     def _forget(resp: HTMLResponse, state: str, kind: str = "") -> HTMLResponse:
         if state and len(state) <= 200:

@@ -110,8 +110,12 @@ class Waiters:
     def changed_since(self, revisions: dict[str, int]) -> None:
         """Wake the waiters that saw a request at a revision older than ``revisions`` holds."""
         with self._lock:
-            targets = [w for rid, rev in revisions.items() for w in self._by_id.get(rid, ())
-                       if w.known is not None and rev > w.known]
+            targets = [
+                w
+                for rid, rev in revisions.items()
+                for w in self._by_id.get(rid, ())
+                if w.known is not None and rev > w.known
+            ]
         self._wake(targets)
 
     @staticmethod
@@ -134,8 +138,13 @@ class Waiters:
             watcher.stop()
 
     # -- waiting -------------------------------------------------------------------------
-    async def wait(self, request_id: str, read: Callable[[], Awaitable[dict[str, Any]]],
-                   done: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
+    async def wait(
+        self,
+        request_id: str,
+        read: Callable[[], Awaitable[dict[str, Any]]],
+        done: Callable[[dict[str, Any]], bool],
+        timeout: float,
+    ) -> dict[str, Any]:
         """``read()`` again each time the request changes until ``done(view)``, or until
         ``timeout`` seconds have passed (then the view as it is). The first ``read`` raises
         what it raises (an unknown request: before any waiting)."""
@@ -168,7 +177,7 @@ class Waiters:
             return
         revisions: dict[str, int] = {}
         for i in range(0, len(awaited), _CHUNK):
-            chunk = awaited[i:i + _CHUNK]
+            chunk = awaited[i : i + _CHUNK]
             revisions.update(self.store.read(lambda s, c=chunk: Repo(s).revisions(c)))
         self.changed_since(revisions)
 
@@ -219,8 +228,11 @@ class _Watcher:
             except Exception as exc:
                 if self._stop.is_set():
                     return
-                log.warning("listening for request changes failed (%s); checking every %.1fs meanwhile",
-                            exc, self.waiters.interval)
+                log.warning(
+                    "listening for request changes failed (%s); checking every %.1fs meanwhile",
+                    exc,
+                    self.waiters.interval,
+                )
                 # While unlistened, the periodic check keeps waiters within an interval.
                 for _ in range(max(1, int(backoff / self.waiters.interval))):
                     self._check()

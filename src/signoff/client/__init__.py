@@ -16,5 +16,16 @@ from signoff.client.errors import Cancelled, Expired, InvalidGrant, Rejected, Si
 from signoff.client.grants import action_sha256, verify_grant
 from signoff.client.sync import Client
 
-__all__ = ["AsyncClient", "Cancelled", "Client", "Expired", "InvalidGrant", "Rejected", "SignoffError",
-           "Unanswered", "WaitTimeout", "action_sha256", "verify_grant"]
+__all__ = [
+    "AsyncClient",
+    "Cancelled",
+    "Client",
+    "Expired",
+    "InvalidGrant",
+    "Rejected",
+    "SignoffError",
+    "Unanswered",
+    "WaitTimeout",
+    "action_sha256",
+    "verify_grant",
+]

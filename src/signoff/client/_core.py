@@ -43,9 +43,15 @@ def identity(url: str | None, agent: str | None, secret: str | bytes | None) -> 
     url = url or os.environ.get("SIGNOFF_URL")
     agent = agent or os.environ.get("SIGNOFF_AGENT")
     secret = secret or os.environ.get("SIGNOFF_AGENT_SECRET")
-    missing = [f"{name} (or {arg}=)" for name, arg, value in
-               (("SIGNOFF_URL", "url", url), ("SIGNOFF_AGENT", "agent", agent),
-                ("SIGNOFF_AGENT_SECRET", "secret", secret)) if not value]
+    missing = [
+        f"{name} (or {arg}=)"
+        for name, arg, value in (
+            ("SIGNOFF_URL", "url", url),
+            ("SIGNOFF_AGENT", "agent", agent),
+            ("SIGNOFF_AGENT_SECRET", "secret", secret),
+        )
+        if not value
+    ]
     if missing:
         raise ValueError("signoff client: missing " + ", ".join(missing))
     assert url and agent and secret
@@ -54,9 +60,16 @@ def identity(url: str | None, agent: str | None, secret: str | bytes | None) -> 
     return Identity(url.rstrip("/"), agent, secret.encode() if isinstance(secret, str) else secret)
 
 
-def build(ident: Identity, method: str, path: str, body: dict[str, Any] | None, *,
-          version: SignatureVersion, headers: dict[str, str] | None = None,
-          now: float | None = None) -> httpx.Request:
+def build(
+    ident: Identity,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+    *,
+    version: SignatureVersion,
+    headers: dict[str, str] | None = None,
+    now: float | None = None,
+) -> httpx.Request:
     """A signed request for ``path`` (which may carry a query string)."""
     raw = b"" if body is None else json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
     request = httpx.Request(method, ident.url + path, content=raw)
@@ -65,8 +78,14 @@ def build(ident: Identity, method: str, path: str, body: dict[str, Any] | None, 
         signature = sign_v1(ident.secret, ts, raw)
     else:
         signature = sign_v2(ident.secret, ts, method, request.url.raw_path.decode("ascii"), raw)
-    request.headers.update({"X-Signoff-Agent": ident.agent, "X-Signoff-Timestamp": ts,
-                            "X-Signoff-Signature": signature, "Accept": "application/json"})
+    request.headers.update(
+        {
+            "X-Signoff-Agent": ident.agent,
+            "X-Signoff-Timestamp": ts,
+            "X-Signoff-Signature": signature,
+            "Accept": "application/json",
+        }
+    )
     if body is not None:
         request.headers["Content-Type"] = "application/json"
     request.headers.update(headers or {})
@@ -106,11 +125,18 @@ def error_of(response: httpx.Response) -> SignoffError:
     err = doc.get("error") if isinstance(doc, dict) else None
     if isinstance(err, dict) and isinstance(err.get("message"), str):
         fields = err.get("fields")
-        return SignoffError(response.status_code, str(err.get("code") or "error"), err["message"],
-                            [str(f) for f in fields] if isinstance(fields, list) else None)
+        return SignoffError(
+            response.status_code,
+            str(err.get("code") or "error"),
+            err["message"],
+            [str(f) for f in fields] if isinstance(fields, list) else None,
+        )
     reason = response.reason_phrase or "error"
-    return SignoffError(response.status_code, reason.lower().replace(" ", "_"),
-                        f"{reason}: {_snippet(response)}" if response.content else reason)
+    return SignoffError(
+        response.status_code,
+        reason.lower().replace(" ", "_"),
+        f"{reason}: {_snippet(response)}" if response.content else reason,
+    )
 
 
 def unreachable(ident: Identity, exc: Exception) -> SignoffError:
@@ -122,12 +148,26 @@ def _snippet(response: httpx.Response) -> str:
     return (text[:200] + "…") if len(text) > 200 else (text or "an empty body")
 
 
-def submission(workflow: str, title: str, action: dict[str, Any], justification: str, *, risk: str,
-               rollback: dict[str, Any] | str | None, prompt: str | None, parent_id: str | None,
-               executor: str | None) -> dict[str, Any]:
+def submission(
+    workflow: str,
+    title: str,
+    action: dict[str, Any],
+    justification: str,
+    *,
+    risk: str,
+    rollback: dict[str, Any] | str | None,
+    prompt: str | None,
+    parent_id: str | None,
+    executor: str | None,
+) -> dict[str, Any]:
     """The body of ``POST /v1/actions``; a rollback given as text is its description."""
-    body: dict[str, Any] = {"workflow": workflow, "title": title, "action": action,
-                            "justification": justification, "risk": risk}
+    body: dict[str, Any] = {
+        "workflow": workflow,
+        "title": title,
+        "action": action,
+        "justification": justification,
+        "risk": risk,
+    }
     if rollback is not None:
         body["rollback"] = {"description": rollback} if isinstance(rollback, str) else rollback
     for key, value in (("prompt", prompt), ("parent_id", parent_id), ("executor", executor)):
@@ -153,7 +193,7 @@ def retry_delay(attempt: int, response: httpx.Response | None) -> float:
                     return min(max(parsedate_to_datetime(after).timestamp() - time.time(), 0.0), BACKOFF_CAP)
                 except (TypeError, ValueError):
                     pass
-    return float(min(0.25 * 2 ** attempt, BACKOFF_CAP))
+    return float(min(0.25 * 2**attempt, BACKOFF_CAP))
 
 
 def satisfied(view: dict[str, Any], until: Until) -> bool:

@@ -102,9 +102,16 @@ def find_key(jwks: dict[str, Any], kid: str) -> dict[str, Any] | None:
     return None
 
 
-def verify_grant(token: str, action: dict[str, Any], *, jwks: dict[str, Any] | None = None,
-                 jwks_url: str | None = None, executor: str | None = None, request_id: str | None = None,
-                 leeway: float = 30) -> dict[str, Any]:
+def verify_grant(
+    token: str,
+    action: dict[str, Any],
+    *,
+    jwks: dict[str, Any] | None = None,
+    jwks_url: str | None = None,
+    executor: str | None = None,
+    request_id: str | None = None,
+    leeway: float = 30,
+) -> dict[str, Any]:
     """The grant's claims once it holds; InvalidGrant saying why when it does not.
 
     Checks the EdDSA signature against ``jwks`` (a JWKS document) or the one at
@@ -123,16 +130,29 @@ def verify_grant(token: str, action: dict[str, Any], *, jwks: dict[str, Any] | N
     return check_claims(token, kid, jwks, action, executor=executor, request_id=request_id, leeway=leeway)
 
 
-def check_claims(token: str, kid: str, jwks: dict[str, Any], action: dict[str, Any], *, executor: str | None,
-                 request_id: str | None, leeway: float) -> dict[str, Any]:
+def check_claims(
+    token: str,
+    kid: str,
+    jwks: dict[str, Any],
+    action: dict[str, Any],
+    *,
+    executor: str | None,
+    request_id: str | None,
+    leeway: float,
+) -> dict[str, Any]:
     jwk = find_key(jwks, kid)
     if jwk is None:
         raise InvalidGrant(f"the grant is signed with key {kid!r}, which the JWKS does not have")
     try:
         key = jwt.PyJWK(jwk, algorithm="EdDSA").key
         claims: dict[str, Any] = jwt.decode(
-            token, key, algorithms=["EdDSA"], issuer="signoff", leeway=leeway,
-            options={"require": ["iss", "sub", "jti", "iat", "exp", "action_sha256"], "verify_aud": False})
+            token,
+            key,
+            algorithms=["EdDSA"],
+            issuer="signoff",
+            leeway=leeway,
+            options={"require": ["iss", "sub", "jti", "iat", "exp", "action_sha256"], "verify_aud": False},
+        )
     except jwt.ExpiredSignatureError as exc:
         raise InvalidGrant("the grant has expired") from exc
     except jwt.InvalidIssuerError as exc:
@@ -152,7 +172,3 @@ def check_claims(token: str, kid: str, jwks: dict[str, Any], action: dict[str, A
     if request_id is not None and claims["jti"] != request_id:
         raise InvalidGrant(f"the grant is for request {claims['jti']!r}, not {request_id!r}")
     return claims
-
-
-
-

@@ -29,9 +29,16 @@ class Client:
     Use it as a context manager, or call ``close()``.
     """
 
-    def __init__(self, url: str | None = None, agent: str | None = None, secret: str | bytes | None = None,
-                 timeout: float = 10.0, *, transport: httpx.BaseTransport | None = None,
-                 signature_version: core.SignatureVersion = "v2"):
+    def __init__(
+        self,
+        url: str | None = None,
+        agent: str | None = None,
+        secret: str | bytes | None = None,
+        timeout: float = 10.0,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        signature_version: core.SignatureVersion = "v2",
+    ):
         self._id = core.identity(url, agent, secret)
         self.timeout = timeout
         self.signature_version: core.SignatureVersion = signature_version
@@ -55,15 +62,34 @@ class Client:
         self.close()
 
     # -- the API ----------------------------------------------------------------------------
-    def submit(self, workflow: str, title: str, action: dict[str, Any], justification: str, *,
-               risk: str = "medium", rollback: dict[str, Any] | str | None = None, prompt: str | None = None,
-               parent_id: str | None = None, executor: str | None = None,
-               idempotency_key: str | None = None) -> dict[str, Any]:
+    def submit(
+        self,
+        workflow: str,
+        title: str,
+        action: dict[str, Any],
+        justification: str,
+        *,
+        risk: str = "medium",
+        rollback: dict[str, Any] | str | None = None,
+        prompt: str | None = None,
+        parent_id: str | None = None,
+        executor: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
         """Propose ``action``; the request object (``status`` ``pending``, or already decided
         by a rule). A 503 or a lost connection is retried under one Idempotency-Key (made
         here when none is given), so a retry never makes a second request."""
-        body = core.submission(workflow, title, action, justification, risk=risk, rollback=rollback,
-                               prompt=prompt, parent_id=parent_id, executor=executor)
+        body = core.submission(
+            workflow,
+            title,
+            action,
+            justification,
+            risk=risk,
+            rollback=rollback,
+            prompt=prompt,
+            parent_id=parent_id,
+            executor=executor,
+        )
         headers = {"Idempotency-Key": idempotency_key or core.new_idempotency_key()}
         for attempt in range(core.SUBMIT_ATTEMPTS):
             last = attempt == core.SUBMIT_ATTEMPTS - 1
@@ -111,8 +137,9 @@ class Client:
         request = answer.get("request")
         return request if isinstance(request, dict) else answer
 
-    def verify_grant(self, token: str, action: dict[str, Any], *, request_id: str | None = None,
-                     leeway: float = 30) -> dict[str, Any]:
+    def verify_grant(
+        self, token: str, action: dict[str, Any], *, request_id: str | None = None, leeway: float = 30
+    ) -> dict[str, Any]:
         """verify_grant against this server's JWKS, with this agent as the executor."""
         kid = header_kid(token)
         url = self.url + "/.well-known/jwks.json"
@@ -126,11 +153,18 @@ class Client:
                 raise InvalidGrant(f"cannot fetch the JWKS at {url}: {exc}") from exc
         return check_claims(token, kid, jwks, action, executor=self.agent, request_id=request_id, leeway=leeway)
 
-    def require_approval(self, workflow: str, title: str | Callable[..., str], *,
-                         justification: str | Callable[..., str],
-                         action: dict[str, Any] | Callable[..., dict[str, Any]], risk: str = "medium",
-                         rollback: dict[str, Any] | str | None = None, prompt: str | None = None,
-                         timeout: float = 600.0) -> Callable[[F], F]:
+    def require_approval(
+        self,
+        workflow: str,
+        title: str | Callable[..., str],
+        *,
+        justification: str | Callable[..., str],
+        action: dict[str, Any] | Callable[..., dict[str, Any]],
+        risk: str = "medium",
+        rollback: dict[str, Any] | str | None = None,
+        prompt: str | None = None,
+        timeout: float = 600.0,
+    ) -> Callable[[F], F]:
         """Decorate a function so that each call first asks for approval.
 
         A call submits ``action`` (a dict, or a callable given the call's arguments that
@@ -150,8 +184,15 @@ class Client:
             @functools.wraps(fn)
             def gated(*args: Any, **kwargs: Any) -> Any:
                 act = action(*args, **kwargs) if callable(action) else action
-                req = self.submit(workflow, _text(title, args, kwargs), act, _text(justification, args, kwargs),
-                                  risk=risk, rollback=rollback, prompt=prompt)
+                req = self.submit(
+                    workflow,
+                    _text(title, args, kwargs),
+                    act,
+                    _text(justification, args, kwargs),
+                    risk=risk,
+                    rollback=rollback,
+                    prompt=prompt,
+                )
                 deadline = time.monotonic() + timeout
                 done: Done = lambda v: core.satisfied(v, "decided") and not core.grant_pending(v)  # noqa: E731
                 view = self._wait_for(req["id"], req, deadline, timeout, done)
@@ -160,8 +201,9 @@ class Client:
                     raise failure
                 grant = view.get("grant")
                 if view.get("status") not in ("approved", "executing") or not isinstance(grant, str):
-                    raise SignoffError(None, "no_grant", f"request {view['id']} is {view.get('status')} "
-                                                         "without a grant for this agent")
+                    raise SignoffError(
+                        None, "no_grant", f"request {view['id']} is {view.get('status')} without a grant for this agent"
+                    )
                 try:
                     self.verify_grant(grant, act, request_id=view["id"])
                 except InvalidGrant as exc:
@@ -229,8 +271,14 @@ class Client:
             raise core.unreachable(self._id, exc) from exc
         return core.answer(response)
 
-    def _send(self, method: str, path: str, body: dict[str, Any] | None, headers: dict[str, str] | None,
-              timeout: float | None = None) -> httpx.Response:
+    def _send(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        headers: dict[str, str] | None,
+        timeout: float | None = None,
+    ) -> httpx.Response:
         request = core.build(self._id, method, path, body, version=self.signature_version, headers=headers)
         if timeout is not None:
             request.extensions["timeout"] = httpx.Timeout(timeout).as_dict()

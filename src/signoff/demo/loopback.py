@@ -68,7 +68,6 @@ class LoopbackHTTP:
         self.server.server_close()
 
 
-
 class Executor(LoopbackHTTP):
     """A stand-in executor at ``url`` (``…/execute``): it receives signoff's signed webhook,
     checks its v2 signature with the agent's ``secret`` over the method and target, and

@@ -68,8 +68,12 @@ workflows:
 _ASK = {
     "workflow": WORKFLOW,
     "title": "Restart checkout-api in prod-eu",
-    "action": {"type": "service.restart", "target": "checkout-api", "environment": "production",
-               "parameters": {"graceful": True}},
+    "action": {
+        "type": "service.restart",
+        "target": "checkout-api",
+        "environment": "production",
+        "parameters": {"graceful": True},
+    },
     "justification": "p99 latency doubled after the 14:02 deploy",
 }
 
@@ -83,5 +87,8 @@ def submission(**fields) -> dict:
 
 def demo_submission() -> dict:
     """The demo's submission: the sample, high risk, with the agent's prompt and a rollback plan."""
-    return submission(prompt="Checkout is slow since the last deploy. Find out why and fix it. <!channel>",
-                      risk="high", rollback={"description": "no rollback needed: restart is idempotent"})
+    return submission(
+        prompt="Checkout is slow since the last deploy. Find out why and fix it. <!channel>",
+        risk="high",
+        rollback={"description": "no rollback needed: restart is idempotent"},
+    )

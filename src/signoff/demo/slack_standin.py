@@ -61,13 +61,28 @@ class SlackLimits:
     method's tier and per channel for ``chat.postMessage`` (about one a second, short bursts
     tolerated, under a workspace ceiling of several hundred a minute)."""
 
-    TIERS: ClassVar[dict[str, int]] = {"usergroups.users.list": 20, "chat.update": 50, "conversations.open": 50,
-             "conversations.history": 50, "conversations.replies": 50, "users.lookupByEmail": 50,
-             "chat.postEphemeral": 100, "views.open": 100, "views.update": 100, "views.publish": 100,
-             "users.info": 100, "conversations.members": 100}
+    TIERS: ClassVar[dict[str, int]] = {
+        "usergroups.users.list": 20,
+        "chat.update": 50,
+        "conversations.open": 50,
+        "conversations.history": 50,
+        "conversations.replies": 50,
+        "users.lookupByEmail": 50,
+        "chat.postEphemeral": 100,
+        "views.open": 100,
+        "views.update": 100,
+        "views.publish": 100,
+        "users.info": 100,
+        "conversations.members": 100,
+    }
 
-    def __init__(self, *, post_per_channel: tuple[int, float] = (2, 1.0), post_per_minute_channel: int = 60,
-                 post_workspace_per_minute: int = 600):
+    def __init__(
+        self,
+        *,
+        post_per_channel: tuple[int, float] = (2, 1.0),
+        post_per_minute_channel: int = 60,
+        post_workspace_per_minute: int = 600,
+    ):
         self.post_short = post_per_channel
         self.post_minute = post_per_minute_channel
         self.post_workspace = post_workspace_per_minute
@@ -166,8 +181,9 @@ class SlackStandIn:
 
         self._server = ThreadingHTTPServer((self.host, self._port), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="slack-standin", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="slack-standin", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -216,7 +232,8 @@ class SlackStandIn:
                     seen = [(c.method, c.status) for c in self.calls]
                     raise AssertionError(
                         f"expected {count} call(s) to {method} within {timeout}s, got {len(found)}; "
-                        f"all calls seen (method, status): {seen}")
+                        f"all calls seen (method, status): {seen}"
+                    )
                 self._changed.wait(min(left, 0.05))
 
     def clear_calls(self) -> None:
@@ -239,8 +256,7 @@ class SlackStandIn:
         """Store a human reply in a thread (as if posted in Slack); returns its ts."""
         with self._lock:
             ts = self._next_ts()
-            self._store(channel, {"type": "message", "user": user, "text": text, "ts": ts,
-                                  "thread_ts": thread_ts})
+            self._store(channel, {"type": "message", "user": user, "text": text, "ts": ts, "thread_ts": thread_ts})
             return ts
 
     # ---- request handling (called from server threads) -------------------------------
@@ -306,9 +322,16 @@ class SlackStandIn:
         return {"ok": True, "args": {k: v for k, v in params.items() if isinstance(v, str)}}
 
     def _auth_test(self, params: dict) -> dict:
-        return {"ok": True, "url": "https://fake-workspace.slack.com/", "team": "Fake Workspace",
-                "user": "signoff", "team_id": TEAM_ID, "user_id": BOT_USER_ID, "bot_id": BOT_ID,
-                "is_enterprise_install": False}
+        return {
+            "ok": True,
+            "url": "https://fake-workspace.slack.com/",
+            "team": "Fake Workspace",
+            "user": "signoff",
+            "team_id": TEAM_ID,
+            "user_id": BOT_USER_ID,
+            "bot_id": BOT_ID,
+            "is_enterprise_install": False,
+        }
 
     def _chat_post_message(self, params: dict) -> dict:
         channel = _require(params, "channel", "channel_not_found")
@@ -316,8 +339,15 @@ class SlackStandIn:
             raise _SlackError("no_text")
         channel = dm_channel(channel)
         ts = self._next_ts()
-        msg = {"type": "message", "subtype": "bot_message", "bot_id": BOT_ID, "user": BOT_USER_ID,
-               "app_id": "A0SIGNOFF", "text": params.get("text") or "", "ts": ts}
+        msg = {
+            "type": "message",
+            "subtype": "bot_message",
+            "bot_id": BOT_ID,
+            "user": BOT_USER_ID,
+            "app_id": "A0SIGNOFF",
+            "text": params.get("text") or "",
+            "ts": ts,
+        }
         for key in ("blocks", "attachments", "metadata", "thread_ts"):
             if params.get(key) is not None:
                 msg[key] = params[key]
@@ -334,15 +364,21 @@ class SlackStandIn:
             if key in params and params[key] is not None:
                 msg[key] = params[key]
         msg["edited"] = {"user": BOT_USER_ID, "ts": self._next_ts()}
-        return {"ok": True, "channel": channel, "ts": ts, "text": msg.get("text", ""),
-                "message": self._public(msg)}
+        return {"ok": True, "channel": channel, "ts": ts, "text": msg.get("text", ""), "message": self._public(msg)}
 
     def _chat_post_ephemeral(self, params: dict) -> dict:
         channel = _require(params, "channel", "channel_not_found")
         user = _require(params, "user", "user_not_found")
         ts = self._next_ts()
-        self.ephemerals.append({"channel": channel, "user": user, "text": params.get("text") or "",
-                                "blocks": params.get("blocks"), "message_ts": ts})
+        self.ephemerals.append(
+            {
+                "channel": channel,
+                "user": user,
+                "text": params.get("text") or "",
+                "blocks": params.get("blocks"),
+                "message_ts": ts,
+            }
+        )
         return {"ok": True, "message_ts": ts}
 
     def _usergroups_users_list(self, params: dict) -> dict:
@@ -358,7 +394,7 @@ class SlackStandIn:
         members = list(self.channel_members[channel])
         start = int(params.get("cursor") or 0)
         limit = max(1, int(params.get("limit") or 100))
-        page = members[start:start + limit]
+        page = members[start : start + limit]
         nxt = str(start + limit) if start + limit < len(members) else ""
         return {"ok": True, "members": page, "response_metadata": {"next_cursor": nxt}}
 
@@ -368,10 +404,17 @@ class SlackStandIn:
         root = self._messages.get((channel, ts))
         if root is None:
             raise _SlackError("thread_not_found")
-        thread = [root] + [self._messages[k] for k in self._order
-                           if k[0] == channel and k[1] != ts and self._messages[k].get("thread_ts") == ts]
-        return {"ok": True, "messages": [self._public(m) for m in thread], "has_more": False,
-                "response_metadata": {"next_cursor": ""}}
+        thread = [root] + [
+            self._messages[k]
+            for k in self._order
+            if k[0] == channel and k[1] != ts and self._messages[k].get("thread_ts") == ts
+        ]
+        return {
+            "ok": True,
+            "messages": [self._public(m) for m in thread],
+            "has_more": False,
+            "response_metadata": {"next_cursor": ""},
+        }
 
     def _conversations_history(self, params: dict) -> dict:
         channel = dm_channel(_require(params, "channel", "channel_not_found"))
@@ -380,8 +423,12 @@ class SlackStandIn:
         top = [self._messages[k] for k in reversed(self._order) if k[0] == channel]
         # Like Slack: thread replies are not part of the channel history.
         top = [m for m in top if m.get("thread_ts") in (None, m["ts"])]
-        return {"ok": True, "messages": [self._public(m, with_metadata=with_metadata) for m in top[:limit]],
-                "has_more": len(top) > limit, "response_metadata": {"next_cursor": ""}}
+        return {
+            "ok": True,
+            "messages": [self._public(m, with_metadata=with_metadata) for m in top[:limit]],
+            "has_more": len(top) > limit,
+            "response_metadata": {"next_cursor": ""},
+        }
 
     def _conversations_open(self, params: dict) -> dict:
         if params.get("channel"):
@@ -399,10 +446,16 @@ class SlackStandIn:
         if not uid:
             raise _SlackError("user_not_found")
         name = uid.lower()
-        user = {"id": uid, "team_id": TEAM_ID, "name": name, "real_name": f"User {uid}",
-                "deleted": False, "is_bot": False, "tz": "UTC",
-                "profile": {"real_name": f"User {uid}", "display_name": name,
-                            "email": f"{name}@example.com"}}
+        user = {
+            "id": uid,
+            "team_id": TEAM_ID,
+            "name": name,
+            "real_name": f"User {uid}",
+            "deleted": False,
+            "is_bot": False,
+            "tz": "UTC",
+            "profile": {"real_name": f"User {uid}", "display_name": name, "email": f"{name}@example.com"},
+        }
         extra = self.users.get(uid) or {}
         profile = {**user["profile"], **(extra.get("profile") or {})}
         user.update({k: v for k, v in extra.items() if k != "profile"})
@@ -413,8 +466,14 @@ class SlackStandIn:
         email = str(_require(params, "email", "invalid_email")).strip().lower()
         uid = next((u for e, u in self.emails.items() if e.strip().lower() == email), None)
         if uid is None:
-            uid = next((u for u, extra in self.users.items()
-                        if str((extra.get("profile") or {}).get("email") or "").lower() == email), None)
+            uid = next(
+                (
+                    u
+                    for u, extra in self.users.items()
+                    if str((extra.get("profile") or {}).get("email") or "").lower() == email
+                ),
+                None,
+            )
         if uid is None:
             raise _SlackError("users_not_found")
         user = self._users_info({"user": uid})["user"]
@@ -479,8 +538,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if isinstance(parsed, dict):
                     params.update(parsed)
             elif body:
-                params.update({k: v[-1] for k, v in
-                               parse_qs(body.decode("utf-8"), keep_blank_values=True).items()})
+                params.update({k: v[-1] for k, v in parse_qs(body.decode("utf-8"), keep_blank_values=True).items()})
         except (ValueError, UnicodeDecodeError):
             self._send(200, {"ok": False, "error": "invalid_form_data"}, {})
             return

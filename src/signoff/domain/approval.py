@@ -14,12 +14,13 @@ class Verdict:
     reason: str = ""
 
 
-SPONSOR_REASON = ("you sponsor an agent that submitted or executes this request, or an earlier step of its "
-                  "chain, so you cannot approve it")
+SPONSOR_REASON = (
+    "you sponsor an agent that submitted or executes this request, or an earlier step of its "
+    "chain, so you cannot approve it"
+)
 
 
-def step_sponsors(*, submitter: str | None, executor: str | None,
-                  chain: Iterable[str | None] = ()) -> frozenset[str]:
+def step_sponsors(*, submitter: str | None, executor: str | None, chain: Iterable[str | None] = ()) -> frozenset[str]:
     """The sponsors set aside from approving one step (separation of duties): the sponsor
     of the agent that submitted it, of the agent that executes it, and every sponsor
     already on the chain it joins. They may never approve it, whatever else they are
@@ -57,8 +58,7 @@ def approving(eligible: Iterable[str], sponsors: Iterable[str]) -> set[str]:
     return set(eligible) - set(sponsors)
 
 
-def quorum_reachable(*, people: Iterable[str], unresolved: bool, sponsors: Iterable[str],
-                     required: int) -> Verdict:
+def quorum_reachable(*, people: Iterable[str], unresolved: bool, sponsors: Iterable[str], required: int) -> Verdict:
     """Could ``required`` distinct people ever approve a step?
 
     ``people``: every user who could ever decide it (approvers and escalation targets);
@@ -73,9 +73,12 @@ def quorum_reachable(*, people: Iterable[str], unresolved: bool, sponsors: Itera
     if len(left) >= required:
         return Verdict(True)
     aside = sorted(people & set(sponsors))
-    return Verdict(False, f"it needs {required} distinct approval(s), but only {len(left)} of the people who "
-                          f"could ever approve it may: {', '.join(aside)} sponsor(s) an agent on it "
-                          "(submitter, executor or its chain) and may not approve")
+    return Verdict(
+        False,
+        f"it needs {required} distinct approval(s), but only {len(left)} of the people who "
+        f"could ever approve it may: {', '.join(aside)} sponsor(s) an agent on it "
+        "(submitter, executor or its chain) and may not approve",
+    )
 
 
 def tally(decisions: Iterable[tuple[str, str]], required: int) -> str | None:

@@ -58,6 +58,7 @@ def sha256_hex(value: Any) -> str:
 
 # -- the fast path ---------------------------------------------------------------------
 
+
 class _Unsafe:
     """A parsed value the fast encoder must refuse (the C encoder raises TypeError)."""
 
@@ -98,8 +99,9 @@ if _c_make_encoder is not None:
         """Canonical JSON text of a value from ``scan_json``; TypeError/ValueError off the fast path."""
         return "".join(_c_encode(value, 0))
 else:  # pragma: no cover - CPython always has the C encoder
-    _py_encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
-                                   default=_refuse)
+    _py_encoder = json.JSONEncoder(
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_refuse
+    )
 
     def encode_canonical(value: Any) -> str:
         """Canonical JSON text of a value from ``scan_json``; TypeError/ValueError off the fast path."""

@@ -75,15 +75,35 @@ def fold(value: str) -> str:
 
 
 # First words of letter names that are no script (the letter is "common" to scripts).
-_COMMON = frozenset({"LETTER", "CAPITAL", "SMALL", "DIGIT", "MATHEMATICAL", "DOUBLE-STRUCK", "SCRIPT",
-                     "BLACK-LETTER", "TURNED", "FEMININE", "MASCULINE", "MICRO", "PLANCK", "INFORMATION",
-                     "ESTIMATED", "KATAKANA-HIRAGANA"})
+_COMMON = frozenset(
+    {
+        "LETTER",
+        "CAPITAL",
+        "SMALL",
+        "DIGIT",
+        "MATHEMATICAL",
+        "DOUBLE-STRUCK",
+        "SCRIPT",
+        "BLACK-LETTER",
+        "TURNED",
+        "FEMININE",
+        "MASCULINE",
+        "MICRO",
+        "PLANCK",
+        "INFORMATION",
+        "ESTIMATED",
+        "KATAKANA-HIRAGANA",
+    }
+)
 # Words before the script's name that do not change it (HALFWIDTH KATAKANA LETTER A is Katakana).
 _QUALIFIERS = frozenset({"FULLWIDTH", "HALFWIDTH", "MODIFIER", "SUPERSCRIPT", "SUBSCRIPT", "EXTENDED"})
 _SCRIPT = {"CJK": "Han", "IDEOGRAPHIC": "Han", "ARABIC-INDIC": "Arabic"}
 # Writing systems that mix scripts by nature (Unicode TR 39's Japanese, Korean, Chinese).
-_WRITING_SYSTEMS = (frozenset({"Han", "Hiragana", "Katakana"}), frozenset({"Han", "Hangul"}),
-                    frozenset({"Han", "Bopomofo"}))
+_WRITING_SYSTEMS = (
+    frozenset({"Han", "Hiragana", "Katakana"}),
+    frozenset({"Han", "Hangul"}),
+    frozenset({"Han", "Bopomofo"}),
+)
 
 
 def _script(c: str) -> str | None:

@@ -100,9 +100,11 @@ def owed(submitted: datetime, deadline: datetime, ladder: Ladder, fired: int, no
     The steps due (each once, in order) and, when ``now`` has reached the deadline, the
     expiry last. Steps falling at or after the deadline are never owed.
     """
-    out = [Owed(submitted + off, STEP, k)
-           for k in ladder.due(submitted, fired, min(now, deadline))
-           if (off := ladder.offset(k)) is not None and submitted + off < deadline]
+    out = [
+        Owed(submitted + off, STEP, k)
+        for k in ladder.due(submitted, fired, min(now, deadline))
+        if (off := ladder.offset(k)) is not None and submitted + off < deadline
+    ]
     if now >= deadline:
         out.append(Owed(deadline, EXPIRE))
     return out

@@ -61,8 +61,9 @@ class Refusal(Exception):
         return REASONS.get(self.code, self.code)
 
 
-def check_claims(claims: Mapping[str, Any], *, issuer: str, require_amr: Iterable[str], max_age: timedelta,
-                 now: float) -> Proof:
+def check_claims(
+    claims: Mapping[str, Any], *, issuer: str, require_amr: Iterable[str], max_age: timedelta, now: float
+) -> Proof:
     """The proof in verified ID-token ``claims``; Refusal when it falls short."""
     amr = claims.get("amr")
     amr_list = tuple(a for a in amr if isinstance(a, str)) if isinstance(amr, list) else ()

@@ -25,9 +25,20 @@ from signoff.domain.canonical import (  # re-exported for the verifier
     scan_json,
 )
 
-__all__ = ["MAX_SAFE", "NotCanonicalizable", "canonical_bytes", "canonical_bytes_of_json", "canonical_text_of_json",
-           "encode_canonical", "event_bytes", "event_hash", "json_string", "ledger_hash", "scan_json",
-           "slow_canonical"]
+__all__ = [
+    "MAX_SAFE",
+    "NotCanonicalizable",
+    "canonical_bytes",
+    "canonical_bytes_of_json",
+    "canonical_text_of_json",
+    "encode_canonical",
+    "event_bytes",
+    "event_hash",
+    "json_string",
+    "ledger_hash",
+    "scan_json",
+    "slow_canonical",
+]
 
 # what ``rfc8785`` raises for a value it refuses
 _REFUSED = (rfc8785.CanonicalizationError, TypeError, ValueError, OverflowError)
@@ -70,17 +81,25 @@ def event_bytes(request_id: str, seq: int, at: str, type_: str, actor: str, data
     data = canonical_text_of_json(data_text)
     if data is not None:
         try:
-            return ('{"actor":%s,"at":%s,"data":%s,"request_id":%s,"seq":%d,"type":%s}' % (
-                json_string(actor), json_string(at), data, json_string(request_id), seq, json_string(type_),
-            )).encode("utf-8")
+            return (
+                '{"actor":%s,"at":%s,"data":%s,"request_id":%s,"seq":%d,"type":%s}'
+                % (
+                    json_string(actor),
+                    json_string(at),
+                    data,
+                    json_string(request_id),
+                    seq,
+                    json_string(type_),
+                )
+            ).encode("utf-8")
         except (TypeError, UnicodeEncodeError):
             pass
-    return slow_canonical({"request_id": request_id, "seq": seq, "at": at, "type": type_, "actor": actor,
-                           "data": json.loads(data_text)})
+    return slow_canonical(
+        {"request_id": request_id, "seq": seq, "at": at, "type": type_, "actor": actor, "data": json.loads(data_text)}
+    )
 
 
-def event_hash(prev_hash: str, request_id: str, seq: int, at: str, type_: str, actor: str,
-               data_text: str) -> str:
+def event_hash(prev_hash: str, request_id: str, seq: int, at: str, type_: str, actor: str, data_text: str) -> str:
     """``chain.link(prev_hash, chain.event_body(...))`` from the stored columns."""
     return hashlib.sha256(prev_hash.encode() + event_bytes(request_id, seq, at, type_, actor, data_text)).hexdigest()
 

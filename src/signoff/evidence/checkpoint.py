@@ -63,17 +63,31 @@ _CHUNK = 500
 
 # -- the statement ----------------------------------------------------------------------
 
+
 def statement(ledger_seq: int, ledger_head: str, heads_digest: str, at: datetime | str, kid: str) -> bytes:
     """The signed bytes of a checkpoint."""
-    return canonical_json({"ledger_seq": ledger_seq, "ledger_head": ledger_head, "heads_digest": heads_digest,
-                           "at": at if isinstance(at, str) else chain.iso(at), "kid": kid})
+    return canonical_json(
+        {
+            "ledger_seq": ledger_seq,
+            "ledger_head": ledger_head,
+            "heads_digest": heads_digest,
+            "at": at if isinstance(at, str) else chain.iso(at),
+            "kid": kid,
+        }
+    )
 
 
 def statement_of(row: CheckpointRow | Checkpoint) -> dict[str, Any]:
     """A checkpoint as a plain dict (for publishing it somewhere else, e.g. a log)."""
-    return {"id": row.id, "ledger_seq": row.ledger_seq, "ledger_head": row.ledger_head,
-            "heads_digest": row.heads_digest, "at": chain.iso(row.at), "kid": row.kid,
-            "signature": row.signature}
+    return {
+        "id": row.id,
+        "ledger_seq": row.ledger_seq,
+        "ledger_head": row.ledger_head,
+        "heads_digest": row.heads_digest,
+        "at": chain.iso(row.at),
+        "kid": row.kid,
+        "signature": row.signature,
+    }
 
 
 def signature_ok(row: CheckpointRow | Checkpoint, keys_or_jwks: Any) -> tuple[bool, str]:
@@ -88,8 +102,7 @@ def heads_digest(entries: Iterable[tuple[str, int, str]]) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def name_changes(checkpoint_id: int, signed: dict[str, tuple[int, str]],
-                 now: dict[str, tuple[int, str]]) -> list[str]:
+def name_changes(checkpoint_id: int, signed: dict[str, tuple[int, str]], now: dict[str, tuple[int, str]]) -> list[str]:
     """Each request whose head as of a checkpoint's moment is not what the checkpoint
     signed, as failure texts naming the request and the event, sorted by request id."""
     name = f"checkpoint {checkpoint_id}"
@@ -99,17 +112,25 @@ def name_changes(checkpoint_id: int, signed: dict[str, tuple[int, str]],
         if was == got:
             continue
         if was is None:
-            out.append(f"request {rid} event seq {got[0]}: stamped before {name}'s moment but not signed by it "
-                       "— inserted or back-dated afterwards")
+            out.append(
+                f"request {rid} event seq {got[0]}: stamped before {name}'s moment but not signed by it "
+                "— inserted or back-dated afterwards"
+            )
         elif got is None:
-            out.append(f"request {rid} event seq {was[0]}: gone — {name} signed this request's chain up to seq "
-                       f"{was[0]}, and no event of it recorded before then is left")
+            out.append(
+                f"request {rid} event seq {was[0]}: gone — {name} signed this request's chain up to seq "
+                f"{was[0]}, and no event of it recorded before then is left"
+            )
         elif got[0] < was[0]:
-            out.append(f"request {rid} event seq {was[0]}: gone — {name} signed the chain up to seq {was[0]}, "
-                       f"it now ends at seq {got[0]} (the events after it were deleted)")
+            out.append(
+                f"request {rid} event seq {was[0]}: gone — {name} signed the chain up to seq {was[0]}, "
+                f"it now ends at seq {got[0]} (the events after it were deleted)"
+            )
         elif got[0] > was[0]:
-            out.append(f"request {rid} event seq {was[0] + 1}: stamped before {name}'s moment but not signed "
-                       "by it — inserted or back-dated afterwards")
+            out.append(
+                f"request {rid} event seq {was[0] + 1}: stamped before {name}'s moment but not signed "
+                "by it — inserted or back-dated afterwards"
+            )
         else:
             out.append(f"request {rid} event seq {was[0]}: altered since {name} signed it")
     return out
@@ -117,10 +138,10 @@ def name_changes(checkpoint_id: int, signed: dict[str, tuple[int, str]],
 
 # -- reading the store -------------------------------------------------------------------
 
+
 def stored_heads(session_or_conn) -> dict[str, tuple[int, str]]:
     """The entries kept with the newest checkpoint (see the module docstring)."""
-    rows = session_or_conn.execute(select(CheckpointHeadRow.request_id, CheckpointHeadRow.seq,
-                                          CheckpointHeadRow.hash))
+    rows = session_or_conn.execute(select(CheckpointHeadRow.request_id, CheckpointHeadRow.seq, CheckpointHeadRow.hash))
     return {rid: (int(seq), digest) for rid, seq, digest in rows}
 
 
@@ -160,16 +181,22 @@ def heads_at(session: Session, cutoff: str) -> tuple[dict[str, tuple[int, str]],
     pg = session.bind.dialect.name == "postgresql"
     entries: dict[str, tuple[int, str]] = {}
     recent: list[str] = []
-    for rid, seq, at, digest in stream(dbc, pg, "SELECT r.id, e.seq, e.at, e.hash FROM requests r LEFT JOIN events e "
-                                       "ON e.request_id = r.id AND e.seq = r.event_count", []):
+    for rid, seq, at, digest in stream(
+        dbc,
+        pg,
+        "SELECT r.id, e.seq, e.at, e.hash FROM requests r LEFT JOIN events e "
+        "ON e.request_id = r.id AND e.seq = r.event_count",
+        [],
+    ):
         if seq is not None and at <= cutoff:
             entries[rid] = (seq, digest)
         else:
             recent.append(rid)
     for i in range(0, len(recent), _CHUNK):
-        chunk = recent[i:i + _CHUNK]
-        rows = session.execute(select(EventRow.request_id, EventRow.seq, EventRow.at, EventRow.hash)
-                               .where(EventRow.request_id.in_(chunk)))
+        chunk = recent[i : i + _CHUNK]
+        rows = session.execute(
+            select(EventRow.request_id, EventRow.seq, EventRow.at, EventRow.hash).where(EventRow.request_id.in_(chunk))
+        )
         for rid, seq, at, digest in rows:
             if at <= cutoff and seq > entries.get(rid, (0, ""))[0]:
                 entries[rid] = (seq, digest)
@@ -179,7 +206,7 @@ def heads_at(session: Session, cutoff: str) -> tuple[dict[str, tuple[int, str]],
 def _hashes_at(session: Session, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
     found: dict[tuple[str, int], str] = {}
     for i in range(0, len(pairs), 200):
-        chunk = pairs[i:i + 200]
+        chunk = pairs[i : i + 200]
         cond = or_(*[and_(EventRow.request_id == rid, EventRow.seq == seq) for rid, seq in chunk])
         for rid, seq, digest in session.execute(select(EventRow.request_id, EventRow.seq, EventRow.hash).where(cond)):
             found[(rid, seq)] = digest
@@ -188,12 +215,15 @@ def _hashes_at(session: Session, pairs: list[tuple[str, int]]) -> dict[tuple[str
 
 def _probe(session: Session) -> tuple[int, int, int]:
     """Cheap signs of change: the newest event id, the ledger head, the newest checkpoint."""
-    return (int(session.scalar(select(func.max(EventRow.id))) or 0),
-            int(session.scalar(select(func.max(LedgerRow.seq))) or 0),
-            int(session.scalar(select(func.max(CheckpointRow.id))) or 0))
+    return (
+        int(session.scalar(select(func.max(EventRow.id))) or 0),
+        int(session.scalar(select(func.max(LedgerRow.seq))) or 0),
+        int(session.scalar(select(func.max(CheckpointRow.id))) or 0),
+    )
 
 
 # -- writing -----------------------------------------------------------------------------
+
 
 @dataclass
 class _Memo:
@@ -219,8 +249,9 @@ def _memo(store: Store) -> _Memo:
         return m
 
 
-def write_checkpoint(store: Store, keys: KeyRing, now: datetime, *, settle: timedelta = SETTLE,
-                     min_interval: timedelta = MIN_INTERVAL) -> CheckpointRow | None:
+def write_checkpoint(
+    store: Store, keys: KeyRing, now: datetime, *, settle: timedelta = SETTLE, min_interval: timedelta = MIN_INTERVAL
+) -> CheckpointRow | None:
     """Sign the store's state as of ``now - settle``; None when nothing changed, when a
     checkpoint younger than ``min_interval`` exists (another replica just wrote one), or
     when the store no longer matches the previous checkpoint (logged as an error).
@@ -241,7 +272,7 @@ def write_checkpoint(store: Store, keys: KeyRing, now: datetime, *, settle: time
         if last is not None and cutoff_dt - last.at < interval:
             return None
         probe = _probe(session)
-        if (last is not None and memo.checkpoint_id == last.id and memo.probe == probe and memo.settled):
+        if last is not None and memo.checkpoint_id == last.id and memo.probe == probe and memo.settled:
             return None
         started = time.monotonic()
         entries, settled = heads_at(session, cutoff)
@@ -263,8 +294,11 @@ def write_checkpoint(store: Store, keys: KeyRing, now: datetime, *, settle: time
         return None
     memo.refused = None
     digest = heads_digest((rid, n, h) for rid, (n, h) in entries.items())
-    if last is not None and (last.ledger_seq, last.ledger_head, last.heads_digest) == (lseq, lhead, digest) \
-            and not rewrite_all:
+    if (
+        last is not None
+        and (last.ledger_seq, last.ledger_head, last.heads_digest) == (lseq, lhead, digest)
+        and not rewrite_all
+    ):
         _remember(memo, last.id, probe, settled, entries)
         return None
     key = keys.active
@@ -278,8 +312,9 @@ def write_checkpoint(store: Store, keys: KeyRing, now: datetime, *, settle: time
         newest = latest(session)
         if (newest.id if newest else None) != (last.id if last else None):
             return None  # another replica wrote one meanwhile
-        row = CheckpointRow(at=cutoff_dt, ledger_seq=lseq, ledger_head=lhead, heads_digest=digest, kid=key.kid,
-                            signature=signature)
+        row = CheckpointRow(
+            at=cutoff_dt, ledger_seq=lseq, ledger_head=lhead, heads_digest=digest, kid=key.kid, signature=signature
+        )
         session.add(row)
         session.flush()
         _store_heads(session, moved, rewrite_all)
@@ -297,9 +332,9 @@ _PG_LOCK = 0x51670FFC  # advisory lock key of checkpoint writers
 # A head that moved replaces the kept one (both dialects know ON CONFLICT … DO UPDATE).
 _UPSERT_HEAD = {
     "sqlite": "INSERT INTO checkpoint_heads (request_id, seq, hash) VALUES (:request_id, :seq, :hash) "
-              "ON CONFLICT (request_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+    "ON CONFLICT (request_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
     "postgresql": "INSERT INTO checkpoint_heads (request_id, seq, hash) VALUES (%(request_id)s, %(seq)s, %(hash)s) "
-                  "ON CONFLICT (request_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+    "ON CONFLICT (request_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
 }
 
 
@@ -308,16 +343,18 @@ def _store_heads(session: Session, moved: dict[str, tuple[int, str]], rewrite_al
     writer lock (on SQLite, every other writer waits), with thousands of heads under load."""
     if rewrite_all:
         session.execute(delete(CheckpointHeadRow))
-    fast.execute_many(session, _UPSERT_HEAD, [{"request_id": rid, "seq": n, "hash": h}
-                                              for rid, (n, h) in moved.items()])
+    fast.execute_many(
+        session, _UPSERT_HEAD, [{"request_id": rid, "seq": n, "hash": h} for rid, (n, h) in moved.items()]
+    )
 
 
 def _remember(memo: _Memo, checkpoint_id: int, probe, settled: bool, entries) -> None:
     memo.checkpoint_id, memo.probe, memo.settled, memo.entries = checkpoint_id, probe, settled, entries
 
 
-def _signed_before(session: Session, keys: KeyRing, last: Checkpoint | None,
-                   memo: _Memo) -> tuple[dict[str, tuple[int, str]], bool, str | None]:
+def _signed_before(
+    session: Session, keys: KeyRing, last: Checkpoint | None, memo: _Memo
+) -> tuple[dict[str, tuple[int, str]], bool, str | None]:
     """What ``last`` signed: (entries, whether the kept copy must be rewritten whole, problem)."""
     if last is None:
         return {}, True, None
@@ -327,8 +364,11 @@ def _signed_before(session: Session, keys: KeyRing, last: Checkpoint | None,
     if last.ledger_seq:
         row = session.execute(select(LedgerRow.hash).where(LedgerRow.seq == last.ledger_seq)).first()
         if row is None or row[0] != last.ledger_head:
-            return {}, False, (f"checkpoint {last.id}: ledger entry seq {last.ledger_seq} is "
-                               f"{'gone' if row is None else 'altered'}")
+            return (
+                {},
+                False,
+                (f"checkpoint {last.id}: ledger entry seq {last.ledger_seq} is {'gone' if row is None else 'altered'}"),
+            )
     if memo.checkpoint_id == last.id:
         return memo.entries, False, None
     kept = stored_heads(session)
@@ -341,8 +381,9 @@ def _signed_before(session: Session, keys: KeyRing, last: Checkpoint | None,
     return {}, False, f"checkpoint {last.id}: the request chains no longer match its signed heads"
 
 
-def _inconsistent(session: Session, last: Checkpoint, base: dict[str, tuple[int, str]],
-                  entries: dict[str, tuple[int, str]]) -> str | None:
+def _inconsistent(
+    session: Session, last: Checkpoint, base: dict[str, tuple[int, str]], entries: dict[str, tuple[int, str]]
+) -> str | None:
     """Why the store no longer extends ``last``, whose entries were ``base`` (None: it does)."""
     later: list[tuple[str, int]] = []
     for rid, (n, h) in base.items():

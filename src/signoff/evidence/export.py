@@ -53,22 +53,46 @@ def _read(session: Session, request_id: str):
     if row is None:
         return None
     req = {
-        "id": row.id, "workflow": row.workflow, "title": row.title, "action": row.action,
-        "action_sha256": row.action_sha256, "risk": row.risk, "justification": row.justification,
-        "prompt": row.prompt, "rollback": row.rollback, "parent_id": row.parent_id, "rollback_of": row.rollback_of,
-        "submitted_by": row.submitted_by, "executor": row.executor, "sponsor": row.sponsor, "status": row.status,
-        "created_at": _z(row.created_at), "deadline": _z(row.deadline), "decided_at": _z(row.decided_at),
-        "policy_sha256": row.policy_hash, "rule": row.rule,
-        "reviewed_by": row.reviewed_by, "reviewed_at": _z(row.reviewed_at),
-        "_policy": row.policy, "_event_count": row.event_count, "_head_hash": row.head_hash,
+        "id": row.id,
+        "workflow": row.workflow,
+        "title": row.title,
+        "action": row.action,
+        "action_sha256": row.action_sha256,
+        "risk": row.risk,
+        "justification": row.justification,
+        "prompt": row.prompt,
+        "rollback": row.rollback,
+        "parent_id": row.parent_id,
+        "rollback_of": row.rollback_of,
+        "submitted_by": row.submitted_by,
+        "executor": row.executor,
+        "sponsor": row.sponsor,
+        "status": row.status,
+        "created_at": _z(row.created_at),
+        "deadline": _z(row.deadline),
+        "decided_at": _z(row.decided_at),
+        "policy_sha256": row.policy_hash,
+        "rule": row.rule,
+        "reviewed_by": row.reviewed_by,
+        "reviewed_at": _z(row.reviewed_at),
+        "_policy": row.policy,
+        "_event_count": row.event_count,
+        "_head_hash": row.head_hash,
     }
     events = [
-        {"seq": e.seq, "at": e.at, "type": e.type, "actor": e.actor, "data": e.data, "prev_hash": e.prev_hash,
-         "hash": e.hash}
+        {
+            "seq": e.seq,
+            "at": e.at,
+            "type": e.type,
+            "actor": e.actor,
+            "data": e.data,
+            "prev_hash": e.prev_hash,
+            "hash": e.hash,
+        }
         for e in session.scalars(select(EventRow).where(EventRow.request_id == request_id).order_by(EventRow.seq))
     ]
     led = session.scalars(select(LedgerRow).where(LedgerRow.request_id == request_id)).first()
-    ledger = ({"seq": led.seq, "at": led.at, "prev_hash": led.prev_hash, "hash": led.hash} if led else None)
+    ledger = {"seq": led.seq, "at": led.at, "prev_hash": led.prev_hash, "hash": led.hash} if led else None
     return req, events, ledger
 
 
@@ -80,8 +104,9 @@ def assemble(req: dict[str, Any], events: list[dict[str, Any]], ledger: dict | N
     owners = {k: policy.get(k) for k in ("owner", "platform_owner", "security_owner")}
     problems = chain_problems(req["id"], events)
     if count is not None and (count != len(events) or (events and events[-1]["hash"] != head)):
-        problems.append(f"the request record says {count} event(s) ending in {str(head)[:12]}…, "
-                        f"the chain has {len(events)}")
+        problems.append(
+            f"the request record says {count} event(s) ending in {str(head)[:12]}…, the chain has {len(events)}"
+        )
     derived = _derive(events)
     if derived["status"] != req["status"]:
         problems.append(f"the request record says {req['status']}, its events say {derived['status']}")
@@ -102,8 +127,12 @@ def assemble(req: dict[str, Any], events: list[dict[str, Any]], ledger: dict | N
         "outcome": derived["outcome"],
         "controls": controls(req, owners, events),
         "events": events,
-        "chain": {"event_count": len(events), "head": events[-1]["hash"] if events else chain.GENESIS,
-                  "genesis": chain.GENESIS, "ledger": ledger},
+        "chain": {
+            "event_count": len(events),
+            "head": events[-1]["hash"] if events else chain.GENESIS,
+            "genesis": chain.GENESIS,
+            "ledger": ledger,
+        },
         "integrity": {"ok": not problems, "problems": problems},
         "exported_at": chain.iso(now),
     }
@@ -122,9 +151,14 @@ def sign_bundle(bundle: dict[str, Any], keys: KeyRing) -> dict[str, Any]:
 # -- derived views ------------------------------------------------------------------------------
 
 # Refused clicks on any of the bot's buttons (each is also evidence of who tried).
-REFUSALS = {"click.refused": "decide", "review.refused": "review", "revoke.refused": "revoke",
-            "rollback.refused": "roll back", "confirmation.refused": "confirm",
-            "step_up.refused": "approve after signing in"}
+REFUSALS = {
+    "click.refused": "decide",
+    "review.refused": "review",
+    "revoke.refused": "revoke",
+    "rollback.refused": "roll back",
+    "confirmation.refused": "confirm",
+    "step_up.refused": "approve after signing in",
+}
 
 
 def _derive(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -138,15 +172,31 @@ def _derive(events: list[dict[str, Any]]) -> dict[str, Any]:
         t, actor, at, seq = e["type"], e["actor"], e["at"], e["seq"]
         d = e["data"] if isinstance(e["data"], dict) else {}
         if t == "decision.recorded":
-            decisions.append({"by": actor, "decision": d.get("decision"), "at": at, "seq": seq,
-                              **({"reason": d["reason"]} if d.get("reason") else {}),
-                              **({"step_up": d["step_up"]} if d.get("step_up") else {})})
+            decisions.append(
+                {
+                    "by": actor,
+                    "decision": d.get("decision"),
+                    "at": at,
+                    "seq": seq,
+                    **({"reason": d["reason"]} if d.get("reason") else {}),
+                    **({"step_up": d["step_up"]} if d.get("step_up") else {}),
+                }
+            )
         elif t in REFUSALS:
-            refused.append({"by": actor, "what": REFUSALS[t], "decision": d.get("decision"), "reason": d.get("reason"),
-                            "at": at, "seq": seq})
+            refused.append(
+                {
+                    "by": actor,
+                    "what": REFUSALS[t],
+                    "decision": d.get("decision"),
+                    "reason": d.get("reason"),
+                    "at": at,
+                    "seq": seq,
+                }
+            )
         elif t == "click.repeated":
-            repeated.append({"by": actor, "decision": d.get("decision"), "status": d.get("status"), "at": at,
-                             "seq": seq})
+            repeated.append(
+                {"by": actor, "decision": d.get("decision"), "status": d.get("status"), "at": at, "seq": seq}
+            )
         elif t.startswith("request.") and t != "request.submitted":
             status = d.get("to") or t.split(".", 1)[1]
             if t == "request.rejected" and str(actor).startswith("policy:"):
@@ -156,8 +206,15 @@ def _derive(events: list[dict[str, Any]]) -> dict[str, Any]:
             if t == "request.executing" and grant is not None and grant.get("delivered") is None:
                 grant["delivered"] = {"at": at, "how": d.get("delivery"), "seq": seq}
         elif t == "grant.issued":
-            grant = {"claims": d.get("claims"), "kid": d.get("kid"), "issued_at": at, "seq": seq, "delivered": None,
-                     "expired_without_outcome": None, "revoked": None}
+            grant = {
+                "claims": d.get("claims"),
+                "kid": d.get("kid"),
+                "issued_at": at,
+                "seq": seq,
+                "delivered": None,
+                "expired_without_outcome": None,
+                "revoked": None,
+            }
         elif t == "grant.revoked":
             decisions.append({"by": actor, "decision": "reject", "at": at, "seq": seq, "revoked_grant": True})
             if grant is not None:
@@ -171,11 +228,25 @@ def _derive(events: list[dict[str, Any]]) -> dict[str, Any]:
         elif t == "exception.raised":
             exceptions.append({"kind": d.get("kind"), "detail": d.get("detail"), "at": at, "seq": seq})
         elif t in ("exception.reviewed", "review.comment"):
-            reviews.append({"type": t, "by": actor, "at": at, "seq": seq,
-                            **({"comment": d.get("comment")} if t == "review.comment" else {})})
+            reviews.append(
+                {
+                    "type": t,
+                    "by": actor,
+                    "at": at,
+                    "seq": seq,
+                    **({"comment": d.get("comment")} if t == "review.comment" else {}),
+                }
+            )
         elif t == "thread.reply":
-            msg = {"user": d.get("user", actor), "ts": d.get("ts"), "text": d.get("text", ""), "at": at, "seq": seq,
-                   "edits": [], "deleted": False}
+            msg = {
+                "user": d.get("user", actor),
+                "ts": d.get("ts"),
+                "text": d.get("text", ""),
+                "at": at,
+                "seq": seq,
+                "edits": [],
+                "deleted": False,
+            }
             if d.get("found_late"):
                 msg["found_late"] = True
             thread.append(msg)
@@ -183,32 +254,74 @@ def _derive(events: list[dict[str, Any]]) -> dict[str, Any]:
                 by_ts[str(d.get("ts"))] = msg
         elif t == "thread.agent_reply":
             # the agent's own comment (posted by signoff in the thread, visibly as the agent's)
-            thread.append({"user": actor, "ts": d.get("ts"), "text": d.get("text", ""), "at": at, "seq": seq,
-                           "edits": [], "deleted": False, "agent": True, "comment_id": d.get("comment_id")})
+            thread.append(
+                {
+                    "user": actor,
+                    "ts": d.get("ts"),
+                    "text": d.get("text", ""),
+                    "at": at,
+                    "seq": seq,
+                    "edits": [],
+                    "deleted": False,
+                    "agent": True,
+                    "comment_id": d.get("comment_id"),
+                }
+            )
         elif t == "thread.edited":
             msg = by_ts.get(str(d.get("ts")))
             if msg is None:  # the original never reached us: keep the edit as the message
-                msg = {"user": d.get("user", actor), "ts": d.get("ts"), "text": d.get("previous_text") or "",
-                       "at": at, "seq": seq, "edits": [], "deleted": False, "original_missing": True}
+                msg = {
+                    "user": d.get("user", actor),
+                    "ts": d.get("ts"),
+                    "text": d.get("previous_text") or "",
+                    "at": at,
+                    "seq": seq,
+                    "edits": [],
+                    "deleted": False,
+                    "original_missing": True,
+                }
                 thread.append(msg)
                 by_ts[str(d.get("ts"))] = msg
-            msg["edits"].append({"previous_text": msg["text"] if d.get("previous_text") is None
-                                 else d.get("previous_text"), "text": d.get("text", ""), "at": at, "seq": seq})
+            msg["edits"].append(
+                {
+                    "previous_text": msg["text"] if d.get("previous_text") is None else d.get("previous_text"),
+                    "text": d.get("text", ""),
+                    "at": at,
+                    "seq": seq,
+                }
+            )
             msg["text"] = d.get("text", "")
         elif t == "thread.deleted":
             msg = by_ts.get(str(d.get("ts")))
             if msg is None:
-                msg = {"user": d.get("user", actor), "ts": d.get("ts"), "text": "", "at": at, "seq": seq,
-                       "edits": [], "deleted": False, "original_missing": True}
+                msg = {
+                    "user": d.get("user", actor),
+                    "ts": d.get("ts"),
+                    "text": "",
+                    "at": at,
+                    "seq": seq,
+                    "edits": [],
+                    "deleted": False,
+                    "original_missing": True,
+                }
                 thread.append(msg)
                 by_ts[str(d.get("ts"))] = msg
             msg["deleted"] = True
             msg["deleted_at"] = at
             msg["deleted_seq"] = seq
     thread.sort(key=lambda m: (_ts_key(m.get("ts")), m["seq"]))
-    return {"decisions": decisions, "refused": refused, "repeated": repeated, "escalations": escalations,
-            "exceptions": exceptions, "reviews": reviews, "grant": grant, "outcome": outcome, "status": status,
-            "thread": thread}
+    return {
+        "decisions": decisions,
+        "refused": refused,
+        "repeated": repeated,
+        "escalations": escalations,
+        "exceptions": exceptions,
+        "reviews": reviews,
+        "grant": grant,
+        "outcome": outcome,
+        "status": status,
+        "thread": thread,
+    }
 
 
 def _ts_key(ts: Any) -> tuple[int, int]:
@@ -220,6 +333,7 @@ def _ts_key(ts: Any) -> tuple[int, int]:
 
 
 # -- checking -----------------------------------------------------------------------------------
+
 
 def chain_problems(request_id: str, events: list[dict[str, Any]]) -> list[str]:
     """What is wrong with a list of events as one request's chain (empty: intact)."""

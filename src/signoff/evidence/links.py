@@ -38,8 +38,9 @@ def _private_raw(material: Any) -> bytes:
     if isinstance(material, SigningKey):
         material = material.private
     if isinstance(material, Ed25519PrivateKey):
-        return material.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                      serialization.NoEncryption())
+        return material.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
     if isinstance(material, (bytes, bytearray)) and len(material) >= 16:
         return bytes(material)
     raise TypeError("evidence links need the signing key (SigningKey, Ed25519PrivateKey or raw bytes)")

@@ -46,8 +46,18 @@ from signoff.evidence.canon import (
 
 GENESIS = "0" * 64
 FETCH = 5_000
-_SUBMITTED_FIELDS = ("workflow", "title", "risk", "justification", "prompt", "parent_id", "rollback_of",
-                     "submitted_by", "executor", "sponsor")
+_SUBMITTED_FIELDS = (
+    "workflow",
+    "title",
+    "risk",
+    "justification",
+    "prompt",
+    "parent_id",
+    "rollback_of",
+    "submitted_by",
+    "executor",
+    "sponsor",
+)
 
 
 class Failures:
@@ -115,20 +125,47 @@ def _iso_utc(value: Any) -> str | None:
     return value.astimezone(timezone.utc).isoformat()
 
 
-def check_range(dbc: Any, pg: bool, lo: str | None, hi: str | None, cutoff: str | None, max_failures: int,
-                progress: Callable[[int], None] | None = None, every: int = 100_000) -> dict:
+def check_range(
+    dbc: Any,
+    pg: bool,
+    lo: str | None,
+    hi: str | None,
+    cutoff: str | None,
+    max_failures: int,
+    progress: Callable[[int], None] | None = None,
+    every: int = 100_000,
+) -> dict:
     """Check the requests with ids in [lo, hi); see the module docstring."""
     failures = Failures(max_failures)
     where, params = _where(pg, "id", lo, hi)
-    heads = {rid: (n or 0, head) for rid, n, head in
-             stream(dbc, pg, "SELECT id, event_count, head_hash FROM requests" + where, params)}
+    heads = {
+        rid: (n or 0, head)
+        for rid, n, head in stream(dbc, pg, "SELECT id, event_count, head_hash FROM requests" + where, params)
+    }
     # the columns _Submissions checks (in its order), for the ordered stream and the one-off look-up
-    columns = ("SELECT id, " + ", ".join(_SUBMITTED_FIELDS) + ", " + _text(pg, "action") + ", action_sha256, "
-               + _text(pg, "rollback") + ", deadline, policy_hash, " + _text(pg, "policy") + " FROM requests")
+    columns = (
+        "SELECT id, "
+        + ", ".join(_SUBMITTED_FIELDS)
+        + ", "
+        + _text(pg, "action")
+        + ", action_sha256, "
+        + _text(pg, "rollback")
+        + ", deadline, policy_hash, "
+        + _text(pg, "policy")
+        + " FROM requests"
+    )
     rows = stream(dbc, pg, columns + where + " ORDER BY id", params, per=1000)
     ewhere, eparams = _where(pg, "request_id", lo, hi)
-    events = stream(dbc, pg, "SELECT request_id, seq, at, type, actor, " + _text(pg, "data")
-                    + ", prev_hash, hash FROM events" + ewhere + " ORDER BY request_id, seq", eparams)
+    events = stream(
+        dbc,
+        pg,
+        "SELECT request_id, seq, at, type, actor, "
+        + _text(pg, "data")
+        + ", prev_hash, hash FROM events"
+        + ewhere
+        + " ORDER BY request_id, seq",
+        eparams,
+    )
     one = columns + " WHERE id = " + ("%s" if pg else "?")
 
     def lookup(rid: str) -> tuple | None:
@@ -168,11 +205,15 @@ def check_range(dbc: Any, pg: bool, lo: str | None, hi: str | None, cutoff: str 
         if rec is None:
             failures.add(f"request {rid}: its record is missing (events seq 1–{n} remain)")
         elif rec[0] > n:
-            failures.add(f"request {rid} event seq {n + 1}: missing — the request records {rec[0]} "
-                         f"event(s), the chain ends at seq {n}")
+            failures.add(
+                f"request {rid} event seq {n + 1}: missing — the request records {rec[0]} "
+                f"event(s), the chain ends at seq {n}"
+            )
         elif rec[0] < n:
-            failures.add(f"request {rid} event seq {rec[0] + 1}: not in the request record "
-                         f"(it records {rec[0]} event(s), the chain has {n})")
+            failures.add(
+                f"request {rid} event seq {rec[0] + 1}: not in the request record "
+                f"(it records {rec[0]} event(s), the chain has {n})"
+            )
         elif rec[1] != head:
             failures.add(f"request {rid} event seq {n}: its hash is not the head the request records")
 
@@ -191,14 +232,19 @@ def check_range(dbc: Any, pg: bool, lo: str | None, hi: str | None, cutoff: str 
             continue
         n += 1
         if seq != n:
-            failures.add(f"request {rid} event seq {n}: missing (the next stored event is seq {seq})"
-                         if seq > n else f"request {rid} event seq {seq}: out of order")
+            failures.add(
+                f"request {rid} event seq {n}: missing (the next stored event is seq {seq})"
+                if seq > n
+                else f"request {rid} event seq {seq}: out of order"
+            )
             broken = True
             continue
         if prev != expect:
-            failures.add(f"request {rid} event seq {seq}: prev_hash does not link to "
-                         + ("the genesis hash" if seq == 1 else f"seq {seq - 1}")
-                         + " (events reordered, removed or inserted)")
+            failures.add(
+                f"request {rid} event seq {seq}: prev_hash does not link to "
+                + ("the genesis hash" if seq == 1 else f"seq {seq - 1}")
+                + " (events reordered, removed or inserted)"
+            )
             broken = True
             continue
         good = False
@@ -206,9 +252,13 @@ def check_range(dbc: Any, pg: bool, lo: str | None, hi: str | None, cutoff: str 
             # Data stored as its canonical text (no ": " separator, unlike json.dumps'
             # default) is hashed as it is: no parsing. Any other text takes the full path.
             try:
-                good = sha256(f'{prev}{{"actor":{as_json(actor)},"at":{as_json(at)},"data":{data},'
-                              f'"request_id":{rid_json},"seq":{seq},"type":{as_json(type_)}}}'.encode()
-                              ).hexdigest() == digest
+                good = (
+                    sha256(
+                        f'{prev}{{"actor":{as_json(actor)},"at":{as_json(at)},"data":{data},'
+                        f'"request_id":{rid_json},"seq":{seq},"type":{as_json(type_)}}}'.encode()
+                    ).hexdigest()
+                    == digest
+                )
             except UnicodeEncodeError:
                 good = False
         if seq == 1:
@@ -230,9 +280,13 @@ def check_range(dbc: Any, pg: bool, lo: str | None, hi: str | None, cutoff: str 
             try:
                 if body is None:
                     raise UnicodeEncodeError("utf-8", "", 0, 0, "slow path")
-                good = sha256(f'{prev}{{"actor":{as_json(actor)},"at":{as_json(at)},"data":{body},'
-                              f'"request_id":{rid_json},"seq":{seq},"type":{as_json(type_)}}}'.encode()
-                              ).hexdigest() == digest
+                good = (
+                    sha256(
+                        f'{prev}{{"actor":{as_json(actor)},"at":{as_json(at)},"data":{body},'
+                        f'"request_id":{rid_json},"seq":{seq},"type":{as_json(type_)}}}'.encode()
+                    ).hexdigest()
+                    == digest
+                )
             except UnicodeEncodeError:
                 try:
                     good = event_hash(prev, rid, seq, at, type_, actor, data) == digest
@@ -252,8 +306,11 @@ def check_range(dbc: Any, pg: bool, lo: str | None, hi: str | None, cutoff: str 
     submissions.finish()
     for rid, (n, _) in heads.items():
         if rid not in seen:
-            failures.add(f"request {rid} event seq 1: missing — the request records {n} event(s), none are stored"
-                         if n else f"request {rid} event seq 1: missing — the request has no events")
+            failures.add(
+                f"request {rid} event seq 1: missing — the request records {n} event(s), none are stored"
+                if n
+                else f"request {rid} event seq 1: missing — the request has no events"
+            )
     return {"events": count, "at_cutoff": at_cutoff, "failures": failures.items}
 
 
@@ -372,8 +429,9 @@ def connect(target: dict, pg_snapshot: str | None):
         from urllib.parse import quote
 
         # read-only: a helper never creates or changes the file
-        dbc = sqlite3.connect(f"file:{quote(target['sqlite'], safe='/')}?mode=ro", uri=True, isolation_level=None,
-                              check_same_thread=False)
+        dbc = sqlite3.connect(
+            f"file:{quote(target['sqlite'], safe='/')}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
         dbc.execute("PRAGMA busy_timeout=30000")
         dbc.execute("BEGIN")  # a read transaction: one WAL snapshot throughout
         return dbc
@@ -405,8 +463,9 @@ def worker_main() -> None:
         target, lo, hi, cutoff, pg_snapshot, max_failures = pickle.load(sys.stdin.buffer)
         dbc = connect(target, pg_snapshot)
         try:
-            result = check_range(dbc, "postgresql" in target, lo, hi, cutoff, max_failures,
-                                 lambda n: send("progress", n), every=20_000)
+            result = check_range(
+                dbc, "postgresql" in target, lo, hi, cutoff, max_failures, lambda n: send("progress", n), every=20_000
+            )
         finally:
             try:
                 dbc.rollback()

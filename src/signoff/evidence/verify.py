@@ -82,8 +82,14 @@ def snapshot(store: Store, *, pg_snapshot: str | None = None):
 PARALLEL_FROM = 150_000  # events; below this one process is quicker than starting another
 
 
-def verify_store(store: Store, keys_or_jwks: Any, progress: Callable[[int], None] | None = None, *,
-                 max_failures: int = 100, workers: int | None = None) -> VerifyResult:
+def verify_store(
+    store: Store,
+    keys_or_jwks: Any,
+    progress: Callable[[int], None] | None = None,
+    *,
+    max_failures: int = 100,
+    workers: int | None = None,
+) -> VerifyResult:
     """Check the whole evidence store; see the module docstring.
 
     ``keys_or_jwks``: the ``KeyRing`` or a JWKS, for checkpoint signatures.
@@ -114,9 +120,15 @@ def verify_store(store: Store, keys_or_jwks: Any, progress: Callable[[int], None
         checkpoint_info = None
         if last_cp is not None:
             checkpoint_info = _check_checkpoint(conn, last_cp, keys_or_jwks, ledger, at_cutoff, failures)
-    return VerifyResult(ok=not failures.items, checked_events=events, checked_requests=len(request_ids),
-                        failure=failures.items[0] if failures.items else None, failures=failures.items,
-                        checkpoint=checkpoint_info, seconds=time.perf_counter() - started)
+    return VerifyResult(
+        ok=not failures.items,
+        checked_events=events,
+        checked_requests=len(request_ids),
+        failure=failures.items[0] if failures.items else None,
+        failures=failures.items,
+        checkpoint=checkpoint_info,
+        seconds=time.perf_counter() - started,
+    )
 
 
 def _default_workers(conn: Connection) -> int:
@@ -151,8 +163,7 @@ def _run_ranges(store: Store, conn: Connection, ranges, cutoff, pg_snapshot, max
             progress(n + sum(w.progress for w in workers))
 
     try:
-        results = [check_range(dbc, pg, *ranges[0], cutoff, max_failures, mine if progress else None,
-                               PROGRESS_EVERY)]
+        results = [check_range(dbc, pg, *ranges[0], cutoff, max_failures, mine if progress else None, PROGRESS_EVERY)]
         results.extend(w.result() for w in workers)
     finally:
         for w in workers:
@@ -192,7 +203,10 @@ class _Worker:
         self._result = None
         self._proc = subprocess.Popen(
             [sys.executable, "-c", "from signoff.evidence.scan import worker_main; worker_main()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
         self._proc.stdin.write(pickle.dumps((target, lo, hi, cutoff, pg_snapshot, max_failures)))
         self._proc.stdin.close()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -232,10 +246,12 @@ def _stream(conn: Connection, stmt, per: int = 10_000):
 
 # -- 3. the ledger ---------------------------------------------------------------------------
 
+
 def _check_ledger(conn: Connection, heads: set[str], failures: _Failures) -> dict[int, str]:
     """Checks the ledger; returns {seq: hash} (for the checkpoint's ledger entry)."""
-    stmt = select(LedgerRow.seq, LedgerRow.request_id, LedgerRow.at, LedgerRow.prev_hash,
-                  LedgerRow.hash).order_by(LedgerRow.seq)
+    stmt = select(LedgerRow.seq, LedgerRow.request_id, LedgerRow.at, LedgerRow.prev_hash, LedgerRow.hash).order_by(
+        LedgerRow.seq
+    )
     expect_seq, expect_prev = 1, GENESIS
     in_ledger: set[str] = set()
     hashes: dict[int, str] = {}
@@ -248,8 +264,9 @@ def _check_ledger(conn: Connection, heads: set[str], failures: _Failures) -> dic
         if broken:
             continue
         if seq != expect_seq:
-            failures.add(f"ledger seq {expect_seq}: missing (the next entry is seq {seq}) — a request's "
-                         "record was deleted")
+            failures.add(
+                f"ledger seq {expect_seq}: missing (the next entry is seq {seq}) — a request's record was deleted"
+            )
             broken = True
             continue
         if prev != expect_prev:
@@ -269,8 +286,15 @@ def _check_ledger(conn: Connection, heads: set[str], failures: _Failures) -> dic
 
 # -- 4. the latest checkpoint --------------------------------------------------------------
 
-def _check_checkpoint(conn: Connection, row, keys_or_jwks: Any, ledger: dict[int, str],
-                      at_cutoff: list[tuple[str, int, str]], failures: _Failures) -> dict[str, Any]:
+
+def _check_checkpoint(
+    conn: Connection,
+    row,
+    keys_or_jwks: Any,
+    ledger: dict[int, str],
+    at_cutoff: list[tuple[str, int, str]],
+    failures: _Failures,
+) -> dict[str, Any]:
     at = chain.iso(row.at)
     name = f"checkpoint {row.id} (as of {at})"
     info = {"id": row.id, "at": at, "ledger_seq": row.ledger_seq, "kid": row.kid}
@@ -282,8 +306,10 @@ def _check_checkpoint(conn: Connection, row, keys_or_jwks: Any, ledger: dict[int
     if row.ledger_seq:
         have = ledger.get(row.ledger_seq)
         if have is None:
-            failures.add(f"{name}: ledger entry seq {row.ledger_seq} is gone — requests recorded before "
-                         "the checkpoint were deleted")
+            failures.add(
+                f"{name}: ledger entry seq {row.ledger_seq} is gone — requests recorded before "
+                "the checkpoint were deleted"
+            )
         elif have != row.ledger_head:
             failures.add(f"{name}: ledger entry seq {row.ledger_seq} differs from the signed ledger head")
     if cp.heads_digest(at_cutoff) != row.heads_digest:
@@ -293,7 +319,9 @@ def _check_checkpoint(conn: Connection, row, keys_or_jwks: Any, ledger: dict[int
             for text in cp.name_changes(row.id, kept, now):
                 failures.add(f"{text} (checkpoint as of {at})")
         else:
-            failures.add(f"{name}: the request chains no longer match the signed heads — events or a whole "
-                         f"request recorded before {at} were deleted or rewritten (the copy of the signed heads "
-                         "kept with it was changed too, so which one cannot be told)")
+            failures.add(
+                f"{name}: the request chains no longer match the signed heads — events or a whole "
+                f"request recorded before {at} were deleted or rewritten (the copy of the signed heads "
+                "kept with it was changed too, so which one cannot be told)"
+            )
     return info

@@ -53,10 +53,13 @@ LEASE = timedelta(seconds=10)
 FINISH_EVERY = 0.02  # seconds: delivery results are recorded together at most this late
 FINISH_MAX = 64  # … or as soon as this many are waiting
 BACKOFF = [0.5, 1, 2, 4, 8, 15]
-_DONE = {d: "UPDATE outbox SET state = 'done', done_at = {at}, last_error = NULL, claimed_by = NULL, "
-            "claimed_until = NULL, in_flight = {no} WHERE id = {id}".format(
-                **{k: (f":{k}" if d == "sqlite" else f"%({k})s") for k in ("at", "no", "id")})
-         for d in ("sqlite", "postgresql")}
+_DONE = {
+    d: "UPDATE outbox SET state = 'done', done_at = {at}, last_error = NULL, claimed_by = NULL, "
+    "claimed_until = NULL, in_flight = {no} WHERE id = {id}".format(
+        **{k: (f":{k}" if d == "sqlite" else f"%({k})s") for k in ("at", "no", "id")}
+    )
+    for d in ("sqlite", "postgresql")
+}
 
 
 class Retry(Exception):
@@ -184,8 +187,7 @@ class Dispatcher:
         self._done.put(None)
 
     def start(self, idle_interval: float = 1.0) -> None:
-        self._thread = threading.Thread(target=self._loop, args=(idle_interval,), name="outbox-dispatcher",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._loop, args=(idle_interval,), name="outbox-dispatcher", daemon=True)
         self._thread.start()
 
     def _loop(self, idle_interval: float) -> None:
@@ -234,8 +236,11 @@ class Dispatcher:
             if results and not buffered:
                 oldest = time.monotonic()
             buffered += results
-            if buffered and (len(buffered) >= FINISH_MAX or time.monotonic() - oldest >= FINISH_EVERY
-                             or len(buffered) >= self._active):
+            if buffered and (
+                len(buffered) >= FINISH_MAX
+                or time.monotonic() - oldest >= FINISH_EVERY
+                or len(buffered) >= self._active
+            ):
                 self._record([r for _k, r in buffered], [k for k, _r in buffered])
                 buffered = []
 
@@ -367,8 +372,7 @@ class Dispatcher:
         try:
             released = self.release()
         except Exception:
-            log.exception("releasing the outbox rows this process holds failed; their lease (%s) frees them",
-                          LEASE)
+            log.exception("releasing the outbox rows this process holds failed; their lease (%s) frees them", LEASE)
         else:
             if released:
                 log.info("released %d outbox row(s) for the other replicas", released)
@@ -376,10 +380,17 @@ class Dispatcher:
     def release(self) -> int:
         """Give up the claims of this process on rows not yet delivered (in-flight marks
         stay: a row that may have reached Slack is looked for before it is sent again)."""
+
         def tx(session) -> int:
             t = OutboxRow.__table__
-            return session.execute(update(t).where(t.c.claimed_by == self.worker_id, t.c.state == "pending")
-                                   .values(claimed_by=None, claimed_until=None)).rowcount or 0
+            return (
+                session.execute(
+                    update(t)
+                    .where(t.c.claimed_by == self.worker_id, t.c.state == "pending")
+                    .values(claimed_by=None, claimed_until=None)
+                ).rowcount
+                or 0
+            )
 
         return self.ctx.store.transaction(tx)
 
@@ -416,8 +427,7 @@ class Dispatcher:
             if got and not buffered:
                 oldest = time.monotonic()
             buffered += got
-            if buffered and (not pending or len(buffered) >= FINISH_MAX
-                             or time.monotonic() - oldest >= FINISH_EVERY):
+            if buffered and (not pending or len(buffered) >= FINISH_MAX or time.monotonic() - oldest >= FINISH_EVERY):
                 self._finish_many(buffered)
                 buffered = []
         self._finish_many(buffered + _drain(results))
@@ -431,8 +441,11 @@ class Dispatcher:
             t = OutboxRow.__table__
             q = (
                 select(t.c.id, t.c.kind, t.c.request_id, t.c.payload, t.c.attempts, t.c.in_flight, t.c.created_at)
-                .where(t.c.state == "pending", t.c.next_attempt_at <= now,
-                       or_(t.c.claimed_until.is_(None), t.c.claimed_until < now))
+                .where(
+                    t.c.state == "pending",
+                    t.c.next_attempt_at <= now,
+                    or_(t.c.claimed_until.is_(None), t.c.claimed_until < now),
+                )
                 .order_by(t.c.id)
                 .limit(limit or self.batch)
             )
@@ -442,11 +455,16 @@ class Dispatcher:
             if not rows:
                 return []
             # one UPDATE for the batch (the rows are locked: BEGIN IMMEDIATE / FOR UPDATE)
-            session.execute(update(t).where(t.c.id.in_([r.id for r in rows])).values(
-                claimed_by=self.worker_id, claimed_until=now + LEASE, in_flight=True))
+            session.execute(
+                update(t)
+                .where(t.c.id.in_([r.id for r in rows]))
+                .values(claimed_by=self.worker_id, claimed_until=now + LEASE, in_flight=True)
+            )
             claim = Claim(self.worker_id)
-            claim.jobs = [Job(r.id, r.kind, r.request_id, dict(r.payload), r.attempts, bool(r.in_flight), claim,
-                              r.created_at) for r in rows]
+            claim.jobs = [
+                Job(r.id, r.kind, r.request_id, dict(r.payload), r.attempts, bool(r.in_flight), claim, r.created_at)
+                for r in rows
+            ]
             return claim.jobs
 
         return self.ctx.store.transaction(tx)
@@ -506,8 +524,10 @@ class Dispatcher:
             now = self.ctx.clock()
             repo = Repo(session)  # what a Record writes through (usecases.ports.Repository)
             failed: dict[int, str] = {}
-            writes = sorted(((r.record.key, i) for i, r in enumerate(results)
-                             if r.outcome == "done" and r.record is not None), key=lambda kv: (str(kv[0]), kv[1]))
+            writes = sorted(
+                ((r.record.key, i) for i, r in enumerate(results) if r.outcome == "done" and r.record is not None),
+                key=lambda kv: (str(kv[0]), kv[1]),
+            )
             if len(writes) > 1:
                 # All in one savepoint (two statements, not two per write); only if one of
                 # them fails is each run again in its own, to find which (they are safe to
@@ -541,16 +561,23 @@ class Dispatcher:
                 values: dict[str, Any] = {"claimed_by": None, "claimed_until": None, "in_flight": False}
                 if job.id in failed:
                     # delivered but not recorded: retry soon, looking for the delivery first
-                    values.update(attempts=job.attempts + 1, last_error=failed[job.id], in_flight=True,
-                                  next_attempt_at=now + timedelta(seconds=backoff(job.attempts)))
+                    values.update(
+                        attempts=job.attempts + 1,
+                        last_error=failed[job.id],
+                        in_flight=True,
+                        next_attempt_at=now + timedelta(seconds=backoff(job.attempts)),
+                    )
                 elif outcome == "dead":
                     values.update(state="dead", done_at=now, last_error=error)
                 elif outcome == "defer":
                     values.update(next_attempt_at=now + timedelta(seconds=after or 0.25))
                 else:
                     delay = after if after is not None else backoff(job.attempts)
-                    values.update(attempts=job.attempts + 1, last_error=error,
-                                  next_attempt_at=now + timedelta(seconds=min(max(delay, 0), 60)))
+                    values.update(
+                        attempts=job.attempts + 1,
+                        last_error=error,
+                        next_attempt_at=now + timedelta(seconds=min(max(delay, 0), 60)),
+                    )
                 session.execute(update(OutboxRow).where(OutboxRow.id == job.id).values(**values))
             return set(failed)
 

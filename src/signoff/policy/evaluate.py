@@ -51,9 +51,13 @@ def is_workflow_agent(config: Config, wf: Workflow, agent_id: str) -> bool:
 def facts_of(action: Mapping[str, Any], risk: str, rollback_of: str | None = None) -> Facts:
     """The facts rules match on, from a submission's (or a stored request's) fields."""
     env = action.get("environment")
-    return Facts(action_type=str(action.get("type", "")), target=str(action.get("target", "")),
-                 environment=env if isinstance(env, str) else None, risk=risk,
-                 is_rollback=bool(rollback_of))
+    return Facts(
+        action_type=str(action.get("type", "")),
+        target=str(action.get("target", "")),
+        environment=env if isinstance(env, str) else None,
+        risk=risk,
+        is_rollback=bool(rollback_of),
+    )
 
 
 def evaluate(wf: Workflow, facts: Facts) -> Evaluation:
@@ -74,8 +78,8 @@ def evaluate(wf: Workflow, facts: Facts) -> Evaluation:
         results=results,
         deny=rule.deny if rule is not None else None,
         rollback_required=rules_.rollback_required(
-            facts.risk, workflow=wf.require_rollback,
-            rule=rule.require_rollback if rule is not None else None),
+            facts.risk, workflow=wf.require_rollback, rule=rule.require_rollback if rule is not None else None
+        ),
         auto_approve=auto,
     )
 
@@ -85,8 +89,9 @@ def schedule_of(wf: Workflow) -> win.Schedule:
     memo = _memo(wf)
     schedule: win.Schedule | None = memo.get("schedule")
     if schedule is None:
-        schedule = memo.setdefault("schedule", win.Schedule(tuple(w.to_domain() for w in wf.windows),
-                                                             tuple(f.to_domain() for f in wf.freezes)))
+        schedule = memo.setdefault(
+            "schedule", win.Schedule(tuple(w.to_domain() for w in wf.windows), tuple(f.to_domain() for f in wf.freezes))
+        )
     return schedule
 
 
@@ -107,8 +112,7 @@ def possible_deciders(wf: Workflow) -> tuple[set[str], bool]:
 def approvable(wf: Workflow, sponsors: frozenset[str]) -> approval.Verdict:
     """Whether ``wf``'s quorum can be reached once ``sponsors`` are set aside."""
     people, unresolved = possible_deciders(wf)
-    return quorum_reachable(people=people, unresolved=unresolved, sponsors=sponsors,
-                            required=wf.required_approvals)
+    return quorum_reachable(people=people, unresolved=unresolved, sponsors=sponsors, required=wf.required_approvals)
 
 
 @dataclass(frozen=True)
@@ -148,8 +152,11 @@ def check_permission(config: Config, agent_id: str, sub: Submission) -> Workflow
 def check_rollback(ev: Evaluation, sub: Submission) -> None:
     """422 when the policy wants a rollback plan and the submission has none."""
     if ev.rollback_required and not sub.has_rollback_plan():
-        why = f"rule {ev.rule_name!r} requires" if ev.rule and ev.rule.require_rollback is not None \
+        why = (
+            f"rule {ev.rule_name!r} requires"
+            if ev.rule and ev.rule.require_rollback is not None
             else f"a {sub.risk}-risk request needs"
+        )
         raise Invalid(f"{why} a rollback plan (rollback.description or rollback.action)", fields=["rollback"])
 
 
@@ -165,15 +172,24 @@ def plan(config: Config, agent_id: str, sub: Submission, now: datetime) -> Plan:
     check_rollback(ev, sub)
     verdict = win.check([schedule_of(ev.effective)], now)
     if not verdict.allowed and verdict.not_before is None:
-        raise Forbidden(f"this request could never execute: {verdict.reason}, and no change window opens "
-                        "outside the freezes within a year")
+        raise Forbidden(
+            f"this request could never execute: {verdict.reason}, and no change window opens "
+            "outside the freezes within a year"
+        )
     executor = sub.executor or agent_id
     sponsors = step_sponsors(submitter=agent_sponsor(config, agent_id), executor=agent_sponsor(config, executor))
     check_approvable(ev, sponsors)
     submitter = config.agent(agent_id)
     assert submitter is not None  # check_permission found it
-    return Plan(sub=sub, agent_id=agent_id, executor=executor, sponsor=submitter.sponsor,
-                sponsors=sponsors, evaluation=ev, verdict=verdict)
+    return Plan(
+        sub=sub,
+        agent_id=agent_id,
+        executor=executor,
+        sponsor=submitter.sponsor,
+        sponsors=sponsors,
+        evaluation=ev,
+        verdict=verdict,
+    )
 
 
 def check_approvable(ev: Evaluation, sponsors: frozenset[str]) -> None:

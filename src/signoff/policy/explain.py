@@ -45,18 +45,26 @@ def explain(config: Config, sub: Submission, agent: str | None, now: datetime) -
         agent = wf.agents[0]
     say(f"Request:     {sub.title}")
     env = f" in {sub.action.environment}" if sub.action.environment else ""
-    say(f"Action:      {sub.action.type} on {sub.action.target}{env}; risk {sub.risk}; "
+    say(
+        f"Action:      {sub.action.type} on {sub.action.target}{env}; risk {sub.risk}; "
         f"rollback plan: {'yes' if sub.has_rollback_plan() else 'no'}"
-        + (f"; rolls back {sub.rollback_of}" if sub.rollback_of else ""))
+        + (f"; rolls back {sub.rollback_of}" if sub.rollback_of else "")
+    )
     say(f"Evaluated at {win.iso(now)}")
     if wf is not None:
-        say(f"Workflow:    {wf.id}" + (f" — {wf.description}" if wf.description else "")
-            + f" (definition sha256 {wf.policy_hash()[:16]}…)")
+        say(
+            f"Workflow:    {wf.id}"
+            + (f" — {wf.description}" if wf.description else "")
+            + f" (definition sha256 {wf.policy_hash()[:16]}…)"
+        )
         _rules(wf, sub, say)
     if agent is None:
         say()
-        say("REFUSED (403): no submitting agent: give \"agent\" (the workflow lists no agents)"
-            if wf is not None else f"REFUSED (404): unknown workflow {sub.workflow!r}")
+        say(
+            'REFUSED (403): no submitting agent: give "agent" (the workflow lists no agents)'
+            if wf is not None
+            else f"REFUSED (404): unknown workflow {sub.workflow!r}"
+        )
         return Explanation(False, tuple(lines))
     try:
         p = plan(config, agent, sub, now)
@@ -66,17 +74,23 @@ def explain(config: Config, sub: Submission, agent: str | None, now: datetime) -
         return Explanation(False, tuple(lines))
     say(f"Agents:      submitted by {p.agent_id} (sponsor {p.sponsor}); executed by {p.executor}")
     say()
-    say("ACCEPTED (201): the request would be recorded and posted"
-        f" to {'channel ' + p.effective.channel if p.effective.channel else 'the owner ' + p.effective.owner}.")
+    say(
+        "ACCEPTED (201): the request would be recorded and posted"
+        f" to {'channel ' + p.effective.channel if p.effective.channel else 'the owner ' + p.effective.owner}."
+    )
     _approval(p, say)
     _ladder(p.effective, now, say)
     _execution(p, now, say)
     if sub.parent_id or sub.rollback_of:
-        say("Links:       parent_id / rollback_of are checked against the database at submission "
+        say(
+            "Links:       parent_id / rollback_of are checked against the database at submission "
             "(the agent must be part of the chain / have submitted or executed the original); "
-            "not in a dry run.")
-    say(f"Policy:      the request would record sha256 {p.effective.policy_hash()} (the workflow's definition"
-        + (f" with rule {p.evaluation.rule_name!r} applied)" if p.evaluation.rule else ")"))
+            "not in a dry run."
+        )
+    say(
+        f"Policy:      the request would record sha256 {p.effective.policy_hash()} (the workflow's definition"
+        + (f" with rule {p.evaluation.rule_name!r} applied)" if p.evaluation.rule else ")")
+    )
     return Explanation(True, tuple(lines))
 
 
@@ -104,14 +118,18 @@ def _approval(p: Plan, say: Say) -> None:
     eff, ev = p.effective, p.evaluation
     who = ", ".join(eff.approver_ids)
     n = eff.required_approvals
-    aside = f"{p.sponsor} (the agent's sponsor)" if p.sponsors <= {p.sponsor} else \
-        f"{', '.join(sorted(p.sponsors))} (the submitting and executing agents' sponsors)"
-    people = (f"{n} distinct approval{'s' if n > 1 else ''} from: {who}; one rejection rejects. "
-              f"{aside} may not approve.")
+    aside = (
+        f"{p.sponsor} (the agent's sponsor)"
+        if p.sponsors <= {p.sponsor}
+        else f"{', '.join(sorted(p.sponsors))} (the submitting and executing agents' sponsors)"
+    )
+    people = f"{n} distinct approval{'s' if n > 1 else ''} from: {who}; one rejection rejects. {aside} may not approve."
     if ev.auto_approve is not None:
-        say(f"Approval:    automatic — rule {ev.rule_name!r} approves by policy within its budget of "
+        say(
+            f"Approval:    automatic — rule {ev.rule_name!r} approves by policy within its budget of "
             f"{ev.auto_approve.budget} (counted per {ev.auto_approve.scope}; what is spent is not known in a "
-            "dry run). The grant is issued at once and the owner may revoke it before execution.")
+            "dry run). The grant is issued at once and the owner may revoke it before execution."
+        )
         say(f"             Beyond the budget: {people}")
     else:
         if ev.rule is not None and ev.rule.auto_approve is not None:
@@ -122,8 +140,9 @@ def _approval(p: Plan, say: Say) -> None:
 
 
 def _ladder(eff: Workflow, now: datetime, say: Say) -> None:
-    say(f"Timeout:     {format_duration(eff.timeout)} — undecided by {win.iso(now + eff.timeout)} it expires "
-        "(a denial)")
+    say(
+        f"Timeout:     {format_duration(eff.timeout)} — undecided by {win.iso(now + eff.timeout)} it expires (a denial)"
+    )
     ladder = Ladder.of(eff)
     total = ladder.steps_total()
     if not total:
@@ -134,8 +153,10 @@ def _ladder(eff: Workflow, now: datetime, say: Say) -> None:
         off = ladder.offset(k)
         assert off is not None  # every step below steps_total() falls
         step = eff.escalation[ladder.step_index(k)]
-        say(f"  after {format_duration(off)} ({win.iso(now + off)}): {', '.join(step.to)}"
-            + (" (and a reminder to everyone asked before)" if step.remind else ""))
+        say(
+            f"  after {format_duration(off)} ({win.iso(now + off)}): {', '.join(step.to)}"
+            + (" (and a reminder to everyone asked before)" if step.remind else "")
+        )
     if total > MAX_LADDER_LINES:
         say(f"  … {total - MAX_LADDER_LINES} more step(s)")
 
@@ -151,12 +172,18 @@ def _execution(p: Plan, now: datetime, say: Say) -> None:
     v = p.verdict
     if v.allowed:
         closes = win.window_closing([w.to_domain() for w in eff.windows], now)
-        say("Could execute: yes, as soon as it is approved"
-            + (f" (inside a change window until {win.iso(closes)})" if closes else ""))
+        say(
+            "Could execute: yes, as soon as it is approved"
+            + (f" (inside a change window until {win.iso(closes)})" if closes else "")
+        )
     else:
         assert v.not_before is not None  # plan refuses a request that could never execute
-        say(f"Could execute: not now — {v.reason}; from {win.iso(v.not_before)} at the earliest "
-            "(an approval before then waits for it)")
+        say(
+            f"Could execute: not now — {v.reason}; from {win.iso(v.not_before)} at the earliest "
+            "(an approval before then waits for it)"
+        )
     if eff.approval_ttl is not None:
-        say(f"  approval_ttl: an approval still waiting for a window after "
-            f"{format_duration(eff.approval_ttl)} lapses (expired)")
+        say(
+            f"  approval_ttl: an approval still waiting for a window after "
+            f"{format_duration(eff.approval_ttl)} lapses (expired)"
+        )

@@ -77,8 +77,7 @@ def mismatches(match: Match | None, facts: Facts) -> list[str]:
     if targets is not None and not _glob_any(facts.target, targets):
         out.append("target")
     envs = _as_list(match.environment)
-    if envs is not None and (facts.environment is None
-                             or fold(facts.environment) not in {fold(e) for e in envs}):
+    if envs is not None and (facts.environment is None or fold(facts.environment) not in {fold(e) for e in envs}):
         out.append("environment")
     if match.risk is not None and facts.risk not in match.risk:
         out.append("risk")
@@ -131,7 +130,7 @@ class CompiledRule:
         envs = _as_list(m.environment) if m is not None else None
         self._envs = frozenset(fold(e) for e in envs) if envs is not None else None
         self._risks = frozenset(m.risk) if m is not None and m.risk is not None else None
-        self._rollback = (bool(m.rollback) if m is not None and m.rollback is not None else None)
+        self._rollback = bool(m.rollback) if m is not None and m.rollback is not None else None
         self._results: list[RuleResult | None] = [None] * (1 << len(_CONDITIONS))
 
     def result(self, folded: tuple[str, str, str | None], facts: Facts) -> RuleResult:
@@ -152,7 +151,8 @@ class CompiledRule:
 
     def _result(self, failed: int) -> RuleResult:
         r = self._results[failed] = RuleResult(
-            self.index, self.name, tuple(c for bit, c in enumerate(_CONDITIONS) if failed >> bit & 1))
+            self.index, self.name, tuple(c for bit, c in enumerate(_CONDITIONS) if failed >> bit & 1)
+        )
         return r
 
 
@@ -166,8 +166,9 @@ def _folded(facts: Facts) -> tuple[str, str, str | None]:
     return fold(facts.action_type), fold(facts.target), fold(env) if env is not None else None
 
 
-def evaluate(rules: Sequence[RuleLike], facts: Facts,
-             compiled: Sequence[CompiledRule] | None = None) -> list[RuleResult]:
+def evaluate(
+    rules: Sequence[RuleLike], facts: Facts, compiled: Sequence[CompiledRule] | None = None
+) -> list[RuleResult]:
     """Every rule, in order, with the conditions it failed. ``compiled``: the same rules
     through ``compile_rules`` (made once by a caller that evaluates them often)."""
     if compiled is None:

@@ -31,8 +31,12 @@ UTC = timezone.utc
 
 def parse_hhmm(value: str, *, allow_24: bool = False) -> time | None:
     """``"HH:MM"`` as a time; ``"24:00"`` (when allowed) as None, meaning the next midnight."""
-    if not isinstance(value, str) or len(value) != 5 or value[2] != ":" \
-            or not (value[:2].isdigit() and value[3:].isdigit()):
+    if (
+        not isinstance(value, str)
+        or len(value) != 5
+        or value[2] != ":"
+        or not (value[:2].isdigit() and value[3:].isdigit())
+    ):
         raise ValueError(f"{value!r} is not a time of day HH:MM")
     h, m = int(value[:2]), int(value[3:])
     if allow_24 and (h, m) == (24, 0):
@@ -95,8 +99,11 @@ class Window:
             span = (inside[0], inside[1], True)
         else:
             # occurrences of earlier days than these close before the local day of ``t``
-            span = (max((c for _o, c in occurrences if c <= t), default=t),
-                    min((o for o, _c in occurrences if o > t), default=t), False)
+            span = (
+                max((c for _o, c in occurrences if c <= t), default=t),
+                min((o for o, _c in occurrences if o > t), default=t),
+                False,
+            )
         if len(_SPANS) >= _SPANS_MAX:
             _SPANS.clear()
         _SPANS[self] = span

@@ -26,7 +26,12 @@ def bolt_app(ctx: Context, *, token: str, signing_secret: str, client: WebClient
 
     # process_before_response: listeners ack in the request's thread and hand their work to
     # lazy listeners (see listeners.register), so an ack never waits for a busy worker.
-    app = App(signing_secret=signing_secret, client=client, authorize=authorize,
-              process_before_response=True, raise_error_for_unhandled_request=False)
+    app = App(
+        signing_secret=signing_secret,
+        client=client,
+        authorize=authorize,
+        process_before_response=True,
+        raise_error_for_unhandled_request=False,
+    )
     register(app, ctx)
     return app

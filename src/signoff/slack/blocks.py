@@ -160,7 +160,7 @@ def _cap(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     reserve = len(_notice(len(text))) + 6
-    cut = text[:max(0, limit - reserve)]
+    cut = text[: max(0, limit - reserve)]
     lt, gt = cut.rfind("<"), cut.rfind(">")
     if lt > gt:
         cut = cut[:lt]
@@ -229,8 +229,11 @@ def _action_json(value: Any) -> str:
     except (TypeError, ValueError):
         s = repr(value)
     # These can only occur inside JSON strings, where \uXXXX is the same value, made visible.
-    s = re.sub("[\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]",
-               lambda m: f"\\u{ord(m.group()):04x}", s)
+    s = re.sub(
+        "[\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]",
+        lambda m: f"\\u{ord(m.group()):04x}",
+        s,
+    )
     return _BROADCAST.sub(r"\\u0040\1", s)
 
 
@@ -241,8 +244,10 @@ def _visible(value: Any) -> Any:
         return value
     return "".join(
         (f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}")
-        if unicodedata.category(c) == "Cf" or c in INVISIBLE_FILLERS else c
-        for c in value)
+        if unicodedata.category(c) == "Cf" or c in INVISIBLE_FILLERS
+        else c
+        for c in value
+    )
 
 
 def _ident(value: Any, budget: int = 300) -> str:
@@ -251,8 +256,13 @@ def _ident(value: Any, budget: int = 300) -> str:
 
 
 def _identifiers(r: RequestCard) -> list[tuple[str, str | None]]:
-    return [("workflow", r.workflow), ("action type", r.action_type), ("target", r.target),
-            ("environment", r.environment), ("executor", r.executor)]
+    return [
+        ("workflow", r.workflow),
+        ("action type", r.action_type),
+        ("target", r.target),
+        ("environment", r.environment),
+        ("executor", r.executor),
+    ]
 
 
 def _script_warnings(r: RequestCard) -> list[str]:
@@ -262,13 +272,16 @@ def _script_warnings(r: RequestCard) -> list[str]:
     for label, value in _identifiers(r):
         mixed = mixed_scripts(value)
         if mixed:
-            out.append(f":warning: mixed scripts in {label}: {_esc(' + '.join(mixed))} "
-                       "— some letters may look like others they are not")
+            out.append(
+                f":warning: mixed scripts in {label}: {_esc(' + '.join(mixed))} "
+                "— some letters may look like others they are not"
+            )
     return out
 
 
 # ---------------------------------------------------------------------------------------
 # Trusted fragments
+
 
 def _who(ref: Any) -> str:
     """A decider or configured person: a mention for Slack ids, text for anything else."""
@@ -278,7 +291,7 @@ def _who(ref: Any) -> str:
     if GROUP_RE.match(s):
         return f"<!subteam^{s}>"
     if s.startswith("policy:"):
-        return f"policy ({_flat(s[len('policy:'):], 200)})"
+        return f"policy ({_flat(s[len('policy:') :], 200)})"
     return _inline(s, 120)
 
 
@@ -326,14 +339,21 @@ def _agent(r: RequestCard) -> str:
 
 def _owners(r: RequestCard) -> str:
     o = r.owners
-    parts = [f"{label} {_who(who)}" for who, label in
-             ((o.owner, "owner"), (o.platform_owner, "platform owner"), (o.security_owner, "security owner"))
-             if who]
+    parts = [
+        f"{label} {_who(who)}"
+        for who, label in (
+            (o.owner, "owner"),
+            (o.platform_owner, "platform owner"),
+            (o.security_owner, "security owner"),
+        )
+        if who
+    ]
     return "*Owners on record:* " + (", ".join(parts) if parts else "none")
 
 
 # ---------------------------------------------------------------------------------------
 # Block helpers
+
 
 def _mrkdwn(text: str, limit: int) -> dict:
     return {"type": "mrkdwn", "text": _cap(text, limit)}
@@ -356,13 +376,19 @@ def _header(value: Any) -> dict:
 
 
 def _fields(pairs: Iterable[tuple[str, str]]) -> dict:
-    return {"type": "section",
-            "fields": [_mrkdwn(f"*{label}*\n{value}", MAX_FIELD) for label, value in list(pairs)[:MAX_FIELDS]]}
+    return {
+        "type": "section",
+        "fields": [_mrkdwn(f"*{label}*\n{value}", MAX_FIELD) for label, value in list(pairs)[:MAX_FIELDS]],
+    }
 
 
 def _button(action_id: str, text: str, value: Any, style: str | None = None, confirm: dict | None = None) -> dict:
-    b: dict[str, Any] = {"type": "button", "action_id": action_id, "text": _pt(text[:MAX_BUTTON_TEXT]),
-                         "value": str(value or "")[:MAX_BUTTON_VALUE]}
+    b: dict[str, Any] = {
+        "type": "button",
+        "action_id": action_id,
+        "text": _pt(text[:MAX_BUTTON_TEXT]),
+        "value": str(value or "")[:MAX_BUTTON_VALUE],
+    }
     if style:
         b["style"] = style
     if confirm:
@@ -376,7 +402,7 @@ def _finish(blocks: list[dict], limit: int = MAX_BLOCKS) -> list[dict]:
     dropped = len(blocks) - (limit - 1)
     # keep a trailing actions block (live buttons) if there was one
     tail = [blocks[-1]] if blocks[-1].get("type") == "actions" else []
-    keep = blocks[:limit - 1 - len(tail)]
+    keep = blocks[: limit - 1 - len(tail)]
     return keep + [_context(f"… (truncated, {dropped} more blocks)")] + tail
 
 
@@ -386,6 +412,7 @@ def _fallback(text: str) -> str:
 
 # ---------------------------------------------------------------------------------------
 # Status lines
+
 
 def _approved_line(approvals: list[Decision]) -> str:
     if not approvals:
@@ -411,8 +438,7 @@ def _outcome_text(r: RequestCard) -> str:
     lines: list[str] = []
     if status == "approved":
         grant = f", valid until {_when(r.grant_expires_at)}" if r.grant_expires_at else ""
-        lines += [approved or "✅ Approved",
-                  f"🔑 Grant issued to {executor}{grant} — waiting for it to run."]
+        lines += [approved or "✅ Approved", f"🔑 Grant issued to {executor}{grant} — waiting for it to run."]
     elif status == "executing":
         lines += [approved or "✅ Approved", f"▶️ Executing — the grant was delivered to {executor}."]
     elif status in ("succeeded", "failed"):
@@ -445,9 +471,11 @@ def _outcome_text(r: RequestCard) -> str:
             until = f" by {_when(r.grant_expires_at)}" if r.grant_expires_at else ""
             lines.append(f"⌛ Approval lapsed — not executed{until} (denied)")
         elif approvals:
-            lines.append(f"⌛ Expired at {_when(r.deadline)} — quorum not reached: "
-                         f"{', '.join(_who(d.by) for d in approvals)} "
-                         f"({len(approvals)} of {r.required_approvals}) (denied)")
+            lines.append(
+                f"⌛ Expired at {_when(r.deadline)} — quorum not reached: "
+                f"{', '.join(_who(d.by) for d in approvals)} "
+                f"({len(approvals)} of {r.required_approvals}) (denied)"
+            )
         else:
             lines.append(f"⌛ Expired at {_when(r.deadline)} — no decision (denied)")
     elif status == "cancelled":
@@ -457,9 +485,16 @@ def _outcome_text(r: RequestCard) -> str:
     return "\n".join(lines)
 
 
-_STATUS_WORD = {"approved": "Approved", "rejected": "Rejected", "expired": "Expired (denied)",
-                "cancelled": "Cancelled by the agent", "executing": "Executing", "succeeded": "Succeeded",
-                "failed": "Failed", "pending": "Waiting for approval"}
+_STATUS_WORD = {
+    "approved": "Approved",
+    "rejected": "Rejected",
+    "expired": "Expired (denied)",
+    "cancelled": "Cancelled by the agent",
+    "executing": "Executing",
+    "succeeded": "Succeeded",
+    "failed": "Failed",
+    "pending": "Waiting for approval",
+}
 
 
 def _status_word(r: RequestCard) -> str:
@@ -469,6 +504,7 @@ def _status_word(r: RequestCard) -> str:
 
 # ---------------------------------------------------------------------------------------
 # The request message
+
 
 def _request_context(r: RequestCard) -> str:
     parts = [f"Request {_inline(r.id, 120)}"]
@@ -510,12 +546,21 @@ def _approve_confirm(r: RequestCard) -> dict:
     title = _plain(f"Approve a {risk}-risk action?", MAX_CONFIRM_TITLE)
     mixed = [label for label, value in _identifiers(r) if mixed_scripts(value)]
     warn = f"⚠️ Mixed scripts in {', '.join(mixed)}: look-alike letters. " if mixed else ""
-    text = _plain(warn + f"This authorises {r.action_type} on {r.target}"
-                  + (f" in {r.environment}" if r.environment else "")
-                  + f" (sha256 {str(r.action_sha256 or '')[:16]}…). "
-                  "Check the exact action in the message first.", MAX_CONFIRM_TEXT)
-    return {"title": _pt(title), "text": _pt(text), "confirm": _pt("Approve"), "deny": _pt("Cancel"),
-            "style": "primary"}
+    text = _plain(
+        warn
+        + f"This authorises {r.action_type} on {r.target}"
+        + (f" in {r.environment}" if r.environment else "")
+        + f" (sha256 {str(r.action_sha256 or '')[:16]}…). "
+        "Check the exact action in the message first.",
+        MAX_CONFIRM_TEXT,
+    )
+    return {
+        "title": _pt(title),
+        "text": _pt(text),
+        "confirm": _pt("Approve"),
+        "deny": _pt("Cancel"),
+        "style": "primary",
+    }
 
 
 def request_message(r: RequestCard, *, role: str = "request") -> tuple[str, list[dict]]:
@@ -524,27 +569,40 @@ def request_message(r: RequestCard, *, role: str = "request") -> tuple[str, list
     pending = status == "pending"
     blocks: list[dict] = []
     if role == "escalation":
-        blocks.append(_section("⏫ *Escalated to you:* no decision yet from the owner." if pending
-                               else "⏫ This request was escalated to you; it is now closed."))
+        blocks.append(
+            _section(
+                "⏫ *Escalated to you:* no decision yet from the owner."
+                if pending
+                else "⏫ This request was escalated to you; it is now closed."
+            )
+        )
     blocks.append(_header(r.title))
-    blocks.append(_fields([
-        ("Workflow", _ident(r.workflow, 200)),
-        ("Risk", _risk(r)),
-        ("Action", _ident(r.action_type, 300)),
-        ("Environment", _ident(r.environment, 300)),
-        ("Target", _ident(r.target, 300)),
-        ("Agent", _agent(r)),
-        ("Executor", _ident(r.executor, 200)),
-        ("Deadline", _when(r.deadline)),
-        ("Approvals needed", _approvals_needed(r)),
-    ]))
+    blocks.append(
+        _fields(
+            [
+                ("Workflow", _ident(r.workflow, 200)),
+                ("Risk", _risk(r)),
+                ("Action", _ident(r.action_type, 300)),
+                ("Environment", _ident(r.environment, 300)),
+                ("Target", _ident(r.target, 300)),
+                ("Agent", _agent(r)),
+                ("Executor", _ident(r.executor, 200)),
+                ("Deadline", _when(r.deadline)),
+                ("Approvals needed", _approvals_needed(r)),
+            ]
+        )
+    )
     warnings = _script_warnings(r)
     if warnings:
         blocks.append(_section("\n".join(warnings)))
     blocks.append(_section(_code(r.justification, MAX_SECTION, "*Justification* (agent-supplied)\n")))
     sha = f"\nsha256: {_inline(r.action_sha256, 100)}"
-    blocks.append(_section(_code(_action_json(r.action), MAX_SECTION - len(sha),
-                                 "*Exact action* (what a grant will authorise)\n") + sha))
+    blocks.append(
+        _section(
+            _code(_action_json(r.action), MAX_SECTION - len(sha), "*Exact action* (what a grant will authorise)\n")
+            + sha
+        )
+    )
     blocks.append(_section(_rollback_text(r)))
     prompt = r.prompt
     if prompt:
@@ -571,16 +629,24 @@ def request_message(r: RequestCard, *, role: str = "request") -> tuple[str, list
         if step_up_url:
             # Approve only after a sign-in at the company's identity provider: a link, not a
             # click Slack's own session could make (rejecting stays one click).
-            approve = {**_button(ActionId.STEP_UP.value, "Approve (sign in)", rid, "primary"),
-                       "url": str(step_up_url)[:MAX_URL]}
+            approve = {
+                **_button(ActionId.STEP_UP.value, "Approve (sign in)", rid, "primary"),
+                "url": str(step_up_url)[:MAX_URL],
+            }
             blocks.append(_context("🔐 Approving takes a fresh sign-in with the company's identity provider."))
         else:
             approve = _button(ActionId.APPROVE.value, "Approve…" if typed else "Approve", rid, "primary", confirm)
-        blocks.append({"type": "actions", "block_id": DECISION_BLOCK, "elements": [
-            approve,
-            _button(ActionId.REJECT.value, "Reject", rid, "danger"),
-            _button(ActionId.REJECT_REASON.value, "Reject with reason…", rid, None),
-        ]})
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": DECISION_BLOCK,
+                "elements": [
+                    approve,
+                    _button(ActionId.REJECT.value, "Reject", rid, "danger"),
+                    _button(ActionId.REJECT_REASON.value, "Reject with reason…", rid, None),
+                ],
+            }
+        )
         if typed and not step_up_url:
             blocks.append(_context("Approving asks you to type the target exactly."))
         lead = "Escalated — approval needed" if role == "escalation" else "Approval needed"
@@ -588,19 +654,45 @@ def request_message(r: RequestCard, *, role: str = "request") -> tuple[str, list
     else:
         blocks.append(_section(_outcome_text(r)))
         if r.auto_approved_by:
-            blocks.append(_context(f"Approved by policy (rule {_inline(r.auto_approved_by, 100)}): "
-                                   "posted for information; the owner may revoke it before it runs."))
+            blocks.append(
+                _context(
+                    f"Approved by policy (rule {_inline(r.auto_approved_by, 100)}): "
+                    "posted for information; the owner may revoke it before it runs."
+                )
+            )
         if r.not_before and status == "approved":
             blocks.append(_context(f"Waiting for the change window: the grant is issued from {_when(r.not_before)}."))
         follow_up = []
         if role == "request" and r.revocable:
-            follow_up.append(_button(ActionId.REVOKE.value, "Revoke", r.id, "danger", {
-                "title": _pt("Revoke this approval?"), "text": _pt("The grant is withdrawn and the request rejected."),
-                "confirm": _pt("Revoke"), "deny": _pt("Keep it")}))
+            follow_up.append(
+                _button(
+                    ActionId.REVOKE.value,
+                    "Revoke",
+                    r.id,
+                    "danger",
+                    {
+                        "title": _pt("Revoke this approval?"),
+                        "text": _pt("The grant is withdrawn and the request rejected."),
+                        "confirm": _pt("Revoke"),
+                        "deny": _pt("Keep it"),
+                    },
+                )
+            )
         if role == "request" and r.can_roll_back:
-            follow_up.append(_button(ActionId.ROLLBACK.value, "Roll back", r.id, None, {
-                "title": _pt("Request a rollback?"), "text": _pt("A linked rollback request goes through approval."),
-                "confirm": _pt("Request rollback"), "deny": _pt("Cancel")}))
+            follow_up.append(
+                _button(
+                    ActionId.ROLLBACK.value,
+                    "Roll back",
+                    r.id,
+                    None,
+                    {
+                        "title": _pt("Request a rollback?"),
+                        "text": _pt("A linked rollback request goes through approval."),
+                        "confirm": _pt("Request rollback"),
+                        "deny": _pt("Cancel"),
+                    },
+                )
+            )
         if follow_up:
             blocks.append({"type": "actions", "block_id": "signoff.follow_up", "elements": follow_up})
         fallback = f"{title}: {_status_word(r)}"
@@ -609,6 +701,7 @@ def request_message(r: RequestCard, *, role: str = "request") -> tuple[str, list
 
 # ---------------------------------------------------------------------------------------
 # The security exception thread
+
 
 def _evidence_link(url: Any) -> str:
     s = str(url or "")
@@ -640,8 +733,10 @@ def exception_message(r: RequestCard) -> tuple[str, list[dict]]:
     title = _flat(r.title, 300)
     blocks: list[dict] = [
         {"type": "header", "text": _pt("🛡️ Exception for security review")},
-        _section(f"*Request:* {title}\n{_inline(r.id, 120)} · workflow {_inline(r.workflow, 200)}"
-                 f" · status {_inline(r.status, 40)} · risk {_risk(r)}"),
+        _section(
+            f"*Request:* {title}\n{_inline(r.id, 120)} · workflow {_inline(r.workflow, 200)}"
+            f" · status {_inline(r.status, 40)} · risk {_risk(r)}"
+        ),
         _section("*Exceptions*\n" + _exception_lines(exceptions, MAX_SECTION - 20)),
         _fields([("Agent", _agent(r)), ("Executor", _inline(r.executor, 200))]),
         _context(_owners(r)),
@@ -654,8 +749,13 @@ def exception_message(r: RequestCard) -> tuple[str, list[dict]]:
         blocks.append(_section(f"👀 Reviewed by {_who(r.reviewed_by)}{at}"))
         fallback = f"Security review done: {title}"
     else:
-        blocks.append({"type": "actions", "block_id": REVIEW_BLOCK, "elements": [
-            _button(ActionId.REVIEW.value, "Mark reviewed", r.id, "primary")]})
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": REVIEW_BLOCK,
+                "elements": [_button(ActionId.REVIEW.value, "Mark reviewed", r.id, "primary")],
+            }
+        )
         kinds = ", ".join(_flat(e.kind, 40) for e in exceptions[:10])
         fallback = f"Security review needed ({kinds or 'exception'}): {title}"
     return _fallback(fallback), _finish(blocks)
@@ -672,12 +772,21 @@ def review_modal(request_id: str) -> dict[str, Any]:
         "submit": _pt("Mark reviewed"),
         "close": _pt("Cancel"),
         "blocks": [
-            _section(f"Request {_inline(rid, 200)}: your review is recorded. "
-                     "Add a comment for the evidence if you like."),
-            {"type": "input", "block_id": COMMENT_INPUT, "optional": True,
-             "label": _pt("Comment"),
-             "element": {"type": "plain_text_input", "action_id": COMMENT_INPUT, "multiline": True,
-                         "max_length": 3000}},
+            _section(
+                f"Request {_inline(rid, 200)}: your review is recorded. Add a comment for the evidence if you like."
+            ),
+            {
+                "type": "input",
+                "block_id": COMMENT_INPUT,
+                "optional": True,
+                "label": _pt("Comment"),
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": COMMENT_INPUT,
+                    "multiline": True,
+                    "max_length": 3000,
+                },
+            },
         ],
     }
 
@@ -694,11 +803,17 @@ def confirm_modal(r: RequestCard) -> dict[str, Any]:
         "submit": _pt("Approve"),
         "close": _pt("Cancel"),
         "blocks": [
-            _section(f"*{_flat(r.title, 200)}*\n{_inline(r.action_type, 200)} on "
-                     f"{_inline(r.target, 300)}{where} — {_inline(r.risk, 20)} risk."),
-            {"type": "input", "block_id": CONFIRM_INPUT, "label": _pt("Type the target to approve"),
-             "hint": _pt("Exactly as shown above; anything else records nothing but a refusal."),
-             "element": {"type": "plain_text_input", "action_id": CONFIRM_INPUT, "max_length": 300}},
+            _section(
+                f"*{_flat(r.title, 200)}*\n{_inline(r.action_type, 200)} on "
+                f"{_inline(r.target, 300)}{where} — {_inline(r.risk, 20)} risk."
+            ),
+            {
+                "type": "input",
+                "block_id": CONFIRM_INPUT,
+                "label": _pt("Type the target to approve"),
+                "hint": _pt("Exactly as shown above; anything else records nothing but a refusal."),
+                "element": {"type": "plain_text_input", "action_id": CONFIRM_INPUT, "max_length": 300},
+            },
         ],
     }
 
@@ -715,9 +830,17 @@ def reject_reason_modal(request_id: str) -> dict[str, Any]:
         "close": _pt("Cancel"),
         "blocks": [
             _section(f"Request {_inline(rid, 200)}: the agent and the evidence will see your reason."),
-            {"type": "input", "block_id": REASON_INPUT, "label": _pt("Reason"),
-             "element": {"type": "plain_text_input", "action_id": REASON_INPUT, "multiline": True,
-                         "max_length": 3000}},
+            {
+                "type": "input",
+                "block_id": REASON_INPUT,
+                "label": _pt("Reason"),
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": REASON_INPUT,
+                    "multiline": True,
+                    "max_length": 3000,
+                },
+            },
         ],
     }
 
@@ -756,10 +879,13 @@ def ephemeral_text(reason: Any) -> str:
 # ---------------------------------------------------------------------------------------
 # App Home and slash-command answers
 
+
 def _list_item(r: RequestCard) -> str:
-    line = (f"{RISK_EMOJI.get(str(r.risk), '⚪')} *{_flat(r.title, 200)}*\n"
-            f"{_inline(r.id, 120)} · {_risk(r)} risk · status {_inline(r.status, 40)}"
-            f" · workflow {_inline(r.workflow, 100)}")
+    line = (
+        f"{RISK_EMOJI.get(str(r.risk), '⚪')} *{_flat(r.title, 200)}*\n"
+        f"{_inline(r.id, 120)} · {_risk(r)} risk · status {_inline(r.status, 40)}"
+        f" · workflow {_inline(r.workflow, 100)}"
+    )
     if r.status == "pending" and r.deadline:
         line += f" · deadline {_when(r.deadline)}"
     kinds = [e.kind for e in r.exceptions]
@@ -812,8 +938,10 @@ def request_detail_text(r: RequestCard) -> str:
     """mrkdwn for ``/signoff show ID``: the request, its decisions and outcome."""
     lines = [
         f"*{_flat(r.title, 200)}*",
-        (f"Request {_inline(r.id, 120)} · status {_inline(r.status, 40)} · "
-         f"workflow {_inline(r.workflow, 100)} · risk {_risk(r)}"),
+        (
+            f"Request {_inline(r.id, 120)} · status {_inline(r.status, 40)} · "
+            f"workflow {_inline(r.workflow, 100)} · risk {_risk(r)}"
+        ),
         f"Action {_inline(r.action_type, 200)} on {_inline(r.target, 200)}"
         + (f" in {_inline(r.environment, 100)}" if r.environment else ""),
         f"Agent {_agent(r)} · executor {_inline(r.executor, 120)}",
@@ -822,8 +950,9 @@ def request_detail_text(r: RequestCard) -> str:
     ]
     decisions = r.decisions
     if decisions:
-        lines.append("Decisions: " + "; ".join(
-            f"{_inline(d.decision, 20)} by {_who(d.by)} at {_when(d.at)}" for d in decisions))
+        lines.append(
+            "Decisions: " + "; ".join(f"{_inline(d.decision, 20)} by {_who(d.by)} at {_when(d.at)}" for d in decisions)
+        )
     lines.append(_quorum_line(r) if r.status == "pending" else _outcome_text(r))
     head = "\n".join(x for x in lines if x)
     justification = _code(r.justification, 700, "*Justification* (agent-supplied)\n")
@@ -851,9 +980,11 @@ def _digest_request(r: RequestCard, role: str, n: int) -> list[dict]:
     pending = r.status == "pending"
     where = f" in {_inline(r.environment, 200)}" if r.environment else ""
     lead = "⏫ _Escalated to you_ · " if role == "escalation" else ""
-    text = (f"{lead}*{n}. {_flat(r.title, 200)}*\n"
-            f"{_risk(r)} · {_inline(r.action_type, 200)} on {_inline(r.target, 300)}{where}\n"
-            f"Agent {_agent(r)} · workflow {_inline(r.workflow, 100)} · deadline {_when(r.deadline)}")
+    text = (
+        f"{lead}*{n}. {_flat(r.title, 200)}*\n"
+        f"{_risk(r)} · {_inline(r.action_type, 200)} on {_inline(r.target, 300)}{where}\n"
+        f"Agent {_agent(r)} · workflow {_inline(r.workflow, 100)} · deadline {_when(r.deadline)}"
+    )
     if pending:
         quorum = _quorum_line(r)
         if quorum:
@@ -864,11 +995,17 @@ def _digest_request(r: RequestCard, role: str, n: int) -> list[dict]:
         typed = r.typed_confirmation
         confirm = _approve_confirm(r) if str(r.risk) in ("high", "critical") and not typed else None
         # block ids are unique within a message: one decision block per request
-        out.append({"type": "actions", "block_id": f"{DECISION_BLOCK}.{n}", "elements": [
-            _button(ActionId.APPROVE.value, "Approve…" if typed else "Approve", rid, "primary", confirm),
-            _button(ActionId.REJECT.value, "Reject", rid, "danger"),
-            _button(ActionId.REJECT_REASON.value, "Reject with reason…", rid, None),
-        ]})
+        out.append(
+            {
+                "type": "actions",
+                "block_id": f"{DECISION_BLOCK}.{n}",
+                "elements": [
+                    _button(ActionId.APPROVE.value, "Approve…" if typed else "Approve", rid, "primary", confirm),
+                    _button(ActionId.REJECT.value, "Reject", rid, "danger"),
+                    _button(ActionId.REJECT_REASON.value, "Reject with reason…", rid, None),
+                ],
+            }
+        )
         out.append(_context(_request_context(r) + (" · approving asks you to type the target" if typed else "")))
     else:
         out.append(_context(_request_context(r)))
@@ -881,9 +1018,10 @@ def _digest_exception(r: RequestCard, n: int) -> list[dict]:
     "Mark reviewed" until the security owner has."""
     title = _flat(r.title, 200)
     link = _evidence_link(r.evidence_url)
-    text = (f"*{n}. {title}*\n{_inline(r.id, 120)} · workflow {_inline(r.workflow, 100)}"
-            f" · status {_inline(r.status, 40)} · risk {_risk(r)}\n"
-            + _exception_lines(list(r.exceptions), 1800))
+    text = (
+        f"*{n}. {title}*\n{_inline(r.id, 120)} · workflow {_inline(r.workflow, 100)}"
+        f" · status {_inline(r.status, 40)} · risk {_risk(r)}\n" + _exception_lines(list(r.exceptions), 1800)
+    )
     if link:
         text += f"\n📄 {link} (signed link, expires)"
     out = [_section(text), _context(_owners(r))]
@@ -891,8 +1029,13 @@ def _digest_exception(r: RequestCard, n: int) -> list[dict]:
         at = f" at {_when(r.reviewed_at)}" if r.reviewed_at else ""
         out.append(_section(f"👀 Reviewed by {_who(r.reviewed_by)}{at}"))
     else:
-        out.append({"type": "actions", "block_id": f"{REVIEW_BLOCK}.{n}", "elements": [
-            _button(ActionId.REVIEW.value, "Mark reviewed", r.id, "primary")]})
+        out.append(
+            {
+                "type": "actions",
+                "block_id": f"{REVIEW_BLOCK}.{n}",
+                "elements": [_button(ActionId.REVIEW.value, "Mark reviewed", r.id, "primary")],
+            }
+        )
     return out
 
 
@@ -906,27 +1049,42 @@ def digest_message(kind: str, items: Sequence[tuple[str, RequestCard]]) -> tuple
     blks: list[dict] = []
     if kind == "exception":
         open_ = sum(1 for _role, r in items if not r.reviewed_by)
-        head = (f"🛡️ {n} exceptions for security review" if open_ == n
-                else f"🛡️ {open_} of {n} exceptions still to review" if open_ else f"🛡️ {n} exceptions, all reviewed")
+        head = (
+            f"🛡️ {n} exceptions for security review"
+            if open_ == n
+            else f"🛡️ {open_} of {n} exceptions still to review"
+            if open_
+            else f"🛡️ {n} exceptions, all reviewed"
+        )
         blks.append({"type": "header", "text": _pt(head)})
         for i, (_role, r) in enumerate(items, 1):
             blks += _digest_exception(r, i)
         titles = ", ".join(_flat(r.title, 80) for _role, r in items)
-        fallback = f"Security review needed for {open_} request(s): {titles}" if open_ else \
-            f"Security review done: {titles}"
+        fallback = (
+            f"Security review needed for {open_} request(s): {titles}" if open_ else f"Security review done: {titles}"
+        )
     else:
         open_ = sum(1 for _role, r in items if r.status == "pending")
-        head = (f"{n} requests need a decision" if open_ == n
-                else f"{open_} of {n} requests still need a decision" if open_ else f"{n} requests, all decided")
+        head = (
+            f"{n} requests need a decision"
+            if open_ == n
+            else f"{open_} of {n} requests still need a decision"
+            if open_
+            else f"{n} requests, all decided"
+        )
         blks.append({"type": "header", "text": _pt(head)})
         for i, (role, r) in enumerate(items, 1):
             blks.append({"type": "divider"})
             blks += _digest_request(r, role, i)
         titles = ", ".join(_flat(r.title, 80) for _role, r in items)
         fallback = f"Approval needed for {open_} request(s): {titles}" if open_ else f"Decided: {titles}"
-    blks.append(_context("Posted together: more arrived at once than Slack lets signoff post one by one. "
-                         "Each request is decided on its own, with its own buttons; its thread notes "
-                         "appear in this message's thread."))
+    blks.append(
+        _context(
+            "Posted together: more arrived at once than Slack lets signoff post one by one. "
+            "Each request is decided on its own, with its own buttons; its thread notes "
+            "appear in this message's thread."
+        )
+    )
     return _fallback(fallback), blks[:MAX_BLOCKS]
 
 

@@ -160,13 +160,17 @@ class RequestCard:
             deadline=_text(v.get("deadline")),
             not_before=_given(v.get("not_before")),
             grant_expires_at=_given(v.get("grant_expires_at")),
-            decisions=tuple(Decision(_text(d.get("decision")), _text(d.get("by")), _text(d.get("at")),
-                                     _given(d.get("reason")))
-                            for d in (v.get("decisions") or []) if isinstance(d, Mapping)),
+            decisions=tuple(
+                Decision(_text(d.get("decision")), _text(d.get("by")), _text(d.get("at")), _given(d.get("reason")))
+                for d in (v.get("decisions") or [])
+                if isinstance(d, Mapping)
+            ),
             outcome=Outcome(_given(outcome.get("by")), _given(outcome.get("at")), _given(outcome.get("detail")))
-            if isinstance(outcome, Mapping) else Outcome(),
-            owners=Owners(_given(owners.get("owner")), _given(owners.get("platform_owner")),
-                          _given(owners.get("security_owner"))),
+            if isinstance(outcome, Mapping)
+            else Outcome(),
+            owners=Owners(
+                _given(owners.get("owner")), _given(owners.get("platform_owner")), _given(owners.get("security_owner"))
+            ),
             required_approvals=_required(v.get("required_approvals")),
             approvers=tuple(str(a) for a in (v.get("approvers") or [])),
             exceptions=tuple(_exception(e) for e in (v.get("exceptions") or [])),

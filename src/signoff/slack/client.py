@@ -102,9 +102,11 @@ class KeepAliveWebClient(WebClient):
         headers = self._json_headers.get(token)
         if headers is None:
             headers = self._json_headers[token] = self._build_urllib_request_headers(
-                token=token, has_json=True, has_files=False, additional_headers={})
-        status, _reason, msg, data = self._exchange(url, "POST", json.dumps(body).encode("utf-8"),
-                                                    {k: str(v) for k, v in headers.items()})
+                token=token, has_json=True, has_files=False, additional_headers={}
+            )
+        status, _reason, msg, data = self._exchange(
+            url, "POST", json.dumps(body).encode("utf-8"), {k: str(v) for k, v in headers.items()}
+        )
         response_headers = dict(msg.items())
         if status == 429:  # both spellings, as slack_sdk leaves them
             for a, b in (("retry-after", "Retry-After"), ("Retry-After", "retry-after")):
@@ -118,8 +120,15 @@ class KeepAliveWebClient(WebClient):
             self._logger.error(f"Failed to decode Slack API response: {message}")
             parsed = {"ok": False, "error": message}
         req_args = {"headers": headers, "data": {}, "params": {}, "files": None, "json": body}
-        return SlackResponse(client=self, http_verb="POST", api_url=url, req_args=req_args, data=parsed,
-                             headers=response_headers, status_code=status).validate()
+        return SlackResponse(
+            client=self,
+            http_verb="POST",
+            api_url=url,
+            req_args=req_args,
+            data=parsed,
+            headers=response_headers,
+            status_code=status,
+        ).validate()
 
     def _observed(self, api_method: str, call: Callable[..., Any], *args: Any, **kwargs: Any):
         if self.observe is None:
@@ -180,8 +189,9 @@ class KeepAliveWebClient(WebClient):
         charset = msg.get_content_charset() or "utf-8"
         return {"status": status, "headers": msg, "body": data.decode(charset)}
 
-    def _exchange(self, url: str, method: str, body: bytes | None,
-                  headers: dict[str, str]) -> tuple[int, str, http.client.HTTPMessage, bytes]:
+    def _exchange(
+        self, url: str, method: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, str, http.client.HTTPMessage, bytes]:
         """One request on this thread's kept-alive connection: (status, reason, headers, body).
         Failures to connect or send come out as urllib's ``URLError``, a time-out as
         ``TimeoutError``; an idle connection the server closed is replaced once."""

@@ -33,10 +33,25 @@ log = logging.getLogger(__name__)
 METADATA_TYPE = "signoff_message"
 COMMENT_METADATA_TYPE = "signoff_agent_comment"
 # Errors that retrying cannot fix.
-PERMANENT = {"channel_not_found", "not_in_channel", "is_archived", "invalid_auth", "account_inactive",
-             "user_not_found", "cant_update_message", "msg_too_long", "invalid_blocks", "no_text",
-             "not_authed", "missing_scope", "no_such_subteam", "message_not_found", "restricted_action",
-             "cannot_dm_bot", "user_disabled"}
+PERMANENT = {
+    "channel_not_found",
+    "not_in_channel",
+    "is_archived",
+    "invalid_auth",
+    "account_inactive",
+    "user_not_found",
+    "cant_update_message",
+    "msg_too_long",
+    "invalid_blocks",
+    "no_text",
+    "not_authed",
+    "missing_scope",
+    "no_such_subteam",
+    "message_not_found",
+    "restricted_action",
+    "cannot_dm_bot",
+    "user_disabled",
+}
 
 
 # Calls whose arguments are plain JSON data: made with KeepAliveWebClient.post_json (the
@@ -84,8 +99,9 @@ PRIORITY = {"request": 0, "escalation": 0, "thread": 1, "exception": 2}
 # Rows that only read (and post): a claim's one read stays valid for a request's later
 # rows as long as all its earlier rows in the claim are of these kinds (their writes are
 # ``Record``s, and a post's is mirrored into the read).
-READ_ONLY = frozenset({"slack.post", "slack.update", "slack.thread", "slack.comment", "slack.ephemeral",
-                       "slack.digest"})
+READ_ONLY = frozenset(
+    {"slack.post", "slack.update", "slack.thread", "slack.comment", "slack.ephemeral", "slack.digest"}
+)
 READS = frozenset({"slack.post", "slack.update", "slack.thread", "slack.comment"})
 
 
@@ -127,8 +143,11 @@ class SlackDelivery:
             if wait > 0:
                 raise Defer(f"paced: {method}" + (f" in {channel}" if channel else ""), after=wait)
         post_json = getattr(self.client, "post_json", None) if method in JSON_METHODS else None
-        fn = getattr(self.client, method.replace(".", "_")) if post_json is None else \
-            (lambda **body: post_json(method, body))
+        fn = (
+            getattr(self.client, method.replace(".", "_"))
+            if post_json is None
+            else (lambda **body: post_json(method, body))
+        )
         try:
             return call_slack(fn, **kwargs)
         except RateLimited as limited:
@@ -185,16 +204,26 @@ class SlackDelivery:
         msg = data["message"]
         if msg["ts"] or msg.get("digest_id"):
             return None  # already posted (a redelivery after the post was recorded), or in a digest
-        metadata = {"event_type": METADATA_TYPE,
-                    "event_payload": {"request_id": msg["request_id"], "message_id": str(msg["id"])}}
+        metadata = {
+            "event_type": METADATA_TYPE,
+            "event_payload": {"request_id": msg["request_id"], "message_id": str(msg["id"])},
+        }
         if job.was_in_flight:
             # A previous attempt may have reached Slack before this process died: look first.
             found = self._find_posted(msg["target"], "message_id", str(msg["id"]))
             if found:
                 return self._posted(job, msg["id"], found[0], found[1])
         text, blks = render(data)
-        resp = self._slack("chat.postMessage", priority=PRIORITY.get(msg["role"], 0), channel=msg["target"],
-                           text=text, blocks=blks, metadata=metadata, unfurl_links=False, unfurl_media=False)
+        resp = self._slack(
+            "chat.postMessage",
+            priority=PRIORITY.get(msg["role"], 0),
+            channel=msg["target"],
+            text=text,
+            blocks=blks,
+            metadata=metadata,
+            unfurl_links=False,
+            unfurl_media=False,
+        )
         return self._posted(job, msg["id"], resp["channel"], resp["ts"])
 
     def _posted(self, job: Job, message_id: int, channel: str, ts: str) -> Record:
@@ -221,8 +250,7 @@ class SlackDelivery:
             return None
         for m in history.get("messages", []) or []:
             meta = m.get("metadata") or {}
-            if meta.get("event_type") == METADATA_TYPE and \
-                    (meta.get("event_payload") or {}).get(key) == value:
+            if meta.get("event_type") == METADATA_TYPE and (meta.get("event_payload") or {}).get(key) == value:
                 return channel, m["ts"]
         return None
 
@@ -253,8 +281,14 @@ class SlackDelivery:
             title = (data or {}).get("request", {}).get("title")
             text = blocks.digest_thread_note(msg["request_id"], title, text)
         priority = PRIORITY["exception"] if msg.get("role") == "exception" else PRIORITY["thread"]
-        self._slack("chat.postMessage", priority=priority, channel=msg["channel"], thread_ts=msg["ts"],
-                    text=text, unfurl_links=False)
+        self._slack(
+            "chat.postMessage",
+            priority=priority,
+            channel=msg["channel"],
+            thread_ts=msg["ts"],
+            text=text,
+            unfurl_links=False,
+        )
 
     # ------------------------------------------------------------------ digests
     def digest(self, job: Job) -> Record | None:
@@ -275,8 +309,16 @@ class SlackDelivery:
         text, blks = render_digest(data)
         metadata = {"event_type": METADATA_TYPE, "event_payload": {"digest_id": str(digest_id)}}
         priority = PRIORITY["exception"] if d["kind"] == "exception" else PRIORITY["request"]
-        resp = self._slack("chat.postMessage", priority=priority, channel=d["target"], text=text, blocks=blks,
-                           metadata=metadata, unfurl_links=False, unfurl_media=False)
+        resp = self._slack(
+            "chat.postMessage",
+            priority=priority,
+            channel=d["target"],
+            text=text,
+            blocks=blks,
+            metadata=metadata,
+            unfurl_links=False,
+            unfurl_media=False,
+        )
         return self._digest_posted(digest_id, resp["channel"], resp["ts"])
 
     def _digest_posted(self, digest_id: int, channel: str, ts: str) -> Record:
@@ -323,35 +365,58 @@ class SlackDelivery:
             raise GiveUp("message or request no longer exists")
         if not msg["ts"]:
             raise Defer("parent message not posted yet")
-        meta = {"event_type": COMMENT_METADATA_TYPE,
-                "event_payload": {"request_id": msg["request_id"], "comment_id": p["comment_id"],
-                                  "message_id": str(msg["id"])}}
+        meta = {
+            "event_type": COMMENT_METADATA_TYPE,
+            "event_payload": {
+                "request_id": msg["request_id"],
+                "comment_id": p["comment_id"],
+                "message_id": str(msg["id"]),
+            },
+        }
         found = self._find_reply(msg, meta["event_payload"]) if job.was_in_flight else None
         if found is None:
             text, blks = blocks.agent_comment(p.get("agent"), p.get("text"))
-            resp = self._slack("chat.postMessage", priority=PRIORITY["thread"], channel=msg["channel"],
-                               thread_ts=msg["ts"], text=text, blocks=blks, metadata=meta, unfurl_links=False,
-                               unfurl_media=False)
+            resp = self._slack(
+                "chat.postMessage",
+                priority=PRIORITY["thread"],
+                channel=msg["channel"],
+                thread_ts=msg["ts"],
+                text=text,
+                blocks=blks,
+                metadata=meta,
+                unfurl_links=False,
+                unfurl_media=False,
+            )
             found = resp["ts"]
         clock, rid = self.ctx.clock, msg["request_id"]
 
         def write(session) -> None:
-            record_comment_posted_in(session, clock(), request_id=rid, comment_id=p["comment_id"],
-                                     channel=msg["channel"], thread_ts=msg["ts"], ts=found)
+            record_comment_posted_in(
+                session,
+                clock(),
+                request_id=rid,
+                comment_id=p["comment_id"],
+                channel=msg["channel"],
+                thread_ts=msg["ts"],
+                ts=found,
+            )
 
         return Record(write, key=rid)
 
     def _find_reply(self, msg: dict, payload: dict) -> str | None:
         """The ts of a comment an earlier attempt already posted (it died before recording)."""
         try:
-            resp = self.client.conversations_replies(channel=msg["channel"], ts=msg["ts"], limit=200,
-                                                     include_all_metadata=True)
+            resp = self.client.conversations_replies(
+                channel=msg["channel"], ts=msg["ts"], limit=200, include_all_metadata=True
+            )
         except (SlackApiError, SlackClientError, OSError):
             return None
         for m in resp.get("messages") or []:
             meta = m.get("metadata") or {}
-            if meta.get("event_type") == COMMENT_METADATA_TYPE and \
-                    (meta.get("event_payload") or {}).get("comment_id") == payload["comment_id"]:
+            if (
+                meta.get("event_type") == COMMENT_METADATA_TYPE
+                and (meta.get("event_payload") or {}).get("comment_id") == payload["comment_id"]
+            ):
                 return m.get("ts")
         return None
 
@@ -362,8 +427,13 @@ class SlackDelivery:
     def expand(self, job: Job) -> None:
         p = job.payload
         resp = self._slack("usergroups.users.list", usergroup=p["group"])
-        expand_group(self.ctx, request_id=p["request_id"], group=p["group"], members=list(resp.get("users") or []),
-                     step=p.get("step"))
+        expand_group(
+            self.ctx,
+            request_id=p["request_id"],
+            group=p["group"],
+            members=list(resp.get("users") or []),
+            step=p.get("step"),
+        )
 
     def reconcile(self, job: Job) -> None:
         msg = message_ref(self.ctx, job.payload["message_id"])
@@ -373,8 +443,7 @@ class SlackDelivery:
             raise Defer("message not posted yet", after=1.0)
         replies, cursor = [], None
         while True:
-            resp = self._slack("conversations.replies", channel=msg["channel"], ts=msg["ts"], cursor=cursor,
-                               limit=200)
+            resp = self._slack("conversations.replies", channel=msg["channel"], ts=msg["ts"], cursor=cursor, limit=200)
             replies.extend(resp.get("messages") or [])
             cursor = (resp.get("response_metadata") or {}).get("next_cursor")
             if not cursor:

@@ -94,8 +94,7 @@ class DigestPlanner:
         self.claim_read = claim_read
 
     def __call__(self, claim: Claim) -> set[int]:
-        posts = [j for j in claim.jobs if j.kind == "slack.post" and "message_id" in j.payload
-                 and not j.was_in_flight]
+        posts = [j for j in claim.jobs if j.kind == "slack.post" and "message_id" in j.payload and not j.was_in_flight]
         if not posts:
             return set()
         groups: dict[tuple[str, str, float], _Group] = {}
@@ -113,21 +112,24 @@ class DigestPlanner:
             key = (kind_of(msg["role"]), msg["target"], horizon)
             groups.setdefault(key, _Group(*key)).rows.append((job, msg))
         # a lone post is worth a look only when its channel is busy (it may join a digest)
-        busy = [g for g in groups.values()
-                if len(g.rows) >= 2 or self.pacer.allowance(POST, g.target, 0.0) < 1.0]
+        busy = [g for g in groups.values() if len(g.rows) >= 2 or self.pacer.allowance(POST, g.target, 0.0) < 1.0]
         if not busy or read is None:
             return set()
         claimed_digests = [j.id for j in claim.jobs if j.kind == "slack.digest" and not j.was_in_flight]
-        owed, open_digests = owed_posts(self.ctx, targets=[g.target for g in busy],
-                                        exclude=[m["id"] for g in groups.values() for _j, m in g.rows],
-                                        claimed=claimed_digests)
+        owed, open_digests = owed_posts(
+            self.ctx,
+            targets=[g.target for g in busy],
+            exclude=[m["id"] for g in groups.values() for _j, m in g.rows],
+            claimed=claimed_digests,
+        )
         used: dict[str, int] = defaultdict(int)
         planned: list[tuple[Planned, list[tuple[Job, dict]]]] = []
         # people who decide first: their posts take the allowance before security threads
         for g in sorted(busy, key=lambda g: (g.kind != "decide", g.horizon)):
             room = self.pacer.allowance(POST, g.target, g.horizon) - owed.get(g.target, 0) - used[g.target]
-            joinable = [d for d in open_digests if d["kind"] == g.kind and d["target"] == g.target
-                        and d["members"] < DIGEST_MAX]
+            joinable = [
+                d for d in open_digests if d["kind"] == g.kind and d["target"] == g.target and d["members"] < DIGEST_MAX
+            ]
             alone, joined, sizes = split(len(g.rows), room, sum(DIGEST_MAX - d["members"] for d in joinable))
             used[g.target] += alone + len(sizes)
             rest = g.rows[alone:]
@@ -144,8 +146,13 @@ class DigestPlanner:
         if not planned:
             return set()
         try:
-            digest_ids = form_digests(self.ctx, worker=claim.worker_id, planned=[p for p, _c in planned],
-                                      capacity=DIGEST_MAX, claimed=claimed_digests)
+            digest_ids = form_digests(
+                self.ctx,
+                worker=claim.worker_id,
+                planned=[p for p, _c in planned],
+                capacity=DIGEST_MAX,
+                claimed=claimed_digests,
+            )
         except DigestRace as exc:
             log.info("digest not formed (%s): the requests are posted one by one", exc)
             return set()
@@ -154,6 +161,11 @@ class DigestPlanner:
             for job, msg in chunk:
                 read.digested(msg["id"], digest_id)
                 taken.add(job.id)
-            log.info("%d requests to %s %s digest %s", len(chunk), p.target,
-                     "join" if p.digest_id else "go out in", digest_id)
+            log.info(
+                "%d requests to %s %s digest %s",
+                len(chunk),
+                p.target,
+                "join" if p.digest_id else "go out in",
+                digest_id,
+            )
         return taken

@@ -91,7 +91,7 @@ class SlackDirectory:
         if hit and now - hit[0] < (self.EMAIL_TTL if hit[1] else self.EMAIL_MISS_TTL):
             return hit[1]
         try:
-            user = (self.client.users_lookupByEmail(email=email.strip()).get("user") or {})
+            user = self.client.users_lookupByEmail(email=email.strip()).get("user") or {}
         except SlackApiError as exc:
             error = (exc.response.data or {}).get("error") if isinstance(exc.response.data, dict) else None
             if error != "users_not_found":
@@ -101,8 +101,11 @@ class SlackDirectory:
         except (SlackClientError, OSError) as exc:
             log.warning("cannot look up a Slack user by email: %s", exc)
             return None
-        uid = user.get("id") if isinstance(user.get("id"), str) and not user.get("deleted") \
-            and not user.get("is_bot") else None
+        uid = (
+            user.get("id")
+            if isinstance(user.get("id"), str) and not user.get("deleted") and not user.get("is_bot")
+            else None
+        )
         with self._lock:
             self._emails[key] = (now, uid)
         return uid

@@ -58,8 +58,20 @@ _UNREADABLE = object()
 _OPT_STR = (str, type(None))
 # Keys Bolt reads at any level while building its context, with the types it can handle.
 _ID_HOLDERS = ("enterprise", "team", "user", "channel")
-_STR_KEYS = ("enterprise_id", "team_id", "user_id", "channel_id", "thread_ts", "type", "subtype",
-             "callback_id", "function_execution_id", "bot_access_token", "user_team", "event_id")
+_STR_KEYS = (
+    "enterprise_id",
+    "team_id",
+    "user_id",
+    "channel_id",
+    "thread_ts",
+    "type",
+    "subtype",
+    "callback_id",
+    "function_execution_id",
+    "bot_access_token",
+    "user_team",
+    "event_id",
+)
 _NESTED = ("event", "message", "previous_message", "item", "assistant_thread", "view", "container")
 
 
@@ -91,16 +103,23 @@ def shape_problem(body: Any, depth: int = 0) -> str | None:
         return "the payload is not an object"
     for key in _ID_HOLDERS:
         v = body.get(key)
-        if v is not None and not (isinstance(v, str) or (isinstance(v, dict) and isinstance(v.get("id"), _OPT_STR)
-                                                         and isinstance(v.get("team_id"), _OPT_STR)
-                                                         and isinstance(v.get("enterprise_id"), _OPT_STR))):
+        if v is not None and not (
+            isinstance(v, str)
+            or (
+                isinstance(v, dict)
+                and isinstance(v.get("id"), _OPT_STR)
+                and isinstance(v.get("team_id"), _OPT_STR)
+                and isinstance(v.get("enterprise_id"), _OPT_STR)
+            )
+        ):
             return f"{key} has the wrong type"
     for key in _STR_KEYS:
         if not isinstance(body.get(key), _OPT_STR):
             return f"{key} is not a string"
     auths = body.get("authorizations")
-    if auths is not None and not (isinstance(auths, list) and all(
-            isinstance(a, dict) and shape_problem(a, depth + 1) is None for a in auths)):
+    if auths is not None and not (
+        isinstance(auths, list) and all(isinstance(a, dict) and shape_problem(a, depth + 1) is None for a in auths)
+    ):
         return "authorizations has the wrong type"
     if depth < 3:
         for key in _NESTED:
@@ -120,14 +139,20 @@ def shape_problem(body: Any, depth: int = 0) -> str | None:
             return "a slash command needs string command and text"
     elif kind == "block_actions":
         actions = body.get("actions")
-        if not (isinstance(actions, list) and actions and all(
+        if not (
+            isinstance(actions, list)
+            and actions
+            and all(
                 isinstance(a, dict) and isinstance(a.get("action_id"), str) and isinstance(a.get("block_id"), _OPT_STR)
-                for a in actions)):
+                for a in actions
+            )
+        ):
             return "block_actions needs a list of actions with action_id"
     elif kind in ("view_submission", "view_closed"):
         view = body.get("view")
-        if not (isinstance(view, dict) and isinstance(view.get("callback_id"), str)
-                and isinstance(view.get("type"), str)):
+        if not (
+            isinstance(view, dict) and isinstance(view.get("callback_id"), str) and isinstance(view.get("type"), str)
+        ):
             return f"{kind} needs a view with a type and a callback_id"
     elif kind == "block_suggestion":
         if not (isinstance(body.get("action_id"), str) and isinstance(body.get("block_id"), str)):
@@ -135,8 +160,14 @@ def shape_problem(body: Any, depth: int = 0) -> str | None:
     elif kind == "event_callback":
         if not (isinstance(body.get("event"), dict) and isinstance(body["event"].get("type"), str)):
             return "event_callback needs an event with a type"
-    elif kind in ("shortcut", "message_action", "interactive_message", "dialog_submission", "dialog_cancellation",
-                  "workflow_step_edit"):
+    elif kind in (
+        "shortcut",
+        "message_action",
+        "interactive_message",
+        "dialog_submission",
+        "dialog_cancellation",
+        "workflow_step_edit",
+    ):
         if not isinstance(body.get("callback_id"), str):
             return f"{kind} needs a callback_id"
     elif kind == "url_verification":
@@ -166,8 +197,12 @@ def plain_ack(body: Any) -> bool:
     if not isinstance(body, dict) or body.get("type") != "block_actions":
         return False
     actions = body.get("actions")
-    return isinstance(actions, list) and len(actions) == 1 and isinstance(actions[0], dict) \
+    return (
+        isinstance(actions, list)
+        and len(actions) == 1
+        and isinstance(actions[0], dict)
         and actions[0].get("action_id") in PLAIN_ACK_ACTIONS
+    )
 
 
 class SlackEndpoint:
@@ -216,8 +251,9 @@ class SlackEndpoint:
             self._after_ack.submit(run, self._dispatch_acked, body.decode("utf-8"), request.url.query, headers)
             return Response(status_code=200)
         try:
-            bolt_req = BoltRequest(body=body.decode("utf-8"), query=request.url.query,
-                                   headers={k: [v] for k, v in request.headers.items()})
+            bolt_req = BoltRequest(
+                body=body.decode("utf-8"), query=request.url.query, headers={k: [v] for k, v in request.headers.items()}
+            )
         except Exception:  # a payload Bolt cannot parse is the sender's fault
             log.info("Slack payload Bolt could not parse", exc_info=True)
             return _error(400, "bad_request", "unreadable Slack payload")

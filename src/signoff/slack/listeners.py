@@ -54,8 +54,9 @@ def _click(body: dict) -> tuple[str, str | None, str | None]:
     actions = body.get("actions")
     action = _dict(actions[0]) if isinstance(actions, list) and actions else {}
     user = _str_id(_dict(body.get("user")).get("id"), _SLACK_ID)
-    channel = _str_id(_dict(body.get("channel")).get("id"), _SLACK_ID) or \
-        _str_id(_dict(body.get("container")).get("channel_id"), _SLACK_ID)
+    channel = _str_id(_dict(body.get("channel")).get("id"), _SLACK_ID) or _str_id(
+        _dict(body.get("container")).get("channel_id"), _SLACK_ID
+    )
     return _str_id(action.get("value"), _REQUEST_ID) or "", user, channel
 
 
@@ -138,8 +139,10 @@ def register(app: App, ctx: Context) -> None:
         request_id, _user, typed = _submitted(body, CONFIRM_INPUT)
         confirm = queries.typed_confirmation_for(ctx, request_id) if request_id else None
         if confirm is not None and typed != confirmation_text(confirm["action"]):
-            ack(response_action="errors",
-                errors={CONFIRM_INPUT: "That is not the target. Type it exactly as shown, or cancel."})
+            ack(
+                response_action="errors",
+                errors={CONFIRM_INPUT: "That is not the target. Type it exactly as shown, or cancel."},
+            )
         else:
             ack()
 
@@ -209,8 +212,10 @@ def register(app: App, ctx: Context) -> None:
     def answer(user: str | None, words: list[str]) -> str:
         verb = words[0].lower() if words else "help"
         if verb == "pending":
-            return blocks.request_summary_lines(cards(queries.pending_for(ctx, user))) or \
-                "Nothing is waiting for your decision."
+            return (
+                blocks.request_summary_lines(cards(queries.pending_for(ctx, user)))
+                or "Nothing is waiting for your decision."
+            )
         if verb == "show" and len(words) > 1:
             # Someone outside the request's workflow gets the answer for an unknown id.
             r = queries.show(ctx, words[1], user) if _REQUEST_ID.match(words[1]) else None
@@ -237,9 +242,13 @@ def register(app: App, ctx: Context) -> None:
 
             def follow_up(done) -> None:
                 try:
-                    respond(response_type="ephemeral", replace_original=True,
-                            text=done.result() if done.exception() is None else
-                            "Sorry, that could not be looked up; try again.")
+                    respond(
+                        response_type="ephemeral",
+                        replace_original=True,
+                        text=done.result()
+                        if done.exception() is None
+                        else "Sorry, that could not be looked up; try again.",
+                    )
                 except Exception:
                     log.exception("could not answer /signoff through its response_url")
 

@@ -38,13 +38,15 @@ def text(note: Note) -> str:
         names = ", ".join(mention(t) for t in d["to"])
         if d.get("reminder"):
             again = d.get("again") or 0
-            return (f"Reminder (escalation step {d['step']}): still no decision; asking again: {names}"
-                    + (f" and {again} other(s) asked before." if again else "."))
+            return f"Reminder (escalation step {d['step']}): still no decision; asking again: {names}" + (
+                f" and {again} other(s) asked before." if again else "."
+            )
         return f"Escalated (step {d['step']}): no decision yet, now also asking {names}."
     if note.kind == notes.REMINDER:
         step = d.get("step")
         return "Reminder: this request still needs a decision" + (
-            f" (escalation step {step})." if step is not None else ".")
+            f" (escalation step {step})." if step is not None else "."
+        )
     if note.kind == notes.EXCEPTION:
         detail = d.get("detail") or ""
         return f"New exception: {d['kind']}" + (f" — {detail}" if detail else "")

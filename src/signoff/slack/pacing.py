@@ -106,8 +106,11 @@ class Pacer:
             buckets = self._keys(method, channel)
             waits = []
             for (m, c), need in buckets:
-                waits.append(self._bucket(m, c, now).wait(now, need + (HEADROOM.get(priority, 6.0)
-                                                                       if c == "*" and m == POST else 0.0)))
+                waits.append(
+                    self._bucket(m, c, now).wait(
+                        now, need + (HEADROOM.get(priority, 6.0) if c == "*" and m == POST else 0.0)
+                    )
+                )
             wait = max(waits)
             if wait > 0:
                 return wait

@@ -10,8 +10,19 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 # Slack's answers that mean the token itself is no good: no retry will deliver anything.
-REFUSED = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
-                     "not_allowed_token_type", "team_disabled", "org_login_required", "ekm_access_denied"})
+REFUSED = frozenset(
+    {
+        "invalid_auth",
+        "not_authed",
+        "account_inactive",
+        "token_revoked",
+        "token_expired",
+        "not_allowed_token_type",
+        "team_disabled",
+        "org_login_required",
+        "ekm_access_denied",
+    }
+)
 
 
 class SlackReadiness:
@@ -24,8 +35,14 @@ class SlackReadiness:
     one call.
     """
 
-    def __init__(self, client: WebClient, *, ttl: float = 60.0, refused_ttl: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        client: WebClient,
+        *,
+        ttl: float = 60.0,
+        refused_ttl: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._client = client
         self._ttl, self._refused_ttl, self._clock = ttl, refused_ttl, clock
         self._lock = threading.Lock()

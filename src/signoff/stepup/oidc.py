@@ -152,19 +152,29 @@ class Provider:
             method = "client_secret_basic"
         else:
             method = "client_secret_post"
-        return OAuth2Client(client_id=su.client_id, client_secret=secret, scope=SCOPE, redirect_uri=redirect_uri,
-                            code_challenge_method="S256", token_endpoint_auth_method=method,
-                            timeout=self.timeout, follow_redirects=False)
+        return OAuth2Client(
+            client_id=su.client_id,
+            client_secret=secret,
+            scope=SCOPE,
+            redirect_uri=redirect_uri,
+            code_challenge_method="S256",
+            token_endpoint_auth_method=method,
+            timeout=self.timeout,
+            follow_redirects=False,
+        )
 
-    def authorization_url(self, su: StepUp, *, redirect_uri: str, state: str, nonce: str,
-                          code_verifier: str) -> str:
+    def authorization_url(self, su: StepUp, *, redirect_uri: str, state: str, nonce: str, code_verifier: str) -> str:
         """Where to send the approver's browser: the provider's sign-in, asked to be no
         older than ``max_age`` (providers that honour it make the approver sign in again)."""
         meta = self.metadata(su)
         with self._client(su, meta, redirect_uri) as client:
             url, _ = client.create_authorization_url(
-                meta["authorization_endpoint"], state=state, code_verifier=code_verifier, nonce=nonce,
-                max_age=str(int(su.max_age.total_seconds())))
+                meta["authorization_endpoint"],
+                state=state,
+                code_verifier=code_verifier,
+                nonce=nonce,
+                max_age=str(int(su.max_age.total_seconds())),
+            )
         return url
 
     def exchange(self, su: StepUp, *, code: str, code_verifier: str, redirect_uri: str) -> dict[str, Any]:
@@ -172,8 +182,13 @@ class Provider:
         meta = self.metadata(su)
         try:
             with self._client(su, meta, redirect_uri) as client:
-                token = client.fetch_token(meta["token_endpoint"], grant_type="authorization_code", code=code,
-                                           code_verifier=code_verifier, redirect_uri=redirect_uri)
+                token = client.fetch_token(
+                    meta["token_endpoint"],
+                    grant_type="authorization_code",
+                    code=code,
+                    code_verifier=code_verifier,
+                    redirect_uri=redirect_uri,
+                )
         except Exception as exc:  # authlib's OAuthError, httpx errors, a non-JSON answer: all the provider's
             raise Refusal("provider_error", f"the token exchange failed: {type(exc).__name__}: {exc}"[:500]) from None
         if not isinstance(token, dict) or not isinstance(token.get("id_token"), str):
@@ -200,13 +215,21 @@ class Provider:
                 # A key we have not seen: the provider may have rotated. Ask once more.
                 decoded = jwt.decode(raw, self._keys(meta, refresh=True), algorithms=algorithms)
             claims = CodeIDToken(
-                decoded.claims, decoded.header,
-                {"iss": {"essential": True, "value": su.issuer},
-                 "aud": {"essential": True, "value": su.client_id},
-                 "sub": {"essential": True},
-                 "nonce": {"essential": True, "value": nonce}},
-                {"nonce": nonce, "client_id": su.client_id, "access_token": token.get("access_token"),
-                 "max_age": int(su.max_age.total_seconds())})
+                decoded.claims,
+                decoded.header,
+                {
+                    "iss": {"essential": True, "value": su.issuer},
+                    "aud": {"essential": True, "value": su.client_id},
+                    "sub": {"essential": True},
+                    "nonce": {"essential": True, "value": nonce},
+                },
+                {
+                    "nonce": nonce,
+                    "client_id": su.client_id,
+                    "access_token": token.get("access_token"),
+                    "max_age": int(su.max_age.total_seconds()),
+                },
+            )
             claims.validate(now=int(now), leeway=LEEWAY)
         except Refusal:
             raise
@@ -241,16 +264,19 @@ def check_online(su: StepUp, *, timeout: float = TIMEOUT) -> list[str]:
     if isinstance(claims, list):
         for claim in ("email", "email_verified", *(("amr",) if su.require_amr else ()), "auth_time"):
             if claim not in claims:
-                problems.append(f"warning: its claims_supported does not list {claim!r}: if its ID tokens lack "
-                                "it, every approval will be refused (see docs/step-up.md)")
+                problems.append(
+                    f"warning: its claims_supported does not list {claim!r}: if its ID tokens lack "
+                    "it, every approval will be refused (see docs/step-up.md)"
+                )
     scopes = meta.get("scopes_supported")
     if isinstance(scopes, list) and "email" not in scopes:
         problems.append("its scopes_supported does not list 'email'")
     try:
         jwks = httpx.get(meta["jwks_uri"], timeout=timeout, follow_redirects=False)
         jwks.raise_for_status()
-        keys = KeySet.import_key_set({"keys": [k for k in jwks.json().get("keys") or []
-                                               if isinstance(k, dict) and k.get("use", "sig") == "sig"]})
+        keys = KeySet.import_key_set(
+            {"keys": [k for k in jwks.json().get("keys") or [] if isinstance(k, dict) and k.get("use", "sig") == "sig"]}
+        )
         if not keys.keys:
             problems.append(f"its JWKS {meta['jwks_uri']} holds no signing key")
     except (httpx.HTTPError, ValueError, JoseError, AttributeError, TypeError) as exc:

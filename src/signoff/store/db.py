@@ -38,9 +38,9 @@ _NOTIFY_PAYLOAD = 7000  # bytes per NOTIFY (PostgreSQL's limit is 8000)
 def normalize_url(url: str) -> str:
     """Accept ``postgresql://`` and ``postgres://`` and use psycopg 3 for them."""
     if url.startswith("postgres://"):
-        url = "postgresql://" + url[len("postgres://"):]
+        url = "postgresql://" + url[len("postgres://") :]
     if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
     return url
 
 
@@ -97,8 +97,14 @@ def make_engine(url: str, *, pool_size: int = 10, readonly: bool = False) -> Eng
 
         return engine
     connect_args = {"options": "-c default_transaction_read_only=on"} if readonly else {}
-    return create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True,
-                         json_serializer=_compact_json, connect_args=connect_args)
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=20,
+        pool_pre_ping=True,
+        json_serializer=_compact_json,
+        connect_args=connect_args,
+    )
 
 
 def sqlite_file(url: str) -> str | None:
@@ -157,8 +163,10 @@ def open_existing(url: str) -> Store:
         if path is None:
             raise NoDatabase(f"{shown} is an in-memory database: it holds nothing to read")
         if not os.path.isfile(path):
-            raise NoDatabase(f"no database at {path} ({shown}); nothing was created. Run this where the "
-                             "bot's database is, or set SIGNOFF_DATABASE_URL")
+            raise NoDatabase(
+                f"no database at {path} ({shown}); nothing was created. Run this where the "
+                "bot's database is, or set SIGNOFF_DATABASE_URL"
+            )
         where = path
     else:
         where = shown
@@ -172,12 +180,15 @@ def open_existing(url: str) -> Store:
                 raise NoDatabase(f"{where} holds no signoff schema (it is not a SQLite database)") from None
             raise NoDatabase(f"cannot open the database {where}: {reason}") from None
         if revision is None:
-            raise NoDatabase(f"{where} holds no signoff schema (no signoff tables); is SIGNOFF_DATABASE_URL "
-                             "the bot's database?")
+            raise NoDatabase(
+                f"{where} holds no signoff schema (no signoff tables); is SIGNOFF_DATABASE_URL the bot's database?"
+            )
         head = migrate.head_revision(store.engine)
         if revision != head:
-            raise NoDatabase(f"the database {where} is at schema revision {revision!r}, this signoff reads "
-                             f"{head!r}: run `signoff db upgrade` (with this version) first")
+            raise NoDatabase(
+                f"the database {where} is at schema revision {revision!r}, this signoff reads "
+                f"{head!r}: run `signoff db upgrade` (with this version) first"
+            )
     except BaseException:
         store.dispose()
         raise
@@ -327,8 +338,7 @@ class Store:
         if not ids or self.dialect != "postgresql":
             return
         for payload in _payloads(sorted(ids)):
-            session.connection().exec_driver_sql("SELECT pg_notify(%(c)s, %(p)s)",
-                                                 {"c": CHANGES_CHANNEL, "p": payload})
+            session.connection().exec_driver_sql("SELECT pg_notify(%(c)s, %(p)s)", {"c": CHANGES_CHANNEL, "p": payload})
 
     @staticmethod
     def _forget(session: Session) -> None:
@@ -407,7 +417,7 @@ class Store:
     def _run_batch(self) -> None:
         """Run the queued callers (up to BATCH_MAX) in one transaction; hand over the lead."""
         with self._queue_lock:
-            items, self._queue = self._queue[:self.BATCH_MAX], self._queue[self.BATCH_MAX:]
+            items, self._queue = self._queue[: self.BATCH_MAX], self._queue[self.BATCH_MAX :]
         try:
             with self._write_lock:
                 session = self.session()

@@ -43,19 +43,26 @@ _FRESH_DECISIONS = "signoff_fresh_decisions"
 # Statements written out per dialect (store.fast.execute), parameters by name.
 _ADVISORY_LOCK = {"postgresql": "SELECT pg_advisory_xact_lock(%(k)s)"}
 _LEDGER_HEAD = {d: "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1" for d in ("sqlite", "postgresql")}
-_CHAIN_HEAD = {"sqlite": "SELECT event_count, head_hash, version FROM requests WHERE id = :id",
-               "postgresql": "SELECT event_count, head_hash, version FROM requests WHERE id = %(id)s FOR UPDATE"}
-_MOVE_HEAD = {"sqlite": "UPDATE requests SET event_count = :seq, head_hash = :hash, version = :new "
-                        "WHERE id = :id AND version = :old",
-              "postgresql": "UPDATE requests SET event_count = %(seq)s, head_hash = %(hash)s, version = %(new)s "
-                            "WHERE id = %(id)s AND version = %(old)s"}
-_RECORD_POST_SQL = {"sqlite": "UPDATE slack_messages SET channel = :channel, ts = :ts, posted_at = :at "
-                               "WHERE id = :id AND ts IS NULL RETURNING request_id, role, target",
-                    "postgresql": "UPDATE slack_messages SET channel = %(channel)s, ts = %(ts)s, posted_at = %(at)s "
-                                  "WHERE id = %(id)s AND ts IS NULL RETURNING request_id, role, target"}
-_BUDGET_USED = {"sqlite": "SELECT count(*) FROM auto_approvals WHERE scope = :scope AND at >= :since",
-                "postgresql": "SELECT count(*) FROM auto_approvals WHERE scope = %(scope)s AND at >= %(since)s"}
-
+_CHAIN_HEAD = {
+    "sqlite": "SELECT event_count, head_hash, version FROM requests WHERE id = :id",
+    "postgresql": "SELECT event_count, head_hash, version FROM requests WHERE id = %(id)s FOR UPDATE",
+}
+_MOVE_HEAD = {
+    "sqlite": "UPDATE requests SET event_count = :seq, head_hash = :hash, version = :new "
+    "WHERE id = :id AND version = :old",
+    "postgresql": "UPDATE requests SET event_count = %(seq)s, head_hash = %(hash)s, version = %(new)s "
+    "WHERE id = %(id)s AND version = %(old)s",
+}
+_RECORD_POST_SQL = {
+    "sqlite": "UPDATE slack_messages SET channel = :channel, ts = :ts, posted_at = :at "
+    "WHERE id = :id AND ts IS NULL RETURNING request_id, role, target",
+    "postgresql": "UPDATE slack_messages SET channel = %(channel)s, ts = %(ts)s, posted_at = %(at)s "
+    "WHERE id = %(id)s AND ts IS NULL RETURNING request_id, role, target",
+}
+_BUDGET_USED = {
+    "sqlite": "SELECT count(*) FROM auto_approvals WHERE scope = :scope AND at >= :since",
+    "postgresql": "SELECT count(*) FROM auto_approvals WHERE scope = %(scope)s AND at >= %(since)s",
+}
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,7 @@ class Gauges:
     overdue: int
     outbox_pending: int
     outbox_dead: int
+
 
 class Repo:
     """``usecases.ports.Repository`` on one SQLAlchemy session (one transaction)."""
@@ -94,16 +102,31 @@ class Repo:
     def gauges(self, now: datetime) -> Gauges:
         """What the metrics endpoint shows of the database: requests by status, pending
         requests by workflow, pending requests past their deadline, the outbox's depth."""
-        by_status = dict(self.session.execute(
-            select(RequestRow.status, func.count()).group_by(RequestRow.status)).all())
-        pending = dict(self.session.execute(
-            select(RequestRow.workflow, func.count()).where(RequestRow.status == "pending")
-            .group_by(RequestRow.workflow)).all())
-        overdue = self.session.scalar(select(func.count()).select_from(RequestRow).where(
-            RequestRow.status == "pending", RequestRow.deadline < now)) or 0
-        outbox = dict(self.session.execute(
-            select(OutboxRow.state, func.count()).where(OutboxRow.state.in_(("pending", "dead")))
-            .group_by(OutboxRow.state)).all())
+        by_status = dict(
+            self.session.execute(select(RequestRow.status, func.count()).group_by(RequestRow.status)).all()
+        )
+        pending = dict(
+            self.session.execute(
+                select(RequestRow.workflow, func.count())
+                .where(RequestRow.status == "pending")
+                .group_by(RequestRow.workflow)
+            ).all()
+        )
+        overdue = (
+            self.session.scalar(
+                select(func.count())
+                .select_from(RequestRow)
+                .where(RequestRow.status == "pending", RequestRow.deadline < now)
+            )
+            or 0
+        )
+        outbox = dict(
+            self.session.execute(
+                select(OutboxRow.state, func.count())
+                .where(OutboxRow.state.in_(("pending", "dead")))
+                .group_by(OutboxRow.state)
+            ).all()
+        )
         return Gauges(by_status, pending, overdue, outbox.get("pending", 0), outbox.get("dead", 0))
 
     # requests -----------------------------------------------------------------------
@@ -170,12 +193,7 @@ class Repo:
         PostgreSQL: FOR UPDATE SKIP LOCKED, so replicas split the work. SQLite: the
         transaction already holds the write lock (BEGIN IMMEDIATE), so one sweep at a time.
         """
-        q = (
-            select(RequestRow)
-            .where(RequestRow.due_at <= now)
-            .order_by(RequestRow.due_at)
-            .limit(limit)
-        )
+        q = select(RequestRow).where(RequestRow.due_at <= now).order_by(RequestRow.due_at).limit(limit)
         if self.session.bind.dialect.name == "postgresql":
             q = q.with_for_update(skip_locked=True)
         rows = list(self.session.scalars(q))
@@ -214,8 +232,9 @@ class Repo:
         q = select(RequestRow).where(RequestRow.rollback_of == request_id).order_by(RequestRow.created_at)
         return list(self.session.scalars(q))
 
-    def requests_where(self, *, status: list[str] | None = None, workflow: list[str] | None = None,
-                       limit: int = 100) -> list[RequestRow]:
+    def requests_where(
+        self, *, status: list[str] | None = None, workflow: list[str] | None = None, limit: int = 100
+    ) -> list[RequestRow]:
         q = select(RequestRow).order_by(RequestRow.created_at.desc()).limit(limit)
         if status:
             q = q.where(RequestRow.status.in_(status))
@@ -248,19 +267,18 @@ class Repo:
         new_id = fast.insert_row(self.session, DecisionRow.__table__, values, returning="id")
         if self._fresh(request_id):
             self.session.info.setdefault(_FRESH_DECISIONS, {}).setdefault(request_id, []).append(
-                DecisionRow(id=new_id, **values))
+                DecisionRow(id=new_id, **values)
+            )
 
     def _fresh(self, request_id: str) -> bool:
         """Created in this transaction: whatever it has, this transaction added."""
         return request_id in self.session.info.get(_FRESH, ())
 
     # evidence -----------------------------------------------------------------------
-    def append_event(self, req: RequestRow, type_: str, actor: str, data: dict[str, Any],
-                     at: datetime) -> EventRow:
+    def append_event(self, req: RequestRow, type_: str, actor: str, data: dict[str, Any], at: datetime) -> EventRow:
         """Append one event to the request's chain; the request row carries the head."""
         self._lock_row(req)
-        values = self._event(req.id, (req.event_count or 0) + 1, req.head_hash or chain.GENESIS, type_, actor,
-                             data, at)
+        values = self._event(req.id, (req.event_count or 0) + 1, req.head_hash or chain.GENESIS, type_, actor, data, at)
         # A Core INSERT on the transaction's connection, at once: an append-only row needs no
         # unit-of-work bookkeeping (several times cheaper than add + flush), and going past
         # the session does not autoflush a pending request early (it is then INSERTed once,
@@ -272,19 +290,27 @@ class Repo:
         return EventRow(**values)
 
     @staticmethod
-    def _event(request_id: str, seq: int, prev: str, type_: str, actor: str, data: dict[str, Any],
-               at: datetime) -> dict[str, Any]:
+    def _event(
+        request_id: str, seq: int, prev: str, type_: str, actor: str, data: dict[str, Any], at: datetime
+    ) -> dict[str, Any]:
         """The row of event ``seq`` of a request's chain, linked to ``prev`` (its hash computed)."""
         body = chain.event_body(request_id, seq, at, type_, actor, data)
-        return {"request_id": request_id, "seq": seq, "at": body["at"], "type": type_, "actor": actor,
-                "data": data, "prev_hash": prev, "hash": chain.link(prev, body)}
+        return {
+            "request_id": request_id,
+            "seq": seq,
+            "at": body["at"],
+            "type": type_,
+            "actor": actor,
+            "data": data,
+            "prev_hash": prev,
+            "hash": chain.link(prev, body),
+        }
 
     def loaded(self, model, key) -> bool:
         """Whether this session holds the ``model`` row ``key`` as an object already."""
         return identity_key(model, key) in self.session.identity_map
 
-    def append_event_by_id(self, request_id: str, type_: str, actor: str, data: dict[str, Any],
-                           at: datetime) -> bool:
+    def append_event_by_id(self, request_id: str, type_: str, actor: str, data: dict[str, Any], at: datetime) -> bool:
         """``append_event`` by request id, without loading the request when this session
         does not hold it already (Core: the chain head read under the row lock, the event
         INSERTed, the head moved with a compare-and-set on ``version``); a request the
@@ -301,8 +327,11 @@ class Repo:
         values = self._event(request_id, (event_count or 0) + 1, head_hash or chain.GENESIS, type_, actor, data, at)
         fast.insert_row(self.session, EventRow.__table__, values)
         written(self.session, Committed(type_, request_id, at, kind=data.get("kind")))
-        _, moved = fast.execute(self.session, _MOVE_HEAD, {"seq": values["seq"], "hash": values["hash"],
-                                                           "new": version + 1, "id": request_id, "old": version})
+        _, moved = fast.execute(
+            self.session,
+            _MOVE_HEAD,
+            {"seq": values["seq"], "hash": values["hash"], "new": version + 1, "id": request_id, "old": version},
+        )
         if moved != 1:
             raise StaleDataError(f"request {request_id} changed while an event was appended")
         return True
@@ -313,8 +342,9 @@ class Repo:
         if not request_ids:
             return {}
         e = EventRow.__table__
-        rows = self.session.execute(select(e.c.request_id, e.c.data)
-                                    .where(e.c.request_id.in_(sorted(set(request_ids))), e.c.seq == 1))
+        rows = self.session.execute(
+            select(e.c.request_id, e.c.data).where(e.c.request_id.in_(sorted(set(request_ids))), e.c.seq == 1)
+        )
         out = {}
         for rid, data in rows:
             sponsors = (data or {}).get("sponsors")
@@ -329,8 +359,11 @@ class Repo:
     def thread_events(self, request_id: str) -> list[tuple[int, str, str, dict[str, Any]]]:
         """(seq, type, actor, data) of the request's thread events, in chain order."""
         t = EventRow.__table__
-        q = (select(t.c.seq, t.c.type, t.c.actor, t.c.data)
-             .where(t.c.request_id == request_id, t.c.type.in_(THREAD_TYPES)).order_by(t.c.seq))
+        q = (
+            select(t.c.seq, t.c.type, t.c.actor, t.c.data)
+            .where(t.c.request_id == request_id, t.c.type.in_(THREAD_TYPES))
+            .order_by(t.c.seq)
+        )
         return [tuple(row) for row in self.session.execute(q)]
 
     def ledger_append(self, request_id: str, at: datetime) -> None:
@@ -346,22 +379,40 @@ class Repo:
         seq = rows[0][0] + 1 if rows else 1
         prev = rows[0][1] if rows else chain.GENESIS
         body = {"seq": seq, "request_id": request_id, "at": chain.iso(at)}
-        fast.insert_row(self.session, LedgerRow.__table__, {"seq": seq, "request_id": request_id, "at": body["at"],
-                                                            "prev_hash": prev, "hash": chain.link(prev, body)})
+        fast.insert_row(
+            self.session,
+            LedgerRow.__table__,
+            {"seq": seq, "request_id": request_id, "at": body["at"], "prev_hash": prev, "hash": chain.link(prev, body)},
+        )
 
     # outbox -------------------------------------------------------------------------
-    def enqueue(self, kind: str, payload: dict[str, Any], now: datetime, *, request_id: str | None = None,
-                dedupe_key: str | None = None, delay: timedelta | None = None) -> None:
-        if dedupe_key is not None and fast.select_first(self.session, OutboxRow.__table__, ("id",),
-                                                        dedupe_key=dedupe_key):
+    def enqueue(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        now: datetime,
+        *,
+        request_id: str | None = None,
+        dedupe_key: str | None = None,
+        delay: timedelta | None = None,
+    ) -> None:
+        if dedupe_key is not None and fast.select_first(
+            self.session, OutboxRow.__table__, ("id",), dedupe_key=dedupe_key
+        ):
             return
-        fast.insert_row(self.session, OutboxRow.__table__, _outbox_row(
-            kind, payload, request_id, now, dedupe_key=dedupe_key, due=now + (delay or timedelta(0))))
+        fast.insert_row(
+            self.session,
+            OutboxRow.__table__,
+            _outbox_row(kind, payload, request_id, now, dedupe_key=dedupe_key, due=now + (delay or timedelta(0))),
+        )
 
     def enqueue_many(self, rows: list[tuple[str, dict[str, Any], str | None]], now: datetime) -> None:
         """Several outbox rows (kind, payload, request id) in one statement, in order."""
-        fast.insert_rows(self.session, OutboxRow.__table__,
-                         [_outbox_row(kind, payload, request_id, now) for kind, payload, request_id in rows])
+        fast.insert_rows(
+            self.session,
+            OutboxRow.__table__,
+            [_outbox_row(kind, payload, request_id, now) for kind, payload, request_id in rows],
+        )
 
     # slack messages -----------------------------------------------------------------
     def messages(self, request_id: str, role: str | None = None) -> list[SlackMessageRow]:
@@ -388,16 +439,18 @@ class Repo:
     def messages_by_ts(self, channel: str | None, ts: str) -> list[SlackMessageRow]:
         """Every message row at ``ts`` (in ``channel`` when one there matches): one, or the
         requests of a digest, which share its ``ts``."""
-        rows = list(self.session.scalars(select(SlackMessageRow).where(SlackMessageRow.ts == ts)
-                                         .order_by(SlackMessageRow.id)))
+        rows = list(
+            self.session.scalars(select(SlackMessageRow).where(SlackMessageRow.ts == ts).order_by(SlackMessageRow.id))
+        )
         if channel:
             exact = [r for r in rows if r.channel == channel]
             if exact:
                 return exact
         return rows
 
-    def add_message(self, request_id: str, role: str, target: str, now: datetime,
-                    *, fresh: bool = False) -> tuple[SlackMessageRow, bool]:
+    def add_message(
+        self, request_id: str, role: str, target: str, now: datetime, *, fresh: bool = False
+    ) -> tuple[SlackMessageRow, bool]:
         """The message row for (request, role, target); created when new (second value).
         ``fresh``: the request was created in this transaction, so there is none yet."""
         if self._fresh(request_id):
@@ -406,8 +459,9 @@ class Repo:
             if match is not None:
                 return match, False
         elif not fresh:
-            q = select(SlackMessageRow).where(SlackMessageRow.request_id == request_id,
-                                              SlackMessageRow.role == role, SlackMessageRow.target == target)
+            q = select(SlackMessageRow).where(
+                SlackMessageRow.request_id == request_id, SlackMessageRow.role == role, SlackMessageRow.target == target
+            )
             existing = self.session.scalars(q).first()
             if existing:
                 return existing, False
@@ -431,9 +485,16 @@ class Repo:
             # Core when nothing is loaded (the usual case: the outbox records a batch of posts
             # without building ORM objects for them).
             # (one prepared statement: the outbox records hundreds of posts a second)
-            rows, _ = fast.execute(self.session, _RECORD_POST_SQL, {
-                "channel": channel, "ts": ts, "at": fast.bind(self.session, SlackMessageRow.__table__.c.posted_at, now),
-                "id": message_id})
+            rows, _ = fast.execute(
+                self.session,
+                _RECORD_POST_SQL,
+                {
+                    "channel": channel,
+                    "ts": ts,
+                    "at": fast.bind(self.session, SlackMessageRow.__table__.c.posted_at, now),
+                    "id": message_id,
+                },
+            )
             if not rows:
                 return None  # gone, or recorded already
             return tuple(rows[0])
@@ -455,32 +516,45 @@ class Repo:
 
     def request_message(self, message_id: int) -> SlackMessageRow | None:
         """The message, when its request exists."""
-        return self.session.scalars(select(SlackMessageRow)
-                                    .join(RequestRow, RequestRow.id == SlackMessageRow.request_id)
-                                    .where(SlackMessageRow.id == message_id)).first()
+        return self.session.scalars(
+            select(SlackMessageRow)
+            .join(RequestRow, RequestRow.id == SlackMessageRow.request_id)
+            .where(SlackMessageRow.id == message_id)
+        ).first()
 
-    def render_rows(self, message_ids: list[int], executed: Collection[str]) -> tuple[
-            list[Any], dict[str, Any], dict[str, list[Any]], dict[str, list[Any]]]:
+    def render_rows(
+        self, message_ids: list[int], executed: Collection[str]
+    ) -> tuple[list[Any], dict[str, Any], dict[str, list[Any]], dict[str, list[Any]]]:
         """A few Core queries, no ORM objects: the messages, their requests, the requests'
         decisions and, for requests whose status is in ``executed``, their rollbacks."""
         session = self.session
         m, r, d = SlackMessageRow.__table__, RequestRow.__table__, DecisionRow.__table__
         ids = message_ids
-        msgs = session.execute(select(m.c.id, m.c.role, m.c.target, m.c.channel, m.c.ts, m.c.request_id,
-                                      m.c.digest_id)
-                               .where(m.c.id.in_(ids))).all() if ids else []
+        msgs = (
+            session.execute(
+                select(m.c.id, m.c.role, m.c.target, m.c.channel, m.c.ts, m.c.request_id, m.c.digest_id).where(
+                    m.c.id.in_(ids)
+                )
+            ).all()
+            if ids
+            else []
+        )
         rids = sorted({row.request_id for row in msgs})
         reqs = {row.id: row for row in session.execute(select(r).where(r.c.id.in_(rids)))} if rids else {}
         decisions: dict[str, list] = {}
         if reqs:
-            for row in session.execute(select(d.c.request_id, d.c.by, d.c.decision, d.c.at, d.c.reason)
-                                       .where(d.c.request_id.in_(list(reqs))).order_by(d.c.id)):
+            for row in session.execute(
+                select(d.c.request_id, d.c.by, d.c.decision, d.c.at, d.c.reason)
+                .where(d.c.request_id.in_(list(reqs)))
+                .order_by(d.c.id)
+            ):
                 decisions.setdefault(row.request_id, []).append(row)
         done = [rid for rid, req in reqs.items() if req.status in executed]
         rollbacks: dict[str, list] = {}
         if done:
-            for row in session.execute(select(r.c.id, r.c.status, r.c.rollback_of)
-                                       .where(r.c.rollback_of.in_(done)).order_by(r.c.created_at)):
+            for row in session.execute(
+                select(r.c.id, r.c.status, r.c.rollback_of).where(r.c.rollback_of.in_(done)).order_by(r.c.created_at)
+            ):
                 rollbacks.setdefault(row.rollback_of, []).append(row)
         return msgs, reqs, decisions, rollbacks
 
@@ -489,21 +563,36 @@ class Repo:
         """Mark outbox rows that ``worker`` holds (claimed, still owed) done without
         delivering them; returns how many it still held."""
         t = OutboxRow.__table__
-        return self.session.execute(update(t).where(t.c.id.in_(row_ids), t.c.state == "pending",
-                                                    t.c.claimed_by == worker).values(
-            state="done", done_at=now, last_error=note, claimed_by=None, claimed_until=None,
-            in_flight=False)).rowcount or 0
+        return (
+            self.session.execute(
+                update(t)
+                .where(t.c.id.in_(row_ids), t.c.state == "pending", t.c.claimed_by == worker)
+                .values(
+                    state="done", done_at=now, last_error=note, claimed_by=None, claimed_until=None, in_flight=False
+                )
+            ).rowcount
+            or 0
+        )
 
     def add_digest(self, kind: str, target: str, now: datetime) -> int:
         t = SlackDigestRow.__table__
-        return self.session.connection().execute(insert(t).returning(t.c.id), {
-            "kind": kind, "target": target, "created_at": now}).scalar_one()
+        return (
+            self.session.connection()
+            .execute(insert(t).returning(t.c.id), {"kind": kind, "target": target, "created_at": now})
+            .scalar_one()
+        )
 
     def put_in_digest(self, digest_id: int, message_ids: list[int]) -> int:
         """Show these (unposted) messages in the digest instead; returns how many moved."""
         t = SlackMessageRow.__table__
-        return self.session.execute(update(t).where(t.c.id.in_(message_ids), t.c.ts.is_(None),
-                                                    t.c.digest_id.is_(None)).values(digest_id=digest_id)).rowcount or 0
+        return (
+            self.session.execute(
+                update(t)
+                .where(t.c.id.in_(message_ids), t.c.ts.is_(None), t.c.digest_id.is_(None))
+                .values(digest_id=digest_id)
+            ).rowcount
+            or 0
+        )
 
     def digest(self, digest_id: int) -> dict[str, Any] | None:
         t = SlackDigestRow.__table__
@@ -513,18 +602,25 @@ class Repo:
     def digest_members(self, digest_id: int) -> list[Any]:
         """(id, request_id, role, target, ts) of the messages a digest shows, in its order."""
         t = SlackMessageRow.__table__
-        return list(self.session.execute(select(t.c.id, t.c.request_id, t.c.role, t.c.target, t.c.ts)
-                                         .where(t.c.digest_id == digest_id).order_by(t.c.id)))
+        return list(
+            self.session.execute(
+                select(t.c.id, t.c.request_id, t.c.role, t.c.target, t.c.ts)
+                .where(t.c.digest_id == digest_id)
+                .order_by(t.c.id)
+            )
+        )
 
     def record_digest_post(self, digest_id: int, channel: str, ts: str, now: datetime) -> bool:
         """Where Slack put a digest, on it and on the messages it shows. False: recorded already."""
         d, m = SlackDigestRow.__table__, SlackMessageRow.__table__
-        moved = self.session.execute(update(d).where(d.c.id == digest_id, d.c.ts.is_(None))
-                                     .values(channel=channel, ts=ts, posted_at=now)).rowcount
+        moved = self.session.execute(
+            update(d).where(d.c.id == digest_id, d.c.ts.is_(None)).values(channel=channel, ts=ts, posted_at=now)
+        ).rowcount
         if not moved:
             return False
-        self.session.execute(update(m).where(m.c.digest_id == digest_id, m.c.ts.is_(None))
-                             .values(channel=channel, ts=ts, posted_at=now))
+        self.session.execute(
+            update(m).where(m.c.digest_id == digest_id, m.c.ts.is_(None)).values(channel=channel, ts=ts, posted_at=now)
+        )
         return True
 
     def owed_posts(self, targets: list[str], exclude: list[int], since: datetime) -> dict[str, int]:
@@ -534,18 +630,28 @@ class Repo:
         if not targets:
             return {}
         m, o, d = SlackMessageRow.__table__, OutboxRow.__table__, SlackDigestRow.__table__
-        owed = (select(m.c.target, func.count()).where(
-            m.c.target.in_(targets), m.c.ts.is_(None), m.c.digest_id.is_(None),
-            select(o.c.id).where(o.c.request_id == m.c.request_id, o.c.kind == "slack.post",
-                                 o.c.state == "pending").exists())
-            .group_by(m.c.target))
+        owed = (
+            select(m.c.target, func.count())
+            .where(
+                m.c.target.in_(targets),
+                m.c.ts.is_(None),
+                m.c.digest_id.is_(None),
+                select(o.c.id)
+                .where(o.c.request_id == m.c.request_id, o.c.kind == "slack.post", o.c.state == "pending")
+                .exists(),
+            )
+            .group_by(m.c.target)
+        )
         if exclude:
             owed = owed.where(m.c.id.not_in(exclude))
         out: dict[str, int] = {}
         for target, n in self.session.execute(owed):
             out[target] = out.get(target, 0) + int(n)
-        digests = (select(d.c.target, func.count()).where(d.c.target.in_(targets), d.c.ts.is_(None),
-                                                          d.c.created_at > since).group_by(d.c.target))
+        digests = (
+            select(d.c.target, func.count())
+            .where(d.c.target.in_(targets), d.c.ts.is_(None), d.c.created_at > since)
+            .group_by(d.c.target)
+        )
         for target, n in self.session.execute(digests):
             out[target] = out.get(target, 0) + int(n)
         return out
@@ -558,13 +664,21 @@ class Repo:
             return []
         d, m, o = SlackDigestRow.__table__, SlackMessageRow.__table__, OutboxRow.__table__
         members = select(func.count()).where(m.c.digest_id == d.c.id).scalar_subquery()
-        rows = self.session.execute(select(d.c.id, d.c.kind, d.c.target, members.label("members")).where(
-            d.c.target.in_(targets), d.c.ts.is_(None), d.c.created_at > since).order_by(d.c.id)).all()
+        rows = self.session.execute(
+            select(d.c.id, d.c.kind, d.c.target, members.label("members"))
+            .where(d.c.target.in_(targets), d.c.ts.is_(None), d.c.created_at > since)
+            .order_by(d.c.id)
+        ).all()
         if not rows:
             return []
-        posts = {r.dedupe_key: r for r in self.session.execute(
-            select(o.c.id, o.c.dedupe_key, o.c.state, o.c.claimed_by, o.c.in_flight)
-            .where(o.c.dedupe_key.in_([digest_key(r.id) for r in rows])))}
+        posts = {
+            r.dedupe_key: r
+            for r in self.session.execute(
+                select(o.c.id, o.c.dedupe_key, o.c.state, o.c.claimed_by, o.c.in_flight).where(
+                    o.c.dedupe_key.in_([digest_key(r.id) for r in rows])
+                )
+            )
+        }
         out = []
         for r in rows:
             post = posts.get(digest_key(r.id))
@@ -578,12 +692,16 @@ class Repo:
         """Lock a digest's post row for this transaction if nobody is delivering it (so it
         cannot be rendered and posted while requests are added to it)."""
         o = OutboxRow.__table__
-        cond = (o.c.claimed_by.is_(None) & (o.c.in_flight.is_(False)))
+        cond = o.c.claimed_by.is_(None) & (o.c.in_flight.is_(False))
         if claimed:
             cond = cond | (o.c.id.in_(claimed) & (o.c.claimed_by == worker))
-        return bool(self.session.execute(update(o).where(o.c.dedupe_key == digest_key(digest_id),
-                                                         o.c.state == "pending", cond)
-                                         .values(last_error=o.c.last_error)).rowcount)
+        return bool(
+            self.session.execute(
+                update(o)
+                .where(o.c.dedupe_key == digest_key(digest_id), o.c.state == "pending", cond)
+                .values(last_error=o.c.last_error)
+            ).rowcount
+        )
 
     # idempotency --------------------------------------------------------------------
     def idempotency(self, agent: str, key: str) -> IdempotencyRow | None:
@@ -593,8 +711,11 @@ class Repo:
         return self.session.get(IdempotencyRow, (agent, key))
 
     def remember_idempotency(self, agent: str, key: str, body_sha256: str, request_id: str, now: datetime) -> None:
-        fast.insert_row(self.session, IdempotencyRow.__table__, {
-            "agent": agent, "key": key, "body_sha256": body_sha256, "request_id": request_id, "created_at": now})
+        fast.insert_row(
+            self.session,
+            IdempotencyRow.__table__,
+            {"agent": agent, "key": key, "body_sha256": body_sha256, "request_id": request_id, "created_at": now},
+        )
 
     def forget_idempotency_before(self, cutoff: datetime) -> int:
         return self.session.execute(delete(IdempotencyRow).where(IdempotencyRow.created_at < cutoff)).rowcount
@@ -628,8 +749,11 @@ class Repo:
 
     # budgets ------------------------------------------------------------------------
     def budget_used(self, scope: str, since: datetime) -> int:
-        rows, _ = fast.execute(self.session, _BUDGET_USED, {"scope": scope, "since": fast.bind(
-            self.session, BudgetRow.__table__.c.at, since)})
+        rows, _ = fast.execute(
+            self.session,
+            _BUDGET_USED,
+            {"scope": scope, "since": fast.bind(self.session, BudgetRow.__table__.c.at, since)},
+        )
         return int(rows[0][0] or 0)
 
     def lock_scope(self, scope: str) -> None:
@@ -652,7 +776,23 @@ def digest_key(digest_id: int) -> str:
     return f"digest:{digest_id}"
 
 
-def _outbox_row(kind: str, payload: dict[str, Any], request_id: str | None, now: datetime, *,
-                dedupe_key: str | None = None, due: datetime | None = None) -> dict[str, Any]:
-    return {"kind": kind, "payload": payload, "request_id": request_id, "dedupe_key": dedupe_key,
-            "state": "pending", "attempts": 0, "created_at": now, "next_attempt_at": due or now, "in_flight": False}
+def _outbox_row(
+    kind: str,
+    payload: dict[str, Any],
+    request_id: str | None,
+    now: datetime,
+    *,
+    dedupe_key: str | None = None,
+    due: datetime | None = None,
+) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "payload": payload,
+        "request_id": request_id,
+        "dedupe_key": dedupe_key,
+        "state": "pending",
+        "attempts": 0,
+        "created_at": now,
+        "next_attempt_at": due or now,
+        "in_flight": False,
+    }

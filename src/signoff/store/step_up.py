@@ -33,28 +33,58 @@ class Flow:
     used_at: datetime | None
 
 
-def add_flow(session: Session, *, state_hash: str, request_id: str, browser_hash: str, nonce: str,
-             code_verifier: str, issuer: str, now: datetime, ttl: timedelta) -> None:
+def add_flow(
+    session: Session,
+    *,
+    state_hash: str,
+    request_id: str,
+    browser_hash: str,
+    nonce: str,
+    code_verifier: str,
+    issuer: str,
+    now: datetime,
+    ttl: timedelta,
+) -> None:
     session.execute(delete(StepUpFlowRow).where(StepUpFlowRow.expires_at < now - KEEP))
-    session.add(StepUpFlowRow(state_hash=state_hash, request_id=request_id, browser_hash=browser_hash, nonce=nonce,
-                              code_verifier=code_verifier, issuer=issuer, created_at=now, expires_at=now + ttl,
-                              used_at=None))
+    session.add(
+        StepUpFlowRow(
+            state_hash=state_hash,
+            request_id=request_id,
+            browser_hash=browser_hash,
+            nonce=nonce,
+            code_verifier=code_verifier,
+            issuer=issuer,
+            created_at=now,
+            expires_at=now + ttl,
+            used_at=None,
+        )
+    )
 
 
 def take_flow(session: Session, state_hash: str, now: datetime) -> tuple[Flow | None, bool]:
     """(the flow, whether this call took it). A flow already used or unknown is not taken."""
-    taken = session.execute(
-        update(StepUpFlowRow)
-        .where(StepUpFlowRow.state_hash == state_hash, StepUpFlowRow.used_at.is_(None))
-        .values(used_at=now)
-        .execution_options(synchronize_session=False)
-    ).rowcount == 1
+    taken = (
+        session.execute(
+            update(StepUpFlowRow)
+            .where(StepUpFlowRow.state_hash == state_hash, StepUpFlowRow.used_at.is_(None))
+            .values(used_at=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        == 1
+    )
     row = session.scalars(select(StepUpFlowRow).where(StepUpFlowRow.state_hash == state_hash)).first()
     if row is None:
         return None, False
-    return Flow(row.state_hash, row.request_id, row.browser_hash, row.nonce, row.code_verifier, row.issuer,
-                row.expires_at, None if taken else row.used_at), taken
-
+    return Flow(
+        row.state_hash,
+        row.request_id,
+        row.browser_hash,
+        row.nonce,
+        row.code_verifier,
+        row.issuer,
+        row.expires_at,
+        None if taken else row.used_at,
+    ), taken
 
 
 @dataclass(frozen=True)
@@ -72,29 +102,45 @@ class Held:
 
 def hold(session: Session, state_hash: str, *, confirm_hash: str, approver: str, proof: dict[str, Any]) -> bool:
     """Keep the verified sign-in of a taken flow for its confirmation form (once)."""
-    return session.execute(
-        update(StepUpFlowRow)
-        .where(StepUpFlowRow.state_hash == state_hash, StepUpFlowRow.used_at.is_not(None),
-               StepUpFlowRow.confirm_hash.is_(None))
-        .values(confirm_hash=confirm_hash, approver=approver, proof=proof)
-        .execution_options(synchronize_session=False)
-    ).rowcount == 1
+    return (
+        session.execute(
+            update(StepUpFlowRow)
+            .where(
+                StepUpFlowRow.state_hash == state_hash,
+                StepUpFlowRow.used_at.is_not(None),
+                StepUpFlowRow.confirm_hash.is_(None),
+            )
+            .values(confirm_hash=confirm_hash, approver=approver, proof=proof)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        == 1
+    )
 
 
 def held(session: Session, confirm_hash: str) -> Held | None:
     row = session.scalars(select(StepUpFlowRow).where(StepUpFlowRow.confirm_hash == confirm_hash)).first()
     if row is None or row.approver is None:
         return None
-    return Held(row.request_id, row.browser_hash, row.issuer, row.expires_at, row.approver, dict(row.proof or {}),
-                row.confirmed_at)
+    return Held(
+        row.request_id,
+        row.browser_hash,
+        row.issuer,
+        row.expires_at,
+        row.approver,
+        dict(row.proof or {}),
+        row.confirmed_at,
+    )
 
 
 def take_held(session: Session, confirm_hash: str, now: datetime) -> bool:
     """Whether this call took the confirmation (a conditional UPDATE: two posts of the same
     form — a replay, a double submit, two replicas — cannot both take it)."""
-    return session.execute(
-        update(StepUpFlowRow)
-        .where(StepUpFlowRow.confirm_hash == confirm_hash, StepUpFlowRow.confirmed_at.is_(None))
-        .values(confirmed_at=now)
-        .execution_options(synchronize_session=False)
-    ).rowcount == 1
+    return (
+        session.execute(
+            update(StepUpFlowRow)
+            .where(StepUpFlowRow.confirm_hash == confirm_hash, StepUpFlowRow.confirmed_at.is_(None))
+            .values(confirmed_at=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        == 1
+    )

@@ -36,8 +36,12 @@ def get_request(ctx: Context, *, agent_id: str, request_id: str) -> dict[str, An
     def tx(repo: Repository, fx: Effects) -> dict[str, Any]:
         now = fx.now
         req = visible(repo.get(request_id), agent_id)
-        if req.status == Status.APPROVED and req.grant_token and req.grant_delivered_at is None \
-                and not _has_webhook(req):
+        if (
+            req.status == Status.APPROVED
+            and req.grant_token
+            and req.grant_delivered_at is None
+            and not _has_webhook(req)
+        ):
             req.grant_delivered_at = now
             fx.move(req, Status.EXECUTING, actor=agent_id, data={"delivery": "pull"})
             fx.refresh(req)
@@ -63,14 +67,13 @@ def comment(ctx: Context, *, agent_id: str, request_id: str, body: Any) -> dict[
     """The submitter or executor says something in the request's Slack thread: recorded as
     evidence (``thread.agent_reply``) and posted by the outbox. ``{"id", "request"}``."""
     if not isinstance(body, dict):
-        raise Invalid("the body must be a JSON object with \"text\"", fields=["text"])
+        raise Invalid('the body must be a JSON object with "text"', fields=["text"])
     extra = set(body) - {"text"}
     if extra:
         raise Invalid(f"unknown field(s): {', '.join(sorted(extra))}", fields=sorted(extra))
     text = body.get("text")
     if not isinstance(text, str) or not text.strip() or len(text) > COMMENT_MAX:
-        raise Invalid(f"text must be a string of 1 to {COMMENT_MAX:,} characters, not only blanks",
-                      fields=["text"])
+        raise Invalid(f"text must be a string of 1 to {COMMENT_MAX:,} characters, not only blanks", fields=["text"])
 
     def tx(repo: Repository, fx: Effects) -> dict[str, Any]:
         now = fx.now
@@ -78,8 +81,9 @@ def comment(ctx: Context, *, agent_id: str, request_id: str, body: Any) -> dict[
         if req.status in TERMINAL:
             raise Conflict(f"request is {req.status}; its thread is closed to comments")
         comment_id = str(uuid.uuid4())
-        repo.append_event(req, "thread.agent_reply", agent_id,
-                          {"comment_id": comment_id, "text": text, "ts": slack_ts(now)}, now)
+        repo.append_event(
+            req, "thread.agent_reply", agent_id, {"comment_id": comment_id, "text": text, "ts": slack_ts(now)}, now
+        )
         repo.touch(req)
         # Posted under every root message of the request; a root not posted yet is waited for.
         for msg in fx.messages(req):

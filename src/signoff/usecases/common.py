@@ -29,26 +29,43 @@ def sponsors_of(repo: Repository, config: Config, reqs: list[RequestRow]) -> dic
     the row, and the current sponsors of the agents that submitted and execute it (an
     agent whose sponsor changed since has both set aside)."""
     recorded = repo.recorded_sponsors([r.id for r in reqs])
-    return {r.id: step_sponsors(submitter=agent_sponsor(config, r.submitted_by),
-                                executor=agent_sponsor(config, r.executor),
-                                chain=[r.sponsor, *recorded.get(r.id, ())])
-            for r in reqs}
+    return {
+        r.id: step_sponsors(
+            submitter=agent_sponsor(config, r.submitted_by),
+            executor=agent_sponsor(config, r.executor),
+            chain=[r.sponsor, *recorded.get(r.id, ())],
+        )
+        for r in reqs
+    }
 
 
-def request_view(repo: Repository, req: RequestRow, *, viewer: str | None = None,
-                 decisions: list[DecisionRow] | None = None,
-                 thread: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def request_view(
+    repo: Repository,
+    req: RequestRow,
+    *,
+    viewer: str | None = None,
+    decisions: list[DecisionRow] | None = None,
+    thread: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """The request object agents get. The grant appears only in the executor's view; the
     thread only in an agent's view (``viewer`` set). ``decisions`` / ``thread``: the
     request's decision rows / thread when the caller knows them already."""
     shown = [
-        {"by": d.by, "decision": d.decision, "at": d.at.isoformat().replace("+00:00", "Z"),
-         **({"reason": d.reason} if getattr(d, "reason", None) else {})}
+        {
+            "by": d.by,
+            "decision": d.decision,
+            "at": d.at.isoformat().replace("+00:00", "Z"),
+            **({"reason": d.reason} if getattr(d, "reason", None) else {}),
+        }
         for d in (repo.decisions(req.id) if decisions is None else decisions)
     ]
     grant = None
-    if (viewer is not None and viewer == req.executor and req.grant_token
-            and req.status in (Status.APPROVED, Status.EXECUTING)):
+    if (
+        viewer is not None
+        and viewer == req.executor
+        and req.grant_token
+        and req.status in (Status.APPROVED, Status.EXECUTING)
+    ):
         grant = req.grant_token
     view: dict[str, Any] = {
         "id": req.id,
@@ -70,8 +87,9 @@ def request_view(repo: Repository, req: RequestRow, *, viewer: str | None = None
         "not_before": _z(req.not_before),
         # When the grant could be issued, as far as windows and freezes tell (null: as
         # soon as it is approved); set at submission and whenever a grant has to wait.
-        "executable_from": _z(req.not_before) if req.status in (Status.PENDING, Status.APPROVED)
-        and not req.grant_token else None,
+        "executable_from": _z(req.not_before)
+        if req.status in (Status.PENDING, Status.APPROVED) and not req.grant_token
+        else None,
         "rule": req.rule,
         "policy_sha256": req.policy_hash,
         "decisions": shown,

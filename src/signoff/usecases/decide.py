@@ -92,13 +92,23 @@ def deciders(ctx: Context, request_id: str) -> Deciders | None:
 
 MAX_REASON = 3000
 CONFIRM_REFUSED = "the typed confirmation does not match the action's target"
-STEP_UP_NEEDED = ("this workflow approves only after a sign-in at the company's identity provider: "
-                  "use the Approve link in the message")
+STEP_UP_NEEDED = (
+    "this workflow approves only after a sign-in at the company's identity provider: "
+    "use the Approve link in the message"
+)
 
 
-def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: str | None = None,
-           confirmed_target: str | None = None, reason: str | None = None,
-           step_up: dict[str, Any] | None = None) -> DecideResult:
+def decide(
+    ctx: Context,
+    *,
+    request_id: str,
+    user: str,
+    decision: str,
+    channel: str | None = None,
+    confirmed_target: str | None = None,
+    reason: str | None = None,
+    step_up: dict[str, Any] | None = None,
+) -> DecideResult:
     """Record a click. Exactly one decision wins however clicks race (compare-and-set).
 
     ``confirmed_target``: what the approver typed in the confirmation modal; an approval of a
@@ -112,8 +122,11 @@ def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: 
     if not (isinstance(reason, str) and d == Decision.REJECT):
         reason = None
     reason = (reason or "").strip()[:MAX_REASON] or None
-    refused_type, refused_kind = ("step_up.refused", ExceptionKind.STEP_UP_REFUSED) if step_up else \
-        ("click.refused", ExceptionKind.REFUSED_CLICK)
+    refused_type, refused_kind = (
+        ("step_up.refused", ExceptionKind.STEP_UP_REFUSED)
+        if step_up
+        else ("click.refused", ExceptionKind.REFUSED_CLICK)
+    )
     via = {"step_up": step_up} if step_up else {}
     pre = deciders(ctx, request_id)
     if pre is None:
@@ -130,38 +143,68 @@ def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: 
         if req.steps_fired != steps_fired and req.status == Status.PENDING:
             raise _Retry()
         if req.status != Status.PENDING:
-            fx.refuse(req, "click.repeated", user, {"decision": d.value, "status": req.status, "channel": channel,
-                                                    **via},
-                      channel=channel, text=f"This request is already {req.status}; nothing changed.")
+            fx.refuse(
+                req,
+                "click.repeated",
+                user,
+                {"decision": d.value, "status": req.status, "channel": channel, **via},
+                channel=channel,
+                text=f"This request is already {req.status}; nothing changed.",
+            )
             return DecideResult("already", f"This request is already {req.status}.", req.status)
         prior = repo.decisions(req.id)
         mine = next((p for p in prior if p.by == user), None)
         if mine is not None:
             # A double click (or Slack's retry of it): evidence, not a refusal to review.
             text = f"You already chose {mine.decision} on this request; nothing changed."
-            fx.refuse(req, "click.repeated", user, {"decision": d.value, "status": req.status, "channel": channel,
-                                                    "earlier": mine.decision},
-                      channel=channel, text=text)
+            fx.refuse(
+                req,
+                "click.repeated",
+                user,
+                {"decision": d.value, "status": req.status, "channel": channel, "earlier": mine.decision},
+                channel=channel,
+                text=text,
+            )
             return DecideResult("already", text, req.status)
-        verdict = may_decide(clicker=user, decision=d, eligible=eligible, sponsors=sponsors,
-                             already_decided_by=[p.by for p in prior])
+        verdict = may_decide(
+            clicker=user, decision=d, eligible=eligible, sponsors=sponsors, already_decided_by=[p.by for p in prior]
+        )
         if verdict.allowed and d is Decision.APPROVE and wf.step_up is not None and not step_up:
             verdict = Verdict(False, STEP_UP_NEEDED)
         if not verdict.allowed:
             refused: dict[str, Any] = {"decision": d.value, "reason": verdict.reason, "channel": channel, **via}
             if verdict.reason == SPONSOR_REASON:
                 refused["sponsors"] = sorted(sponsors)  # who is set aside, as evidence
-            fx.refuse(req, refused_type, user, refused, channel=channel, text=f"Not recorded: {verdict.reason}.",
-                      exception=refused_kind, detail=f"{user}: {verdict.reason}")
+            fx.refuse(
+                req,
+                refused_type,
+                user,
+                refused,
+                channel=channel,
+                text=f"Not recorded: {verdict.reason}.",
+                exception=refused_kind,
+                detail=f"{user}: {verdict.reason}",
+            )
             return DecideResult("refused", f"Not recorded: {verdict.reason}.", req.status)
-        if (d == Decision.APPROVE and typed_confirmation(req.risk, wf.confirm)
-                and confirmed_target != confirmation_text(req.action)):
+        if (
+            d == Decision.APPROVE
+            and typed_confirmation(req.risk, wf.confirm)
+            and confirmed_target != confirmation_text(req.action)
+        ):
             typed = None if confirmed_target is None else confirmed_target[:300]
-            text = ("Not recorded: this request asks you to type its target to approve."
-                    if confirmed_target is None else f"Not recorded: {CONFIRM_REFUSED}.")
-            fx.refuse(req, "confirmation.refused", user,
-                      {"decision": d.value, "reason": CONFIRM_REFUSED, "typed": typed, "channel": channel, **via},
-                      channel=channel, text=text)
+            text = (
+                "Not recorded: this request asks you to type its target to approve."
+                if confirmed_target is None
+                else f"Not recorded: {CONFIRM_REFUSED}."
+            )
+            fx.refuse(
+                req,
+                "confirmation.refused",
+                user,
+                {"decision": d.value, "reason": CONFIRM_REFUSED, "typed": typed, "channel": channel, **via},
+                channel=channel,
+                text=text,
+            )
             return DecideResult("refused", text, req.status)
         repo.add_decision(req.id, user, d.value, now, reason=reason)
         repo.touch(req)  # the view's decisions grow, whether or not the quorum is met
@@ -180,8 +223,9 @@ def decide(ctx: Context, *, request_id: str, user: str, decision: str, channel: 
         req.due_at = None
         if result == "rejected":
             fx.move(req, Status.REJECTED, actor=user, data={"reason": reason} if reason else None)
-            fx.raise_exception(req, ExceptionKind.REJECTED,
-                               f"rejected by {user}" + (f": {reason[:200]}" if reason else ""))
+            fx.raise_exception(
+                req, ExceptionKind.REJECTED, f"rejected by {user}" + (f": {reason[:200]}" if reason else "")
+            )
             fx.refresh(req)
             return DecideResult("rejected", "You rejected this request.", req.status)
         fx.move(req, Status.APPROVED, actor=user)

@@ -37,8 +37,9 @@ class Planned:
     digest_id: int | None = None  # join this digest (not posted yet) instead of a new one
 
 
-def owed_posts(ctx: Context, *, targets: list[str], exclude: list[int],
-               claimed: list[int]) -> tuple[dict[str, int], list[dict[str, Any]]]:
+def owed_posts(
+    ctx: Context, *, targets: list[str], exclude: list[int], claimed: list[int]
+) -> tuple[dict[str, int], list[dict[str, Any]]]:
     """Posts already owed to each target besides the messages ``exclude`` (a claim's), and
     the digests among them that may still take requests (``Repository.open_digests``;
     ``claimed``: the digest rows of this claim, not delivered yet)."""
@@ -46,14 +47,14 @@ def owed_posts(ctx: Context, *, targets: list[str], exclude: list[int],
     targets = sorted(set(targets))
 
     def read(repo: Repository) -> tuple[dict[str, int], list[dict[str, Any]]]:
-        return (repo.owed_posts(targets, sorted(set(exclude)), since),
-                repo.open_digests(targets, since, claimed))
+        return (repo.owed_posts(targets, sorted(set(exclude)), since), repo.open_digests(targets, since, claimed))
 
     return ctx.uow.read(read)
 
 
-def form_digests(ctx: Context, *, worker: str, planned: list[Planned], capacity: int,
-                 claimed: Sequence[int] = ()) -> list[int]:
+def form_digests(
+    ctx: Context, *, worker: str, planned: list[Planned], capacity: int, claimed: Sequence[int] = ()
+) -> list[int]:
     """Replace the planned rows' posts by digests (new ones, or ones not posted yet that
     they join), all or nothing; returns the digest ids. A digest holds at most
     ``capacity`` requests (what one Slack message can show). ``DigestRace`` (nothing changed)
@@ -75,8 +76,9 @@ def form_digests(ctx: Context, *, worker: str, planned: list[Planned], capacity:
                     raise DigestRace(f"digest {digest_id} is full")
             else:
                 digest_id = repo.add_digest(p.kind, p.target, now)
-                repo.enqueue("slack.digest", {"digest_id": digest_id, "target": p.target}, now,
-                             dedupe_key=f"digest:{digest_id}")  # store.repo.digest_key
+                repo.enqueue(
+                    "slack.digest", {"digest_id": digest_id, "target": p.target}, now, dedupe_key=f"digest:{digest_id}"
+                )  # store.repo.digest_key
             if repo.put_in_digest(digest_id, message_ids) != len(message_ids):
                 raise DigestRace("a message was posted meanwhile")
             ids.append(digest_id)
@@ -97,8 +99,11 @@ def digest_context(ctx: Context, digest_id: int) -> dict[str, Any] | None:
         data = read.context(m.id) if read is not None else None
         if data is not None:
             items.append((m.role, data["request"]))
-    return {"digest": {k: digest[k] for k in ("id", "kind", "target", "channel", "ts")}, "items": items,
-            "request_ids": [m.request_id for m in members]}
+    return {
+        "digest": {k: digest[k] for k in ("id", "kind", "target", "channel", "ts")},
+        "items": items,
+        "request_ids": [m.request_id for m in members],
+    }
 
 
 def record_digest_posted_in(repo: Repository, now: datetime, *, digest_id: int, channel: str, ts: str) -> bool:
@@ -108,7 +113,17 @@ def record_digest_posted_in(repo: Repository, now: datetime, *, digest_id: int, 
         return False
     members = repo.digest_members(digest_id)
     for i, m in enumerate(members, 1):
-        repo.append_event_by_id(m.request_id, "slack.posted", "signoff", {
-            "role": m.role, "target": m.target, "channel": channel, "ts": ts,
-            "digest": {"id": digest_id, "position": i, "of": len(members)}}, now)
+        repo.append_event_by_id(
+            m.request_id,
+            "slack.posted",
+            "signoff",
+            {
+                "role": m.role,
+                "target": m.target,
+                "channel": channel,
+                "ts": ts,
+                "digest": {"id": digest_id, "position": i, "of": len(members)},
+            },
+            now,
+        )
     return True

@@ -37,8 +37,15 @@ class _Owed:
 
     __slots__ = ("dedupe_key", "delay", "kind", "msg", "payload", "request_id")
 
-    def __init__(self, kind: str, payload: dict[str, Any], msg: SlackMessageRow | None, request_id: str | None,
-                 dedupe_key: str | None, delay: timedelta | None):
+    def __init__(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        msg: SlackMessageRow | None,
+        request_id: str | None,
+        dedupe_key: str | None,
+        delay: timedelta | None,
+    ):
         self.kind, self.payload, self.msg, self.request_id = kind, payload, msg, request_id
         self.dedupe_key, self.delay = dedupe_key, delay
 
@@ -62,8 +69,16 @@ class Effects:
     batch reads them in one query); any other request's are read when first needed.
     ``note_text``: words a thread note as stored with it (``ports.NoteText``)."""
 
-    def __init__(self, repo: Repository, now: datetime, copies: dict[str, list[SlackMessageRow]] | None = None,
-                 *, batch: bool = False, note_text: NoteText | None = None, config: Config | None = None):
+    def __init__(
+        self,
+        repo: Repository,
+        now: datetime,
+        copies: dict[str, list[SlackMessageRow]] | None = None,
+        *,
+        batch: bool = False,
+        note_text: NoteText | None = None,
+        config: Config | None = None,
+    ):
         self.repo = repo
         self.config = config
         self._set_aside: dict[str, frozenset[str]] = {}
@@ -77,8 +92,15 @@ class Effects:
         self._refreshed: set[int] = set()
 
     @classmethod
-    def of(cls, ctx: Context, repo: Repository, now: datetime,
-           copies: dict[str, list[SlackMessageRow]] | None = None, *, batch: bool = False) -> Effects:
+    def of(
+        cls,
+        ctx: Context,
+        repo: Repository,
+        now: datetime,
+        copies: dict[str, list[SlackMessageRow]] | None = None,
+        *,
+        batch: bool = False,
+    ) -> Effects:
         return cls(repo, now, copies, batch=batch, note_text=ctx.note_text, config=ctx.config())
 
     def set_aside(self, req: RequestRow) -> frozenset[str]:
@@ -87,7 +109,8 @@ class Effects:
         found = self._set_aside.get(req.id)
         if found is None:
             found = self._set_aside[req.id] = (
-                sponsors_of(self.repo, self.config, [req])[req.id] if self.config is not None else frozenset())
+                sponsors_of(self.repo, self.config, [req])[req.id] if self.config is not None else frozenset()
+            )
         return found
 
     def policy(self, req: RequestRow) -> Workflow:
@@ -98,14 +121,28 @@ class Effects:
         return wf
 
     # -------------------------------------------------------------- outbox and messages
-    def enqueue(self, req: RequestRow | None, kind: str, payload: dict[str, Any], msg: SlackMessageRow | None = None,
-                *, dedupe_key: str | None = None, delay: timedelta | None = None,
-                request_id: str | None = None) -> None:
+    def enqueue(
+        self,
+        req: RequestRow | None,
+        kind: str,
+        payload: dict[str, Any],
+        msg: SlackMessageRow | None = None,
+        *,
+        dedupe_key: str | None = None,
+        delay: timedelta | None = None,
+        request_id: str | None = None,
+    ) -> None:
         """An outbox row owed (``msg``: the message whose id the payload names)."""
         rid = req.id if req is not None else request_id
         if self.batch and (dedupe_key is not None or delay is not None):
-            self.repo.enqueue(kind, {"message_id": msg.id, **payload} if msg is not None else payload, self.now,
-                              request_id=rid, dedupe_key=dedupe_key, delay=delay)
+            self.repo.enqueue(
+                kind,
+                {"message_id": msg.id, **payload} if msg is not None else payload,
+                self.now,
+                request_id=rid,
+                dedupe_key=dedupe_key,
+                delay=delay,
+            )
             return
         self._owed.append(_Owed(kind, payload, msg, rid, dedupe_key, delay))
 
@@ -148,8 +185,9 @@ class Effects:
                 continue
             self.repo.enqueue_many(plain, self.now)
             plain = []
-            self.repo.enqueue(o.kind, payload, self.now, request_id=o.request_id, dedupe_key=o.dedupe_key,
-                              delay=o.delay)
+            self.repo.enqueue(
+                o.kind, payload, self.now, request_id=o.request_id, dedupe_key=o.dedupe_key, delay=o.delay
+            )
         self.repo.enqueue_many(plain, self.now)
 
     @contextmanager
@@ -173,8 +211,9 @@ class Effects:
         self.repo.touch(req)
         if old == Status.PENDING:
             req.decided_at = self.now
-        self.repo.append_event(req, f"request.{new.value}", actor, {"from": old, "to": new.value, **(data or {})},
-                               self.now)
+        self.repo.append_event(
+            req, f"request.{new.value}", actor, {"from": old, "to": new.value, **(data or {})}, self.now
+        )
         if new in TERMINAL:
             # Capture thread replies the Events API may have missed, once the request is closed.
             for m in self.messages(req):
@@ -215,8 +254,18 @@ class Effects:
         if channel:
             self.enqueue(req, "slack.ephemeral", {"channel": channel, "user": user, "text": text})
 
-    def refuse(self, req: RequestRow, event: str, user: str, data: dict[str, Any], *, channel: str | None,
-               text: str, exception: ExceptionKind | None = None, detail: str = "") -> None:
+    def refuse(
+        self,
+        req: RequestRow,
+        event: str,
+        user: str,
+        data: dict[str, Any],
+        *,
+        channel: str | None,
+        text: str,
+        exception: ExceptionKind | None = None,
+        detail: str = "",
+    ) -> None:
         """Refuse and record: the ``event`` as evidence, ``text`` privately to ``user`` (in
         ``channel``), and — for a refusal security should see — an exception."""
         self.repo.append_event(req, event, user, data, self.now)
@@ -236,8 +285,9 @@ class Effects:
 
     def _record_exception(self, req: RequestRow, kind: ExceptionKind, detail: str) -> str:
         """On the request (re-opening review) and as evidence; returns where its security thread goes."""
-        req.exceptions = list(req.exceptions or []) + [{"kind": kind.value, "at": self.now.isoformat(),
-                                                        "detail": detail}]
+        req.exceptions = list(req.exceptions or []) + [
+            {"kind": kind.value, "at": self.now.isoformat(), "detail": detail}
+        ]
         # a new exception re-opens review
         req.reviewed_at = None
         req.reviewed_by = None

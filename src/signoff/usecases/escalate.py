@@ -40,28 +40,44 @@ def fire_step(fx: Effects, req: RequestRow, k: int, due_at: datetime) -> int | f
     if step.remind:
         # Re-ping everyone asked so far: each escalation copy gets a reminder in its
         # thread (the root copies get the thread note below).
-        again = [m.target for m in fx.messages(req)
-                 if m.role == "escalation" and m.target not in targets]
+        again = [m.target for m in fx.messages(req) if m.role == "escalation" and m.target not in targets]
     reminder = Note(notes.REMINDER, data={"step": k + 1})
     # A sponsor named by a step is not asked: their click would be refused (separation of duties).
     sponsors = fx.set_aside(req)
     for target in targets:
         if GROUP_RE.match(target):
             # Members are looked up through Slack after commit; each gets a DM then.
-            fx.enqueue(req, "slack.expand", {"request_id": req.id, "group": target, "step": k},
-                       dedupe_key=f"expand:{req.id}:{k}:{target}")
+            fx.enqueue(
+                req,
+                "slack.expand",
+                {"request_id": req.id, "group": target, "step": k},
+                dedupe_key=f"expand:{req.id}:{k}:{target}",
+            )
         elif target not in sponsors:
             fx.ask(req, target, reminder)
     for target in again:
         fx.ask(req, target, reminder)
 
-    fired = {"step": k, "ladder_index": index, "cycle": cycle, "to": targets, "reminded": again,
-             "remind": step.remind, "due_at": due_at.isoformat(), "late_seconds": late}
+    fired = {
+        "step": k,
+        "ladder_index": index,
+        "cycle": cycle,
+        "to": targets,
+        "reminded": again,
+        "remind": step.remind,
+        "due_at": due_at.isoformat(),
+        "late_seconds": late,
+    }
     if skipped := [t for t in targets if t in sponsors]:
         fired["not_asked"] = skipped  # sponsors: they may not decide it
     fx.repo.append_event(req, "escalation.fired", "signoff", fired, fx.now)
-    fx.note(req, Note(notes.ESCALATED, data={"step": k + 1, "to": targets, "again": len(again),
-                                             "reminder": bool(step.remind or cycle > 0)}))
+    fx.note(
+        req,
+        Note(
+            notes.ESCALATED,
+            data={"step": k + 1, "to": targets, "again": len(again), "reminder": bool(step.remind or cycle > 0)},
+        ),
+    )
     if cycle == 0:
         # One exception per rung; a repeating ladder's later rounds are evidence events only.
         fx.raise_exception(req, ExceptionKind.ESCALATED, f"step {k + 1} to {', '.join(targets)}")
@@ -81,20 +97,25 @@ def expand_group(ctx: Context, *, request_id: str, group: str, members: list[str
         req = repo.get(request_id)
         if req is None:
             return
-        if any(e.type == "escalation.expanded" and e.data.get("group") == group and e.data.get("step") == step
-               for e in repo.events(req.id)):
+        if any(
+            e.type == "escalation.expanded" and e.data.get("group") == group and e.data.get("step") == step
+            for e in repo.events(req.id)
+        ):
             return
         if req.status != Status.PENDING:
-            repo.append_event(req, "escalation.expanded", "signoff",
-                              {"group": group, "step": step, "members": members, "asked": [],
-                               "status": req.status}, now)
+            repo.append_event(
+                req,
+                "escalation.expanded",
+                "signoff",
+                {"group": group, "step": step, "members": members, "asked": [], "status": req.status},
+                now,
+            )
             return
         fx = Effects.of(ctx, repo, now, repo.messages_for([req.id]), batch=True)
         # A member who sponsors the request is not asked: their click would be refused.
         sponsors = fx.set_aside(req)
         unique = [u for u in dict.fromkeys(members) if u not in sponsors]
-        asked = [u for u in unique if not any(m.target == u and m.role in ASKED_ROLES
-                                              for m in fx.copies[req.id])]
+        asked = [u for u in unique if not any(m.target == u and m.role in ASKED_ROLES for m in fx.copies[req.id])]
         reminder = Note(notes.REMINDER, data={"step": step + 1 if step is not None else None})
         expanded = {"group": group, "step": step, "members": members, "asked": asked}
         if skipped := sorted(set(members) & sponsors):

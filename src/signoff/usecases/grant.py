@@ -29,9 +29,13 @@ def issue_grant(ctx: Context, fx: Effects, req: RequestRow) -> bool:
         return False
     verdict = may_execute(ctx.config(), req, workflow_snapshot(req), now)
     allowed, reason, not_before = verdict.allowed, verdict.reason, verdict.not_before
-    repo.append_event(req, "policy.checked", "signoff",
-                      {"allowed": allowed, "reason": reason,
-                       "not_before": not_before.isoformat() if not_before else None}, now)
+    repo.append_event(
+        req,
+        "policy.checked",
+        "signoff",
+        {"allowed": allowed, "reason": reason, "not_before": not_before.isoformat() if not_before else None},
+        now,
+    )
     if not allowed and not_before is not None:
         # Approved outside a change window: wait for it, unless the approval lapses first.
         if req.approval_expires_at is None:

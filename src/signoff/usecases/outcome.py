@@ -15,7 +15,7 @@ from signoff.usecases.ports import Context, Repository
 def record_outcome(ctx: Context, *, agent_id: str, request_id: str, body: Any) -> dict[str, Any]:
     """The executor reports ``succeeded`` or ``failed``; once."""
     if not isinstance(body, dict) or body.get("status") not in ("succeeded", "failed"):
-        raise Invalid("outcome needs \"status\": \"succeeded\" or \"failed\"", fields=["status"])
+        raise Invalid('outcome needs "status": "succeeded" or "failed"', fields=["status"])
     extra = set(body) - {"status", "detail"}
     if extra:
         raise Invalid(f"unknown field(s): {', '.join(sorted(extra))}", fields=sorted(extra))
@@ -33,8 +33,12 @@ def record_outcome(ctx: Context, *, agent_id: str, request_id: str, body: Any) -
         if not req.grant_token:
             raise Conflict("no grant has been issued for this request yet")
         status = Status(body["status"])
-        req.outcome = {"status": status.value, "detail": detail, "at": now.isoformat().replace("+00:00", "Z"),
-                       "by": agent_id}
+        req.outcome = {
+            "status": status.value,
+            "detail": detail,
+            "at": now.isoformat().replace("+00:00", "Z"),
+            "by": agent_id,
+        }
         fx.move(req, status, actor=agent_id, data={"detail": detail})
         req.due_at = None
         if status is Status.FAILED:

@@ -66,8 +66,9 @@ class Requests(Protocol):
 
     def rollbacks_of(self, request_id: str) -> list[Any]: ...
 
-    def requests_where(self, *, status: list[str] | None = None, workflow: list[str] | None = None,
-                       limit: int = 100) -> list[RequestRow]: ...
+    def requests_where(
+        self, *, status: list[str] | None = None, workflow: list[str] | None = None, limit: int = 100
+    ) -> list[RequestRow]: ...
 
     def unreviewed_exceptions(self, workflows: list[str], limit: int = 100) -> list[RequestRow]: ...
 
@@ -75,16 +76,17 @@ class Requests(Protocol):
 class Decisions(Protocol):
     def decisions(self, request_id: str) -> list[DecisionRow]: ...
 
-    def add_decision(self, request_id: str, by: str, decision: str, at: datetime,
-                     reason: str | None = None) -> None: ...
+    def add_decision(
+        self, request_id: str, by: str, decision: str, at: datetime, reason: str | None = None
+    ) -> None: ...
 
 
 class Evidence(Protocol):
-    def append_event(self, req: RequestRow, type_: str, actor: str, data: dict[str, Any],
-                     at: datetime) -> EventRow: ...
+    def append_event(self, req: RequestRow, type_: str, actor: str, data: dict[str, Any], at: datetime) -> EventRow: ...
 
-    def append_event_by_id(self, request_id: str, type_: str, actor: str, data: dict[str, Any],
-                           at: datetime) -> bool: ...
+    def append_event_by_id(
+        self, request_id: str, type_: str, actor: str, data: dict[str, Any], at: datetime
+    ) -> bool: ...
 
     def recorded_sponsors(self, request_ids: list[str]) -> dict[str, list[str]]: ...
 
@@ -96,8 +98,16 @@ class Evidence(Protocol):
 
 
 class Outbox(Protocol):
-    def enqueue(self, kind: str, payload: dict[str, Any], now: datetime, *, request_id: str | None = None,
-                dedupe_key: str | None = None, delay: timedelta | None = None) -> None: ...
+    def enqueue(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        now: datetime,
+        *,
+        request_id: str | None = None,
+        dedupe_key: str | None = None,
+        delay: timedelta | None = None,
+    ) -> None: ...
 
     def enqueue_many(self, rows: list[tuple[str, dict[str, Any], str | None]], now: datetime) -> None: ...
 
@@ -113,8 +123,9 @@ class Messages(Protocol):
 
     def messages_by_ts(self, channel: str | None, ts: str) -> list[SlackMessageRow]: ...
 
-    def add_message(self, request_id: str, role: str, target: str, now: datetime,
-                    *, fresh: bool = False) -> tuple[SlackMessageRow, bool]: ...
+    def add_message(
+        self, request_id: str, role: str, target: str, now: datetime, *, fresh: bool = False
+    ) -> tuple[SlackMessageRow, bool]: ...
 
     def new_message(self, request_id: str, role: str, target: str, now: datetime) -> SlackMessageRow:
         """A message row added to the transaction; its id is set by the next ``flush``."""
@@ -131,8 +142,9 @@ class Messages(Protocol):
         """The message, when its request exists."""
         ...
 
-    def render_rows(self, message_ids: list[int], executed: Collection[str]) -> tuple[
-            list[Any], dict[str, Any], dict[str, list[Any]], dict[str, list[Any]]]:
+    def render_rows(
+        self, message_ids: list[int], executed: Collection[str]
+    ) -> tuple[list[Any], dict[str, Any], dict[str, list[Any]], dict[str, list[Any]]]:
         """Plain rows for rendering several messages: (messages, their requests by id, the
         requests' decisions by request, rollbacks of those of them in ``executed``)."""
         ...
@@ -161,8 +173,7 @@ class Digests(Protocol):
 class Idempotency(Protocol):
     def idempotency(self, agent: str, key: str) -> IdempotencyRow | None: ...
 
-    def remember_idempotency(self, agent: str, key: str, body_sha256: str, request_id: str,
-                             now: datetime) -> None: ...
+    def remember_idempotency(self, agent: str, key: str, body_sha256: str, request_id: str, now: datetime) -> None: ...
 
     def forget_idempotency_before(self, cutoff: datetime) -> int: ...
 
@@ -184,8 +195,18 @@ class Budgets(Protocol):
 
 
 class StepUpFlows(Protocol):
-    def add_flow(self, *, state_hash: str, request_id: str, browser_hash: str, nonce: str,
-                 code_verifier: str, issuer: str, now: datetime, ttl: timedelta) -> None: ...
+    def add_flow(
+        self,
+        *,
+        state_hash: str,
+        request_id: str,
+        browser_hash: str,
+        nonce: str,
+        code_verifier: str,
+        issuer: str,
+        now: datetime,
+        ttl: timedelta,
+    ) -> None: ...
 
     def take_flow(self, state_hash: str, now: datetime) -> tuple[Flow | None, bool]:
         """(the flow, whether this call took it): a flow is taken once."""
@@ -202,8 +223,7 @@ class StepUpFlows(Protocol):
         ...
 
 
-class Repository(Requests, Decisions, Evidence, Outbox, Messages, Digests, Idempotency, Budgets, StepUpFlows,
-                 Protocol):
+class Repository(Requests, Decisions, Evidence, Outbox, Messages, Digests, Idempotency, Budgets, StepUpFlows, Protocol):
     """Everything one transaction reads and writes."""
 
     def flush(self) -> None:

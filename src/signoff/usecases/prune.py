@@ -30,7 +30,8 @@ def prune(ctx: Context, *, now: datetime | None = None) -> Pruned:
     at = now or ctx.clock()
 
     def tx(repo: Repository) -> Pruned:
-        return Pruned(repo.forget_idempotency_before(at - IDEMPOTENCY_KEEP),
-                      repo.forget_seen_events_before(at - SLACK_EVENT_KEEP))
+        return Pruned(
+            repo.forget_idempotency_before(at - IDEMPOTENCY_KEEP), repo.forget_seen_events_before(at - SLACK_EVENT_KEEP)
+        )
 
     return ctx.uow.transaction(tx)

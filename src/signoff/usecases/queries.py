@@ -34,8 +34,11 @@ def pending_for(ctx: Context, user: str, limit: int = 20) -> list[dict[str, Any]
         out = []
         for req in repo.requests_where(status=["pending"], limit=PENDING_SCAN):
             # The sponsors known without another read (those recorded are checked below).
-            known = step_sponsors(submitter=agent_sponsor(config, req.submitted_by),
-                                  executor=agent_sponsor(config, req.executor), chain=[req.sponsor])
+            known = step_sponsors(
+                submitter=agent_sponsor(config, req.submitted_by),
+                executor=agent_sponsor(config, req.executor),
+                chain=[req.sponsor],
+            )
             if user in known:
                 continue
             wf = policies.get(req.policy_hash) or policies.setdefault(req.policy_hash, workflow_snapshot(req))
@@ -49,13 +52,20 @@ def pending_for(ctx: Context, user: str, limit: int = 20) -> list[dict[str, Any]
     def render(repo: Repository) -> list[dict[str, Any]]:
         out = []
         for start in range(0, len(mine), limit):
-            rows = [r for r in (repo.get(rid) for rid in mine[start:start + limit])
-                    if r is not None and r.status == "pending"]
+            rows = [
+                r
+                for r in (repo.get(rid) for rid in mine[start : start + limit])
+                if r is not None and r.status == "pending"
+            ]
             sponsors = sponsors_of(repo, config, rows)
             for req in rows:
-                verdict = may_decide(clicker=user, decision=Decision.APPROVE, eligible={user},
-                                     sponsors=sponsors[req.id],
-                                     already_decided_by=[d.by for d in repo.decisions(req.id)])
+                verdict = may_decide(
+                    clicker=user,
+                    decision=Decision.APPROVE,
+                    eligible={user},
+                    sponsors=sponsors[req.id],
+                    already_decided_by=[d.by for d in repo.decisions(req.id)],
+                )
                 if not verdict.allowed:
                     continue
                 out.append(render_data(ctx, repo, req))
@@ -69,8 +79,13 @@ def pending_for(ctx: Context, user: str, limit: int = 20) -> list[dict[str, Any]
 def audience(wf: Workflow) -> list[str]:
     """The people of a workflow, as references: its owners, approvers and every
     escalation step's targets."""
-    return [wf.owner, wf.platform_owner, wf.security_owner, *wf.approver_ids,
-            *(t for step in wf.escalation for t in step.to)]
+    return [
+        wf.owner,
+        wf.platform_owner,
+        wf.security_owner,
+        *wf.approver_ids,
+        *(t for step in wf.escalation for t in step.to),
+    ]
 
 
 def show(ctx: Context, request_id: str, user: str | None) -> dict[str, Any] | None:

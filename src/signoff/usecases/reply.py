@@ -8,8 +8,9 @@ from typing import Any
 from signoff.usecases.ports import Context, Repository
 
 
-def record_thread_message(ctx: Context, *, event: dict[str, Any], event_id: str | None,
-                          found_late: bool = False) -> bool:
+def record_thread_message(
+    ctx: Context, *, event: dict[str, Any], event_id: str | None, found_late: bool = False
+) -> bool:
     """Record a thread reply, edit or deletion once (Slack retries share ``event_id``).
 
     Returns True when it was recorded (False: not a request thread, or seen before).
@@ -65,9 +66,16 @@ def reconcile_thread(ctx: Context, *, channel: str, thread_ts: str, replies: lis
     for m in replies:
         if m.get("ts") == thread_ts:
             continue
-        event = {"type": "message", "channel": channel, "user": m.get("user"), "text": m.get("text", ""),
-                 "ts": m.get("ts"), "thread_ts": m.get("thread_ts") or thread_ts, "bot_id": m.get("bot_id"),
-                 "subtype": m.get("subtype")}
+        event = {
+            "type": "message",
+            "channel": channel,
+            "user": m.get("user"),
+            "text": m.get("text", ""),
+            "ts": m.get("ts"),
+            "thread_ts": m.get("thread_ts") or thread_ts,
+            "bot_id": m.get("bot_id"),
+            "subtype": m.get("subtype"),
+        }
         if record_thread_message(ctx, event=event, event_id=None, found_late=True):
             found += 1
     return found

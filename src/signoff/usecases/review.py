@@ -15,8 +15,9 @@ class ReviewResult:
     message: str
 
 
-def review(ctx: Context, *, request_id: str, user: str, comment: str | None = None,
-           channel: str | None = None) -> ReviewResult:
+def review(
+    ctx: Context, *, request_id: str, user: str, comment: str | None = None, channel: str | None = None
+) -> ReviewResult:
     """Record the review at once (who, when); a later modal may add a comment."""
 
     def tx(repo: Repository, fx: Effects) -> ReviewResult:
@@ -32,8 +33,9 @@ def review(ctx: Context, *, request_id: str, user: str, comment: str | None = No
         if comment is not None:
             repo.append_event(req, "review.comment", user, {"comment": comment[:4000]}, now)
             return ReviewResult(True, "Comment recorded.")
-        repo.append_event(req, "exception.reviewed", user,
-                          {"exceptions": [e.get("kind") for e in (req.exceptions or [])]}, now)
+        repo.append_event(
+            req, "exception.reviewed", user, {"exceptions": [e.get("kind") for e in (req.exceptions or [])]}, now
+        )
         req.reviewed_at, req.reviewed_by = now, user
         fx.refresh(req, role="exception")
         return ReviewResult(True, "Marked reviewed.")

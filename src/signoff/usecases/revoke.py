@@ -40,8 +40,7 @@ def auto_approved_by(repo: RenderReads, req: RequestRow) -> str | None:
 
 
 def revocable(repo: RenderReads, req: RequestRow) -> bool:
-    return req.status == Status.APPROVED and req.grant_delivered_at is None \
-        and auto_approved_by(repo, req) is not None
+    return req.status == Status.APPROVED and req.grant_delivered_at is None and auto_approved_by(repo, req) is not None
 
 
 def revoke(ctx: Context, *, request_id: str, user: str, channel: str | None = None) -> RevokeResult:
@@ -61,21 +60,34 @@ def revoke(ctx: Context, *, request_id: str, user: str, channel: str | None = No
         rule = auto_approved_by(repo, req)
 
         def refuse(outcome: str, reason: str, *, exception: bool) -> RevokeResult:
-            fx.refuse(req, "revoke.refused", user, {"reason": reason, "status": req.status, "channel": channel},
-                      channel=channel, text=f"Not revoked: {reason}.",
-                      exception=ExceptionKind.REFUSED_CLICK if exception else None, detail=f"{user}: {reason}")
+            fx.refuse(
+                req,
+                "revoke.refused",
+                user,
+                {"reason": reason, "status": req.status, "channel": channel},
+                channel=channel,
+                text=f"Not revoked: {reason}.",
+                exception=ExceptionKind.REFUSED_CLICK if exception else None,
+                detail=f"{user}: {reason}",
+            )
             return RevokeResult(outcome, f"Not revoked: {reason}.", req.status)
 
         if user not in allowed:
-            return refuse("refused", "only the workflow owner or its approvers may revoke an automatic approval",
-                          exception=True)
+            return refuse(
+                "refused", "only the workflow owner or its approvers may revoke an automatic approval", exception=True
+            )
         if rule is None:
             return refuse("refused", "only an automatic approval can be revoked", exception=False)
         if req.status != Status.APPROVED or req.grant_delivered_at is not None:
             return refuse("already", f"the request is already {req.status}", exception=False)
         repo.add_decision(req.id, user, "reject", now)
-        repo.append_event(req, "grant.revoked", user,
-                          {"rule": rule, "jti": (req.grant_claims or {}).get("jti"), "channel": channel}, now)
+        repo.append_event(
+            req,
+            "grant.revoked",
+            user,
+            {"rule": rule, "jti": (req.grant_claims or {}).get("jti"), "channel": channel},
+            now,
+        )
         req.grant_token = None  # never delivered nor shown from now on
         req.due_at = None
         req.not_before = None
@@ -88,4 +100,3 @@ def revoke(ctx: Context, *, request_id: str, user: str, channel: str | None = No
     result = transaction(ctx, tx)
     ctx.notify()
     return result
-

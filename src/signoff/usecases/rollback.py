@@ -60,8 +60,8 @@ def rollback_body(req: RequestRow, user: str) -> dict[str, Any]:
         "workflow": req.workflow,
         "title": title if len(title) <= 200 else title[:199] + "…",
         "action": rollback_action(req),
-        "justification": f"Roll back request {req.id} (\"{req.title[:200]}\"), which {req.status}; "
-                         f"asked for in Slack by {user}.",
+        "justification": f'Roll back request {req.id} ("{req.title[:200]}"), which {req.status}; '
+        f"asked for in Slack by {user}.",
         "risk": req.risk,
         "rollback": {"description": f"re-apply the action of request {req.id}", "action": req.action},
         "rollback_of": req.id,
@@ -87,14 +87,24 @@ def request_rollback(ctx: Context, *, request_id: str, user: str, channel: str |
             return RollbackResult("unknown", "This request no longer exists.")
 
         def refuse(reason: str, *, exception: bool = False, outcome: str = "refused") -> RollbackResult:
-            fx.refuse(req, "rollback.refused", user, {"reason": reason, "channel": channel}, channel=channel,
-                      text=f"No rollback requested: {reason}.",
-                      exception=ExceptionKind.REFUSED_CLICK if exception else None, detail=f"{user}: {reason}")
+            fx.refuse(
+                req,
+                "rollback.refused",
+                user,
+                {"reason": reason, "channel": channel},
+                channel=channel,
+                text=f"No rollback requested: {reason}.",
+                exception=ExceptionKind.REFUSED_CLICK if exception else None,
+                detail=f"{user}: {reason}",
+            )
             return RollbackResult(outcome, f"No rollback requested: {reason}.")
 
         if user not in allowed:
-            why = "you sponsor an agent of this request, so you cannot ask for its rollback" \
-                if user in pre.sponsors else "only the workflow owner or its approvers may roll a request back"
+            why = (
+                "you sponsor an agent of this request, so you cannot ask for its rollback"
+                if user in pre.sponsors
+                else "only the workflow owner or its approvers may roll a request back"
+            )
             return refuse(why, exception=True)
         if req.status not in OFFERED_FROM:
             return refuse(f"the request is {req.status}; a rollback is offered once it succeeded or failed")
@@ -102,8 +112,7 @@ def request_rollback(ctx: Context, *, request_id: str, user: str, channel: str |
             return refuse("the request carried no rollback action")
         existing = live_rollback(repo, req)
         if existing is not None:
-            return refuse(f"a rollback is already requested: {existing.id} ({existing.status})",
-                          outcome="already")
+            return refuse(f"a rollback is already requested: {existing.id} ({existing.status})", outcome="already")
         body = rollback_body(req, user)
         try:
             sub = parse_submission(body)
@@ -113,10 +122,10 @@ def request_rollback(ctx: Context, *, request_id: str, user: str, channel: str |
             return refuse(f"the policy refuses it: {exc.message}")
         fx.note(req, Note(notes.ROLLBACK_REQUESTED, user, {"request": new.id}))
         fx.refresh(req)
-        return RollbackResult("created", f"Rollback requested: {new.id}. It goes through approval like any "
-                                         "request.", new.id)
+        return RollbackResult(
+            "created", f"Rollback requested: {new.id}. It goes through approval like any request.", new.id
+        )
 
     result = transaction(ctx, tx)
     ctx.notify()
     return result
-

@@ -39,8 +39,15 @@ class _RenderRepo:
 
 
 def _message_data(msg: SlackMessageRow) -> dict[str, Any]:
-    return {"id": msg.id, "role": msg.role, "target": msg.target, "channel": msg.channel, "ts": msg.ts,
-            "request_id": msg.request_id, "digest_id": msg.digest_id}
+    return {
+        "id": msg.id,
+        "role": msg.role,
+        "target": msg.target,
+        "channel": msg.channel,
+        "ts": msg.ts,
+        "request_id": msg.request_id,
+        "digest_id": msg.digest_id,
+    }
 
 
 def message_context(ctx: Context, message_id: int) -> dict[str, Any] | None:
@@ -77,8 +84,7 @@ class ClaimRead:
     that executed, their rollbacks. A request is rendered once, however many of its
     messages ask (its evidence link signed once)."""
 
-    def __init__(self, ctx: Context, messages: dict[int, dict[str, Any]], requests: dict[str, Any],
-                 repo: _Preloaded):
+    def __init__(self, ctx: Context, messages: dict[int, dict[str, Any]], requests: dict[str, Any], repo: _Preloaded):
         self.ctx = ctx
         self.messages = messages  # id -> _message_data; only messages whose request exists
         self.requests = requests
@@ -150,8 +156,12 @@ def _policy_fields(req: RequestRow) -> tuple[dict[str, Any], int, tuple[str, ...
     got = _POLICY_FIELDS.get(key) if key else None
     if got is None:
         wf = workflow_snapshot(req)
-        got = ({"owner": wf.owner, "platform_owner": wf.platform_owner, "security_owner": wf.security_owner},
-               wf.required_approvals, tuple(wf.approver_ids), wf.confirm)
+        got = (
+            {"owner": wf.owner, "platform_owner": wf.platform_owner, "security_owner": wf.security_owner},
+            wf.required_approvals,
+            tuple(wf.approver_ids),
+            wf.confirm,
+        )
         if key:
             if len(_POLICY_FIELDS) >= 1024:
                 _POLICY_FIELDS.clear()
@@ -197,9 +207,11 @@ def policy_render_data(repo: RenderReads, req: RequestRow) -> dict[str, Any]:
         "rollback_action": rollback_action(req),
         # Only a request that executed can have been rolled back (submit.ROLLBACK_FROM).
         "rollback_requests": [{"id": r.id, "status": r.status} for r in repo.rollbacks_of(req.id)]
-        if req.status in ROLLBACK_FROM else [],
+        if req.status in ROLLBACK_FROM
+        else [],
         "approval_expires_at": req.approval_expires_at.isoformat().replace("+00:00", "Z")
-        if req.approval_expires_at else None,
+        if req.approval_expires_at
+        else None,
     }
 
 
@@ -210,8 +222,7 @@ def evidence_url(ctx: Context, request_id: str) -> str:
 
 def record_posted(ctx: Context, *, message_id: int, channel: str, ts: str) -> None:
     """Slack accepted a post: keep where it is so later updates find it."""
-    ctx.uow.transaction(lambda repo: record_posted_in(repo, ctx.clock(), message_id=message_id,
-                                                           channel=channel, ts=ts))
+    ctx.uow.transaction(lambda repo: record_posted_in(repo, ctx.clock(), message_id=message_id, channel=channel, ts=ts))
 
 
 def record_posted_in(repo: Repository, now: datetime, *, message_id: int, channel: str, ts: str) -> bool:
@@ -221,17 +232,23 @@ def record_posted_in(repo: Repository, now: datetime, *, message_id: int, channe
     if where is None:
         return False  # gone, or recorded already
     request_id, role, target = where
-    repo.append_event_by_id(request_id, "slack.posted", "signoff",
-                            {"role": role, "target": target, "channel": channel, "ts": ts}, now)
+    repo.append_event_by_id(
+        request_id, "slack.posted", "signoff", {"role": role, "target": target, "channel": channel, "ts": ts}, now
+    )
     return True
 
 
-def record_comment_posted_in(repo: Repository, now: datetime, *, request_id: str, comment_id: str, channel: str,
-                             thread_ts: str, ts: str) -> None:
+def record_comment_posted_in(
+    repo: Repository, now: datetime, *, request_id: str, comment_id: str, channel: str, thread_ts: str, ts: str
+) -> None:
     """An agent's comment is in Slack: where, as evidence (the agent's view does not change)."""
-    repo.append_event_by_id(request_id, "slack.posted", "signoff",
-                                     {"role": "comment", "comment_id": comment_id, "channel": channel,
-                                      "thread_ts": thread_ts, "ts": ts}, now)
+    repo.append_event_by_id(
+        request_id,
+        "slack.posted",
+        "signoff",
+        {"role": "comment", "comment_id": comment_id, "channel": channel, "thread_ts": thread_ts, "ts": ts},
+        now,
+    )
 
 
 def is_open(status: str) -> bool:

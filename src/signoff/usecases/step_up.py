@@ -110,13 +110,27 @@ def begin(ctx: Context, *, request_id: str) -> Started:
         raise Refusal("not_step_up")
     if status != Status.PENDING:
         raise Refusal("not_pending", f"it is {status}")
-    started = Started(request_id=request_id, step_up=su, state=secrets.token_urlsafe(32),
-                      nonce=secrets.token_urlsafe(32), code_verifier=secrets.token_urlsafe(48),
-                      browser=secrets.token_urlsafe(32))
+    started = Started(
+        request_id=request_id,
+        step_up=su,
+        state=secrets.token_urlsafe(32),
+        nonce=secrets.token_urlsafe(32),
+        code_verifier=secrets.token_urlsafe(48),
+        browser=secrets.token_urlsafe(32),
+    )
     now = ctx.clock()
-    ctx.uow.transaction(lambda repo: repo.add_flow(
-        state_hash=_hash(started.state), request_id=request_id, browser_hash=_hash(started.browser),
-        nonce=started.nonce, code_verifier=started.code_verifier, issuer=su.issuer, now=now, ttl=FLOW_TTL))
+    ctx.uow.transaction(
+        lambda repo: repo.add_flow(
+            state_hash=_hash(started.state),
+            request_id=request_id,
+            browser_hash=_hash(started.browser),
+            nonce=started.nonce,
+            code_verifier=started.code_verifier,
+            issuer=su.issuer,
+            now=now,
+            ttl=FLOW_TTL,
+        )
+    )
     return started
 
 
@@ -163,14 +177,21 @@ def take(ctx: Context, *, state: str, browser: str) -> Taken:
 def _record(fx: Effects, req: RequestRow, refusal: Refusal, *, actor: str, data: dict[str, Any]) -> None:
     reason = REASONS.get(refusal.code, refusal.code)
     # No private answer: the refusal is shown on the identity provider's callback page.
-    fx.refuse(req, "step_up.refused", actor,
-              {"decision": "approve", "code": refusal.code, "reason": reason, "detail": refusal.detail, **data},
-              channel=None, text=reason, exception=ExceptionKind.STEP_UP_REFUSED,
-              detail=f"{actor}: step-up refused — {reason}")
+    fx.refuse(
+        req,
+        "step_up.refused",
+        actor,
+        {"decision": "approve", "code": refusal.code, "reason": reason, "detail": refusal.detail, **data},
+        channel=None,
+        text=reason,
+        exception=ExceptionKind.STEP_UP_REFUSED,
+        detail=f"{actor}: step-up refused — {reason}",
+    )
 
 
-def refuse(ctx: Context, *, request_id: str, refusal: Refusal, actor: str = "anonymous",
-           data: dict[str, Any] | None = None) -> None:
+def refuse(
+    ctx: Context, *, request_id: str, refusal: Refusal, actor: str = "anonymous", data: dict[str, Any] | None = None
+) -> None:
     """Record a refused step-up on the request (evidence and a security exception)."""
 
     def tx(repo: Repository, fx: Effects) -> None:
@@ -194,8 +215,9 @@ def conclude(ctx: Context, *, taken: Taken, claims: dict[str, Any]) -> DecideRes
     data: dict[str, Any] = {"step_up": seen, **({"email": email[:320]} if email else {})}
     actor = f"oidc:{sub}"
     try:
-        proof = check_claims(claims, issuer=su.issuer, require_amr=su.require_amr, max_age=su.max_age,
-                             now=ctx.clock().timestamp())
+        proof = check_claims(
+            claims, issuer=su.issuer, require_amr=su.require_amr, max_age=su.max_age, now=ctx.clock().timestamp()
+        )
         user = ctx.directory.user_by_email(proof.email)
         if user is None:
             raise Refusal("unknown_email", f"no active Slack user has {proof.email}")
@@ -220,11 +242,17 @@ def _may_approve(ctx: Context, request_id: str, user: str, data: dict[str, Any])
     pre = deciders(ctx, request_id)
     if pre is None:
         raise NotFound(request_id)
-    verdict = may_decide(clicker=user, decision=Decision.APPROVE, eligible=pre.eligible, sponsors=pre.sponsors,
-                         already_decided_by=_decided_by(ctx, request_id))
+    verdict = may_decide(
+        clicker=user,
+        decision=Decision.APPROVE,
+        eligible=pre.eligible,
+        sponsors=pre.sponsors,
+        already_decided_by=_decided_by(ctx, request_id),
+    )
     if not verdict.allowed:
         code = {SPONSOR_REASON: "sponsor", "you have already decided on this request": "already_decided"}.get(
-            verdict.reason, "not_approver")
+            verdict.reason, "not_approver"
+        )
         if code == "sponsor":
             data["sponsors"] = sorted(pre.sponsors)
         raise Refusal(code, verdict.reason)
@@ -277,14 +305,21 @@ def confirm(ctx: Context, *, token: str, browser: str, typed: str | None) -> Dec
         elif not mine:
             refusal = Refusal("bad_state", "the confirmation came from a browser that did not sign in")
         elif now >= held.expires_at:
-            refusal = Refusal("expired_flow", f"confirmed more than {int(FLOW_TTL.total_seconds() // 60)} minutes "
-                                              "after the Approve link was opened")
+            refusal = Refusal(
+                "expired_flow",
+                f"confirmed more than {int(FLOW_TTL.total_seconds() // 60)} minutes after the Approve link was opened",
+            )
         else:
             return held, None
         req = repo.get(held.request_id)
         if req is not None:
-            _record(fx, req, refusal, actor=held.approver if mine else "anonymous",
-                    data={"issuer": held.issuer, "at": "confirmation"})
+            _record(
+                fx,
+                req,
+                refusal,
+                actor=held.approver if mine else "anonymous",
+                data={"issuer": held.issuer, "at": "confirmation"},
+            )
         return None, refusal
 
     held, refusal = transaction(ctx, check)
@@ -307,8 +342,14 @@ def confirm(ctx: Context, *, token: str, browser: str, typed: str | None) -> Dec
     if form is not None and typed != confirmation_text(form["action"]):
         result = approve(ctx, request_id=rid, user=user, step_up=evidence, confirmed_target=typed)
         if result.outcome == "refused" and CONFIRM_REFUSED in result.message:
-            return ToConfirm(token=token, request=form, approver=user, email=str(held.proof.get("email") or ""),
-                             expires_at=held.expires_at, mismatch=True)
+            return ToConfirm(
+                token=token,
+                request=form,
+                approver=user,
+                email=str(held.proof.get("email") or ""),
+                expires_at=held.expires_at,
+                mismatch=True,
+            )
         return result
     if not ctx.uow.transaction(lambda repo: repo.take_held_flow(key, ctx.clock())):
         twice = Refusal("replayed", "the confirmation was posted twice at once")
@@ -317,11 +358,13 @@ def confirm(ctx: Context, *, token: str, browser: str, typed: str | None) -> Dec
     return approve(ctx, request_id=rid, user=user, step_up=evidence, confirmed_target=typed)
 
 
-def approve(ctx: Context, *, request_id: str, user: str, step_up: dict[str, Any],
-            confirmed_target: str | None = None) -> DecideResult:
+def approve(
+    ctx: Context, *, request_id: str, user: str, step_up: dict[str, Any], confirmed_target: str | None = None
+) -> DecideResult:
     """The one way an approval is recorded after a step-up verified: by ``decide``,
     exactly as a click by ``user`` (with ``confirmed_target``, what they typed in the
     confirmation form, as the Slack modal's submission would be), with ``step_up:
     {issuer, sub, amr, auth_time}`` in its evidence."""
-    return decide(ctx, request_id=request_id, user=user, decision="approve", step_up=step_up,
-                  confirmed_target=confirmed_target)
+    return decide(
+        ctx, request_id=request_id, user=user, decision="approve", step_up=step_up, confirmed_target=confirmed_target
+    )

@@ -62,8 +62,9 @@ def parse_submission(body: Any) -> Submission:
         raise Invalid(f"invalid submission: {details}", fields=fields) from None
 
 
-def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key: str | None = None,
-           signed: str | None = None) -> Submitted:
+def submit(
+    ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key: str | None = None, signed: str | None = None
+) -> Submitted:
     """Validate and record a proposal; queue its Slack post. ``body`` is the parsed JSON.
 
     ``signed`` names the signed request (a digest of its timestamp and raw body, from the
@@ -75,8 +76,9 @@ def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key
     config = ctx.config()
     # (key, body hash it must match): the signed request first, so that dropping or
     # changing the Idempotency-Key of a replay makes no second request.
-    keys = ([(SIGNED_KEY + signed, signed)] if signed else []) + \
-        ([(idempotency_key, body_hash)] if idempotency_key else [])
+    keys = ([(SIGNED_KEY + signed, signed)] if signed else []) + (
+        [(idempotency_key, body_hash)] if idempotency_key else []
+    )
 
     def replay(repo: Repository) -> dict[str, Any] | None:
         for key, expected in keys:
@@ -117,8 +119,9 @@ def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key
         # Decided by nobody yet unless the policy approved it: no need to ask the database.
         decided = req.status != Status.PENDING.value
         # A new request has no thread yet either.
-        return Submitted(request_view(repo, req, viewer=agent_id, decisions=None if decided else [], thread=[]),
-                         created=True)
+        return Submitted(
+            request_view(repo, req, viewer=agent_id, decisions=None if decided else [], thread=[]), created=True
+        )
 
     # Group commit: concurrent submissions share one commit (each its own savepoint).
     result = transaction(ctx, tx, batch=True)
@@ -127,8 +130,9 @@ def submit(ctx: Context, *, agent_id: str, body: dict[str, Any], idempotency_key
     return result
 
 
-def create_request(ctx: Context, fx: Effects, p: Plan, body: dict[str, Any],
-                   *, origin: dict[str, Any] | None = None) -> RequestRow:
+def create_request(
+    ctx: Context, fx: Effects, p: Plan, body: dict[str, Any], *, origin: dict[str, Any] | None = None
+) -> RequestRow:
     """Record a planned request in the caller's transaction: links (chain, rollback), the
     effective policy snapshot, automatic approval within budget, the Slack post."""
     repo, now = fx.repo, fx.now
@@ -139,8 +143,9 @@ def create_request(ctx: Context, fx: Effects, p: Plan, body: dict[str, Any],
         parent = joinable_parent(repo, agent_id, sub.parent_id)
         sponsor = parent.sponsor  # a chain keeps its human sponsor
         # ...and none of the sponsors already on it may approve the new step.
-        sponsors = step_sponsors(submitter=None, executor=None,
-                                 chain=[*sponsors, *chain_sponsors(ctx.config(), repo, parent)])
+        sponsors = step_sponsors(
+            submitter=None, executor=None, chain=[*sponsors, *chain_sponsors(ctx.config(), repo, parent)]
+        )
         if sponsors != p.sponsors:
             check_approvable(p.evaluation, sponsors)
     original = None
@@ -149,8 +154,10 @@ def create_request(ctx: Context, fx: Effects, p: Plan, body: dict[str, Any],
         if original is None or agent_id not in (original.submitted_by, original.executor):
             raise NotFound(f"unknown request to roll back {sub.rollback_of!r}")
         if original.status not in ROLLBACK_FROM:
-            raise Conflict(f"request {original.id} is {original.status}; only a request that executed "
-                           "(executing, succeeded or failed) can be rolled back")
+            raise Conflict(
+                f"request {original.id} is {original.status}; only a request that executed "
+                "(executing, succeeded or failed) can be rolled back"
+            )
     action = body["action"]
     not_before = None if p.verdict.allowed else p.verdict.not_before
     snapshot, snapshot_hash, workflow_hash = _policy_snapshot(p)
@@ -182,25 +189,49 @@ def create_request(ctx: Context, fx: Effects, p: Plan, body: dict[str, Any],
         head_hash=GENESIS,
     )
     req.due_at = next_due(now, req.deadline, Ladder.of(eff), 0)
-    repo.insert_request(req, ("request.submitted", agent_id, {
-        "workflow": wf.id, "title": sub.title, "action": action, "action_sha256": req.action_sha256,
-        "risk": sub.risk, "justification": sub.justification, "prompt": sub.prompt,
-        "rollback": req.rollback, "parent_id": sub.parent_id, "rollback_of": sub.rollback_of,
-        "submitted_by": agent_id, "executor": p.executor, "sponsor": sponsor, "sponsors": sorted(sponsors),
-        "deadline": req.deadline.isoformat(), "policy_sha256": req.policy_hash,
-        "workflow_sha256": workflow_hash, "rule": req.rule,
-        "rules_matched": [r.name for r in p.evaluation.results if r.matched],
-        "owners": {"owner": eff.owner, "platform_owner": eff.platform_owner,
-                   "security_owner": eff.security_owner},
-        "approvers": eff.approver_ids, "required_approvals": eff.required_approvals,
-        "executable_from": win.iso(not_before) if not_before else None,
-        "schedule": p.verdict.reason, **(origin or {}),
-    }), now)
+    repo.insert_request(
+        req,
+        (
+            "request.submitted",
+            agent_id,
+            {
+                "workflow": wf.id,
+                "title": sub.title,
+                "action": action,
+                "action_sha256": req.action_sha256,
+                "risk": sub.risk,
+                "justification": sub.justification,
+                "prompt": sub.prompt,
+                "rollback": req.rollback,
+                "parent_id": sub.parent_id,
+                "rollback_of": sub.rollback_of,
+                "submitted_by": agent_id,
+                "executor": p.executor,
+                "sponsor": sponsor,
+                "sponsors": sorted(sponsors),
+                "deadline": req.deadline.isoformat(),
+                "policy_sha256": req.policy_hash,
+                "workflow_sha256": workflow_hash,
+                "rule": req.rule,
+                "rules_matched": [r.name for r in p.evaluation.results if r.matched],
+                "owners": {
+                    "owner": eff.owner,
+                    "platform_owner": eff.platform_owner,
+                    "security_owner": eff.security_owner,
+                },
+                "approvers": eff.approver_ids,
+                "required_approvals": eff.required_approvals,
+                "executable_from": win.iso(not_before) if not_before else None,
+                "schedule": p.verdict.reason,
+                **(origin or {}),
+            },
+        ),
+        now,
+    )
     if original is not None:
         # On the original's chain too (and a compare-and-set on it: two rollbacks racing
         # from one click are serialised).
-        repo.append_event(original, "rollback.linked", agent_id, {"rollback_request": req.id, **(origin or {})},
-                          now)
+        repo.append_event(original, "rollback.linked", agent_id, {"rollback_request": req.id, **(origin or {})}, now)
     fx.fresh(req)
     if p.evaluation.auto_approve is not None:
         _auto_approve(ctx, fx, req, p)
@@ -225,8 +256,13 @@ def _auto_approve(ctx: Context, fx: Effects, req: RequestRow, p: Plan) -> None:
     used = repo.budget_used(key, budget.since(now))
     data = {"rule": rule.name, "budget": str(budget), "scope": auto.scope, "used": used}
     if not budget.allows(used):
-        repo.append_event(req, "policy.auto_approve_skipped", "signoff",
-                          {**data, "reason": "budget spent: the request goes to people"}, now)
+        repo.append_event(
+            req,
+            "policy.auto_approve_skipped",
+            "signoff",
+            {**data, "reason": "budget spent: the request goes to people"},
+            now,
+        )
         return
     by = f"policy:rule:{rule.name}"
     repo.spend_budget(key, req.id, now)
@@ -264,11 +300,17 @@ def joinable_parent(repo: Repository, agent_id: str, parent_id: str) -> RequestR
     if parent is None:
         raise NotFound(f"unknown parent request {parent_id!r}", fields=["parent_id"])
     if agent_id not in (parent.submitted_by, parent.executor):
-        raise Forbidden(f"parent_id: agent {agent_id!r} neither submitted nor executes request {parent_id}; "
-                        "a chain is continued only through a request of one's own", fields=["parent_id"])
+        raise Forbidden(
+            f"parent_id: agent {agent_id!r} neither submitted nor executes request {parent_id}; "
+            "a chain is continued only through a request of one's own",
+            fields=["parent_id"],
+        )
     if parent.status in DEAD_PARENT:
-        raise Forbidden(f"parent_id: request {parent_id} is {parent.status}; a chain is not continued through "
-                        "a cancelled, rejected or expired request", fields=["parent_id"])
+        raise Forbidden(
+            f"parent_id: request {parent_id} is {parent.status}; a chain is not continued through "
+            "a cancelled, rejected or expired request",
+            fields=["parent_id"],
+        )
     return parent
 
 

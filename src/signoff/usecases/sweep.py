@@ -179,9 +179,15 @@ def _other(ctx: Context, fx: Effects, req: RequestRow, report: SweepReport) -> N
     repo, now = fx.repo, fx.now
     if req.status == Status.APPROVED and not req.grant_token:
         if req.approval_expires_at and now >= req.approval_expires_at:
-            fx.move(req, Status.EXPIRED, actor="signoff",
-                    data={"reason": "approval lapsed before a change window opened",
-                          "late_seconds": late_seconds(now, req.approval_expires_at)})
+            fx.move(
+                req,
+                Status.EXPIRED,
+                actor="signoff",
+                data={
+                    "reason": "approval lapsed before a change window opened",
+                    "late_seconds": late_seconds(now, req.approval_expires_at),
+                },
+            )
             req.due_at = None
             fx.raise_exception(req, ExceptionKind.EXPIRED, "approval lapsed")
             fx.refresh(req)
@@ -192,8 +198,13 @@ def _other(ctx: Context, fx: Effects, req: RequestRow, report: SweepReport) -> N
             req.due_at = None  # nothing more is owed; avoid spinning on it
     elif req.status in (Status.APPROVED, Status.EXECUTING) and req.grant_expires_at and now >= req.grant_expires_at:
         if req.outcome is None:
-            repo.append_event(req, "grant.expired_without_outcome", "signoff",
-                              {"grant_expired_at": req.grant_expires_at.isoformat()}, now)
+            repo.append_event(
+                req,
+                "grant.expired_without_outcome",
+                "signoff",
+                {"grant_expired_at": req.grant_expires_at.isoformat()},
+                now,
+            )
             fx.raise_exception(req, ExceptionKind.GRANT_UNUSED, "the grant expired with no outcome reported")
             report.grants_unused += 1
         req.due_at = None

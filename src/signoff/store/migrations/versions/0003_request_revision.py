@@ -3,20 +3,21 @@
 Revision ID: 0003
 Revises: 0002
 """
+
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0003'
-down_revision = '0002'
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('requests', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('revision', sa.Integer(), server_default='1', nullable=False))
+    with op.batch_alter_table("requests", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("revision", sa.Integer(), server_default="1", nullable=False))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('requests', schema=None) as batch_op:
-        batch_op.drop_column('revision')
+    with op.batch_alter_table("requests", schema=None) as batch_op:
+        batch_op.drop_column("revision")
