@@ -168,6 +168,24 @@ def slack_form(fields: dict, secret: str) -> tuple[bytes, dict[str, str]]:
     return body, {"Content-Type": "application/x-www-form-urlencoded", **slack_signed(body, secret)}
 
 
+def slash_command(user: str, text: str, response_url: str) -> dict[str, str]:
+    """The form fields Slack posts for ``/signoff <text>`` typed by ``user`` in the approvals channel."""
+    return {
+        "token": "legacy",
+        "team_id": "T0FAKE",
+        "team_domain": "fake",
+        "channel_id": "C0APPROVALS",
+        "channel_name": "approvals",
+        "user_id": user,
+        "user_name": user.lower(),
+        "command": "/signoff",
+        "text": text,
+        "api_app_id": "A0SIGNOFF",
+        "response_url": response_url,
+        "trigger_id": "1.2.3",
+    }
+
+
 def block_actions(
     rid: str,
     user: str,

@@ -8,6 +8,7 @@ the target, and the form's post approves."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -56,121 +57,117 @@ def approve_url(post) -> str:
     raise AssertionError("no step-up link")
 
 
-def test_step_up_through_a_browser(tmp_path, db_url):
+@contextlib.contextmanager
+def _served(tmp_path, db_url, name: str):
+    """``signoff serve`` on the step-up workflow file, with a Slack stand-in and an identity
+    provider: (server, slack, idp, env); stopped afterwards."""
     idp = FakeIdP()
     config = tmp_path / "signoff.yaml"
     config.write_text(yaml(idp.issuer))
     with FakeSlack() as slack:
         slack.emails["owner@example.com"] = "U0OWNER"
         env = serve_env(db_url=db_url, slack_url=slack.url, config=config, STEP_UP_CLIENT_SECRET=CLIENT_SECRET)
-        server = Serve(tmp_path, env, "step-up")
+        server = Serve(tmp_path, env, name)
         env["SIGNOFF_PUBLIC_URL"] = server.url
         try:
             server.start()
-            rid = submit(server, "guarded", 1)
-            post = wait_until(
-                lambda: next((c for c in top_level_posts(slack) if c.params["channel"] == "C0APPROVALS"), None),
-                15,
-                "the request to be posted",
-                0.05,
-            )
-            link = approve_url(post)
-            assert link == f"{server.url}/step-up/{rid}"
-
-            with httpx.Client(follow_redirects=True, timeout=10) as browser:
-                page = browser.get(link)
-                assert page.status_code == 200, page.text
-                assert "Approved" in page.text
-                assert [str(r.url).split("?")[0] for r in page.history] == [link, idp.url + "/authorize"]
-                callback = str(page.url)
-
-                view = server.agent("GET", f"/v1/actions/{rid}", "deploy-bot").json()
-                assert view["status"] in ("approved", "executing")
-                assert [(d["by"], d["decision"]) for d in view["decisions"]] == [("U0OWNER", "approve")]
-                wait_until(
-                    lambda: any(
-                        c.ok
-                        and c.params.get("ts") == post.response["ts"]
-                        and not any(b.get("type") == "actions" for b in c.params["blocks"])
-                        for c in slack.calls_to("chat.update")
-                    ),
-                    15,
-                    "the message to be updated",
-                    0.05,
-                )
-
-                replay = browser.get(callback)
-                assert replay.status_code == 400 and "already used" in replay.text
-            assert httpx.get(callback, timeout=10).status_code == 400
-
-            bundle = tmp_path / "bundle.json"
-            subprocess.run(
-                [sys.executable, "-m", "signoff.cli", "evidence", "export", rid, "-o", str(bundle)],
-                env=env,
-                cwd=tmp_path,
-                check=True,
-                timeout=60,
-            )
-            events = json.loads(bundle.read_text())["events"]
-            [decision] = [e for e in events if e["type"] == "decision.recorded"]
-            assert decision["actor"] == "U0OWNER"
-            assert decision["data"]["step_up"]["issuer"] == idp.issuer
-            assert decision["data"]["step_up"]["amr"] == ["pwd", "mfa"]
-            assert [e["data"]["code"] for e in events if e["type"] == "step_up.refused"] == ["replayed", "replayed"]
+            yield server, slack, idp, env
         finally:
             server.stop()
             idp.close()
 
 
-def test_step_up_then_the_typed_confirmation_through_a_browser(tmp_path, db_url):
-    idp = FakeIdP()
-    config = tmp_path / "signoff.yaml"
-    config.write_text(yaml(idp.issuer))
-    with FakeSlack() as slack:
-        slack.emails["owner@example.com"] = "U0OWNER"
-        env = serve_env(db_url=db_url, slack_url=slack.url, config=config, STEP_UP_CLIENT_SECRET=CLIENT_SECRET)
-        server = Serve(tmp_path, env, "step-up-typed")
-        env["SIGNOFF_PUBLIC_URL"] = server.url
-        try:
-            server.start()
-            rid = submit(server, "typed", 1)
-            post = wait_until(
-                lambda: next((c for c in top_level_posts(slack) if c.params["channel"] == "C0APPROVALS"), None),
-                15,
-                "the request to be posted",
-                0.05,
-            )
-            with httpx.Client(follow_redirects=True, timeout=10) as browser:
-                form = browser.get(approve_url(post))
-                assert form.status_code == 200 and "Confirm approval" in form.text, form.text
-                [action] = re.findall(r'<form method="post" action="([^"]+)"', form.text)
-                [token] = re.findall(r'name="token" value="([^"]+)"', form.text)
-                target = urljoin(str(form.url), action)  # as a browser resolves it
-                assert target == f"{server.url}/step-up/confirm"
-                assert server.agent("GET", f"/v1/actions/{rid}", "deploy-bot").json()["status"] == "pending"
+def _posted(slack):
+    """The request's post in the approvals channel, once the outbox has made it."""
+    return wait_until(
+        lambda: next((c for c in top_level_posts(slack) if c.params["channel"] == "C0APPROVALS"), None),
+        15,
+        "the request to be posted",
+        0.05,
+    )
 
-                wrong = browser.post(target, data={"token": token, "typed": "checkout"})
-                assert wrong.status_code == 422 and "That is not the target" in wrong.text
-                done = browser.post(target, data={"token": token, "typed": "checkout-api"})
-                assert done.status_code == 200 and "Approved" in done.text, done.text
+
+def test_step_up_through_a_browser(tmp_path, db_url):
+    with _served(tmp_path, db_url, "step-up") as (server, slack, idp, env):
+        rid = submit(server, "guarded", 1)
+        post = _posted(slack)
+        link = approve_url(post)
+        assert link == f"{server.url}/step-up/{rid}"
+
+        with httpx.Client(follow_redirects=True, timeout=10) as browser:
+            page = browser.get(link)
+            assert page.status_code == 200, page.text
+            assert "Approved" in page.text
+            assert [str(r.url).split("?")[0] for r in page.history] == [link, idp.url + "/authorize"]
+            callback = str(page.url)
 
             view = server.agent("GET", f"/v1/actions/{rid}", "deploy-bot").json()
             assert view["status"] in ("approved", "executing")
             assert [(d["by"], d["decision"]) for d in view["decisions"]] == [("U0OWNER", "approve")]
-            bundle = tmp_path / "bundle.json"
-            subprocess.run(
-                [sys.executable, "-m", "signoff.cli", "evidence", "export", rid, "-o", str(bundle)],
-                env=env,
-                cwd=tmp_path,
-                check=True,
-                timeout=60,
+            wait_until(
+                lambda: any(
+                    c.ok
+                    and c.params.get("ts") == post.response["ts"]
+                    and not any(b.get("type") == "actions" for b in c.params["blocks"])
+                    for c in slack.calls_to("chat.update")
+                ),
+                15,
+                "the message to be updated",
+                0.05,
             )
-            events = json.loads(bundle.read_text())["events"]
-            [refused] = [e for e in events if e["type"] == "confirmation.refused"]
-            assert refused["actor"] == "U0OWNER" and refused["data"]["typed"] == "checkout"
-            [decision] = [e for e in events if e["type"] == "decision.recorded"]
-            assert decision["data"]["confirmed"] == "typed target"
-            assert decision["data"]["step_up"]["issuer"] == idp.issuer
-        finally:
-            server.stop()
-            idp.close()
+
+            replay = browser.get(callback)
+            assert replay.status_code == 400 and "already used" in replay.text
+        assert httpx.get(callback, timeout=10).status_code == 400
+
+        bundle = tmp_path / "bundle.json"
+        subprocess.run(
+            [sys.executable, "-m", "signoff.cli", "evidence", "export", rid, "-o", str(bundle)],
+            env=env,
+            cwd=tmp_path,
+            check=True,
+            timeout=60,
+        )
+        events = json.loads(bundle.read_text())["events"]
+        [decision] = [e for e in events if e["type"] == "decision.recorded"]
+        assert decision["actor"] == "U0OWNER"
+        assert decision["data"]["step_up"]["issuer"] == idp.issuer
+        assert decision["data"]["step_up"]["amr"] == ["pwd", "mfa"]
+        assert [e["data"]["code"] for e in events if e["type"] == "step_up.refused"] == ["replayed", "replayed"]
+
+
+def test_step_up_then_the_typed_confirmation_through_a_browser(tmp_path, db_url):
+    with _served(tmp_path, db_url, "step-up-typed") as (server, slack, idp, env):
+        rid = submit(server, "typed", 1)
+        post = _posted(slack)
+        with httpx.Client(follow_redirects=True, timeout=10) as browser:
+            form = browser.get(approve_url(post))
+            assert form.status_code == 200 and "Confirm approval" in form.text, form.text
+            [action] = re.findall(r'<form method="post" action="([^"]+)"', form.text)
+            [token] = re.findall(r'name="token" value="([^"]+)"', form.text)
+            target = urljoin(str(form.url), action)  # as a browser resolves it
+            assert target == f"{server.url}/step-up/confirm"
+            assert server.agent("GET", f"/v1/actions/{rid}", "deploy-bot").json()["status"] == "pending"
+
+            wrong = browser.post(target, data={"token": token, "typed": "checkout"})
+            assert wrong.status_code == 422 and "That is not the target" in wrong.text
+            done = browser.post(target, data={"token": token, "typed": "checkout-api"})
+            assert done.status_code == 200 and "Approved" in done.text, done.text
+
+        view = server.agent("GET", f"/v1/actions/{rid}", "deploy-bot").json()
+        assert view["status"] in ("approved", "executing")
+        assert [(d["by"], d["decision"]) for d in view["decisions"]] == [("U0OWNER", "approve")]
+        bundle = tmp_path / "bundle.json"
+        subprocess.run(
+            [sys.executable, "-m", "signoff.cli", "evidence", "export", rid, "-o", str(bundle)],
+            env=env,
+            cwd=tmp_path,
+            check=True,
+            timeout=60,
+        )
+        events = json.loads(bundle.read_text())["events"]
+        [refused] = [e for e in events if e["type"] == "confirmation.refused"]
+        assert refused["actor"] == "U0OWNER" and refused["data"]["typed"] == "checkout"
+        [decision] = [e for e in events if e["type"] == "decision.recorded"]
+        assert decision["data"]["confirmed"] == "typed target"
+        assert decision["data"]["step_up"]["issuer"] == idp.issuer

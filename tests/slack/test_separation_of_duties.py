@@ -22,6 +22,7 @@ from support import (
     signed_headers,
     slack_form,
     slack_signed,
+    slash_command,
     submission,
     wait_until,
 )
@@ -109,22 +110,7 @@ class World:
         assert r.status_code == 200, r.text
 
     def command(self, user: str, text: str):
-        r = self.slack(
-            {
-                "token": "legacy",
-                "team_id": "T0FAKE",
-                "team_domain": "fake",
-                "channel_id": "C0APPROVALS",
-                "channel_name": "approvals",
-                "user_id": user,
-                "user_name": user.lower(),
-                "command": "/signoff",
-                "text": text,
-                "api_app_id": "A0SIGNOFF",
-                "response_url": self.fake.url + "response_url",
-                "trigger_id": "1.2.3",
-            }
-        )
+        r = self.slack(slash_command(user, text, self.fake.url + "response_url"))
         assert r.status_code == 200, r.text
         return r
 

@@ -36,6 +36,7 @@ from support import (
     listeners_done,
     runtime,
     slack_signed,
+    slash_command,
     submission,
     wait_until,
 )
@@ -189,22 +190,7 @@ class Harness:
         return self.form({"payload": json.dumps(payload)}, **kw)
 
     def command(self, user: str, text: str):
-        return self.form(
-            {
-                "token": "legacy",
-                "team_id": "T0FAKE",
-                "team_domain": "fake",
-                "channel_id": "C0APPROVALS",
-                "channel_name": "approvals",
-                "user_id": user,
-                "user_name": user.lower(),
-                "command": "/signoff",
-                "text": text,
-                "api_app_id": "A0SIGNOFF",
-                "response_url": self.fake.url + "response_url",
-                "trigger_id": "1.2.3",
-            }
-        )
+        return self.form(slash_command(user, text, self.fake.url + "response_url"))
 
     # -- reading ------------------------------------------------------------------------
     def request(self, rid: str) -> SimpleNamespace:
