@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from signoff.api.auth import RefusalLog, authenticate
 from signoff.api.waiting import Waiters
 from signoff.domain.errors import DomainError, Invalid, NotFound
+from signoff.domain.identifiers import REQUEST_ID_RE
 from signoff.usecases import agent_ops, cancel, outcome
 from signoff.usecases.ports import Context
 from signoff.usecases.submit import submit
@@ -25,7 +26,6 @@ class BadBody(DomainError):
 
 MAX_DEPTH = 64
 SAFE_INT = 2**53 - 1  # RFC 8785 / I-JSON: integers beyond this have no exact JSON number
-REQUEST_ID = re.compile(r"^[A-Za-z0-9-]{1,40}$")
 DIGITS = re.compile(r"^[0-9]{1,16}$")
 MAX_WAIT = 60
 
@@ -143,7 +143,7 @@ def _bad_text(s: str) -> bool:
 
 def checked_id(request_id: str) -> str:
     """Request ids are UUIDs; anything else names no request (and never reaches the store)."""
-    if not REQUEST_ID.match(request_id):
+    if not REQUEST_ID_RE.match(request_id):
         raise NotFound("no such request")
     return request_id
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import html
 import logging
-import re
 from datetime import timezone
 from urllib.parse import parse_qs
 
@@ -18,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
+from signoff.domain.identifiers import REQUEST_ID_RE
 from signoff.domain.step_up import Refusal
 from signoff.stepup.oidc import PROVIDER, Provider
 from signoff.usecases import step_up
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 CALLBACK = "/step-up/callback"
 CONFIRM = "/step-up/confirm"
 MAX_FORM = 8 * 1024  # bytes of a confirmation form's post
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9-]{1,40}$")
 
 # HTTP status of each refusal's page.
 STATUS = {
@@ -183,7 +182,7 @@ def router(ctx: Context, provider: Provider = PROVIDER) -> APIRouter:
 
     @r.get("/step-up/{request_id}")
     def start(request_id: str):
-        if not _REQUEST_ID.match(request_id):
+        if not REQUEST_ID_RE.match(request_id):
             return page("Not found", "There is no such request.", 404)
         try:
             started = step_up.begin(ctx, request_id=request_id)

@@ -32,6 +32,8 @@ _ASCII_BAD = re.compile(r"[\x00-\x1f\x7f]")
 USER_RE = re.compile(r"^[UW][A-Z0-9]{2,}$")
 GROUP_RE = re.compile(r"^S[A-Z0-9]{2,}$")
 CHANNEL_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+# A request id as it may arrive in a URL, a button value or a modal's metadata (ours are UUIDs).
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9-]{1,40}$")
 
 
 def identifier_problem(value: str) -> str | None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from slack_bolt import App
 
+from signoff.domain.identifiers import REQUEST_ID_RE
 from signoff.policy.rules import confirmation_text
 from signoff.slack import blocks
 from signoff.slack.card import RequestCard, cards
@@ -37,7 +38,6 @@ COMMAND_BUDGET = 2.0
 _command_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="slash-command")
 
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9-]{1,40}$")
 _SLACK_ID = re.compile(r"^[A-Z0-9]{2,40}$")
 
 
@@ -57,13 +57,13 @@ def _click(body: dict) -> tuple[str, str | None, str | None]:
     channel = _str_id(_dict(body.get("channel")).get("id"), _SLACK_ID) or _str_id(
         _dict(body.get("container")).get("channel_id"), _SLACK_ID
     )
-    return _str_id(action.get("value"), _REQUEST_ID) or "", user, channel
+    return _str_id(action.get("value"), REQUEST_ID_RE) or "", user, channel
 
 
 def _submitted(body: dict, input_id: str) -> tuple[str, str | None, str | None]:
     """(request id, user id, text of the ``input_id`` field) of a modal submission."""
     view = _dict(body.get("view"))
-    request_id = _str_id(view.get("private_metadata"), _REQUEST_ID) or ""
+    request_id = _str_id(view.get("private_metadata"), REQUEST_ID_RE) or ""
     user = _str_id(_dict(body.get("user")).get("id"), _SLACK_ID)
     values = _dict(_dict(view.get("state")).get("values"))
     text = _dict(_dict(values.get(input_id)).get(input_id)).get("value")
@@ -180,7 +180,7 @@ def register(app: App, ctx: Context) -> None:
 
     def on_review_comment(body):
         view = _dict(body.get("view"))
-        request_id = _str_id(view.get("private_metadata"), _REQUEST_ID)
+        request_id = _str_id(view.get("private_metadata"), REQUEST_ID_RE)
         user = _str_id(_dict(body.get("user")).get("id"), _SLACK_ID)
         values = _dict(_dict(view.get("state")).get("values"))
         comment = _dict(_dict(values.get(COMMENT_INPUT)).get(COMMENT_INPUT)).get("value")
@@ -218,7 +218,7 @@ def register(app: App, ctx: Context) -> None:
             )
         if verb == "show" and len(words) > 1:
             # Someone outside the request's workflow gets the answer for an unknown id.
-            r = queries.show(ctx, words[1], user) if _REQUEST_ID.match(words[1]) else None
+            r = queries.show(ctx, words[1], user) if REQUEST_ID_RE.match(words[1]) else None
             return blocks.request_detail_text(RequestCard.from_view(r)) if r else f"No request {words[1][:60]}."
         if verb == "exceptions":
             items = queries.exceptions_for(ctx, user)
