@@ -474,21 +474,23 @@ def test_forged_stale_or_missing_signatures_are_401_and_change_nothing(hdb):
     }
     body = urlencode({"payload": json.dumps(payload)}).encode()
     ctype = "application/x-www-form-urlencoded"
+    # each case's headers are made just before it is sent: a timestamp taken earlier could
+    # drift inside Slack's five minutes on a loaded machine
     cases = {
-        "forged": slack_signed(body, "not-the-secret"),
-        "stale": slack_signed(body, SECRET, ts=int(time.time()) - 301),
-        "future": slack_signed(body, SECRET, ts=int(time.time()) + 301),
-        "missing": {},
-        "no_timestamp": {"X-Slack-Signature": slack_signed(body, SECRET)["X-Slack-Signature"]},
-        "junk_timestamp": {**slack_signed(body, SECRET), "X-Slack-Request-Timestamp": "soon"},
-        "non_ascii": {
+        "forged": lambda: slack_signed(body, "not-the-secret"),
+        "stale": lambda: slack_signed(body, SECRET, ts=int(time.time()) - 301),
+        "future": lambda: slack_signed(body, SECRET, ts=int(time.time()) + 320),
+        "missing": lambda: {},
+        "no_timestamp": lambda: {"X-Slack-Signature": slack_signed(body, SECRET)["X-Slack-Signature"]},
+        "junk_timestamp": lambda: {**slack_signed(body, SECRET), "X-Slack-Request-Timestamp": "soon"},
+        "non_ascii": lambda: {
             "X-Slack-Request-Timestamp": str(int(time.time())),
             "X-Slack-Signature": "v0=\xe9".encode("latin-1"),
         },
-        "other_body": slack_signed(body + b"&x=1", SECRET),
+        "other_body": lambda: slack_signed(body + b"&x=1", SECRET),
     }
     for name, headers in cases.items():
-        r = hdb.post(body, content_type=ctype, headers=headers, signed=False)
+        r = hdb.post(body, content_type=ctype, headers=headers(), signed=False)
         assert r.status_code == 401, (name, r.text)
         assert r.json()["error"]["code"]
     # a non-UTF-8 body with a signature over it is not a valid Slack request either

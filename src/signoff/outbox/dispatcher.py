@@ -53,6 +53,8 @@ LEASE = timedelta(seconds=10)
 FINISH_EVERY = 0.02  # seconds: delivery results are recorded together at most this late
 FINISH_MAX = 64  # … or as soon as this many are waiting
 BACKOFF = [0.5, 1, 2, 4, 8, 15]
+DEFER = 0.25  # seconds: a deferred row's wait when its handler names none
+MIN_WAIT = 0.05  # seconds: the least a row waits behind one that did not go through
 _DONE = {
     d: "UPDATE outbox SET state = 'done', done_at = {at}, last_error = NULL, claimed_by = NULL, "
     "claimed_until = NULL, in_flight = {no} WHERE id = {id}".format(
@@ -73,7 +75,7 @@ class Retry(Exception):
 class Defer(Exception):
     """Not deliverable yet (depends on another row); try again soon, no attempt counted."""
 
-    def __init__(self, reason: str, after: float = 0.25):
+    def __init__(self, reason: str, after: float = DEFER):
         super().__init__(reason)
         self.after = after
 
@@ -143,17 +145,51 @@ def backoff(attempts: int) -> float:
     return BACKOFF[min(attempts, len(BACKOFF) - 1)]
 
 
+def next_attempt_in(result: Result, record_failed: bool = False) -> float:
+    """Seconds until a row that did not go through is due again."""
+    if record_failed:  # delivered, not recorded: soon, looking for the delivery first
+        return backoff(result.job.attempts)
+    if result.outcome == "defer":
+        return result.after or DEFER
+    delay = result.after if result.after is not None else backoff(result.job.attempts)
+    return min(max(delay, 0), 60)
+
+
 class _Group:
     """The rows of one request this process holds while running: delivered one at a time,
     in order; the next waits until the last one's result is recorded (``pending``)."""
 
-    __slots__ = ("blocked", "jobs", "pending", "running")
+    __slots__ = ("blocked_by", "blocked_until", "jobs", "pending", "running")
 
     def __init__(self) -> None:
         self.jobs: deque[Job] = deque()
         self.running = False  # a pool thread is delivering them
         self.pending = 0  # results handed to the finisher, not yet committed
-        self.blocked = False  # a row did not go through: the rest wait for the next attempt
+        # The row that did not go through (deferred, to retry, or its record failed) and
+        # when it is due again (monotonic): rows of the request *after* it wait until then.
+        # A row before it (one a crashed process left leased, say) goes: order is by id.
+        self.blocked_by: int | None = None
+        self.blocked_until = 0.0
+
+    def wait_for(self, job: Job, now: float) -> float | None:
+        """Seconds ``job`` must wait behind the row that did not go through, or None."""
+        if self.blocked_by is None or job.id <= self.blocked_by:
+            return None
+        if now >= self.blocked_until + LEASE.total_seconds():
+            # that row is long due and was not seen again here: another process took it
+            self.blocked_by = None
+            return None
+        return max(self.blocked_until - now, MIN_WAIT)
+
+    def went(self, result: Result, now: float, record_failed: bool = False) -> None:
+        """Note how ``result``'s delivery went."""
+        job = result.job
+        if result.outcome in ("done", "dead") and not record_failed:
+            if job.id == self.blocked_by:
+                self.blocked_by = None
+        elif self.blocked_by is None or job.id <= self.blocked_by:
+            self.blocked_by = job.id
+            self.blocked_until = now + next_attempt_in(result, record_failed)
 
 
 class Dispatcher:
@@ -298,18 +334,21 @@ class Dispatcher:
                     if not group.jobs or group.pending:
                         group.running = False
                         if not group.jobs and not group.pending:
-                            group.blocked = False
                             self._groups.pop(key, None)
                         return
                     job = group.jobs.popleft()
                     held = True
-                if group.blocked or self._stop.is_set():
-                    # keep order within a request, or stopping: release the rest for the next
-                    # pass (of this process or, when it stops, of another)
+                    wait = group.wait_for(job, time.monotonic())
+                if self._stop.is_set():
+                    # stopping: release the rest for another process (or this one, restarted)
                     result = Result(job, "defer", after=0.1)
+                elif wait is not None:
+                    # keep order within a request: back when the row before it is due again
+                    result = Result(job, "defer", after=wait)
                 else:
                     result = Result(job, *self._deliver(job))
-                    group.blocked = result.outcome != "done"
+                    with self._lock:
+                        group.went(result, time.monotonic())
                 with self._lock:
                     more = bool(group.jobs)
                     if not (result.record is not None and more):
@@ -318,8 +357,9 @@ class Dispatcher:
                 if result.record is not None and more:
                     # the request's next row may read what this one records: commit it first
                     failed = self._finish_many([result])
-                    group.blocked = group.blocked or bool(failed)
                     with self._lock:
+                        if failed:
+                            group.went(result, time.monotonic(), record_failed=True)
                         self._active -= 1
                         held = False
                 else:
@@ -355,7 +395,6 @@ class Dispatcher:
                         group.running = True
                         start.append((key, group))
                 elif not group.jobs and not group.running:
-                    group.blocked = False
                     self._groups.pop(key, None)
         for key, group in start:
             self._start_group(key, group)
@@ -472,19 +511,20 @@ class Dispatcher:
     def _deliver_group(self, jobs: list[Job], results: queue.SimpleQueue | None = None) -> None:
         """Deliver one request's rows in order; results go to ``results`` (recorded by the
         caller) or, without it, are recorded at once."""
-        blocked = False
+        group = _Group()  # the same order rule as the running loop's
         for i, job in enumerate(jobs):
-            if blocked or self._stop.is_set():
-                # keep order within a request, or stopping: release the rest for the next
-                # pass (of this process or, when it stops, of another)
+            wait = group.wait_for(job, time.monotonic())
+            if self._stop.is_set():
                 result = Result(job, "defer", after=0.1)
+            elif wait is not None:
+                result = Result(job, "defer", after=wait)
             else:
                 result = Result(job, *self._deliver(job))
-                blocked = result.outcome != "done"
+                group.went(result, time.monotonic())
             if results is None or (result.record is not None and i + 1 < len(jobs)):
                 # the request's next row may read what this one records: commit it first
-                failed = self._finish_many([result])
-                blocked = blocked or bool(failed)
+                if self._finish_many([result]):
+                    group.went(result, time.monotonic(), record_failed=True)
             else:
                 results.put(result)
 
@@ -555,37 +595,30 @@ class Dispatcher:
                 at = fast.bind(session, OutboxRow.__table__.c.done_at, now)
                 no = fast.bind(session, OutboxRow.__table__.c.in_flight, False)
                 fast.execute_many(session, _DONE, [{"id": i, "at": at, "no": no} for i in done])
-            for job, outcome, error, after, _record in results:
+            for result in results:
+                job, outcome, error = result.job, result.outcome, result.error
                 if outcome == "done" and job.id not in failed:
                     continue
                 values: dict[str, Any] = {"claimed_by": None, "claimed_until": None, "in_flight": False}
+                due = now + timedelta(seconds=next_attempt_in(result, job.id in failed))
                 if job.id in failed:
                     # delivered but not recorded: retry soon, looking for the delivery first
                     values.update(
-                        attempts=job.attempts + 1,
-                        last_error=failed[job.id],
-                        in_flight=True,
-                        next_attempt_at=now + timedelta(seconds=backoff(job.attempts)),
+                        attempts=job.attempts + 1, last_error=failed[job.id], in_flight=True, next_attempt_at=due
                     )
                 elif outcome == "dead":
                     values.update(state="dead", done_at=now, last_error=error)
                 elif outcome == "defer":
-                    values.update(next_attempt_at=now + timedelta(seconds=after or 0.25))
+                    values.update(next_attempt_at=due)
                 else:
-                    delay = after if after is not None else backoff(job.attempts)
-                    values.update(
-                        attempts=job.attempts + 1,
-                        last_error=error,
-                        next_attempt_at=now + timedelta(seconds=min(max(delay, 0), 60)),
-                    )
+                    values.update(attempts=job.attempts + 1, last_error=error, next_attempt_at=due)
                 session.execute(update(OutboxRow).where(OutboxRow.id == job.id).values(**values))
             return set(failed)
 
         failed = self.ctx.store.transaction(tx)
-        for job, outcome, _error, after, _record in results:
-            if outcome in ("defer", "retry") or job.id in failed:
-                delay = after if after is not None else (0.25 if outcome == "defer" else backoff(job.attempts))
-                timer = threading.Timer(min(delay, 15), self.wake)
+        for result in results:
+            if result.outcome in ("defer", "retry") or result.job.id in failed:
+                timer = threading.Timer(min(next_attempt_in(result, result.job.id in failed), 15), self.wake)
                 timer.daemon = True  # a pending wake-up must not hold a stopping process
                 timer.start()
         return failed
