@@ -338,7 +338,8 @@ class Dispatcher:
                         return
                     job = group.jobs.popleft()
                     held = True
-                    wait = group.wait_for(job, time.monotonic())
+                # the order marks are this thread's alone: one runner per group at a time
+                wait = group.wait_for(job, time.monotonic())
                 if self._stop.is_set():
                     # stopping: release the rest for another process (or this one, restarted)
                     result = Result(job, "defer", after=0.1)
@@ -347,8 +348,7 @@ class Dispatcher:
                     result = Result(job, "defer", after=wait)
                 else:
                     result = Result(job, *self._deliver(job))
-                    with self._lock:
-                        group.went(result, time.monotonic())
+                    group.went(result, time.monotonic())
                 with self._lock:
                     more = bool(group.jobs)
                     if not (result.record is not None and more):
@@ -357,9 +357,9 @@ class Dispatcher:
                 if result.record is not None and more:
                     # the request's next row may read what this one records: commit it first
                     failed = self._finish_many([result])
+                    if failed:
+                        group.went(result, time.monotonic(), record_failed=True)
                     with self._lock:
-                        if failed:
-                            group.went(result, time.monotonic(), record_failed=True)
                         self._active -= 1
                         held = False
                 else:
