@@ -375,6 +375,25 @@ def test_a_confirmation_is_taken_once_however_posts_race(stage):
     assert stage.decisions(rid) == []
 
 
+def test_a_double_click_on_the_form_says_the_first_post_approved(stage):
+    rid = stage.submit("critical-typed", **CRITICAL)
+    token = form_token(stage.sign_in(rid))
+    # The browser sends the second post before the first one's answer (which forgets the
+    # cookie) arrives, and shows the second answer: it must not read "nothing recorded".
+    second = TestClient(stage.service.app, raise_server_exceptions=False)
+    second.cookies.update(dict(stage.browser.cookies))
+    assert post_confirm(stage.browser, token, TARGET).status_code == 200
+    again = post_confirm(second, token, TARGET)
+    assert again.status_code == 400 and "Already approved" in again.text, again.text
+    assert "Nothing was recorded" not in again.text
+    [(_, actor, data)] = stage.events(rid, "step_up.refused")  # still on record, as a replay
+    assert actor == "U0OWNER" and data["code"] == "replayed"
+    assert stage.decisions(rid) == [("U0OWNER", "approve")]
+    # without the cookie (the back button after the answer) it is the plain refusal
+    later = post_confirm(stage.browser, token, TARGET)
+    assert later.status_code == 400 and "already used" in later.text and "Already approved" not in later.text
+
+
 def test_a_request_that_asks_for_no_confirmation_is_approved_by_the_callback(stage):
     # confirm unset: typed for critical requests only
     rid = stage.submit("critical-typed", risk="high", rollback={"description": "restart again"})

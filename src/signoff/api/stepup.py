@@ -124,6 +124,14 @@ def decided_page(result: DecideResult) -> HTMLResponse:
 
 
 def refused_page(refusal: Refusal) -> HTMLResponse:
+    if refusal.recorded_for:  # the second post of a double click: the first one counted
+        return page(
+            "Already approved",
+            "This confirmation was sent twice; the first one recorded your approval, "
+            "and this one recorded nothing more.",
+            STATUS["replayed"],
+            ok=True,
+        )
     return page("Not approved", f"Nothing was recorded: {refusal.reason}.", STATUS.get(refusal.code, 403))
 
 

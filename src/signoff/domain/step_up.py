@@ -51,10 +51,13 @@ class Proof:
 class Refusal(Exception):
     """A step-up that records nothing but its refusal; ``code`` is a key of REASONS."""
 
-    def __init__(self, code: str, detail: str = ""):
+    def __init__(self, code: str, detail: str = "", *, recorded_for: str | None = None):
         super().__init__(f"{code}: {detail}" if detail else code)
         self.code = code
         self.detail = detail
+        # A confirmation posted again by the browser that signed in (a double click): the
+        # approver whose approval the first post recorded, so the page can say so.
+        self.recorded_for = recorded_for
 
     @property
     def reason(self) -> str:
