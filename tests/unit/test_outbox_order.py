@@ -58,3 +58,14 @@ def test_the_wait_lapses_a_lease_after_that_row_was_due_when_not_seen_again():
     assert g.wait_for(job(7), 1.0 + LEASE.total_seconds() - 0.01) == MIN_WAIT
     assert g.wait_for(job(7), 1.0 + LEASE.total_seconds()) is None
     assert g.blocked_by is None
+
+
+def test_a_paced_row_waits_alone():
+    # held back by Slack's limit for that call (pacing, a 429): the request's other rows,
+    # e.g. its security exception thread behind a paced chat.update, need not wait
+    g = _Group()
+    g.went(Result(job(5), "paced", after=1.2), now=0.0)
+    assert g.blocked_by is None and g.wait_for(job(6), 0.1) is None
+    g.went(Result(job(5), "defer", after=1.0), now=0.0)  # a dependency does hold them back
+    g.went(Result(job(5), "paced", after=1.2), now=0.5)
+    assert g.wait_for(job(6), 0.6) == pytest.approx(0.4)

@@ -73,11 +73,14 @@ class Retry(Exception):
 
 
 class Defer(Exception):
-    """Not deliverable yet (depends on another row); try again soon, no attempt counted."""
+    """Not deliverable yet (depends on another row); try again soon, no attempt counted.
+    ``alone``: only this row waits (it is paced: its peer's limit for that call, not the
+    request's order, holds it back); the request's later rows may go meanwhile."""
 
-    def __init__(self, reason: str, after: float = DEFER):
+    def __init__(self, reason: str, after: float = DEFER, *, alone: bool = False):
         super().__init__(reason)
         self.after = after
+        self.alone = alone
 
 
 class GiveUp(Exception):
@@ -123,7 +126,8 @@ Handler = Callable[[Job], "Record | None"]
 
 
 class Result(NamedTuple):
-    """How one delivery went: ``outcome`` is done, defer, retry or dead."""
+    """How one delivery went: ``outcome`` is done, defer, paced (a defer of this row
+    alone), retry or dead."""
 
     job: Job
     outcome: str
@@ -149,7 +153,7 @@ def next_attempt_in(result: Result, record_failed: bool = False) -> float:
     """Seconds until a row that did not go through is due again."""
     if record_failed:  # delivered, not recorded: soon, looking for the delivery first
         return backoff(result.job.attempts)
-    if result.outcome == "defer":
+    if result.outcome in ("defer", "paced"):
         return result.after or DEFER
     delay = result.after if result.after is not None else backoff(result.job.attempts)
     return min(max(delay, 0), 60)
@@ -184,6 +188,8 @@ class _Group:
     def went(self, result: Result, now: float, record_failed: bool = False) -> None:
         """Note how ``result``'s delivery went."""
         job = result.job
+        if result.outcome == "paced" and not record_failed:
+            return  # held back by its peer's limit alone: the rows after it need not wait
         if result.outcome in ("done", "dead") and not record_failed:
             if job.id == self.blocked_by:
                 self.blocked_by = None
@@ -542,7 +548,7 @@ class Dispatcher:
                 self.on_delivered(job.kind, job.created_at, self.ctx.clock())
             return "done", None, None, record if isinstance(record, Record) else None
         except Defer as d:
-            return "defer", str(d), d.after, None
+            return ("paced" if d.alone else "defer"), str(d), d.after, None
         except Retry as r:
             log.warning("outbox %s #%s failed (attempt %s): %s", job.kind, job.id, job.attempts + 1, r)
             return "retry", str(r), r.after, None
@@ -608,7 +614,7 @@ class Dispatcher:
                     )
                 elif outcome == "dead":
                     values.update(state="dead", done_at=now, last_error=error)
-                elif outcome == "defer":
+                elif outcome in ("defer", "paced"):
                     values.update(next_attempt_at=due)
                 else:
                     values.update(attempts=job.attempts + 1, last_error=error, next_attempt_at=due)
@@ -617,7 +623,7 @@ class Dispatcher:
 
         failed = self.ctx.store.transaction(tx)
         for result in results:
-            if result.outcome in ("defer", "retry") or result.job.id in failed:
+            if result.outcome in ("defer", "paced", "retry") or result.job.id in failed:
                 timer = threading.Timer(min(next_attempt_in(result, result.job.id in failed), 15), self.wake)
                 timer.daemon = True  # a pending wake-up must not hold a stopping process
                 timer.start()

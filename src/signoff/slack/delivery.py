@@ -141,7 +141,7 @@ class SlackDelivery:
         if self.pacer is not None:
             wait = self.pacer.take(method, channel, priority)
             if wait > 0:
-                raise Defer(f"paced: {method}" + (f" in {channel}" if channel else ""), after=wait)
+                raise Defer(f"paced: {method}" + (f" in {channel}" if channel else ""), after=wait, alone=True)
         post_json = getattr(self.client, "post_json", None) if method in JSON_METHODS else None
         fn = (
             getattr(self.client, method.replace(".", "_"))
@@ -153,7 +153,7 @@ class SlackDelivery:
         except RateLimited as limited:
             if self.pacer is not None:
                 self.pacer.pause(method, channel, limited.after)
-            raise Defer(str(limited), after=limited.after) from None
+            raise Defer(str(limited), after=limited.after, alone=True) from None
 
     def handlers(self) -> dict:
         return {
