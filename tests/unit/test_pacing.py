@@ -64,3 +64,40 @@ def test_the_share_divides_the_limits():
     p = Pacer(share=2, clock=clock)
     assert p.take("chat.postMessage", "C1") == 0
     assert 1.9 < p.take("chat.postMessage", "C1") <= 2.0  # half a post a second, burst 1
+
+
+def test_calls_told_to_wait_take_turns_instead_of_all_coming_back_at_the_next_token():
+    clock = Clock()
+    p = Pacer(clock=clock)
+    assert p.take("chat.postMessage", "C1") == 0 and p.take("chat.postMessage", "C1") == 0
+    waits = [p.take("chat.postMessage", "C1") for _ in range(5)]
+    assert [round(w, 6) for w in waits] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    # each comes back at its turn and goes; the one after it is still told to wait
+    for w in waits:
+        clock.t = 1000.0 + w
+        assert p.take("chat.postMessage", "C1") == 0
+        assert p.take("chat.postMessage", "C9") == 0  # other channels never queue behind C1
+    # a call arriving meanwhile queues after the last turn given, not before it
+    clock.t = 1000.0 + 5.5
+    assert round(p.take("chat.postMessage", "C1"), 6) == 0.5
+    assert round(p.take("chat.postMessage", "C1"), 6) == 1.5
+
+
+def test_a_tier_method_s_calls_take_turns_too_and_a_pause_puts_them_after_it():
+    clock = Clock()
+    p = Pacer(clock=clock)
+    while p.take("chat.update", "C1") == 0:
+        pass
+    first, second = p.take("chat.update", "C2"), p.take("chat.update", "C3")
+    assert round(second - first, 6) == round(60 / 50, 6)  # Tier 3: one call per 1.2 s
+    p.pause("chat.postMessage", "C4", 30)
+    assert [round(p.take("chat.postMessage", "C4"), 6) for _ in range(2)] == [30.0, 31.0]
+
+
+def test_approvers_posts_do_not_queue_behind_low_priority_ones_workspace_wide():
+    clock = Clock()
+    p = Pacer(clock=clock)
+    told = [p.take("chat.postMessage", f"CSEC{i}", priority=2) for i in range(100)]
+    assert any(w > 0 for w in told)
+    # the workspace bucket keeps its headroom by priority: no turn taken there
+    assert p.take("chat.postMessage", "U0OWNER", priority=0) == 0

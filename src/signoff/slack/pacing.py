@@ -7,7 +7,9 @@ names what it limits and says for how long (``Retry-After``).
 
 ``Pacer.take(method, channel, priority)`` answers 0 and spends a token when the call may go
 now, or the seconds until it may (spending nothing): the outbox then defers the row instead
-of holding a delivery thread, so one busy channel never stalls the others. ``pause`` records
+of holding a delivery thread, so one busy channel never stalls the others. Calls told to
+wait take turns: the second is told to come back a token's time after the first, and so
+on, rather than all at the next token. ``pause`` records
 a 429 for just the method (and, for ``chat.postMessage``, just the channel) it named.
 
 Priority: the workspace-wide ``chat.postMessage`` bucket keeps headroom for the people who can
@@ -60,6 +62,12 @@ class _Bucket:
     tokens: float
     at: float
     paused_until: float = 0.0
+    # When the last call told to wait here was told to come back: a call that must wait
+    # takes the turn after it (one token's time later) instead of the same next token,
+    # so a queue of n calls comes back one at a time, not n times a second (each time a
+    # claim and a deferral of every one of them).
+    turn_at: float = 0.0
+    takes_turns: bool = True
 
     def refill(self, now: float) -> None:
         if now > self.at:
@@ -96,7 +104,9 @@ class Pacer:
                 rate, burst = per_minute / 60.0, max(1.0, per_minute / 10.0)
             rate /= self.share
             burst = max(1.0, burst / self.share)
-            b = self._buckets[key] = _Bucket(rate, burst, burst, now)
+            # The workspace-wide post bucket keeps headroom by priority: no queue there,
+            # or an approver's post would wait its turn behind security threads.
+            b = self._buckets[key] = _Bucket(rate, burst, burst, now, takes_turns=key != (POST, "*"))
         return b
 
     def take(self, method: str, channel: str | None = None, priority: int = 0) -> float:
@@ -104,19 +114,23 @@ class Pacer:
         now = self.clock()
         with self._lock:
             buckets = self._keys(method, channel)
-            waits = []
+            limits = []
             for (m, c), need in buckets:
-                waits.append(
-                    self._bucket(m, c, now).wait(
-                        now, need + (HEADROOM.get(priority, 6.0) if c == "*" and m == POST else 0.0)
-                    )
+                b = self._bucket(m, c, now)
+                limits.append(
+                    (b, need, b.wait(now, need + (HEADROOM.get(priority, 6.0) if c == "*" and m == POST else 0.0)))
                 )
-            wait = max(waits)
-            if wait > 0:
-                return wait
-            for (m, c), need in buckets:
-                self._bucket(m, c, now).tokens -= need
-            return 0.0
+            wait = max(w for _b, _n, w in limits)
+            if wait <= 0:
+                for b, need, _w in limits:
+                    b.tokens -= need
+                return 0.0
+            queues = [(b, need) for b, need, w in limits if w > 0 and b.takes_turns]
+            for b, need in queues:
+                wait = max(wait, b.turn_at + need / b.rate - now)
+            for b, _need in queues:
+                b.turn_at = now + wait
+            return wait
 
     def allowance(self, method: str, channel: str | None, horizon: float) -> float:
         """How many calls of ``method`` (in ``channel``) pacing lets through from now until
