@@ -185,6 +185,15 @@ def submit(server: Serve, workflow: str, n: int) -> str:
     return r.json()["id"]
 
 
+def exported_events(workdir: Path, env: dict[str, str], request_id: str) -> list[dict]:
+    """The events of ``signoff evidence export`` for one request, as an operator runs it."""
+    bundle = workdir / f"bundle-{request_id}.json"
+    subprocess.run(
+        [*SIGNOFF, "evidence", "export", request_id, "-o", str(bundle)], env=env, cwd=workdir, check=True, timeout=60
+    )
+    return json.loads(bundle.read_text())["events"]
+
+
 def top_level_posts(slack: FakeSlack) -> list:
     """chat.postMessage calls that posted a copy of a request (not thread replies)."""
     return [c for c in slack.calls_to("chat.postMessage") if c.ok and not c.params.get("thread_ts")]

@@ -9,15 +9,12 @@ the target, and the form's post approves."""
 from __future__ import annotations
 
 import contextlib
-import json
 import re
-import subprocess
-import sys
 from urllib.parse import urljoin
 
 import httpx
 
-from e2e.harness import Serve, serve_env, submit, top_level_posts
+from e2e.harness import Serve, exported_events, serve_env, submit, top_level_posts
 from fakes.oidc import CLIENT_ID, CLIENT_SECRET, FakeIdP
 from fakes.slack_api import FakeSlack
 from support import DEPLOY_BOT, ROUTING, wait_until
@@ -120,15 +117,7 @@ def test_step_up_through_a_browser(tmp_path, db_url):
             assert replay.status_code == 400 and "already used" in replay.text
         assert httpx.get(callback, timeout=10).status_code == 400
 
-        bundle = tmp_path / "bundle.json"
-        subprocess.run(
-            [sys.executable, "-m", "signoff.cli", "evidence", "export", rid, "-o", str(bundle)],
-            env=env,
-            cwd=tmp_path,
-            check=True,
-            timeout=60,
-        )
-        events = json.loads(bundle.read_text())["events"]
+        events = exported_events(tmp_path, env, rid)
         [decision] = [e for e in events if e["type"] == "decision.recorded"]
         assert decision["actor"] == "U0OWNER"
         assert decision["data"]["step_up"]["issuer"] == idp.issuer
@@ -157,15 +146,7 @@ def test_step_up_then_the_typed_confirmation_through_a_browser(tmp_path, db_url)
         view = server.agent("GET", f"/v1/actions/{rid}", "deploy-bot").json()
         assert view["status"] in ("approved", "executing")
         assert [(d["by"], d["decision"]) for d in view["decisions"]] == [("U0OWNER", "approve")]
-        bundle = tmp_path / "bundle.json"
-        subprocess.run(
-            [sys.executable, "-m", "signoff.cli", "evidence", "export", rid, "-o", str(bundle)],
-            env=env,
-            cwd=tmp_path,
-            check=True,
-            timeout=60,
-        )
-        events = json.loads(bundle.read_text())["events"]
+        events = exported_events(tmp_path, env, rid)
         [refused] = [e for e in events if e["type"] == "confirmation.refused"]
         assert refused["actor"] == "U0OWNER" and refused["data"]["typed"] == "checkout"
         [decision] = [e for e in events if e["type"] == "decision.recorded"]

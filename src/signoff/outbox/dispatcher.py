@@ -345,16 +345,7 @@ class Dispatcher:
                     job = group.jobs.popleft()
                     held = True
                 # the order marks are this thread's alone: one runner per group at a time
-                wait = group.wait_for(job, time.monotonic())
-                if self._stop.is_set():
-                    # stopping: release the rest for another process (or this one, restarted)
-                    result = Result(job, "defer", after=0.1)
-                elif wait is not None:
-                    # keep order within a request: back when the row before it is due again
-                    result = Result(job, "defer", after=wait)
-                else:
-                    result = Result(job, *self._deliver(job))
-                    group.went(result, time.monotonic())
+                result = self._attempt(group, job)
                 with self._lock:
                     more = bool(group.jobs)
                     if not (result.record is not None and more):
@@ -519,20 +510,26 @@ class Dispatcher:
         caller) or, without it, are recorded at once."""
         group = _Group()  # the same order rule as the running loop's
         for i, job in enumerate(jobs):
-            wait = group.wait_for(job, time.monotonic())
-            if self._stop.is_set():
-                result = Result(job, "defer", after=0.1)
-            elif wait is not None:
-                result = Result(job, "defer", after=wait)
-            else:
-                result = Result(job, *self._deliver(job))
-                group.went(result, time.monotonic())
+            result = self._attempt(group, job)
             if results is None or (result.record is not None and i + 1 < len(jobs)):
                 # the request's next row may read what this one records: commit it first
                 if self._finish_many([result]):
                     group.went(result, time.monotonic(), record_failed=True)
             else:
                 results.put(result)
+
+    def _attempt(self, group: _Group, job: Job) -> Result:
+        """Deliver ``job`` (noting how it went on its ``group``), or defer it: when stopping,
+        for another process (or this one, restarted); or, to keep its request's order,
+        until the row before it that did not go through is due again."""
+        if self._stop.is_set():
+            return Result(job, "defer", after=0.1)
+        wait = group.wait_for(job, time.monotonic())
+        if wait is not None:
+            return Result(job, "defer", after=wait)
+        result = Result(job, *self._deliver(job))
+        group.went(result, time.monotonic())
+        return result
 
     def _deliver(self, job: Job) -> tuple[str, str | None, float | None, Record | None]:
         handler = self.handlers.get(job.kind)

@@ -258,17 +258,6 @@ def _may_approve(ctx: Context, request_id: str, user: str, data: dict[str, Any])
         raise Refusal(code, verdict.reason)
 
 
-def _say_if_recorded(ctx: Context, refusal: Refusal, key: str, browser: str) -> None:
-    """A confirmation posted again by the browser that signed in (a double click, whose
-    second post is what the browser shows): note on ``refusal`` whether the first post
-    recorded the approval, so the page does not read as if nothing was approved."""
-    held = ctx.uow.read(lambda repo: repo.held_flow(key))
-    if held is None or not secrets.compare_digest(_hash(browser), held.browser_hash):
-        return
-    if held.approver in _decided_by(ctx, held.request_id):
-        refusal.recorded_for = held.approver
-
-
 def _decided_by(ctx: Context, request_id: str) -> list[str]:
     return ctx.uow.read(lambda repo: [d.by for d in repo.decisions(request_id)])
 
@@ -313,6 +302,9 @@ def confirm(ctx: Context, *, token: str, browser: str, typed: str | None) -> Dec
         mine = bool(browser) and secrets.compare_digest(_hash(browser), held.browser_hash)
         if held.confirmed_at is not None:
             refusal = Refusal("replayed", f"the confirmation was posted at {held.confirmed_at.isoformat()}")
+            if mine and any(d.by == held.approver for d in repo.decisions(held.request_id)):
+                # the second post of a double click: the page says the first one counted
+                refusal.recorded_for = held.approver
         elif not mine:
             refusal = Refusal("bad_state", "the confirmation came from a browser that did not sign in")
         elif now >= held.expires_at:
@@ -336,8 +328,6 @@ def confirm(ctx: Context, *, token: str, browser: str, typed: str | None) -> Dec
     held, refusal = transaction(ctx, check)
     if refusal is not None:
         ctx.notify()
-        if refusal.code == "replayed" and browser:
-            _say_if_recorded(ctx, refusal, key, browser)
         raise refusal
     assert held is not None, "check answers the held sign-in or a refusal"
     rid, user = held.request_id, held.approver
@@ -367,7 +357,8 @@ def confirm(ctx: Context, *, token: str, browser: str, typed: str | None) -> Dec
     if not ctx.uow.transaction(lambda repo: repo.take_held_flow(key, ctx.clock())):
         twice = Refusal("replayed", "the confirmation was posted twice at once")
         refuse(ctx, request_id=rid, refusal=twice, actor=user, data=data)
-        _say_if_recorded(ctx, twice, key, browser)
+        if user in _decided_by(ctx, rid):
+            twice.recorded_for = user
         raise twice
     return approve(ctx, request_id=rid, user=user, step_up=evidence, confirmed_target=typed)
 
