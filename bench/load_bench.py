@@ -472,30 +472,30 @@ def _bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, s
         busy_before = wait_quiet(args.quiet, args.quiet_wait)
         write_signed_bodies(bodies, secret, args.bodies)
         click_out = tmp / "clicks.json"
+
+        def clicks(*mode, out: Path) -> list[str]:
+            """click_client.py's command line: Approve clicks on the targets, as ``mode`` says."""
+            return [
+                sys.executable,
+                str(HERE / "click_client.py"),
+                "--url",
+                f"{base}/slack/events",
+                "--secret",
+                slack_secret,
+                "--targets",
+                str(tmp / "targets.json"),
+                "--user",
+                APPROVER,
+                *map(str, mode),
+                "--out",
+                str(out),
+            ]
+
         clicker = (
             None
             if not n_clicks
             else subprocess.Popen(
-                [
-                    sys.executable,
-                    str(HERE / "click_client.py"),
-                    "--url",
-                    f"{base}/slack/events",
-                    "--secret",
-                    slack_secret,
-                    "--targets",
-                    str(tmp / "targets.json"),
-                    "--user",
-                    APPROVER,
-                    "--rate",
-                    str(args.click_rate),
-                    "--duration",
-                    str(args.click_duration),
-                    "--delay",
-                    "1.0",
-                    "--out",
-                    str(click_out),
-                ],
+                clicks("--rate", args.click_rate, "--duration", args.click_duration, "--delay", 1.0, out=click_out),
                 cwd=tmp,
                 env=env,
             )
@@ -584,26 +584,15 @@ def _bench_signoff(args, tmp: Path, env: dict, secret: str, slack_secret: str, s
             replay_out = tmp / "replay.json"
             with CpuWindow(proc.pid) as cpu:
                 subprocess.run(
-                    [
-                        sys.executable,
-                        str(HERE / "click_client.py"),
-                        "--url",
-                        f"{base}/slack/events",
-                        "--secret",
-                        slack_secret,
-                        "--targets",
-                        str(tmp / "targets.json"),
-                        "--user",
-                        APPROVER,
+                    clicks(
                         "--connections",
-                        str(args.replay_connections),
+                        args.replay_connections,
                         "--duration",
-                        str(args.replay_duration),
+                        args.replay_duration,
                         "--delay",
-                        "0.5",
-                        "--out",
-                        str(replay_out),
-                    ],
+                        0.5,
+                        out=replay_out,
+                    ),
                     cwd=tmp,
                     env=env,
                     timeout=args.replay_duration + 120,
